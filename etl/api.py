@@ -1,0 +1,318 @@
+"""The OpenPhone API client: ``fetch_summary(call_id) -> FetchResult``.
+
+HTTP lives here and only here.  One :class:`httpx.AsyncClient` per run holds
+the connection pool; the transport is injectable, so tests and ``etl demo``
+hand in a simulated API and everything above this module is the real code.
+
+Per-id outcomes are values, not exceptions: a :class:`FetchResult` says which
+row of SPEC.md's queue table applies.  The one exception that escapes is
+:class:`etl.errors.AuthError` (401/403), because it ends the whole run.
+
+Transient failures (429, 5xx, timeouts, dropped connections, bodies that are
+not JSON or break the schema) are retried inside the run by tenacity with
+exponential backoff and full jitter, honouring ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import httpx
+from pydantic import ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from etl import __version__
+from etl.config import Settings
+from etl.errors import AuthError
+from etl.ids import is_valid_call_id
+from etl.ratelimit import AdaptiveLimiter
+from etl.schema import SummaryData, SummaryEnvelope
+
+USER_AGENT = f"openphone-summary-sync/{__version__} (+httpx/{httpx.__version__})"
+_MAX_ERROR_TEXT = 300
+
+Kind = Literal["summary", "not_found", "invalid", "transient", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What the API answered for one id, after in-run retries.
+
+    kind: ``summary`` (a valid 200; see ``summary.status``), ``not_found``
+    (404), ``invalid`` (400), ``transient`` (retries exhausted; reschedule),
+    ``rejected`` (a permanent problem with this id's answer, e.g. too large).
+    """
+
+    call_id: str
+    kind: Kind
+    http_status: int | None
+    tries: int
+    latency_ms: float
+    summary: SummaryData | None = None
+    raw_json: str | None = None
+    content_hash: str | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def api_status(self) -> str:
+        """Short text for ``summary_queue.last_api_status``."""
+        if self.summary is not None:
+            return self.summary.status
+        if self.http_status is not None:
+            return f"http {self.http_status}"
+        return "no response"
+
+
+class TransientError(Exception):
+    """One try failed in a way worth retrying."""
+
+    def __init__(self, message: str, http_status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+
+class _Final(Exception):
+    def __init__(self, result: FetchResult) -> None:
+        self.result = result
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, or None to use our own backoff.
+
+    Accepts delta-seconds or an HTTP date; missing, unparsable, zero or negative
+    values give None so that a bad header never causes an instant retry loop.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds or seconds <= 0:  # NaN or not in the future
+        return None
+    return min(seconds, 3600.0)
+
+
+def _error_text(response: httpx.Response, body: bytes) -> str:
+    """The API's error ``message`` if the body has one, else the reason phrase."""
+    message = ""
+    try:
+        parsed = json.loads(body)
+        if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+            message = parsed["message"]
+    except ValueError:
+        pass
+    text = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+    if message:
+        text += f": {message}"
+    return " ".join(text.split())[:_MAX_ERROR_TEXT]
+
+
+class OpenPhoneClient:
+    """Fetches call summaries; use as ``async with OpenPhoneClient(settings) as api``."""
+
+    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None,
+                 limiter: AdaptiveLimiter | None = None) -> None:
+        if not settings.api_key:
+            raise ValueError("an API key is required")
+        self.settings = settings
+        self.limiter = limiter or AdaptiveLimiter(settings.rate)
+        limits = httpx.Limits(
+            max_connections=settings.concurrency,
+            max_keepalive_connections=settings.concurrency,
+            keepalive_expiry=30.0,
+        )
+        timeout = httpx.Timeout(
+            connect=settings.connect_timeout,
+            read=settings.read_timeout,
+            write=settings.connect_timeout,
+            pool=settings.read_timeout + settings.connect_timeout,
+        )
+        self._client = httpx.AsyncClient(
+            base_url=settings.base_url.rstrip("/"),
+            headers={
+                "Authorization": settings.api_key,
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+            },
+            timeout=timeout,
+            limits=limits,
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def __aenter__(self) -> OpenPhoneClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def fetch_summary(self, call_id: str, *, max_wait: float | None = None) -> FetchResult:
+        """Fetch one summary, retrying transient failures within ``max_wait`` seconds.
+
+        Raises :class:`AuthError` on 401/403; every other answer is a result.
+        """
+        if not is_valid_call_id(call_id):
+            # Never build a URL from an unvalidated id (path injection).
+            return FetchResult(call_id, "invalid", None, 0, 0.0, error="malformed call id")
+        started = time.perf_counter()
+        budget_end = None if max_wait is None else time.monotonic() + max_wait
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.settings.retry_attempts),
+            wait=self._make_wait(budget_end),
+            retry=retry_if_exception_type(TransientError),
+            reraise=True,
+        )
+        tries = 0
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    tries = attempt.retry_state.attempt_number
+                    return await self._fetch_once(call_id, started, tries)
+        except (TransientError, _GiveUp) as exc:
+            last = exc.cause if isinstance(exc, _GiveUp) else exc
+            assert isinstance(last, TransientError)
+            return FetchResult(
+                call_id, "transient", last.http_status, tries, _ms(started),
+                error=str(last)[:_MAX_ERROR_TEXT], retry_after=last.retry_after,
+            )
+        except _Final as final:
+            return final.result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _make_wait(self, budget_end: float | None) -> Callable[[RetryCallState], float]:
+        backoff = wait_random_exponential(
+            multiplier=self.settings.retry_initial, max=self.settings.retry_max
+        )
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            delay = backoff(state)
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after:
+                delay = max(delay, retry_after)
+            if budget_end is not None and time.monotonic() + delay > budget_end:
+                # Waiting would outlive this item's lease: give up for this run
+                # and let the queue reschedule it.
+                raise _GiveUp(exc)
+            return float(delay)
+
+        return wait
+
+    async def _fetch_once(self, call_id: str, started: float, tries: int) -> FetchResult:
+        await self.limiter.acquire()
+        try:
+            response = await self._client.send(
+                self._client.build_request("GET", f"/v1/call-summaries/{call_id}"), stream=True
+            )
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timeout ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"connection error ({type(exc).__name__}: {exc})") from None
+        try:
+            body = await self._read_body(response)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timeout reading body ({type(exc).__name__})", response.status_code) from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"connection error reading body ({type(exc).__name__})", response.status_code) from None
+        finally:
+            await response.aclose()
+        if body is None:
+            raise _Final(FetchResult(
+                call_id, "rejected", response.status_code, tries, _ms(started),
+                error=f"response body larger than {self.settings.max_body_bytes} bytes",
+            ))
+        status = response.status_code
+        if status == 200:
+            self.limiter.succeeded()
+            return self._parse_ok(call_id, body, started, tries)
+        if status in (401, 403):
+            raise AuthError(status, _error_text(response, body))
+        if status == 404:
+            return FetchResult(call_id, "not_found", status, tries, _ms(started), error=_error_text(response, body))
+        if status == 400:
+            return FetchResult(call_id, "invalid", status, tries, _ms(started), error=_error_text(response, body))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if status == 429:
+            self.limiter.penalize(retry_after)
+        raise TransientError(_error_text(response, body), status, retry_after)
+
+    async def _read_body(self, response: httpx.Response) -> bytes | None:
+        limit = self.settings.max_body_bytes
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return None
+        if declared is not None and declared.isdigit():
+            return await response.aread()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _parse_ok(self, call_id: str, body: bytes, started: float, tries: int) -> FetchResult:
+        try:
+            raw = body.decode("utf-8")
+            data = SummaryEnvelope.model_validate_json(body).data
+        except UnicodeDecodeError:
+            raise TransientError("200 with a body that is not UTF-8", 200) from None
+        except ValidationError as exc:
+            raise TransientError(f"200 with a body that violates the schema: {_first_error(exc)}", 200) from None
+        if data.callId != call_id:
+            raise TransientError(f"200 for another call id ({data.callId[:80]!r})", 200)
+        return FetchResult(
+            call_id, "summary", 200, tries, _ms(started), summary=data, raw_json=raw,
+            content_hash=hashlib.sha256(body).hexdigest(),
+        )
+
+
+class _GiveUp(Exception):
+    """Raised from the wait function: stop retrying now, keep the last error."""
+
+    def __init__(self, cause: BaseException | None) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False)
+    if not errors:
+        return str(exc)[:_MAX_ERROR_TEXT]
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first.get('msg', '')}{more}"[:_MAX_ERROR_TEXT]
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)

@@ -1,0 +1,573 @@
+"""The `etl` command line: every command is "open the database, fetch, save".
+
+Expected failures become one line ``Error: …`` on stderr and the exit codes
+of SPEC.md: 0 finished, 1 some items hit an unexpected error (or the run was
+interrupted), 2 usage or configuration error, 3 the API refused the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any, BinaryIO, TypeVar, cast
+
+import click
+import httpx
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+
+from etl import __version__, db, report, store
+from etl.config import DEFAULT_BASE_URL, DEFAULT_DATABASE_URL, Settings, redact_url
+from etl.errors import DatabaseError, EtlError, UsageError
+from etl.ids import InvalidId, check_ids, read_id_lines
+from etl.logs import configure_logging, get_logger
+from etl.models import TERMINAL_STATES
+from etl.sync import RunOptions, RunStats, Syncer, utcnow
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ENQUEUE_BATCH = 10_000
+MAX_REPORTED_INVALID = 1000
+
+
+class CliError(click.ClickException):
+    """An :class:`EtlError` on its way out: ``Error: …`` and its exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def handle_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EtlError as exc:
+            raise CliError(str(exc), exc.exit_code) from None
+
+    return cast(F, wrapper)
+
+
+# --- shared options ---------------------------------------------------------------
+
+
+def database_options(fn: F) -> F:
+    fn = click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+                      default="info", show_default=True, help="Lowest log level shown.")(fn)
+    fn = click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
+                      show_default=True, envvar="ETL_LOG_FORMAT",
+                      help="auto: console on a terminal, JSON lines otherwise (cron).")(fn)
+    fn = click.option("--database-url", envvar="ETL_DATABASE_URL", default=DEFAULT_DATABASE_URL,
+                      show_default=True, metavar="URL",
+                      help="SQLAlchemy URL: sqlite:///…, postgresql+psycopg://…, mysql+pymysql://… "
+                           "[env: ETL_DATABASE_URL]")(fn)
+    return fn
+
+
+def api_options(fn: F) -> F:
+    fn = click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
+                      help="Requests in flight at once (one connection pool).")(fn)
+    fn = click.option("--rate", type=click.FloatRange(min=0), default=10.0, show_default=True,
+                      help="Requests per second for all workers together; 0 = no throttle. "
+                           "OpenPhone allows 10 per key.")(fn)
+    fn = click.option("--base-url", envvar="OPENPHONE_BASE_URL", default=DEFAULT_BASE_URL,
+                      show_default=True, help="API base URL [env: OPENPHONE_BASE_URL]")(fn)
+    fn = click.option("--api-key", envvar="OPENPHONE_API_KEY", default=None, show_default=False,
+                      help="OpenPhone API key [env: OPENPHONE_API_KEY]; never logged.")(fn)
+    return fn
+
+
+def run_limit_options(fn: F) -> F:
+    fn = click.option("--max-runtime", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+                      help="Stop claiming after this long, finish in-flight work, exit 0.")(fn)
+    fn = click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
+                      help="Claim at most N items.")(fn)
+    return fn
+
+
+def make_settings(database_url: str, api_key: str | None = None, base_url: str = DEFAULT_BASE_URL,
+                  rate: float = 10.0, concurrency: int = 16) -> Settings:
+    return Settings(database_url=database_url, api_key=api_key, base_url=base_url,
+                    rate=rate, concurrency=concurrency)
+
+
+def require_api_key(settings: Settings) -> None:
+    if not settings.api_key or not settings.api_key.strip():
+        raise UsageError("no API key: set OPENPHONE_API_KEY or pass --api-key")
+    if any(ord(c) < 33 or ord(c) > 126 for c in settings.api_key):
+        raise UsageError("the API key contains spaces or non-printable characters")
+
+
+@contextmanager
+def open_database(url: str, *, migrate_sqlite: bool = True) -> Iterator[Engine]:
+    """Open the database and check (or, for SQLite, bring up) its schema."""
+    try:
+        engine = db.create_engine(url)
+    except DatabaseError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        if migrate_sqlite:
+            db.ensure_schema(engine, url)
+        yield engine
+    except OperationalError as exc:
+        raise DatabaseError(db.describe_db_error(url, exc)) from None
+    finally:
+        engine.dispose()
+
+
+# --- the group --------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="etl")
+def cli() -> None:
+    """Keep a SQL database in step with OpenPhone call summaries.
+
+    \b
+    Typical use:
+      etl demo                      see the whole pipeline on a simulated API
+      etl db upgrade                create or migrate the tables
+      etl enqueue AC123 AC456       queue call ids (or --file ids.txt)
+      etl sync                      fetch due summaries (cron runs this)
+      etl status                    queue health
+    """
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Manage the database schema (alembic migrations)."""
+
+
+@db_group.command("upgrade")
+@database_options
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@handle_errors
+def db_upgrade(database_url: str, log_format: str, log_level: str, revision: str) -> None:
+    """Apply migrations (same as `alembic upgrade head`)."""
+    configure_logging(cast(Any, log_format), log_level)
+    with open_database(database_url, migrate_sqlite=False) as engine:
+        before = _current(engine, database_url)
+        db.upgrade(database_url, revision)
+        after = _current(engine, database_url)
+    click.echo(f"Database {redact_url(database_url)} is at revision {after} (was {before or 'empty'}).")
+
+
+@db_group.command("current")
+@database_options
+@handle_errors
+def db_current(database_url: str, log_format: str, log_level: str) -> None:
+    """Show the schema revision of the database and of this version."""
+    with open_database(database_url, migrate_sqlite=False) as engine:
+        current = _current(engine, database_url)
+    head = db.head_revision(database_url)
+    state = "up to date" if current == head else "behind: run `etl db upgrade`"
+    click.echo(f"database: {current or 'empty'}  code: {head}  ({state})")
+
+
+def _current(engine: Engine, url: str) -> str | None:
+    try:
+        return db.current_revision(engine)
+    except OperationalError as exc:
+        raise DatabaseError(db.describe_db_error(url, exc)) from None
+
+
+# --- enqueue ----------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("ids", nargs=-1)
+@click.option("--file", "-f", "file", type=click.File("rb"), default=None,
+              help="File with one call id per line ('-' for stdin); blank lines and # comments skipped.")
+@database_options
+@handle_errors
+def enqueue(ids: tuple[str, ...], file: BinaryIO | None, database_url: str, log_format: str,
+            log_level: str) -> None:
+    """Add call ids to the queue.  Idempotent: queued ids are left as they are.
+
+    Invalid ids (not AC + 1-64 letters/digits) are reported with their line
+    number and skipped; the valid ones are still enqueued.
+    """
+    configure_logging(cast(Any, log_format), log_level)
+    if not ids and file is None:
+        raise UsageError("no ids given: pass ids as arguments or use --file FILE (or --file - for stdin)")
+    source = "argument" if file is None else (getattr(file, "name", None) or "-")
+    with open_database(database_url) as engine:
+        totals = enqueue_stream(engine, _id_items(ids, file), source)
+    valid, new, invalid = totals
+    click.echo(f"Enqueued {new} new id{'s' if new != 1 else ''} "
+               f"({valid - new} already queued, {invalid} invalid skipped).")
+    if valid == 0:
+        raise CliError("no valid call ids given", 1)
+
+
+def _id_items(ids: tuple[str, ...], file: BinaryIO | None) -> Iterator[str | InvalidId | None]:
+    if ids:
+        yield from check_ids(ids)
+    if file is not None:
+        yield from read_id_lines(file)
+
+
+def enqueue_stream(engine: Engine, items: Iterator[str | InvalidId | None], source: str) -> tuple[int, int, int]:
+    """Enqueue valid ids in batches; report invalid ones.  Returns (valid, new, invalid)."""
+    valid = new = invalid = 0
+    batch: list[str] = []
+    seen_in_batch: set[str] = set()
+
+    def flush() -> None:
+        nonlocal new
+        if batch:
+            with engine.begin() as conn:
+                new += store.enqueue_ids(conn, batch)
+            batch.clear()
+            seen_in_batch.clear()
+
+    for item in items:
+        if item is None:
+            continue
+        if isinstance(item, InvalidId):
+            invalid += 1
+            if invalid <= MAX_REPORTED_INVALID:
+                click.echo(f"{item.message(source)} (skipped)", err=True)
+            continue
+        valid += 1
+        if item in seen_in_batch:
+            continue
+        seen_in_batch.add(item)
+        batch.append(item)
+        if len(batch) >= ENQUEUE_BATCH:
+            flush()
+    flush()
+    if invalid > MAX_REPORTED_INVALID:
+        click.echo(f"… and {invalid - MAX_REPORTED_INVALID} more invalid lines (skipped)", err=True)
+    return valid, new, invalid
+
+
+# --- sync -------------------------------------------------------------------------
+
+
+@cli.command()
+@api_options
+@run_limit_options
+@click.option("--dry-run", is_flag=True, help="Show what is due; fetch nothing, change nothing.")
+@database_options
+@handle_errors
+def sync(api_key: str | None, base_url: str, rate: float, concurrency: int, limit: int | None,
+         max_runtime: float | None, dry_run: bool, database_url: str, log_format: str, log_level: str) -> None:
+    """Fetch due summaries, upsert their rows, reschedule incomplete ones (the cron job)."""
+    configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency)
+    if dry_run:
+        with open_database(database_url) as engine:
+            _print_due(engine, limit)
+        return
+    require_api_key(settings)
+    with open_database(database_url) as engine:
+        stats = run_sync(engine, settings, RunOptions("sync", limit, max_runtime))
+    _exit_for(stats)
+
+
+def _print_due(engine: Engine, limit: int | None) -> None:
+    with engine.begin() as conn:
+        count, oldest = report.due_now(conn, utcnow())
+        rows = report.due_ids(conn, utcnow(), min(limit or 20, 100))
+    click.echo(f"{count} item{'s' if count != 1 else ''} due now"
+               + (f", oldest due since {oldest:%Y-%m-%d %H:%M:%S} UTC" if oldest else "")
+               + (f"; a run with --limit {limit} would claim {min(limit, count)}" if limit else ""))
+    for row in rows:
+        extra = f"  last error: {row['last_error'][:80]}" if row["last_error"] else ""
+        click.echo(f"  {row['call_id']}  attempts={row['attempts']}{extra}")
+    if count > len(rows):
+        click.echo(f"  … and {count - len(rows)} more")
+
+
+def run_sync(engine: Engine, settings: Settings, options: RunOptions, *,
+             transport: httpx.AsyncBaseTransport | None = None,
+             on_progress: Callable[[RunStats], None] | None = None) -> RunStats:
+    """Run one sync in a fresh event loop with signal handling."""
+    return asyncio.run(_run_async(engine, settings, options, transport, on_progress))
+
+
+async def _run_async(engine: Engine, settings: Settings, options: RunOptions,
+                     transport: httpx.AsyncBaseTransport | None,
+                     on_progress: Callable[[RunStats], None] | None) -> RunStats:
+    syncer = Syncer(engine, settings, transport=transport, on_progress=on_progress)
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    interrupts = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        name = signal.Signals(signum).name
+        if interrupts == 1:
+            syncer.request_stop(f"interrupted by {name}")
+        elif main_task is not None:
+            get_logger().warning("second signal: abandoning in-flight requests", signal=name)
+            syncer.abort()
+
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (e.g. tests running in a thread)
+    try:
+        return await syncer.run(options)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _exit_for(stats: RunStats) -> None:
+    if stats.exit_code == 3:
+        raise CliError(f"{stats.stop_reason}; the run stopped and every claimed item was left as it was. "
+                       "Check OPENPHONE_API_KEY.", 3)
+    if stats.exit_code != 0:
+        reason = stats.stop_reason or f"{stats.errors} item(s) hit an unexpected error; see the log"
+        raise CliError(f"run {stats.run_id} did not finish cleanly: {reason}", stats.exit_code)
+
+
+# --- backfill ---------------------------------------------------------------------
+
+
+def _parse_states(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    states = tuple(s.strip() for s in value.split(",") if s.strip())
+    bad = [s for s in states if s not in TERMINAL_STATES]
+    if bad:
+        raise UsageError(f"unknown state {bad[0]!r} in --status; choose from {', '.join(TERMINAL_STATES)}")
+    return states
+
+
+@cli.command()
+@click.option("--file", "-f", "file", type=click.File("rb"), default=None,
+              help="Enqueue the ids in this file first ('-' for stdin).")
+@click.option("--status", "status_list", default=None, metavar="STATES",
+              help="Re-queue items in these end states, comma-separated: "
+                   "failed,error,absent,not_found,invalid (done needs --force).")
+@click.option("--since", type=click.DateTime(), default=None, help="Only items finished at or after this UTC time.")
+@click.option("--until", type=click.DateTime(), default=None, help="Only items finished before this UTC time.")
+@click.option("--force", is_flag=True, help="Also re-fetch `done` items (unchanged content is not rewritten).")
+@click.option("--dry-run", is_flag=True, help="Show what would be re-queued; change nothing.")
+@api_options
+@run_limit_options
+@database_options
+@handle_errors
+def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | None, until: datetime | None,
+             force: bool, dry_run: bool, api_key: str | None, base_url: str, rate: float,
+             concurrency: int, limit: int | None, max_runtime: float | None, database_url: str,
+             log_format: str, log_level: str) -> None:
+    """Enqueue and/or re-queue items, then sync until nothing is due, with progress.
+
+    Interrupt it with Ctrl-C at any time: in-flight work is saved and running
+    `etl backfill` again continues with whatever is still due.
+    """
+    configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
+    states = _parse_states(status_list)
+    if "done" in states and not force:
+        raise UsageError("re-fetching done items needs --force")
+    if force and "done" not in states:
+        states = (*states, "done")
+    if (since or until) and not states:
+        raise UsageError("--since/--until select items to re-queue: add --status STATES or --force")
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency)
+    if not dry_run:
+        require_api_key(settings)
+    selection = report.Selection(states, since, until) if states else None
+    with open_database(database_url) as engine:
+        if dry_run:
+            _backfill_dry_run(engine, file, selection)
+            return
+        if file is not None:
+            valid, new, invalid = enqueue_stream(engine, read_id_lines(file), getattr(file, "name", "-"))
+            click.echo(f"Enqueued {new} new ids ({valid - new} already queued, {invalid} invalid skipped).",
+                       err=True)
+        if selection is not None:
+            with engine.begin() as conn:
+                n = report.requeue(conn, selection, utcnow())
+            click.echo(f"Re-queued {n} items ({', '.join(states)}).", err=True)
+        stats = _sync_with_progress(engine, settings, RunOptions("backfill", limit, max_runtime))
+    click.echo(f"Backfill run {stats.run_id}: {stats.completed} completed, {stats.rescheduled} rescheduled, "
+               f"{stats.failed} failed, {stats.errors} errors.")
+    _exit_for(stats)
+
+
+def _backfill_dry_run(engine: Engine, file: BinaryIO | None, selection: report.Selection | None) -> None:
+    with engine.begin() as conn:
+        due, _ = report.due_now(conn, utcnow())
+        selected = report.count_selected(conn, selection) if selection else {}
+    if file is not None:
+        valid = sum(1 for item in read_id_lines(file) if isinstance(item, str))
+        click.echo(f"Would enqueue up to {valid} ids from {getattr(file, 'name', '-')}.")
+    for state, n in sorted(selected.items()):
+        click.echo(f"Would re-queue {n} {state} items.")
+    click.echo(f"Would re-queue {sum(selected.values())} items in all; {due} items are due now.")
+
+
+def _sync_with_progress(engine: Engine, settings: Settings, options: RunOptions) -> RunStats:
+    with engine.begin() as conn:
+        total, _ = report.due_now(conn, utcnow())
+    if options.limit:
+        total = min(total, options.limit)
+    progress = Progress(total, sys.stderr.isatty())
+    try:
+        return run_sync(engine, settings, options, on_progress=progress.update)
+    finally:
+        progress.close()
+
+
+class Progress:
+    """A tqdm bar on a terminal; a log line every 10 s otherwise."""
+
+    def __init__(self, total: int, tty: bool) -> None:
+        self.total = total
+        self.started = time.monotonic()
+        self.last_log = self.started
+        self.done = 0
+        self.bar: Any = None
+        if tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="call", dynamic_ncols=True, smoothing=0.1, file=sys.stderr)
+
+    def update(self, stats: RunStats) -> None:
+        delta = stats.processed - self.done
+        self.done = stats.processed
+        if self.done > self.total:
+            self.total = self.done
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.update(delta)
+            return
+        now = time.monotonic()
+        if now - self.last_log >= 10 or self.done >= self.total:
+            self.last_log = now
+            elapsed = now - self.started
+            rate = self.done / elapsed if elapsed > 0 else 0.0
+            remaining = max(0, self.total - self.done)
+            eta = remaining / rate if rate > 0 else None
+            get_logger().info("progress", done=self.done, remaining=remaining, rate_per_s=round(rate, 2),
+                              eta_s=round(eta) if eta is not None else None)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# --- status -----------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@click.option("--check", is_flag=True, help="Exit 1 when unhealthy (see --max-age, --max-errors).")
+@click.option("--max-age", type=click.IntRange(min=1), default=3600, show_default=True, metavar="SECONDS",
+              help="With --check: the last successful run must have finished within this many seconds.")
+@click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="With --check: the last finished run may have at most N errors.")
+@database_options
+@handle_errors
+def status(as_json: bool, check: bool, max_age: int, max_errors: int, database_url: str,
+           log_format: str, log_level: str) -> None:
+    """Queue counts by state, what is due, oldest due item, last runs, top errors."""
+    now = utcnow()
+    with open_database(database_url) as engine, engine.connect() as conn:
+        counts = report.queue_counts(conn)
+        due, oldest_due = report.due_now(conn, now)
+        runs = report.last_runs(conn)
+        last_ok = report.last_successful_run(conn)
+        errors = report.top_errors(conn)
+    data: dict[str, Any] = {
+        "database": redact_url(database_url),
+        "now": now.isoformat(timespec="seconds") + "Z",
+        "queue": counts,
+        "total": sum(counts.values()),
+        "due_now": due,
+        "oldest_due_at": _iso(oldest_due),
+        "oldest_due_age_s": round((now - oldest_due).total_seconds()) if oldest_due else None,
+        "last_runs": [{k: _iso(v) if isinstance(v, datetime) else v for k, v in r.items()} for r in runs],
+        "last_successful_run_finished_at": _iso(last_ok["finished_at"]) if last_ok else None,
+        "top_errors": errors,
+    }
+    problems = _health_problems(now, runs, last_ok, max_age, max_errors)
+    data["healthy"] = not problems
+    data["problems"] = problems
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        _print_status(data)
+    if check and problems:
+        raise CliError("unhealthy: " + "; ".join(problems), 1)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") + "Z" if value else None
+
+
+def _health_problems(now: datetime, runs: list[dict[str, Any]], last_ok: dict[str, Any] | None,
+                     max_age: int, max_errors: int) -> list[str]:
+    problems = []
+    if last_ok is None:
+        problems.append("no successful run recorded")
+    elif now - last_ok["finished_at"] > timedelta(seconds=max_age):
+        age = int((now - last_ok["finished_at"]).total_seconds())
+        problems.append(f"last successful run finished {age} s ago (more than {max_age} s)")
+    finished = [r for r in runs if r["finished_at"] is not None]
+    if finished and finished[0]["errors"] > max_errors:
+        problems.append(f"last run had {finished[0]['errors']} errors (more than {max_errors})")
+    return problems
+
+
+def _print_status(data: dict[str, Any]) -> None:
+    echo = click.echo
+    echo(f"Database: {data['database']}")
+    echo(f"Queue ({data['total']} items):")
+    for state, n in data["queue"].items():
+        echo(f"  {state:<10} {n:>10}")
+    age = data["oldest_due_age_s"]
+    echo(f"Due now: {data['due_now']}" + (f" (oldest due {age} s ago, since {data['oldest_due_at']})" if age is not None else ""))
+    echo("Last runs:")
+    if not data["last_runs"]:
+        echo("  none yet")
+    for r in data["last_runs"]:
+        state = "running or crashed" if r["finished_at"] is None else f"exit {r['exit_code']}"
+        echo(f"  #{r['id']} {r['command']:<8} {r['started_at']}  {state}: claimed {r['claimed']}, "
+             f"completed {r['completed']}, rescheduled {r['rescheduled']}, failed {r['failed']}, "
+             f"errors {r['errors']}" + (f" — {r['stop_reason']}" if r.get("stop_reason") else ""))
+    if data["top_errors"]:
+        echo("Top errors:")
+        for e in data["top_errors"]:
+            echo(f"  {e['count']:>6}  {e['state']:<10} {str(e['last_error'])[:120]}")
+    echo("Health: " + ("OK" if data["healthy"] else "; ".join(data["problems"])))
+
+
+# --- demo -------------------------------------------------------------------------
+
+
+@cli.command()
+@database_options
+@handle_errors
+def demo(database_url: str, log_format: str, log_level: str) -> None:
+    """Run the real sync against a built-in simulated API (no API key needed)."""
+    from etl import demo as demo_mod
+
+    configure_logging(cast(Any, log_format), log_level)
+    with open_database(database_url) as engine:
+        demo_mod.run_demo(engine, database_url)
+
+
+def main() -> None:
+    cli(prog_name="etl")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Configuration: the settings of SPEC.md and the tuning knobs, in one frozen object.
+
+The CLI fills a :class:`Settings` from options and environment variables; the
+rest of the code only ever sees this object.  Nothing here logs the API key:
+``Settings.__repr__`` hides it and :func:`redact_url` hides database passwords.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import make_url
+
+DEFAULT_DATABASE_URL = "sqlite:///openphone_summaries.db"
+DEFAULT_BASE_URL = "https://api.openphone.com"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Queue-level delays (seconds) between attempts, per SPEC.md's queue table."""
+
+    # 200 in-progress: start ~1 min, cap ~1 h, give up after 48 h.
+    in_progress_first: float = 60.0
+    in_progress_cap: float = 3600.0
+    in_progress_give_up: float = 48 * 3600.0
+    # 200 absent: a longer backoff, give up after 24 h.
+    absent_first: float = 300.0
+    absent_cap: float = 4 * 3600.0
+    absent_give_up: float = 24 * 3600.0
+    # Transient failures that survived the in-run retries.
+    transient_first: float = 30.0
+    transient_cap: float = 3600.0
+    max_attempts: int = 8
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    # Client-side throttle, requests per second shared by all workers (0 = off).
+    rate: float = 10.0
+    concurrency: int = 16
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    # In-run retries of one request (429, 5xx, timeouts, unparsable bodies).
+    retry_attempts: int = 3
+    retry_initial: float = 0.5
+    retry_max: float = 10.0
+    # A claimed item belongs to this run until its lease expires.
+    lease_seconds: float = 300.0
+    # Rows written per transaction; bounds memory and lock time.
+    write_batch: int = 200
+    max_body_bytes: int = 8 * 1024 * 1024
+    backoff: Backoff = field(default_factory=Backoff)
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def redact_url(url: str) -> str:
+    """The database URL with its password replaced by ``***``, safe for any message."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL may still hold a password: show none of it
+        return "<unparsable database URL>"

@@ -1,0 +1,38 @@
+"""The exception tree.  Every expected failure is one of these; the CLI turns
+each into a one-line ``Error: …`` and the exit code of SPEC.md.
+
+    EtlError                      exit 1 unless a subclass says otherwise
+    ├── UsageError                exit 2: bad option, missing API key, bad input file
+    ├── DatabaseError             exit 2: cannot connect, wrong schema, went away
+    │   └── SchemaBehindError     exit 2: server database needs `etl db upgrade`
+    └── AuthError                 exit 3: the API refused the key (401/403)
+
+Per-item API problems are not exceptions past the API client: they become
+:class:`etl.api.FetchResult` values and queue states.
+"""
+
+from __future__ import annotations
+
+
+class EtlError(Exception):
+    exit_code = 1
+
+
+class UsageError(EtlError):
+    exit_code = 2
+
+
+class DatabaseError(EtlError):
+    exit_code = 2
+
+
+class SchemaBehindError(DatabaseError):
+    pass
+
+
+class AuthError(EtlError):
+    exit_code = 3
+
+    def __init__(self, http_status: int, message: str) -> None:
+        super().__init__(message)
+        self.http_status = http_status

@@ -1,0 +1,110 @@
+"""Call ids: the one validation rule, and streaming them out of files.
+
+A valid id is ``AC`` followed by 1 to 64 ASCII letters or digits (SPEC.md).
+Validation happens before an id reaches the queue or a URL, so no path
+separator, space or control character can ever be sent to the API.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+CALL_ID_RE = re.compile(r"AC[A-Za-z0-9]{1,64}")
+# Longer lines are cut before anything else looks at them: a 10,000-character
+# line must not become a 10,000-character log message.
+_MAX_LINE_BYTES = 256
+_SHOW_CHARS = 40
+
+
+def is_valid_call_id(value: str) -> bool:
+    return CALL_ID_RE.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class InvalidId:
+    """An input line that is not a call id: where it was, and what it looked like."""
+
+    line: int
+    shown: str
+    reason: str
+
+    def message(self, source: str) -> str:
+        return f"{source}:{self.line}: {self.reason}: {self.shown}"
+
+
+def describe_invalid(raw: str) -> str:
+    """Why ``raw`` is not a call id, in a few words."""
+    if not raw.startswith("AC"):
+        return "does not start with AC"
+    rest = raw[2:]
+    if not rest:
+        return "nothing after AC"
+    if len(rest) > 64:
+        return f"too long ({len(raw)} characters, at most 66)"
+    if "/" in rest or "\\" in rest:
+        return "contains a path separator"
+    if any(c.isspace() for c in rest):
+        return "contains white space"
+    if any(ord(c) < 32 or ord(c) == 127 for c in rest):
+        return "contains a control character"
+    return "contains characters other than ASCII letters and digits"
+
+
+def shown(raw: str) -> str:
+    """A printable, bounded rendering of a bad value for messages."""
+    text = ascii(raw[:_SHOW_CHARS])
+    return text + ("…" if len(raw) > _SHOW_CHARS else "")
+
+
+def check_ids(values: Iterable[str], *, first_line: int = 1) -> Iterator[str | InvalidId]:
+    """Each value as a valid id (str) or an :class:`InvalidId` with its position."""
+    for n, value in enumerate(values, start=first_line):
+        if CALL_ID_RE.fullmatch(value):
+            yield value
+        else:
+            yield InvalidId(n, shown(value), describe_invalid(value))
+
+
+def read_id_lines(stream: BinaryIO) -> Iterator[str | InvalidId | None]:
+    """Stream a file of ids, one per line, in constant memory.
+
+    Blank lines and ``#`` comments give ``None`` (skipped, but they still count
+    as lines so reported line numbers match the file).  Surrounding white space
+    (including a Windows ``\\r``) is stripped.  Bytes that are not UTF-8 and
+    over-long lines become :class:`InvalidId` values.
+    """
+    for n, raw in enumerate(_bounded_lines(stream), start=1):
+        if raw is None:
+            yield InvalidId(n, "", f"line longer than {_MAX_LINE_BYTES} bytes")
+            continue
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            yield InvalidId(n, shown(raw.decode("utf-8", "replace").strip()), "not UTF-8 text")
+            continue
+        if not text or text.startswith("#"):
+            yield None
+        elif CALL_ID_RE.fullmatch(text):
+            yield text
+        else:
+            yield InvalidId(n, shown(text), describe_invalid(text))
+
+
+def _bounded_lines(stream: BinaryIO) -> Iterator[bytes | None]:
+    """Lines of ``stream``; ``None`` for a line over the limit (read through, not kept)."""
+    while True:
+        line = stream.readline(_MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > _MAX_LINE_BYTES and not line.endswith(b"\n"):
+            # Drain the rest of the long line in bounded chunks.
+            while True:
+                more = stream.readline(65536)
+                if not more or more.endswith(b"\n"):
+                    break
+            yield None
+            continue
+        yield line

@@ -1,0 +1,134 @@
+"""The queue state machine of SPEC.md: (claimed item, API answer, now) -> queue row update.
+
+Pure functions, no I/O, so every transition is unit-tested without a server.
+
+Counters: ``attempts`` counts fetches of the item (in-run retries are one
+attempt; a run stopped by a 401 counts none).  ``consecutive_errors`` counts
+queue attempts in a row that ended transient; it is what ``max_attempts``
+limits, so a summary that is "in-progress" for hours is never mistaken for a
+failing one.  ``incomplete_since`` is when the API first said in-progress or
+absent; the give-up windows (48 h / 24 h) are measured from it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from etl.api import FetchResult
+from etl.config import Backoff
+
+Outcome = Literal["completed", "rescheduled", "failed", "error"]
+
+_MAX_ERROR = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedItem:
+    """A queue row this run holds a lease on, as it was when claimed."""
+
+    call_id: str
+    attempts: int
+    consecutive_errors: int
+    incomplete_since: datetime | None
+    next_attempt_at: datetime  # the value before claiming, restored on release
+
+
+@dataclass(frozen=True, slots=True)
+class QueueUpdate:
+    call_id: str
+    state: str
+    outcome: Outcome
+    attempts: int
+    consecutive_errors: int
+    next_attempt_at: datetime
+    last_api_status: str | None
+    last_error: str | None
+    incomplete_since: datetime | None
+    finished_at: datetime | None
+
+    def params(self, now: datetime) -> dict[str, Any]:
+        return {
+            "b_call_id": self.call_id,
+            "state": self.state,
+            "attempts": self.attempts,
+            "consecutive_errors": self.consecutive_errors,
+            "next_attempt_at": self.next_attempt_at,
+            "last_api_status": self.last_api_status,
+            "last_error": self.last_error,
+            "incomplete_since": self.incomplete_since,
+            "finished_at": self.finished_at,
+            "updated_at": now,
+        }
+
+
+def _grow(elapsed: float, first: float, cap: float) -> float:
+    """Delay that doubles the time waited so far: first, then ~elapsed, capped."""
+    return min(cap, max(first, elapsed))
+
+
+def decide(item: ClaimedItem, result: FetchResult, now: datetime, backoff: Backoff,
+           rng: random.Random | None = None) -> QueueUpdate:
+    rng = rng or random.Random()
+    attempts = item.attempts + 1
+    api_status = result.api_status
+
+    def done(state: str, outcome: Outcome, error: str | None = None) -> QueueUpdate:
+        return QueueUpdate(
+            item.call_id, state, outcome, attempts, 0, now, api_status,
+            error[:_MAX_ERROR] if error else None, None, now,
+        )
+
+    if result.kind == "summary":
+        assert result.summary is not None
+        status = result.summary.status
+        if status == "completed":
+            return done("done", "completed")
+        if status == "failed":
+            return done("failed", "failed", "the API reports that the summary failed")
+        since = item.incomplete_since or now
+        elapsed = (now - since).total_seconds()
+        if status == "in-progress":
+            if elapsed >= backoff.in_progress_give_up:
+                return done("error", "error", f"summary still in progress after {elapsed / 3600:.0f} h")
+            delay = _grow(elapsed, backoff.in_progress_first, backoff.in_progress_cap)
+        else:  # absent
+            if elapsed >= backoff.absent_give_up:
+                return done("absent", "failed", f"no summary after {elapsed / 3600:.0f} h")
+            delay = _grow(elapsed, backoff.absent_first, backoff.absent_cap)
+        return QueueUpdate(
+            item.call_id, "pending", "rescheduled", attempts, 0,
+            now + timedelta(seconds=delay), api_status, None, since, None,
+        )
+    if result.kind == "not_found":
+        return done("not_found", "failed", result.error)
+    if result.kind == "invalid":
+        return done("invalid", "failed", result.error)
+    if result.kind == "rejected":
+        return done("error", "error", result.error)
+    # transient: reschedule with exponential backoff and jitter, or give up.
+    errors = item.consecutive_errors + 1
+    error = (result.error or "transient error")[:_MAX_ERROR]
+    if errors >= backoff.max_attempts:
+        return QueueUpdate(
+            item.call_id, "error", "error", attempts, errors, now, api_status,
+            f"gave up after {errors} attempts: {error}"[:_MAX_ERROR], item.incomplete_since, now,
+        )
+    delay = min(backoff.transient_cap, backoff.transient_first * 2 ** (errors - 1))
+    delay = delay * (0.5 + rng.random() / 2)
+    if result.retry_after:
+        delay = max(delay, result.retry_after)
+    return QueueUpdate(
+        item.call_id, "pending", "rescheduled", attempts, errors,
+        now + timedelta(seconds=delay), api_status, error, item.incomplete_since, None,
+    )
+
+
+def unexpected(item: ClaimedItem, now: datetime, error: str) -> QueueUpdate:
+    """The item could not be processed at all (e.g. the database rejected its rows)."""
+    return QueueUpdate(
+        item.call_id, "error", "error", item.attempts + 1, item.consecutive_errors, now,
+        None, error[:_MAX_ERROR], item.incomplete_since, now,
+    )

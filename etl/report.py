@@ -1,0 +1,112 @@
+"""Read-side queries for operators: `etl status`, `sync --dry-run`, `backfill` selection.
+
+Every query here is bounded by an index (``ix_summary_queue_due`` on
+``(state, next_attempt_at)``) or by a small table, so ``etl status`` stays fast
+on a queue of millions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from etl.models import QUEUE_STATES, TERMINAL_STATES, SummaryQueue, SyncRun
+
+queue_t = SummaryQueue.__table__
+runs_t = SyncRun.__table__
+
+
+def queue_counts(conn: Connection) -> dict[str, int]:
+    q = queue_t.c
+    counts = dict.fromkeys(QUEUE_STATES, 0)
+    for state, n in conn.execute(sa.select(q.state, sa.func.count()).group_by(q.state)):
+        counts[state] = int(n)
+    return counts
+
+
+def due_now(conn: Connection, now: datetime) -> tuple[int, datetime | None]:
+    """How many pending items are due, and the oldest due time among them."""
+    q = queue_t.c
+    row = conn.execute(
+        sa.select(sa.func.count(), sa.func.min(q.next_attempt_at))
+        .where(q.state == "pending", q.next_attempt_at <= now)
+    ).one()
+    return int(row[0]), row[1]
+
+
+def due_ids(conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
+    q = queue_t.c
+    rows = conn.execute(
+        sa.select(q.call_id, q.attempts, q.next_attempt_at, q.last_error)
+        .where(q.state == "pending", q.next_attempt_at <= now)
+        .order_by(q.next_attempt_at)
+        .limit(limit)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def last_runs(conn: Connection, limit: int = 5) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.select(runs_t).order_by(runs_t.c.id.desc()).limit(limit))
+    return [dict(r._mapping) for r in rows]
+
+
+def last_successful_run(conn: Connection) -> dict[str, Any] | None:
+    r = runs_t.c
+    row = conn.execute(
+        sa.select(runs_t).where(r.exit_code == 0, r.finished_at.is_not(None)).order_by(r.id.desc()).limit(1)
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def top_errors(conn: Connection, limit: int = 5) -> list[dict[str, Any]]:
+    """Most frequent ``last_error`` texts among items that ended badly."""
+    q = queue_t.c
+    rows = conn.execute(
+        sa.select(q.state, q.last_error, sa.func.count().label("count"))
+        .where(q.state.in_(["error", "failed", "absent", "not_found", "invalid"]), q.last_error.is_not(None))
+        .group_by(q.state, q.last_error)
+        .order_by(sa.desc("count"))
+        .limit(limit)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which terminal items `etl backfill` re-queues."""
+
+    states: tuple[str, ...]
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self) -> list[sa.ColumnElement[bool]]:
+        q = queue_t.c
+        clauses: list[sa.ColumnElement[bool]] = [q.state.in_(self.states)]
+        if self.since is not None:
+            clauses.append(q.finished_at >= self.since)
+        if self.until is not None:
+            clauses.append(q.finished_at < self.until)
+        return clauses
+
+
+def count_selected(conn: Connection, selection: Selection) -> dict[str, int]:
+    q = queue_t.c
+    rows = conn.execute(sa.select(q.state, sa.func.count()).where(*selection.where()).group_by(q.state))
+    return {state: int(n) for state, n in rows}
+
+
+def requeue(conn: Connection, selection: Selection, now: datetime) -> int:
+    """Make selected terminal items due now, with fresh counters."""
+    assert all(s in TERMINAL_STATES for s in selection.states)
+    stmt = (
+        sa.update(queue_t)
+        .where(*selection.where())
+        .values(state="pending", next_attempt_at=now, attempts=0, consecutive_errors=0,
+                incomplete_since=None, finished_at=None, updated_at=now,
+                lease_owner=None, lease_expires_at=None)
+    )
+    return conn.execute(stmt).rowcount

@@ -1,0 +1,248 @@
+"""Storage: the queue (enqueue, claim, release), saving results, and run records.
+
+Every function takes a :class:`sqlalchemy.engine.Connection` inside a
+transaction the caller opened (``engine.begin()``), so the caller decides what
+commits together.  SQL is SQLAlchemy Core with bound parameters only, plus the
+one native feature each job needs per dialect: ``FOR UPDATE SKIP LOCKED`` to
+claim on PostgreSQL/MariaDB (SQLite serialises writers with ``BEGIN
+IMMEDIATE``, see :mod:`etl.db`) and the native upsert.
+
+Claiming moves ``next_attempt_at`` to the lease's expiry: the claim query stays
+``state = 'pending' AND next_attempt_at <= now`` on one index, and an item whose
+run died becomes due again by itself when the lease runs out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql as mysql_dialect
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection
+
+from etl.api import FetchResult
+from etl.models import (
+    CallJob,
+    CallJobField,
+    CallNextStep,
+    CallSummary,
+    CallSummaryLine,
+    SummaryQueue,
+    SyncRun,
+)
+from etl.normalize import CallRows
+from etl.policy import ClaimedItem, QueueUpdate
+
+queue_t = SummaryQueue.__table__
+summaries_t = CallSummary.__table__
+lines_t = CallSummaryLine.__table__
+steps_t = CallNextStep.__table__
+jobs_t = CallJob.__table__
+fields_t = CallJobField.__table__
+runs_t = SyncRun.__table__
+
+# Children first: the order deletes must run in (and the reverse for inserts).
+_CHILD_TABLES = (fields_t, jobs_t, steps_t, lines_t)
+_PARENT_UPDATE_COLUMNS = (
+    "status", "summary_text", "line_count", "next_step_count", "job_count",
+    "content_hash", "raw_json", "last_synced_at",
+)
+
+
+def _is_server(conn: Connection) -> bool:
+    return conn.dialect.name != "sqlite"
+
+
+# --- enqueue ----------------------------------------------------------------------
+
+
+def enqueue_ids(conn: Connection, ids: Sequence[str]) -> int:
+    """Insert ids not yet queued; existing rows (whatever their state) are untouched.
+
+    Returns how many were new.  One statement per call, whatever the batch size.
+    """
+    if not ids:
+        return 0
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        stmt = sa.text(
+            "INSERT INTO summary_queue (call_id) SELECT unnest(CAST(:ids AS varchar[])) "
+            "ON CONFLICT (call_id) DO NOTHING"
+        )
+        return conn.execute(stmt, {"ids": list(ids)}).rowcount
+    rows = [{"call_id": i} for i in ids]
+    if dialect == "sqlite":
+        ins: Any = sqlite_dialect.insert(queue_t).on_conflict_do_nothing(index_elements=["call_id"])
+    else:
+        ins = mysql_dialect.insert(queue_t).prefix_with("IGNORE")
+    return conn.execute(ins, rows).rowcount
+
+
+# --- claim / release --------------------------------------------------------------
+
+
+def claim(conn: Connection, run_id: str, limit: int, now: datetime, lease_seconds: float) -> list[ClaimedItem]:
+    """Lease up to ``limit`` due items to ``run_id``; oldest due first."""
+    if limit <= 0:
+        return []
+    q = queue_t.c
+    select = (
+        sa.select(q.call_id, q.attempts, q.consecutive_errors, q.incomplete_since, q.next_attempt_at)
+        .where(q.state == "pending", q.next_attempt_at <= now)
+        .order_by(q.next_attempt_at)
+        .limit(limit)
+    )
+    if _is_server(conn):
+        select = select.with_for_update(skip_locked=True)
+    items = [ClaimedItem(*row) for row in conn.execute(select)]
+    if not items:
+        return []
+    expires = now + timedelta(seconds=lease_seconds)
+    conn.execute(
+        sa.update(queue_t)
+        .where(q.call_id.in_([i.call_id for i in items]))
+        .values(lease_owner=run_id, lease_expires_at=expires, next_attempt_at=expires)
+    )
+    return items
+
+
+_release_stmt = (
+    sa.update(queue_t)
+    .where(queue_t.c.call_id == sa.bindparam("b_call_id"), queue_t.c.lease_owner == sa.bindparam("b_owner"))
+    .values(next_attempt_at=sa.bindparam("b_next"), lease_owner=None, lease_expires_at=None)
+)
+
+
+def release(conn: Connection, run_id: str, items: Iterable[ClaimedItem]) -> int:
+    """Give leased items back exactly as they were claimed (attempts not counted)."""
+    params = [{"b_call_id": i.call_id, "b_owner": run_id, "b_next": i.next_attempt_at} for i in items]
+    if not params:
+        return 0
+    return conn.execute(_release_stmt, params).rowcount
+
+
+# --- save results -----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Entry:
+    """One processed item: the claim, the API's answer, the decision, the rows."""
+
+    item: ClaimedItem
+    result: FetchResult | None
+    update: QueueUpdate
+    rows: CallRows | None
+
+
+_queue_update_stmt = (
+    sa.update(queue_t)
+    .where(queue_t.c.call_id == sa.bindparam("b_call_id"), queue_t.c.lease_owner == sa.bindparam("b_owner"))
+    .values(
+        state=sa.bindparam("state"),
+        attempts=sa.bindparam("attempts"),
+        consecutive_errors=sa.bindparam("consecutive_errors"),
+        next_attempt_at=sa.bindparam("next_attempt_at"),
+        last_api_status=sa.bindparam("last_api_status"),
+        last_error=sa.bindparam("last_error"),
+        incomplete_since=sa.bindparam("incomplete_since"),
+        finished_at=sa.bindparam("finished_at"),
+        updated_at=sa.bindparam("updated_at"),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+
+
+def owned(conn: Connection, run_id: str, call_ids: Sequence[str]) -> set[str]:
+    """Which of ``call_ids`` this run still holds, locked until commit on servers."""
+    q = queue_t.c
+    stmt = sa.select(q.call_id).where(q.call_id.in_(call_ids), q.lease_owner == run_id)
+    if _is_server(conn):
+        stmt = stmt.with_for_update()
+    return {row[0] for row in conn.execute(stmt)}
+
+
+def save_entries(conn: Connection, run_id: str, entries: Sequence[Entry], now: datetime) -> list[Entry]:
+    """Write summaries and queue updates of ``entries`` in the caller's transaction.
+
+    Returns the entries actually written: an entry whose lease this run lost
+    (it expired and another run claimed the item) is skipped entirely.
+    """
+    if not entries:
+        return []
+    mine = owned(conn, run_id, [e.item.call_id for e in entries])
+    entries = [e for e in entries if e.item.call_id in mine]
+    if not entries:
+        return []
+    with_rows = [e.rows for e in entries if e.rows is not None]
+    if with_rows:
+        _save_rows(conn, with_rows, now)
+    conn.execute(_queue_update_stmt, [dict(e.update.params(now), b_owner=run_id) for e in entries])
+    return entries
+
+
+def _save_rows(conn: Connection, calls: Sequence[CallRows], now: datetime) -> None:
+    ids = [c.parent["call_id"] for c in calls]
+    s = summaries_t.c
+    stored = dict(conn.execute(sa.select(s.call_id, s.content_hash).where(s.call_id.in_(ids))).all())
+    changed = [c for c in calls if stored.get(c.parent["call_id"]) != c.parent["content_hash"]]
+    unchanged = [c.parent["call_id"] for c in calls if stored.get(c.parent["call_id"]) == c.parent["content_hash"]]
+    if unchanged:
+        conn.execute(sa.update(summaries_t).where(s.call_id.in_(unchanged)).values(last_synced_at=now))
+    if not changed:
+        return
+    _upsert_parents(conn, [c.parent for c in changed])
+    changed_ids = [c.parent["call_id"] for c in changed]
+    for table in _CHILD_TABLES:
+        if any(stored.get(i) is not None for i in changed_ids):
+            conn.execute(sa.delete(table).where(table.c.call_id.in_(changed_ids)))
+    for table, attr in ((lines_t, "lines"), (steps_t, "next_steps"), (jobs_t, "jobs"), (fields_t, "job_fields")):
+        rows = [r for c in changed for r in getattr(c, attr)]
+        if rows:
+            conn.execute(sa.insert(table), rows)
+
+
+def _upsert_parents(conn: Connection, parents: list[dict[str, Any]]) -> None:
+    dialect = conn.dialect.name
+    stmt: Any
+    if dialect in ("postgresql", "sqlite"):
+        mod: Any = pg_dialect if dialect == "postgresql" else sqlite_dialect
+        stmt = mod.insert(summaries_t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["call_id"], set_={c: stmt.excluded[c] for c in _PARENT_UPDATE_COLUMNS}
+        )
+    else:
+        stmt = mysql_dialect.insert(summaries_t)
+        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in _PARENT_UPDATE_COLUMNS})
+    conn.execute(stmt, parents)
+
+
+# --- run records ------------------------------------------------------------------
+
+
+def start_run(conn: Connection, command: str, now: datetime) -> int:
+    result = conn.execute(sa.insert(runs_t).values(command=command, started_at=now))
+    pk = result.inserted_primary_key
+    assert pk is not None
+    return int(pk[0])
+
+
+def add_run_counts(conn: Connection, run_id: int, **counts: int) -> None:
+    if not any(counts.values()):
+        return
+    c = runs_t.c
+    conn.execute(
+        sa.update(runs_t).where(c.id == run_id).values({name: c[name] + n for name, n in counts.items() if n})
+    )
+
+
+def finish_run(conn: Connection, run_id: int, now: datetime, exit_code: int, stop_reason: str | None) -> None:
+    conn.execute(
+        sa.update(runs_t).where(runs_t.c.id == run_id)
+        .values(finished_at=now, exit_code=exit_code, stop_reason=stop_reason)
+    )

@@ -1,0 +1,413 @@
+"""The sync loop: claim due items, fetch them concurrently, save in batches.
+
+One asyncio event loop drives the HTTP side: a claimer keeps a small backlog
+of leased items, ``concurrency`` workers fetch through one shared client and
+rate limiter, and a flusher writes finished items in batches — summaries,
+children and the queue update of each item in one transaction, so an item is
+never ``done`` without its rows.  All database work runs on one dedicated
+thread (SQLAlchemy connections are used by that thread only), so a slow commit
+never stalls the requests in flight.
+
+Stopping (SIGTERM/SIGINT, ``--max-runtime``, ``--limit``, nothing due) always
+takes the same path: stop claiming, let in-flight fetches finish, save them,
+release every leased item not fetched, and finish the ``sync_runs`` row.  An
+:class:`~etl.errors.AuthError` skips "finish in flight": the run stops at once
+and every unsaved item is released unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import httpx
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from etl import store
+from etl.api import FetchResult, OpenPhoneClient
+from etl.config import Settings, redact_url
+from etl.db import describe_db_error
+from etl.errors import AuthError, DatabaseError
+from etl.logs import get_logger
+from etl.normalize import normalize
+from etl.policy import ClaimedItem, decide, unexpected
+from etl.store import Entry
+
+T = TypeVar("T")
+
+# Do not start a fetch on an item whose lease ends sooner than this.
+_LEASE_SAFETY_S = 15.0
+_FLUSH_INTERVAL_S = 0.25
+_DEADLOCK_RETRIES = 3
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: every timestamp column is naive UTC (see etl.models)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class RunOptions:
+    command: str = "sync"
+    limit: int | None = None
+    max_runtime: float | None = None
+
+
+@dataclass
+class RunStats:
+    run_id: int = 0
+    claimed: int = 0
+    completed: int = 0
+    rescheduled: int = 0
+    failed: int = 0
+    errors: int = 0
+    released: int = 0
+    lost_leases: int = 0
+    stop_reason: str | None = None
+    exit_code: int = 0
+    started: float = field(default_factory=time.monotonic)
+    fatal: BaseException | None = None
+
+    @property
+    def processed(self) -> int:
+        return self.completed + self.rescheduled + self.failed + self.errors
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "claimed": self.claimed, "completed": self.completed,
+            "rescheduled": self.rescheduled, "failed": self.failed, "errors": self.errors,
+            "released": self.released, "exit_code": self.exit_code, "stop_reason": self.stop_reason,
+            "duration_s": round(time.monotonic() - self.started, 3),
+        }
+
+
+class Syncer:
+    """Runs one sync; construct per run.  ``transport`` replaces the network (tests, demo)."""
+
+    def __init__(self, engine: Engine, settings: Settings, *,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 on_progress: Callable[[RunStats], None] | None = None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.transport = transport
+        self.on_progress = on_progress
+        self.stats = RunStats()
+        self.log = get_logger()
+        self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-db")
+        self._rng = random.Random()
+        self._stop = asyncio.Event()
+        self._abort = False
+        self._claimed: dict[str, ClaimedItem] = {}  # leased and not yet saved or released
+        self._claimed_at: dict[str, float] = {}
+        self._buffer: list[Entry] = []
+        self._flush_wanted = asyncio.Event()
+        self._claim_wanted = asyncio.Event()
+        self._work: asyncio.Queue[ClaimedItem | None] = asyncio.Queue()
+        self._deadline: float | None = None
+        self._save_lock = asyncio.Lock()
+
+    # -- public -------------------------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        """Stop claiming and finish in-flight work (signals, max runtime)."""
+        if not self._stop.is_set():
+            self.stats.stop_reason = self.stats.stop_reason or reason
+            self.log.warning("stopping", reason=reason)
+            self._stop.set()
+            self._claim_wanted.set()
+
+    async def run(self, options: RunOptions) -> RunStats:
+        try:
+            return await self._run(options)
+        finally:
+            self._db.shutdown(wait=True)
+
+    # -- the run ------------------------------------------------------------------
+
+    async def _run(self, options: RunOptions) -> RunStats:
+        stats = self.stats
+        if options.max_runtime:
+            self._deadline = time.monotonic() + options.max_runtime
+        stats.run_id = await self._in_db(self._tx, store.start_run, options.command, utcnow())
+        self.log = self.log.bind(run_id=stats.run_id)
+        self.log.info("run started", command=options.command, limit=options.limit,
+                      max_runtime=options.max_runtime, rate=self.settings.rate,
+                      concurrency=self.settings.concurrency, base_url=self.settings.base_url)
+        client = OpenPhoneClient(self.settings, transport=self.transport)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            claimer = asyncio.create_task(self._claimer(options.limit))
+            flusher = asyncio.create_task(self._flusher())
+            workers = [asyncio.create_task(self._worker(client)) for _ in range(self.settings.concurrency)]
+            tasks = [claimer, flusher, asyncio.create_task(self._watch_deadline()), *workers]
+            workers_done: asyncio.Future[list[None]] = asyncio.gather(*workers)
+            watched: set[asyncio.Future[Any]] = {workers_done, claimer, flusher}
+            # Any task's exception (a 401, a lost database) ends the run now.
+            while workers_done in watched:
+                done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    exc = finished.exception()
+                    if exc is not None:
+                        raise exc
+                    watched.discard(finished)
+        except AuthError as exc:
+            self._abort = True
+            stats.stop_reason = f"the API refused the key (HTTP {exc.http_status}): {exc}"
+            stats.exit_code = 3
+            stats.fatal = exc
+        except DatabaseError as exc:
+            self._abort = True
+            stats.stop_reason = str(exc)
+            stats.exit_code = 1
+            stats.fatal = exc
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await client.aclose()
+        await self._finish()
+        return stats
+
+    async def _finish(self) -> None:
+        stats = self.stats
+        db_ok = not isinstance(stats.fatal, DatabaseError)
+        if db_ok:
+            try:
+                await self._flush()
+                leftovers = list(self._claimed.values())
+                if leftovers:
+                    stats.released += await self._in_db(self._tx, store.release, self.owner, leftovers)
+                    self._claimed.clear()
+            except DatabaseError as exc:
+                db_ok = False
+                stats.fatal = stats.fatal or exc
+                stats.stop_reason = stats.stop_reason or str(exc)
+                stats.exit_code = stats.exit_code or 1
+        if stats.exit_code == 0 and (stats.errors or (self._stop.is_set() and stats.stop_reason
+                                     and not stats.stop_reason.startswith(("max runtime", "limit")))):
+            stats.exit_code = 1
+        if db_ok:
+            with contextlib.suppress(DatabaseError):
+                await self._in_db(self._tx, store.finish_run, stats.run_id, utcnow(),
+                                  stats.exit_code, stats.stop_reason)
+        self.log.info("run finished", **stats.as_dict(), lost_leases=stats.lost_leases)
+
+    async def _watch_deadline(self) -> None:
+        if self._deadline is None:
+            return
+        await asyncio.sleep(max(0.0, self._deadline - time.monotonic()))
+        self.request_stop("max runtime reached")
+
+    # -- claiming -----------------------------------------------------------------
+
+    def _claim_batch(self) -> int:
+        s = self.settings
+        per_claim = int(s.rate * 10) if s.rate > 0 else 1000
+        return max(s.concurrency * 2, min(per_claim, 1000))
+
+    async def _claimer(self, limit: int | None) -> None:
+        try:
+            while not self._stop.is_set():
+                remaining = None if limit is None else limit - self.stats.claimed
+                if remaining is not None and remaining <= 0:
+                    if self.stats.stop_reason is None:
+                        self.stats.stop_reason = "limit reached"
+                    break
+                n = self._claim_batch() if remaining is None else min(self._claim_batch(), remaining)
+                items = await self._in_db(self._tx, self._claim_and_count, n)
+                if not items:
+                    break
+                self.stats.claimed += len(items)
+                claimed_at = time.monotonic()
+                for item in items:
+                    self._claimed[item.call_id] = item
+                    self._claimed_at[item.call_id] = claimed_at
+                    self._work.put_nowait(item)
+                # Refill when the backlog drops below one batch of workers.
+                while self._work.qsize() > self.settings.concurrency and not self._stop.is_set():
+                    self._claim_wanted.clear()
+                    await self._claim_wanted.wait()
+        finally:
+            for _ in range(self.settings.concurrency):
+                self._work.put_nowait(None)
+
+    def _claim_and_count(self, conn: Any, n: int) -> list[ClaimedItem]:
+        items = store.claim(conn, self.owner, n, utcnow(), self.settings.lease_seconds)
+        store.add_run_counts(conn, self.stats.run_id, claimed=len(items))
+        return items
+
+    # -- fetching -----------------------------------------------------------------
+
+    async def _worker(self, client: OpenPhoneClient) -> None:
+        while True:
+            if self._work.qsize() <= self.settings.concurrency:
+                self._claim_wanted.set()
+            item = await self._work.get()
+            if item is None:
+                return
+            if self._stop.is_set():
+                continue  # left in self._claimed: released at the end
+            lease_left = (self._claimed_at.pop(item.call_id) + self.settings.lease_seconds
+                          - time.monotonic() - _LEASE_SAFETY_S - self.settings.read_timeout)
+            if lease_left <= 0:
+                continue  # too late to fetch safely: released at the end, due again at once
+            max_wait = lease_left if self._deadline is None else min(
+                lease_left, max(0.0, self._deadline - time.monotonic()) + self.settings.read_timeout)
+            try:
+                result = await client.fetch_summary(item.call_id, max_wait=max_wait)
+            except AuthError:
+                raise
+            except Exception as exc:  # a bug must cost one item, not the run
+                self.log.exception("unexpected error fetching", call_id=item.call_id)
+                self._add(Entry(item, None, unexpected(item, utcnow(), f"unexpected error: {exc!r}"), None))
+                continue
+            self._record(item, result)
+
+    def _record(self, item: ClaimedItem, result: FetchResult) -> None:
+        now = utcnow()
+        try:
+            update = decide(item, result, now, self.settings.backoff, self._rng)
+            rows = None
+            if result.summary is not None and update.state in ("done", "failed"):
+                assert result.raw_json is not None and result.content_hash is not None
+                rows = normalize(result.summary, result.raw_json, result.content_hash, now)
+        except Exception as exc:
+            self.log.exception("unexpected error normalising", call_id=item.call_id)
+            self._add(Entry(item, result, unexpected(item, now, f"unexpected error: {exc!r}"), None))
+            return
+        self._add(Entry(item, result, update, rows))
+
+    def _add(self, entry: Entry) -> None:
+        self._buffer.append(entry)
+        if len(self._buffer) >= self.settings.write_batch:
+            self._flush_wanted.set()
+
+    # -- saving -------------------------------------------------------------------
+
+    async def _flusher(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_wanted.wait(), _FLUSH_INTERVAL_S)
+            self._flush_wanted.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._save_lock:
+            while self._buffer:
+                batch, self._buffer = self._buffer[: self.settings.write_batch], self._buffer[self.settings.write_batch:]
+                written = await self._in_db(self._save_batch, batch)
+                self._account(batch, written)
+
+    def _account(self, batch: list[Entry], written: list[Entry]) -> None:
+        stats = self.stats
+        done_ids = {e.item.call_id for e in written}
+        counts = {"completed": 0, "rescheduled": 0, "failed": 0, "errors": 0}
+        for entry in batch:
+            self._claimed.pop(entry.item.call_id, None)
+            u, r = entry.update, entry.result
+            if entry.item.call_id not in done_ids:
+                stats.lost_leases += 1
+                self.log.warning("lease lost; result discarded", call_id=u.call_id)
+                continue
+            key = {"completed": "completed", "rescheduled": "rescheduled", "failed": "failed",
+                   "error": "errors"}[u.outcome]
+            counts[key] += 1
+            self.log.info(
+                "call", call_id=u.call_id, outcome=u.state, http_status=r.http_status if r else None,
+                api_status=u.last_api_status, attempt=u.attempts, tries=r.tries if r else 0,
+                latency_ms=r.latency_ms if r else None,
+                **({"error": u.last_error} if u.last_error else {}),
+            )
+        for key, n in counts.items():
+            setattr(stats, key, getattr(stats, key) + n)
+        if self.on_progress is not None:
+            self.on_progress(stats)
+
+    def _save_batch(self, batch: list[Entry]) -> list[Entry]:
+        """Runs on the database thread: save ``batch``; isolate an entry the database rejects."""
+        try:
+            return self._tx_with_retry(self._save_and_count, batch)
+        except DatabaseError:
+            raise
+        except DBAPIError as exc:
+            if len(batch) == 1:
+                entry = batch[0]
+                message = f"database rejected this summary: {_short(exc)}"
+                self.log.error("database rejected item", call_id=entry.item.call_id, error=message)
+                failed = Entry(entry.item, entry.result, unexpected(entry.item, utcnow(), message), None)
+                return self._tx_with_retry(self._save_and_count, [failed])
+            written: list[Entry] = []
+            for entry in batch:
+                written.extend(self._save_batch([entry]))
+            return written
+
+    def _save_and_count(self, conn: Any, batch: list[Entry]) -> list[Entry]:
+        written = store.save_entries(conn, self.owner, batch, utcnow())
+        counts = {"completed": 0, "rescheduled": 0, "failed": 0, "errors": 0}
+        for e in written:
+            counts[{"completed": "completed", "rescheduled": "rescheduled", "failed": "failed",
+                    "error": "errors"}[e.update.outcome]] += 1
+        store.add_run_counts(conn, self.stats.run_id, **counts)
+        return written
+
+    # -- database plumbing ---------------------------------------------------------
+
+    async def _in_db(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db, fn, *args)
+
+    def _tx(self, fn: Callable[..., T], *args: Any) -> T:
+        return self._tx_with_retry(fn, *args)
+
+    def _tx_with_retry(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in a transaction; retry deadlocks; a lost database is fatal."""
+        for attempt in range(_DEADLOCK_RETRIES + 1):
+            try:
+                with self.engine.begin() as conn:
+                    return fn(conn, *args)
+            except DBAPIError as exc:
+                if exc.connection_invalidated or _is_disconnect(exc):
+                    raise DatabaseError(describe_db_error(str(self.engine.url), exc)) from None
+                if _is_retryable(exc) and attempt < _DEADLOCK_RETRIES:
+                    time.sleep(0.05 * (attempt + 1) * (1 + random.random()))
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _short(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return " ".join(str(orig).split())[:300]
+
+
+def _is_disconnect(exc: DBAPIError) -> bool:
+    if not isinstance(exc, OperationalError):
+        return False
+    text = str(getattr(exc, "orig", exc)).lower()
+    markers = ("connection", "server closed", "gone away", "lost connection", "unable to open",
+               "can't connect", "could not connect", "terminating", "disk i/o")
+    return any(m in text for m in markers)
+
+
+def _is_retryable(exc: DBAPIError) -> bool:
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig is not None and orig.args else None)
+    return code in ("40P01", "40001", 1213, 1205) or "database is locked" in str(orig)
+
+
+def describe_engine(engine: Engine) -> str:
+    return redact_url(engine.url.render_as_string(hide_password=False))
