@@ -241,7 +241,8 @@ class OpenPhoneClient:
         except httpx.TimeoutException as exc:
             raise TransientError(f"timeout reading body ({type(exc).__name__})", response.status_code) from None
         except httpx.TransportError as exc:
-            raise TransientError(f"connection error reading body ({type(exc).__name__})", response.status_code) from None
+            message = f"connection error reading body ({type(exc).__name__})"
+            raise TransientError(message, response.status_code) from None
         finally:
             await response.aclose()
         if body is None:

@@ -42,7 +42,7 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # per instance, by design
 
 
 def handle_errors(fn: F) -> F:
@@ -534,7 +534,8 @@ def _print_status(data: dict[str, Any]) -> None:
     for state, n in data["queue"].items():
         echo(f"  {state:<10} {n:>10}")
     age = data["oldest_due_age_s"]
-    echo(f"Due now: {data['due_now']}" + (f" (oldest due {age} s ago, since {data['oldest_due_at']})" if age is not None else ""))
+    since = f" (oldest due {age} s ago, since {data['oldest_due_at']})" if age is not None else ""
+    echo(f"Due now: {data['due_now']}{since}")
     echo("Last runs:")
     if not data["last_runs"]:
         echo("  none yet")

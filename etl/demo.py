@@ -15,8 +15,9 @@ from sqlalchemy.engine import Engine
 
 from etl import store
 from etl.config import Backoff, Settings, redact_url
-from etl.models import CallJobField, CallSummary, SummaryQueue
+from etl.models import CallSummary, SummaryQueue
 from etl.simulator import FakeOpenPhone, sample_summary
+from etl.tables import fields_t, queue_t, summaries_t
 
 DEMO_KEY = "demo-key-not-secret"
 
@@ -71,8 +72,8 @@ def run_demo(engine: Engine, database_url: str) -> None:
     ids = list(SAMPLES)
     with engine.begin() as conn:
         # A re-run of the demo starts the sample ids afresh.
-        conn.execute(sa.delete(CallSummary.__table__).where(CallSummary.call_id.in_(ids)))
-        conn.execute(sa.delete(SummaryQueue.__table__).where(SummaryQueue.call_id.in_(ids)))
+        conn.execute(sa.delete(summaries_t).where(CallSummary.call_id.in_(ids)))
+        conn.execute(sa.delete(queue_t).where(SummaryQueue.call_id.in_(ids)))
         store.enqueue_ids(conn, ids)
     settings = Settings(database_url=database_url, api_key=DEMO_KEY, base_url="https://demo.invalid",
                         rate=0, concurrency=4, backoff=Backoff())
@@ -84,7 +85,7 @@ def run_demo(engine: Engine, database_url: str) -> None:
 
 
 def _print_results(engine: Engine, ids: list[str]) -> None:
-    q, s, f = SummaryQueue.__table__.c, CallSummary.__table__.c, CallJobField.__table__.c
+    q, s, f = queue_t.c, summaries_t.c, fields_t.c
     with engine.connect() as conn:
         queue = {r.call_id: r for r in conn.execute(sa.select(q.call_id, q.state, q.last_api_status,
                                                              q.next_attempt_at).where(q.call_id.in_(ids)))}

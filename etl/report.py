@@ -14,10 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from etl.models import QUEUE_STATES, TERMINAL_STATES, SummaryQueue, SyncRun
-
-queue_t = SummaryQueue.__table__
-runs_t = SyncRun.__table__
+from etl.models import QUEUE_STATES, TERMINAL_STATES
+from etl.tables import queue_t, runs_t
 
 
 def queue_counts(conn: Connection) -> dict[str, int]:

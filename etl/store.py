@@ -26,25 +26,9 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
 from etl.api import FetchResult
-from etl.models import (
-    CallJob,
-    CallJobField,
-    CallNextStep,
-    CallSummary,
-    CallSummaryLine,
-    SummaryQueue,
-    SyncRun,
-)
 from etl.normalize import CallRows
 from etl.policy import ClaimedItem, QueueUpdate
-
-queue_t = SummaryQueue.__table__
-summaries_t = CallSummary.__table__
-lines_t = CallSummaryLine.__table__
-steps_t = CallNextStep.__table__
-jobs_t = CallJob.__table__
-fields_t = CallJobField.__table__
-runs_t = SyncRun.__table__
+from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
 
 # Children first: the order deletes must run in (and the reverse for inserts).
 _CHILD_TABLES = (fields_t, jobs_t, steps_t, lines_t)

@@ -117,6 +117,7 @@ class Syncer:
         self._work: asyncio.Queue[ClaimedItem | None] = asyncio.Queue()
         self._deadline: float | None = None
         self._save_lock = asyncio.Lock()
+        self._workers: list[asyncio.Task[None]] = []
 
     # -- public -------------------------------------------------------------------
 
@@ -127,6 +128,13 @@ class Syncer:
             self.log.warning("stopping", reason=reason)
             self._stop.set()
             self._claim_wanted.set()
+
+    def abort(self) -> None:
+        """Second Ctrl-C: abandon in-flight requests too (their items are released)."""
+        self._abort = True
+        self.request_stop("aborted")
+        for task in self._workers:
+            task.cancel()
 
     async def run(self, options: RunOptions) -> RunStats:
         try:
@@ -151,6 +159,7 @@ class Syncer:
             claimer = asyncio.create_task(self._claimer(options.limit))
             flusher = asyncio.create_task(self._flusher())
             workers = [asyncio.create_task(self._worker(client)) for _ in range(self.settings.concurrency)]
+            self._workers = workers
             tasks = [claimer, flusher, asyncio.create_task(self._watch_deadline()), *workers]
             workers_done: asyncio.Future[list[None]] = asyncio.gather(*workers)
             watched: set[asyncio.Future[Any]] = {workers_done, claimer, flusher}
@@ -158,6 +167,11 @@ class Syncer:
             while workers_done in watched:
                 done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
                 for finished in done:
+                    if finished.cancelled():
+                        if self._abort:
+                            watched.clear()
+                            break
+                        raise asyncio.CancelledError
                     exc = finished.exception()
                     if exc is not None:
                         raise exc
@@ -308,7 +322,8 @@ class Syncer:
     async def _flush(self) -> None:
         async with self._save_lock:
             while self._buffer:
-                batch, self._buffer = self._buffer[: self.settings.write_batch], self._buffer[self.settings.write_batch:]
+                size = self.settings.write_batch
+                batch, self._buffer = self._buffer[:size], self._buffer[size:]
                 written = await self._in_db(self._save_batch, batch)
                 self._account(batch, written)
 
