@@ -289,14 +289,14 @@ def _print_due(engine: Engine, limit: int | None) -> None:
 
 
 def run_sync(engine: Engine, settings: Settings, options: RunOptions, *,
-             transport: httpx.AsyncBaseTransport | None = None,
+             transport: httpx.BaseTransport | None = None,
              on_progress: Callable[[RunStats], None] | None = None) -> RunStats:
     """Run one sync in a fresh event loop with signal handling."""
     return asyncio.run(_run_async(engine, settings, options, transport, on_progress))
 
 
 async def _run_async(engine: Engine, settings: Settings, options: RunOptions,
-                     transport: httpx.AsyncBaseTransport | None,
+                     transport: httpx.BaseTransport | None,
                      on_progress: Callable[[RunStats], None] | None) -> RunStats:
     syncer = Syncer(engine, settings, transport=transport, on_progress=on_progress)
     loop = asyncio.get_running_loop()

@@ -324,9 +324,30 @@ class FakeOpenPhone:
         finally:
             self._land(reply)
 
+    def handle_sync(self, request: httpx.Request) -> httpx.Response:
+        """Answer one request from any thread; the handler of ``transport()``."""
+        target = request.url.raw_path.decode("latin-1")
+        reply = self._route(request.method, target, request.headers.get("authorization"))
+        try:
+            if reply.delay:
+                time.sleep(reply.delay)
+            if reply.action == _DROP:
+                raise httpx.RemoteProtocolError(
+                    "Server disconnected without sending a response.", request=request
+                )
+            if reply.action == _HANG:
+                raise httpx.ReadTimeout("simulated read timeout", request=request)
+            return httpx.Response(reply.status, headers=reply.headers, content=reply.body)
+        finally:
+            self._land(reply)
+
     def transport(self) -> httpx.MockTransport:
-        """An httpx transport for ``httpx.AsyncClient(transport=...)``."""
-        return httpx.MockTransport(self.handle)
+        """An httpx transport for ``httpx.Client`` or ``httpx.AsyncClient`` (``transport=...``).
+
+        The handler is synchronous, which MockTransport accepts for both kinds
+        of client; the project's client sends from a thread pool.
+        """
+        return httpx.MockTransport(self.handle_sync)
 
     # -- routing, shared by both adapters -----------------------------------
 

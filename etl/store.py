@@ -188,7 +188,28 @@ def _save_rows(conn: Connection, calls: Sequence[CallRows], now: datetime) -> No
     for table, attr in ((lines_t, "lines"), (steps_t, "next_steps"), (jobs_t, "jobs"), (fields_t, "job_fields")):
         rows = [r for c in changed for r in getattr(c, attr)]
         if rows:
-            conn.execute(sa.insert(table), rows)
+            _bulk_insert(conn, table, rows)
+
+
+_insert_sql_cache: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """executemany straight to the driver with SQL compiled once per dialect.
+
+    Child rows are plain text, integers, floats and booleans, which every
+    driver adapts itself; skipping SQLAlchemy's per-row parameter processing
+    halves the cost of the most numerous rows of a sync.
+    """
+    key = (conn.dialect.name, table.name)
+    cached = _insert_sql_cache.get(key)
+    if cached is None:
+        compiled = sa.insert(table).compile(dialect=conn.dialect, column_keys=list(rows[0]))
+        order = tuple(compiled.positiontup) if conn.dialect.positional and compiled.positiontup else None
+        cached = _insert_sql_cache[key] = (str(compiled), order)
+    sql, order = cached
+    params: Any = [tuple(r[k] for k in order) for r in rows] if order is not None else rows
+    conn.exec_driver_sql(sql, params)
 
 
 def _upsert_parents(conn: Connection, parents: list[dict[str, Any]]) -> None:

@@ -39,7 +39,7 @@ from etl.api import FetchResult, OpenPhoneClient
 from etl.config import Settings, redact_url
 from etl.db import describe_db_error
 from etl.errors import AuthError, DatabaseError
-from etl.logs import get_logger
+from etl.logs import batched, get_logger
 from etl.normalize import normalize
 from etl.policy import ClaimedItem, decide, unexpected
 from etl.store import Entry
@@ -96,7 +96,7 @@ class Syncer:
     """Runs one sync; construct per run.  ``transport`` replaces the network (tests, demo)."""
 
     def __init__(self, engine: Engine, settings: Settings, *,
-                 transport: httpx.AsyncBaseTransport | None = None,
+                 transport: httpx.BaseTransport | None = None,
                  on_progress: Callable[[RunStats], None] | None = None) -> None:
         self.engine = engine
         self.settings = settings
@@ -118,6 +118,7 @@ class Syncer:
         self._deadline: float | None = None
         self._save_lock = asyncio.Lock()
         self._workers: list[asyncio.Task[None]] = []
+        self._closing = False
 
     # -- public -------------------------------------------------------------------
 
@@ -155,6 +156,7 @@ class Syncer:
                       concurrency=self.settings.concurrency, base_url=self.settings.base_url)
         client = OpenPhoneClient(self.settings, transport=self.transport)
         tasks: list[asyncio.Task[None]] = []
+        flusher: asyncio.Task[None] | None = None
         try:
             claimer = asyncio.create_task(self._claimer(options.limit))
             flusher = asyncio.create_task(self._flusher())
@@ -187,8 +189,13 @@ class Syncer:
             stats.exit_code = 1
             stats.fatal = exc
         finally:
+            # The flusher is never cancelled mid-save: a save that commits while
+            # its task is cancelled would go uncounted and unlogged.
+            self._closing = True
+            self._flush_wanted.set()
             for task in tasks:
-                task.cancel()
+                if task is not flusher:
+                    task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -313,7 +320,7 @@ class Syncer:
     # -- saving -------------------------------------------------------------------
 
     async def _flusher(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_wanted.wait(), _FLUSH_INTERVAL_S)
             self._flush_wanted.clear()
@@ -331,6 +338,15 @@ class Syncer:
         stats = self.stats
         done_ids = {e.item.call_id for e in written}
         counts = {"completed": 0, "rescheduled": 0, "failed": 0, "errors": 0}
+        with batched():
+            self._log_batch(batch, done_ids, counts)
+        for key, n in counts.items():
+            setattr(stats, key, getattr(stats, key) + n)
+        if self.on_progress is not None:
+            self.on_progress(stats)
+
+    def _log_batch(self, batch: list[Entry], done_ids: set[str], counts: dict[str, int]) -> None:
+        stats = self.stats
         for entry in batch:
             self._claimed.pop(entry.item.call_id, None)
             u, r = entry.update, entry.result
@@ -347,10 +363,6 @@ class Syncer:
                 latency_ms=r.latency_ms if r else None,
                 **({"error": u.last_error} if u.last_error else {}),
             )
-        for key, n in counts.items():
-            setattr(stats, key, getattr(stats, key) + n)
-        if self.on_progress is not None:
-            self.on_progress(stats)
 
     def _save_batch(self, batch: list[Entry]) -> list[Entry]:
         """Runs on the database thread: save ``batch``; isolate an entry the database rejects."""
