@@ -7,7 +7,6 @@ interrupted), 2 usage or configuration error, 3 the API refused the key.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import signal
@@ -16,20 +15,25 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 import click
-import httpx
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from etl import __version__, db, report, store
+from etl.clock import utcnow
 from etl.config import DEFAULT_BASE_URL, DEFAULT_DATABASE_URL, Settings, redact_url
 from etl.errors import DatabaseError, EtlError, UsageError
 from etl.ids import InvalidId, check_ids, read_id_lines
 from etl.logs import configure_logging, get_logger
 from etl.models import TERMINAL_STATES
-from etl.sync import RunOptions, RunStats, Syncer, utcnow
+
+if TYPE_CHECKING:
+    # Imported when a command syncs: `etl status` and `etl enqueue` stay fast to start.
+    import httpx
+
+    from etl.sync import RunOptions, RunStats
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -73,7 +77,7 @@ def database_options(fn: F) -> F:
 
 
 def api_options(fn: F) -> F:
-    fn = click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
+    fn = click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
                       help="Requests in flight at once (one connection pool).")(fn)
     fn = click.option("--rate", type=click.FloatRange(min=0), default=10.0, show_default=True,
                       help="Requests per second for all workers together; 0 = no throttle. "
@@ -94,7 +98,7 @@ def run_limit_options(fn: F) -> F:
 
 
 def make_settings(database_url: str, api_key: str | None = None, base_url: str = DEFAULT_BASE_URL,
-                  rate: float = 10.0, concurrency: int = 16) -> Settings:
+                  rate: float = 10.0, concurrency: int = 8) -> Settings:
     return Settings(database_url=database_url, api_key=api_key, base_url=base_url,
                     rate=rate, concurrency=concurrency)
 
@@ -269,6 +273,8 @@ def sync(api_key: str | None, base_url: str, rate: float, concurrency: int, limi
             _print_due(engine, limit)
         return
     require_api_key(settings)
+    from etl.sync import RunOptions
+
     with open_database(database_url) as engine:
         stats = run_sync(engine, settings, RunOptions("sync", limit, max_runtime))
     _exit_for(stats)
@@ -292,12 +298,18 @@ def run_sync(engine: Engine, settings: Settings, options: RunOptions, *,
              transport: httpx.BaseTransport | None = None,
              on_progress: Callable[[RunStats], None] | None = None) -> RunStats:
     """Run one sync in a fresh event loop with signal handling."""
+    import asyncio
+
     return asyncio.run(_run_async(engine, settings, options, transport, on_progress))
 
 
 async def _run_async(engine: Engine, settings: Settings, options: RunOptions,
                      transport: httpx.BaseTransport | None,
                      on_progress: Callable[[RunStats], None] | None) -> RunStats:
+    import asyncio
+
+    from etl.sync import Syncer
+
     syncer = Syncer(engine, settings, transport=transport, on_progress=on_progress)
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
@@ -384,6 +396,8 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
     if not dry_run:
         require_api_key(settings)
     selection = report.Selection(states, since, until) if states else None
+    from etl.sync import RunOptions
+
     with open_database(database_url) as engine:
         if dry_run:
             _backfill_dry_run(engine, file, selection)

@@ -41,7 +41,7 @@ class Settings:
     base_url: str = DEFAULT_BASE_URL
     # Client-side throttle, requests per second shared by all workers (0 = off).
     rate: float = 10.0
-    concurrency: int = 16
+    concurrency: int = 8
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
     # In-run retries of one request (429, 5xx, timeouts, unparsable bodies).

@@ -18,19 +18,23 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from etl.config import redact_url
 from etl.errors import DatabaseError, SchemaBehindError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# The newest alembic revision this code expects.  Kept here so that commands
+# check the schema without importing alembic and reading every migration
+# script; tests/test_schema_head.py keeps it equal to the scripts' head.
+SCHEMA_HEAD = "0002"
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
@@ -137,6 +141,8 @@ def migrations_dir() -> Path:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     # ConfigParser interpolation would choke on % in URL-encoded passwords.
@@ -146,15 +152,23 @@ def alembic_config(url: str) -> Config:
 
 
 def head_revision(url: str) -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The revision in ``alembic_version``, or None for an empty database."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+    return rows[0] if len(rows) == 1 else None
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
     try:
         command.upgrade(alembic_config(url), revision)
     except OperationalError as exc:
@@ -162,6 +176,8 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 
 def downgrade(url: str, revision: str) -> None:
+    from alembic import command
+
     command.downgrade(alembic_config(url), revision)
 
 
@@ -176,7 +192,7 @@ def ensure_schema(engine: Engine, url: str) -> None:
         current = current_revision(engine)
     except OperationalError as exc:
         raise DatabaseError(describe_db_error(url, exc)) from None
-    head = head_revision(url)
+    head = SCHEMA_HEAD
     if current == head:
         return
     if engine.dialect.name == "sqlite":
@@ -184,7 +200,7 @@ def ensure_schema(engine: Engine, url: str) -> None:
         return
     raise SchemaBehindError(
         f"database {redact_url(url)} is at schema revision {current or 'none'}, "
-        f"this version needs {head}; run `etl db upgrade`"
+        f"this version of etl needs {head}; run `etl db upgrade`"
     )
 
 

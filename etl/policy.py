@@ -15,10 +15,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from etl.api import FetchResult
 from etl.config import Backoff
+
+if TYPE_CHECKING:
+    from etl.api import FetchResult
 
 Outcome = Literal["completed", "rescheduled", "failed", "error"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql as mysql_dialect
@@ -25,10 +25,12 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
-from etl.api import FetchResult
-from etl.normalize import CallRows
 from etl.policy import ClaimedItem, QueueUpdate
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
+
+if TYPE_CHECKING:
+    from etl.api import FetchResult
+    from etl.normalize import CallRows
 
 # Children first: the order deletes must run in (and the reverse for inserts).
 _CHILD_TABLES = (fields_t, jobs_t, steps_t, lines_t)

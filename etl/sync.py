@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -36,6 +35,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from etl import store
 from etl.api import FetchResult, OpenPhoneClient
+from etl.clock import utcnow
 from etl.config import Settings, redact_url
 from etl.db import describe_db_error
 from etl.errors import AuthError, DatabaseError
@@ -50,11 +50,6 @@ T = TypeVar("T")
 _LEASE_SAFETY_S = 15.0
 _FLUSH_INTERVAL_S = 0.25
 _DEADLOCK_RETRIES = 3
-
-
-def utcnow() -> datetime:
-    """Naive UTC now: every timestamp column is naive UTC (see etl.models)."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass
