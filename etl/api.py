@@ -317,7 +317,7 @@ class OpenPhoneClient:
     def _parse_ok(self, call_id: str, body: bytes, started: float, tries: int) -> FetchResult:
         try:
             raw = body.decode("utf-8")
-            data = SummaryEnvelope.model_validate_json(body).data
+            data = _validate(body)
         except UnicodeDecodeError:
             raise TransientError("200 with a body that is not UTF-8", 200) from None
         except ValidationError as exc:
@@ -336,6 +336,26 @@ class _GiveUp(Exception):
     def __init__(self, cause: BaseException | None) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+def _validate(body: bytes) -> SummaryData:
+    """Validate a 200 body against the published schema.
+
+    pydantic's fast JSON parser refuses lone surrogate escapes (``"\\ud800"``)
+    that the JSON grammar allows; such a body is parsed by the standard library
+    instead and validated by the same strict models (normalisation then stores
+    U+FFFD for the surrogate, raw_json keeps the escape).
+    """
+    try:
+        return SummaryEnvelope.model_validate_json(body).data
+    except ValidationError as exc:
+        if not any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            raise exc from None
+        return SummaryEnvelope.model_validate(parsed).data
 
 
 def _first_error(exc: ValidationError) -> str:

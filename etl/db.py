@@ -47,7 +47,7 @@ def create_engine(url: str) -> Engine:
     """An engine for ``url`` with this project's per-dialect settings."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:
         raise DatabaseError(f"invalid database URL {redact_url(url)!r}: {exc}") from None
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -124,7 +124,7 @@ def describe_db_error(url: str, exc: BaseException) -> str:
 def _has_password(url: str) -> bool:
     try:
         return bool(make_url(url).password)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return False
 
 

@@ -46,10 +46,12 @@ def describe_invalid(raw: str) -> str:
         return f"too long ({len(raw)} characters, at most 66)"
     if "/" in rest or "\\" in rest:
         return "contains a path separator"
+    if any(c in " \t\r\n" for c in rest):
+        return "contains white space"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in rest):
+        return "contains a control character"
     if any(c.isspace() for c in rest):
         return "contains white space"
-    if any(ord(c) < 32 or ord(c) == 127 for c in rest):
-        return "contains a control character"
     return "contains characters other than ASCII letters and digits"
 
 
@@ -81,7 +83,9 @@ def read_id_lines(stream: BinaryIO) -> Iterator[str | InvalidId | None]:
             yield InvalidId(n, "", f"line longer than {_MAX_LINE_BYTES} bytes")
             continue
         try:
-            text = raw.decode("utf-8").strip()
+            # Only white space that can surround an id in a file; other control
+            # characters must be reported, not silently stripped.
+            text = raw.decode("utf-8").strip(" \t\r\n")
         except UnicodeDecodeError:
             yield InvalidId(n, shown(raw.decode("utf-8", "replace").strip()), "not UTF-8 text")
             continue

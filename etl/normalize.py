@@ -28,7 +28,8 @@ def clean_text(value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        # UTF-16 rejoins valid pairs and gives one U+FFFD per lone surrogate.
+        value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return value
 
 

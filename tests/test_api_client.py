@@ -1,0 +1,368 @@
+"""The OpenPhone API client (etl/api.py) against the simulated API (etl/simulator.py).
+
+Every answer of SPEC.md's queue table as the client reports it: headers sent,
+200 validation, 401/403, 404/400, 429 with Retry-After, oversize bodies and
+in-run retries.  Requests go through FakeOpenPhone.transport() (wrapped only to
+record what was sent and received) or a real HTTP server from serve().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from etl import __version__
+from etl.api import USER_AGENT, FetchResult, OpenPhoneClient, parse_retry_after
+from etl.config import Settings
+from etl.errors import AuthError
+from etl.simulator import FakeOpenPhone, Faults, serve
+
+KEY = "key-0123456789abcdef"
+SETTINGS = Settings(api_key=KEY, base_url="http://fake.test", rate=0, retry_initial=0.001, retry_max=0.01)
+GOOD = {"callId": "AC1", "status": "completed", "summary": ["Hello."], "nextSteps": ["Call back."]}
+ERROR_404 = {"message": "Call not found", "code": "0500404", "status": 404, "docs": "https://openphone.com/docs",
+             "title": "Not Found"}
+ERROR_400 = {"message": "Invalid call id", "code": "0500400", "status": 400, "docs": "https://openphone.com/docs",
+             "title": "Bad Request"}
+ERROR_429 = {"message": "Too many requests", "code": "0500429", "status": 429, "docs": "https://openphone.com/docs",
+             "title": "Too Many Requests"}
+
+
+class Recorder(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """Wraps the fake's own transport and keeps every request and response body."""
+
+    def __init__(self, fake: FakeOpenPhone) -> None:
+        self.inner = fake.transport()
+        self.requests: list[httpx.Request] = []
+        self.bodies: list[bytes] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        response = self.inner.handle_request(request)
+        self.bodies.append(response.read())
+        return response
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        response = await self.inner.handle_async_request(request)
+        self.bodies.append(await response.aread())
+        return response
+
+    def transport(self) -> Recorder:
+        return self
+
+
+def fetch(fake: FakeOpenPhone | Recorder, call_id: str, settings: Settings = SETTINGS, **kw: Any) -> FetchResult:
+    async def go() -> FetchResult:
+        async with OpenPhoneClient(settings, transport=fake.transport()) as client:
+            return await client.fetch_summary(call_id, **kw)
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def fake() -> FakeOpenPhone:
+    return FakeOpenPhone(api_key=KEY, default_status=None)
+
+
+# -- request headers -----------------------------------------------------------
+
+
+def test_headers_bare_key_and_user_agent(fake):
+    fake.set_summary("AC1", GOOD)
+    rec = Recorder(fake)
+    assert fetch(rec, "AC1").kind == "summary"
+    [request] = rec.requests
+    assert request.headers["Authorization"] == KEY  # no "Bearer"
+    assert request.headers["User-Agent"] == USER_AGENT
+    assert USER_AGENT.startswith(f"openphone-summary-sync/{__version__} ")
+    assert request.url == httpx.URL("http://fake.test/v1/call-summaries/AC1")
+    assert request.method == "GET"
+
+
+def test_client_requires_api_key():
+    with pytest.raises(ValueError, match="an API key is required"):
+        OpenPhoneClient(Settings(api_key=None))
+
+
+# -- 200 ---------------------------------------------------------------------------
+
+
+def test_200_completed(fake):
+    fake.set_summary("AC1", GOOD)
+    rec = Recorder(fake)
+    result = fetch(rec, "AC1")
+    [body] = rec.bodies
+    assert (result.kind, result.http_status, result.tries, result.error) == ("summary", 200, 1, None)
+    assert result.summary is not None
+    assert result.summary.model_dump() == {**GOOD, "jobs": None}
+    assert result.raw_json == body.decode("utf-8")
+    assert result.content_hash == hashlib.sha256(body).hexdigest()
+    assert result.api_status == "completed"
+
+
+@pytest.mark.parametrize("status", ["absent", "in-progress", "completed", "failed"])
+def test_200_every_status(fake, status):
+    fake.set_summary("AC1", {"callId": "AC1", "status": status, "summary": None, "nextSteps": None})
+    result = fetch(fake, "AC1")
+    assert (result.kind, result.summary.status, result.api_status) == ("summary", status, status)
+
+
+def test_200_extra_keys_ignored_but_kept_in_raw_json(fake):
+    fake.set_summary("AC1", {**GOOD, "sentiment": "positive"})
+    result = fetch(fake, "AC1")
+    assert result.kind == "summary"
+    assert json.loads(result.raw_json)["data"]["sentiment"] == "positive"
+
+
+BAD_200 = [
+    ("wrong status", {**GOOD, "status": "done"},
+     "200 with a body that violates the schema: data.status: "
+     "Input should be 'absent', 'in-progress', 'completed' or 'failed'"),
+    ("summary as string", {**GOOD, "summary": "one line"},
+     "200 with a body that violates the schema: data.summary: Input should be a valid array"),
+    ("missing nextSteps", {k: v for k, v in GOOD.items() if k != "nextSteps"},
+     "200 with a body that violates the schema: data.nextSteps: Field required"),
+    ("job value an object",
+     {**GOOD, "jobs": [{"icon": "i", "name": "n", "result": {"data": [{"name": "f", "value": {"a": 1}}]}}]},
+     "200 with a body that violates the schema: data.jobs.0.result.data.0.value.bool: "
+     "Input should be a valid boolean (+3 more)"),
+    ("number line", {**GOOD, "nextSteps": [1]},
+     "200 with a body that violates the schema: data.nextSteps.0: Input should be a valid string"),
+    ("callId mismatch", {**GOOD, "callId": "ACother"}, "200 for another call id ('ACother')"),
+]
+
+
+@pytest.mark.parametrize(("case", "data", "error"), BAD_200, ids=[c[0] for c in BAD_200])
+def test_200_invalid_body_is_transient_after_retries(fake, case, data, error):
+    fake.set_summary("AC1", data)
+    result = fetch(fake, "AC1")
+    assert (result.kind, result.http_status, result.tries, result.error) == ("transient", 200, 3, error)
+    assert (result.summary, result.raw_json, result.content_hash) == (None, None, None)
+    assert fake.requests["AC1"] == 3
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    (b"<html>oops</html>", "200 with a body that violates the schema: body: Invalid JSON: expected value at line 1 "
+                           "column 1"),
+    (b'{"data":', "200 with a body that violates the schema: body: Invalid JSON: EOF while parsing a value at "
+                  "line 1 column 8"),
+    (b'{"data":null}', "200 with a body that violates the schema: data: Input should be an object"),
+    (b'{"data":{"callId":"AC1","status":"completed","summary":["\xff"],"nextSteps":null}}',
+     "200 with a body that is not UTF-8"),
+])
+def test_200_unparsable_body_is_transient(fake, body, error):
+    fake.set_response("AC1", 200, body)
+    result = fetch(fake, "AC1")
+    assert (result.kind, result.tries, result.error) == ("transient", 3, error)
+
+
+def test_boolean_job_value_stays_boolean(fake):
+    fake.set_summary("AC1", {**GOOD, "jobs": [{"icon": "i", "name": "n", "result": {"data": [
+        {"name": "b", "value": True}, {"name": "i", "value": 1}, {"name": "f", "value": 1.5},
+        {"name": "s", "value": "1"}]}}]})
+    result = fetch(fake, "AC1")
+    values = [f.value for f in result.summary.jobs[0].result.data]
+    assert values == [True, 1, 1.5, "1"]
+    assert [type(v) for v in values] == [bool, int, float, str]
+
+
+# -- auth --------------------------------------------------------------------------
+
+
+def test_401_raises_auth_error():
+    fake = FakeOpenPhone(api_key="another-key")
+    with pytest.raises(AuthError) as info:
+        fetch(fake, "AC1")
+    assert info.value.http_status == 401
+    assert str(info.value) == "HTTP 401 Unauthorized: Missing or invalid API key"
+    assert fake.total_requests == 1  # never retried
+
+
+def test_403_raises_auth_error():
+    fake = FakeOpenPhone(api_key=KEY, forbidden_keys=frozenset({KEY}))
+    with pytest.raises(AuthError) as info:
+        fetch(fake, "AC1")
+    assert info.value.http_status == 403
+    assert str(info.value) == "HTTP 403 Forbidden: This API key is not allowed to access call summaries"
+    assert info.value.exit_code == 3
+
+
+# -- 404 / 400 -----------------------------------------------------------------------
+
+
+def test_404_is_not_found(fake):
+    result = fetch(fake, "AC404")
+    assert (result.kind, result.http_status, result.tries, result.error, result.api_status) == (
+        "not_found", 404, 1, "HTTP 404 Not Found: Call summary not found", "http 404")
+    assert fake.requests["AC404"] == 1
+
+
+def test_404_with_custom_message(fake):
+    fake.set_response("AC1", 404, ERROR_404)
+    assert fetch(fake, "AC1").error == "HTTP 404 Not Found: Call not found"
+
+
+def test_400_is_invalid(fake):
+    fake.set_response("AC1", 400, ERROR_400)
+    result = fetch(fake, "AC1")
+    assert (result.kind, result.http_status, result.tries, result.error) == (
+        "invalid", 400, 1, "HTTP 400 Bad Request: Invalid call id")
+
+
+@pytest.mark.parametrize("call_id", ["AC1/../../v1/users", "AC1?x=1", "AC 1", "bad", "AC" + "1" * 65, "AC1\n"])
+def test_malformed_id_is_never_sent(fake, call_id):
+    rec = Recorder(fake)
+    result = fetch(rec, call_id)
+    assert (result.kind, result.http_status, result.tries, result.error) == (
+        "invalid", None, 0, "malformed call id")
+    assert rec.requests == []
+
+
+def test_error_without_json_body_uses_reason_phrase(fake):
+    fake.set_response("AC1", 502, b"<html>bad gateway</html>", {"content-type": "text/html"})
+    result = fetch(fake, "AC1")
+    assert (result.kind, result.http_status, result.error) == ("transient", 502, "HTTP 502 Bad Gateway")
+
+
+# -- 429 and Retry-After ---------------------------------------------------------------
+
+ONE_TRY = SETTINGS.replace(retry_attempts=1)
+
+
+def test_429_retry_after_seconds(fake):
+    fake.set_response("AC1", 429, ERROR_429, {"Retry-After": "120"})
+    result = fetch(fake, "AC1", ONE_TRY)
+    assert (result.kind, result.http_status, result.tries, result.retry_after, result.error) == (
+        "transient", 429, 1, 120.0, "HTTP 429 Too Many Requests: Too many requests")
+    assert result.api_status == "http 429"
+
+
+def test_429_retry_after_http_date(fake):
+    when = datetime.now(UTC) + timedelta(seconds=600)
+    fake.set_response("AC1", 429, ERROR_429, {"Retry-After": email.utils.format_datetime(when, usegmt=True)})
+    result = fetch(fake, "AC1", ONE_TRY)
+    assert result.kind == "transient"
+    assert 590 < result.retry_after <= 600
+
+
+@pytest.mark.parametrize("header", [None, "0", "-5", "soon", ""])
+def test_429_retry_after_missing_or_useless(fake, header):
+    fake.set_response("AC1", 429, ERROR_429, {"Retry-After": header} if header is not None else None)
+    result = fetch(fake, "AC1", ONE_TRY)
+    assert (result.kind, result.http_status, result.retry_after) == ("transient", 429, None)
+
+
+def test_429_then_success_within_the_run(fake):
+    fake.faults = Faults(rate_429=1.0, retry_after="0.01", max_per_id=1)
+    fake.set_summary("AC1", GOOD)
+    result = fetch(fake, "AC1")
+    assert (result.kind, result.tries) == ("summary", 2)
+    assert fake.outcomes["429"] == 1
+
+
+def test_retry_after_longer_than_budget_gives_up_for_this_run(fake):
+    fake.set_response("AC1", 429, ERROR_429, {"Retry-After": "300"})
+    result = fetch(fake, "AC1", max_wait=1.0)
+    assert (result.kind, result.tries, result.retry_after, result.http_status) == ("transient", 1, 300.0, 429)
+    assert fake.requests["AC1"] == 1
+
+
+def test_parse_retry_after_seconds():
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after(" 2.5 ") == 2.5
+    assert parse_retry_after("99999") == 3600.0  # never park a worker for more than an hour
+
+
+def test_parse_retry_after_http_date():
+    now = datetime(2015, 10, 21, 7, 27, 0, tzinfo=UTC)
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now) == 60.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now) is None  # not in the future
+    assert parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now) is None  # in the past
+    assert parse_retry_after("Wed, 21 Oct 2015 09:27:00 GMT", now) == 3600.0
+
+
+@pytest.mark.parametrize("value", [None, "", "0", "-5", "-0.1", "nan", "soon", "Wed, 99 Foo 2015"])
+def test_parse_retry_after_useless_values(value):
+    assert parse_retry_after(value) is None
+
+
+# -- oversize bodies -------------------------------------------------------------------
+
+
+def test_oversize_body_is_rejected(fake):
+    fake.set_summary("AC1", {**GOOD, "summary": ["x" * 5000]})
+    result = fetch(fake, "AC1", SETTINGS.replace(max_body_bytes=1000))
+    assert (result.kind, result.http_status, result.tries, result.error) == (
+        "rejected", 200, 1, "response body larger than 1000 bytes")
+    assert fake.requests["AC1"] == 1  # not retried: it would be as large next time
+
+
+def test_body_at_the_limit_is_accepted(fake):
+    fake.set_summary("AC1", GOOD)
+    size = len(json.dumps({"data": GOOD}, separators=(",", ":")).encode())
+    assert fetch(fake, "AC1", SETTINGS.replace(max_body_bytes=size)).kind == "summary"
+    assert fetch(fake, "AC1", SETTINGS.replace(max_body_bytes=size - 1)).kind == "rejected"
+
+
+# -- in-run retries ----------------------------------------------------------------------
+
+
+def test_two_500s_then_success_takes_three_tries(fake):
+    fake.faults = Faults(error_500=1.0, max_per_id=2)
+    fake.set_summary("AC1", GOOD)
+    result = fetch(fake, "AC1")
+    assert (result.kind, result.tries, result.http_status) == ("summary", 3, 200)
+    assert fake.requests["AC1"] == 3
+
+
+def test_500_every_time_is_transient_after_three_tries(fake):
+    fake.faults = Faults(error_500=1.0, max_per_id=None)
+    result = fetch(fake, "AC1")
+    assert (result.kind, result.tries, result.http_status, result.error) == (
+        "transient", 3, 500, "HTTP 500 Internal Server Error: Something went wrong")
+    assert fake.requests["AC1"] == 3
+
+
+def test_dropped_connections_then_success(fake):
+    fake.faults = Faults(drop=1.0, max_per_id=2)
+    fake.set_summary("AC1", GOOD)
+    result = fetch(fake, "AC1")
+    assert (result.kind, result.tries) == ("summary", 3)
+
+
+def test_timeouts_every_time(fake):
+    fake.faults = Faults(hang=1.0, max_per_id=None)
+    result = fetch(fake, "AC1")
+    assert (result.kind, result.tries, result.http_status, result.error) == (
+        "transient", 3, None, "timeout (ReadTimeout)")
+    assert result.api_status == "no response"
+
+
+def test_retry_attempts_setting_is_honoured(fake):
+    fake.faults = Faults(error_500=1.0, max_per_id=None)
+    result = fetch(fake, "AC1", SETTINGS.replace(retry_attempts=5))
+    assert (result.kind, result.tries) == ("transient", 5)
+    assert fake.requests["AC1"] == 5
+
+
+# -- over a real socket ------------------------------------------------------------------
+
+
+def test_real_http_server_round_trip(fake):
+    fake.set_summary("AC1", GOOD)
+    with serve(fake) as url:
+        async def go() -> FetchResult:
+            async with OpenPhoneClient(SETTINGS.replace(base_url=url)) as client:
+                return await client.fetch_summary("AC1")
+
+        result = asyncio.run(go())
+    assert (result.kind, result.summary.summary) == ("summary", ["Hello."])
+    assert result.raw_json == json.dumps({"data": GOOD}, separators=(",", ":"), ensure_ascii=False)
