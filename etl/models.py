@@ -5,6 +5,11 @@ database).  Long text is ``TEXT`` on SQLite/PostgreSQL and ``LONGTEXT`` on
 MySQL/MariaDB, whose plain ``TEXT`` stops at 64 KiB.  Call ids are compared
 byte for byte (``ascii_bin`` on MySQL, whose default collation is
 case-insensitive and would merge ``ACab`` with ``ACAB``).
+
+Every column carries a ``comment`` (set on PostgreSQL and MariaDB by the
+migrations; SQLite has no comments), a short form of ``docs/schema.md``.
+The analyst views of ``VIEWS`` are not models: migration 0002 creates them
+with hand-written SQL, and alembic's autogenerate is told to leave them alone.
 """
 
 from __future__ import annotations
@@ -46,6 +51,15 @@ SUMMARY_STATUSES = ("absent", "in-progress", "completed", "failed")
 VALUE_TYPES = ("string", "number", "boolean")
 
 CALL_ID_LENGTH = 66  # "AC" + at most 64 letters or digits (SPEC.md)
+
+# The BI views created by migrations (docs/schema.md); not tables of this metadata.
+VIEWS = ("call_job_field_values", "call_summary_overview")
+
+# Job and field names are unbounded API text: a plain btree index fails on
+# PostgreSQL for values over ~2.7 kB and MySQL cannot index LONGTEXT without a
+# prefix, so these indexes hash on PostgreSQL and index a 191-character prefix
+# (764 bytes of utf8mb4) on MySQL/MariaDB, named for both of SQLAlchemy's dialects.
+_NAME_INDEX_KW: dict[str, Any] = {"postgresql_using": "hash", "mysql_length": 191, "mariadb_length": 191}
 
 CallIdType = String(CALL_ID_LENGTH).with_variant(
     mysql.VARCHAR(CALL_ID_LENGTH, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"
@@ -96,19 +110,52 @@ class SummaryQueue(Base):
         {"comment": "Work queue: one row per OpenPhone call id to sync."},
     )
 
-    call_id: Mapped[str] = mapped_column(CallIdType, primary_key=True)
-    state: Mapped[str] = mapped_column(String(16), server_default="pending")
-    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
-    consecutive_errors: Mapped[int] = mapped_column(Integer, server_default="0")
-    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=utcnow())
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    lease_owner: Mapped[str | None] = mapped_column(String(64))
-    last_api_status: Mapped[str | None] = mapped_column(String(32))
-    last_error: Mapped[str | None] = mapped_column(Text)
-    incomplete_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    enqueued_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=utcnow())
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=utcnow())
-    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    call_id: Mapped[str] = mapped_column(
+        CallIdType, primary_key=True,
+        comment="OpenPhone call id: AC followed by 1 to 64 ASCII letters or digits (case-sensitive).",
+    )
+    state: Mapped[str] = mapped_column(
+        String(16), server_default="pending",
+        comment="pending (due at next_attempt_at), done, failed, absent, not_found, invalid or error.",
+    )
+    attempts: Mapped[int] = mapped_column(
+        Integer, server_default="0",
+        comment="Fetches of this item (in-run HTTP retries count once; a run stopped by 401/403 counts none).",
+    )
+    consecutive_errors: Mapped[int] = mapped_column(
+        Integer, server_default="0",
+        comment="Attempts in a row that ended with a transient error; reaching the limit gives state error.",
+    )
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, server_default=utcnow(),
+        comment="UTC time the item is due; while a run holds the lease, the lease expiry.",
+    )
+    lease_expires_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="UTC end of the current run's lease; NULL when no run holds the item.",
+    )
+    lease_owner: Mapped[str | None] = mapped_column(
+        String(64), comment="Run holding the lease (host:pid:random); NULL when no run holds the item.",
+    )
+    last_api_status: Mapped[str | None] = mapped_column(
+        String(32),
+        comment="Last answer: the summary status, 'http <code>' or 'no response'; NULL before the first.",
+    )
+    last_error: Mapped[str | None] = mapped_column(
+        Text, comment="Why the last attempt did not complete (at most 2000 characters); NULL on success.",
+    )
+    incomplete_since: Mapped[datetime | None] = mapped_column(
+        UtcDateTime,
+        comment="UTC time the API first said in-progress or absent; the 48 h / 24 h give-up windows start here.",
+    )
+    enqueued_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, server_default=utcnow(), comment="UTC time the call id was first enqueued.",
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, server_default=utcnow(), comment="UTC time of the last attempt's outcome or re-queue.",
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="UTC time the item reached a terminal state; NULL while pending.",
+    )
 
 
 class CallSummary(Base):
@@ -117,19 +164,32 @@ class CallSummary(Base):
     __tablename__ = "call_summaries"
     __table_args__ = (
         CheckConstraint(f"status IN ({_in(SUMMARY_STATUSES)})", name="status"),
+        # Analysts' filters (docs/schema.md).
+        Index("ix_call_summaries_status", "status"),
+        Index("ix_call_summaries_last_synced_at", "last_synced_at"),
         {"comment": "One row per synced call summary (parent of the call_* tables)."},
     )
 
-    call_id: Mapped[str] = mapped_column(CallIdType, primary_key=True)
-    status: Mapped[str] = mapped_column(String(16))
-    summary_text: Mapped[str | None] = mapped_column(LongText)
-    line_count: Mapped[int] = mapped_column(Integer)
-    next_step_count: Mapped[int] = mapped_column(Integer)
-    job_count: Mapped[int] = mapped_column(Integer)
-    content_hash: Mapped[str] = mapped_column(String(64))
-    raw_json: Mapped[str] = mapped_column(LongText)
-    first_synced_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    last_synced_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    call_id: Mapped[str] = mapped_column(
+        CallIdType, primary_key=True, comment="OpenPhone call id (same as summary_queue.call_id).",
+    )
+    status: Mapped[str] = mapped_column(
+        String(16), comment="Summary status from the API: completed or failed (absent, in-progress never stored).",
+    )
+    summary_text: Mapped[str | None] = mapped_column(
+        LongText, comment="Summary lines joined by newline; NULL when the API sent null, '' when it sent [].",
+    )
+    line_count: Mapped[int] = mapped_column(Integer, comment="Number of summary lines (rows in call_summary_lines).")
+    next_step_count: Mapped[int] = mapped_column(Integer, comment="Number of next steps (rows in call_next_steps).")
+    job_count: Mapped[int] = mapped_column(Integer, comment="Number of jobs (rows in call_jobs).")
+    content_hash: Mapped[str] = mapped_column(
+        String(64), comment="SHA-256 (hex) of the response body; an unchanged hash skips rewriting the rows.",
+    )
+    raw_json: Mapped[str] = mapped_column(
+        LongText, comment="The response body exactly as received (JSON text), including keys not modelled.",
+    )
+    first_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the summary was first stored.")
+    last_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the summary was last fetched.")
 
 
 def _parent_fk() -> ForeignKey:
@@ -142,9 +202,13 @@ class CallSummaryLine(Base):
     __tablename__ = "call_summary_lines"
     __table_args__ = ({"comment": "Summary lines of a call, position 0 first."},)
 
-    call_id: Mapped[str] = mapped_column(CallIdType, _parent_fk(), primary_key=True)
-    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    text: Mapped[str] = mapped_column(LongText)
+    call_id: Mapped[str] = mapped_column(
+        CallIdType, _parent_fk(), primary_key=True, comment="The call (call_summaries.call_id).",
+    )
+    position: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="0-based position in the API's summary array.",
+    )
+    text: Mapped[str] = mapped_column(LongText, comment="The line; NUL and unpaired surrogates become U+FFFD.")
 
 
 class CallNextStep(Base):
@@ -153,21 +217,34 @@ class CallNextStep(Base):
     __tablename__ = "call_next_steps"
     __table_args__ = ({"comment": "Next steps of a call, position 0 first."},)
 
-    call_id: Mapped[str] = mapped_column(CallIdType, _parent_fk(), primary_key=True)
-    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    text: Mapped[str] = mapped_column(LongText)
+    call_id: Mapped[str] = mapped_column(
+        CallIdType, _parent_fk(), primary_key=True, comment="The call (call_summaries.call_id).",
+    )
+    position: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="0-based position in the API's nextSteps array.",
+    )
+    text: Mapped[str] = mapped_column(LongText, comment="The next step; NUL and unpaired surrogates become U+FFFD.")
 
 
 class CallJob(Base):
     """A job (e.g. a Sona form) that ran on the call."""
 
     __tablename__ = "call_jobs"
-    __table_args__ = ({"comment": "Jobs of a call's summary, job_position 0 first."},)
+    __table_args__ = (
+        Index("ix_call_jobs_name", "name", **_NAME_INDEX_KW),
+        {"comment": "Jobs of a call's summary, job_position 0 first."},
+    )
 
-    call_id: Mapped[str] = mapped_column(CallIdType, _parent_fk(), primary_key=True)
-    job_position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    name: Mapped[str] = mapped_column(LongText)
-    icon: Mapped[str] = mapped_column(LongText)
+    call_id: Mapped[str] = mapped_column(
+        CallIdType, _parent_fk(), primary_key=True, comment="The call (call_summaries.call_id).",
+    )
+    job_position: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="0-based position in the API's jobs array.",
+    )
+    name: Mapped[str] = mapped_column(
+        LongText, comment="Job name, e.g. 'Lead qualification'; NUL and unpaired surrogates become U+FFFD.",
+    )
+    icon: Mapped[str] = mapped_column(LongText, comment="Job icon (usually one emoji), as sent.")
 
 
 class CallJobField(Base):
@@ -181,17 +258,34 @@ class CallJobField(Base):
             ondelete="CASCADE",
         ),
         CheckConstraint(f"value_type IN ({_in(VALUE_TYPES)})", name="value_type"),
+        Index("ix_call_job_fields_name", "name", **_NAME_INDEX_KW),
         {"comment": "Fields of a job's result; exactly one value_* column is set."},
     )
 
-    call_id: Mapped[str] = mapped_column(CallIdType, primary_key=True)
-    job_position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    field_position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    name: Mapped[str] = mapped_column(LongText)
-    value_type: Mapped[str] = mapped_column(String(8))
-    value_text: Mapped[str | None] = mapped_column(LongText)
-    value_number: Mapped[float | None] = mapped_column(Double)
-    value_boolean: Mapped[bool | None] = mapped_column(Boolean)
+    call_id: Mapped[str] = mapped_column(
+        CallIdType, primary_key=True, comment="The call (call_jobs.call_id).",
+    )
+    job_position: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="The job (call_jobs.job_position).",
+    )
+    field_position: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="0-based position in the job's result.data array.",
+    )
+    name: Mapped[str] = mapped_column(
+        LongText, comment="Field name, e.g. 'Lead score'; NUL and unpaired surrogates become U+FFFD.",
+    )
+    value_type: Mapped[str] = mapped_column(
+        String(8), comment="JSON type of the value: string, number or boolean; names the value_* column set.",
+    )
+    value_text: Mapped[str | None] = mapped_column(
+        LongText, comment="The value when value_type = 'string' (NUL/unpaired surrogates become U+FFFD), else NULL.",
+    )
+    value_number: Mapped[float | None] = mapped_column(
+        Double, comment="The value when value_type = 'number' (integers too, as a double), else NULL.",
+    )
+    value_boolean: Mapped[bool | None] = mapped_column(
+        Boolean, comment="The value when value_type = 'boolean', else NULL; never a number 0/1 from the API.",
+    )
 
 
 class SyncRun(Base):
@@ -201,15 +295,30 @@ class SyncRun(Base):
     __table_args__ = ({"comment": "Run history: one row per sync/backfill run."},)
 
     id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True,
+        comment="Run number, increasing.",
     )
-    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    command: Mapped[str] = mapped_column(String(32))
-    claimed: Mapped[int] = mapped_column(Integer, server_default="0")
-    completed: Mapped[int] = mapped_column(Integer, server_default="0")
-    rescheduled: Mapped[int] = mapped_column(Integer, server_default="0")
-    failed: Mapped[int] = mapped_column(Integer, server_default="0")
-    errors: Mapped[int] = mapped_column(Integer, server_default="0")
-    exit_code: Mapped[int | None] = mapped_column(Integer)
-    stop_reason: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the run started.")
+    finished_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="UTC time the run ended; NULL while running or if it crashed.",
+    )
+    command: Mapped[str] = mapped_column(String(32), comment="The command that ran: sync or backfill.")
+    claimed: Mapped[int] = mapped_column(Integer, server_default="0", comment="Queue items the run claimed.")
+    completed: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Items that ended done (summary stored).",
+    )
+    rescheduled: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Items put back as pending with a later next_attempt_at.",
+    )
+    failed: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Items that ended failed, absent, not_found or invalid.",
+    )
+    errors: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Items that ended error (gave up, or an unexpected error).",
+    )
+    exit_code: Mapped[int | None] = mapped_column(
+        Integer, comment="Process exit code (0 ok, 1 item errors, 3 API refused the key); NULL while running.",
+    )
+    stop_reason: Mapped[str | None] = mapped_column(
+        Text, comment="Why the run stopped early (signal, max runtime, API refused the key); NULL otherwise.",
+    )

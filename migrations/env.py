@@ -2,7 +2,8 @@
 
 The URL comes from (first found): the URL `etl` passed in, the ``-x url=…``
 option, ``ETL_DATABASE_URL``, or the SQLite default.  ``render_as_batch`` lets
-SQLite alter tables; ``compare_type`` keeps ``alembic check`` strict.
+SQLite alter tables; ``compare_type`` keeps ``alembic check`` strict;
+``include_object`` keeps autogenerate away from the BI views (``etl.models.VIEWS``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from alembic import context
 
 from etl.config import DEFAULT_DATABASE_URL
 from etl.db import create_engine, env_database_url
-from etl.models import Base
+from etl.models import VIEWS, Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -32,7 +33,8 @@ def include_object(obj: object, name: str | None, type_: str, reflected: bool, c
 
 
 def _views() -> set[str]:
-    return set(config.attributes.get("etl_views", ()))
+    # etl.models.VIEWS, plus any a caller adds (``config.attributes["etl_views"]``).
+    return set(VIEWS) | set(config.attributes.get("etl_views", ()))
 
 
 def run_migrations_offline() -> None:
