@@ -40,7 +40,7 @@ from etl import __version__
 from etl.config import Settings
 from etl.errors import AuthError
 from etl.ids import is_valid_call_id
-from etl.ratelimit import AdaptiveLimiter
+from etl.ratelimit import Abandoned, AdaptiveLimiter
 from etl.schema import SummaryData, SummaryEnvelope
 
 USER_AGENT = f"openphone-summary-sync/{__version__} (+httpx/{httpx.__version__})"
@@ -77,6 +77,10 @@ class FetchResult:
         if self.http_status is not None:
             return f"http {self.http_status}"
         return "no response"
+
+
+class NotSent(Exception):
+    """The first request for an id was never sent (run stopping, or no rate slot in time)."""
 
 
 class TransientError(Exception):
@@ -187,7 +191,9 @@ class OpenPhoneClient:
     async def fetch_summary(self, call_id: str, *, max_wait: float | None = None) -> FetchResult:
         """Fetch one summary, retrying transient failures within ``max_wait`` seconds.
 
-        Raises :class:`AuthError` on 401/403; every other answer is a result.
+        Raises :class:`AuthError` on 401/403, and :class:`NotSent` when the
+        first request could not even be sent (the run is stopping, or no rate
+        slot came in time); every other answer is a result.
         """
         if not is_valid_call_id(call_id):
             # Never build a URL from an unvalidated id (path injection).
@@ -196,9 +202,11 @@ class OpenPhoneClient:
         budget_end = None if max_wait is None else time.monotonic() + max_wait
         try:
             # Most requests succeed at once; tenacity only takes over for retries.
-            return await self._fetch_once(call_id, started, 1)
+            return await self._fetch_once(call_id, started, 1, budget_end)
+        except Abandoned as exc:
+            raise NotSent(str(exc)) from None
         except TransientError as exc:
-            first_error: TransientError | None = exc
+            last_error = exc
         except _Final as final:
             return final.result
         retrying = AsyncRetrying(
@@ -211,22 +219,27 @@ class OpenPhoneClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    tries = attempt.retry_state.attempt_number
-                    if first_error is not None:
+                    if attempt.retry_state.attempt_number == 1:
                         # Replay the first try's failure so tenacity schedules the retry.
-                        error, first_error = first_error, None
-                        raise error
-                    return await self._fetch_once(call_id, started, tries)
-        except (TransientError, _GiveUp) as exc:
-            last = exc.cause if isinstance(exc, _GiveUp) else exc
-            assert isinstance(last, TransientError)
-            return FetchResult(
-                call_id, "transient", last.http_status, tries, _ms(started),
-                error=str(last)[:_MAX_ERROR_TEXT], retry_after=last.retry_after,
-            )
+                        raise last_error
+                    tries = attempt.retry_state.attempt_number
+                    try:
+                        return await self._fetch_once(call_id, started, tries, budget_end)
+                    except TransientError as exc:
+                        last_error = exc
+                        raise
+        except Abandoned:
+            tries -= 1  # the retry was never sent; the last try's error stands
+        except _GiveUp:
+            pass
+        except TransientError:
+            pass
         except _Final as final:
             return final.result
-        raise AssertionError("unreachable")  # pragma: no cover
+        return FetchResult(
+            call_id, "transient", last_error.http_status, tries, _ms(started),
+            error=str(last_error)[:_MAX_ERROR_TEXT], retry_after=last_error.retry_after,
+        )
 
     def _make_wait(self, budget_end: float | None) -> Callable[[RetryCallState], float]:
         backoff = wait_random_exponential(
@@ -247,8 +260,9 @@ class OpenPhoneClient:
 
         return wait
 
-    async def _fetch_once(self, call_id: str, started: float, tries: int) -> FetchResult:
-        await self.limiter.acquire()
+    async def _fetch_once(self, call_id: str, started: float, tries: int,
+                          budget_end: float | None = None) -> FetchResult:
+        await self.limiter.acquire(until=budget_end)
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(self._io, self._fetch_sync, call_id, started, tries)

@@ -21,7 +21,7 @@ import click
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from etl import __version__, db, report, store
+from etl import __version__, db, logs, report, store
 from etl.clock import utcnow
 from etl.config import DEFAULT_BASE_URL, DEFAULT_DATABASE_URL, Settings, redact_url
 from etl.errors import DatabaseError, EtlError, UsageError
@@ -409,7 +409,7 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
         if selection is not None:
             with engine.begin() as conn:
                 n = report.requeue(conn, selection, utcnow())
-            click.echo(f"Re-queued {n} items ({', '.join(states)}).", err=True)
+            click.echo(f"Re-queued {n} item{'s' if n != 1 else ''} ({', '.join(states)}).", err=True)
         stats = _sync_with_progress(engine, settings, RunOptions("backfill", limit, max_runtime))
     click.echo(f"Backfill run {stats.run_id}: {stats.completed} completed, {stats.rescheduled} rescheduled, "
                f"{stats.failed} failed, {stats.errors} errors.")
@@ -449,10 +449,14 @@ class Progress:
         self.last_log = self.started
         self.done = 0
         self.bar: Any = None
+        self._logs: Any = None
         if tty:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit="call", dynamic_ncols=True, smoothing=0.1, file=sys.stderr)
+            # Log lines go above the bar instead of through it.
+            self._logs = logs.redirected(lambda line: tqdm.write(line, file=sys.stderr))
+            self._logs.__enter__()
 
     def update(self, stats: RunStats) -> None:
         delta = stats.processed - self.done
@@ -474,6 +478,8 @@ class Progress:
                               eta_s=round(eta) if eta is not None else None)
 
     def close(self) -> None:
+        if self._logs is not None:
+            self._logs.__exit__(None, None, None)
         if self.bar is not None:
             self.bar.close()
 

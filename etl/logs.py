@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, TextIO, cast
 
@@ -103,6 +103,35 @@ def configure_logging(fmt: LogFormat = "auto", level: str = "info", secrets: lis
     )
     for noisy in ("httpx", "httpcore", "hpack", "sqlalchemy", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _Through:
+    """A stream that hands whole lines to a function (e.g. ``tqdm.write``)."""
+
+    def __init__(self, write: Callable[[str], object]) -> None:
+        self._write = write
+
+    def write(self, text: str) -> int:
+        self._write(text.rstrip("\n"))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@contextmanager
+def redirected(write: Callable[[str], object]) -> Iterator[None]:
+    """Send log lines through ``write`` while a progress bar owns the terminal."""
+    stream = _stream
+    if stream is None:
+        yield
+        return
+    original = stream.stream
+    stream.stream = cast(TextIO, _Through(write))
+    try:
+        yield
+    finally:
+        stream.stream = original
 
 
 def _new_stream() -> TextIO:

@@ -11,6 +11,7 @@ towards the configured ceiling (additive increase, multiplicative decrease).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from aiolimiter import AsyncLimiter
@@ -21,6 +22,10 @@ _MIN_RATE = 0.5
 _DEFAULT_PAUSE = 1.0
 
 
+class Abandoned(Exception):
+    """No slot before the caller's deadline, or the run is stopping: the request was not sent."""
+
+
 class AdaptiveLimiter:
     def __init__(self, rate: float) -> None:
         """``rate`` requests per second; 0 or less means unthrottled."""
@@ -29,15 +34,44 @@ class AdaptiveLimiter:
         self._limiter = AsyncLimiter(rate, 1.0) if rate > 0 else None
         self._paused_until = 0.0
         self.penalties = 0
+        self._closed = asyncio.Event()
 
-    async def acquire(self) -> None:
+    def close(self) -> None:
+        """The run is stopping: every waiting and later :meth:`acquire` raises :class:`Abandoned`."""
+        self._closed.set()
+
+    async def acquire(self, until: float | None = None) -> None:
+        """Wait for a slot; raise :class:`Abandoned` past ``until`` (monotonic) or once closed.
+
+        A 429's pause can be long (``Retry-After``); a run with a deadline or a
+        stop request must not sit it out and then send anyway.
+        """
         while True:
+            if self._closed.is_set():
+                raise Abandoned("the run is stopping")
             wait = self._paused_until - time.monotonic()
             if wait <= 0:
                 break
-            await asyncio.sleep(wait)
+            if until is not None and time.monotonic() + wait > until:
+                raise Abandoned(f"rate-limit pause of {wait:.1f} s outlasts this item's time")
+            await self._wait_or_close(wait)
         if self._limiter is not None:
-            await self._limiter.acquire()
+            if self._limiter.has_capacity():
+                await self._limiter.acquire()
+                return
+            waiter = asyncio.ensure_future(self._limiter.acquire())
+            remaining = None if until is None else max(0.0, until - time.monotonic())
+            closed = asyncio.ensure_future(self._closed.wait())
+            done, _ = await asyncio.wait({waiter, closed}, timeout=remaining,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            closed.cancel()
+            if waiter not in done:
+                waiter.cancel()
+                raise Abandoned("no rate-limit slot before this item's time ran out")
+
+    async def _wait_or_close(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), seconds)
 
     def penalize(self, retry_after: float | None) -> None:
         """A 429 arrived: pause everyone, then continue at a lower rate."""

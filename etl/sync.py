@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from etl import store
-from etl.api import FetchResult, OpenPhoneClient
+from etl.api import FetchResult, NotSent, OpenPhoneClient
 from etl.clock import utcnow
 from etl.config import Settings, redact_url
 from etl.db import describe_db_error
@@ -114,6 +114,7 @@ class Syncer:
         self._save_lock = asyncio.Lock()
         self._workers: list[asyncio.Task[None]] = []
         self._closing = False
+        self._client: OpenPhoneClient | None = None
 
     # -- public -------------------------------------------------------------------
 
@@ -124,6 +125,9 @@ class Syncer:
             self.log.warning("stopping", reason=reason)
             self._stop.set()
             self._claim_wanted.set()
+            if self._client is not None:
+                # Requests still waiting for a rate slot are not in flight: drop them.
+                self._client.limiter.close()
 
     def abort(self) -> None:
         """Second Ctrl-C: abandon in-flight requests too (their items are released)."""
@@ -149,7 +153,9 @@ class Syncer:
         self.log.info("run started", command=options.command, limit=options.limit,
                       max_runtime=options.max_runtime, rate=self.settings.rate,
                       concurrency=self.settings.concurrency, base_url=self.settings.base_url)
-        client = OpenPhoneClient(self.settings, transport=self.transport)
+        client = self._client = OpenPhoneClient(self.settings, transport=self.transport)
+        if self._stop.is_set():
+            client.limiter.close()
         tasks: list[asyncio.Task[None]] = []
         flusher: asyncio.Task[None] | None = None
         try:
@@ -287,6 +293,8 @@ class Syncer:
                 result = await client.fetch_summary(item.call_id, max_wait=max_wait)
             except AuthError:
                 raise
+            except NotSent:
+                continue  # never sent: left in self._claimed, released unchanged at the end
             except Exception as exc:  # a bug must cost one item, not the run
                 self.log.exception("unexpected error fetching", call_id=item.call_id)
                 self._add(Entry(item, None, unexpected(item, utcnow(), f"unexpected error: {exc!r}"), None))
