@@ -159,6 +159,7 @@ _VIEW_SQL = {
     "sqlite": {
         "int": "INTEGER",
         "text": "TEXT",
+        "coll": "",
         "next_steps": "(SELECT group_concat(o.text, char(10)) FROM "
                       "(SELECT n.text FROM call_next_steps n WHERE n.call_id = s.call_id ORDER BY n.position) o)",
         "completion_seconds": "CAST((CAST(strftime('%s', q.finished_at) AS INTEGER) - CAST(strftime('%s', q.enqueued_at) AS INTEGER))"
@@ -168,12 +169,17 @@ _VIEW_SQL = {
     "postgresql": {
         "int": "BIGINT",
         "text": "TEXT",
+        "coll": "",
         "next_steps": "(SELECT string_agg(n.text, chr(10) ORDER BY n.position) FROM call_next_steps n WHERE n.call_id = s.call_id)",
         "completion_seconds": "CAST(TRUNC(EXTRACT(EPOCH FROM (q.finished_at - q.enqueued_at))) AS BIGINT)",
     },
     "mysql": {
         "int": "SIGNED",
-        "text": "CHAR",
+        "text": "CHAR CHARACTER SET utf8mb4",
+        # Every branch of value_display gets one explicit collation: otherwise a
+        # database whose default collation differs from the connection's mixes
+        # them and MariaDB refuses MAX()/comparisons on the column.
+        "coll": " COLLATE utf8mb4_bin",
         # The separator is a real newline: '\n' would depend on NO_BACKSLASH_ESCAPES.
         "next_steps": "(SELECT GROUP_CONCAT(n.text ORDER BY n.position SEPARATOR '\n') FROM call_next_steps n WHERE n.call_id = s.call_id)",
         "completion_seconds": "TIMESTAMPDIFF(SECOND, q.enqueued_at, q.finished_at)",
@@ -189,14 +195,15 @@ CREATE VIEW call_job_field_values AS
 SELECT f.call_id, f.job_position, j.name AS job_name, f.field_position, f.name AS field_name,
        f.value_type, f.value_text, f.value_number, f.value_boolean,
        CASE f.value_type
-         WHEN 'boolean' THEN CASE WHEN f.value_boolean THEN 'true' ELSE 'false' END
+         WHEN 'boolean' THEN CASE WHEN f.value_boolean THEN CAST('true' AS {text}){coll}
+                                  ELSE CAST('false' AS {text}){coll} END
          WHEN 'number' THEN
            CASE WHEN ABS(f.value_number) < 9.2e18 THEN
              CASE WHEN f.value_number = CAST(f.value_number AS {int})
-               THEN CAST(CAST(f.value_number AS {int}) AS {text})
-               ELSE CAST(f.value_number AS {text}) END
-           ELSE CAST(f.value_number AS {text}) END
-         ELSE f.value_text
+               THEN CAST(CAST(f.value_number AS {int}) AS {text}){coll}
+               ELSE CAST(f.value_number AS {text}){coll} END
+           ELSE CAST(f.value_number AS {text}){coll} END
+         ELSE CAST(f.value_text AS {text}){coll}
        END AS value_display
 FROM call_job_fields f
 JOIN call_jobs j ON j.call_id = f.call_id AND j.job_position = f.job_position"""
