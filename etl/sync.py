@@ -189,6 +189,12 @@ class Syncer:
             stats.stop_reason = str(exc)
             stats.exit_code = 1
             stats.fatal = exc
+        except Exception as exc:  # a bug or an unforeseen database error: stop cleanly, explain
+            self.log.exception("run failed")
+            self._abort = True
+            stats.stop_reason = f"unexpected error: {_short(exc)}"
+            stats.exit_code = 1
+            stats.fatal = exc
         finally:
             # The flusher is never cancelled mid-save: a save that commits while
             # its task is cancelled would go uncounted and unlogged.
@@ -214,7 +220,7 @@ class Syncer:
                 if leftovers:
                     stats.released += await self._in_db(self._tx, store.release, self.owner, leftovers)
                     self._claimed.clear()
-            except DatabaseError as exc:
+            except (DatabaseError, DBAPIError) as exc:
                 db_ok = False
                 stats.fatal = stats.fatal or exc
                 stats.stop_reason = stats.stop_reason or str(exc)
