@@ -40,6 +40,9 @@ _PARENT_UPDATE_COLUMNS = (
 )
 
 
+_IN_CHUNK = 500
+
+
 def _is_server(conn: Connection) -> bool:
     return conn.dialect.name != "sqlite"
 
@@ -77,23 +80,38 @@ def claim(conn: Connection, run_id: str, limit: int, now: datetime, lease_second
     if limit <= 0:
         return []
     q = queue_t.c
-    select = (
-        sa.select(q.call_id, q.attempts, q.consecutive_errors, q.incomplete_since, q.next_attempt_at)
+    # Only call_id is selected while locking: the claim index covers it, so the
+    # scan stops after `limit` rows.  Selecting more columns lets MariaDB pick a
+    # table scan plus sort, which locks every due row and starves other runs.
+    pick = (
+        sa.select(q.call_id)
         .where(q.state == "pending", q.next_attempt_at <= now)
         .order_by(q.next_attempt_at)
         .limit(limit)
     )
     if _is_server(conn):
-        select = select.with_for_update(skip_locked=True)
-    items = [ClaimedItem(*row) for row in conn.execute(select)]
-    if not items:
+        pick = pick.with_for_update(skip_locked=True)
+    ids = list(conn.execute(pick).scalars())
+    if not ids:
         return []
+    items: list[ClaimedItem] = []
+    for start in range(0, len(ids), _IN_CHUNK):
+        rows = conn.execute(
+            sa.select(q.call_id, q.attempts, q.consecutive_errors, q.incomplete_since, q.next_attempt_at)
+            .where(q.call_id.in_(ids[start:start + _IN_CHUNK]))
+        )
+        items.extend(ClaimedItem(*row) for row in rows)
+    by_id = {i.call_id: i for i in items}
+    items = [by_id[i] for i in ids]  # oldest due first, as picked
     expires = now + timedelta(seconds=lease_seconds)
-    conn.execute(
-        sa.update(queue_t)
-        .where(q.call_id.in_([i.call_id for i in items]))
-        .values(lease_owner=run_id, lease_expires_at=expires, next_attempt_at=expires)
-    )
+    # Chunks well under MariaDB's in_predicate_conversion_threshold (1000): a
+    # longer IN list becomes a join that scans, and locks, the whole index.
+    for start in range(0, len(ids), _IN_CHUNK):
+        conn.execute(
+            sa.update(queue_t)
+            .where(q.call_id.in_(ids[start:start + _IN_CHUNK]))
+            .values(lease_owner=run_id, lease_expires_at=expires, next_attempt_at=expires)
+        )
     return items
 
 
