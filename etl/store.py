@@ -72,6 +72,17 @@ def enqueue_ids(conn: Connection, ids: Sequence[str]) -> int:
     return conn.execute(ins, rows).rowcount
 
 
+def analyze_queue(conn: Connection) -> None:
+    """Refresh the planner's statistics of the queue after a bulk load."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.exec_driver_sql("ANALYZE summary_queue")
+    elif dialect in ("mysql", "mariadb"):
+        conn.exec_driver_sql("ANALYZE TABLE summary_queue").fetchall()
+    else:
+        conn.exec_driver_sql("ANALYZE summary_queue")
+
+
 # --- claim / release --------------------------------------------------------------
 
 
@@ -212,6 +223,25 @@ def _save_rows(conn: Connection, calls: Sequence[CallRows], now: datetime) -> No
 
 
 _insert_sql_cache: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {}
+_PG_ARRAY_TYPES = {"VARCHAR": "varchar", "INTEGER": "int4", "TEXT": "text", "DOUBLE": "float8",
+                   "DOUBLE PRECISION": "float8", "BOOLEAN": "bool"}
+
+
+def _bulk_insert_unnest(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL: one ``INSERT … SELECT FROM unnest(arrays)`` per table and batch.
+
+    psycopg's executemany sends a statement per row; one array per column is a
+    single round trip whatever the row count.
+    """
+    columns = list(rows[0])
+    casts = []
+    for name in columns:
+        type_name = table.c[name].type.compile(dialect=conn.dialect).split("(")[0].upper()
+        casts.append(f"CAST(%({name})s AS {_PG_ARRAY_TYPES[type_name]}[])")
+    # Table and column names come from our own models, never from input.
+    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608
+           f"SELECT * FROM unnest({', '.join(casts)})")
+    conn.exec_driver_sql(sql, {name: [r[name] for r in rows] for name in columns})
 
 
 def _bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
@@ -221,6 +251,9 @@ def _bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) 
     driver adapts itself; skipping SQLAlchemy's per-row parameter processing
     halves the cost of the most numerous rows of a sync.
     """
+    if conn.dialect.name == "postgresql":
+        _bulk_insert_unnest(conn, table, rows)
+        return
     key = (conn.dialect.name, table.name)
     cached = _insert_sql_cache.get(key)
     if cached is None:

@@ -265,8 +265,10 @@ class Syncer:
                     self._claimed[item.call_id] = item
                     self._claimed_at[item.call_id] = claimed_at
                     self._work.put_nowait(item)
-                # Refill when the backlog drops below one batch of workers.
-                while self._work.qsize() > self.settings.concurrency and not self._stop.is_set():
+                # Refill when the backlog drops below one batch of workers, and
+                # not while unsaved results pile up (a slow database bounds memory).
+                while (self._work.qsize() > self.settings.concurrency
+                       or len(self._buffer) > 4 * self.settings.write_batch) and not self._stop.is_set():
                     self._claim_wanted.clear()
                     await self._claim_wanted.wait()
         finally:
@@ -342,6 +344,7 @@ class Syncer:
                 batch, self._buffer = self._buffer[:size], self._buffer[size:]
                 written = await self._in_db(self._save_batch, batch)
                 self._account(batch, written)
+                self._claim_wanted.set()
 
     def _account(self, batch: list[Entry], written: list[Entry]) -> None:
         stats = self.stats
