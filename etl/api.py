@@ -122,8 +122,12 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return min(seconds, 3600.0)
 
 
-def _error_text(response: httpx.Response, body: bytes) -> str:
-    """The API's error ``message`` if the body has one, else the reason phrase."""
+def _error_text(response: httpx.Response, body: bytes, secret: str | None = None) -> str:
+    """The API's error ``message`` if the body has one, else the reason phrase.
+
+    The text is stored in ``summary_queue.last_error``: an API that echoes the
+    key back must not get it written to the database.
+    """
     message = ""
     try:
         parsed = json.loads(body)
@@ -134,6 +138,8 @@ def _error_text(response: httpx.Response, body: bytes) -> str:
     text = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
     if message:
         text += f": {message}"
+    if secret:
+        text = text.replace(secret, "***")
     return " ".join(text.split())[:_MAX_ERROR_TEXT]
 
 
@@ -303,13 +309,13 @@ class OpenPhoneClient:
         if status == 200:
             return self._parse_ok(call_id, body, started, tries)
         if status in (401, 403):
-            raise AuthError(status, _error_text(response, body))
-        if status == 404:
-            return FetchResult(call_id, "not_found", status, tries, _ms(started), error=_error_text(response, body))
-        if status == 400:
-            return FetchResult(call_id, "invalid", status, tries, _ms(started), error=_error_text(response, body))
+            raise AuthError(status, _error_text(response, body, self.settings.api_key))
+        if status in (404, 400):
+            kind: Kind = "not_found" if status == 404 else "invalid"
+            error = _error_text(response, body, self.settings.api_key)
+            return FetchResult(call_id, kind, status, tries, _ms(started), error=error)
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        raise TransientError(_error_text(response, body), status, retry_after)
+        raise TransientError(_error_text(response, body, self.settings.api_key), status, retry_after)
 
     def _read_body(self, response: httpx.Response) -> bytes | None:
         limit = self.settings.max_body_bytes

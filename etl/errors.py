@@ -3,9 +3,12 @@ each into a one-line ``Error: …`` and the exit code of SPEC.md.
 
     EtlError                      exit 1 unless a subclass says otherwise
     ├── UsageError                exit 2: bad option, missing API key, bad input file
-    ├── DatabaseError             exit 2: cannot connect, wrong schema, went away
+    ├── DatabaseError             exit 2: cannot connect before the run starts
     │   └── SchemaBehindError     exit 2: server database needs `etl db upgrade`
     └── AuthError                 exit 3: the API refused the key (401/403)
+
+A database lost in the middle of a run ends that run with exit 1 (see
+:mod:`etl.sync`): the run started, so it is no configuration error.
 
 Per-item API problems are not exceptions past the API client: they become
 :class:`etl.api.FetchResult` values and queue states.

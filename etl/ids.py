@@ -32,7 +32,8 @@ class InvalidId:
     reason: str
 
     def message(self, source: str) -> str:
-        return f"{source}:{self.line}: {self.reason}: {self.shown}"
+        shown = f": {self.shown}" if self.shown else ""
+        return f"{source}:{self.line}: {self.reason}{shown}"
 
 
 def describe_invalid(raw: str) -> str:

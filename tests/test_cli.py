@@ -112,7 +112,7 @@ def test_enqueue_file_reports_line_numbers(db_url, engine, tmp_path):
         f"{ids}:6: contains a path separator: 'AC1/../x' (skipped)",
         f"{ids}:7: not UTF-8 text: 'AC\\ufffd' (skipped)",
         f"{ids}:8: too long (67 characters, at most 66): '{'AC' + '7' * 38}'… (skipped)",
-        f"{ids}:10: line longer than 256 bytes:  (skipped)",
+        f"{ids}:10: line longer than 256 bytes (skipped)",
         f"{ids}:11: contains a control character: 'AC\\x01' (skipped)",
     ]
     assert sorted(queue_rows(engine)) == ["AC1", "AC2"]

@@ -149,7 +149,7 @@ def test_read_id_lines_huge_line_is_reported_without_keeping_it():
     result = lines(b"AC1\n" + huge + b"\nAC2\n")
     assert result == ["AC1", InvalidId(2, "", "line longer than 256 bytes"), "AC2"]
     # The report must not carry the line's text (a 10,000-character log message).
-    assert result[1].message("f") == "f:2: line longer than 256 bytes: "
+    assert result[1].message("f") == "f:2: line longer than 256 bytes"
 
 
 def test_read_id_lines_huge_line_at_end_without_newline():
