@@ -237,10 +237,11 @@ def enqueue_stream(engine: Engine, items: Iterator[str | InvalidId | None], sour
 
     if engine.dialect.name == "sqlite":
         # Random-key inserts into a large index thrash SQLite's default 2 MiB
-        # page cache; 64 MiB roughly halves a million-id enqueue.
+        # page cache; 16 MiB takes most of the kernel time off a million-id
+        # enqueue (15 s -> 9 s here) and bounds memory all the same.
         @sa_event.listens_for(engine, "connect")
         def _cache(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.execute("PRAGMA cache_size = -65536")
+            dbapi_conn.execute("PRAGMA cache_size = -16384")
 
         engine.dispose()
     for item in items:
