@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +31,8 @@ from typing import Literal
 import httpx
 from pydantic import ValidationError
 from tenacity import (
-    AsyncRetrying,
     RetryCallState,
+    Retrying,
     retry_if_exception_type,
     stop_after_attempt,
     wait_random_exponential,
@@ -144,21 +146,24 @@ def _error_text(response: httpx.Response, body: bytes, secret: str | None = None
 
 
 class OpenPhoneClient:
-    """Fetches call summaries; use as ``async with OpenPhoneClient(settings) as api``.
+    """Fetches call summaries: :meth:`fetch_summary_sync` from worker threads,
+    or ``await`` :meth:`fetch_summary` from an event loop.
 
-    The requests themselves go through a synchronous :class:`httpx.Client` on a
-    small thread pool: measured on this project's workload, httpx's sync path
-    costs about half the CPU per request of its async path, whose pool and
-    anyio layers dominate at these speeds.  Scheduling, retries and the rate
-    limiter stay on the event loop.
+    Requests go through httpx's synchronous transport, called from threads:
+    measured on this project's workload, that costs about half the CPU per
+    request of httpx's async path, whose pool and anyio layers dominate at
+    these speeds.  The rate limiter lives on an event loop (``loop``); threads
+    reach it only when a throttle or a 429 pause is in force.
     """
 
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None,
-                 limiter: AdaptiveLimiter | None = None) -> None:
+                 limiter: AdaptiveLimiter | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         if not settings.api_key:
             raise ValueError("an API key is required")
         self.settings = settings
         self.limiter = limiter or AdaptiveLimiter(settings.rate)
+        self.loop = loop
         limits = httpx.Limits(
             max_connections=settings.concurrency,
             max_keepalive_connections=settings.concurrency,
@@ -170,9 +175,9 @@ class OpenPhoneClient:
             write=settings.connect_timeout,
             pool=settings.read_timeout + settings.connect_timeout,
         )
-        # The transport owns the connection pool; requests go to it directly
-        # (see the class docstring), so what httpx.Client would add per request
-        # (cookies, auth flow, redirects, URL merging) is done once, here.
+        # The transport owns the connection pool; requests go to it directly,
+        # so what httpx.Client would add per request (cookies, auth flow,
+        # redirects, URL merging) is done once, here.
         self._transport: httpx.BaseTransport = transport or httpx.HTTPTransport(limits=limits, trust_env=False)
         self._url_prefix = settings.base_url.rstrip("/") + "/v1/call-summaries/"
         self._headers = httpx.Headers({
@@ -182,7 +187,7 @@ class OpenPhoneClient:
             "Accept-Encoding": "gzip, deflate",
         })
         self._extensions = {"timeout": timeout.as_dict()}
-        self._io = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="etl-http")
+        self._io: ThreadPoolExecutor | None = None
 
     async def __aenter__(self) -> OpenPhoneClient:
         return self
@@ -191,15 +196,29 @@ class OpenPhoneClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        self._io.shutdown(wait=False, cancel_futures=True)
+        self.close()
+
+    def close(self) -> None:
+        if self._io is not None:
+            self._io.shutdown(wait=False, cancel_futures=True)
         self._transport.close()
 
     async def fetch_summary(self, call_id: str, *, max_wait: float | None = None) -> FetchResult:
+        """:meth:`fetch_summary_sync` on a thread, for callers on an event loop."""
+        loop = asyncio.get_running_loop()
+        self.loop = self.loop or loop
+        if self._io is None:
+            self._io = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="etl-http")
+        return await loop.run_in_executor(
+            self._io, functools.partial(self.fetch_summary_sync, call_id, max_wait=max_wait))
+
+    def fetch_summary_sync(self, call_id: str, *, max_wait: float | None = None,
+                           stop: threading.Event | None = None) -> FetchResult:
         """Fetch one summary, retrying transient failures within ``max_wait`` seconds.
 
         Raises :class:`AuthError` on 401/403, and :class:`NotSent` when the
-        first request could not even be sent (the run is stopping, or no rate
-        slot came in time); every other answer is a result.
+        first request could not even be sent (``stop`` is set, or no rate slot
+        came in time); every other answer is a result.
         """
         if not is_valid_call_id(call_id):
             # Never build a URL from an unvalidated id (path injection).
@@ -208,38 +227,41 @@ class OpenPhoneClient:
         budget_end = None if max_wait is None else time.monotonic() + max_wait
         try:
             # Most requests succeed at once; tenacity only takes over for retries.
-            return await self._fetch_once(call_id, started, 1, budget_end)
+            return self._try(call_id, started, 1, budget_end)
         except Abandoned as exc:
             raise NotSent(str(exc)) from None
         except TransientError as exc:
             last_error = exc
         except _Final as final:
             return final.result
-        retrying = AsyncRetrying(
+        stop_event = stop or threading.Event()
+
+        def sleep(seconds: float) -> None:
+            if stop_event.wait(seconds):
+                raise Abandoned("the run is stopping")
+
+        retrying = Retrying(
             stop=stop_after_attempt(self.settings.retry_attempts),
             wait=self._make_wait(budget_end),
             retry=retry_if_exception_type(TransientError),
             reraise=True,
+            sleep=sleep,
         )
         tries = 1
         try:
-            async for attempt in retrying:
+            for attempt in retrying:
                 with attempt:
                     if attempt.retry_state.attempt_number == 1:
                         # Replay the first try's failure so tenacity schedules the retry.
                         raise last_error
-                    tries = attempt.retry_state.attempt_number
+                    number = attempt.retry_state.attempt_number
                     try:
-                        return await self._fetch_once(call_id, started, tries, budget_end)
+                        return self._try(call_id, started, number, budget_end)
                     except TransientError as exc:
-                        last_error = exc
+                        last_error, tries = exc, number
                         raise
-        except Abandoned:
-            tries -= 1  # the retry was never sent; the last try's error stands
-        except _GiveUp:
-            pass
-        except TransientError:
-            pass
+        except (Abandoned, _GiveUp, TransientError):
+            pass  # out of tries, of time, or stopping: the last sent try's error stands
         except _Final as final:
             return final.result
         return FetchResult(
@@ -266,18 +288,21 @@ class OpenPhoneClient:
 
         return wait
 
-    async def _fetch_once(self, call_id: str, started: float, tries: int,
-                          budget_end: float | None = None) -> FetchResult:
-        await self.limiter.acquire(until=budget_end)
-        loop = asyncio.get_running_loop()
+    def _try(self, call_id: str, started: float, tries: int, budget_end: float | None) -> FetchResult:
+        """One request: wait for a rate slot (if any throttle applies), send, classify."""
+        limiter, loop = self.limiter, self.loop
+        if limiter.engaged():
+            if loop is None or loop.is_closed():
+                raise Abandoned("no event loop for the rate limiter")
+            asyncio.run_coroutine_threadsafe(limiter.acquire(until=budget_end), loop).result()
         try:
-            result = await loop.run_in_executor(self._io, self._fetch_sync, call_id, started, tries)
+            result = self._fetch_sync(call_id, started, tries)
         except TransientError as exc:
-            if exc.http_status == 429:
-                self.limiter.penalize(exc.retry_after)
+            if exc.http_status == 429 and loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(limiter.penalize, exc.retry_after)
             raise
-        if result.http_status == 200:
-            self.limiter.succeeded()
+        if result.http_status == 200 and limiter.recovering() and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(limiter.succeeded)
         return result
 
     def _fetch_sync(self, call_id: str, started: float, tries: int) -> FetchResult:

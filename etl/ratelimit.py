@@ -36,6 +36,15 @@ class AdaptiveLimiter:
         self.penalties = 0
         self._closed = asyncio.Event()
 
+    def engaged(self) -> bool:
+        """Whether a request must go through :meth:`acquire` (safe to call from any thread)."""
+        return (self._limiter is not None or self._closed.is_set()
+                or self._paused_until > time.monotonic())
+
+    def recovering(self) -> bool:
+        """Whether successes still raise the rate back towards its ceiling."""
+        return self.ceiling > 0 and self.rate < self.ceiling
+
     def close(self) -> None:
         """The run is stopping: every waiting and later :meth:`acquire` raises :class:`Abandoned`."""
         self._closed.set()

@@ -1,18 +1,26 @@
 """The sync loop: claim due items, fetch them concurrently, save in batches.
 
-One asyncio event loop drives the HTTP side: a claimer keeps a small backlog
-of leased items, ``concurrency`` workers fetch through one shared client and
-rate limiter, and a flusher writes finished items in batches — summaries,
-children and the queue update of each item in one transaction, so an item is
-never ``done`` without its rows.  All database work runs on one dedicated
-thread (SQLAlchemy connections are used by that thread only), so a slow commit
-never stalls the requests in flight.
+Three kinds of thread, each doing one thing:
+
+* the event loop (this module's coroutines) orchestrates: a claimer keeps a
+  small backlog of leased items, a flusher saves finished items in batches,
+  a watchdog enforces ``--max-runtime``, and signal handlers request a stop;
+* ``concurrency`` fetch threads each take an item, fetch it through the one
+  shared client and connection pool (retries included), decide its queue
+  update and normalise its rows;
+* one database thread runs every transaction, so a slow commit never stalls
+  the requests in flight and SQLAlchemy connections stay on one thread.
+
+Threads, not coroutines, fetch because httpx's synchronous path costs about
+half the CPU per request of its asynchronous one (bench/README.md).  A
+finished item's summary, child rows and queue update are written in one
+transaction, so an item is never ``done`` without its rows.
 
 Stopping (SIGTERM/SIGINT, ``--max-runtime``, ``--limit``, nothing due) always
 takes the same path: stop claiming, let in-flight fetches finish, save them,
 release every leased item not fetched, and finish the ``sync_runs`` row.  An
-:class:`~etl.errors.AuthError` skips "finish in flight": the run stops at once
-and every unsaved item is released unchanged.
+:class:`~etl.errors.AuthError` stops the run at once: requests already on the
+wire land, nothing new is sent, and every unsaved item is released unchanged.
 """
 
 from __future__ import annotations
@@ -20,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -101,18 +111,22 @@ class Syncer:
         self.log = get_logger()
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-db")
-        self._rng = random.Random()
         self._stop = asyncio.Event()
         self._abort = False
         self._claimed: dict[str, ClaimedItem] = {}  # leased and not yet saved or released
-        self._claimed_at: dict[str, float] = {}
-        self._buffer: list[Entry] = []
+        self._buffer: list[Entry] = []  # appended by worker threads, swapped out by the flusher
+        self._buffer_lock = threading.Lock()
+        self._stop_flag = threading.Event()  # the worker threads' view of _stop
+        self._claim_requested = False
+        self._running_workers = 0
+        self._workers_done: asyncio.Future[None] | None = None
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # the run's loop, set in _run
         self._flush_wanted = asyncio.Event()
         self._claim_wanted = asyncio.Event()
-        self._work: asyncio.Queue[ClaimedItem | None] = asyncio.Queue()
+        self._work: queue.SimpleQueue[tuple[ClaimedItem, float] | None] = queue.SimpleQueue()
         self._deadline: float | None = None
         self._save_lock = asyncio.Lock()
-        self._workers: list[asyncio.Task[None]] = []
         self._closing = False
         self._client: OpenPhoneClient | None = None
 
@@ -124,6 +138,7 @@ class Syncer:
             self.stats.stop_reason = self.stats.stop_reason or reason
             self.log.warning("stopping", reason=reason)
             self._stop.set()
+            self._stop_flag.set()
             self._claim_wanted.set()
             if self._client is not None:
                 # Requests still waiting for a rate slot are not in flight: drop them.
@@ -133,8 +148,8 @@ class Syncer:
         """Second Ctrl-C: abandon in-flight requests too (their items are released)."""
         self._abort = True
         self.request_stop("aborted")
-        for task in self._workers:
-            task.cancel()
+        if self._workers_done is not None and not self._workers_done.done():
+            self._workers_done.set_result(None)
 
     async def run(self, options: RunOptions) -> RunStats:
         try:
@@ -153,7 +168,8 @@ class Syncer:
         self.log.info("run started", command=options.command, limit=options.limit,
                       max_runtime=options.max_runtime, rate=self.settings.rate,
                       concurrency=self.settings.concurrency, base_url=self.settings.base_url)
-        client = self._client = OpenPhoneClient(self.settings, transport=self.transport)
+        loop = self._loop = asyncio.get_running_loop()
+        client = self._client = OpenPhoneClient(self.settings, transport=self.transport, loop=loop)
         if self._stop.is_set():
             client.limiter.close()
         tasks: list[asyncio.Task[None]] = []
@@ -161,10 +177,15 @@ class Syncer:
         try:
             claimer = asyncio.create_task(self._claimer(options.limit))
             flusher = asyncio.create_task(self._flusher())
-            workers = [asyncio.create_task(self._worker(client)) for _ in range(self.settings.concurrency)]
-            self._workers = workers
-            tasks = [claimer, flusher, asyncio.create_task(self._watch_deadline()), *workers]
-            workers_done: asyncio.Future[list[None]] = asyncio.gather(*workers)
+            workers_done = self._workers_done = loop.create_future()
+            self._running_workers = self.settings.concurrency
+            self._threads = [
+                threading.Thread(target=self._worker, args=(client,), name=f"etl-fetch-{n}", daemon=True)
+                for n in range(self.settings.concurrency)
+            ]
+            for thread in self._threads:
+                thread.start()
+            tasks = [claimer, flusher, asyncio.create_task(self._watch_deadline())]
             watched: set[asyncio.Future[Any]] = {workers_done, claimer, flusher}
             # Any task's exception (a 401, a lost database) ends the run now.
             while workers_done in watched:
@@ -206,7 +227,14 @@ class Syncer:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await client.aclose()
+            self._stop_flag.set()
+            client.limiter.close()
+            for _ in self._threads:
+                self._work.put(None)
+            if not self._abort or isinstance(stats.fatal, AuthError):
+                # Let requests already on the wire land (bounded by the read timeout).
+                await self._in_thread(self._join_workers)
+            client.close()
         await self._finish()
         return stats
 
@@ -233,6 +261,14 @@ class Syncer:
                 await self._in_db(self._tx, store.finish_run, stats.run_id, utcnow(),
                                   stats.exit_code, stats.stop_reason)
         self.log.info("run finished", **stats.as_dict(), lost_leases=stats.lost_leases)
+
+    def _join_workers(self) -> None:
+        limit = time.monotonic() + self.settings.read_timeout + self.settings.connect_timeout + 5
+        for thread in self._threads:
+            thread.join(max(0.0, limit - time.monotonic()))
+
+    async def _in_thread(self, fn: Callable[[], None]) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, fn)
 
     async def _watch_deadline(self) -> None:
         if self._deadline is None:
@@ -263,56 +299,73 @@ class Syncer:
                 claimed_at = time.monotonic()
                 for item in items:
                     self._claimed[item.call_id] = item
-                    self._claimed_at[item.call_id] = claimed_at
-                    self._work.put_nowait(item)
+                    self._work.put((item, claimed_at))
+                self._claim_requested = False
                 # Refill when the backlog drops below one batch of workers, and
                 # not while unsaved results pile up (a slow database bounds memory).
                 while (self._work.qsize() > self.settings.concurrency
                        or len(self._buffer) > 4 * self.settings.write_batch) and not self._stop.is_set():
                     self._claim_wanted.clear()
+                    self._claim_requested = False
                     await self._claim_wanted.wait()
         finally:
             for _ in range(self.settings.concurrency):
-                self._work.put_nowait(None)
+                self._work.put(None)
 
     def _claim_and_count(self, conn: Any, n: int) -> list[ClaimedItem]:
         items = store.claim(conn, self.owner, n, utcnow(), self.settings.lease_seconds)
         store.add_run_counts(conn, self.stats.run_id, claimed=len(items))
         return items
 
-    # -- fetching -----------------------------------------------------------------
+    # -- fetching (worker threads) -----------------------------------------------
 
-    async def _worker(self, client: OpenPhoneClient) -> None:
-        while True:
-            if self._work.qsize() <= self.settings.concurrency:
-                self._claim_wanted.set()
-            item = await self._work.get()
-            if item is None:
-                return
-            if self._stop.is_set():
-                continue  # left in self._claimed: released at the end
-            lease_left = (self._claimed_at.pop(item.call_id) + self.settings.lease_seconds
-                          - time.monotonic() - _LEASE_SAFETY_S - self.settings.read_timeout)
-            if lease_left <= 0:
-                continue  # too late to fetch safely: released at the end, due again at once
-            max_wait = lease_left if self._deadline is None else min(
-                lease_left, max(0.0, self._deadline - time.monotonic()) + self.settings.read_timeout)
-            try:
-                result = await client.fetch_summary(item.call_id, max_wait=max_wait)
-            except AuthError:
-                raise
-            except NotSent:
-                continue  # never sent: left in self._claimed, released unchanged at the end
-            except Exception as exc:  # a bug must cost one item, not the run
-                self.log.exception("unexpected error fetching", call_id=item.call_id)
-                self._add(Entry(item, None, unexpected(item, utcnow(), f"unexpected error: {exc!r}"), None))
-                continue
-            self._record(item, result)
+    def _worker(self, client: OpenPhoneClient) -> None:
+        """One fetch thread: take an item, fetch it, decide, normalise, hand it over."""
+        rng = random.Random()
+        try:
+            while True:
+                if self._work.qsize() <= self.settings.concurrency and not self._claim_requested:
+                    self._claim_requested = True
+                    self._post(self._claim_wanted.set)
+                job = self._work.get()
+                if job is None:
+                    return
+                if self._stop_flag.is_set():
+                    continue  # left in self._claimed: released at the end
+                item, claimed_at = job
+                self._fetch_one(client, item, claimed_at, rng)
+        except AuthError as exc:
+            self._post(self._worker_failed, exc)
+        except BaseException as exc:
+            self._post(self._worker_failed, exc)
+        finally:
+            self._post(self._worker_exited)
 
-    def _record(self, item: ClaimedItem, result: FetchResult) -> None:
+    def _fetch_one(self, client: OpenPhoneClient, item: ClaimedItem, claimed_at: float,
+                   rng: random.Random) -> None:
+        lease_left = (claimed_at + self.settings.lease_seconds
+                      - time.monotonic() - _LEASE_SAFETY_S - self.settings.read_timeout)
+        if lease_left <= 0:
+            return  # too late to fetch safely: released at the end, due again at once
+        deadline = self._deadline
+        max_wait = lease_left if deadline is None else min(
+            lease_left, max(0.0, deadline - time.monotonic()) + self.settings.read_timeout)
+        try:
+            result = client.fetch_summary_sync(item.call_id, max_wait=max_wait, stop=self._stop_flag)
+        except AuthError:
+            raise
+        except NotSent:
+            return  # never sent: left in self._claimed, released unchanged at the end
+        except Exception as exc:  # a bug must cost one item, not the run
+            self.log.exception("unexpected error fetching", call_id=item.call_id)
+            self._add(Entry(item, None, unexpected(item, utcnow(), f"unexpected error: {exc!r}"), None))
+            return
+        self._record(item, result, rng)
+
+    def _record(self, item: ClaimedItem, result: FetchResult, rng: random.Random) -> None:
         now = utcnow()
         try:
-            update = decide(item, result, now, self.settings.backoff, self._rng)
+            update = decide(item, result, now, self.settings.backoff, rng)
             rows = None
             if result.summary is not None and update.state in ("done", "failed"):
                 assert result.raw_json is not None and result.content_hash is not None
@@ -324,9 +377,27 @@ class Syncer:
         self._add(Entry(item, result, update, rows))
 
     def _add(self, entry: Entry) -> None:
-        self._buffer.append(entry)
-        if len(self._buffer) >= self.settings.write_batch:
-            self._flush_wanted.set()
+        """From a worker thread: queue an entry for the flusher."""
+        with self._buffer_lock:
+            self._buffer.append(entry)
+            full = len(self._buffer) == self.settings.write_batch
+        if full:
+            self._post(self._flush_wanted.set)
+
+    def _post(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run ``callback`` on the event loop (from any thread); ignored once the loop is gone."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed under a late thread
+                self._loop.call_soon_threadsafe(callback, *args)
+
+    def _worker_failed(self, exc: BaseException) -> None:
+        if self._workers_done is not None and not self._workers_done.done():
+            self._workers_done.set_exception(exc)
+
+    def _worker_exited(self) -> None:
+        self._running_workers -= 1
+        if self._running_workers == 0 and self._workers_done is not None and not self._workers_done.done():
+            self._workers_done.set_result(None)
 
     # -- saving -------------------------------------------------------------------
 
@@ -341,7 +412,8 @@ class Syncer:
         async with self._save_lock:
             while self._buffer:
                 size = self.settings.write_batch
-                batch, self._buffer = self._buffer[:size], self._buffer[size:]
+                with self._buffer_lock:
+                    batch, self._buffer = self._buffer[:size], self._buffer[size:]
                 written = await self._in_db(self._save_batch, batch)
                 self._account(batch, written)
                 self._claim_wanted.set()
