@@ -521,7 +521,8 @@ def status(as_json: bool, check: bool, max_age: int, max_errors: int, database_u
     """Queue counts by state, what is due, oldest due item, last runs, top errors."""
     now = utcnow()
     with open_database(database_url) as engine, engine.connect() as conn:
-        counts, due, oldest_due = report.queue_overview(conn, now)
+        counts = report.queue_counts(conn)
+        due, oldest_due = report.due_now(conn, now)
         runs = report.last_runs(conn)
         last_ok = report.last_successful_run(conn)
         errors = report.top_errors(conn)

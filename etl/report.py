@@ -26,34 +26,6 @@ def queue_counts(conn: Connection) -> dict[str, int]:
     return counts
 
 
-def queue_overview(conn: Connection, now: datetime) -> tuple[dict[str, int], int, datetime | None]:
-    """Counts per state, due now, and the oldest due time, in one pass over the claim index.
-
-    (Separate COUNT queries each walk the whole index: on a queue of millions
-    that doubles what `etl status` costs.)
-    """
-    q = queue_t.c
-    is_due = sa.and_(q.state == "pending", q.next_attempt_at <= now)
-    rows = conn.execute(
-        sa.select(
-            q.state,
-            sa.func.count(),
-            sa.func.sum(sa.case((is_due, 1), else_=0)),
-            sa.func.min(sa.case((is_due, q.next_attempt_at), else_=None)),
-        ).group_by(q.state)
-    )
-    counts = dict.fromkeys(QUEUE_STATES, 0)
-    due, oldest = 0, None
-    for state, n, due_n, oldest_due in rows:
-        counts[state] = int(n)
-        due += int(due_n or 0)
-        if oldest_due is not None:
-            oldest = oldest_due
-    if isinstance(oldest, str):  # SQLite returns MIN() over a CASE as text
-        oldest = datetime.fromisoformat(oldest)
-    return counts, due, oldest
-
-
 def due_now(conn: Connection, now: datetime) -> tuple[int, datetime | None]:
     """How many pending items are due, and the oldest due time among them."""
     q = queue_t.c
