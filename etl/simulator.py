@@ -305,25 +305,6 @@ class FakeOpenPhone:
 
     # -- the httpx adapter -------------------------------------------------
 
-    async def handle(self, request: httpx.Request) -> httpx.Response:
-        """Answer one request; the handler of ``transport()``."""
-        target = request.url.raw_path.decode("latin-1")
-        reply = self._route(request.method, target, request.headers.get("authorization"))
-        try:
-            if reply.delay:
-                await asyncio.sleep(reply.delay)
-            if reply.action == _DROP:
-                raise httpx.RemoteProtocolError(
-                    "Server disconnected without sending a response.", request=request
-                )
-            if reply.action == _HANG:
-                # MockTransport cannot enforce client timeouts, so raise what
-                # the client would have raised.
-                raise httpx.ReadTimeout("simulated read timeout", request=request)
-            return httpx.Response(reply.status, headers=reply.headers, content=reply.body)
-        finally:
-            self._land(reply)
-
     def handle_sync(self, request: httpx.Request) -> httpx.Response:
         """Answer one request from any thread; the handler of ``transport()``."""
         target = request.url.raw_path.decode("latin-1")
