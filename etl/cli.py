@@ -562,6 +562,9 @@ def _health_problems(now: datetime, runs: list[dict[str, Any]], last_ok: dict[st
         age = int((now - last_ok["finished_at"]).total_seconds())
         problems.append(f"last successful run finished {age} s ago (more than {max_age} s)")
     finished = [r for r in runs if r["finished_at"] is not None]
+    if finished and finished[0]["exit_code"] == 3:
+        # Every later run will fail the same way until someone fixes the key.
+        problems.append(f"last run stopped because the API refused the key: {finished[0]['stop_reason']}")
     if finished and finished[0]["errors"] > max_errors:
         problems.append(f"last run had {finished[0]['errors']} errors (more than {max_errors})")
     return problems

@@ -797,6 +797,21 @@ def test_status_check_fails_when_the_last_run_had_item_errors(db_url, engine, fa
         "last_error": f"response body larger than {MAX_BODY} bytes"}]
 
 
+def test_status_check_fails_at_once_when_the_last_run_was_refused_the_key(db_url, engine):
+    # A fresh success, then a run stopped by a 401: waiting for --max-age would
+    # hide a revoked key for an hour.
+    now = utcnow()
+    add_run(engine, command="sync", started_at=now - timedelta(seconds=90),
+            finished_at=now - timedelta(seconds=85), exit_code=0)
+    add_run(engine, command="sync", started_at=now - timedelta(seconds=5), finished_at=now, exit_code=3,
+            stop_reason="the API refused the key (HTTP 401): HTTP 401 Unauthorized")
+
+    r = etl(db_url, "status", "--check")
+    assert (r.exit_code, plain(r.stderr)) == (1, [
+        "Error: unhealthy: last run stopped because the API refused the key: "
+        "the API refused the key (HTTP 401): HTTP 401 Unauthorized"])
+
+
 def test_status_with_an_unusable_database_url_exits_2():
     r = CliRunner().invoke(cli, ["status", "--database-url", "nosuchdialect://x"], env=CLEAN_ENV)
     assert r.exit_code == 2
