@@ -51,7 +51,7 @@ class Settings:
     # A claimed item belongs to this run until its lease expires.
     lease_seconds: float = 300.0
     # Rows written per transaction; bounds memory and lock time.
-    write_batch: int = 200
+    write_batch: int = 500
     max_body_bytes: int = 8 * 1024 * 1024
     backoff: Backoff = field(default_factory=Backoff)
 
