@@ -197,8 +197,36 @@ def save_entries(conn: Connection, run_id: str, entries: Sequence[Entry], now: d
     with_rows = [e.rows for e in entries if e.rows is not None]
     if with_rows:
         _save_rows(conn, with_rows, now)
-    conn.execute(_queue_update_stmt, [dict(e.update.params(now), b_owner=run_id) for e in entries])
+    params = [e.update.params(now) for e in entries]
+    if conn.dialect.name == "postgresql":
+        _queue_update_unnest(conn, run_id, params)
+    else:
+        conn.execute(_queue_update_stmt, [dict(p, b_owner=run_id) for p in params])
     return entries
+
+
+# PostgreSQL: every queue update of a batch in one statement (psycopg's
+# executemany would send one per row).
+_PG_QUEUE_UPDATE = """\
+UPDATE summary_queue AS q SET
+    state = v.state, attempts = v.attempts, consecutive_errors = v.consecutive_errors,
+    next_attempt_at = v.next_attempt_at, last_api_status = v.last_api_status, last_error = v.last_error,
+    incomplete_since = v.incomplete_since, finished_at = v.finished_at, updated_at = v.updated_at,
+    lease_owner = NULL, lease_expires_at = NULL
+FROM unnest(
+    CAST(%(b_call_id)s AS varchar[]), CAST(%(state)s AS varchar[]), CAST(%(attempts)s AS int4[]),
+    CAST(%(consecutive_errors)s AS int4[]), CAST(%(next_attempt_at)s AS timestamp[]),
+    CAST(%(last_api_status)s AS varchar[]), CAST(%(last_error)s AS text[]),
+    CAST(%(incomplete_since)s AS timestamp[]), CAST(%(finished_at)s AS timestamp[]),
+    CAST(%(updated_at)s AS timestamp[])
+) AS v(call_id, state, attempts, consecutive_errors, next_attempt_at, last_api_status, last_error,
+       incomplete_since, finished_at, updated_at)
+WHERE q.call_id = v.call_id AND q.lease_owner = %(b_owner)s"""
+
+
+def _queue_update_unnest(conn: Connection, run_id: str, params: list[dict[str, Any]]) -> None:
+    columns = {key: [p[key] for p in params] for key in params[0]}
+    conn.exec_driver_sql(_PG_QUEUE_UPDATE, dict(columns, b_owner=run_id))
 
 
 def _save_rows(conn: Connection, calls: Sequence[CallRows], now: datetime) -> None:
