@@ -32,24 +32,15 @@ from sqlalchemy.engine import Engine
 from etl import db
 from etl.cli import cli, run_sync
 from etl.config import Settings
-from etl.models import (
-    CallJob,
-    CallJobField,
-    CallNextStep,
-    CallSummary,
-    CallSummaryLine,
-    SummaryQueue,
-    SyncRun,
-)
 from etl.simulator import FakeOpenPhone, Faults, sample_summary, serve
 from etl.sync import RunOptions, utcnow
+from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
 from tests.conftest import API_KEY, fresh_url, make_due
 
-QUEUE = SummaryQueue.__table__
-RUNS = SyncRun.__table__
-SUMMARIES = CallSummary.__table__
-CHILDREN = (CallSummaryLine.__table__, CallNextStep.__table__, CallJob.__table__,
-            CallJobField.__table__)
+QUEUE = queue_t
+RUNS = runs_t
+SUMMARIES = summaries_t
+CHILDREN = (lines_t, steps_t, jobs_t, fields_t)
 ETL_BIN = Path(sys.executable).with_name("etl")
 # The CLI reads these from the environment: the tests pass everything as options.
 CLEAN_ENV: dict[str, str | None] = {
