@@ -283,7 +283,7 @@ class OpenPhoneClient:
             if budget_end is not None and time.monotonic() + delay > budget_end:
                 # Waiting would outlive this item's lease: give up for this run
                 # and let the queue reschedule it.
-                raise _GiveUp(exc)
+                raise _GiveUp
             return float(delay)
 
         return wait
@@ -376,11 +376,7 @@ class OpenPhoneClient:
 
 
 class _GiveUp(Exception):
-    """Raised from the wait function: stop retrying now, keep the last error."""
-
-    def __init__(self, cause: BaseException | None) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
+    """Raised from the wait function: stop retrying now; the last error stands."""
 
 
 def _validate(body: bytes) -> SummaryData:

@@ -46,7 +46,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from etl import store
 from etl.api import FetchResult, NotSent, OpenPhoneClient
 from etl.clock import utcnow
-from etl.config import Settings, redact_url
+from etl.config import Settings
 from etl.db import describe_db_error
 from etl.errors import AuthError, DatabaseError
 from etl.logs import batched, get_logger
@@ -191,11 +191,6 @@ class Syncer:
             while workers_done in watched:
                 done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
                 for finished in done:
-                    if finished.cancelled():
-                        if self._abort:
-                            watched.clear()
-                            break
-                        raise asyncio.CancelledError
                     exc = finished.exception()
                     if exc is not None:
                         raise exc
@@ -334,9 +329,7 @@ class Syncer:
                     continue  # left in self._claimed: released at the end
                 item, claimed_at = job
                 self._fetch_one(client, item, claimed_at, rng)
-        except AuthError as exc:
-            self._post(self._worker_failed, exc)
-        except BaseException as exc:
+        except BaseException as exc:  # a 401, or a bug: the loop ends the run
             self._post(self._worker_failed, exc)
         finally:
             self._post(self._worker_exited)
@@ -421,15 +414,14 @@ class Syncer:
     def _account(self, batch: list[Entry], written: list[Entry]) -> None:
         stats = self.stats
         done_ids = {e.item.call_id for e in written}
-        counts = {"completed": 0, "rescheduled": 0, "failed": 0, "errors": 0}
         with batched():
-            self._log_batch(batch, done_ids, counts)
-        for key, n in counts.items():
+            self._log_batch(batch, done_ids)
+        for key, n in _count_outcomes(written).items():
             setattr(stats, key, getattr(stats, key) + n)
         if self.on_progress is not None:
             self.on_progress(stats)
 
-    def _log_batch(self, batch: list[Entry], done_ids: set[str], counts: dict[str, int]) -> None:
+    def _log_batch(self, batch: list[Entry], done_ids: set[str]) -> None:
         stats = self.stats
         for entry in batch:
             self._claimed.pop(entry.item.call_id, None)
@@ -438,9 +430,6 @@ class Syncer:
                 stats.lost_leases += 1
                 self.log.warning("lease lost; result discarded", call_id=u.call_id)
                 continue
-            key = {"completed": "completed", "rescheduled": "rescheduled", "failed": "failed",
-                   "error": "errors"}[u.outcome]
-            counts[key] += 1
             self.log.info(
                 "call", call_id=u.call_id, outcome=u.state, http_status=r.http_status if r else None,
                 api_status=u.last_api_status, attempt=u.attempts, tries=r.tries if r else 0,
@@ -451,7 +440,7 @@ class Syncer:
     def _save_batch(self, batch: list[Entry]) -> list[Entry]:
         """Runs on the database thread: save ``batch``; isolate an entry the database rejects."""
         try:
-            return self._tx_with_retry(self._save_and_count, batch)
+            return self._tx(self._save_and_count, batch)
         except DatabaseError:
             raise
         except DBAPIError as exc:
@@ -460,7 +449,7 @@ class Syncer:
                 message = f"database rejected this summary: {_short(exc)}"
                 self.log.error("database rejected item", call_id=entry.item.call_id, error=message)
                 failed = Entry(entry.item, entry.result, unexpected(entry.item, utcnow(), message), None)
-                return self._tx_with_retry(self._save_and_count, [failed])
+                return self._tx(self._save_and_count, [failed])
             written: list[Entry] = []
             for entry in batch:
                 written.extend(self._save_batch([entry]))
@@ -468,11 +457,7 @@ class Syncer:
 
     def _save_and_count(self, conn: Any, batch: list[Entry]) -> list[Entry]:
         written = store.save_entries(conn, self.owner, batch, utcnow())
-        counts = {"completed": 0, "rescheduled": 0, "failed": 0, "errors": 0}
-        for e in written:
-            counts[{"completed": "completed", "rescheduled": "rescheduled", "failed": "failed",
-                    "error": "errors"}[e.update.outcome]] += 1
-        store.add_run_counts(conn, self.stats.run_id, **counts)
+        store.add_run_counts(conn, self.stats.run_id, **_count_outcomes(written))
         return written
 
     # -- database plumbing ---------------------------------------------------------
@@ -482,9 +467,6 @@ class Syncer:
         return await loop.run_in_executor(self._db, fn, *args)
 
     def _tx(self, fn: Callable[..., T], *args: Any) -> T:
-        return self._tx_with_retry(fn, *args)
-
-    def _tx_with_retry(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in a transaction; retry deadlocks; a lost database is fatal."""
         for attempt in range(_DEADLOCK_RETRIES + 1):
             try:
@@ -498,6 +480,17 @@ class Syncer:
                     continue
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+# sync_runs counter (and RunStats field) for each QueueUpdate.outcome.
+_COUNTER_OF = {"completed": "completed", "rescheduled": "rescheduled", "failed": "failed", "error": "errors"}
+
+
+def _count_outcomes(entries: list[Entry]) -> dict[str, int]:
+    counts = dict.fromkeys(_COUNTER_OF.values(), 0)
+    for entry in entries:
+        counts[_COUNTER_OF[entry.update.outcome]] += 1
+    return counts
 
 
 def _short(exc: BaseException) -> str:
@@ -519,6 +512,3 @@ def _is_retryable(exc: DBAPIError) -> bool:
     code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig is not None and orig.args else None)
     return code in ("40P01", "40001", 1213, 1205) or "database is locked" in str(orig)
 
-
-def describe_engine(engine: Engine) -> str:
-    return redact_url(engine.url.render_as_string(hide_password=False))
