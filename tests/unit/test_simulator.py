@@ -36,7 +36,7 @@ ERROR_META = {
     404: ("0500404", "Not Found"),
     500: ("0501500", "Unknown"),
 }
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- hand-written schema checks ---------------------------------------------

@@ -26,7 +26,7 @@ from etl import __version__, store
 from etl.cli import cli
 from etl.simulator import FakeOpenPhone, serve
 from etl.tables import queue_t
-from tests.conftest import API_KEY, queue_rows
+from tests.support.db import API_KEY, queue_rows
 
 SECRET = "s3cr3t-Pa55w0rd"
 

@@ -23,7 +23,7 @@ from etl.config import Settings
 from etl.simulator import FakeOpenPhone
 from etl.sync import RunOptions, RunStats, utcnow
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
-from tests.conftest import make_due, queue_rows, run
+from tests.support.db import make_due, queue_rows, run
 
 
 class Recorder(httpx.BaseTransport, httpx.AsyncBaseTransport):
