@@ -1,6 +1,6 @@
 """Call ids: the one validation rule, and streaming them out of files.
 
-A valid id is ``AC`` followed by 1 to 64 ASCII letters or digits (SPEC.md).
+A valid id is ``AC`` followed by 1 to 64 ASCII letters or digits (docs/contract.md).
 Validation happens before an id reaches the queue or a URL, so no path
 separator, space or control character can ever be sent to the API.
 """

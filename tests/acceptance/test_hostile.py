@@ -227,7 +227,7 @@ BAD_QUEUE_IDS = ["AC1/../2", "AC 1", "AC1?x=1", "AC1%2F2", "XY123", "ac123", "AC
 
 
 def test_malformed_ids_inserted_by_other_systems_never_reach_the_api(engine, settings):
-    # SPEC.md: other systems enqueue with a bare INSERT, so nothing validated these.
+    # docs/contract.md: other systems enqueue with a bare INSERT, so nothing validated these.
     with engine.begin() as conn:
         for call_id in BAD_QUEUE_IDS:
             conn.execute(sa.text("INSERT INTO summary_queue (call_id) VALUES (:i)"), {"i": call_id})

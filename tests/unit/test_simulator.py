@@ -1,7 +1,7 @@
 """Tests of the simulated OpenPhone API (etl.simulator).
 
 The checks of response shapes are written by hand from the published OpenAPI
-document (shared/openapi/call-summaries.md), so the simulator cannot drift
+document (docs/api/call-summaries.md), so the simulator cannot drift
 from it without a test failing.
 """
 
