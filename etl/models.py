@@ -37,6 +37,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql import expression
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from etl.ids import CALL_ID_LENGTH as CALL_ID_LENGTH  # defined with the id rule
+
 # Defined in etl.states; re-exported for callers that import them from here (etl.cli).
 from etl.states import QUEUE_STATES as QUEUE_STATES
 from etl.states import SUMMARY_STATUSES as SUMMARY_STATUSES
@@ -52,7 +54,6 @@ NAMING_CONVENTION = {
 
 VALUE_TYPES = ("string", "number", "boolean")
 
-CALL_ID_LENGTH = 66  # "AC" + at most 64 letters or digits (docs/contract.md)
 
 # The BI views created by migrations (docs/schema.md); not tables of this metadata.
 VIEWS = ("call_job_field_values", "call_summary_overview")
