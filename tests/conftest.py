@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from etl import db
 from etl.config import Settings
 from etl.simulator import FakeOpenPhone
+from etl.testing.clock import FakeClock
 from tests.support.db import API_KEY, BACKENDS, fresh_url
 
 
@@ -51,3 +52,9 @@ def settings(db_url: str) -> Settings:
         database_url=db_url, api_key=API_KEY, base_url="http://fake.test", rate=0, concurrency=4,
         retry_attempts=3, retry_initial=0.001, retry_max=0.01, connect_timeout=2, read_timeout=2,
     )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when the test advances it (or the code under test sleeps on it)."""
+    return FakeClock()

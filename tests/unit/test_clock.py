@@ -87,3 +87,9 @@ def test_code_given_the_fake_clock_waits_no_wall_time():
     assert wait_for([], fake) == 60.0
     assert fake.sleeps == [5.0] * 12
     assert SYSTEM.monotonic() - real_before < 5.0  # a minute of fake waiting, no minute of real time
+
+
+def test_the_clock_fixture_is_a_fresh_fake_clock(clock: FakeClock):
+    assert (clock.monotonic(), clock.sleeps) == (0.0, [])
+    clock.sleep(1.5)
+    assert clock.monotonic() == 1.5
