@@ -5,7 +5,7 @@ the connection pool; the transport is injectable, so tests and ``etl demo``
 hand in a simulated API and everything above this module is the real code.
 
 Per-id outcomes are values, not exceptions: a :class:`FetchResult` says which
-row of SPEC.md's queue table applies.  The one exception that escapes is
+row of docs/contract.md's queue table applies.  The one exception that escapes is
 :class:`etl.errors.AuthError` (401/403), because it ends the whole run.
 
 Transient failures (429, 5xx, timeouts, dropped connections, bodies that are

@@ -1,7 +1,7 @@
 """The `etl` command line: every command is "open the database, fetch, save".
 
 Expected failures become one line ``Error: …`` on stderr and the exit codes
-of SPEC.md: 0 finished, 1 some items hit an unexpected error (or the run was
+of docs/contract.md: 0 finished, 1 some items hit an unexpected error (or the run was
 interrupted), 2 usage or configuration error, 3 the API refused the key.
 """
 
@@ -79,9 +79,9 @@ def database_options(fn: F) -> F:
 
 
 def api_options(fn: F) -> F:
-    fn = click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
+    fn = click.option("--concurrency", type=click.IntRange(1, 256), default=Settings.concurrency, show_default=True,
                       help="Requests in flight at once (one connection pool).")(fn)
-    fn = click.option("--rate", type=click.FloatRange(min=0), default=10.0, show_default=True,
+    fn = click.option("--rate", type=click.FloatRange(min=0), default=Settings.rate, show_default=True,
                       help="Requests per second for all workers together; 0 = no throttle. "
                            "OpenPhone allows 10 per key.")(fn)
     fn = click.option("--base-url", envvar="OPENPHONE_BASE_URL", default=DEFAULT_BASE_URL,
@@ -100,7 +100,7 @@ def run_limit_options(fn: F) -> F:
 
 
 def make_settings(database_url: str, api_key: str | None = None, base_url: str = DEFAULT_BASE_URL,
-                  rate: float = 10.0, concurrency: int = 8) -> Settings:
+                  rate: float = Settings.rate, concurrency: int = Settings.concurrency) -> Settings:
     return Settings(database_url=database_url, api_key=api_key, base_url=base_url,
                     rate=rate, concurrency=concurrency)
 

@@ -1,4 +1,4 @@
-"""Configuration: the settings of SPEC.md and the tuning knobs, in one frozen object.
+"""Configuration: the settings of docs/contract.md and the tuning knobs, in one frozen object.
 
 The CLI fills a :class:`Settings` from options and environment variables; the
 rest of the code only ever sees this object.  Nothing here logs the API key:
@@ -18,7 +18,7 @@ DEFAULT_BASE_URL = "https://api.openphone.com"
 
 @dataclass(frozen=True)
 class Backoff:
-    """Queue-level delays (seconds) between attempts, per SPEC.md's queue table."""
+    """Queue-level delays (seconds) between attempts, per docs/contract.md's queue table."""
 
     # 200 in-progress: start ~1 min, cap ~1 h, give up after 48 h.
     in_progress_first: float = 60.0

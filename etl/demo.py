@@ -21,7 +21,7 @@ from etl.tables import fields_t, queue_t, summaries_t
 
 DEMO_KEY = "demo-key-not-secret"
 
-# One id per row of SPEC.md's queue table.
+# One id per row of docs/contract.md's queue table.
 SAMPLES: dict[str, tuple[str, str]] = {
     "ACdemo01completed": ("completed", "summary, next steps and typed job fields"),
     "ACdemo02unicode": ("completed", "unicode, emoji, an empty line and no next steps"),

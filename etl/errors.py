@@ -1,5 +1,5 @@
 """The exception tree.  Every expected failure is one of these; the CLI turns
-each into a one-line ``Error: …`` and the exit code of SPEC.md.
+each into a one-line ``Error: …`` and the exit code of docs/contract.md.
 
     EtlError                      exit 1 unless a subclass says otherwise
     ├── UsageError                exit 2: bad option, missing API key, bad input file

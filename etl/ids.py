@@ -1,6 +1,6 @@
 """Call ids: the one validation rule, and streaming them out of files.
 
-A valid id is ``AC`` followed by 1 to 64 ASCII letters or digits (SPEC.md).
+A valid id is ``AC`` followed by 1 to 64 ASCII letters or digits (docs/contract.md).
 Validation happens before an id reaches the queue or a URL, so no path
 separator, space or control character can ever be sent to the API.
 """
@@ -12,7 +12,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-CALL_ID_RE = re.compile(r"AC[A-Za-z0-9]{1,64}")
+MAX_ID_CHARS = 64  # letters or digits after "AC"
+CALL_ID_LENGTH = 2 + MAX_ID_CHARS  # the widest valid id: the width of every call_id column
+CALL_ID_RE = re.compile(rf"AC[A-Za-z0-9]{{1,{MAX_ID_CHARS}}}")
 # Longer lines are cut before anything else looks at them: a 10,000-character
 # line must not become a 10,000-character log message.
 _MAX_LINE_BYTES = 256
@@ -43,8 +45,8 @@ def describe_invalid(raw: str) -> str:
     rest = raw[2:]
     if not rest:
         return "nothing after AC"
-    if len(rest) > 64:
-        return f"too long ({len(raw)} characters, at most 66)"
+    if len(rest) > MAX_ID_CHARS:
+        return f"too long ({len(raw)} characters, at most {CALL_ID_LENGTH})"
     if "/" in rest or "\\" in rest:
         return "contains a path separator"
     if any(c in " \t\r\n" for c in rest):

@@ -1,4 +1,4 @@
-"""SQLAlchemy models: the tables of SPEC.md, the BI contract.
+"""SQLAlchemy models: the tables of docs/contract.md, the BI contract.
 
 Every timestamp is a naive UTC ``DATETIME`` (microsecond precision on every
 database).  Long text is ``TEXT`` on SQLite/PostgreSQL and ``LONGTEXT`` on
@@ -37,6 +37,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql import expression
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from etl.ids import CALL_ID_LENGTH as CALL_ID_LENGTH  # defined with the id rule
+
+# Defined in etl.states; re-exported for callers that import them from here (etl.cli).
+from etl.states import QUEUE_STATES as QUEUE_STATES
+from etl.states import SUMMARY_STATUSES as SUMMARY_STATUSES
+from etl.states import TERMINAL_STATES as TERMINAL_STATES
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -45,12 +52,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-QUEUE_STATES = ("pending", "done", "failed", "absent", "not_found", "invalid", "error")
-TERMINAL_STATES = tuple(s for s in QUEUE_STATES if s != "pending")
-SUMMARY_STATUSES = ("absent", "in-progress", "completed", "failed")
 VALUE_TYPES = ("string", "number", "boolean")
 
-CALL_ID_LENGTH = 66  # "AC" + at most 64 letters or digits (SPEC.md)
 
 # The BI views created by migrations (docs/schema.md); not tables of this metadata.
 VIEWS = ("call_job_field_values", "call_summary_overview")
@@ -68,26 +71,26 @@ LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 UtcDateTime = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
-class utcnow(expression.FunctionElement[datetime]):
-    """The database's current UTC time, for server-side defaults."""
+class sql_utcnow(expression.FunctionElement[datetime]):
+    """The database's current UTC time, for server-side defaults (the Python side is etl.clock.utcnow)."""
 
     type = DateTime()
     inherit_cache = True
 
 
-@compiles(utcnow, "sqlite")
-def _utcnow_sqlite(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(sql_utcnow, "sqlite")
+def _utcnow_sqlite(element: sql_utcnow, compiler: SQLCompiler, **kw: Any) -> str:
     return "(strftime('%Y-%m-%d %H:%M:%f', 'now'))"
 
 
-@compiles(utcnow, "postgresql")
-def _utcnow_postgresql(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(sql_utcnow, "postgresql")
+def _utcnow_postgresql(element: sql_utcnow, compiler: SQLCompiler, **kw: Any) -> str:
     return "timezone('utc', statement_timestamp())"
 
 
-@compiles(utcnow, "mysql")
-@compiles(utcnow, "mariadb")
-def _utcnow_mysql(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(sql_utcnow, "mysql")
+@compiles(sql_utcnow, "mariadb")
+def _utcnow_mysql(element: sql_utcnow, compiler: SQLCompiler, **kw: Any) -> str:
     return "(UTC_TIMESTAMP(6))"
 
 
@@ -100,7 +103,7 @@ class Base(DeclarativeBase):
 
 
 class SummaryQueue(Base):
-    """One row per call id to fetch; see SPEC.md "Queue semantics"."""
+    """One row per call id to fetch; see docs/contract.md "Queue semantics"."""
 
     __tablename__ = "summary_queue"
     __table_args__ = (
@@ -127,7 +130,7 @@ class SummaryQueue(Base):
         comment="Attempts in a row that ended with a transient error; reaching the limit gives state error.",
     )
     next_attempt_at: Mapped[datetime] = mapped_column(
-        UtcDateTime, server_default=utcnow(),
+        UtcDateTime, server_default=sql_utcnow(),
         comment="UTC time the item is due; while a run holds the lease, the lease expiry.",
     )
     lease_expires_at: Mapped[datetime | None] = mapped_column(
@@ -148,10 +151,10 @@ class SummaryQueue(Base):
         comment="UTC time the API first said in-progress or absent; the 48 h / 24 h give-up windows start here.",
     )
     enqueued_at: Mapped[datetime] = mapped_column(
-        UtcDateTime, server_default=utcnow(), comment="UTC time the call id was first enqueued.",
+        UtcDateTime, server_default=sql_utcnow(), comment="UTC time the call id was first enqueued.",
     )
     updated_at: Mapped[datetime] = mapped_column(
-        UtcDateTime, server_default=utcnow(), comment="UTC time of the last attempt's outcome or re-queue.",
+        UtcDateTime, server_default=sql_utcnow(), comment="UTC time of the last attempt's outcome or re-queue.",
     )
     finished_at: Mapped[datetime | None] = mapped_column(
         UtcDateTime, comment="UTC time the item reached a terminal state; NULL while pending.",

@@ -1,4 +1,4 @@
-"""Turn one validated summary into the rows of SPEC.md's tables (pure, no I/O).
+"""Turn one validated summary into the rows of docs/contract.md's tables (pure, no I/O).
 
 Text that a database cannot hold is replaced, the same way on every database:
 a NUL character (PostgreSQL ``text`` refuses it) and an unpaired surrogate

@@ -1,4 +1,4 @@
-"""The queue state machine of SPEC.md: (claimed item, API answer, now) -> queue row update.
+"""The queue state machine of docs/contract.md: (claimed item, API answer, now) -> queue row update.
 
 Pure functions, no I/O, so every transition is unit-tested without a server.
 
@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from etl.config import Backoff
+from etl.states import QueueState
 
 if TYPE_CHECKING:
     from etl.api import FetchResult
@@ -41,7 +42,7 @@ class ClaimedItem:
 @dataclass(frozen=True, slots=True)
 class QueueUpdate:
     call_id: str
-    state: str
+    state: QueueState
     outcome: Outcome
     attempts: int
     consecutive_errors: int
@@ -77,7 +78,7 @@ def decide(item: ClaimedItem, result: FetchResult, now: datetime, backoff: Backo
     attempts = item.attempts + 1
     api_status = result.api_status
 
-    def done(state: str, outcome: Outcome, error: str | None = None) -> QueueUpdate:
+    def done(state: QueueState, outcome: Outcome, error: str | None = None) -> QueueUpdate:
         return QueueUpdate(
             item.call_id, state, outcome, attempts, 0, now, api_status,
             error[:_MAX_ERROR] if error else None, None, now,

@@ -14,13 +14,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from etl.models import QUEUE_STATES, TERMINAL_STATES
+from etl.states import ENDED_BADLY, QUEUE_STATES, TERMINAL_STATES
 from etl.tables import queue_t, runs_t
 
 
 def queue_counts(conn: Connection) -> dict[str, int]:
     q = queue_t.c
-    counts = dict.fromkeys(QUEUE_STATES, 0)
+    counts: dict[str, int] = dict.fromkeys(QUEUE_STATES, 0)
     for state, n in conn.execute(sa.select(q.state, sa.func.count()).group_by(q.state)):
         counts[state] = int(n)
     return counts
@@ -65,7 +65,7 @@ def top_errors(conn: Connection, limit: int = 5) -> list[dict[str, Any]]:
     q = queue_t.c
     rows = conn.execute(
         sa.select(q.state, q.last_error, sa.func.count().label("count"))
-        .where(q.state.in_(["error", "failed", "absent", "not_found", "invalid"]), q.last_error.is_not(None))
+        .where(q.state.in_(ENDED_BADLY), q.last_error.is_not(None))
         .group_by(q.state, q.last_error)
         .order_by(sa.desc("count"))
         .limit(limit)

@@ -1,6 +1,6 @@
 """The published 200 response of ``GET /v1/call-summaries/{callId}``, as strict models.
 
-Mirrors ``shared/openapi/call-summaries.md`` and nothing more: required keys
+Mirrors ``docs/api/call-summaries.md`` and nothing more: required keys
 are required (``summary``/``nextSteps`` may be ``null`` but not missing),
 ``status`` is the enum, lines are strings, a job field's value is a string, a
 number or a boolean — never coerced (``"1"`` stays a string, ``true`` stays a
@@ -10,11 +10,9 @@ in ``raw_json``.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
-SummaryStatus = Literal["absent", "in-progress", "completed", "failed"]
+from etl.states import SummaryStatus
 
 
 class _Strict(BaseModel):

@@ -1,7 +1,7 @@
 """A simulated OpenPhone (Quo) call-summaries API.
 
 The ETL has to be exercised against the real API's shapes (the published
-OpenAPI document, ``shared/openapi/call-summaries.md``) and against its bad
+OpenAPI document, ``docs/api/call-summaries.md``) and against its bad
 days -- rate limits, 5xx, dropped connections, hangs, truncated or malformed
 bodies -- without a network, an API key or a business-plan account.
 

@@ -1,59 +1,24 @@
 """Shared fixtures: real databases (SQLite always; PostgreSQL and MariaDB when
 their URLs are given) and the simulated OpenPhone API.
 
-``ETL_TEST_POSTGRES_URL`` / ``ETL_TEST_MYSQL_URL`` name throwaway databases;
-the tests migrate them once and empty the tables before every test.  Without a
-URL those tests skip with the reason; with ``ETL_TEST_REQUIRE_ALL_DBS=1`` (set
-by CI) a missing URL is a failure instead, so CI cannot go green on SQLite alone.
+How server databases are found, migrated and emptied, and the plain helpers
+tests import (``run``, ``queue_rows``, ``make_due``, ``fresh_url``), live in
+``tests/support/db.py``; tests never import this module.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import db
-from etl.cli import run_sync
-from etl.config import Backoff, Settings
+from etl.config import Settings
 from etl.simulator import FakeOpenPhone
-from etl.sync import RunOptions, RunStats
-
-BACKENDS = ("sqlite", "postgresql", "mysql")
-ENV_FOR = {"postgresql": "ETL_TEST_POSTGRES_URL", "mysql": "ETL_TEST_MYSQL_URL"}
-API_KEY = "test-key-0123456789"
-# Children before parents, so deletes never trip a foreign key.
-TABLES = ("call_job_fields", "call_jobs", "call_next_steps", "call_summary_lines",
-          "call_summaries", "summary_queue", "sync_runs")
-
-_migrated: set[str] = set()
-
-
-def server_url(backend: str) -> str:
-    env = ENV_FOR[backend]
-    url = os.environ.get(env)
-    if not url:
-        message = f"{env} is not set: {backend} tests need a throwaway database URL"
-        if os.environ.get("ETL_TEST_REQUIRE_ALL_DBS") == "1":
-            pytest.fail(message + " (required: ETL_TEST_REQUIRE_ALL_DBS=1)")
-        pytest.skip(message)
-    return url
-
-
-def empty_tables(url: str) -> None:
-    engine = db.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for table in TABLES:
-                conn.execute(sa.text(f"DELETE FROM {table}"))
-    finally:
-        engine.dispose()
+from etl.testing.clock import FakeClock
+from tests.support.db import API_KEY, BACKENDS, fresh_url
 
 
 @pytest.fixture(scope="session")
@@ -61,20 +26,6 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"
     db.upgrade(f"sqlite:///{path}")
     return path
-
-
-def fresh_url(backend: str, tmp_path: Path, sqlite_template: Path) -> str:
-    """A migrated, empty database of ``backend`` for one test."""
-    if backend == "sqlite":
-        target = tmp_path / "etl.db"
-        shutil.copy(sqlite_template, target)
-        return f"sqlite:///{target}"
-    url = server_url(backend)
-    if url not in _migrated:
-        db.upgrade(url)
-        _migrated.add(url)
-    empty_tables(url)
-    return url
 
 
 @pytest.fixture(params=BACKENDS)
@@ -95,9 +46,6 @@ def fake() -> FakeOpenPhone:
     return FakeOpenPhone(api_key=API_KEY)
 
 
-FAST_BACKOFF = Backoff(transient_first=0.0, transient_cap=0.0)
-
-
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     return Settings(
@@ -106,20 +54,7 @@ def settings(db_url: str) -> Settings:
     )
 
 
-def run(engine: Engine, settings: Settings, fake: FakeOpenPhone, **options: Any) -> RunStats:
-    """One real sync run against ``fake`` through an httpx transport."""
-    return run_sync(engine, settings, RunOptions(**options), transport=fake.transport())
-
-
-def queue_rows(engine: Engine) -> dict[str, dict[str, Any]]:
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT * FROM summary_queue ORDER BY call_id"))
-        return {r.call_id: dict(r._mapping) for r in rows}
-
-
-def make_due(engine: Engine) -> None:
-    """Pretend time passed: every pending item is due now (backoffs are minutes long)."""
-    with engine.begin() as conn:
-        conn.execute(sa.text(
-            "UPDATE summary_queue SET next_attempt_at = :past WHERE state = 'pending'"
-        ), {"past": "2000-01-01 00:00:00"})
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when the test advances it (or the code under test sleeps on it)."""
+    return FakeClock()

@@ -27,7 +27,7 @@ _UTCNOW = {
 
 
 def _utcnow() -> sa.TextClause:
-    """The server-side UTC "now" of etl.models.utcnow, frozen for this revision."""
+    """The server-side UTC "now" of etl.models.sql_utcnow, frozen for this revision."""
     return sa.text(_UTCNOW[op.get_context().dialect.name])
 
 

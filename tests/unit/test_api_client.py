@@ -1,6 +1,6 @@
 """The OpenPhone API client (etl/api.py) against the simulated API (etl/simulator.py).
 
-Every answer of SPEC.md's queue table as the client reports it: headers sent,
+Every answer of docs/contract.md's queue table as the client reports it: headers sent,
 200 validation, 401/403, 404/400, 429 with Retry-After, oversize bodies and
 in-run retries.  Requests go through FakeOpenPhone.transport() (wrapped only to
 record what was sent and received) or a real HTTP server from serve().

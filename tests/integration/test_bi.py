@@ -25,9 +25,9 @@ from sqlalchemy.engine import Engine
 
 from etl import db, store
 from etl.models import VIEWS, Base
-from tests.conftest import fresh_url, queue_rows, run
+from tests.support.db import fresh_url, queue_rows, run
 
-SCHEMA_DOC = Path(__file__).resolve().parent.parent / "docs" / "schema.md"
+SCHEMA_DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 _QUERY_RE = re.compile(r"^<!-- query: ([a-z0-9-]+) -->\n```sql\n(.*?)\n```$", re.M | re.S)
 
 

@@ -20,8 +20,8 @@ from etl.cli import run_sync
 from etl.config import Backoff
 from etl.simulator import FakeOpenPhone, Faults, sample_summary, serve
 from etl.sync import RunOptions
-from tests.conftest import API_KEY, make_due
-from tests.helpers_proc import comparable, expected_call, queue, runs, stored_calls, wire_json
+from tests.support.db import API_KEY, make_due
+from tests.support.proc import comparable, expected_call, queue, runs, stored_calls, wire_json
 
 N_IDS = 300
 MAX_PASSES = 12

@@ -20,8 +20,8 @@ import pytest
 from etl import store
 from etl.simulator import FakeOpenPhone, sample_summary, serve
 from etl.sync import utcnow
-from tests.conftest import API_KEY
-from tests.helpers_proc import (
+from tests.support.db import API_KEY
+from tests.support.proc import (
     check_consistent,
     comparable,
     etl_env,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from etl import store
-from tests.conftest import queue_rows, run
+from tests.support.db import queue_rows, run
 
 
 def test_sync_stores_completed_summary(engine, settings, fake):

@@ -1,4 +1,4 @@
-"""Call id validation and id-file reading (etl/ids.py), against SPEC.md's rule:
+"""Call id validation and id-file reading (etl/ids.py), against docs/contract.md's rule:
 a valid id is ``AC`` followed by 1 to 64 ASCII letters or digits; anything else
 is reported with its line number and skipped."""
 

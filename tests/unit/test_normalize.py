@@ -1,4 +1,4 @@
-"""normalize(): one validated summary -> the exact rows of SPEC.md's tables (pure, no I/O).
+"""normalize(): one validated summary -> the exact rows of docs/contract.md's tables (pure, no I/O).
 
 Covers positions and order, null vs empty lists, every job value type
 (booleans stay booleans, 1/0 stay numbers), text that databases cannot hold

@@ -1,7 +1,7 @@
 """The rows a real sync run writes, on every database (SQLite, PostgreSQL, MariaDB).
 
 Representative payloads go through the simulated API, the real client, the
-state machine and the upsert; the tests then read SPEC.md's tables back and
+state machine and the upsert; the tests then read docs/contract.md's tables back and
 compare exact values: positions, joined text, counts, raw_json equal to the
 bytes the API sent, content_hash, typed job values, 1 MB texts and emoji.
 Re-syncing must replace a call's child rows as a whole, never duplicate them.
@@ -23,7 +23,7 @@ from etl.config import Settings
 from etl.simulator import FakeOpenPhone
 from etl.sync import RunOptions, RunStats, utcnow
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
-from tests.conftest import make_due, queue_rows, run
+from tests.support.db import make_due, queue_rows, run
 
 
 class Recorder(httpx.BaseTransport, httpx.AsyncBaseTransport):

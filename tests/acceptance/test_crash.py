@@ -18,8 +18,8 @@ import pytest
 
 from etl import store
 from etl.simulator import FakeOpenPhone, sample_summary, serve
-from tests.conftest import API_KEY, make_due
-from tests.helpers_proc import (
+from tests.support.db import API_KEY, make_due
+from tests.support.proc import (
     check_consistent,
     comparable,
     count,

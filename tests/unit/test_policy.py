@@ -1,4 +1,4 @@
-"""The queue state machine (etl/policy.py decide()): every row of SPEC.md's queue table.
+"""The queue state machine (etl/policy.py decide()): every row of docs/contract.md's queue table.
 
 Pure unit tests: a claimed item plus an API answer at a fixed "now" gives an
 exact QueueUpdate.  Jitter is pinned with a Random whose draws are fixed.

@@ -1,6 +1,6 @@
 """A refused API key (401/403) stops the run with exit 3 and changes no queue item.
 
-SPEC.md: "401 / 403 — stop the run, exit 3, nothing changed".  The queue is
+docs/contract.md: "401 / 403 — stop the run, exit 3, nothing changed".  The queue is
 compared value for value before and after (state, attempts, next_attempt_at,
 last_error, updated_at, lease columns), with items that already have a
 history, so "unchanged" cannot pass by accident on fresh rows.
@@ -12,8 +12,8 @@ import pytest
 
 from etl import store
 from etl.simulator import FakeOpenPhone, sample_summary, serve
-from tests.conftest import API_KEY, make_due
-from tests.helpers_proc import (
+from tests.support.db import API_KEY, make_due
+from tests.support.proc import (
     check_consistent,
     comparable,
     count,

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 from etl import db
 from etl.cli import cli
 from etl.config import redact_url
-from tests.conftest import API_KEY
+from tests.support.db import API_KEY
 
 TABLES = {"summary_queue", "call_summaries", "call_summary_lines", "call_next_steps", "call_jobs",
           "call_job_fields", "sync_runs"}

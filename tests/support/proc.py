@@ -153,7 +153,7 @@ def typed(value: Any) -> tuple[str, str | None, float | None, bool | None]:
 
 
 def expected_call(data: Mapping[str, Any], raw_json: str) -> dict[str, Any]:
-    """The stored form of the API's ``data`` object, per SPEC.md's tables."""
+    """The stored form of the API's ``data`` object, per docs/contract.md's tables."""
     summary = data["summary"]
     steps = data["nextSteps"]
     jobs = data.get("jobs") or []

@@ -27,9 +27,9 @@ from etl import db, store
 from etl.config import Settings
 from etl.models import SummaryQueue, SyncRun
 from etl.simulator import FakeOpenPhone, serve
-from tests.conftest import API_KEY, fresh_url
+from tests.support.db import API_KEY, fresh_url
 
-CRON = Path(__file__).resolve().parent.parent / "cron"
+CRON = Path(__file__).resolve().parents[2] / "cron"
 WRAPPER = CRON / "etl-sync.sh"
 ETL_BIN = Path(sys.executable).with_name("etl")
 QUEUE = SummaryQueue.__table__

@@ -1,7 +1,7 @@
 """Tests of the simulated OpenPhone API (etl.simulator).
 
 The checks of response shapes are written by hand from the published OpenAPI
-document (shared/openapi/call-summaries.md), so the simulator cannot drift
+document (docs/api/call-summaries.md), so the simulator cannot drift
 from it without a test failing.
 """
 
@@ -36,7 +36,7 @@ ERROR_META = {
     404: ("0500404", "Not Found"),
     500: ("0501500", "Unknown"),
 }
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- hand-written schema checks ---------------------------------------------

@@ -1,6 +1,6 @@
 """The `etl` command line (etl/cli.py) through click's CliRunner, on every database.
 
-What operators and cron files rely on (SPEC.md "Commands" and exit codes):
+What operators and cron files rely on (docs/contract.md "Commands" and exit codes):
 help texts, `enqueue` reports and exit codes, `sync` refusing to start
 without a key or with a bad database URL (never printing a password),
 `sync --dry-run`, `etl demo`, and a real sync against the simulated API served
@@ -26,7 +26,7 @@ from etl import __version__, store
 from etl.cli import cli
 from etl.simulator import FakeOpenPhone, serve
 from etl.tables import queue_t
-from tests.conftest import API_KEY, queue_rows
+from tests.support.db import API_KEY, queue_rows
 
 SECRET = "s3cr3t-Pa55w0rd"
 

@@ -1,0 +1,22 @@
+"""The named states of the contract, defined once: queue states and summary statuses.
+
+``docs/contract.md`` "Queue semantics" describes them; the table check
+constraints (etl/models.py), the strict API models (etl/schema.py), the queue
+state machine (etl/policy.py) and the read-side queries (etl/report.py) all
+take them from here.  Migrations keep their own frozen copies on purpose.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+# A summary_queue row: pending until due, then one of the terminal states.
+QueueState = Literal["pending", "done", "failed", "absent", "not_found", "invalid", "error"]
+QUEUE_STATES: tuple[QueueState, ...] = get_args(QueueState)
+TERMINAL_STATES: tuple[QueueState, ...] = tuple(s for s in QUEUE_STATES if s != "pending")
+# Terminal states other than done: what `status` lists under top errors and `backfill --status` re-queues.
+ENDED_BADLY: tuple[QueueState, ...] = tuple(s for s in TERMINAL_STATES if s != "done")
+
+# The API's `status` of a call summary (GET /v1/call-summaries/{callId}).
+SummaryStatus = Literal["absent", "in-progress", "completed", "failed"]
+SUMMARY_STATUSES: tuple[SummaryStatus, ...] = get_args(SummaryStatus)

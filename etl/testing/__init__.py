@@ -1,0 +1,1 @@
+"""Test doubles the project supports for its own tests and its users' (see etl.testing.clock)."""
