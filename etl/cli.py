@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 import click
@@ -22,7 +22,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from etl import __version__, db, logs, report, store
+from etl import __version__, db, health, logs, report, store
 from etl.clock import utcnow
 from etl.config import DEFAULT_BASE_URL, DEFAULT_DATABASE_URL, Settings, redact_url
 from etl.errors import DatabaseError, EtlError, UsageError
@@ -514,9 +514,13 @@ class Progress:
               help="With --check: the last successful run must have finished within this many seconds.")
 @click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="With --check: the last finished run may have at most N errors.")
+@click.option("--max-fetch-gap", type=click.IntRange(min=1), default=health.DEFAULT_MAX_FETCH_GAP_S,
+              show_default=True, metavar="SECONDS",
+              help="With --check: unhealthy once runs with work have fetched nothing for this long "
+                   "(the API unreachable, timing out or answering 5xx/429).")
 @database_options
 @handle_errors
-def status(as_json: bool, check: bool, max_age: int, max_errors: int, database_url: str,
+def status(as_json: bool, check: bool, max_age: int, max_errors: int, max_fetch_gap: int, database_url: str,
            log_format: str, log_level: str) -> None:
     """Queue counts by state, what is due, oldest due item, last runs, top errors."""
     now = utcnow()
@@ -525,6 +529,7 @@ def status(as_json: bool, check: bool, max_age: int, max_errors: int, database_u
         due, oldest_due = report.due_now(conn, now)
         runs = report.last_runs(conn)
         last_ok = report.last_successful_run(conn)
+        fetches = report.fetch_history(conn)
         errors = report.top_errors(conn)
     data: dict[str, Any] = {
         "database": redact_url(database_url),
@@ -536,9 +541,13 @@ def status(as_json: bool, check: bool, max_age: int, max_errors: int, database_u
         "oldest_due_age_s": round((now - oldest_due).total_seconds()) if oldest_due else None,
         "last_runs": [{k: _iso(v) if isinstance(v, datetime) else v for k, v in r.items()} for r in runs],
         "last_successful_run_finished_at": _iso(last_ok["finished_at"]) if last_ok else None,
+        "last_fetch_ok_at": _iso(fetches.last_fetch_ok_at),
+        "runs_without_fetch": fetches.failed_runs,
+        "fetch": health.fetch_line(fetches),
         "top_errors": errors,
     }
-    problems = _health_problems(now, runs, last_ok, max_age, max_errors)
+    problems = health.problems(now, runs, last_ok, fetches, counts["pending"],
+                               health.Limits(max_age, max_errors, max_fetch_gap))
     data["healthy"] = not problems
     data["problems"] = problems
     if as_json:
@@ -553,23 +562,6 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") + "Z" if value else None
 
 
-def _health_problems(now: datetime, runs: list[dict[str, Any]], last_ok: dict[str, Any] | None,
-                     max_age: int, max_errors: int) -> list[str]:
-    problems = []
-    if last_ok is None:
-        problems.append("no successful run recorded")
-    elif now - last_ok["finished_at"] > timedelta(seconds=max_age):
-        age = int((now - last_ok["finished_at"]).total_seconds())
-        problems.append(f"last successful run finished {age} s ago (more than {max_age} s)")
-    finished = [r for r in runs if r["finished_at"] is not None]
-    if finished and finished[0]["exit_code"] == 3:
-        # Every later run will fail the same way until someone fixes the key.
-        problems.append(f"last run stopped because the API refused the key: {finished[0]['stop_reason']}")
-    if finished and finished[0]["errors"] > max_errors:
-        problems.append(f"last run had {finished[0]['errors']} errors (more than {max_errors})")
-    return problems
-
-
 def _print_status(data: dict[str, Any]) -> None:
     echo = click.echo
     echo(f"Database: {data['database']}")
@@ -579,6 +571,8 @@ def _print_status(data: dict[str, Any]) -> None:
     age = data["oldest_due_age_s"]
     since = f" (oldest due {age} s ago, since {data['oldest_due_at']})" if age is not None else ""
     echo(f"Due now: {data['due_now']}{since}")
+    if data["fetch"]:
+        echo(f"API: {data['fetch']}")
     echo("Last runs:")
     if not data["last_runs"]:
         echo("  none yet")
@@ -586,7 +580,8 @@ def _print_status(data: dict[str, Any]) -> None:
         state = "running or crashed" if r["finished_at"] is None else f"exit {r['exit_code']}"
         echo(f"  #{r['id']} {r['command']:<8} {r['started_at']}  {state}: claimed {r['claimed']}, "
              f"completed {r['completed']}, rescheduled {r['rescheduled']}, failed {r['failed']}, "
-             f"errors {r['errors']}" + (f" — {r['stop_reason']}" if r.get("stop_reason") else ""))
+             f"errors {r['errors']}" + (f" — {r['stop_reason']}" if r.get("stop_reason") else "")
+             + (f" — {health.NOTHING_FETCHED}" if health.nothing_fetched(r) else ""))
     if data["top_errors"]:
         echo("Top errors:")
         for e in data["top_errors"]:

@@ -676,9 +676,10 @@ def _subprocess_env(tmp_path: Path) -> dict[str, str]:
 # --- etl status -------------------------------------------------------------------
 
 STATUS_KEYS = {"database", "now", "queue", "total", "due_now", "oldest_due_at", "oldest_due_age_s",
-               "last_runs", "last_successful_run_finished_at", "top_errors", "healthy", "problems"}
+               "last_runs", "last_successful_run_finished_at", "top_errors", "healthy", "problems",
+               "last_fetch_ok_at", "runs_without_fetch", "fetch"}
 RUN_KEYS = {"id", "started_at", "finished_at", "command", "claimed", "completed", "rescheduled",
-            "failed", "errors", "exit_code", "stop_reason"}
+            "failed", "errors", "fetched", "exit_code", "stop_reason"}
 
 
 def test_status_json_reports_counts_due_runs_and_errors(db_url, engine):
@@ -713,7 +714,7 @@ def test_status_json_reports_counts_due_runs_and_errors(db_url, engine):
     assert data["last_runs"][0] == {
         "id": recent, "command": "sync", "started_at": f"{(base - timedelta(seconds=90)).isoformat()}Z",
         "finished_at": f"{(base - timedelta(seconds=60)).isoformat()}Z", "claimed": 4, "completed": 3,
-        "rescheduled": 1, "failed": 0, "errors": 0, "exit_code": 0, "stop_reason": None}
+        "rescheduled": 1, "failed": 0, "errors": 0, "fetched": 0, "exit_code": 0, "stop_reason": None}
     assert data["last_runs"][1]["id"] == old
     assert data["last_successful_run_finished_at"] == f"{(base - timedelta(seconds=60)).isoformat()}Z"
     assert data["top_errors"] == [
