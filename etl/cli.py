@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 from etl import __version__, db, health, logs, report, store
 from etl.clock import utcnow
-from etl.config import DEFAULT_BASE_URL, DEFAULT_DATABASE_URL, Settings, redact_url
+from etl.config import DEFAULT_BASE_URL, DEFAULT_DATABASE_URL, Settings, check_base_url, redact_url
 from etl.errors import DatabaseError, EtlError, UsageError
 from etl.ids import InvalidId, check_ids, read_id_lines
 from etl.logs import configure_logging, get_logger
@@ -101,7 +101,7 @@ def run_limit_options(fn: F) -> F:
 
 def make_settings(database_url: str, api_key: str | None = None, base_url: str = DEFAULT_BASE_URL,
                   rate: float = 10.0, concurrency: int = 8) -> Settings:
-    return Settings(database_url=database_url, api_key=api_key, base_url=base_url,
+    return Settings(database_url=database_url, api_key=api_key, base_url=check_base_url(base_url),
                     rate=rate, concurrency=concurrency)
 
 
@@ -113,10 +113,10 @@ def require_api_key(settings: Settings) -> None:
 
 
 @contextmanager
-def open_database(url: str, *, migrate_sqlite: bool = True) -> Iterator[Engine]:
+def open_database(url: str, *, migrate_sqlite: bool = True, read_only: bool = False) -> Iterator[Engine]:
     """Open the database and check (or, for SQLite, bring up) its schema."""
     try:
-        engine = db.create_engine(url)
+        engine = db.create_engine(url, read_only=read_only)
     except DatabaseError as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -211,7 +211,16 @@ def enqueue(ids: tuple[str, ...], file: BinaryIO | None, database_url: str, log_
     click.echo(f"Enqueued {new} new id{'s' if new != 1 else ''} "
                f"({valid - new} already queued, {invalid} invalid skipped).")
     if valid == 0:
-        raise CliError("no valid call ids given", 1)
+        raise CliError(no_valid_ids_message(source, invalid), 2)
+
+
+def no_valid_ids_message(source: str, invalid: int) -> str:
+    """Why nothing was enqueued: an empty input is not the same mistake as a file of bad ids."""
+    where = {"argument": "the arguments", "-": "stdin", "<stdin>": "stdin"}.get(source, source)
+    if invalid == 0:
+        return f"no ids in {where} (blank lines and # comments are skipped)"
+    return (f"no valid call ids in {where}: {invalid} invalid {'entry' if invalid == 1 else 'entries'} skipped "
+            "(a call id is AC followed by 1-64 letters or digits)")
 
 
 def _id_items(ids: tuple[str, ...], file: BinaryIO | None) -> Iterator[str | InvalidId | None]:
@@ -249,8 +258,7 @@ def enqueue_stream(engine: Engine, items: Iterator[str | InvalidId | None], sour
             continue
         if isinstance(item, InvalidId):
             invalid += 1
-            if invalid <= MAX_REPORTED_INVALID:
-                click.echo(f"{item.message(source)} (skipped)", err=True)
+            report_invalid(item, source, invalid)
             continue
         valid += 1
         if item in seen_in_batch:
@@ -264,9 +272,19 @@ def enqueue_stream(engine: Engine, items: Iterator[str | InvalidId | None], sour
         # Fresh statistics, or the planner may sort the whole queue to claim from it.
         with engine.begin() as conn:
             store.analyze_queue(conn)
+    report_invalid_rest(invalid)
+    return valid, new, invalid
+
+
+def report_invalid(item: InvalidId, source: str, count: int) -> None:
+    """One stderr line per bad id (the first MAX_REPORTED_INVALID), as enqueue and backfill print them."""
+    if count <= MAX_REPORTED_INVALID:
+        click.echo(f"{item.message(source)} (skipped)", err=True)
+
+
+def report_invalid_rest(invalid: int) -> None:
     if invalid > MAX_REPORTED_INVALID:
         click.echo(f"… and {invalid - MAX_REPORTED_INVALID} more invalid lines (skipped)", err=True)
-    return valid, new, invalid
 
 
 # --- sync -------------------------------------------------------------------------
@@ -441,8 +459,16 @@ def _backfill_dry_run(engine: Engine, file: BinaryIO | None, selection: report.S
         due, _ = report.due_now(conn, utcnow())
         selected = report.count_selected(conn, selection) if selection else {}
     if file is not None:
-        valid = sum(1 for item in read_id_lines(file) if isinstance(item, str))
-        click.echo(f"Would enqueue up to {valid} ids from {getattr(file, 'name', '-')}.")
+        source = getattr(file, "name", "-")
+        valid = invalid = 0
+        for item in read_id_lines(file):
+            if isinstance(item, InvalidId):
+                invalid += 1
+                report_invalid(item, source, invalid)
+            elif item is not None:
+                valid += 1
+        report_invalid_rest(invalid)
+        click.echo(f"Would enqueue up to {valid} ids from {source} ({invalid} invalid skipped).")
     for state, n in sorted(selected.items()):
         click.echo(f"Would re-queue {n} {state} items.")
     click.echo(f"Would re-queue {sum(selected.values())} items in all; {due} items are due now.")
@@ -524,7 +550,7 @@ def status(as_json: bool, check: bool, max_age: int, max_errors: int, max_fetch_
            log_format: str, log_level: str) -> None:
     """Queue counts by state, what is due, oldest due item, last runs, top errors."""
     now = utcnow()
-    with open_database(database_url) as engine, engine.connect() as conn:
+    with open_database(database_url, read_only=True) as engine, engine.connect() as conn:
         counts = report.queue_counts(conn)
         due, oldest_due = report.due_now(conn, now)
         runs = report.last_runs(conn)

@@ -464,9 +464,9 @@ def test_backfill_dry_run_counts_and_changes_nothing(db_url, engine, tmp_path):
     before = queue(engine)
 
     r = etl(db_url, "backfill", "--dry-run", "--status", "failed,error", "--file", ids)
-    assert (r.exit_code, plain(r.stderr)) == (0, [])
+    assert (r.exit_code, plain(r.stderr)) == (0, [f"{ids}:2: does not start with AC: 'not-an-id' (skipped)"])
     assert r.stdout == (
-        f"Would enqueue up to 2 ids from {ids}.\n"
+        f"Would enqueue up to 2 ids from {ids} (1 invalid skipped).\n"
         "Would re-queue 1 error items.\n"
         "Would re-queue 2 failed items.\n"
         "Would re-queue 3 items in all; 1 items are due now.\n"
