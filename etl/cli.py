@@ -620,14 +620,22 @@ def _print_status(data: dict[str, Any]) -> None:
 
 @cli.command()
 @database_options
+@click.pass_context
 @handle_errors
-def demo(database_url: str, log_format: str, log_level: str) -> None:
-    """Run the real sync against a built-in simulated API (no API key needed)."""
+def demo(ctx: click.Context, database_url: str, log_format: str, log_level: str) -> None:
+    """Run the real sync against a built-in simulated API (no API key needed).
+
+    It writes to a new temporary SQLite file, never to ETL_DATABASE_URL; pass
+    --database-url to run it in a database of your choice.  Demo ids that end
+    pending are removed, so no real sync ever sends them.
+    """
     from etl import demo as demo_mod
 
     configure_logging(cast(Any, log_format), log_level)
-    with open_database(database_url) as engine:
-        demo_mod.run_demo(engine, database_url)
+    explicit = ctx.get_parameter_source("database_url") == click.core.ParameterSource.COMMANDLINE
+    url = database_url if explicit else demo_mod.sandbox_url()
+    with open_database(url) as engine:
+        demo_mod.run_demo(engine, url, sandbox=not explicit)
 
 
 def main() -> None:
