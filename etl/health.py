@@ -92,7 +92,7 @@ def fetch_gap_problem(now: datetime, fetches: FetchHistory, pending: int, max_ga
         return None
     return (f"no successful fetch since {_iso(since)} ({int(gap)} s ago, more than {max_gap_s} s; "
             f"{fetches.failed_runs} run{'s' if fetches.failed_runs != 1 else ''} fetched nothing) "
-            f"while {pending} item{'s' if pending != 1 else ''} wait: is the API reachable?")
+            f"while {pending} item{'s wait' if pending != 1 else ' waits'}: is the API reachable?")
 
 
 def fetch_line(fetches: FetchHistory) -> str | None:

@@ -78,7 +78,7 @@ def test_an_outage_from_the_first_run_counts_from_the_first_failed_run() -> None
     never = FetchHistory(None, NOW - timedelta(hours=2), failed_runs=24)
     assert fetch_gap_problem(NOW, never, 1, 1800) == (
         "no successful fetch since 2026-11-25T10:00:00Z (7200 s ago, more than 1800 s; 24 runs fetched nothing) "
-        "while 1 item wait: is the API reachable?")
+        "while 1 item waits: is the API reachable?")
     assert fetch_line(never) == ("no successful fetch since 2026-11-25T10:00:00Z: "
                                  "the last 24 runs with work fetched nothing")
 
