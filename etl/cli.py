@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 import click
@@ -22,9 +22,9 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from etl import __version__, db, logs, report, store
+from etl import __version__, db, health, logs, report, store
 from etl.clock import utcnow
-from etl.config import DEFAULT_BASE_URL, DEFAULT_DATABASE_URL, Settings, redact_url
+from etl.config import DEFAULT_BASE_URL, DEFAULT_DATABASE_URL, Settings, check_base_url, redact_url
 from etl.errors import DatabaseError, EtlError, UsageError
 from etl.ids import InvalidId, check_ids, read_id_lines
 from etl.logs import configure_logging, get_logger
@@ -101,7 +101,7 @@ def run_limit_options(fn: F) -> F:
 
 def make_settings(database_url: str, api_key: str | None = None, base_url: str = DEFAULT_BASE_URL,
                   rate: float = Settings.rate, concurrency: int = Settings.concurrency) -> Settings:
-    return Settings(database_url=database_url, api_key=api_key, base_url=base_url,
+    return Settings(database_url=database_url, api_key=api_key, base_url=check_base_url(base_url),
                     rate=rate, concurrency=concurrency)
 
 
@@ -113,10 +113,10 @@ def require_api_key(settings: Settings) -> None:
 
 
 @contextmanager
-def open_database(url: str, *, migrate_sqlite: bool = True) -> Iterator[Engine]:
+def open_database(url: str, *, migrate_sqlite: bool = True, read_only: bool = False) -> Iterator[Engine]:
     """Open the database and check (or, for SQLite, bring up) its schema."""
     try:
-        engine = db.create_engine(url)
+        engine = db.create_engine(url, read_only=read_only)
     except DatabaseError as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -211,7 +211,16 @@ def enqueue(ids: tuple[str, ...], file: BinaryIO | None, database_url: str, log_
     click.echo(f"Enqueued {new} new id{'s' if new != 1 else ''} "
                f"({valid - new} already queued, {invalid} invalid skipped).")
     if valid == 0:
-        raise CliError("no valid call ids given", 1)
+        raise CliError(no_valid_ids_message(source, invalid), 2)
+
+
+def no_valid_ids_message(source: str, invalid: int) -> str:
+    """Why nothing was enqueued: an empty input is not the same mistake as a file of bad ids."""
+    where = {"argument": "the arguments", "-": "stdin", "<stdin>": "stdin"}.get(source, source)
+    if invalid == 0:
+        return f"no ids in {where} (blank lines and # comments are skipped)"
+    return (f"no valid call ids in {where}: {invalid} invalid {'entry' if invalid == 1 else 'entries'} skipped "
+            "(a call id is AC followed by 1-64 letters or digits)")
 
 
 def _id_items(ids: tuple[str, ...], file: BinaryIO | None) -> Iterator[str | InvalidId | None]:
@@ -249,8 +258,7 @@ def enqueue_stream(engine: Engine, items: Iterator[str | InvalidId | None], sour
             continue
         if isinstance(item, InvalidId):
             invalid += 1
-            if invalid <= MAX_REPORTED_INVALID:
-                click.echo(f"{item.message(source)} (skipped)", err=True)
+            report_invalid(item, source, invalid)
             continue
         valid += 1
         if item in seen_in_batch:
@@ -264,9 +272,19 @@ def enqueue_stream(engine: Engine, items: Iterator[str | InvalidId | None], sour
         # Fresh statistics, or the planner may sort the whole queue to claim from it.
         with engine.begin() as conn:
             store.analyze_queue(conn)
+    report_invalid_rest(invalid)
+    return valid, new, invalid
+
+
+def report_invalid(item: InvalidId, source: str, count: int) -> None:
+    """One stderr line per bad id (the first MAX_REPORTED_INVALID), as enqueue and backfill print them."""
+    if count <= MAX_REPORTED_INVALID:
+        click.echo(f"{item.message(source)} (skipped)", err=True)
+
+
+def report_invalid_rest(invalid: int) -> None:
     if invalid > MAX_REPORTED_INVALID:
         click.echo(f"… and {invalid - MAX_REPORTED_INVALID} more invalid lines (skipped)", err=True)
-    return valid, new, invalid
 
 
 # --- sync -------------------------------------------------------------------------
@@ -441,8 +459,16 @@ def _backfill_dry_run(engine: Engine, file: BinaryIO | None, selection: report.S
         due, _ = report.due_now(conn, utcnow())
         selected = report.count_selected(conn, selection) if selection else {}
     if file is not None:
-        valid = sum(1 for item in read_id_lines(file) if isinstance(item, str))
-        click.echo(f"Would enqueue up to {valid} ids from {getattr(file, 'name', '-')}.")
+        source = getattr(file, "name", "-")
+        valid = invalid = 0
+        for item in read_id_lines(file):
+            if isinstance(item, InvalidId):
+                invalid += 1
+                report_invalid(item, source, invalid)
+            elif item is not None:
+                valid += 1
+        report_invalid_rest(invalid)
+        click.echo(f"Would enqueue up to {valid} ids from {source} ({invalid} invalid skipped).")
     for state, n in sorted(selected.items()):
         click.echo(f"Would re-queue {n} {state} items.")
     click.echo(f"Would re-queue {sum(selected.values())} items in all; {due} items are due now.")
@@ -514,17 +540,22 @@ class Progress:
               help="With --check: the last successful run must have finished within this many seconds.")
 @click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="With --check: the last finished run may have at most N errors.")
+@click.option("--max-fetch-gap", type=click.IntRange(min=1), default=health.DEFAULT_MAX_FETCH_GAP_S,
+              show_default=True, metavar="SECONDS",
+              help="With --check: unhealthy once runs with work have fetched nothing for this long "
+                   "(the API unreachable, timing out or answering 5xx/429).")
 @database_options
 @handle_errors
-def status(as_json: bool, check: bool, max_age: int, max_errors: int, database_url: str,
+def status(as_json: bool, check: bool, max_age: int, max_errors: int, max_fetch_gap: int, database_url: str,
            log_format: str, log_level: str) -> None:
     """Queue counts by state, what is due, oldest due item, last runs, top errors."""
     now = utcnow()
-    with open_database(database_url) as engine, engine.connect() as conn:
+    with open_database(database_url, read_only=True) as engine, engine.connect() as conn:
         counts = report.queue_counts(conn)
         due, oldest_due = report.due_now(conn, now)
         runs = report.last_runs(conn)
         last_ok = report.last_successful_run(conn)
+        fetches = report.fetch_history(conn)
         errors = report.top_errors(conn)
     data: dict[str, Any] = {
         "database": redact_url(database_url),
@@ -536,9 +567,13 @@ def status(as_json: bool, check: bool, max_age: int, max_errors: int, database_u
         "oldest_due_age_s": round((now - oldest_due).total_seconds()) if oldest_due else None,
         "last_runs": [{k: _iso(v) if isinstance(v, datetime) else v for k, v in r.items()} for r in runs],
         "last_successful_run_finished_at": _iso(last_ok["finished_at"]) if last_ok else None,
+        "last_fetch_ok_at": _iso(fetches.last_fetch_ok_at),
+        "runs_without_fetch": fetches.failed_runs,
+        "fetch": health.fetch_line(fetches),
         "top_errors": errors,
     }
-    problems = _health_problems(now, runs, last_ok, max_age, max_errors)
+    problems = health.problems(now, runs, last_ok, fetches, counts["pending"],
+                               health.Limits(max_age, max_errors, max_fetch_gap))
     data["healthy"] = not problems
     data["problems"] = problems
     if as_json:
@@ -553,23 +588,6 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") + "Z" if value else None
 
 
-def _health_problems(now: datetime, runs: list[dict[str, Any]], last_ok: dict[str, Any] | None,
-                     max_age: int, max_errors: int) -> list[str]:
-    problems = []
-    if last_ok is None:
-        problems.append("no successful run recorded")
-    elif now - last_ok["finished_at"] > timedelta(seconds=max_age):
-        age = int((now - last_ok["finished_at"]).total_seconds())
-        problems.append(f"last successful run finished {age} s ago (more than {max_age} s)")
-    finished = [r for r in runs if r["finished_at"] is not None]
-    if finished and finished[0]["exit_code"] == 3:
-        # Every later run will fail the same way until someone fixes the key.
-        problems.append(f"last run stopped because the API refused the key: {finished[0]['stop_reason']}")
-    if finished and finished[0]["errors"] > max_errors:
-        problems.append(f"last run had {finished[0]['errors']} errors (more than {max_errors})")
-    return problems
-
-
 def _print_status(data: dict[str, Any]) -> None:
     echo = click.echo
     echo(f"Database: {data['database']}")
@@ -579,6 +597,8 @@ def _print_status(data: dict[str, Any]) -> None:
     age = data["oldest_due_age_s"]
     since = f" (oldest due {age} s ago, since {data['oldest_due_at']})" if age is not None else ""
     echo(f"Due now: {data['due_now']}{since}")
+    if data["fetch"]:
+        echo(f"API: {data['fetch']}")
     echo("Last runs:")
     if not data["last_runs"]:
         echo("  none yet")
@@ -586,7 +606,8 @@ def _print_status(data: dict[str, Any]) -> None:
         state = "running or crashed" if r["finished_at"] is None else f"exit {r['exit_code']}"
         echo(f"  #{r['id']} {r['command']:<8} {r['started_at']}  {state}: claimed {r['claimed']}, "
              f"completed {r['completed']}, rescheduled {r['rescheduled']}, failed {r['failed']}, "
-             f"errors {r['errors']}" + (f" — {r['stop_reason']}" if r.get("stop_reason") else ""))
+             f"errors {r['errors']}" + (f" — {r['stop_reason']}" if r.get("stop_reason") else "")
+             + (f" — {health.NOTHING_FETCHED}" if health.nothing_fetched(r) else ""))
     if data["top_errors"]:
         echo("Top errors:")
         for e in data["top_errors"]:
@@ -599,14 +620,22 @@ def _print_status(data: dict[str, Any]) -> None:
 
 @cli.command()
 @database_options
+@click.pass_context
 @handle_errors
-def demo(database_url: str, log_format: str, log_level: str) -> None:
-    """Run the real sync against a built-in simulated API (no API key needed)."""
+def demo(ctx: click.Context, database_url: str, log_format: str, log_level: str) -> None:
+    """Run the real sync against a built-in simulated API (no API key needed).
+
+    It writes to a new temporary SQLite file, never to ETL_DATABASE_URL; pass
+    --database-url to run it in a database of your choice.  Demo ids that end
+    pending are removed, so no real sync ever sends them.
+    """
     from etl import demo as demo_mod
 
     configure_logging(cast(Any, log_format), log_level)
-    with open_database(database_url) as engine:
-        demo_mod.run_demo(engine, database_url)
+    explicit = ctx.get_parameter_source("database_url") == click.core.ParameterSource.COMMANDLINE
+    url = database_url if explicit else demo_mod.sandbox_url()
+    with open_database(url) as engine:
+        demo_mod.run_demo(engine, url, sandbox=not explicit)
 
 
 def main() -> None:

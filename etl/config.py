@@ -8,9 +8,13 @@ rest of the code only ever sees this object.  Nothing here logs the API key:
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
+
+from etl.errors import UsageError
 
 DEFAULT_DATABASE_URL = "sqlite:///openphone_summaries.db"
 DEFAULT_BASE_URL = "https://api.openphone.com"
@@ -59,9 +63,28 @@ class Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
+# scheme://user:PASSWORD@ — greedy up to the last "@", so a password holding "@" is hidden whole.
+_PASSWORD = re.compile(r"^([^:/?#]*://[^:@/?#]*:)(.*)@")
+
+
 def redact_url(url: str) -> str:
     """The database URL with its password replaced by ``***``, safe for any message."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL may still hold a password: show none of it
-        return "<unparsable database URL>"
+    except Exception:
+        # Unparsable: show it as typed (the operator must see the typo), password hidden.
+        return _PASSWORD.sub(r"\1***@", url)
+
+
+def check_base_url(url: str) -> str:
+    """The API base URL, refused unless it is http(s)://host[:port][/path] (no silent connection errors)."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+        parts.port  # noqa: B018  # raises ValueError on a bad port
+    except ValueError as exc:
+        raise UsageError(f"--base-url {url!r} is not a valid URL ({exc}); "
+                         f"expected e.g. {DEFAULT_BASE_URL}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise UsageError(f"--base-url {url!r} needs a scheme and a host, e.g. {DEFAULT_BASE_URL}")
+    return url.strip().rstrip("/")

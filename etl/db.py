@@ -14,6 +14,7 @@ One place decides how each database is driven:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 # The newest alembic revision this code expects.  Kept here so that commands
 # check the schema without importing alembic and reading every migration
 # script; tests/unit/test_schema_head.py keeps it equal to the scripts' head.
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0006"
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
@@ -43,16 +44,77 @@ def _dialect_name(url: str) -> str:
     return make_url(url).get_backend_name()
 
 
-def create_engine(url: str) -> Engine:
-    """An engine for ``url`` with this project's per-dialect settings."""
+# What to write instead of a URL whose driver is missing: (driver module, extra, the URL's new drivername).
+_DRIVER_FIX = {
+    "mysql": ("pymysql", "mysql", "mysql+pymysql"),
+    "mariadb": ("pymysql", "mysql", "mariadb+pymysql"),
+    "postgresql": ("psycopg", "postgres", "postgresql+psycopg"),
+    "postgres": ("psycopg", "postgres", "postgresql+psycopg"),
+}
+
+
+def _sqlite_path(url: str) -> Path | None:
+    database = make_url(url).database
+    if database in (None, "", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def sqlite_problem(path: Path) -> str | None:
+    """Why a SQLite file cannot be created or written, in words (None: no problem found)."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.exists():
+        if path.is_dir():
+            return f"{path} is a directory"
+        if not os.access(path, os.R_OK):
+            return f"the file {path} is not readable by this user"
+        if not os.access(path, os.W_OK):
+            return f"the file {path} is read-only for this user"
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return f"the directory {parent} is not writable (SQLite creates its journal files there)"
+        return None
+    if not parent.exists():
+        return f"the directory {parent} does not exist"
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"the directory {parent} is not writable by this user"
+    return None
+
+
+def _read_only_sqlite(path: Path) -> bool:
+    return path.exists() and sqlite_problem(path) is not None
+
+
+def create_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine for ``url`` with this project's per-dialect settings.
+
+    ``read_only``: the caller only reads (``etl status``).  A SQLite file this
+    user cannot write is then opened read-only instead of failing.
+    """
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
-        raise DatabaseError(f"invalid database URL {redact_url(url)!r}: {exc}") from None
+        raise DatabaseError(f"invalid database URL {redact_url(url)!r}: {exc}; expected e.g. "
+                            "postgresql+psycopg://user:password@host:5432/dbname") from None
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    sqlite_ro = False
     if backend == "sqlite":
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+        path = _sqlite_path(url)
+        if path is not None and read_only and _read_only_sqlite(path):
+            sqlite_ro = True
+            # A WAL file can only be read with its -shm index; where this user
+            # cannot create one and none exists (no connection is open, so no
+            # writer either), SQLite reads it as immutable.
+            shm = path.with_name(path.name + "-shm")
+            query = {"mode": "ro", "uri": "true"}
+            if not shm.exists() and not os.access(path.parent, os.W_OK):
+                query["immutable"] = "1"
+            parsed = parsed.set(database=f"file:{path.resolve()}", query=query)
+        elif path is not None and not path.exists() and (problem := sqlite_problem(path)):
+            raise DatabaseError(f"cannot create the SQLite database {path}: {problem}")
     elif backend in ("mysql", "mariadb"):
         kwargs["connect_args"] = {"charset": "utf8mb4"}
         kwargs["isolation_level"] = "READ COMMITTED"
@@ -61,17 +123,30 @@ def create_engine(url: str) -> Engine:
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ImportError) as exc:
-        hint = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}.get(backend)
-        extra = f"; install it with: pip install 'openphone-summary-sync[{hint}]'" if hint else ""
-        raise DatabaseError(f"no driver for {redact_url(url)!r} ({exc}){extra}") from None
+        raise DatabaseError(_no_driver(url, parsed.drivername, backend, exc)) from None
     if backend == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, read_only=sqlite_ro)
     elif backend in ("mysql", "mariadb"):
         _configure_mysql(engine)
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _no_driver(url: str, drivername: str, backend: str, exc: BaseException) -> str:
+    """A missing-driver message that says what to type: the URL with the driver we ship, and the extra."""
+    shown = redact_url(url)
+    fix = _DRIVER_FIX.get(backend)
+    if fix is None:
+        return f"no driver for {shown!r} ({exc})"
+    module, extra, new_driver = fix
+    if drivername == new_driver:  # the right URL, the extra not installed
+        return f"no driver for {shown!r}: install it with: pip install 'openphone-summary-sync[{extra}]'"
+    better = make_url(url).set(drivername=new_driver).render_as_string(hide_password=True)
+    install = "" if importlib.util.find_spec(module) else (
+        f"install the driver with: pip install 'openphone-summary-sync[{extra}]', then ")
+    return f"no driver for {shown!r}: {install}write the URL as {better}"
+
+
+def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control away from pysqlite so "begin" below decides.
@@ -79,7 +154,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cur.execute("PRAGMA foreign_keys = ON")
-        if engine.url.database not in (None, "", ":memory:"):
+        if engine.url.database not in (None, "", ":memory:") and not read_only:
             cur.execute("PRAGMA journal_mode = WAL")
             # WAL + NORMAL survives a killed process; a power cut may roll back
             # the last commits, which only re-queues their items.
@@ -88,7 +163,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reader of a read-only file must not ask for the write lock.
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _configure_mysql(engine: Engine) -> None:
@@ -118,6 +194,9 @@ def describe_db_error(url: str, exc: BaseException) -> str:
     if len(text) > 300:
         text = text[:300] + "…"
     text = text.replace(make_url(url).password or "\0", "***") if _has_password(url) else text
+    path = _sqlite_path(url) if _dialect_name(url) == "sqlite" else None
+    if path is not None and (problem := sqlite_problem(path)):
+        return f"cannot use the SQLite database {path}: {text} ({problem})"
     return f"database {redact_url(url)} is unavailable: {text}"
 
 
@@ -195,7 +274,7 @@ def ensure_schema(engine: Engine, url: str) -> None:
     head = SCHEMA_HEAD
     if current == head:
         return
-    if engine.dialect.name == "sqlite":
+    if engine.dialect.name == "sqlite" and engine.url.query.get("mode") != "ro":
         upgrade(url)
         return
     raise SchemaBehindError(

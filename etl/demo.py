@@ -2,11 +2,18 @@
 
 Only the httpx transport differs from production: the ids go through the
 queue, the client, validation, normalisation, the upsert and the state
-machine exactly as under cron, into whatever database is configured.
+machine exactly as under cron.
+
+The demo is a sandbox: it writes to a new temporary SQLite file (never to
+``ETL_DATABASE_URL``, which names the analysts' database) unless a database is
+passed explicitly, and it removes the demo ids that end ``pending``
+(rescheduled in-progress/absent summaries), so no real sync sends them.
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import click
@@ -64,7 +71,13 @@ def build_fake() -> FakeOpenPhone:
     return fake
 
 
-def run_demo(engine: Engine, database_url: str) -> None:
+def sandbox_url() -> str:
+    """A new SQLite file in a new temporary directory, kept so `etl status` can look at it afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="etl-demo-")) / "demo.db"
+    return f"sqlite:///{path}"
+
+
+def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True) -> None:
     from etl.cli import run_sync
     from etl.sync import RunOptions
 
@@ -79,9 +92,26 @@ def run_demo(engine: Engine, database_url: str) -> None:
                         rate=0, concurrency=4, backoff=Backoff())
     stats = run_sync(engine, settings, RunOptions("demo"), transport=fake.transport())
     _print_results(engine, ids)
+    removed = _remove_pending(engine, ids)
     click.echo(f"\nRun {stats.run_id}: {stats.completed} completed, {stats.rescheduled} rescheduled, "
-               f"{stats.failed} failed, {stats.errors} errors — into {redact_url(database_url)}.")
-    click.echo("Next: `etl status`, or query the tables (docs/schema.md).")
+               f"{stats.failed} failed, {stats.errors} errors — into {redact_url(database_url)}"
+               + (" (a throwaway demo database)." if sandbox else "."))
+    if removed:
+        click.echo(f"Removed the {len(removed)} rescheduled demo id{'s' if len(removed) != 1 else ''} "
+                   f"({', '.join(removed)}) from the queue, so no real sync sends them.")
+    click.echo(f"Next: `etl status --database-url {redact_url(database_url)}`, "
+               "or query the tables (docs/schema.md).")
+
+
+def _remove_pending(engine: Engine, ids: list[str]) -> list[str]:
+    """Delete the demo ids still pending: a real sync must never send a made-up id to the real API."""
+    q = queue_t.c
+    with engine.begin() as conn:
+        pending = sorted(conn.execute(sa.select(q.call_id).where(q.call_id.in_(ids), q.state == "pending"))
+                         .scalars())
+        if pending:
+            conn.execute(sa.delete(queue_t).where(q.call_id.in_(pending), q.state == "pending"))
+    return pending
 
 
 def _print_results(engine: Engine, ids: list[str]) -> None:

@@ -1,5 +1,12 @@
 """Logging: one :func:`configure_logging`, console on a terminal, JSON lines otherwise.
 
+On a terminal a line is for a person: the event and its outcome first and
+short (``done       AC123  200  12ms``), the level only when it is not info,
+colour unless ``NO_COLOR`` is set or stderr is not a terminal.  Under cron the
+JSON lines carry every field.  :func:`call_log_level` decides the level of a
+call line from its outcome, so warnings mean "transient, retried" and errors
+mean "refused" whatever the format.
+
 Everything logs through structlog to stderr (stdout stays free for command
 output such as ``etl status --json``).  Two safety nets keep secrets out of the
 logs whatever a caller passes: the API key is replaced wherever it appears in
@@ -10,6 +17,7 @@ at DEBUG) are held at WARNING.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +29,29 @@ from structlog.typing import EventDict, WrappedLogger
 LogFormat = Literal["auto", "console", "json"]
 
 _secrets: list[str] = []
+# While a progress bar owns the terminal, lines below this level are dropped.
+_floor: list[int] = [0]
+
+# FetchResult.kind values that are refusals of this id (the failed-type states of docs/contract.md).
+_REFUSALS = frozenset({"not_found", "invalid", "rejected"})
+
+
+def call_log_level(kind: str | None, state: str) -> str:
+    """The level of a ``call`` line: ``kind`` is FetchResult.kind (None: no answer object), ``state`` the new state.
+
+    * error: refusals (404 ``not_found``, 400 ``invalid``, a rejected body) and
+      every item that ends in ``error`` (gave up, or an unexpected error);
+    * warning: transient failures that survived the in-run retries (connection
+      error, timeout, 5xx, 429) and summaries the API reports failed or absent
+      for good;
+    * info: done, and summaries rescheduled because they are still in progress
+      or absent.
+    """
+    if state == "error" or kind is None or kind in _REFUSALS:
+        return "error"
+    if kind == "transient" or state in ("failed", "absent"):
+        return "warning"
+    return "info"
 
 
 class _BatchingStream:
@@ -79,17 +110,69 @@ def _redact(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
     return event
 
 
+def use_colour(stream: TextIO | None = None) -> bool:
+    """Colour only on a terminal, and never when ``NO_COLOR`` is set (https://no-color.org)."""
+    stream = stream or sys.stderr
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+_COLOURS = {"warning": "\x1b[33m", "error": "\x1b[31;1m", "critical": "\x1b[31;1m", "debug": "\x1b[2m"}
+_RESET = "\x1b[0m"
+# Fields a person does not need on a terminal line (they stay in the JSON).
+_HIDDEN = frozenset({"timestamp", "run_id", "api_status", "attempt", "tries"})
+
+
+def _drop_below_floor(_logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    if _floor[0] and logging.getLevelNamesMapping().get(method.upper(), 100) < _floor[0]:
+        raise structlog.DropEvent
+    return event
+
+
+class ConsoleLine:
+    """Renders one event for a person: what happened first, details after, short."""
+
+    def __init__(self, colours: bool) -> None:
+        self.colours = colours
+
+    def __call__(self, _logger: WrappedLogger, _name: str, event: EventDict) -> str:
+        level = str(event.pop("level", "info"))
+        text = str(event.pop("event", ""))
+        exc = event.pop("exception", None)
+        if text == "call":
+            text = call_line(event)
+        rest = " ".join(f"{k}={v}" for k, v in event.items() if k not in _HIDDEN and v is not None)
+        line = (f"{level.upper()} " if level != "info" else "") + text + (f"  {rest}" if rest else "")
+        if exc:
+            line += "\n" + str(exc)
+        if self.colours and level in _COLOURS:
+            line = _COLOURS[level] + line + _RESET
+        return line
+
+
+def call_line(event: EventDict) -> str:
+    """``done AC123 200 12ms`` (and the error, if any); pops the fields it shows."""
+    outcome = event.pop("outcome", "?")
+    call_id = event.pop("call_id", "?")
+    status = event.pop("http_status", None)
+    latency = event.pop("latency_ms", None)
+    error = event.pop("error", None)
+    parts = [f"{outcome:<9}", str(call_id), str(status) if status is not None else "-"]
+    if latency is not None:
+        parts.append(f"{latency:.0f}ms")
+    if error:
+        parts.append(f"— {error}")
+    return " ".join(parts)
+
+
 def configure_logging(fmt: LogFormat = "auto", level: str = "info", secrets: list[str] | None = None) -> None:
     """Configure structlog once per process (safe to call again, e.g. in tests)."""
     _secrets[:] = [s for s in (secrets or []) if s and len(s) >= 4]
+    _floor[0] = 0
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
+    renderer: Any = structlog.processors.JSONRenderer() if use_json else ConsoleLine(use_colour())
     structlog.configure(
         processors=[
+            _drop_below_floor,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -120,18 +203,24 @@ class _Through:
 
 
 @contextmanager
-def redirected(write: Callable[[str], object]) -> Iterator[None]:
-    """Send log lines through ``write`` while a progress bar owns the terminal."""
+def redirected(write: Callable[[str], object], min_level: str = "warning") -> Iterator[None]:
+    """Send log lines through ``write`` while a progress bar owns the terminal.
+
+    Lines below ``min_level`` are dropped meanwhile: the bar already counts the
+    calls, so only what needs a look (warnings, errors) is printed above it.
+    """
     stream = _stream
     if stream is None:
         yield
         return
-    original = stream.stream
+    original, floor = stream.stream, _floor[0]
     stream.stream = cast(TextIO, _Through(write))
+    _floor[0] = max(floor, logging.getLevelNamesMapping()[min_level.upper()])
     try:
         yield
     finally:
         stream.stream = original
+        _floor[0] = floor
 
 
 def _new_stream() -> TextIO:

@@ -319,6 +319,10 @@ class SyncRun(Base):
     errors: Mapped[int] = mapped_column(
         Integer, server_default="0", comment="Items that ended error (gave up, or an unexpected error).",
     )
+    fetched: Mapped[int] = mapped_column(
+        Integer, server_default="0",
+        comment="Items the API answered (200, 400 or 404); 0 with items processed means nothing could be fetched.",
+    )
     exit_code: Mapped[int | None] = mapped_column(
         Integer, comment="Process exit code (0 ok, 1 item errors, 3 API refused the key); NULL while running.",
     )

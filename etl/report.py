@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from etl.health import FetchHistory
 from etl.states import ENDED_BADLY, QUEUE_STATES, TERMINAL_STATES
 from etl.tables import queue_t, runs_t
 
@@ -60,12 +61,32 @@ def last_successful_run(conn: Connection) -> dict[str, Any] | None:
     return dict(row._mapping) if row else None
 
 
+def fetch_history(conn: Connection) -> FetchHistory:
+    """When the API last answered, and the runs with work that got no answer since."""
+    r = runs_t.c
+    good = conn.execute(
+        sa.select(r.id, sa.func.coalesce(r.finished_at, r.started_at))
+        .where(r.fetched + r.completed + r.failed > 0).order_by(r.id.desc()).limit(1)
+    ).first()
+    # The rule of etl.health.nothing_fetched, in SQL.
+    failed = conn.execute(
+        sa.select(sa.func.count(), sa.func.min(r.started_at))
+        .where(r.id > (good[0] if good else 0), r.fetched + r.completed + r.failed == 0,
+               r.rescheduled + r.errors > 0)
+    ).one()
+    return FetchHistory(good[1] if good else None, failed[1], int(failed[0]))
+
+
 def top_errors(conn: Connection, limit: int = 5) -> list[dict[str, Any]]:
-    """Most frequent ``last_error`` texts among items that ended badly."""
+    """Most frequent ``last_error`` texts among items that ended badly or are being retried.
+
+    A pending item has a ``last_error`` only while transient failures
+    (connection errors, timeouts, 5xx, 429) reschedule it: an outage shows here.
+    """
     q = queue_t.c
     rows = conn.execute(
         sa.select(q.state, q.last_error, sa.func.count().label("count"))
-        .where(q.state.in_(ENDED_BADLY), q.last_error.is_not(None))
+        .where(q.state.in_(("pending", *ENDED_BADLY)), q.last_error.is_not(None))
         .group_by(q.state, q.last_error)
         .order_by(sa.desc("count"))
         .limit(limit)

@@ -49,7 +49,8 @@ from etl.clock import utcnow
 from etl.config import Settings
 from etl.db import describe_db_error
 from etl.errors import AuthError, DatabaseError
-from etl.logs import batched, get_logger
+from etl.health import NOTHING_FETCHED, is_answer, nothing_fetched
+from etl.logs import batched, call_log_level, get_logger
 from etl.normalize import normalize
 from etl.policy import ClaimedItem, decide, unexpected
 from etl.store import Entry
@@ -77,6 +78,7 @@ class RunStats:
     rescheduled: int = 0
     failed: int = 0
     errors: int = 0
+    fetched: int = 0  # items the API answered (etl.health.is_answer); 0 of many = an outage
     released: int = 0
     lost_leases: int = 0
     stop_reason: str | None = None
@@ -91,7 +93,7 @@ class RunStats:
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id, "claimed": self.claimed, "completed": self.completed,
-            "rescheduled": self.rescheduled, "failed": self.failed, "errors": self.errors,
+            "rescheduled": self.rescheduled, "failed": self.failed, "errors": self.errors, "fetched": self.fetched,
             "released": self.released, "exit_code": self.exit_code, "stop_reason": self.stop_reason,
             "duration_s": round(time.monotonic() - self.started, 3),
         }
@@ -255,6 +257,8 @@ class Syncer:
             with contextlib.suppress(DatabaseError):
                 await self._in_db(self._tx, store.finish_run, stats.run_id, utcnow(),
                                   stats.exit_code, stats.stop_reason)
+        if nothing_fetched(stats.as_dict()):
+            self.log.warning(NOTHING_FETCHED, processed=stats.processed, base_url=self.settings.base_url)
         self.log.info("run finished", **stats.as_dict(), lost_leases=stats.lost_leases)
 
     def _join_workers(self) -> None:
@@ -430,7 +434,7 @@ class Syncer:
                 stats.lost_leases += 1
                 self.log.warning("lease lost; result discarded", call_id=u.call_id)
                 continue
-            self.log.info(
+            getattr(self.log, call_log_level(r.kind if r else None, u.state))(
                 "call", call_id=u.call_id, outcome=u.state, http_status=r.http_status if r else None,
                 api_status=u.last_api_status, attempt=u.attempts, tries=r.tries if r else 0,
                 latency_ms=r.latency_ms if r else None,
@@ -490,6 +494,7 @@ def _count_outcomes(entries: list[Entry]) -> dict[str, int]:
     counts = dict.fromkeys(_COUNTER_OF.values(), 0)
     for entry in entries:
         counts[_COUNTER_OF[entry.update.outcome]] += 1
+    counts["fetched"] = sum(1 for entry in entries if is_answer(entry.result))
     return counts
 
 

@@ -317,7 +317,8 @@ def test_database_unavailable_at_start_is_explained_without_the_password(case):
                     f"'{server.username}'@'{server.host}' (using password: YES)\")")
     if case == "sqlite":
         # SQLite has no password; the path is shown as given, and the cause is plain.
-        expected = f"Error: database {url} is unavailable: unable to open database file"
+        expected = ("Error: cannot create the SQLite database /nonexistent-etl-dir/etl.db: "
+                    "the directory /nonexistent-etl-dir does not exist")
     for args in (["sync", "--log-level", "debug"], ["status"], ["enqueue", "AC1"]):
         result = run_etl(args, etl_env(url, "http://127.0.0.1:9", API_KEY))
         assert (result.returncode, result.stdout) == (2, ""), result.stderr

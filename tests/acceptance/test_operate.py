@@ -464,9 +464,9 @@ def test_backfill_dry_run_counts_and_changes_nothing(db_url, engine, tmp_path):
     before = queue(engine)
 
     r = etl(db_url, "backfill", "--dry-run", "--status", "failed,error", "--file", ids)
-    assert (r.exit_code, plain(r.stderr)) == (0, [])
+    assert (r.exit_code, plain(r.stderr)) == (0, [f"{ids}:2: does not start with AC: 'not-an-id' (skipped)"])
     assert r.stdout == (
-        f"Would enqueue up to 2 ids from {ids}.\n"
+        f"Would enqueue up to 2 ids from {ids} (1 invalid skipped).\n"
         "Would re-queue 1 error items.\n"
         "Would re-queue 2 failed items.\n"
         "Would re-queue 3 items in all; 1 items are due now.\n"
@@ -676,9 +676,10 @@ def _subprocess_env(tmp_path: Path) -> dict[str, str]:
 # --- etl status -------------------------------------------------------------------
 
 STATUS_KEYS = {"database", "now", "queue", "total", "due_now", "oldest_due_at", "oldest_due_age_s",
-               "last_runs", "last_successful_run_finished_at", "top_errors", "healthy", "problems"}
+               "last_runs", "last_successful_run_finished_at", "top_errors", "healthy", "problems",
+               "last_fetch_ok_at", "runs_without_fetch", "fetch"}
 RUN_KEYS = {"id", "started_at", "finished_at", "command", "claimed", "completed", "rescheduled",
-            "failed", "errors", "exit_code", "stop_reason"}
+            "failed", "errors", "fetched", "exit_code", "stop_reason"}
 
 
 def test_status_json_reports_counts_due_runs_and_errors(db_url, engine):
@@ -713,7 +714,7 @@ def test_status_json_reports_counts_due_runs_and_errors(db_url, engine):
     assert data["last_runs"][0] == {
         "id": recent, "command": "sync", "started_at": f"{(base - timedelta(seconds=90)).isoformat()}Z",
         "finished_at": f"{(base - timedelta(seconds=60)).isoformat()}Z", "claimed": 4, "completed": 3,
-        "rescheduled": 1, "failed": 0, "errors": 0, "exit_code": 0, "stop_reason": None}
+        "rescheduled": 1, "failed": 0, "errors": 0, "fetched": 0, "exit_code": 0, "stop_reason": None}
     assert data["last_runs"][1]["id"] == old
     assert data["last_successful_run_finished_at"] == f"{(base - timedelta(seconds=60)).isoformat()}Z"
     assert data["top_errors"] == [

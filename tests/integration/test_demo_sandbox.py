@@ -1,0 +1,79 @@
+"""Issue 13 part 2, re-tried as written: `etl demo` is a sandbox.
+
+With ETL_DATABASE_URL exported (as the README's "Use" section does), the demo
+must not write a single row there; with an explicit --database-url it may,
+but it never leaves an id a real sync would send.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import structlog
+from click.testing import CliRunner, Result
+
+from etl import db, store
+from etl.cli import cli
+from etl.demo import SAMPLES
+from etl.tables import queue_t, runs_t, summaries_t
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def etl(*args: str, **env: str | None) -> Result:
+    base: dict[str, str | None] = {"OPENPHONE_API_KEY": None, "ETL_DATABASE_URL": None,
+                                   "OPENPHONE_BASE_URL": None, "ETL_LOG_FORMAT": None}
+    base.update(env)
+    return CliRunner(env=base).invoke(cli, list(args), catch_exceptions=False, prog_name="etl")
+
+
+def table_counts(url: str) -> tuple[int, int, int]:
+    engine = db.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return tuple(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()  # type: ignore[return-value]
+                         for t in (queue_t, summaries_t, runs_t))
+    finally:
+        engine.dispose()
+
+
+def test_demo_ignores_etl_database_url(db_url, engine, tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # and writes nothing into the current directory either
+    with engine.begin() as conn:
+        store.enqueue_ids(conn, ["ACreal1"])
+    before = table_counts(db_url)
+
+    result = etl("demo", ETL_DATABASE_URL=db_url)
+    assert result.exit_code == 0, result.output
+    assert table_counts(db_url) == before == (1, 0, 0)
+    assert list(cwd.iterdir()) == []
+    match = re.search(r"— into sqlite:///(\S+demo\.db) \(a throwaway demo database\)\.$", result.stdout, re.M)
+    assert match, result.stdout
+    sandbox = Path(match[1])
+    assert sandbox.is_file() and sandbox.parent.name.startswith("etl-demo-")
+    # The sandbox holds the demo, minus the ids that ended pending.
+    assert table_counts(f"sqlite:///{sandbox}") == (6, 4, 1)
+    assert f"Next: `etl status --database-url sqlite:///{sandbox}`" in result.stdout
+
+
+def test_demo_into_an_explicit_database_leaves_nothing_a_real_sync_would_send(db_url, engine):
+    result = etl("demo", "--database-url", db_url)
+    assert result.exit_code == 0, result.output
+    assert "Removed the 2 rescheduled demo ids (ACdemo04progress, ACdemo05absent) from the queue, " \
+           "so no real sync sends them." in result.stdout.splitlines()
+    with engine.connect() as conn:
+        demo_rows = dict(conn.execute(sa.select(queue_t.c.call_id, queue_t.c.state)
+                                      .where(queue_t.c.call_id.in_(list(SAMPLES)))).all())
+    assert "pending" not in demo_rows.values()
+    assert sorted(demo_rows) == ["ACdemo01completed", "ACdemo02unicode", "ACdemo03jobs", "ACdemo06failed",
+                                 "ACdemo07missing", "ACdemo08bad"]
