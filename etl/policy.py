@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from etl.config import Backoff
 
 if TYPE_CHECKING:
-    from etl.api import FetchResult
+    from etl.results import FetchResult
 
 Outcome = Literal["completed", "rescheduled", "failed", "error"]
 
