@@ -205,6 +205,8 @@ class Syncer:
         try:
             if db_ok:
                 self._finish(buffer)
+            else:
+                stats.exit_code = self._exit_code()
         finally:
             client.close()
         self.log.info("run finished", **stats.as_dict(), lost_leases=stats.lost_leases)
