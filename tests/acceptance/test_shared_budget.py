@@ -57,6 +57,10 @@ class Sampler:
         (t0, n0, _), (t1, n1, _) = inside[0], inside[-1]
         return (n1 - n0) / (t1 - t0)
 
+    def count_between(self, start: float, end: float) -> int:
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        return inside[-1][1] - inside[0][1]
+
     def busy_window(self) -> tuple[float, float]:
         """From the first request to the last."""
         total = self.samples[-1][1]
@@ -128,3 +132,33 @@ def test_a_crashed_process_share_returns_at_once(engine, db_url, tmp_path):
     outcomes = fake.stats()["outcomes"]
     assert isinstance(outcomes, dict)
     assert outcomes.get("429", 0) <= 2
+
+
+def test_a_429_seen_by_one_process_pauses_all(engine, db_url, tmp_path):
+    enqueue(engine, 400)  # each process claims at most 100 at a time: both have work
+    fake = FakeOpenPhone(api_key=KEY, rate=10.0, burst=10)
+    fake.set_response("ACshare00030", 429, {"message": "slow down"}, {"Retry-After": "3"})
+    refused = threading.Event()
+    with serve(fake) as url, Sampler(fake) as sampler, processes(2, db_url, url, tmp_path) as procs:
+        deadline = time.monotonic() + 60
+        while not refused.is_set() and time.monotonic() < deadline:
+            outcomes = fake.stats()["outcomes"]
+            assert isinstance(outcomes, dict)
+            if outcomes.get("429", 0):
+                refused.set()
+            time.sleep(0.01)
+        first_429 = time.monotonic()
+        time.sleep(4.5)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=60)
+    assert refused.is_set(), "the 429 id was never fetched"
+    with engine.connect() as conn:
+        claimed = conn.execute(sa.text("SELECT claimed FROM sync_runs ORDER BY id")).scalars().all()
+    assert len(claimed) == 2 and min(claimed) > 0, claimed  # both processes were sending
+    # Both hold back for the Retry-After: in 2.5 s at most the few slots each
+    # had reserved ahead go out (without a shared budget: ~25 requests).
+    sent = sampler.count_between(first_429 + 0.3, first_429 + 2.8)
+    assert sent <= 6, sent
+    assert sampler.count_between(first_429 + 3.2, first_429 + 4.4) >= 5  # and then go on
