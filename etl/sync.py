@@ -292,7 +292,9 @@ class Syncer:
         """Claim one batch; True when nothing more is to be claimed."""
         remaining = None if limit is None else limit - self.stats.claimed
         if remaining is not None and remaining <= 0:
-            self.request_stop(StopReason.LIMIT, "limit reached")
+            # Claimed all it may: the claimed items are still fetched (no stop signal).
+            if self.stats.stop is None:
+                self.stats.stop, self.stats.stop_reason = StopReason.LIMIT, "limit reached"
             return True
         n = self._claim_batch() if remaining is None else min(self._claim_batch(), remaining)
         items = self._tx(self._claim_and_count, n)

@@ -183,3 +183,14 @@ def test_a_deadlock_is_retried(engine, fake, settings):
     assert (stats.completed, stats.errors, stats.exit_code) == (10, 0, 0)
     assert {r["state"] for r in queue(engine).values()} == {"done"}
     assert summaries(engine) == set(ids)
+
+
+def test_limit_fetches_every_item_it_claimed(engine, fake, settings):
+    ids = [f"AClimit{i:02d}" for i in range(20)]
+    enqueue(engine, ids)
+    slow = Hook(fake, lambda _call_id: time.sleep(0.05))  # items wait in the backlog meanwhile
+    stats = Syncer(engine, settings.replace(concurrency=2), transport=slow).run(RunOptions(limit=7))
+    assert (stats.claimed, stats.completed, stats.released, stats.exit_code, stats.stop_reason) == (
+        7, 7, 0, 0, "limit reached")
+    states = [r["state"] for r in queue(engine).values()]
+    assert (states.count("done"), states.count("pending")) == (7, 13)
