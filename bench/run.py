@@ -58,11 +58,12 @@ class Sizes:
     w2_ids: int = 10_000
     big_queue: int = 1_000_000
     w4_small_queue: int = 20_000
+    w6_ids: int = 200
     w4_limit: int = 20_000
 
 
 FULL = Sizes()
-QUICK = Sizes(w1_ids=60, w2_ids=1_000, big_queue=50_000, w4_small_queue=2_000, w4_limit=2_000)
+QUICK = Sizes(w1_ids=60, w2_ids=1_000, big_queue=50_000, w4_small_queue=2_000, w4_limit=2_000, w6_ids=60)
 
 # The issue's targets.
 W1_MIN_RATE = 9.7
@@ -73,6 +74,9 @@ W3_MAX_WALL_S = 20.0
 W3_FLAT_RSS_MIB = 20.0  # "flat": the 1M enqueue may grow by at most this over a small one
 W4_MAX_RSS_MIB = 120.0
 W5_MAX_WALL_S = 1.0
+W6_MIN_RATE = 9.5
+W6_MAX_429_SHARE = 0.01
+W6_PROCESSES = (1, 2, 4)
 
 
 # --- processes ---------------------------------------------------------------------
@@ -639,6 +643,157 @@ class Bench:
         self.add(Row("4", backend, "; ".join(parts), target, rss_ok and claim_ok, data))
 
 
+class _ApiSampler:
+    """Counts at the fake API (served in this process), sampled every 50 ms."""
+
+    def __init__(self, fake: Any) -> None:
+        self.fake = fake
+        self.samples: list[tuple[float, int, int]] = []  # (time, 200s, all requests)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            stats: dict[str, Any] = self.fake.stats()
+            self.samples.append((time.monotonic(), int(stats["outcomes"].get("200", 0)), int(stats["total_requests"])))
+
+    def __enter__(self) -> _ApiSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summaries_per_s(self) -> float:
+        """200 answers per second from the first request to the last."""
+        total = self.samples[-1][2]
+        first = next((i for i, s in enumerate(self.samples) if s[2] > 0), None)
+        last = next((i for i, s in enumerate(self.samples) if s[2] >= total), None)
+        if first is None or last is None or last <= first:
+            return 0.0
+        # The sample before the first request bounds the window's start.
+        t0, ok0, _ = self.samples[max(0, first - 1)]
+        t1, ok1, _ = self.samples[last]
+        return (ok1 - ok0) / (t1 - t0)
+
+
+class SharedKey:
+    """Workload 6: 1, 2 and 4 concurrent `etl sync` processes on one key limited to 10 req/s."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+
+    def run(self, backend: str) -> None:
+        from etl.simulator import FakeOpenPhone, serve
+
+        bench = self.bench
+        n = bench.sizes.w6_ids
+        target = f">= {W6_MIN_RATE}/s together at the API, <= {W6_MAX_429_SHARE:.0%} of requests 429"
+        for procs in W6_PROCESSES:
+            url, _ = bench.fresh_db(backend, n, seed=6)
+            fake = FakeOpenPhone(api_key=API_KEY, rate=10, burst=10, latency_ms=50)
+            with serve(fake) as api, _ApiSampler(fake) as sampler:
+                results = _concurrent_syncs(bench, url, api, procs)
+            bad = next(("no result" if r is None else r.failure() for r in results
+                        if r is None or r.failure()), None)
+            if bad:
+                self.bench.failed(f"6/{procs}p", backend, target, bad)
+                bench.dbs.drop(url)
+                continue
+            stats: dict[str, Any] = fake.stats()
+            done = bench.queue_counts(url).get("done", 0)
+            total, n429 = int(stats["total_requests"]), int(stats["outcomes"].get("429", 0))
+            share = n429 / total if total else 0.0
+            rate = sampler.summaries_per_s()
+            cpu = sum(r.cpu_s for r in results if r is not None)
+            bench.add(Row(f"6/{procs}p", backend,
+                          f"{procs} process{'es' if procs > 1 else ''}: {done}/{n} done; {rate:.2f} summaries/s "
+                          f"together at the API; 429: {n429} of {total} requests ({share:.1%}); "
+                          f"CPU {cpu:.1f} s in all",
+                          target, done == n and rate >= W6_MIN_RATE and share <= W6_MAX_429_SHARE,
+                          {"processes": procs, "ids": n, "completed": done, "summaries_per_s": rate,
+                           "requests": total, "http_429": n429, "share_429": share, "cpu_s": cpu}))
+            bench.dbs.drop(url)
+
+
+def _concurrent_syncs(bench: Bench, url: str, api: str, procs: int) -> list[ProcResult | None]:
+    """``procs`` `etl sync` processes started together (the spawner helper runs one at a
+    time, so these are children of the benchmark: their CPU is right, their RSS not reported)."""
+    started = []
+    for i in range(procs):
+        bench._n += 1
+        log_path = bench.workdir / f"{bench._n:03d}-sync-{i}.log"
+        out_path = bench.workdir / f"{bench._n:03d}-sync-{i}.out"
+        args = ["sync", "--log-format", "json"]
+        with open(log_path, "wb") as err, open(out_path, "wb") as out:
+            proc = subprocess.Popen([ETL, *args], env=bench.env(url, api), stdout=out, stderr=err,
+                                    stdin=subprocess.DEVNULL, cwd=bench.workdir)
+        started.append((proc, args, log_path, out_path, time.perf_counter()))
+    results: list[ProcResult | None] = []
+    for proc, args, log_path, out_path, t0 in started:
+        rc, usage, timed_out = _wait_with_rusage(proc, bench.timeout)
+        results.append(ProcResult(args=[ETL, *args], rc=rc, wall_s=time.perf_counter() - t0,
+                                  user_s=usage.ru_utime, sys_s=usage.ru_stime, maxrss_mib=0.0,
+                                  stdout=out_path.read_text(errors="replace"), log_path=str(log_path),
+                                  timed_out=timed_out))
+    return results
+
+
+def slow_rate(bench: Bench, backend: str) -> None:
+    """Workload 6s: `--rate 0.5` with 10 due ids takes about 18 s (measured at the API)."""
+    from etl.simulator import FakeOpenPhone, serve
+
+    target = "9 gaps of 2 s: 18 s +- 1 s from first to last request"
+    url, _ = bench.fresh_db(backend, 10, seed=7)
+    fake = FakeOpenPhone(api_key=API_KEY)
+    with serve(fake) as api, _ApiSampler(fake) as sampler:
+        res = bench.etl(url, ["sync", "--rate", "0.5"], base_url=api)
+    if res.failure():
+        bench.failed("6s", backend, target, res.failure() or "")
+        return
+    times = [t for t, _, total in sampler.samples if total > 0]
+    first = times[0]
+    last = next(t for t, _, total in sampler.samples if total >= 10)
+    span = last - first
+    done = bench.queue_counts(url).get("done", 0)
+    bench.add(Row("6s", backend, f"--rate 0.5, 10 ids: {done}/10 done; {span:.1f} s from first to last request "
+                  f"(sampled every 50 ms), {res.wall_s:.1f} s end to end",
+                  target, done == 10 and abs(span - 18) <= 1, {"span_s": span, "wall_s": res.wall_s}))
+    bench.dbs.drop(url)
+
+
+def engines_side_by_side(bench: Bench, backend: str, old_etl: str) -> None:
+    """Workload 7: workload 2 (unthrottled) with this engine and the previous one, back to back."""
+    global ETL
+    target = "new engine: throughput and CPU/summary no worse than the previous one (same run)"
+    figures: dict[str, tuple[float, float]] = {}
+    for label, exe in (("previous", old_etl), ("new", ETL), ("previous again", old_etl), ("new again", ETL)):
+        saved, ETL = ETL, exe
+        try:
+            n = bench.sizes.w2_ids
+            url, _ = bench.fresh_db(backend, n, seed=2)
+            with Simulator(bench.workdir, rate=0, burst=10, latency_ms=0, name=f"sim-w7-{backend}") as sim:
+                res = bench.etl(url, ["sync", "--rate", "0"], base_url=sim.url)
+            done = bench.queue_counts(url).get("done", 0)  # by the same etl: its schema
+        finally:
+            ETL = saved
+        bench.dbs.drop(url)
+        if res.failure():
+            bench.failed("7", backend, target, f"{label}: {res.failure()}")
+            return
+        figures[label] = (done / res.wall_s, res.cpu_s / max(1, done) * 1000)
+    old = [figures["previous"], figures["previous again"]]
+    new = [figures["new"], figures["new again"]]
+    old_rate, old_cpu = max(r for r, _ in old), min(c for _, c in old)
+    new_rate, new_cpu = max(r for r, _ in new), min(c for _, c in new)
+    bench.add(Row("7", backend,
+                  f"best of 2 each: new {new_rate:.0f}/s, {new_cpu:.3f} ms CPU/summary; previous (8a63ddc) "
+                  f"{old_rate:.0f}/s, {old_cpu:.3f} ms CPU/summary",
+                  target, new_rate >= 0.95 * old_rate and new_cpu <= 1.05 * old_cpu,
+                  {"new": new, "previous": old}))
+
+
 def _ms(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds * 1000:.0f} ms"
 
@@ -831,7 +986,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--db", default="sqlite,postgresql,mysql",
                    help="comma-separated: sqlite, postgresql, mysql (default: all three)")
-    p.add_argument("--only", default="1,2,3,4,5", help="comma-separated workload numbers (default: all)")
+    p.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated workload numbers (default: 1-6; "
+                   "7 needs --old-etl)")
+    p.add_argument("--old-etl", default=None, metavar="PATH",
+                   help="workload 7: the etl executable of the previous engine (e.g. a venv of commit 8a63ddc)")
     p.add_argument("--quick", action="store_true", help="scaled-down sizes for a fast sanity run")
     p.add_argument("--repeat", type=int, default=1, help="run every selected workload this many times")
     p.add_argument("--json", type=Path, default=None, help="also write machine info and every figure here")
@@ -859,8 +1017,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if bad:
         p.error(f"unknown database {bad[0]!r}; choose from {', '.join(BACKENDS)}")
     args.only = {w.strip() for w in args.only.split(",") if w.strip()}
-    if not args.only <= {"1", "2", "3", "4", "5"}:
-        p.error("--only takes workload numbers 1 to 5")
+    if not args.only <= {"1", "2", "3", "4", "5", "6", "7"}:
+        p.error("--only takes workload numbers 1 to 7")
+    if "7" in args.only and not args.old_etl:
+        p.error("workload 7 needs --old-etl PATH")
     return args
 
 
@@ -885,6 +1045,11 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(("2", bench.w2))
     if args.only & {"3", "4", "5"}:
         steps.append(("3-5", lambda backend: bench.big(backend, args.only)))
+    if "6" in args.only:
+        steps.append(("6", SharedKey(bench).run))
+        steps.append(("6s", lambda backend: slow_rate(bench, backend)))
+    if "7" in args.only:
+        steps.append(("7", lambda backend: engines_side_by_side(bench, backend, args.old_etl)))
     try:
         for rep in range(args.repeat):
             bench.rep = rep + 1

@@ -1,104 +1,56 @@
 """The OpenPhone API client: ``fetch_summary(call_id) -> FetchResult``.
 
-HTTP lives here and only here.  One :class:`httpx.AsyncClient` per run holds
-the connection pool; the transport is injectable, so tests and ``etl demo``
-hand in a simulated API and everything above this module is the real code.
+HTTP lives here and only here.  One :class:`OpenPhoneClient` per run holds the
+connection pool (an httpx transport, called from the sync engine's fetch
+threads); the transport is injectable, so tests and ``etl demo`` hand in a
+simulated API and everything above this module is the real code.
 
-Per-id outcomes are values, not exceptions: a :class:`FetchResult` says which
-row of docs/contract.md's queue table applies.  The one exception that escapes is
-:class:`etl.errors.AuthError` (401/403), because it ends the whole run.
+Per-id outcomes are values, not exceptions: a :class:`etl.results.FetchResult`
+says which row of docs/contract.md's queue table applies.  The one exception that escapes is
+:class:`etl.errors.AuthError` (401/403), because it ends the whole run, and
+:class:`etl.ratelimit.NotSent` when not even the first request could be sent.
 
+Every request first takes a slot of the key's :class:`etl.ratelimit.RateBudget`.
 Transient failures (429, 5xx, timeouts, dropped connections, bodies that are
-not JSON or break the schema) are retried inside the run by tenacity with
-exponential backoff and full jitter, honouring ``Retry-After``.
+not JSON or break the schema) come back as ``transient`` results and are
+retried inside the run by tenacity with exponential backoff and full jitter,
+honouring ``Retry-After``, within the item's time.
 """
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
-import functools
 import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 import httpx
 from pydantic import ValidationError
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_result,
     stop_after_attempt,
+    stop_before_delay,
+    stop_when_event_set,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 
 from etl import __version__
 from etl.config import Settings
 from etl.errors import AuthError
 from etl.ids import is_valid_call_id
-from etl.ratelimit import Abandoned, AdaptiveLimiter
+from etl.ratelimit import LocalBudget, NotSent, RateBudget
+from etl.results import FetchResult, Kind
 from etl.schema import SummaryData, SummaryEnvelope
+
+__all__ = ["USER_AGENT", "FetchResult", "NotSent", "OpenPhoneClient", "parse_retry_after"]
 
 USER_AGENT = f"openphone-summary-sync/{__version__} (+httpx/{httpx.__version__})"
 _MAX_ERROR_TEXT = 300
-
-Kind = Literal["summary", "not_found", "invalid", "transient", "rejected"]
-
-
-@dataclass(frozen=True, slots=True)
-class FetchResult:
-    """What the API answered for one id, after in-run retries.
-
-    kind: ``summary`` (a valid 200; see ``summary.status``), ``not_found``
-    (404), ``invalid`` (400), ``transient`` (retries exhausted; reschedule),
-    ``rejected`` (a permanent problem with this id's answer, e.g. too large).
-    """
-
-    call_id: str
-    kind: Kind
-    http_status: int | None
-    tries: int
-    latency_ms: float
-    summary: SummaryData | None = None
-    raw_json: str | None = None
-    content_hash: str | None = None
-    error: str | None = None
-    retry_after: float | None = None
-
-    @property
-    def api_status(self) -> str:
-        """Short text for ``summary_queue.last_api_status``."""
-        if self.summary is not None:
-            return self.summary.status
-        if self.http_status is not None:
-            return f"http {self.http_status}"
-        return "no response"
-
-
-class NotSent(Exception):
-    """The first request for an id was never sent (run stopping, or no rate slot in time)."""
-
-
-class TransientError(Exception):
-    """One try failed in a way worth retrying."""
-
-    def __init__(self, message: str, http_status: int | None = None,
-                 retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.http_status = http_status
-        self.retry_after = retry_after
-
-
-class _Final(Exception):
-    def __init__(self, result: FetchResult) -> None:
-        self.result = result
-
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header, or None to use our own backoff.
@@ -146,24 +98,21 @@ def _error_text(response: httpx.Response, body: bytes, secret: str | None = None
 
 
 class OpenPhoneClient:
-    """Fetches call summaries: :meth:`fetch_summary_sync` from worker threads,
-    or ``await`` :meth:`fetch_summary` from an event loop.
+    """Fetches call summaries from any number of threads at once.
 
-    Requests go through httpx's synchronous transport, called from threads:
-    measured on this project's workload, that costs about half the CPU per
-    request of httpx's async path, whose pool and anyio layers dominate at
-    these speeds.  The rate limiter lives on an event loop (``loop``); threads
-    reach it only when a throttle or a 429 pause is in force.
+    Requests go through httpx's synchronous transport: measured on this
+    project's workload, that costs about half the CPU per request of httpx's
+    async path, whose pool and anyio layers dominate at these speeds.
     """
 
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None,
-                 limiter: AdaptiveLimiter | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 budget: RateBudget | None = None, stop: threading.Event | None = None) -> None:
+        """``stop`` is the run's stop signal: once set, no new request (first or retry) is sent."""
         if not settings.api_key:
             raise ValueError("an API key is required")
         self.settings = settings
-        self.limiter = limiter or AdaptiveLimiter(settings.rate)
-        self.loop = loop
+        self.budget: RateBudget = budget if budget is not None else LocalBudget(settings.rate)
+        self.stop = stop or threading.Event()
         limits = httpx.Limits(
             max_connections=settings.concurrency,
             max_keepalive_connections=settings.concurrency,
@@ -187,150 +136,101 @@ class OpenPhoneClient:
             "Accept-Encoding": "gzip, deflate",
         })
         self._extensions = {"timeout": timeout.as_dict()}
-        self._io: ThreadPoolExecutor | None = None
+        self._backoff = wait_random_exponential(multiplier=settings.retry_initial, max=settings.retry_max)
+        # One Retrying serves every call from every thread (tenacity keeps a
+        # call's state thread-local); building one per call cost ~4 % of the CPU
+        # per summary.  The per-call time limit is read from the call's kwargs.
+        self._retrying = Retrying(
+            stop=stop_after_attempt(settings.retry_attempts) | _stop_before_max_wait | stop_when_event_set(self.stop),
+            wait=self._wait,
+            retry=retry_if_result(lambda r: r.kind == "transient"),
+            # Out of tries or time: the last answer (a transient result) stands.
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+            sleep=self._sleep,
+        )
 
-    async def __aenter__(self) -> OpenPhoneClient:
+    def __enter__(self) -> OpenPhoneClient:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        if self._io is not None:
-            self._io.shutdown(wait=False, cancel_futures=True)
         self._transport.close()
 
-    async def fetch_summary(self, call_id: str, *, max_wait: float | None = None) -> FetchResult:
-        """:meth:`fetch_summary_sync` on a thread, for callers on an event loop."""
-        loop = asyncio.get_running_loop()
-        self.loop = self.loop or loop
-        if self._io is None:
-            self._io = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="etl-http")
-        return await loop.run_in_executor(
-            self._io, functools.partial(self.fetch_summary_sync, call_id, max_wait=max_wait))
-
-    def fetch_summary_sync(self, call_id: str, *, max_wait: float | None = None,
-                           stop: threading.Event | None = None) -> FetchResult:
+    def fetch_summary(self, call_id: str, *, max_wait: float | None = None) -> FetchResult:
         """Fetch one summary, retrying transient failures within ``max_wait`` seconds.
 
         Raises :class:`AuthError` on 401/403, and :class:`NotSent` when the
-        first request could not even be sent (``stop`` is set, or no rate slot
-        came in time); every other answer is a result.
+        first request could not even be sent (the run is stopping, or no rate
+        slot came in time); every other answer is a result.  A retry that
+        cannot be sent (stopping, out of time) leaves the last answer standing.
         """
         if not is_valid_call_id(call_id):
             # Never build a URL from an unvalidated id (path injection).
             return FetchResult(call_id, "invalid", None, 0, 0.0, error="malformed call id")
         started = time.perf_counter()
-        budget_end = None if max_wait is None else time.monotonic() + max_wait
+        give_up_at = None if max_wait is None else time.monotonic() + max_wait
+        sent: list[FetchResult] = []
         try:
-            # Most requests succeed at once; tenacity only takes over for retries.
-            return self._try(call_id, started, 1, budget_end)
-        except Abandoned as exc:
-            raise NotSent(str(exc)) from None
-        except TransientError as exc:
-            last_error = exc
-        except _Final as final:
-            return final.result
-        stop_event = stop or threading.Event()
-
-        def sleep(seconds: float) -> None:
-            if stop_event.wait(seconds):
-                raise Abandoned("the run is stopping")
-
-        retrying = Retrying(
-            stop=stop_after_attempt(self.settings.retry_attempts),
-            wait=self._make_wait(budget_end),
-            retry=retry_if_exception_type(TransientError),
-            reraise=True,
-            sleep=sleep,
-        )
-        tries = 1
-        try:
-            for attempt in retrying:
-                with attempt:
-                    if attempt.retry_state.attempt_number == 1:
-                        # Replay the first try's failure so tenacity schedules the retry.
-                        raise last_error
-                    number = attempt.retry_state.attempt_number
-                    try:
-                        return self._try(call_id, started, number, budget_end)
-                    except TransientError as exc:
-                        last_error, tries = exc, number
-                        raise
-        except (Abandoned, _GiveUp, TransientError):
-            pass  # out of tries, of time, or stopping: the last sent try's error stands
-        except _Final as final:
-            return final.result
-        return FetchResult(
-            call_id, "transient", last_error.http_status, tries, _ms(started),
-            error=str(last_error)[:_MAX_ERROR_TEXT], retry_after=last_error.retry_after,
-        )
-
-    def _make_wait(self, budget_end: float | None) -> Callable[[RetryCallState], float]:
-        backoff = wait_random_exponential(
-            multiplier=self.settings.retry_initial, max=self.settings.retry_max
-        )
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            delay = backoff(state)
-            retry_after = getattr(exc, "retry_after", None)
-            if retry_after:
-                delay = max(delay, retry_after)
-            if budget_end is not None and time.monotonic() + delay > budget_end:
-                # Waiting would outlive this item's lease: give up for this run
-                # and let the queue reschedule it.
-                raise _GiveUp
-            return float(delay)
-
-        return wait
-
-    def _try(self, call_id: str, started: float, tries: int, budget_end: float | None) -> FetchResult:
-        """One request: wait for a rate slot (if any throttle applies), send, classify."""
-        limiter, loop = self.limiter, self.loop
-        if limiter.engaged():
-            if loop is None or loop.is_closed():
-                raise Abandoned("no event loop for the rate limiter")
-            asyncio.run_coroutine_threadsafe(limiter.acquire(until=budget_end), loop).result()
-        try:
-            result = self._fetch_sync(call_id, started, tries)
-        except TransientError as exc:
-            if exc.http_status == 429 and loop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(limiter.penalize, exc.retry_after)
-            raise
-        if result.http_status == 200 and limiter.recovering() and loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(limiter.succeeded)
+            result: FetchResult = self._retrying(self._attempt, call_id, started, give_up_at, sent,
+                                                 max_wait=max_wait)
+        except NotSent:
+            if not sent:
+                raise
+            result = sent[-1]
         return result
 
-    def _fetch_sync(self, call_id: str, started: float, tries: int) -> FetchResult:
-        """One request, on an I/O thread.  Returns a result or raises what ends this try."""
+    def _attempt(self, call_id: str, started: float, give_up_at: float | None, sent: list[FetchResult],
+                 *, max_wait: float | None) -> FetchResult:
+        """One try: a rate slot, then the request."""
+        left = None if give_up_at is None else max(0.0, give_up_at - time.monotonic())
+        self.budget.acquire(max_wait=left, stop=self.stop)
+        result = self._request(call_id, started, len(sent) + 1)
+        sent.append(result)
+        if result.http_status == 429:
+            self.budget.penalize(result.retry_after)
+        return result
+
+    def _sleep(self, seconds: float) -> None:
+        """tenacity's sleep between tries, cut short by a stop (the next try then is not sent)."""
+        self.stop.wait(seconds)
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Exponential backoff with full jitter, but never sooner than ``Retry-After``."""
+        delay = self._backoff(state)
+        result = state.outcome.result() if state.outcome and not state.outcome.failed else None
+        if result is not None and result.retry_after:
+            delay = max(delay, result.retry_after)
+        return float(delay)
+
+    def _request(self, call_id: str, started: float, tries: int) -> FetchResult:
+        """One request: send, classify.  Raises only :class:`AuthError`."""
+        def transient(message: str, status: int | None = None, retry_after: float | None = None) -> FetchResult:
+            return FetchResult(call_id, "transient", status, tries, _ms(started),
+                               error=message[:_MAX_ERROR_TEXT], retry_after=retry_after)
+
         request = httpx.Request("GET", self._url_prefix + call_id, headers=self._headers,
                                 extensions=self._extensions)
         try:
             response = self._transport.handle_request(request)
         except httpx.TimeoutException as exc:
-            raise TransientError(f"timeout ({type(exc).__name__})") from None
+            return transient(f"timeout ({type(exc).__name__})")
         except httpx.TransportError as exc:
-            raise TransientError(f"connection error ({type(exc).__name__}: {exc})") from None
+            return transient(f"connection error ({type(exc).__name__}: {exc})")
         try:
             body = self._read_body(response)
         except httpx.TimeoutException as exc:
-            raise TransientError(f"timeout reading body ({type(exc).__name__})", response.status_code) from None
+            return transient(f"timeout reading body ({type(exc).__name__})", response.status_code)
         except httpx.TransportError as exc:
-            message = f"connection error reading body ({type(exc).__name__})"
-            raise TransientError(message, response.status_code) from None
+            return transient(f"connection error reading body ({type(exc).__name__})", response.status_code)
         finally:
             response.close()
         status = response.status_code
         response.request = request
         if body is None:
-            raise _Final(FetchResult(
-                call_id, "rejected", status, tries, _ms(started),
-                error=f"response body larger than {self.settings.max_body_bytes} bytes",
-            ))
+            return FetchResult(call_id, "rejected", status, tries, _ms(started),
+                               error=f"response body larger than {self.settings.max_body_bytes} bytes")
         if status == 200:
             return self._parse_ok(call_id, body, started, tries)
         if status in (401, 403):
@@ -340,7 +240,7 @@ class OpenPhoneClient:
             error = _error_text(response, body, self.settings.api_key)
             return FetchResult(call_id, kind, status, tries, _ms(started), error=error)
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        raise TransientError(_error_text(response, body, self.settings.api_key), status, retry_after)
+        return transient(_error_text(response, body, self.settings.api_key), status, retry_after)
 
     def _read_body(self, response: httpx.Response) -> bytes | None:
         limit = self.settings.max_body_bytes
@@ -360,23 +260,22 @@ class OpenPhoneClient:
         return b"".join(chunks)
 
     def _parse_ok(self, call_id: str, body: bytes, started: float, tries: int) -> FetchResult:
+        def transient(message: str) -> FetchResult:
+            return FetchResult(call_id, "transient", 200, tries, _ms(started), error=message[:_MAX_ERROR_TEXT])
+
         try:
             raw = body.decode("utf-8")
             data = _validate(body)
         except UnicodeDecodeError:
-            raise TransientError("200 with a body that is not UTF-8", 200) from None
+            return transient("200 with a body that is not UTF-8")
         except ValidationError as exc:
-            raise TransientError(f"200 with a body that violates the schema: {_first_error(exc)}", 200) from None
+            return transient(f"200 with a body that violates the schema: {_first_error(exc)}")
         if data.callId != call_id:
-            raise TransientError(f"200 for another call id ({data.callId[:80]!r})", 200)
+            return transient(f"200 for another call id ({data.callId[:80]!r})")
         return FetchResult(
             call_id, "summary", 200, tries, _ms(started), summary=data, raw_json=raw,
             content_hash=hashlib.sha256(body).hexdigest(),
         )
-
-
-class _GiveUp(Exception):
-    """Raised from the wait function: stop retrying now; the last error stands."""
 
 
 def _validate(body: bytes) -> SummaryData:
@@ -407,6 +306,19 @@ def _first_error(exc: ValidationError) -> str:
     where = ".".join(str(p) for p in first.get("loc", ())) or "body"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{where}: {first.get('msg', '')}{more}"[:_MAX_ERROR_TEXT]
+
+
+class _StopBeforeMaxWait(stop_base):
+    """``stop_before_delay`` with each call's own limit (its ``max_wait`` keyword)."""
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        limit = retry_state.kwargs.get("max_wait")
+        if limit is None:
+            return False
+        return bool(stop_before_delay(limit)(retry_state))
+
+
+_stop_before_max_wait = _StopBeforeMaxWait()
 
 
 def _ms(started: float) -> float:

@@ -65,6 +65,29 @@ def handle_errors(fn: F) -> F:
 # --- shared options ---------------------------------------------------------------
 
 
+class RateType(click.ParamType):  # type: ignore[type-arg]
+    """``--rate``: 0 (unthrottled) or a rate the limiter paces exactly."""
+
+    name = "rate"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from etl.ratelimit import rate_problem
+
+        if isinstance(value, float):
+            return value
+        try:
+            rate = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number of requests per second", param, ctx)
+        problem = rate_problem(rate)
+        if problem:
+            self.fail(problem, param, ctx)
+        return rate
+
+
+RATE = RateType()
+
+
 def database_options(fn: F) -> F:
     fn = click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
                       default="info", show_default=True, help="Lowest log level shown.")(fn)
@@ -81,9 +104,9 @@ def database_options(fn: F) -> F:
 def api_options(fn: F) -> F:
     fn = click.option("--concurrency", type=click.IntRange(1, 256), default=Settings.concurrency, show_default=True,
                       help="Requests in flight at once (one connection pool).")(fn)
-    fn = click.option("--rate", type=click.FloatRange(min=0), default=Settings.rate, show_default=True,
-                      help="Requests per second for all workers together; 0 = no throttle. "
-                           "OpenPhone allows 10 per key.")(fn)
+    fn = click.option("--rate", type=RATE, default=Settings.rate, show_default=True,
+                      help="Requests per second for every etl process using this key and database "
+                           "together (0.1 to 1000); 0 = no throttle. OpenPhone allows 10 per key.")(fn)
     fn = click.option("--base-url", envvar="OPENPHONE_BASE_URL", default=DEFAULT_BASE_URL,
                       show_default=True, help="API base URL [env: OPENPHONE_BASE_URL]")(fn)
     fn = click.option("--api-key", envvar="OPENPHONE_API_KEY", default=None, show_default=False,
@@ -330,51 +353,37 @@ def _print_due(engine: Engine, limit: int | None) -> None:
 def run_sync(engine: Engine, settings: Settings, options: RunOptions, *,
              transport: httpx.BaseTransport | None = None,
              on_progress: Callable[[RunStats], None] | None = None) -> RunStats:
-    """Run one sync in a fresh event loop with signal handling."""
-    import asyncio
+    """Run one sync on this thread; SIGTERM/SIGINT stop it (when this is the main thread)."""
     import gc
+    import threading
+
+    from etl.sync import StopReason, Syncer
 
     # Everything imported so far lives for the whole run: keep it out of the
     # garbage collector's scans.
     gc.freeze()
-
-    return asyncio.run(_run_async(engine, settings, options, transport, on_progress))
-
-
-async def _run_async(engine: Engine, settings: Settings, options: RunOptions,
-                     transport: httpx.BaseTransport | None,
-                     on_progress: Callable[[RunStats], None] | None) -> RunStats:
-    import asyncio
-
-    from etl.sync import Syncer
-
     syncer = Syncer(engine, settings, transport=transport, on_progress=on_progress)
-    loop = asyncio.get_running_loop()
-    main_task = asyncio.current_task()
     interrupts = 0
 
-    def on_signal(signum: int) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
         nonlocal interrupts
         interrupts += 1
         name = signal.Signals(signum).name
         if interrupts == 1:
-            syncer.request_stop(f"interrupted by {name}")
-        elif main_task is not None:
+            syncer.request_stop(StopReason.SIGNAL, f"interrupted by {name}")
+        else:
             get_logger().warning("second signal: abandoning in-flight requests", signal=name)
             syncer.abort()
 
-    installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, on_signal, sig)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass  # not the main thread (e.g. tests running in a thread)
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
     try:
-        return await syncer.run(options)
+        return syncer.run(options)
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _exit_for(stats: RunStats) -> None:

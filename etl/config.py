@@ -43,7 +43,8 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     api_key: str | None = field(default=None, repr=False)
     base_url: str = DEFAULT_BASE_URL
-    # Client-side throttle, requests per second shared by all workers (0 = off).
+    # Requests per second for the API key, shared by every etl process using it
+    # through the database (etl.budget); 0 = unthrottled (see etl.ratelimit.rate_problem).
     rate: float = 10.0
     concurrency: int = 8
     connect_timeout: float = 5.0

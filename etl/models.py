@@ -329,3 +329,27 @@ class SyncRun(Base):
     stop_reason: Mapped[str | None] = mapped_column(
         Text, comment="Why the run stopped early (signal, max runtime, API refused the key); NULL otherwise.",
     )
+
+
+class RateBudgetRow(Base):
+    """The shared rate budget of one API key (etl.budget); times are Unix seconds."""
+
+    __tablename__ = "rate_budgets"
+    __table_args__ = ({"comment": "Request schedule shared by every etl process using one API key."},)
+
+    key_hash: Mapped[str] = mapped_column(
+        String(64), primary_key=True, comment="SHA-256 (hex) of the API key; the key itself is never stored.",
+    )
+    next_slot_at: Mapped[float] = mapped_column(
+        Double, comment="Unix time before which no further request may be scheduled.",
+    )
+    paused_until: Mapped[float] = mapped_column(
+        Double, comment="Unix time until which a 429's Retry-After pauses every process.",
+    )
+    slowed_at: Mapped[float] = mapped_column(Double, comment="Unix time of the last 429 slow-down.")
+    slowdown: Mapped[float] = mapped_column(
+        Double, comment="Fraction of the configured rate set at slowed_at; recovers over time.",
+    )
+    version: Mapped[int] = mapped_column(
+        BigInteger, comment="Incremented by every update (compare-and-set between processes).",
+    )

@@ -21,7 +21,7 @@ from etl.config import Backoff
 from etl.states import QueueState
 
 if TYPE_CHECKING:
-    from etl.api import FetchResult
+    from etl.results import FetchResult
 
 Outcome = Literal["completed", "rescheduled", "failed", "error"]
 

@@ -29,8 +29,8 @@ from etl.policy import ClaimedItem, QueueUpdate
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
 
 if TYPE_CHECKING:
-    from etl.api import FetchResult
     from etl.normalize import CallRows
+    from etl.results import FetchResult
 
 # Children first: the order deletes must run in (and the reverse for inserts).
 _CHILD_TABLES = (fields_t, jobs_t, steps_t, lines_t)

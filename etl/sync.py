@@ -1,50 +1,54 @@
 """The sync loop: claim due items, fetch them concurrently, save in batches.
 
-Three kinds of thread, each doing one thing:
+Two kinds of thread, each doing one thing:
 
-* the event loop (this module's coroutines) orchestrates: a claimer keeps a
-  small backlog of leased items, a flusher saves finished items in batches,
-  a watchdog enforces ``--max-runtime``, and signal handlers request a stop;
-* ``concurrency`` fetch threads each take an item, fetch it through the one
-  shared client and connection pool (retries included), decide its queue
-  update and normalise its rows;
-* one database thread runs every transaction, so a slow commit never stalls
-  the requests in flight and SQLAlchemy connections stay on one thread.
+* the calling thread is the run's coordinator and its only database writer:
+  it claims a small backlog of leased items, saves finished items in batches
+  (``write_batch`` per transaction), enforces ``--max-runtime`` and ends the run;
+* ``concurrency`` fetch threads each take an item, wait for a slot of the
+  key's :class:`~etl.ratelimit.RateBudget`, fetch it (retries included),
+  decide its queue update and normalise its rows, and hand the result back.
 
-Threads, not coroutines, fetch because httpx's synchronous path costs about
-half the CPU per request of its asynchronous one (bench/README.md).  A
-finished item's summary, child rows and queue update are written in one
-transaction, so an item is never ``done`` without its rows.
+One :class:`threading.Event` is the stop signal: set by a signal handler,
+``--max-runtime``, ``--limit``, a 401/403, or a fatal error.  Threads, not
+coroutines, fetch because httpx's synchronous path costs about half the CPU
+per request of its asynchronous one (bench/README.md).  A finished item's
+summary, child rows and queue update are written in one transaction, so an
+item is never ``done`` without its rows.
 
 Stopping (SIGTERM/SIGINT, ``--max-runtime``, ``--limit``, nothing due) always
 takes the same path: stop claiming, let in-flight fetches finish, save them,
-release every leased item not fetched, and finish the ``sync_runs`` row.  An
+release every leased item not fetched, and finish the ``sync_runs`` row.  A
+second SIGINT/SIGTERM (:meth:`Syncer.abort`) stops waiting for in-flight
+requests: what already finished is saved, everything else is released.  An
 :class:`~etl.errors.AuthError` stops the run at once: requests already on the
 wire land, nothing new is sent, and every unsaved item is released unchanged.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import enum
 import os
 import queue
 import random
 import socket
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
 
 from etl import store
-from etl.api import FetchResult, NotSent, OpenPhoneClient
+from etl.api import OpenPhoneClient
+from etl.budget import budget_for
 from etl.clock import utcnow
 from etl.config import Settings
 from etl.db import describe_db_error
@@ -53,7 +57,11 @@ from etl.health import NOTHING_FETCHED, is_answer, nothing_fetched
 from etl.logs import batched, call_log_level, get_logger
 from etl.normalize import normalize
 from etl.policy import ClaimedItem, decide, unexpected
+from etl.ratelimit import NotSent, RateBudget
+from etl.results import FetchResult
 from etl.store import Entry
+
+__all__ = ["RunOptions", "RunStats", "StopReason", "Syncer", "utcnow"]
 
 T = TypeVar("T")
 
@@ -61,6 +69,24 @@ T = TypeVar("T")
 _LEASE_SAFETY_S = 15.0
 _FLUSH_INTERVAL_S = 0.25
 _DEADLOCK_RETRIES = 3
+
+
+class StopReason(enum.Enum):
+    """Why a run ended before the queue ran dry; each has its exit code."""
+
+    LIMIT = "limit"
+    MAX_RUNTIME = "max_runtime"
+    SIGNAL = "signal"
+    ABORTED = "aborted"
+    AUTH_REFUSED = "auth_refused"
+    DATABASE_LOST = "database_lost"
+    UNEXPECTED = "unexpected"
+
+    @property
+    def exit_code(self) -> int:
+        if self is StopReason.AUTH_REFUSED:
+            return 3
+        return 0 if self in (StopReason.LIMIT, StopReason.MAX_RUNTIME) else 1
 
 
 @dataclass
@@ -81,7 +107,8 @@ class RunStats:
     fetched: int = 0  # items the API answered (etl.health.is_answer); 0 of many = an outage
     released: int = 0
     lost_leases: int = 0
-    stop_reason: str | None = None
+    stop: StopReason | None = None
+    stop_reason: str | None = None  # the text stored in sync_runs.stop_reason
     exit_code: int = 0
     started: float = field(default_factory=time.monotonic)
     fatal: BaseException | None = None
@@ -99,12 +126,19 @@ class RunStats:
         }
 
 
+# What a fetch thread hands back for an item: its entry, None (never sent:
+# release it unchanged), or the exception that ends the run (a 401/403).
+_Outcome = tuple[ClaimedItem, Entry | BaseException | None]
+
+
 class Syncer:
-    """Runs one sync; construct per run.  ``transport`` replaces the network (tests, demo)."""
+    """Runs one sync; construct per run.  ``transport`` replaces the network (tests, demo);
+    ``budget`` is the key's rate budget (default: :func:`etl.budget.budget_for`)."""
 
     def __init__(self, engine: Engine, settings: Settings, *,
                  transport: httpx.BaseTransport | None = None,
-                 on_progress: Callable[[RunStats], None] | None = None) -> None:
+                 on_progress: Callable[[RunStats], None] | None = None,
+                 budget: RateBudget | None = None) -> None:
         self.engine = engine
         self.settings = settings
         self.transport = transport
@@ -112,254 +146,239 @@ class Syncer:
         self.stats = RunStats()
         self.log = get_logger()
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-db")
-        self._stop = asyncio.Event()
-        self._abort = False
+        self._own_budget = budget is None
+        self.budget = budget if budget is not None else budget_for(settings, engine)
+        self.stop = threading.Event()  # the one stop signal
+        self._abandon = False  # second signal: stop waiting for in-flight requests
         self._claimed: dict[str, ClaimedItem] = {}  # leased and not yet saved or released
-        self._buffer: list[Entry] = []  # appended by worker threads, swapped out by the flusher
-        self._buffer_lock = threading.Lock()
-        self._stop_flag = threading.Event()  # the worker threads' view of _stop
-        self._claim_requested = False
-        self._running_workers = 0
-        self._workers_done: asyncio.Future[None] | None = None
-        self._threads: list[threading.Thread] = []
-        self._loop: asyncio.AbstractEventLoop | None = None  # the run's loop, set in _run
-        self._flush_wanted = asyncio.Event()
-        self._claim_wanted = asyncio.Event()
         self._work: queue.SimpleQueue[tuple[ClaimedItem, float] | None] = queue.SimpleQueue()
-        self._deadline: float | None = None
-        self._save_lock = asyncio.Lock()
-        self._closing = False
-        self._client: OpenPhoneClient | None = None
+        self._done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
+        self._outstanding = 0  # items handed to fetch threads and not yet handed back
+        # Fetch threads wake the coordinator only when it has something to do
+        # (claim, save a full batch, end the run); otherwise it wakes every
+        # _FLUSH_INTERVAL_S.  Waking it per item cost CPU at 1,000+ items/s.
+        self._wake = threading.Event()
+        self._low_water = max(settings.concurrency * 2, self._claim_batch() // 2)
 
-    # -- public -------------------------------------------------------------------
+    # -- public (any thread, signal handlers included) ---------------------------------
 
-    def request_stop(self, reason: str) -> None:
-        """Stop claiming and finish in-flight work (signals, max runtime)."""
-        if not self._stop.is_set():
-            self.stats.stop_reason = self.stats.stop_reason or reason
-            self.log.warning("stopping", reason=reason)
-            self._stop.set()
-            self._stop_flag.set()
-            self._claim_wanted.set()
-            if self._client is not None:
-                # Requests still waiting for a rate slot are not in flight: drop them.
-                self._client.limiter.close()
+    def request_stop(self, reason: StopReason, text: str) -> None:
+        """Stop claiming and finish in-flight work."""
+        if not self.stop.is_set():
+            if self.stats.stop is None:
+                self.stats.stop, self.stats.stop_reason = reason, text
+            self.log.warning("stopping", reason=text)
+            self.stop.set()
 
     def abort(self) -> None:
         """Second Ctrl-C: abandon in-flight requests too (their items are released)."""
-        self._abort = True
-        self.request_stop("aborted")
-        if self._workers_done is not None and not self._workers_done.done():
-            self._workers_done.set_result(None)
+        self._abandon = True
+        self.request_stop(StopReason.ABORTED, "aborted")
 
-    async def run(self, options: RunOptions) -> RunStats:
-        try:
-            return await self._run(options)
-        finally:
-            self._db.shutdown(wait=True)
+    # -- the run -------------------------------------------------------------------------
 
-    # -- the run ------------------------------------------------------------------
-
-    async def _run(self, options: RunOptions) -> RunStats:
+    def run(self, options: RunOptions) -> RunStats:
         stats = self.stats
-        if options.max_runtime:
-            self._deadline = time.monotonic() + options.max_runtime
-        stats.run_id = await self._in_db(self._tx, store.start_run, options.command, utcnow())
+        deadline = None if not options.max_runtime else time.monotonic() + options.max_runtime
+        stats.run_id = self._tx(store.start_run, options.command, utcnow())
         self.log = self.log.bind(run_id=stats.run_id)
         self.log.info("run started", command=options.command, limit=options.limit,
                       max_runtime=options.max_runtime, rate=self.settings.rate,
                       concurrency=self.settings.concurrency, base_url=self.settings.base_url)
-        loop = self._loop = asyncio.get_running_loop()
-        client = self._client = OpenPhoneClient(self.settings, transport=self.transport, loop=loop)
-        if self._stop.is_set():
-            client.limiter.close()
-        tasks: list[asyncio.Task[None]] = []
-        flusher: asyncio.Task[None] | None = None
+        client = OpenPhoneClient(self.settings, transport=self.transport, budget=self.budget, stop=self.stop)
+        threads = [threading.Thread(target=self._worker, args=(client, deadline), name=f"etl-fetch-{n}",
+                                    daemon=True) for n in range(self.settings.concurrency)]
+        for thread in threads:
+            thread.start()
+        buffer: list[Entry] = []
+        db_ok = True
         try:
-            claimer = asyncio.create_task(self._claimer(options.limit))
-            flusher = asyncio.create_task(self._flusher())
-            workers_done = self._workers_done = loop.create_future()
-            self._running_workers = self.settings.concurrency
-            self._threads = [
-                threading.Thread(target=self._worker, args=(client,), name=f"etl-fetch-{n}", daemon=True)
-                for n in range(self.settings.concurrency)
-            ]
-            for thread in self._threads:
-                thread.start()
-            tasks = [claimer, flusher, asyncio.create_task(self._watch_deadline())]
-            watched: set[asyncio.Future[Any]] = {workers_done, claimer, flusher}
-            # Any task's exception (a 401, a lost database) ends the run now.
-            while workers_done in watched:
-                done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-                for finished in done:
-                    exc = finished.exception()
-                    if exc is not None:
-                        raise exc
-                    watched.discard(finished)
+            self._coordinate(options.limit, deadline, buffer)
         except AuthError as exc:
-            self._abort = True
-            stats.stop_reason = f"the API refused the key (HTTP {exc.http_status}): {exc}"
-            stats.exit_code = 3
-            stats.fatal = exc
+            self._fail(StopReason.AUTH_REFUSED, f"the API refused the key (HTTP {exc.http_status}): {exc}", exc)
+            self._drain(buffer)  # let requests already on the wire land
         except DatabaseError as exc:
-            self._abort = True
-            stats.stop_reason = str(exc)
-            stats.exit_code = 1
-            stats.fatal = exc
+            db_ok = False
+            self._fail(StopReason.DATABASE_LOST, str(exc), exc)
         except Exception as exc:  # a bug or an unforeseen database error: stop cleanly, explain
             self.log.exception("run failed")
-            self._abort = True
-            stats.stop_reason = f"unexpected error: {_short(exc)}"
-            stats.exit_code = 1
-            stats.fatal = exc
+            self._fail(StopReason.UNEXPECTED, f"unexpected error: {_short(exc)}", exc)
         finally:
-            # The flusher is never cancelled mid-save: a save that commits while
-            # its task is cancelled would go uncounted and unlogged.
-            self._closing = True
-            self._flush_wanted.set()
-            for task in tasks:
-                if task is not flusher:
-                    task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            self._stop_flag.set()
-            client.limiter.close()
-            for _ in self._threads:
+            self.stop.set()
+            for _ in threads:
                 self._work.put(None)
-            if not self._abort or isinstance(stats.fatal, AuthError):
-                # Let requests already on the wire land (bounded by the read timeout).
-                await self._in_thread(self._join_workers)
+            if self._own_budget:
+                self.budget.close()
+        try:
+            if db_ok:
+                self._finish(buffer)
+            else:
+                stats.exit_code = self._exit_code()
+        finally:
             client.close()
-        await self._finish()
-        return stats
-
-    async def _finish(self) -> None:
-        stats = self.stats
-        db_ok = not isinstance(stats.fatal, DatabaseError)
-        if db_ok:
-            try:
-                await self._flush()
-                leftovers = list(self._claimed.values())
-                if leftovers:
-                    stats.released += await self._in_db(self._tx, store.release, self.owner, leftovers)
-                    self._claimed.clear()
-            except (DatabaseError, DBAPIError) as exc:
-                db_ok = False
-                stats.fatal = stats.fatal or exc
-                stats.stop_reason = stats.stop_reason or str(exc)
-                stats.exit_code = stats.exit_code or 1
-        if stats.exit_code == 0 and (stats.errors or (self._stop.is_set() and stats.stop_reason
-                                     and not stats.stop_reason.startswith(("max runtime", "limit")))):
-            stats.exit_code = 1
-        if db_ok:
-            with contextlib.suppress(DatabaseError):
-                await self._in_db(self._tx, store.finish_run, stats.run_id, utcnow(),
-                                  stats.exit_code, stats.stop_reason)
         if nothing_fetched(stats.as_dict()):
             self.log.warning(NOTHING_FETCHED, processed=stats.processed, base_url=self.settings.base_url)
         self.log.info("run finished", **stats.as_dict(), lost_leases=stats.lost_leases)
+        return stats
 
-    def _join_workers(self) -> None:
+    def _coordinate(self, limit: int | None, deadline: float | None, buffer: list[Entry]) -> None:
+        """Claim, collect and save until the queue is dry or the run stops."""
+        exhausted = False
+        last_flush = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self.request_stop(StopReason.MAX_RUNTIME, "max runtime reached")
+            if not (exhausted or self.stop.is_set()) and self._wants_claim(len(buffer)):
+                exhausted = self._claim(limit)
+            if self._abandon or ((exhausted or self.stop.is_set()) and self._outstanding == 0):
+                return
+            wait = _FLUSH_INTERVAL_S if deadline is None else max(0.0, min(_FLUSH_INTERVAL_S, deadline - now))
+            self._wake.wait(wait)
+            self._wake.clear()
+            self._collect(buffer)
+            due = buffer and time.monotonic() - last_flush >= _FLUSH_INTERVAL_S
+            if len(buffer) >= self.settings.write_batch or due:
+                self._flush(buffer)
+                last_flush = time.monotonic()
+
+    def _drain(self, buffer: list[Entry]) -> None:
+        """After a 401/403: collect what is on the wire (bounded by the timeouts), send nothing new."""
         limit = time.monotonic() + self.settings.read_timeout + self.settings.connect_timeout + 5
-        for thread in self._threads:
-            thread.join(max(0.0, limit - time.monotonic()))
+        while self._outstanding > 0 and not self._abandon and time.monotonic() < limit:
+            self._wake.wait(_FLUSH_INTERVAL_S)
+            self._wake.clear()
+            try:
+                self._collect(buffer)
+            except AuthError:
+                continue  # another request refused: same reason, item released
 
-    async def _in_thread(self, fn: Callable[[], None]) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, fn)
+    def _fail(self, reason: StopReason, text: str, exc: BaseException) -> None:
+        stats = self.stats
+        stats.stop, stats.stop_reason, stats.fatal = reason, text, exc
+        self.stop.set()
 
-    async def _watch_deadline(self) -> None:
-        if self._deadline is None:
+    def _finish(self, buffer: list[Entry]) -> None:
+        stats = self.stats
+        try:
+            self._flush(buffer)
+            leftovers = list(self._claimed.values())
+            if leftovers:
+                stats.released += self._tx(store.release, self.owner, leftovers)
+                self._claimed.clear()
+        except (DatabaseError, DBAPIError) as exc:
+            if stats.stop is None or stats.stop.exit_code == 0:
+                stats.stop, stats.stop_reason = StopReason.DATABASE_LOST, str(exc)
+            stats.fatal = stats.fatal or exc
+            stats.exit_code = self._exit_code()
             return
-        await asyncio.sleep(max(0.0, self._deadline - time.monotonic()))
-        self.request_stop("max runtime reached")
+        stats.exit_code = self._exit_code()
+        with contextlib.suppress(DatabaseError):
+            self._tx(store.finish_run, stats.run_id, utcnow(), stats.exit_code, stats.stop_reason)
 
-    # -- claiming -----------------------------------------------------------------
+    def _exit_code(self) -> int:
+        code = 0 if self.stats.stop is None else self.stats.stop.exit_code
+        return 1 if code == 0 and self.stats.errors else code
+
+    # -- claiming ----------------------------------------------------------------------
 
     def _claim_batch(self) -> int:
         s = self.settings
         per_claim = int(s.rate * 10) if s.rate > 0 else 1000
         return max(s.concurrency * 2, min(per_claim, 1000))
 
-    async def _claimer(self, limit: int | None) -> None:
-        try:
-            while not self._stop.is_set():
-                remaining = None if limit is None else limit - self.stats.claimed
-                if remaining is not None and remaining <= 0:
-                    if self.stats.stop_reason is None:
-                        self.stats.stop_reason = "limit reached"
-                    break
-                n = self._claim_batch() if remaining is None else min(self._claim_batch(), remaining)
-                items = await self._in_db(self._tx, self._claim_and_count, n)
-                if not items:
-                    break
-                self.stats.claimed += len(items)
-                claimed_at = time.monotonic()
-                for item in items:
-                    self._claimed[item.call_id] = item
-                    self._work.put((item, claimed_at))
-                self._claim_requested = False
-                # Refill when the backlog drops below one batch of workers, and
-                # not while unsaved results pile up (a slow database bounds memory).
-                while (self._work.qsize() > self.settings.concurrency
-                       or len(self._buffer) > 4 * self.settings.write_batch) and not self._stop.is_set():
-                    self._claim_wanted.clear()
-                    self._claim_requested = False
-                    await self._claim_wanted.wait()
-        finally:
-            for _ in range(self.settings.concurrency):
-                self._work.put(None)
+    def _wants_claim(self, buffered: int) -> bool:
+        # Keep a backlog for the fetch threads, but not while unsaved results
+        # pile up (a slow database bounds memory).
+        return self._outstanding <= self._low_water and buffered <= 4 * self.settings.write_batch
 
-    def _claim_and_count(self, conn: Any, n: int) -> list[ClaimedItem]:
+    def _claim(self, limit: int | None) -> bool:
+        """Claim one batch; True when nothing more is to be claimed."""
+        remaining = None if limit is None else limit - self.stats.claimed
+        if remaining is not None and remaining <= 0:
+            # Claimed all it may: the claimed items are still fetched (no stop signal).
+            if self.stats.stop is None:
+                self.stats.stop, self.stats.stop_reason = StopReason.LIMIT, "limit reached"
+            return True
+        n = self._claim_batch() if remaining is None else min(self._claim_batch(), remaining)
+        items = self._tx(self._claim_and_count, n)
+        self.stats.claimed += len(items)
+        claimed_at = time.monotonic()
+        for item in items:
+            self._claimed[item.call_id] = item
+            self._outstanding += 1
+            self._work.put((item, claimed_at))
+        return not items
+
+    def _claim_and_count(self, conn: Connection, n: int) -> list[ClaimedItem]:
         items = store.claim(conn, self.owner, n, utcnow(), self.settings.lease_seconds)
         store.add_run_counts(conn, self.stats.run_id, claimed=len(items))
         return items
 
-    # -- fetching (worker threads) -----------------------------------------------
-
-    def _worker(self, client: OpenPhoneClient) -> None:
-        """One fetch thread: take an item, fetch it, decide, normalise, hand it over."""
-        rng = random.Random()
+    def _collect(self, buffer: list[Entry]) -> None:
+        """Take what the fetch threads handed back so far."""
         try:
-            while True:
-                if self._work.qsize() <= self.settings.concurrency and not self._claim_requested:
-                    self._claim_requested = True
-                    self._post(self._claim_wanted.set)
-                job = self._work.get()
-                if job is None:
-                    return
-                if self._stop_flag.is_set():
-                    continue  # left in self._claimed: released at the end
-                item, claimed_at = job
-                self._fetch_one(client, item, claimed_at, rng)
-        except BaseException as exc:  # a 401, or a bug: the loop ends the run
-            self._post(self._worker_failed, exc)
-        finally:
-            self._post(self._worker_exited)
+            outcome = self._done.get_nowait()
+        except queue.Empty:
+            return
+        fatal: BaseException | None = None
+        while True:
+            self._outstanding -= 1
+            _item, result = outcome
+            if isinstance(result, Entry):
+                buffer.append(result)
+            elif isinstance(result, BaseException):
+                fatal = fatal or result
+            # None: never sent; stays in self._claimed and is released at the end.
+            try:
+                outcome = self._done.get_nowait()
+            except queue.Empty:
+                break
+        if fatal is not None:
+            raise fatal
+
+    # -- fetching (fetch threads) ------------------------------------------------------
+
+    def _worker(self, client: OpenPhoneClient, deadline: float | None) -> None:
+        """One fetch thread: take an item, fetch it, decide, normalise, hand it back."""
+        rng = random.Random()
+        while (job := self._work.get()) is not None:
+            item, claimed_at = job
+            if self.stop.is_set():
+                self._done.put((item, None))
+                self._wake.set()
+                continue
+            try:
+                outcome: Entry | BaseException | None = self._fetch_one(client, item, claimed_at, deadline, rng)
+            except AuthError as exc:
+                self.stop.set()  # nothing new is sent from now on
+                outcome = exc
+            self._done.put((item, outcome))
+            if not self._wake.is_set() and (not isinstance(outcome, Entry)
+                                            or self._work.qsize() <= self._low_water
+                                            or self._done.qsize() >= self.settings.write_batch):
+                self._wake.set()
 
     def _fetch_one(self, client: OpenPhoneClient, item: ClaimedItem, claimed_at: float,
-                   rng: random.Random) -> None:
+                   deadline: float | None, rng: random.Random) -> Entry | None:
         lease_left = (claimed_at + self.settings.lease_seconds
                       - time.monotonic() - _LEASE_SAFETY_S - self.settings.read_timeout)
         if lease_left <= 0:
-            return  # too late to fetch safely: released at the end, due again at once
-        deadline = self._deadline
+            return None  # too late to fetch safely: released at the end, due again at once
         max_wait = lease_left if deadline is None else min(
             lease_left, max(0.0, deadline - time.monotonic()) + self.settings.read_timeout)
         try:
-            result = client.fetch_summary_sync(item.call_id, max_wait=max_wait, stop=self._stop_flag)
-        except AuthError:
-            raise
+            result = client.fetch_summary(item.call_id, max_wait=max_wait)
         except NotSent:
-            return  # never sent: left in self._claimed, released unchanged at the end
+            return None  # never sent: released unchanged at the end
+        except AuthError:
+            raise  # ends the run (the fetch thread hands it back)
         except Exception as exc:  # a bug must cost one item, not the run
             self.log.exception("unexpected error fetching", call_id=item.call_id)
-            self._add(Entry(item, None, unexpected(item, utcnow(), f"unexpected error: {exc!r}"), None))
-            return
-        self._record(item, result, rng)
+            return Entry(item, None, unexpected(item, utcnow(), f"unexpected error: {exc!r}"), None)
+        return self._record(item, result, rng)
 
-    def _record(self, item: ClaimedItem, result: FetchResult, rng: random.Random) -> None:
+    def _record(self, item: ClaimedItem, result: FetchResult, rng: random.Random) -> Entry:
         now = utcnow()
         try:
             update = decide(item, result, now, self.settings.backoff, rng)
@@ -369,51 +388,18 @@ class Syncer:
                 rows = normalize(result.summary, result.raw_json, result.content_hash, now)
         except Exception as exc:
             self.log.exception("unexpected error normalising", call_id=item.call_id)
-            self._add(Entry(item, result, unexpected(item, now, f"unexpected error: {exc!r}"), None))
-            return
-        self._add(Entry(item, result, update, rows))
+            return Entry(item, result, unexpected(item, now, f"unexpected error: {exc!r}"), None)
+        return Entry(item, result, update, rows)
 
-    def _add(self, entry: Entry) -> None:
-        """From a worker thread: queue an entry for the flusher."""
-        with self._buffer_lock:
-            self._buffer.append(entry)
-            full = len(self._buffer) == self.settings.write_batch
-        if full:
-            self._post(self._flush_wanted.set)
+    # -- saving (coordinator thread) -----------------------------------------------------
 
-    def _post(self, callback: Callable[..., object], *args: Any) -> None:
-        """Run ``callback`` on the event loop (from any thread); ignored once the loop is gone."""
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed under a late thread
-                self._loop.call_soon_threadsafe(callback, *args)
-
-    def _worker_failed(self, exc: BaseException) -> None:
-        if self._workers_done is not None and not self._workers_done.done():
-            self._workers_done.set_exception(exc)
-
-    def _worker_exited(self) -> None:
-        self._running_workers -= 1
-        if self._running_workers == 0 and self._workers_done is not None and not self._workers_done.done():
-            self._workers_done.set_result(None)
-
-    # -- saving -------------------------------------------------------------------
-
-    async def _flusher(self) -> None:
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_wanted.wait(), _FLUSH_INTERVAL_S)
-            self._flush_wanted.clear()
-            await self._flush()
-
-    async def _flush(self) -> None:
-        async with self._save_lock:
-            while self._buffer:
-                size = self.settings.write_batch
-                with self._buffer_lock:
-                    batch, self._buffer = self._buffer[:size], self._buffer[size:]
-                written = await self._in_db(self._save_batch, batch)
-                self._account(batch, written)
-                self._claim_wanted.set()
+    def _flush(self, buffer: list[Entry]) -> None:
+        size = self.settings.write_batch
+        while buffer:
+            batch = buffer[:size]
+            written = self._save_batch(batch)
+            del buffer[:size]
+            self._account(batch, written)
 
     def _account(self, batch: list[Entry], written: list[Entry]) -> None:
         stats = self.stats
@@ -442,7 +428,7 @@ class Syncer:
             )
 
     def _save_batch(self, batch: list[Entry]) -> list[Entry]:
-        """Runs on the database thread: save ``batch``; isolate an entry the database rejects."""
+        """Save ``batch``; isolate an entry the database rejects (halving until it is alone)."""
         try:
             return self._tx(self._save_and_count, batch)
         except DatabaseError:
@@ -454,35 +440,38 @@ class Syncer:
                 self.log.error("database rejected item", call_id=entry.item.call_id, error=message)
                 failed = Entry(entry.item, entry.result, unexpected(entry.item, utcnow(), message), None)
                 return self._tx(self._save_and_count, [failed])
-            written: list[Entry] = []
-            for entry in batch:
-                written.extend(self._save_batch([entry]))
-            return written
+            half = len(batch) // 2
+            return self._save_batch(batch[:half]) + self._save_batch(batch[half:])
 
-    def _save_and_count(self, conn: Any, batch: list[Entry]) -> list[Entry]:
+    def _save_and_count(self, conn: Connection, batch: list[Entry]) -> list[Entry]:
         written = store.save_entries(conn, self.owner, batch, utcnow())
         store.add_run_counts(conn, self.stats.run_id, **_count_outcomes(written))
         return written
 
-    # -- database plumbing ---------------------------------------------------------
-
-    async def _in_db(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._db, fn, *args)
+    # -- database plumbing ---------------------------------------------------------------
 
     def _tx(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in a transaction; retry deadlocks; a lost database is fatal."""
-        for attempt in range(_DEADLOCK_RETRIES + 1):
-            try:
-                with self.engine.begin() as conn:
-                    return fn(conn, *args)
-            except DBAPIError as exc:
-                if exc.connection_invalidated or _is_disconnect(exc):
-                    raise DatabaseError(describe_db_error(str(self.engine.url), exc)) from None
-                if _is_retryable(exc) and attempt < _DEADLOCK_RETRIES:
-                    time.sleep(0.05 * (attempt + 1) * (1 + random.random()))
-                    continue
-                raise
+        retrying = Retrying(
+            stop=stop_after_attempt(_DEADLOCK_RETRIES + 1),
+            wait=wait_random(0.02, 0.1),
+            retry=retry_if_exception(_is_retryable),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    try:
+                        conn = self.engine.connect()
+                    except DBAPIError as exc:
+                        # No connection at all (server down, refused, bad file): the database is lost.
+                        raise DatabaseError(describe_db_error(str(self.engine.url), exc)) from None
+                    with conn, conn.begin():
+                        return fn(conn, *args)
+        except DBAPIError as exc:
+            if _is_lost(exc):
+                raise DatabaseError(describe_db_error(str(self.engine.url), exc)) from None
+            raise
         raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -503,17 +492,31 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(orig).split())[:300]
 
 
-def _is_disconnect(exc: DBAPIError) -> bool:
-    if not isinstance(exc, OperationalError):
+# SQLite primary result codes meaning the database file itself is gone or
+# unusable.  SQLite has no connection to lose, so SQLAlchemy never sets
+# ``connection_invalidated`` for it; these codes are its equivalent.
+_SQLITE_LOST = {10: "SQLITE_IOERR", 11: "SQLITE_CORRUPT", 14: "SQLITE_CANTOPEN", 26: "SQLITE_NOTADB"}
+# Deadlocks and serialisation failures: PostgreSQL SQLSTATEs, MySQL error numbers.
+_RETRYABLE_SQLSTATES = {"40P01", "40001"}
+_RETRYABLE_MYSQL = {1213, 1205}
+_SQLITE_BUSY = 5
+
+
+def _is_lost(exc: DBAPIError) -> bool:
+    """The database went away (server gone, connection refused, file unusable)."""
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        return (getattr(orig, "sqlite_errorcode", 0) & 0xFF) in _SQLITE_LOST
+    return False
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if not isinstance(exc, DBAPIError) or _is_lost(exc):
         return False
-    text = str(getattr(exc, "orig", exc)).lower()
-    markers = ("connection", "server closed", "gone away", "lost connection", "unable to open",
-               "can't connect", "could not connect", "terminating", "disk i/o")
-    return any(m in text for m in markers)
-
-
-def _is_retryable(exc: DBAPIError) -> bool:
-    orig = getattr(exc, "orig", None)
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        return (getattr(orig, "sqlite_errorcode", 0) & 0xFF) == _SQLITE_BUSY
     code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig is not None and orig.args else None)
-    return code in ("40P01", "40001", 1213, 1205) or "database is locked" in str(orig)
-
+    return code in _RETRYABLE_SQLSTATES or code in _RETRYABLE_MYSQL

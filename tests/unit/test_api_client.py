@@ -8,7 +8,6 @@ record what was sent and received) or a real HTTP server from serve().
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import hashlib
 import json
@@ -35,7 +34,7 @@ ERROR_429 = {"message": "Too many requests", "code": "0500429", "status": 429, "
              "title": "Too Many Requests"}
 
 
-class Recorder(httpx.BaseTransport, httpx.AsyncBaseTransport):
+class Recorder(httpx.BaseTransport):
     """Wraps the fake's own transport and keeps every request and response body."""
 
     def __init__(self, fake: FakeOpenPhone) -> None:
@@ -49,22 +48,13 @@ class Recorder(httpx.BaseTransport, httpx.AsyncBaseTransport):
         self.bodies.append(response.read())
         return response
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        response = await self.inner.handle_async_request(request)
-        self.bodies.append(await response.aread())
-        return response
-
     def transport(self) -> Recorder:
         return self
 
 
 def fetch(fake: FakeOpenPhone | Recorder, call_id: str, settings: Settings = SETTINGS, **kw: Any) -> FetchResult:
-    async def go() -> FetchResult:
-        async with OpenPhoneClient(settings, transport=fake.transport()) as client:
-            return await client.fetch_summary(call_id, **kw)
-
-    return asyncio.run(go())
+    with OpenPhoneClient(settings, transport=fake.transport()) as client:
+        return client.fetch_summary(call_id, **kw)
 
 
 @pytest.fixture
@@ -358,11 +348,7 @@ def test_retry_attempts_setting_is_honoured(fake):
 
 def test_real_http_server_round_trip(fake):
     fake.set_summary("AC1", GOOD)
-    with serve(fake) as url:
-        async def go() -> FetchResult:
-            async with OpenPhoneClient(SETTINGS.replace(base_url=url)) as client:
-                return await client.fetch_summary("AC1")
-
-        result = asyncio.run(go())
+    with serve(fake) as url, OpenPhoneClient(SETTINGS.replace(base_url=url)) as client:
+        result = client.fetch_summary("AC1")
     assert (result.kind, result.summary.summary) == ("summary", ["Hello."])
     assert result.raw_json == json.dumps({"data": GOOD}, separators=(",", ":"), ensure_ascii=False)

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from etl.api import FetchResult
 from etl.config import Backoff
 from etl.policy import ClaimedItem, QueueUpdate, decide, unexpected
+from etl.results import FetchResult
 from etl.schema import SummaryData
 
 NOW = datetime(2026, 3, 1, 12, 0, 0)

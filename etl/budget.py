@@ -1,0 +1,122 @@
+"""One rate budget per API key, shared through the database by every ``etl`` process.
+
+The key's schedule (:class:`etl.ratelimit.BudgetState`) is one row of
+``rate_budgets``, found by the SHA-256 of the key (the key is never stored).
+A process reserves a block of slots (about :data:`etl.ratelimit.LOOKAHEAD_S`
+worth: 2 at 10/s, 1 below 4/s, 25 at 100/s) in one short transaction:
+read the row, compute the new schedule, write it back only if nobody changed
+it meanwhile (a ``version`` compare-and-set).  That works the same on SQLite
+(``BEGIN IMMEDIATE`` serialises it across processes on one host) and on
+PostgreSQL and MariaDB (across hosts) with no lock held between statements and
+no coordinator.  A 429 writes its pause into the row, so every process waits.
+
+A crashed process holds nothing: at most the slots it reserved ahead (a
+quarter of a second's worth) go unused.  Times are wall-clock seconds of each
+host, so hosts sharing a key need synchronised clocks (NTP); a skew of *d*
+seconds shifts the schedule by *d*.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import TypeVar, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from etl.config import Settings
+from etl.db import describe_db_error
+from etl.errors import DatabaseError
+from etl.models import RateBudgetRow
+from etl.ratelimit import BudgetState, Clock, LocalBudget, RateBudget, SlotBudget, penalized, reserve
+
+T = TypeVar("T")
+
+_table = cast(sa.Table, RateBudgetRow.__table__)
+_MAX_CONFLICTS = 200
+
+
+def key_hash(api_key: str) -> str:
+    """How a key is named in the database: its SHA-256, hex."""
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
+
+
+def budget_for(settings: Settings, engine: Engine | None, clock: Clock | None = None) -> RateBudget:
+    """The budget a process should use: shared through ``engine`` when throttled,
+    in memory when ``--rate 0`` (unthrottled: nothing to share but 429 pauses)."""
+    if settings.rate == 0 or engine is None or not settings.api_key:
+        return LocalBudget(settings.rate, clock)
+    return DatabaseBudget(engine, settings.api_key, settings.rate, clock)
+
+
+class DatabaseBudget(SlotBudget):
+    """The key's budget kept in ``rate_budgets``; thread-safe, one per process and key."""
+
+    def __init__(self, engine: Engine, api_key: str, rate: float, clock: Clock | None = None) -> None:
+        super().__init__(rate, clock)
+        self.engine = engine
+        self.key_hash = key_hash(api_key)
+        self._conn: Connection | None = None
+        self.transactions = 0  # reservations and penalties written (for the benchmark)
+
+    def close(self) -> None:
+        super().close()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _reserve(self, now: float, n: int) -> list[float]:
+        return self._update(lambda state: reserve(state, now, n, self.rate))
+
+    def _penalize(self, now: float, retry_after: float | None) -> None:
+        with self._lock:
+            self._update(lambda state: (penalized(state, now, retry_after), None))
+
+    def _update(self, change: Callable[[BudgetState], tuple[BudgetState, T]]) -> T:
+        """Apply ``change`` to the row (compare-and-set on ``version``); caller holds the lock."""
+        c = _table.c
+        for _ in range(_MAX_CONFLICTS):
+            if self._conn is None or self._conn.invalidated:
+                self._conn = self._connect()
+            conn = self._conn
+            try:
+                with conn.begin():
+                    row = conn.execute(sa.select(_table).where(c.key_hash == self.key_hash)).first()
+                    if row is None:
+                        state, out = change(BudgetState())
+                        conn.execute(sa.insert(_table).values(key_hash=self.key_hash, version=1,
+                                                              **_columns(state)))
+                        self.transactions += 1
+                        return out
+                    state, out = change(BudgetState(row.next_slot_at, row.paused_until,
+                                                    row.slowed_at, row.slowdown))
+                    written = conn.execute(
+                        sa.update(_table)
+                        .where(c.key_hash == self.key_hash, c.version == row.version)
+                        .values(version=row.version + 1, **_columns(state))
+                    ).rowcount
+                if written == 1:
+                    self.transactions += 1
+                    return out
+            except IntegrityError:
+                continue  # another process inserted the row first: read it
+            except DBAPIError as exc:
+                if exc.connection_invalidated:
+                    self._conn = None
+                    continue
+                raise DatabaseError(describe_db_error(str(self.engine.url), exc)) from None
+        raise DatabaseError(f"the rate budget row stayed contended for {_MAX_CONFLICTS} tries")
+
+    def _connect(self) -> Connection:
+        try:
+            return self.engine.connect()
+        except DBAPIError as exc:
+            raise DatabaseError(describe_db_error(str(self.engine.url), exc)) from None
+
+
+def _columns(state: BudgetState) -> dict[str, float]:
+    return {"next_slot_at": state.next_slot, "paused_until": state.paused_until,
+            "slowed_at": state.slowed_at, "slowdown": state.slowdown}
