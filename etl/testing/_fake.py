@@ -1,0 +1,720 @@
+"""The simulated OpenPhone API's request handling: routing, auth, rate limit, faults, statistics.
+
+``FakeOpenPhone.route`` decides every answer, whatever carries the request:
+``FakeOpenPhone.transport()`` (an ``httpx.MockTransport``, in process, no
+sockets) or the real HTTP server of ``etl.testing._server``. Endpoints:
+
+* ``GET /v1/call-summaries/{callId}``: summaries (set, overridden or sampled);
+* ``GET /v1/calls/{callId}``, ``GET /v1/calls``, ``GET /v1/conversations``,
+  ``GET /v1/phone-numbers``: the workspace (``etl.testing._workspace``);
+* ``POST /v1/webhooks/calls|call-summaries|call-transcripts``,
+  ``GET /v1/webhooks[/{id}]``, ``DELETE /v1/webhooks/{id}``: webhooks CRUD.
+
+Every endpoint shares the key check, the token bucket (``rate``/``burst``) and
+the fault rules; every request is counted per endpoint with its time.
+"""
+
+from __future__ import annotations
+
+import array
+import base64
+import binascii
+import collections
+import datetime as dt
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import httpx
+
+from etl.testing._data import STATUSES, dumps, rng_for, sample_body, sample_summary
+from etl.testing._faults import DROP, ENDPOINTS, HANG, Faults, Quirks, draw_fault
+from etl.testing._workspace import Call, FakeClock, Workspace, iso, parse_time
+
+API_PATH_PREFIX = "/v1/call-summaries/"
+DOCS_URL = "https://openphone.com/docs"
+
+# The schema's pattern ^AC(.*)$ is evaluated by a JavaScript engine: "." stops
+# at line terminators and "$" matches only at the very end -- unlike Python's
+# "$", which also matches before a trailing "\n" and would let "AC1\n" through.
+_CALL_ID_RE = re.compile("AC[^\n\r\u2028\u2029]*")
+
+# (code, title) of the schema's error bodies. 429 is not in the published
+# document; it gets the same shape so clients can parse every error alike.
+_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("0500400", "Bad Request"),
+    401: ("0500401", "Unauthorized"),
+    403: ("0500403", "Forbidden"),
+    404: ("0500404", "Not Found"),
+    429: ("0500429", "Too Many Requests"),
+    500: ("0501500", "Unknown"),
+}
+
+JSON_HEADERS: tuple[tuple[str, str], ...] = (("content-type", "application/json"),)
+_HTML: tuple[tuple[str, str], ...] = (("content-type", "text/html"),)
+_GARBAGE = b"<html>oops</html>"
+RESPOND = "respond"
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+_WEBHOOK_EVENTS = {
+    "calls": ("call.completed", "call.ringing", "call.recording.completed"),
+    "call-summaries": ("call.summary.completed",),
+    "call-transcripts": ("call.transcript.completed",),
+}
+
+
+@dataclass(slots=True)
+class Reply:
+    """One decided answer; the adapters carry it out (respond, drop or hang)."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...]
+    outcome: str
+    action: str = RESPOND
+    delay: float = 0.0  # simulated latency, both adapters
+    hold: float = 0.0  # extra wait of a "hang", real server only
+    flight: str | None = None  # call id counted in flight until the reply lands
+
+
+class _BadRequest(Exception):
+    """A query parameter or body the API would refuse with 400."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class FakeOpenPhone:
+    """In-memory OpenPhone API: routing, auth, rate limiting, faults, statistics."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "test-key",
+        default_status: str | None = "completed",
+        faults: Faults | None = None,
+        quirks: Quirks | None = None,
+        rate: float = 0.0,
+        burst: int = 10,
+        latency_ms: float = 0.0,
+        seed: int = 0,
+        forbidden_keys: frozenset[str] = frozenset(),
+        clock: FakeClock | None = None,
+    ) -> None:
+        if default_status is not None and default_status not in STATUSES:
+            raise ValueError(f"default_status must be one of {STATUSES} or None")
+        self.api_key = api_key
+        self.default_status = default_status
+        self.faults = faults if faults is not None else Faults()
+        self.quirks = quirks if quirks is not None else Quirks()
+        self.rate = rate
+        self.burst = burst
+        self.latency_ms = latency_ms
+        self.seed = seed
+        self.forbidden_keys = forbidden_keys
+        self.clock = clock if clock is not None else FakeClock()
+        self.workspace = Workspace(self.clock, seed)
+        self.summaries: dict[str, dict[str, object]] = {}
+        self.webhooks: dict[str, dict[str, object]] = {}
+        # Summary fetches per call id (only requests that passed auth and the rate limit).
+        self.requests: collections.Counter[str] = collections.Counter()
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        # Every request that named an endpoint, refused or not, and its 429s.
+        self.endpoint_requests: collections.Counter[str] = collections.Counter()
+        self.endpoint_429: collections.Counter[str] = collections.Counter()
+        self._times: dict[str, array.array[float]] = {}
+        self.overlaps: list[str] = []
+        self.max_in_flight = 0
+        self.total_requests = 0
+        self._overrides: dict[str, tuple[int, bytes, tuple[tuple[str, str], ...]]] = {}
+        self._injected: collections.Counter[str] = collections.Counter()
+        self._nth: collections.Counter[str] = collections.Counter()
+        self._flight: collections.Counter[str] = collections.Counter()
+        self._flight_total = 0
+        self._tokens = float(burst)
+        self._refilled = time.monotonic()
+        self._latency_rng = random.Random(seed)
+        self._webhook_n = 0
+        # The real server mutates statistics on its own threads while tests
+        # read them; the lock keeps stats() a consistent snapshot.
+        self._lock = threading.Lock()
+
+    # -- configuration -----------------------------------------------------
+
+    def set_summary(self, call_id: str, data: dict[str, object]) -> None:
+        """Answer 200 ``{"data": data}`` for call_id (stored as given, not validated)."""
+        self.summaries[call_id] = data
+
+    def set_response(
+        self,
+        call_id: str,
+        status: int,
+        body: bytes | dict[str, object],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer exactly this for call_id's summary (after auth, rate limit and id validation)."""
+        raw = body if isinstance(body, bytes) else dumps(body)
+        merged = {"content-type": "application/json"}
+        for name, value in (headers or {}).items():
+            # Framing belongs to the adapters; a stray Content-Length would corrupt it.
+            if name.lower() not in _FRAMING_HEADERS:
+                merged[name.lower()] = value
+        self._overrides[call_id] = (status, raw, tuple(merged.items()))
+
+    # -- statistics --------------------------------------------------------
+
+    def stats(self, *, times: bool = False) -> dict[str, object]:
+        """JSON-able snapshot of the statistics; ``times`` adds each request's Unix time per endpoint."""
+        with self._lock:
+            counts = list(self.requests.values())
+            overlaps = list(self.overlaps)
+            snapshot: dict[str, object] = {
+                "total_requests": self.total_requests,
+                "max_in_flight": self.max_in_flight,
+                "outcomes": dict(sorted(self.outcomes.items())),
+                "requests": {
+                    "ids": len(counts),
+                    "total": sum(counts),
+                    "max_per_id": max(counts, default=0),
+                },
+                "overlap_count": len(overlaps),
+                "overlap_ids": sorted(set(overlaps))[:100],
+                "endpoints": {
+                    name: {"requests": n, "429": self.endpoint_429[name]}
+                    for name, n in sorted(self.endpoint_requests.items())
+                },
+            }
+            if times:
+                snapshot["times"] = {name: list(ts) for name, ts in sorted(self._times.items())}
+            return snapshot
+
+    def request_times(self, endpoint: str | None = None) -> list[float]:
+        """Unix times of the requests to ``endpoint`` (one of ``ENDPOINTS``; None: all), sorted."""
+        with self._lock:
+            if endpoint is not None:
+                return list(self._times.get(endpoint, ()))
+            return sorted(t for ts in self._times.values() for t in ts)
+
+    # -- the httpx adapter -------------------------------------------------
+
+    def handle_sync(self, request: httpx.Request) -> httpx.Response:
+        """Answer one request from any thread; the handler of ``transport()``."""
+        target = request.url.raw_path.decode("latin-1")
+        reply = self.route(request.method, target, request.headers.get("authorization"), request.read())
+        try:
+            if reply.delay:
+                time.sleep(reply.delay)
+            if reply.action == DROP:
+                raise httpx.RemoteProtocolError(
+                    "Server disconnected without sending a response.", request=request
+                )
+            if reply.action == HANG:
+                raise httpx.ReadTimeout("simulated read timeout", request=request)
+            return httpx.Response(reply.status, headers=reply.headers, content=reply.body)
+        finally:
+            self.land(reply)
+
+    def transport(self) -> httpx.MockTransport:
+        """An httpx transport for ``httpx.Client`` or ``httpx.AsyncClient`` (``transport=...``).
+
+        The handler is synchronous, which MockTransport accepts for both kinds
+        of client; the project's client sends from a thread pool.
+        """
+        return httpx.MockTransport(self.handle_sync)
+
+    # -- routing, shared by both adapters -----------------------------------
+
+    def route(self, method: str, target: str, authorization: str | None, body: bytes = b"") -> Reply:
+        """Decide the answer to one request and count it in flight (the adapters call ``land`` after)."""
+        # A target not starting with "/" is the absolute form (http://host/path).
+        if target.startswith("/"):
+            path, _, query = target.partition("?")
+        else:
+            parts = urlsplit(target)
+            path, query = parts.path, parts.query
+        call_id: str | None = None
+        endpoint: str | None = None
+        arg = ""
+        if path.startswith(API_PATH_PREFIX):
+            segment = path[len(API_PATH_PREFIX) :]
+            if segment and "/" not in segment and method == "GET":
+                call_id = unquote(segment)
+                endpoint = "call-summaries"
+        else:
+            endpoint, arg = _match(method, path)
+        now = time.time()
+        with self._lock:
+            self.total_requests += 1
+            self._flight_total += 1
+            if self._flight_total > self.max_in_flight:
+                self.max_in_flight = self._flight_total
+            if call_id is not None:
+                if self._flight[call_id]:
+                    self.overlaps.append(call_id)
+                self._flight[call_id] += 1
+            if endpoint is None:
+                reply = self._error(404, "Not Found")
+            else:
+                self.endpoint_requests[endpoint] += 1
+                times = self._times.get(endpoint)
+                if times is None:
+                    times = self._times[endpoint] = array.array("d")
+                times.append(now)
+                refused = self._gate(authorization)
+                if refused is not None:
+                    reply = refused
+                    if reply.status == 429:
+                        self.endpoint_429[endpoint] += 1  # the token bucket's; injected ones count in _fault
+                elif call_id is not None:
+                    reply = self._decide_summary(call_id)
+                else:
+                    reply = self._decide(endpoint, method, path, arg, query, body)
+            reply.flight = call_id
+            self.outcomes[reply.outcome] += 1
+            if self.latency_ms > 0:
+                reply.delay = self.latency_ms / 1000 * self._latency_rng.uniform(0.5, 1.5)
+        return reply
+
+    def land(self, reply: Reply) -> None:
+        """The reply was written (or abandoned): the request is no longer in flight."""
+        with self._lock:
+            self._flight_total -= 1
+            if reply.flight is not None:
+                left = self._flight[reply.flight] - 1
+                if left:
+                    self._flight[reply.flight] = left
+                else:
+                    del self._flight[reply.flight]
+
+    def count_refused(self, outcome: str) -> None:
+        """Count a request the HTTP server refused before it reached ``route`` (malformed)."""
+        with self._lock:
+            self.total_requests += 1
+            self.outcomes[outcome] += 1
+
+    def error_body(self, status: int, message: str) -> bytes:
+        """An error body in the API's shape, for any status (the server's own refusals use it too)."""
+        return self._error(status, message).body
+
+    def _gate(self, authorization: str | None) -> Reply | None:
+        if authorization is not None and authorization in self.forbidden_keys:
+            return self._error(403, "This API key is not allowed to access call summaries")
+        if authorization != self.api_key:
+            return self._error(401, "Missing or invalid API key")
+        if self.rate > 0 and not self._take_token():
+            return self._error(429, "Too many requests", retry_after="1")
+        return None
+
+    # -- call summaries -------------------------------------------------------
+
+    def _decide_summary(self, call_id: str) -> Reply:
+        nth = self.requests[call_id]
+        self.requests[call_id] = nth + 1
+        if not _CALL_ID_RE.fullmatch(call_id):
+            return self._invalid_call_id(call_id)
+        override = self._overrides.get(call_id)
+        if override is not None:
+            status, body, headers = override
+            return Reply(status, body, headers, str(status))
+        fault = self._fault(
+            "call-summaries",
+            call_id,
+            nth,
+            lambda: self._ok_body(call_id) or sample_body(call_id, "completed"),
+            lambda rng: self._summary_violation(call_id, rng),
+        )
+        if fault is not None:
+            return fault
+        ok = self._ok_body(call_id)
+        if ok is None:
+            return self._error(404, "Call summary not found")
+        return Reply(200, ok, JSON_HEADERS, "200")
+
+    def _invalid_call_id(self, call_id: str) -> Reply:
+        return self._error(
+            400,
+            "Invalid call id",
+            errors=[
+                {
+                    "path": "/callId",
+                    "message": "Expected string to match '^AC(.*)$'",
+                    "value": call_id,
+                    "schema": {"type": "string"},
+                }
+            ],
+        )
+
+    def _ok_body(self, call_id: str) -> bytes | None:
+        data = self.summaries.get(call_id)
+        if data is not None:
+            return dumps({"data": data})
+        call = self.workspace.calls.get(call_id)
+        if call is not None:
+            if call.status != "completed" or call_id in self.workspace.summary_missing:
+                return None
+            pending = self.quirks.summary_pending_seconds
+            ready_at = call.completed_at + dt.timedelta(seconds=pending) if call.completed_at else None
+            if pending and ready_at is not None and self.clock.now() < ready_at:
+                return None  # "not generated yet": a 404 that later turns into a 200
+            return sample_body(call_id, "completed")
+        if self.default_status is not None:
+            return sample_body(call_id, self.default_status)
+        return None
+
+    def _summary_violation(self, call_id: str, rng: random.Random) -> bytes:
+        data = dict(self.summaries.get(call_id) or sample_summary(call_id, "completed"))
+        variant = rng.randrange(7)
+        if variant == 0:
+            data["status"] = "done"
+        elif variant == 1:
+            data["summary"] = "one string where a list of strings belongs"
+        elif variant == 2:
+            del data["callId"]
+        elif variant == 3:
+            data["nextSteps"] = [1, 2]
+        elif variant == 4:
+            bad_field = {"name": "Nested", "value": {"not": "a scalar"}}
+            data["jobs"] = [{"icon": "📋", "name": "Broken", "result": {"data": [bad_field]}}]
+        elif variant == 5:
+            return dumps({"data": None})
+        else:
+            return dumps([data])
+        return dumps({"data": data})
+
+    # -- the other endpoints --------------------------------------------------
+
+    def _decide(self, endpoint: str, method: str, path: str, arg: str, query: str, body: bytes) -> Reply:
+        key = f"{endpoint}:{method}:{path}?{query}"
+        nth = self._nth[key]
+        self._nth[key] = nth + 1
+        try:
+            params = parse_qs(query, keep_blank_values=True)
+            status, payload = self._answer(endpoint, method, arg, params, body)
+        except _BadRequest as exc:
+            errors: list[dict[str, object]] | None = (
+                [{"path": exc.path, "message": str(exc)}] if exc.path else None
+            )
+            return self._error(400, str(exc), errors=errors)
+        raw = b"" if payload is None else dumps(payload)
+        fault = self._fault(endpoint, key, nth, lambda: raw or b"{}", lambda rng: _violation(payload, rng))
+        if fault is not None:
+            return fault
+        if status == 404:
+            return self._error(404, "Not Found")
+        headers = JSON_HEADERS if payload is not None else ()
+        return Reply(status, raw, headers, str(status))
+
+    def _answer(
+        self, endpoint: str, method: str, arg: str, params: dict[str, list[str]], body: bytes
+    ) -> tuple[int, dict[str, object] | None]:
+        """(status, JSON payload) of a well-formed request; 404 payloads are replaced by the error shape."""
+        ws = self.workspace
+        if endpoint == "call":
+            call_id = unquote(arg)
+            if not _CALL_ID_RE.fullmatch(call_id):
+                raise _BadRequest("Invalid call id", "/callId")
+            with ws.lock:
+                call = ws.calls.get(call_id)
+            if call is None and self.default_status is not None:
+                call = ws.synth_call(call_id)
+            return (404, None) if call is None else (200, {"data": call.to_json()})
+        if endpoint == "phone-numbers":
+            user = _one(params, "userId")
+            with ws.lock:
+                numbers = [p.to_json() for p in ws.phone_numbers.values() if user is None or user in p.users]
+            return 200, {"data": numbers}
+        if endpoint == "conversations":
+            return 200, self._conversations(params)
+        if endpoint == "calls":
+            return 200, self._calls(params)
+        return self._webhooks(method, arg, body)
+
+    def _conversations(self, params: dict[str, list[str]]) -> dict[str, object]:
+        ws = self.workspace
+        wanted = set(_many(params, "phoneNumbers"))
+        names = ("createdAfter", "createdBefore", "updatedAfter", "updatedBefore")
+        bounds = {name: _time(params, name) for name in names}
+        limit = _max_results(params)
+        with ws.lock:
+            convs = [
+                c
+                for c in ws.conversations.values()
+                if (not wanted or c.phone_number_id in wanted or ws.phone_numbers[c.phone_number_id].number in wanted)
+                and _within(c.created_at, bounds["createdAfter"], bounds["createdBefore"])
+                and _within(c.updated_at, bounds["updatedAfter"], bounds["updatedBefore"])
+            ]
+            convs.sort(key=lambda c: (c.updated_at, c.id), reverse=True)
+            items = [c.to_json() for c in convs]
+        page, token = self._page(items, limit, _one(params, "pageToken"))
+        return {"data": page, "nextPageToken": token}
+
+    def _calls(self, params: dict[str, list[str]]) -> dict[str, object]:
+        ws = self.workspace
+        phone_number_id = _one(params, "phoneNumberId")
+        if not phone_number_id:
+            raise _BadRequest("phoneNumberId is required", "/phoneNumberId")
+        participants = _many(params, "participants")
+        if not participants:
+            raise _BadRequest("participants is required", "/participants")
+        after, before = _time(params, "createdAfter"), _time(params, "createdBefore")
+        user = _one(params, "userId")
+        limit = _max_results(params)
+        twice = self.quirks.listed_twice
+        with ws.lock:
+            calls: list[Call] = [
+                c
+                for c in ws.calls.values()
+                if c.phone_number_id == phone_number_id
+                and sorted(c.participants) == sorted(participants)
+                and _within(c.created_at, after, before)
+                and (user is None or c.user_id == user)
+            ]
+            calls.sort(key=lambda c: (c.created_at, c.id), reverse=True)
+            items: list[dict[str, object]] = []
+            for call in calls:
+                items.append(call.to_json())
+                if call.id in twice:
+                    items.append(call.to_json())
+        page, token = self._page(items, limit, _one(params, "pageToken"))
+        return {"data": page, "totalItems": len(items), "nextPageToken": token}
+
+    def _page(
+        self, items: list[dict[str, object]], limit: int, token: str | None
+    ) -> tuple[list[dict[str, object]], str | None]:
+        offset, empty = _decode_token(token) if token else (0, False)
+        if empty:
+            return [], _encode_token(offset, False)
+        if self.quirks.repeat_item and offset > 0 and limit >= 2:
+            page = [items[offset - 1], *items[offset : offset + limit - 1]] if offset <= len(items) else []
+            following = offset + limit - 1
+        else:
+            page = items[offset : offset + limit]
+            following = offset + limit
+        if following >= len(items):
+            return page, None
+        return page, _encode_token(following, self.quirks.empty_page and offset == 0)
+
+    def _webhooks(self, method: str, arg: str, body: bytes) -> tuple[int, dict[str, object] | None]:
+        if method == "POST":
+            return 201, {"data": self._create_webhook(arg, body)}
+        if method == "GET" and not arg:
+            return 200, {"data": list(self.webhooks.values())}
+        hook = self.webhooks.get(arg)
+        if hook is None:
+            return 404, None
+        if method == "DELETE":
+            del self.webhooks[arg]
+            return 204, None
+        return 200, {"data": hook}
+
+    def _create_webhook(self, kind: str, body: bytes) -> dict[str, object]:
+        try:
+            spec = json.loads(body)
+        except ValueError as exc:
+            raise _BadRequest("Body is not JSON") from exc
+        if not isinstance(spec, dict):
+            raise _BadRequest("Body must be an object")
+        url = spec.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise _BadRequest("url must be an http(s) URL", "/url")
+        events = spec.get("events")
+        allowed = _WEBHOOK_EVENTS[kind]
+        if not isinstance(events, list) or not events or not all(e in allowed for e in events):
+            raise _BadRequest(f"events must be a non-empty list of {', '.join(allowed)}", "/events")
+        label, user_id = spec.get("label"), spec.get("userId")
+        if label is not None and not isinstance(label, str):
+            raise _BadRequest("label must be a string", "/label")
+        if user_id is not None and not isinstance(user_id, str):
+            raise _BadRequest("userId must be a string", "/userId")
+        resource_ids = spec.get("resourceIds", ["*"])
+        if not isinstance(resource_ids, list) or not all(isinstance(r, str) for r in resource_ids):
+            raise _BadRequest("resourceIds must be a list of strings", "/resourceIds")
+        status = spec.get("status", "enabled")
+        if status not in ("enabled", "disabled"):
+            raise _BadRequest("status must be enabled or disabled", "/status")
+        self._webhook_n += 1
+        rng = rng_for("webhook", self.seed, self._webhook_n)
+        now = iso(self.clock.now())
+        hook: dict[str, object] = {
+            "id": f"WH{rng.getrandbits(64):016x}",
+            "userId": user_id or "USowner0001",
+            "orgId": "ORsimulated01",
+            "label": label,
+            "status": status,
+            "url": url,
+            # The signing secret: base64 of 32 random bytes, like the real keys.
+            "key": base64.b64encode(rng.randbytes(32)).decode(),
+            "createdAt": now,
+            "updatedAt": now,
+            "deletedAt": None,
+            "events": list(events),
+            "resourceIds": list(resource_ids),
+        }
+        self.webhooks[str(hook["id"])] = hook
+        return hook
+
+    # -- shared pieces ----------------------------------------------------------
+
+    def _error(
+        self,
+        status: int,
+        message: str,
+        *,
+        retry_after: str | None = None,
+        errors: list[dict[str, object]] | None = None,
+    ) -> Reply:
+        code, title = _ERRORS.get(status) or (f"0500{status}", _phrase(status))
+        payload: dict[str, object] = {
+            "message": message,
+            "code": code,
+            "status": status,
+            "docs": DOCS_URL,
+            "title": title,
+            "trace": f"sim-{self.seed:x}-{self.total_requests:08x}",
+        }
+        if errors is not None:
+            payload["errors"] = errors
+        headers = JSON_HEADERS if retry_after is None else (*JSON_HEADERS, ("retry-after", retry_after))
+        return Reply(status, dumps(payload), headers, str(status))
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def _fault(
+        self,
+        endpoint: str,
+        key: str,
+        nth: int,
+        base: Callable[[], bytes],
+        violate: Callable[[random.Random], bytes],
+    ) -> Reply | None:
+        """The injected fault for this request, or None; ``base`` is the body a fault mangles."""
+        f = self.faults
+        if not f.any() or (f.endpoints is not None and endpoint not in f.endpoints):
+            return None
+        if f.max_per_id is not None and self._injected[key] >= f.max_per_id:
+            return None
+        drawn = draw_fault(f, key, nth)
+        if drawn is None:
+            return None
+        kind, rng = drawn
+        self._injected[key] += 1
+        if kind == "500":
+            return self._error(500, "Something went wrong")
+        if kind == "429":
+            self.endpoint_429[endpoint] += 1
+            return self._error(429, "Too many requests", retry_after=f.retry_after)
+        if kind in (DROP, HANG):
+            hold = f.hang_seconds if kind == HANG else 0.0
+            return Reply(200, base(), JSON_HEADERS, kind, action=kind, hold=hold)
+        if kind == "truncated":
+            full = base()
+            return Reply(200, full[: len(full) // 2], JSON_HEADERS, kind)
+        if kind == "garbage":
+            return Reply(200, _GARBAGE, _HTML, kind)
+        return Reply(200, violate(rng), JSON_HEADERS, kind)
+
+
+def _match(method: str, path: str) -> tuple[str | None, str]:
+    """(endpoint, path argument) of a non-summary request; (None, "") if no endpoint takes it."""
+    parts = path.split("/")
+    if len(parts) < 3 or parts[0] != "" or parts[1] != "v1":
+        return None, ""
+    rest = parts[2:]
+    if method == "GET":
+        if rest == ["calls"]:
+            return "calls", ""
+        if len(rest) == 2 and rest[0] == "calls" and rest[1]:
+            return "call", rest[1]
+        if rest == ["conversations"]:
+            return "conversations", ""
+        if rest == ["phone-numbers"]:
+            return "phone-numbers", ""
+    if rest and rest[0] == "webhooks":
+        if method == "GET" and len(rest) == 1:
+            return "webhooks", ""
+        if len(rest) == 2 and rest[1]:
+            if method == "POST" and rest[1] in _WEBHOOK_EVENTS:
+                return "webhooks", rest[1]
+            if method in ("GET", "DELETE"):
+                return "webhooks", rest[1]
+    return None, ""
+
+
+def _one(params: dict[str, list[str]], name: str) -> str | None:
+    values = params.get(name)
+    return values[-1] if values else None
+
+
+def _many(params: dict[str, list[str]], name: str) -> list[str]:
+    # Arrays arrive as name[]=a&name[]=b or name=a&name=b; both are accepted.
+    return [*params.get(name, []), *params.get(name + "[]", [])]
+
+
+def _time(params: dict[str, list[str]], name: str) -> dt.datetime | None:
+    text = _one(params, name)
+    if text is None:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise _BadRequest(f"{name} must be an ISO 8601 date-time", f"/{name}") from exc
+
+
+def _max_results(params: dict[str, list[str]]) -> int:
+    text = _one(params, "maxResults")
+    if text is None:
+        return 10
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise _BadRequest("maxResults must be an integer from 1 to 100", "/maxResults")
+    return int(text)
+
+
+def _within(when: dt.datetime, after: dt.datetime | None, before: dt.datetime | None) -> bool:
+    return (after is None or when > after) and (before is None or when < before)
+
+
+def _encode_token(offset: int, empty: bool) -> str:
+    return base64.urlsafe_b64encode(f"sim:{offset}:{int(empty)}".encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[int, bool]:
+    try:
+        prefix, offset, empty = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        if prefix != "sim" or not offset.isdigit() or empty not in ("0", "1"):
+            raise ValueError(token)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise _BadRequest("Invalid pageToken", "/pageToken") from exc
+    return int(offset), empty == "1"
+
+
+def _violation(payload: dict[str, object] | None, rng: random.Random) -> bytes:
+    """A 200 body that breaks the endpoint's schema."""
+    variant = rng.randrange(3)
+    if variant == 0 or payload is None:
+        return dumps({"data": None})
+    if variant == 1:
+        return dumps({**payload, "data": "not a list or object"})
+    return dumps([payload])
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+__all__ = ["API_PATH_PREFIX", "ENDPOINTS", "FakeOpenPhone", "Reply"]
