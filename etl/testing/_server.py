@@ -11,8 +11,10 @@ connections, so a hanging request never blocks shutdown.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http import HTTPStatus
@@ -84,8 +86,8 @@ class _Handler(BaseHTTPRequestHandler):
         reply = fake.route(self.command, self.path, self.headers.get("authorization"), body)
         try:
             wait = reply.delay + reply.hold
-            if wait and self.server.stopping.wait(wait):
-                self.close_connection = True  # shutting down: abandon, as a dying server would
+            if wait and not self._hold(wait):
+                self.close_connection = True  # the client left, or the server stops: abandon
                 return
             if reply.action == DROP:
                 self.close_connection = True
@@ -93,6 +95,26 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(reply)
         finally:
             fake.land(reply)
+
+    def _hold(self, seconds: float) -> bool:
+        """Wait before answering; False as soon as the client hangs up or the server stops.
+
+        A client that timed out and retries must not find its first request
+        still "in flight" (the fake counts overlapping requests per id).
+        """
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.connection], [], [], left)
+            if not readable:
+                break
+            try:
+                if not self.connection.recv(1, socket.MSG_PEEK):
+                    return False  # EOF: closed by the client, or shut down by stop()
+            except OSError:
+                return False
+            # A pipelined request is waiting: nothing more to learn from the socket.
+            return not self.server.stopping.wait(max(0.0, deadline - time.monotonic()))
+        return not self.server.stopping.is_set()
 
     def _write(self, reply: Reply) -> None:
         self.send_response_only(reply.status)
