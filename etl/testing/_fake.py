@@ -80,6 +80,10 @@ class Reply:
     delay: float = 0.0  # simulated latency, both adapters
     hold: float = 0.0  # extra wait of a "hang", real server only
     flight: str | None = None  # call id counted in flight until the reply lands
+    # The real server's "has the client hung up?" probe, so a client that gave
+    # up and retried is not counted as two requests in flight at once.
+    gone: Callable[[], bool] | None = None
+    landed: bool = False
 
 
 class _BadRequest(Exception):
@@ -135,7 +139,7 @@ class FakeOpenPhone:
         self._overrides: dict[str, tuple[int, bytes, tuple[tuple[str, str], ...]]] = {}
         self._injected: collections.Counter[str] = collections.Counter()
         self._nth: collections.Counter[str] = collections.Counter()
-        self._flight: collections.Counter[str] = collections.Counter()
+        self._flight: dict[str, list[Reply]] = {}
         self._flight_total = 0
         self._tokens = float(burst)
         self._refilled = time.monotonic()
@@ -230,8 +234,18 @@ class FakeOpenPhone:
 
     # -- routing, shared by both adapters -----------------------------------
 
-    def route(self, method: str, target: str, authorization: str | None, body: bytes = b"") -> Reply:
-        """Decide the answer to one request and count it in flight (the adapters call ``land`` after)."""
+    def route(
+        self,
+        method: str,
+        target: str,
+        authorization: str | None,
+        body: bytes = b"",
+        gone: Callable[[], bool] | None = None,
+    ) -> Reply:
+        """Decide the answer to one request and count it in flight (the adapters call ``land`` after).
+
+        ``gone`` tells whether this request's client has hung up (real server only).
+        """
         # A target not starting with "/" is the absolute form (http://host/path).
         if target.startswith("/"):
             path, _, query = target.partition("?")
@@ -255,9 +269,13 @@ class FakeOpenPhone:
             if self._flight_total > self.max_in_flight:
                 self.max_in_flight = self._flight_total
             if call_id is not None:
-                if self._flight[call_id]:
-                    self.overlaps.append(call_id)
-                self._flight[call_id] += 1
+                flying = self._flight.get(call_id)
+                if flying:
+                    # The server may not have noticed yet that an earlier client gave up.
+                    for left in [r for r in flying if r.gone is not None and r.gone()]:
+                        self._land(left)
+                    if self._flight.get(call_id):
+                        self.overlaps.append(call_id)
             if endpoint is None:
                 reply = self._error(404, "Not Found")
             else:
@@ -276,6 +294,9 @@ class FakeOpenPhone:
                 else:
                     reply = self._decide(endpoint, method, path, arg, query, body)
             reply.flight = call_id
+            reply.gone = gone
+            if call_id is not None:
+                self._flight.setdefault(call_id, []).append(reply)
             self.outcomes[reply.outcome] += 1
             if self.latency_ms > 0:
                 reply.delay = self.latency_ms / 1000 * self._latency_rng.uniform(0.5, 1.5)
@@ -284,13 +305,18 @@ class FakeOpenPhone:
     def land(self, reply: Reply) -> None:
         """The reply was written (or abandoned): the request is no longer in flight."""
         with self._lock:
-            self._flight_total -= 1
-            if reply.flight is not None:
-                left = self._flight[reply.flight] - 1
-                if left:
-                    self._flight[reply.flight] = left
-                else:
-                    del self._flight[reply.flight]
+            self._land(reply)
+
+    def _land(self, reply: Reply) -> None:
+        if reply.landed:
+            return
+        reply.landed = True
+        self._flight_total -= 1
+        if reply.flight is not None:
+            flying = self._flight[reply.flight]
+            flying.remove(reply)
+            if not flying:
+                del self._flight[reply.flight]
 
     def count_refused(self, outcome: str) -> None:
         """Count a request the HTTP server refused before it reached ``route`` (malformed)."""
