@@ -149,3 +149,28 @@ def deliver(
         return client.post(url, content=raw, headers=sent, timeout=timeout)
     with httpx.Client() as own:
         return own.post(url, content=raw, headers=sent, timeout=timeout)
+
+
+# The docs' sample names the summary event "callSummary": it goes where call.summary.completed goes.
+_SUBSCRIBED_AS = {"callSummary": "call.summary.completed"}
+
+
+def push(
+    hooks: Mapping[str, Mapping[str, object]],
+    body: Mapping[str, object],
+    *,
+    client: httpx.Client | None = None,
+    timeout: float = 10.0,
+) -> list[httpx.Response]:
+    """Deliver ``body`` as OpenPhone would: to every enabled webhook in ``hooks``
+    (``fake.webhooks``, created through ``POST /v1/webhooks/...``) subscribed to its
+    type, each signed with that webhook's own key (v1 scheme). One response per delivery."""
+    event_type = str(body.get("type"))
+    wanted = _SUBSCRIBED_AS.get(event_type, event_type)
+    sent = []
+    for hook in list(hooks.values()):
+        events = hook.get("events")
+        if hook.get("status") != "enabled" or not isinstance(events, list) or wanted not in events:
+            continue
+        sent.append(deliver(str(hook["url"]), body, v1_key=str(hook["key"]), client=client, timeout=timeout))
+    return sent

@@ -167,3 +167,26 @@ def test_module_cli_refuses_an_unknown_fault_endpoint() -> None:
                           env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     assert proc.returncode == 2
     assert "unknown endpoints ['messages']" in proc.stderr
+
+
+def test_push_delivers_to_each_subscribed_webhook_with_its_key(
+    receiver: tuple[str, list[tuple[dict[str, str], bytes]]],
+) -> None:
+    url, got = receiver
+    fake = FakeOpenPhone(api_key=KEY)
+    with httpx.Client(transport=fake.transport(), base_url="https://x", headers={"Authorization": KEY}) as c:
+        calls = c.post("/v1/webhooks/calls", json={"url": url + "?calls", "events": ["call.completed"]})
+        sums = c.post("/v1/webhooks/call-summaries", json={"url": url + "?sums", "events": ["call.summary.completed"]})
+        c.post("/v1/webhooks/call-summaries", json={"url": url + "?off", "events": ["call.summary.completed"],
+                                                    "status": "disabled"})  # fmt: skip
+    keys = {"calls": calls.json()["data"]["key"], "sums": sums.json()["data"]["key"]}
+    summary = webhooks.summary_completed("ACpushed", docs_sample_type=True)
+    assert [r.status_code for r in webhooks.push(fake.webhooks, summary)] == [200]
+    call = webhooks.call_completed(fake.workspace.synth_call("ACpushed").to_json())
+    assert [r.status_code for r in webhooks.push(fake.webhooks, call)] == [200]
+    assert len(got) == 2
+    for (headers, raw), which in zip(got, ("sums", "calls"), strict=True):
+        _, _, stamp, signature = headers["openphone-signature"].split(";")
+        expected = hmac.new(base64.b64decode(keys[which]), stamp.encode() + b"." + raw, hashlib.sha256).digest()
+        assert base64.b64decode(signature) == expected
+    assert json.loads(got[0][1])["type"] == "callSummary" and json.loads(got[1][1])["type"] == "call.completed"
