@@ -12,9 +12,15 @@ import functools
 import hashlib
 import json
 import random
+import re
 from collections.abc import Callable
 
 STATUSES = ("absent", "in-progress", "completed", "failed")
+
+# The schema's pattern ^AC(.*)$ is evaluated by a JavaScript engine: "." stops
+# at line terminators and "$" matches only at the very end -- unlike Python's
+# "$", which also matches before a trailing "\n" and would let "AC1\n" through.
+CALL_ID_RE = re.compile("AC[^\n\r\u2028\u2029]*")
 
 
 def dumps(obj: object) -> bytes:
