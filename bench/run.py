@@ -6,7 +6,7 @@ be the bottleneck" and prints one table: workload, database, figures, target,
 met/missed.  It asserts nothing; it measures and reports.
 
 Everything runs as separate processes, as in production: the fake API is
-``python -m etl.simulator`` on a loopback port, and every step is the installed
+``python -m etl.testing`` on a loopback port, and every step is the installed
 ``etl`` executable (``db upgrade``, ``enqueue --file``, ``sync``, ``status``).
 The CPU time and peak RSS of each etl process come from ``os.wait4`` (the
 kernel's own accounting of that child), wall time from ``perf_counter``, and
@@ -232,12 +232,12 @@ def log_time(line: dict[str, Any] | None) -> dt.datetime | None:
 
 
 class Simulator:
-    """``python -m etl.simulator`` as a separate process; stats and CPU on exit."""
+    """``python -m etl.testing`` as a separate process; stats and CPU on exit."""
 
     def __init__(self, workdir: Path, *, rate: float, burst: int, latency_ms: float, name: str) -> None:
         self.stats_file = workdir / f"{name}.stats.json"
         self.log_file = workdir / f"{name}.log"
-        self.cmd = [sys.executable, "-m", "etl.simulator", "--port", "0", "--api-key", API_KEY,
+        self.cmd = [sys.executable, "-m", "etl.testing", "--port", "0", "--api-key", API_KEY,
                     "--rate", str(rate), "--burst", str(burst), "--latency-ms", str(latency_ms),
                     "--stats-file", str(self.stats_file)]
         self.workdir = workdir

@@ -1,1 +1,56 @@
-"""Test doubles the project supports for its own tests and its users' (see etl.testing.clock)."""
+"""A simulated OpenPhone (Quo) API: the project's supported test double.
+
+Use it in process through an httpx transport (no sockets, like httpx's
+``MockTransport``)::
+
+    from etl.testing import FakeOpenPhone
+    fake = FakeOpenPhone(api_key="k")
+    client = httpx.Client(transport=fake.transport(), base_url="https://api.openphone.com")
+
+or over real HTTP (``with serve(fake) as url: ...``, or ``python -m etl.testing``
+as its own process), where timeouts and dropped connections are real.
+
+What it serves: call summaries (``GET /v1/call-summaries/{id}``), a seeded
+workspace (``fake.workspace``: phone numbers, conversations, calls with list
+paging), webhooks CRUD, with the key check, a token-bucket rate limit,
+reproducible ``Faults`` and list ``Quirks`` on every endpoint, and statistics
+(``fake.stats()``, ``fake.request_times()``). The ``webhooks`` names build and
+sign deliveries as OpenPhone sends them. The published shapes it follows are in
+``docs/api/`` (call-summaries.md, more-endpoints.md).
+
+``FakeClock`` (:mod:`etl.testing.clock`) is the controllable :class:`etl.clock.Clock`
+for the job's own code; ``ApiClock`` is the simulated API's notion of now.
+
+Everything is reproducible: summaries derive from a hash of the call id, the
+workspace from its seed and clock, and fault decisions from (fault seed,
+resource, n-th request for it).
+"""
+
+from etl.testing import _webhooks as webhooks
+from etl.testing._cli import main
+from etl.testing._data import STATUSES, sample_summary
+from etl.testing._fake import API_PATH_PREFIX, FakeOpenPhone
+from etl.testing._faults import ENDPOINTS, Faults, Quirks
+from etl.testing._server import serve
+from etl.testing._workspace import E164_RE, ApiClock, Call, Conversation, PhoneNumber, Workspace
+from etl.testing.clock import FakeClock
+
+__all__ = [
+    "API_PATH_PREFIX",
+    "E164_RE",
+    "ENDPOINTS",
+    "STATUSES",
+    "ApiClock",
+    "Call",
+    "Conversation",
+    "FakeClock",
+    "FakeOpenPhone",
+    "Faults",
+    "PhoneNumber",
+    "Quirks",
+    "Workspace",
+    "main",
+    "sample_summary",
+    "serve",
+    "webhooks",
+]

@@ -1,4 +1,4 @@
-"""Tests of the simulated OpenPhone API (etl.simulator).
+"""Tests of the simulated OpenPhone API's call summaries (etl.testing), in process and over real HTTP.
 
 The checks of response shapes are written by hand from the published OpenAPI
 document (docs/api/call-summaries.md), so the simulator cannot drift
@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from etl.simulator import API_PATH_PREFIX, FakeOpenPhone, Faults, sample_summary, serve
+from etl.testing import API_PATH_PREFIX, FakeOpenPhone, Faults, sample_summary, serve
 
 KEY = "test-key"
 AUTH = {"Authorization": KEY}
@@ -253,7 +253,7 @@ def test_ids_are_url_decoded() -> None:
 def test_404_for_unknown_ids_other_paths_and_methods() -> None:
     fake = FakeOpenPhone(default_status=None)
     check_error(get(fake, url("AC404")), 404)
-    check_error(get(fake, "/v1/calls/AC1"), 404)
+    check_error(get(fake, "/v1/calls/AC1"), 404)  # no such call: no summary-less calls are made up
     check_error(get(fake, API_PATH_PREFIX), 404)
     check_error(get(fake, url("AC1") + "/extra"), 404)
 
@@ -262,8 +262,9 @@ def test_404_for_unknown_ids_other_paths_and_methods() -> None:
             return await c.post(url("AC1"), headers=AUTH)
 
     check_error(asyncio.run(post()), 404)
-    # Other paths come before auth: no key still gives 404 there.
-    check_error(get(fake, "/v1/calls", headers=None), 404)
+    # Unknown paths come before auth: no key still gives 404 there.
+    check_error(get(fake, "/v1/nothing", headers=None), 404)
+    check_error(get(fake, "/v2/calls", headers=None), 404)
 
 
 def test_set_response_overrides_everything_after_auth() -> None:
@@ -498,17 +499,18 @@ def test_real_server_raw_http(real: tuple[FakeOpenPhone, str]) -> None:
     # HTTP/1.0 closes by default.
     assert _raw(base, f"GET {url('AC3')} HTTP/1.0\r\nAuthorization: {KEY}\r\n\r\n".encode())
 
-    for bad in [
-        b"NONSENSE\r\n\r\n",
-        b"GET /x HTTP/2.0\r\n\r\n",
-        b"GET /x HTTP/1.1\r\nNoColon\r\n\r\n",
-        b"GET /x HTTP/1.1\r\nHost : x\r\n\r\n",
-        b"GET /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    # Malformed requests are the HTTP library's to refuse; the answer keeps the API's error shape
+    # and the connection is closed.
+    for bad, status in [
+        (b"NONSENSE\r\n\r\n", 400),
+        (b"GET /x HTTP/1.1 extra\r\n\r\n", 400),
+        (b"GET /x HTTP/2.0\r\n\r\n", 505),
+        (f"GET {url('AC4')} HTTP/1.1\r\nContent-Length: abc\r\n\r\n".encode(), 400),
     ]:
         out = _raw(base, bad)  # returns only once the server closed the socket
-        assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-        assert json.loads(out.split(b"\r\n\r\n", 1)[1])["code"] == "0500400"
-    assert fake.outcomes["400"] == 5
+        assert out.startswith(f"HTTP/1.1 {status} ".encode())
+        assert json.loads(out.split(b"\r\n\r\n", 1)[1])["code"] == f"0500{status}"
+    assert fake.outcomes["400"] == 3 and fake.outcomes["505"] == 1
 
 
 def test_serve_stops_cleanly_even_with_a_hanging_request() -> None:
