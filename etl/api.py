@@ -1,4 +1,4 @@
-"""The OpenPhone API client: ``fetch_summary(call_id) -> FetchResult``.
+"""The OpenPhone API client: ``fetch_summary(call_id) -> FetchResult``, and calls/lines/conversations.
 
 HTTP lives here and only here.  One :class:`httpx.AsyncClient` per run holds
 the connection pool; the transport is injectable, so tests and ``etl demo``
@@ -26,10 +26,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -43,7 +43,15 @@ from etl.config import Settings
 from etl.errors import AuthError
 from etl.ids import is_valid_call_id
 from etl.ratelimit import Abandoned, AdaptiveLimiter
-from etl.schema import SummaryData, SummaryEnvelope
+from etl.schema import (
+    CallData,
+    CallEnvelope,
+    CallList,
+    ConversationList,
+    PhoneNumberList,
+    SummaryData,
+    SummaryEnvelope,
+)
 
 USER_AGENT = f"openphone-summary-sync/{__version__} (+httpx/{httpx.__version__})"
 _MAX_ERROR_TEXT = 300
@@ -79,6 +87,53 @@ class FetchResult:
         if self.http_status is not None:
             return f"http {self.http_status}"
         return "no response"
+
+
+ResourceKind = Literal["ok", "not_found", "invalid", "transient", "rejected"]
+_M = TypeVar("_M")
+
+
+class _Answer(Protocol):
+    @property
+    def http_status(self) -> int | None: ...
+
+
+_R = TypeVar("_R", bound=_Answer)
+_P = TypeVar("_P", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResult(Generic[_M]):
+    """What the API answered for one request of the calls/lines/conversations endpoints.
+
+    kind: ``ok`` (a valid 200: ``data`` is the parsed model, ``raw`` its JSON),
+    ``not_found`` (404), ``invalid`` (400), ``transient`` (retries exhausted),
+    ``rejected`` (the body is over the size limit).
+    """
+
+    what: str
+    kind: ResourceKind
+    http_status: int | None
+    tries: int
+    latency_ms: float
+    data: _M | None = None
+    raw: Any = None
+    error: str | None = None
+    retry_after: float | None = None
+
+
+def api_time(value: datetime) -> str:
+    """A naive-UTC (or aware) datetime as the API's ISO 8601 UTC text, to the millisecond."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"
+
+
+def _whole(model: type[_P]) -> Callable[[Any], tuple[_P, Any]]:
+    def parse(body: Any) -> tuple[_P, Any]:
+        return model.model_validate(body), body
+
+    return parse
 
 
 class NotSent(Exception):
@@ -290,13 +345,17 @@ class OpenPhoneClient:
 
     def _try(self, call_id: str, started: float, tries: int, budget_end: float | None) -> FetchResult:
         """One request: wait for a rate slot (if any throttle applies), send, classify."""
+        return self._throttled(lambda: self._fetch_sync(call_id, started, tries), budget_end)
+
+    def _throttled(self, send: Callable[[], _R], budget_end: float | None) -> _R:
+        """Run ``send`` (one request) under the shared rate limiter; a 429 slows everyone."""
         limiter, loop = self.limiter, self.loop
         if limiter.engaged():
             if loop is None or loop.is_closed():
                 raise Abandoned("no event loop for the rate limiter")
             asyncio.run_coroutine_threadsafe(limiter.acquire(until=budget_end), loop).result()
         try:
-            result = self._fetch_sync(call_id, started, tries)
+            result = send()
         except TransientError as exc:
             if exc.http_status == 429 and loop is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(limiter.penalize, exc.retry_after)
@@ -309,23 +368,8 @@ class OpenPhoneClient:
         """One request, on an I/O thread.  Returns a result or raises what ends this try."""
         request = httpx.Request("GET", self._url_prefix + call_id, headers=self._headers,
                                 extensions=self._extensions)
-        try:
-            response = self._transport.handle_request(request)
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"timeout ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise TransientError(f"connection error ({type(exc).__name__}: {exc})") from None
-        try:
-            body = self._read_body(response)
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"timeout reading body ({type(exc).__name__})", response.status_code) from None
-        except httpx.TransportError as exc:
-            message = f"connection error reading body ({type(exc).__name__})"
-            raise TransientError(message, response.status_code) from None
-        finally:
-            response.close()
+        response, body = self._exchange(request)
         status = response.status_code
-        response.request = request
         if body is None:
             raise _Final(FetchResult(
                 call_id, "rejected", status, tries, _ms(started),
@@ -341,6 +385,26 @@ class OpenPhoneClient:
             return FetchResult(call_id, kind, status, tries, _ms(started), error=error)
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         raise TransientError(_error_text(response, body, self.settings.api_key), status, retry_after)
+
+    def _exchange(self, request: httpx.Request) -> tuple[httpx.Response, bytes | None]:
+        """Send ``request`` and read the body (None: over the size limit); transport failures are transient."""
+        try:
+            response = self._transport.handle_request(request)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timeout ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"connection error ({type(exc).__name__}: {exc})") from None
+        try:
+            body = self._read_body(response)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timeout reading body ({type(exc).__name__})", response.status_code) from None
+        except httpx.TransportError as exc:
+            message = f"connection error reading body ({type(exc).__name__})"
+            raise TransientError(message, response.status_code) from None
+        finally:
+            response.close()
+        response.request = request
+        return response, body
 
     def _read_body(self, response: httpx.Response) -> bytes | None:
         limit = self.settings.max_body_bytes
@@ -373,6 +437,132 @@ class OpenPhoneClient:
             call_id, "summary", 200, tries, _ms(started), summary=data, raw_json=raw,
             content_hash=hashlib.sha256(body).hexdigest(),
         )
+
+
+    # --- calls, phone numbers, conversations (issue 10) ---------------------------
+    #
+    # One request path for every resource: the same rate limiter (_throttled),
+    # in-run retries with the same backoff (_make_wait), error classification
+    # and body limit (_exchange) as the summary fetch.  Per-request outcomes
+    # are ApiResult values; AuthError (401/403) and NotSent escape as for summaries.
+
+    def get_call(self, call_id: str, *, max_wait: float | None = None,
+                 stop: threading.Event | None = None) -> ApiResult[CallData]:
+        """``GET /v1/calls/{callId}``: the call's context; ``raw`` is the call object."""
+        if not is_valid_call_id(call_id):
+            return ApiResult(f"GET /v1/calls/{call_id[:80]}", "invalid", None, 0, 0.0, error="malformed call id")
+
+        def parse(body: Any) -> tuple[CallData, Any]:
+            call = CallEnvelope.model_validate(body).data
+            if call.id != call_id:
+                raise TransientError(f"200 for another call id ({call.id[:80]!r})", 200)
+            return call, body["data"]
+
+        return self._get_resource("/v1/calls/" + call_id, {}, parse, max_wait=max_wait, stop=stop)
+
+    def list_phone_numbers(self, page_token: str | None = None, *,
+                           stop: threading.Event | None = None) -> ApiResult[PhoneNumberList]:
+        """``GET /v1/phone-numbers``: the workspace's lines."""
+        params = {"pageToken": page_token} if page_token else {}
+        return self._get_resource("/v1/phone-numbers", params, _whole(PhoneNumberList), stop=stop)
+
+    def list_conversations(self, phone_number_id: str, updated_after: datetime | None,
+                           page_token: str | None = None, *, max_results: int = 100,
+                           stop: threading.Event | None = None) -> ApiResult[ConversationList]:
+        """One page of ``GET /v1/conversations`` for one line, updated after ``updated_after``."""
+        params: dict[str, Any] = {"phoneNumbers[]": phone_number_id, "maxResults": max_results}
+        if updated_after is not None:
+            params["updatedAfter"] = api_time(updated_after)
+        if page_token:
+            params["pageToken"] = page_token
+        return self._get_resource("/v1/conversations", params, _whole(ConversationList), stop=stop)
+
+    def list_calls(self, phone_number_id: str, participant: str, created_after: datetime | None,
+                   page_token: str | None = None, *, max_results: int = 100,
+                   stop: threading.Event | None = None) -> ApiResult[CallList]:
+        """One page of ``GET /v1/calls`` for one line and one participant (one-to-one conversations).
+
+        ``raw`` is the page body; ``raw["data"][i]`` is the JSON of ``data.data[i]``.
+        """
+        params: dict[str, Any] = {
+            "phoneNumberId": phone_number_id, "participants[]": participant, "maxResults": max_results,
+        }
+        if created_after is not None:
+            params["createdAfter"] = api_time(created_after)
+        if page_token:
+            params["pageToken"] = page_token
+        return self._get_resource("/v1/calls", params, _whole(CallList), stop=stop)
+
+    def _get_resource(self, path: str, params: dict[str, Any], parse: Callable[[Any], tuple[_M, Any]], *,
+                      max_wait: float | None = None, stop: threading.Event | None = None) -> ApiResult[_M]:
+        what = f"GET {path}"
+        request = httpx.Request("GET", self.settings.base_url.rstrip("/") + path, params=params,
+                                headers=self._headers, extensions=self._extensions)
+        started = time.perf_counter()
+        budget_end = None if max_wait is None else time.monotonic() + max_wait
+        stop_event = stop or threading.Event()
+
+        def sleep(seconds: float) -> None:
+            if stop_event.wait(seconds):
+                raise Abandoned("the run is stopping")
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.settings.retry_attempts),
+            wait=self._make_wait(budget_end),
+            retry=retry_if_exception_type(TransientError),
+            reraise=True,
+            sleep=sleep,
+        )
+        last_error: TransientError | None = None
+        tries = 0
+        try:
+            for attempt in retrying:
+                with attempt:
+                    if stop_event.is_set():
+                        raise Abandoned("the run is stopping")
+                    number = attempt.retry_state.attempt_number
+                    try:
+                        return self._throttled(
+                            functools.partial(self._resource_try, what, request, parse, started, number), budget_end)
+                    except TransientError as exc:
+                        last_error, tries = exc, number
+                        raise
+        except Abandoned as exc:
+            if last_error is None:
+                raise NotSent(str(exc)) from None
+        except (_GiveUp, TransientError):
+            pass  # out of tries or of time: the last try's error stands
+        assert last_error is not None
+        return ApiResult(what, "transient", last_error.http_status, tries, _ms(started),
+                         error=str(last_error)[:_MAX_ERROR_TEXT], retry_after=last_error.retry_after)
+
+    def _resource_try(self, what: str, request: httpx.Request, parse: Callable[[Any], tuple[_M, Any]],
+                      started: float, tries: int) -> ApiResult[_M]:
+        response, body = self._exchange(request)
+        status = response.status_code
+        if body is None:
+            return ApiResult(what, "rejected", status, tries, _ms(started),
+                             error=f"response body larger than {self.settings.max_body_bytes} bytes")
+        if status == 200:
+            try:
+                parsed = json.loads(body)
+            except UnicodeDecodeError:
+                raise TransientError("200 with a body that is not UTF-8", 200) from None
+            except ValueError:
+                raise TransientError("200 with a body that is not JSON", 200) from None
+            try:
+                data, raw = parse(parsed)
+            except ValidationError as exc:
+                raise TransientError(f"200 with a body that violates the schema: {_first_error(exc)}", 200) from None
+            return ApiResult(what, "ok", 200, tries, _ms(started), data=data, raw=raw)
+        if status in (401, 403):
+            raise AuthError(status, _error_text(response, body, self.settings.api_key))
+        if status in (404, 400):
+            kind: ResourceKind = "not_found" if status == 404 else "invalid"
+            return ApiResult(what, kind, status, tries, _ms(started),
+                             error=_error_text(response, body, self.settings.api_key))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        raise TransientError(_error_text(response, body, self.settings.api_key), status, retry_after)
 
 
 class _GiveUp(Exception):
