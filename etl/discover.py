@@ -179,6 +179,9 @@ class Discoverer:
             starts = [t for t in (marks.get(line.id), since) if t is not None]
             self._walk_line(line, min(starts))
             self.stats.phone_numbers += 1
+            if self.stats.run_id is not None:
+                with self.engine.begin() as conn:
+                    store.add_discovery_counts(conn, self.stats.run_id, phone_numbers=1)
 
     def _lines(self) -> list[PhoneNumberData]:
         lines: dict[str, PhoneNumberData] = {}

@@ -504,7 +504,9 @@ class DiscoveryRun(Base):
     command: Mapped[str] = mapped_column(String(32), comment="The command that ran: discover or backfill.")
     phone_numbers: Mapped[int] = mapped_column(Integer, server_default="0", comment="Phone numbers walked.")
     conversations: Mapped[int] = mapped_column(Integer, server_default="0", comment="Conversations walked.")
-    pages: Mapped[int] = mapped_column(Integer, server_default="0", comment="List pages committed.")
+    pages: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Calls list pages committed (with their calls and queue ids).",
+    )
     calls_seen: Mapped[int] = mapped_column(Integer, server_default="0", comment="Distinct calls listed.")
     enqueued: Mapped[int] = mapped_column(
         Integer, server_default="0", comment="Completed calls newly added to summary_queue.",

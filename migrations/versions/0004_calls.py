@@ -191,7 +191,7 @@ def upgrade() -> None:
     sa.Column('command', sa.String(length=32), nullable=False, comment='The command that ran: discover or backfill.'),
     sa.Column('phone_numbers', sa.Integer(), server_default='0', nullable=False, comment='Phone numbers walked.'),
     sa.Column('conversations', sa.Integer(), server_default='0', nullable=False, comment='Conversations walked.'),
-    sa.Column('pages', sa.Integer(), server_default='0', nullable=False, comment='List pages committed.'),
+    sa.Column('pages', sa.Integer(), server_default='0', nullable=False, comment='Calls list pages committed (with their calls and queue ids).'),
     sa.Column('calls_seen', sa.Integer(), server_default='0', nullable=False, comment='Distinct calls listed.'),
     sa.Column('enqueued', sa.Integer(), server_default='0', nullable=False, comment='Completed calls newly added to summary_queue.'),
     sa.Column('errors', sa.Integer(), server_default='0', nullable=False, comment='Walks (a line or a conversation) that stopped on an error.'),
