@@ -20,7 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl.cli import run_sync
+from etl.config import Backoff, Settings
 from etl.discover import Discoverer, DiscoverOptions
+from etl.logs import configure_logging
 from etl.simulator import FakeOpenPhone
 from etl.sync import RunOptions
 from tests.integration.calls_fake import FakeWorkspace, make_call
@@ -29,6 +31,12 @@ SCHEMA_DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 _QUERY_RE = re.compile(r"^<!-- call-query: ([a-z0-9-]+) -->\n```sql\n(.*?)\n```$", re.M | re.S)
 KEY = "test-key-0123456789"
 LEAD = "Lead qualification"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> None:
+    # A test that captured the log (capsys) leaves structlog writing to its closed stream.
+    configure_logging("json", "info")
 
 
 def documented_queries() -> dict[str, str]:
@@ -75,12 +83,9 @@ def load(engine: Engine, db_url: str) -> None:
                               duration=60))
         if status == "completed" and call_id != "ACq7":
             summaries.set_summary(call_id, _summary(call_id, steps, qualified))
-    settings_kw = {"database_url": db_url, "api_key": KEY, "base_url": "http://fake.test", "rate": 0,
-                   "concurrency": 2, "retry_initial": 0.001, "retry_max": 0.01}
-    from etl.config import Backoff, Settings
-
     # The engine is not wired to the 404 window yet; window 0 keeps this test's states exact either way.
-    settings = Settings(**settings_kw, backoff=Backoff(not_found_window=0))  # type: ignore[arg-type]
+    settings = Settings(database_url=db_url, api_key=KEY, base_url="http://fake.test", rate=0, concurrency=2,
+                        retry_initial=0.001, retry_max=0.01, backoff=Backoff(not_found_window=0))
     found = Discoverer(engine, settings, transport=ws.transport()).run(DiscoverOptions(since=datetime(2026, 11, 1)))
     assert (found.exit_code, found.enqueued) == (0, 6)
     stats = run_sync(engine, settings, RunOptions(), transport=summaries.transport())

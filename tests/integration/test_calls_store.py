@@ -11,16 +11,24 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from etl import store
 from etl.config import Backoff
+from etl.logs import configure_logging
 from etl.normalize import call_json, normalize_call
 from etl.policy import ClaimedItem, call_not_found, decide
 from etl.schema import CallData
 from tests.integration.calls_fake import make_call
 
 NOW = datetime(2026, 11, 25, 12, 0, 0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> None:
+    # A test that captured the log (capsys) leaves structlog writing to its closed stream.
+    configure_logging("json", "info")
 
 
 def rows_for(raw: dict, now: datetime = NOW):

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from etl.cli import run_sync
 from etl.config import Settings
+from etl.logs import configure_logging
 from etl.simulator import FakeOpenPhone
 from etl.sync import RunOptions
 from tests.helpers_proc import error_lines, etl_env, output_of, run_etl, start_etl, stop, wait_for
@@ -27,6 +28,12 @@ from tests.integration.test_discover import KEY, build, completed_ids, reachable
 pytestmark = pytest.mark.slow
 
 DISCOVER = ["discover", "--since", "2026-11-01", "--rate", "0"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> None:
+    # A test that captured the log (capsys) leaves structlog writing to its closed stream.
+    configure_logging("json", "info")
 
 
 def count(engine, sql: str) -> int:
