@@ -163,3 +163,23 @@ def test_discover_then_sync_lands_every_call_with_its_summary(engine, db_url):
             "SELECT COUNT(*) FROM call_summary_overview WHERE call_created_at IS NOT NULL "
             "AND participants IS NOT NULL AND status = 'completed'")).scalar_one()
     assert landed == len(completed_ids(calls))
+
+
+def test_backfill_discover_discovers_instead_of_an_id_file_then_syncs(engine, db_url, tmp_path):
+    fake = FakeWorkspace(KEY)
+    calls = build(fake)
+    with serve(fake) as url:
+        env = etl_env(db_url, url, KEY)
+        both = run_etl(["backfill", "--discover", "--file", "-", "--rate", "0"], env)
+        orphan = run_etl(["backfill", "--discover-since", "2026-11-01", "--rate", "0"], env)
+        result = run_etl(["backfill", "--discover", "--discover-since", "2026-11-01", "--rate", "0"], env)
+    assert (both.returncode, error_lines(both.stderr)) == (2, [
+        "Error: --discover and --file are alternatives: discover ids, or read them from a file"])
+    assert (orphan.returncode, error_lines(orphan.stderr)) == (2, ["Error: --discover-since needs --discover"])
+    assert result.returncode == 0, result.stderr
+    with engine.connect() as conn:
+        discovery = conn.execute(sa.text("SELECT command, enqueued, exit_code FROM discovery_runs")).all()
+        sync_runs = conn.execute(sa.text("SELECT command, claimed FROM sync_runs")).all()
+    assert [tuple(r) for r in discovery] == [("backfill", len(completed_ids(calls)), 0)]
+    # The workspace fake has no summaries: every claimed id was answered (404) and finished.
+    assert [tuple(r) for r in sync_runs] == [("backfill", len(completed_ids(calls)))]
