@@ -20,6 +20,9 @@
 #                     (default /var/log/openphone-summary-sync/sync.jsonl)
 #   ETL_LOCK_FILE     lock file shared by every invocation (default /tmp/openphone-summary-sync.lock)
 #   ETL_MAX_RUNTIME   seconds before etl stops claiming work (default 240: cron every 5 min)
+#   ETL_DISCOVER      1 = run `etl discover` (fill the queue from the workspace) before
+#                     `etl sync`; default 0 (the queue is filled by another system).
+#                     The first discovery needs `etl discover --since DATE` by hand.
 #   ETL_STDERR_ON     exit codes that also print one line on stderr, so cron mails
 #                     it (default "2 3": a human must act); "" = never
 #
@@ -121,6 +124,7 @@ ETL_LOG_FILE=${ETL_LOG_FILE:-/var/log/openphone-summary-sync/sync.jsonl}
 ETL_LOCK_FILE=${ETL_LOCK_FILE:-/tmp/openphone-summary-sync.lock}
 ETL_MAX_RUNTIME=${ETL_MAX_RUNTIME:-240}
 ETL_STDERR_ON=${ETL_STDERR_ON-2 3}
+ETL_DISCOVER=${ETL_DISCOVER:-0}
 
 if [ "$ETL_LOG_FILE" != "-" ]; then
     { true >>"$ETL_LOG_FILE"; } 2>/dev/null \
@@ -155,10 +159,20 @@ fi
 # Caught (not ignored, which etl would inherit): this shell waits for etl instead of dying.
 trap ':' INT TERM HUP
 set +e
+discover_rc=0
+if [ "$ETL_DISCOVER" = 1 ]; then
+    # Discover first, so this run's sync already fetches what it found; a failed
+    # discovery does not keep the queue's other work from syncing.
+    "$ETL_BIN" discover --log-format json 2>&1 | to_json_lines >&3
+    discover_rc=${PIPESTATUS[0]}
+fi
 "$ETL_BIN" sync --log-format json --max-runtime "$ETL_MAX_RUNTIME" "$@" 2>&1 | to_json_lines >&3
 status=("${PIPESTATUS[@]}")
 set -e
 rc=${status[0]}
+if [ "$rc" -eq 0 ] && [ "$discover_rc" -ne 0 ]; then
+    rc=$discover_rc  # sync went fine; the discovery's problem is the run's result
+fi
 
 if [ "$rc" -gt 128 ]; then
     # etl turns INT/TERM into a clean stop once its run has begun, so dying of a

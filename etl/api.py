@@ -24,10 +24,13 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -45,12 +48,91 @@ from etl.errors import AuthError
 from etl.ids import is_valid_call_id
 from etl.ratelimit import LocalBudget, NotSent, RateBudget
 from etl.results import FetchResult, Kind
-from etl.schema import SummaryData, SummaryEnvelope
+from etl.schema import (
+    CallData,
+    CallEnvelope,
+    CallList,
+    ConversationList,
+    PhoneNumberList,
+    SummaryData,
+    SummaryEnvelope,
+)
 
-__all__ = ["USER_AGENT", "FetchResult", "NotSent", "OpenPhoneClient", "parse_retry_after"]
+__all__ = ["USER_AGENT", "ApiResult", "FetchResult", "NotSent", "OpenPhoneClient", "api_time", "parse_retry_after"]
 
 USER_AGENT = f"openphone-summary-sync/{__version__} (+httpx/{httpx.__version__})"
 _MAX_ERROR_TEXT = 300
+
+ResourceKind = Literal["ok", "not_found", "invalid", "transient", "rejected"]
+_M = TypeVar("_M")
+_P = TypeVar("_P", bound=BaseModel)
+
+
+class _Answer(Protocol):
+    """What the retry loop reads of any one try's result."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def http_status(self) -> int | None: ...
+    @property
+    def retry_after(self) -> float | None: ...
+
+
+_R = TypeVar("_R", bound=_Answer)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResult(Generic[_M]):
+    """What the API answered for one request of the calls, lines and conversations endpoints.
+
+    kind: ``ok`` (a valid 200: ``data`` is the parsed model, ``raw`` its JSON),
+    ``not_found`` (404), ``invalid`` (400), ``transient`` (retries exhausted),
+    ``rejected`` (the body is over the size limit).
+    """
+
+    what: str
+    kind: ResourceKind
+    http_status: int | None
+    tries: int
+    latency_ms: float
+    data: _M | None = None
+    raw: Any = None
+    error: str | None = None
+    retry_after: float | None = None
+
+
+class _Transient(Exception):
+    """One try failed in a way worth retrying (a transport failure, 429, 5xx); never leaves a try."""
+
+    def __init__(self, message: str, http_status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message[:_MAX_ERROR_TEXT]
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """A final answer to one request: 200, 400, 404, or a body over the size limit (``body`` None)."""
+
+    status: int
+    body: bytes | None
+    error: str | None  # the API's error text for a 400/404
+
+
+def api_time(value: datetime) -> str:
+    """A naive-UTC (or aware) datetime as the API's ISO 8601 UTC text, to the millisecond."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"
+
+
+def _whole(model: type[_P]) -> Callable[[Any], tuple[_P, Any]]:
+    def parse(body: Any) -> tuple[_P, Any]:
+        return model.model_validate(body), body
+
+    return parse
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header, or None to use our own backoff.
@@ -98,7 +180,11 @@ def _error_text(response: httpx.Response, body: bytes, secret: str | None = None
 
 
 class OpenPhoneClient:
-    """Fetches call summaries from any number of threads at once.
+    """Fetches call summaries, calls and workspace lists from any number of threads at once.
+
+    Every endpoint takes the same path: a slot of the rate budget, one request
+    (:meth:`_exchange`), classification, and tenacity's retries of transient
+    answers within the caller's time.
 
     Requests go through httpx's synchronous transport: measured on this
     project's workload, that costs about half the CPU per request of httpx's
@@ -170,23 +256,26 @@ class OpenPhoneClient:
             # Never build a URL from an unvalidated id (path injection).
             return FetchResult(call_id, "invalid", None, 0, 0.0, error="malformed call id")
         started = time.perf_counter()
+        return self._call(lambda tries: self._summary_try(call_id, started, tries), max_wait)
+
+    def _call(self, one_try: Callable[[int], _R], max_wait: float | None) -> _R:
+        """Run ``one_try(tries)`` under the budget, retrying transient answers within ``max_wait``."""
         give_up_at = None if max_wait is None else time.monotonic() + max_wait
-        sent: list[FetchResult] = []
+        sent: list[_R] = []
         try:
-            result: FetchResult = self._retrying(self._attempt, call_id, started, give_up_at, sent,
-                                                 max_wait=max_wait)
+            result: _R = self._retrying(self._attempt, one_try, give_up_at, sent, max_wait=max_wait)
         except NotSent:
             if not sent:
                 raise
             result = sent[-1]
         return result
 
-    def _attempt(self, call_id: str, started: float, give_up_at: float | None, sent: list[FetchResult],
-                 *, max_wait: float | None) -> FetchResult:
+    def _attempt(self, one_try: Callable[[int], _R], give_up_at: float | None, sent: list[_R],
+                 *, max_wait: float | None) -> _R:
         """One try: a rate slot, then the request."""
         left = None if give_up_at is None else max(0.0, give_up_at - time.monotonic())
         self.budget.acquire(max_wait=left, stop=self.stop)
-        result = self._request(call_id, started, len(sent) + 1)
+        result = one_try(len(sent) + 1)
         sent.append(result)
         if result.http_status == 429:
             self.budget.penalize(result.retry_after)
@@ -204,43 +293,54 @@ class OpenPhoneClient:
             delay = max(delay, result.retry_after)
         return float(delay)
 
-    def _request(self, call_id: str, started: float, tries: int) -> FetchResult:
-        """One request: send, classify.  Raises only :class:`AuthError`."""
-        def transient(message: str, status: int | None = None, retry_after: float | None = None) -> FetchResult:
-            return FetchResult(call_id, "transient", status, tries, _ms(started),
-                               error=message[:_MAX_ERROR_TEXT], retry_after=retry_after)
+    def _exchange(self, request: httpx.Request) -> _Reply:
+        """Send one request and read its body.
 
-        request = httpx.Request("GET", self._url_prefix + call_id, headers=self._headers,
-                                extensions=self._extensions)
+        Returns a final answer (200, 400, 404, or a body over the size limit);
+        raises :class:`_Transient` for what is worth retrying and
+        :class:`AuthError` for 401/403.
+        """
         try:
             response = self._transport.handle_request(request)
         except httpx.TimeoutException as exc:
-            return transient(f"timeout ({type(exc).__name__})")
+            raise _Transient(f"timeout ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            return transient(f"connection error ({type(exc).__name__}: {exc})")
+            raise _Transient(f"connection error ({type(exc).__name__}: {exc})") from None
         try:
             body = self._read_body(response)
         except httpx.TimeoutException as exc:
-            return transient(f"timeout reading body ({type(exc).__name__})", response.status_code)
+            raise _Transient(f"timeout reading body ({type(exc).__name__})", response.status_code) from None
         except httpx.TransportError as exc:
-            return transient(f"connection error reading body ({type(exc).__name__})", response.status_code)
+            raise _Transient(f"connection error reading body ({type(exc).__name__})", response.status_code) from None
         finally:
             response.close()
         status = response.status_code
         response.request = request
-        if body is None:
-            return FetchResult(call_id, "rejected", status, tries, _ms(started),
-                               error=f"response body larger than {self.settings.max_body_bytes} bytes")
-        if status == 200:
-            return self._parse_ok(call_id, body, started, tries)
+        if body is None or 200 <= status < 300:
+            return _Reply(status, body, None)
+        error = _error_text(response, body, self.settings.api_key)
         if status in (401, 403):
-            raise AuthError(status, _error_text(response, body, self.settings.api_key))
+            raise AuthError(status, error)
         if status in (404, 400):
-            kind: Kind = "not_found" if status == 404 else "invalid"
-            error = _error_text(response, body, self.settings.api_key)
-            return FetchResult(call_id, kind, status, tries, _ms(started), error=error)
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return transient(_error_text(response, body, self.settings.api_key), status, retry_after)
+            return _Reply(status, body, error)
+        raise _Transient(error, status, parse_retry_after(response.headers.get("Retry-After")))
+
+    def _summary_try(self, call_id: str, started: float, tries: int) -> FetchResult:
+        """One request for a summary, classified.  Raises only :class:`AuthError`."""
+        request = httpx.Request("GET", self._url_prefix + call_id, headers=self._headers,
+                                extensions=self._extensions)
+        try:
+            reply = self._exchange(request)
+        except _Transient as exc:
+            return FetchResult(call_id, "transient", exc.http_status, tries, _ms(started),
+                               error=exc.message, retry_after=exc.retry_after)
+        if reply.body is None:
+            return FetchResult(call_id, "rejected", reply.status, tries, _ms(started),
+                               error=f"response body larger than {self.settings.max_body_bytes} bytes")
+        if reply.status == 200:
+            return self._parse_ok(call_id, reply.body, started, tries)
+        kind: Kind = "not_found" if reply.status == 404 else "invalid"
+        return FetchResult(call_id, kind, reply.status, tries, _ms(started), error=reply.error)
 
     def _read_body(self, response: httpx.Response) -> bytes | None:
         limit = self.settings.max_body_bytes
@@ -276,6 +376,85 @@ class OpenPhoneClient:
             call_id, "summary", 200, tries, _ms(started), summary=data, raw_json=raw,
             content_hash=hashlib.sha256(body).hexdigest(),
         )
+
+    # --- calls, phone numbers, conversations -----------------------------------------
+    #
+    # The same path as summaries (_call: budget, retries; _exchange: request,
+    # classification, body limit); per-request outcomes are ApiResult values.
+
+    def get_call(self, call_id: str, *, max_wait: float | None = None) -> ApiResult[CallData]:
+        """``GET /v1/calls/{callId}``: the call's context; ``raw`` is the call object."""
+        if not is_valid_call_id(call_id):
+            return ApiResult(f"GET /v1/calls/{call_id[:80]}", "invalid", None, 0, 0.0, error="malformed call id")
+
+        def parse(body: Any) -> tuple[CallData, Any]:
+            call = CallEnvelope.model_validate(body).data
+            if call.id != call_id:
+                raise _Transient(f"200 for another call id ({call.id[:80]!r})", 200)
+            return call, body["data"]
+
+        return self._get_resource("/v1/calls/" + call_id, {}, parse, max_wait=max_wait)
+
+    def list_phone_numbers(self, page_token: str | None = None) -> ApiResult[PhoneNumberList]:
+        """``GET /v1/phone-numbers``: the workspace's lines."""
+        params = {"pageToken": page_token} if page_token else {}
+        return self._get_resource("/v1/phone-numbers", params, _whole(PhoneNumberList))
+
+    def list_conversations(self, phone_number_id: str, updated_after: datetime | None,
+                           page_token: str | None = None, *, max_results: int = 100) -> ApiResult[ConversationList]:
+        """One page of ``GET /v1/conversations`` for one line, updated after ``updated_after``."""
+        params: dict[str, Any] = {"phoneNumbers[]": phone_number_id, "maxResults": max_results}
+        if updated_after is not None:
+            params["updatedAfter"] = api_time(updated_after)
+        if page_token:
+            params["pageToken"] = page_token
+        return self._get_resource("/v1/conversations", params, _whole(ConversationList))
+
+    def list_calls(self, phone_number_id: str, participant: str, created_after: datetime | None,
+                   page_token: str | None = None, *, max_results: int = 100) -> ApiResult[CallList]:
+        """One page of ``GET /v1/calls`` for one line and one participant (one-to-one conversations).
+
+        ``raw`` is the page body; ``raw["data"][i]`` is the JSON of ``data.data[i]``.
+        """
+        params: dict[str, Any] = {
+            "phoneNumberId": phone_number_id, "participants[]": participant, "maxResults": max_results,
+        }
+        if created_after is not None:
+            params["createdAfter"] = api_time(created_after)
+        if page_token:
+            params["pageToken"] = page_token
+        return self._get_resource("/v1/calls", params, _whole(CallList))
+
+    def _get_resource(self, path: str, params: dict[str, Any], parse: Callable[[Any], tuple[_M, Any]], *,
+                      max_wait: float | None = None) -> ApiResult[_M]:
+        request = httpx.Request("GET", self.settings.base_url.rstrip("/") + path, params=params,
+                                headers=self._headers, extensions=self._extensions)
+        started = time.perf_counter()
+        return self._call(lambda tries: self._resource_try(f"GET {path}", request, parse, started, tries), max_wait)
+
+    def _resource_try(self, what: str, request: httpx.Request, parse: Callable[[Any], tuple[_M, Any]],
+                      started: float, tries: int) -> ApiResult[_M]:
+        """One request for a resource, classified.  Raises only :class:`AuthError`."""
+        try:
+            reply = self._exchange(request)
+            if reply.body is None:
+                return ApiResult(what, "rejected", reply.status, tries, _ms(started),
+                                 error=f"response body larger than {self.settings.max_body_bytes} bytes")
+            if reply.status != 200:
+                kind: ResourceKind = "not_found" if reply.status == 404 else "invalid"
+                return ApiResult(what, kind, reply.status, tries, _ms(started), error=reply.error)
+            try:
+                data, raw = parse(json.loads(reply.body))
+            except UnicodeDecodeError:
+                raise _Transient("200 with a body that is not UTF-8", 200) from None
+            except ValidationError as exc:
+                raise _Transient(f"200 with a body that violates the schema: {_first_error(exc)}", 200) from None
+            except ValueError:
+                raise _Transient("200 with a body that is not JSON", 200) from None
+        except _Transient as exc:
+            return ApiResult(what, "transient", exc.http_status, tries, _ms(started),
+                             error=exc.message, retry_after=exc.retry_after)
+        return ApiResult(what, "ok", 200, tries, _ms(started), data=data, raw=raw)
 
 
 def _validate(body: bytes) -> SummaryData:

@@ -7,6 +7,8 @@ interrupted), 2 usage or configuration error, 3 the API refused the key.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import json
 import signal
@@ -41,6 +43,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 ENQUEUE_BATCH = 10_000
 ANALYZE_AFTER = 10_000
 MAX_REPORTED_INVALID = 1000
+# Dates and times accepted by --since/--discover-since (UTC).
+_DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ"]
 
 
 class CliError(click.ClickException):
@@ -120,6 +124,17 @@ def run_limit_options(fn: F) -> F:
     fn = click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
                       help="Claim at most N items.")(fn)
     return fn
+
+
+def not_found_window_option(fn: F) -> F:
+    return click.option("--not-found-window", type=click.FloatRange(min=0), default=24.0, show_default=True,
+                        metavar="HOURS",
+                        help="A 404 for a summary or call within this many hours of the call's end (else of "
+                             "enqueueing) is retried with backoff; after it, the item ends not_found. 0 = at once.")(fn)
+
+
+def with_not_found_window(settings: Settings, hours: float) -> Settings:
+    return settings.replace(backoff=dataclasses.replace(settings.backoff, not_found_window=hours * 3600.0))
 
 
 def make_settings(database_url: str, api_key: str | None = None, base_url: str = DEFAULT_BASE_URL,
@@ -317,13 +332,16 @@ def report_invalid_rest(invalid: int) -> None:
 @api_options
 @run_limit_options
 @click.option("--dry-run", is_flag=True, help="Show what is due; fetch nothing, change nothing.")
+@not_found_window_option
 @database_options
 @handle_errors
 def sync(api_key: str | None, base_url: str, rate: float, concurrency: int, limit: int | None,
-         max_runtime: float | None, dry_run: bool, database_url: str, log_format: str, log_level: str) -> None:
+         max_runtime: float | None, dry_run: bool, not_found_window: float, database_url: str, log_format: str,
+         log_level: str) -> None:
     """Fetch due summaries, upsert their rows, reschedule incomplete ones (the cron job)."""
     configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency)
+    settings = with_not_found_window(make_settings(database_url, api_key, base_url, rate, concurrency),
+                                     not_found_window)
     if dry_run:
         with open_database(database_url) as engine:
             _print_due(engine, limit)
@@ -418,12 +436,19 @@ def _parse_states(value: str | None) -> tuple[str, ...]:
 @click.option("--until", type=click.DateTime(), default=None, help="Only items finished before this UTC time.")
 @click.option("--force", is_flag=True, help="Also re-fetch `done` items (unchanged content is not rewritten).")
 @click.option("--dry-run", is_flag=True, help="Show what would be re-queued; change nothing.")
+@click.option("--discover", "discover_first", is_flag=True,
+              help="Discover call ids from the workspace (as `etl discover`) instead of reading an id file.")
+@click.option("--discover-since", type=click.DateTime(formats=_DATE_FORMATS), default=None, metavar="DATE",
+              help="With --discover: where the first discovery starts (UTC; later runs continue from "
+                   "their watermarks).")
+@not_found_window_option
 @api_options
 @run_limit_options
 @database_options
 @handle_errors
 def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | None, until: datetime | None,
-             force: bool, dry_run: bool, api_key: str | None, base_url: str, rate: float,
+             force: bool, dry_run: bool, discover_first: bool, discover_since: datetime | None,
+             not_found_window: float, api_key: str | None, base_url: str, rate: float,
              concurrency: int, limit: int | None, max_runtime: float | None, database_url: str,
              log_format: str, log_level: str) -> None:
     """Enqueue and/or re-queue items, then sync until nothing is due, with progress.
@@ -439,13 +464,25 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
         states = (*states, "done")
     if (since or until) and not states:
         raise UsageError("--since/--until select items to re-queue: add --status STATES or --force")
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency)
-    if not dry_run:
+    if discover_first and file is not None:
+        raise UsageError("--discover and --file are alternatives: discover ids, or read them from a file")
+    if discover_since is not None and not discover_first:
+        raise UsageError("--discover-since needs --discover")
+    settings = with_not_found_window(make_settings(database_url, api_key, base_url, rate, concurrency),
+                                     not_found_window)
+    if not dry_run or discover_first:
         require_api_key(settings)
     selection = report.Selection(states, since, until) if states else None
     from etl.sync import RunOptions
 
     with open_database(database_url) as engine:
+        if discover_first:
+            from etl.discover import DiscoverOptions
+
+            found = run_discover(engine, settings, DiscoverOptions(
+                since=discover_since, dry_run=dry_run, command="backfill"))
+            if found.exit_code != 0:
+                _exit_for_discovery(found)
         if dry_run:
             _backfill_dry_run(engine, file, selection)
             return
@@ -539,6 +576,92 @@ class Progress:
             self.bar.close()
 
 
+# --- discover ---------------------------------------------------------------------
+
+@cli.command("discover")
+@click.option("--since", type=click.DateTime(formats=_DATE_FORMATS), default=None, metavar="DATE",
+              help="UTC start for lines without a watermark (the first run); an earlier date than a "
+                   "watermark walks back to it.")
+@click.option("--phone-number", "phone_numbers", multiple=True, metavar="PN…|+E164",
+              help="Only this line (its id or E.164 number); repeat or comma-separate for several.")
+@click.option("--dry-run", is_flag=True, help="List and count; store nothing, enqueue nothing, move no watermark.")
+@api_options
+@database_options
+@handle_errors
+def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run: bool, api_key: str | None,
+                 base_url: str, rate: float, concurrency: int, database_url: str, log_format: str,
+                 log_level: str) -> None:
+    """Find calls in the workspace, store their context, enqueue the completed ones.
+
+    Walks phone numbers -> conversations updated since each line's watermark ->
+    calls created since each conversation's watermark.  Safe to interrupt and
+    re-run at any point: committed pages stay, nothing is enqueued twice.
+    """
+    from etl.discover import DiscoverOptions, parse_phone_numbers
+
+    configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency)
+    require_api_key(settings)
+    options = DiscoverOptions(since=since, phone_numbers=parse_phone_numbers(phone_numbers), dry_run=dry_run)
+    with open_database(database_url) as engine:
+        stats = run_discover(engine, settings, options)
+    verb = "would enqueue" if dry_run else "enqueued"
+    count = stats.would_enqueue if dry_run else stats.enqueued
+    click.echo(f"Discovery{'' if stats.run_id is None else f' run {stats.run_id}'}: {stats.phone_numbers} "
+               f"phone number(s), {stats.conversations} conversation(s), {stats.calls_seen} call(s) seen, "
+               f"{verb} {count}, {stats.errors} error(s).")
+    _exit_for_discovery(stats)
+
+
+def run_discover(engine: Engine, settings: Settings, options: Any, *,
+                 transport: httpx.BaseTransport | None = None) -> Any:
+    """One discovery with SIGTERM/SIGINT wired to a clean stop and a progress bar on a terminal."""
+    from etl.discover import Discoverer, DiscoveryStats
+
+    tty = sys.stderr.isatty()
+    bar: Any = None
+    redirect: Any = None
+    if tty:
+        from tqdm import tqdm
+
+        bar = tqdm(unit="call", desc="discover", dynamic_ncols=True, file=sys.stderr)
+        redirect = logs.redirected(lambda line: tqdm.write(line, file=sys.stderr))
+        redirect.__enter__()
+
+    def on_page(stats: DiscoveryStats) -> None:
+        if bar is not None:
+            bar.update(stats.calls_seen - bar.n)
+            bar.set_postfix(pages=stats.pages, enqueued=stats.enqueued, refresh=False)
+
+    discoverer = Discoverer(engine, settings, transport=transport, on_page=on_page,
+                            page_log_level="debug" if tty else "info")
+    previous: dict[int, Any] = {}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        discoverer.request_stop(f"interrupted by {signal.Signals(signum).name}")
+
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread (tests)
+                previous[sig] = signal.signal(sig, on_signal)
+        return discoverer.run(options)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if redirect is not None:
+            redirect.__exit__(None, None, None)
+        if bar is not None:
+            bar.close()
+
+
+def _exit_for_discovery(stats: Any) -> None:
+    if stats.exit_code == 3:
+        raise CliError(f"{stats.stop_reason}; discovery stopped. Check OPENPHONE_API_KEY.", 3)
+    if stats.exit_code != 0:
+        run = "" if stats.run_id is None else f"run {stats.run_id} "
+        raise CliError(f"discovery {run}did not finish cleanly: {stats.stop_reason}", stats.exit_code)
+
+
 # --- status -----------------------------------------------------------------------
 
 
@@ -566,6 +689,7 @@ def status(as_json: bool, check: bool, max_age: int, max_errors: int, max_fetch_
         last_ok = report.last_successful_run(conn)
         fetches = report.fetch_history(conn)
         errors = report.top_errors(conn)
+        discovery = report.last_discovery(conn)
     data: dict[str, Any] = {
         "database": redact_url(database_url),
         "now": now.isoformat(timespec="seconds") + "Z",
@@ -580,6 +704,8 @@ def status(as_json: bool, check: bool, max_age: int, max_errors: int, max_fetch_
         "runs_without_fetch": fetches.failed_runs,
         "fetch": health.fetch_line(fetches),
         "top_errors": errors,
+        "last_discovery": {k: _iso(v) if isinstance(v, datetime) else v for k, v in discovery.items()}
+        if discovery else None,
     }
     problems = health.problems(now, runs, last_ok, fetches, counts["pending"],
                                health.Limits(max_age, max_errors, max_fetch_gap))
@@ -617,6 +743,15 @@ def _print_status(data: dict[str, Any]) -> None:
              f"completed {r['completed']}, rescheduled {r['rescheduled']}, failed {r['failed']}, "
              f"errors {r['errors']}" + (f" — {r['stop_reason']}" if r.get("stop_reason") else "")
              + (f" — {health.NOTHING_FETCHED}" if health.nothing_fetched(r) else ""))
+    d = data.get("last_discovery")
+    if d is None:
+        echo("Last discovery: none yet")
+    else:
+        state = "running or crashed" if d["finished_at"] is None else f"exit {d['exit_code']}"
+        echo(f"Last discovery: #{d['id']} {d['command']} {d['started_at']}  {state}: "
+             f"{d['phone_numbers']} phone numbers, {d['conversations']} conversations, {d['pages']} pages, "
+             f"{d['calls_seen']} calls seen, {d['enqueued']} enqueued, {d['errors']} errors"
+             + (f" — {d['stop_reason']}" if d.get("stop_reason") else ""))
     if data["top_errors"]:
         echo("Top errors:")
         for e in data["top_errors"]:

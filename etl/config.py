@@ -32,6 +32,13 @@ class Backoff:
     absent_first: float = 300.0
     absent_cap: float = 4 * 3600.0
     absent_give_up: float = 24 * 3600.0
+    # 404 for a summary (or a call) soon after the call: the summary may not be
+    # generated yet (one public integration sees 404 where the schema says
+    # absent).  Retried for this window, measured from the call's completion
+    # (else from enqueueing), then final: not_found.  0 = a 404 is final at once.
+    not_found_window: float = 24 * 3600.0
+    not_found_first: float = 300.0
+    not_found_cap: float = 3600.0
     # Transient failures that survived the in-run retries.
     transient_first: float = 30.0
     transient_cap: float = 3600.0

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from etl.api import FetchResult
+    from etl.results import FetchResult
 
 DEFAULT_MAX_FETCH_GAP_S = 1800
 

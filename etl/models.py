@@ -56,7 +56,7 @@ VALUE_TYPES = ("string", "number", "boolean")
 
 
 # The BI views created by migrations (docs/schema.md); not tables of this metadata.
-VIEWS = ("call_job_field_values", "call_summary_overview")
+VIEWS = ("call_job_field_values", "call_summary_overview", "call_overview")
 
 # Job and field names are unbounded API text: a plain btree index fails on
 # PostgreSQL for values over ~2.7 kB and MySQL cannot index LONGTEXT without a
@@ -352,4 +352,203 @@ class RateBudgetRow(Base):
     )
     version: Mapped[int] = mapped_column(
         BigInteger, comment="Incremented by every update (compare-and-set between processes).",
+    )
+
+
+# --- call context and discovery (migration 0004) ------------------------------------
+
+# Ids and numbers of the calls API that are not call ids (PN…, US…, E.164 numbers):
+# short in practice, but API text all the same, so the normaliser cuts them to this.
+API_ID_LENGTH = 255
+CALL_LOOKUP_STATES = ("retrying", "not_found")
+
+
+class Call(Base):
+    """One row per call whose context (``GET /v1/calls/{id}`` or a calls list page) was stored."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        # Analysts' filters (docs/schema.md).
+        Index("ix_calls_completed_at", "completed_at"),
+        Index("ix_calls_user_id", "user_id"),
+        Index("ix_calls_phone_number_id", "phone_number_id"),
+        Index("ix_calls_direction", "direction"),
+        {"comment": "Call context: one row per OpenPhone call (time, direction, duration, user, line)."},
+    )
+
+    call_id: Mapped[str] = mapped_column(
+        CallIdType, primary_key=True, comment="OpenPhone call id (same as summary_queue.call_id).",
+    )
+    created_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="UTC time the call was created (createdAt); NULL if the API sent none.",
+    )
+    answered_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="UTC time the call was answered (answeredAt); NULL if never answered.",
+    )
+    completed_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="UTC time the call ended (completedAt); NULL while it has not ended.",
+    )
+    updated_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="UTC time the API last changed the call (updatedAt); NULL if the API sent none.",
+    )
+    direction: Mapped[str | None] = mapped_column(
+        String(16), comment="incoming or outgoing, as sent by the API.",
+    )
+    status: Mapped[str | None] = mapped_column(
+        String(16), comment="Call status as sent (completed, missed, no-answer, in-progress, ...).",
+    )
+    duration_seconds: Mapped[int | None] = mapped_column(
+        Integer, comment="Call duration in seconds (duration); NULL if the API sent none.",
+    )
+    phone_number_id: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="The OpenPhone line (PN...) the call was on.",
+    )
+    user_id: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="The OpenPhone user (US...) who placed or received the call.",
+    )
+    answered_by: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="User (US...) who answered; NULL if nobody did.",
+    )
+    initiated_by: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="User (US...) who placed an outgoing call; NULL otherwise.",
+    )
+    forwarded_from: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="Number or user the call was forwarded from, as sent; NULL if not forwarded.",
+    )
+    forwarded_to: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="Number or user the call was forwarded to, as sent; NULL if not forwarded.",
+    )
+    participant_count: Mapped[int] = mapped_column(
+        Integer, comment="Number of participants (rows in call_participants).",
+    )
+    content_hash: Mapped[str] = mapped_column(
+        String(64), comment="SHA-256 (hex) of raw_json; an unchanged hash skips rewriting the rows.",
+    )
+    raw_json: Mapped[str] = mapped_column(
+        LongText, comment="The call object exactly as received (JSON text), including keys not modelled.",
+    )
+    first_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the call was first stored.")
+    last_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the call was last stored.")
+
+
+class CallParticipant(Base):
+    """The call's participants (external numbers), in the API's order."""
+
+    __tablename__ = "call_participants"
+    __table_args__ = (
+        Index("ix_call_participants_number", "number"),
+        {"comment": "Participants of a call, position 0 first."},
+    )
+
+    call_id: Mapped[str] = mapped_column(
+        CallIdType, ForeignKey("calls.call_id", ondelete="CASCADE"), primary_key=True,
+        comment="The call (calls.call_id).",
+    )
+    position: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="0-based position in the API's participants array.",
+    )
+    number: Mapped[str] = mapped_column(
+        String(API_ID_LENGTH),
+        comment="The participant as sent (E.164 when is_e164); NUL/unpaired surrogates become U+FFFD, cut at 255.",
+    )
+    is_e164: Mapped[bool] = mapped_column(
+        Boolean, comment="Whether number is a valid E.164 number (+ and 8 to 15 digits); kept either way.",
+    )
+
+
+class CallLookup(Base):
+    """A call id whose ``GET /v1/calls/{id}`` answered 404: retried for a window, then given up."""
+
+    __tablename__ = "call_lookups"
+    __table_args__ = (
+        CheckConstraint(f"state IN ({_in(CALL_LOOKUP_STATES)})", name="state"),
+        {"comment": "Call ids whose call context the API did not find (404): retrying or given up."},
+    )
+
+    call_id: Mapped[str] = mapped_column(
+        CallIdType, primary_key=True, comment="OpenPhone call id (same as summary_queue.call_id).",
+    )
+    state: Mapped[str] = mapped_column(
+        String(16), comment="retrying (inside the not-found window) or not_found (given up: not fetched again).",
+    )
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0", comment="404 answers received so far.")
+    first_not_found_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time of the first 404.")
+    last_error: Mapped[str | None] = mapped_column(Text, comment="The last 404's error text (at most 2000 characters).")
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time of the last 404.")
+
+
+class DiscoveryWatermark(Base):
+    """Per phone number: conversations updated before this time have been walked."""
+
+    __tablename__ = "discovery_watermarks"
+    __table_args__ = ({"comment": "etl discover progress per OpenPhone line."},)
+
+    phone_number_id: Mapped[str] = mapped_column(
+        String(API_ID_LENGTH), primary_key=True, comment="The OpenPhone line (PN...).",
+    )
+    phone_number: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="The line's number (E.164) when discovery last saw it.",
+    )
+    conversations_updated_after: Mapped[datetime] = mapped_column(
+        UtcDateTime,
+        comment="UTC watermark: every conversation updated before it was walked; the next run lists updatedAfter it.",
+    )
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the watermark last advanced.")
+
+
+class DiscoveryConversation(Base):
+    """Per (phone number, participant): calls created before this time have been listed."""
+
+    __tablename__ = "discovery_conversations"
+    __table_args__ = ({"comment": "etl discover progress per one-to-one conversation."},)
+
+    phone_number_id: Mapped[str] = mapped_column(
+        String(API_ID_LENGTH), primary_key=True, comment="The OpenPhone line (PN...).",
+    )
+    participant: Mapped[str] = mapped_column(
+        String(API_ID_LENGTH), primary_key=True, comment="The other party (E.164).",
+    )
+    conversation_id: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="The conversation (CN...) last walked for this pair.",
+    )
+    calls_created_after: Mapped[datetime] = mapped_column(
+        UtcDateTime,
+        comment="UTC watermark: every call created before it was listed; the next run lists createdAfter it.",
+    )
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the watermark last advanced.")
+
+
+class DiscoveryRun(Base):
+    """One row per `etl discover` run (or `etl backfill --discover`); an unfinished row is a crashed run."""
+
+    __tablename__ = "discovery_runs"
+    __table_args__ = ({"comment": "Discovery history: one row per etl discover run."},)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True,
+        comment="Run number, increasing.",
+    )
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the run started.")
+    finished_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="UTC time the run ended; NULL while running or if it crashed.",
+    )
+    command: Mapped[str] = mapped_column(String(32), comment="The command that ran: discover or backfill.")
+    phone_numbers: Mapped[int] = mapped_column(Integer, server_default="0", comment="Phone numbers walked.")
+    conversations: Mapped[int] = mapped_column(Integer, server_default="0", comment="Conversations walked.")
+    pages: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Calls list pages committed (with their calls and queue ids).",
+    )
+    calls_seen: Mapped[int] = mapped_column(Integer, server_default="0", comment="Distinct calls listed.")
+    enqueued: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Completed calls newly added to summary_queue.",
+    )
+    errors: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Walks (a line or a conversation) that stopped on an error.",
+    )
+    exit_code: Mapped[int | None] = mapped_column(
+        Integer,
+        comment="Process exit code (0 ok, 1 errors or interrupted, 3 API refused the key); NULL while running.",
+    )
+    stop_reason: Mapped[str | None] = mapped_column(
+        Text, comment="Why the run stopped early or with errors; NULL when it ran to the end cleanly.",
     )

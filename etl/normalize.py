@@ -1,4 +1,4 @@
-"""Turn one validated summary into the rows of docs/contract.md's tables (pure, no I/O).
+"""Turn one validated summary (or call) into the rows of docs/contract.md's tables (pure, no I/O).
 
 Text that a database cannot hold is replaced, the same way on every database:
 a NUL character (PostgreSQL ``text`` refuses it) and an unpaired surrogate
@@ -8,11 +8,15 @@ received, where such characters are still JSON escapes, so nothing is lost.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from etl.schema import SummaryData
+from etl.models import API_ID_LENGTH
+from etl.schema import CallData, SummaryData
 
 REPLACEMENT = "\ufffd"
 
@@ -98,4 +102,86 @@ def normalize(data: SummaryData, raw_json: str, content_hash: str, now: datetime
                 "value_number": number,
                 "value_boolean": boolean,
             })
+    return rows
+
+
+# --- calls ------------------------------------------------------------------------
+
+# E.164: "+", a country code that does not start with 0, at most 15 digits in all.
+# The lower bound of 8 digits keeps out short codes and typos while accepting the
+# shortest real national numbers.
+_E164 = re.compile(r"\+[1-9][0-9]{7,14}")
+
+
+def is_e164(number: str) -> bool:
+    return _E164.fullmatch(number) is not None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Naive UTC, as every timestamp column stores it; a time without an offset is taken as UTC."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _short(value: str | None) -> str | None:
+    return None if value is None else clean_text(value)[:API_ID_LENGTH]
+
+
+def call_json(raw: Any) -> str:
+    """The call object as stored in ``calls.raw_json``: compact JSON, non-ASCII kept as is."""
+    return json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(slots=True)
+class CallContextRows:
+    """The rows one call contributes to ``calls`` and ``call_participants``."""
+
+    parent: Row
+    participants: list[Row] = field(default_factory=list)
+
+    @property
+    def call_id(self) -> str:
+        return str(self.parent["call_id"])
+
+    @property
+    def not_e164(self) -> list[str]:
+        """Participants kept with ``is_e164`` false (the caller logs them)."""
+        return [p["number"] for p in self.participants if not p["is_e164"]]
+
+
+def normalize_call(data: CallData, raw_json: str, now: datetime) -> CallContextRows:
+    """One validated call -> its rows.  ``raw_json`` is the call object's JSON text.
+
+    A participant that is not E.164 is kept, flagged ``is_e164 = false``: the
+    list is the API's own and its positions must stay the API's; analysts
+    filter on the flag.
+    """
+    participants = data.participants or []
+    rows = CallContextRows(parent={
+        "call_id": data.id,
+        "created_at": _utc(data.createdAt),
+        "answered_at": _utc(data.answeredAt),
+        "completed_at": _utc(data.completedAt),
+        "updated_at": _utc(data.updatedAt),
+        "direction": _short(data.direction),
+        "status": _short(data.status),
+        "duration_seconds": data.duration,
+        "phone_number_id": _short(data.phoneNumberId),
+        "user_id": _short(data.userId),
+        "answered_by": _short(data.answeredBy),
+        "initiated_by": _short(data.initiatedBy),
+        "forwarded_from": _short(data.forwardedFrom),
+        "forwarded_to": _short(data.forwardedTo),
+        "participant_count": len(participants),
+        "content_hash": hashlib.sha256(raw_json.encode("utf-8", "surrogatepass")).hexdigest(),
+        "raw_json": raw_json,
+        "first_synced_at": now,
+        "last_synced_at": now,
+    })
+    for position, number in enumerate(participants):
+        text = clean_text(number)[:API_ID_LENGTH]
+        rows.participants.append(
+            {"call_id": data.id, "position": position, "number": text, "is_e164": is_e164(number)}
+        )
     return rows

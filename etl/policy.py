@@ -37,6 +37,10 @@ class ClaimedItem:
     consecutive_errors: int
     incomplete_since: datetime | None
     next_attempt_at: datetime  # the value before claiming, restored on release
+    # When the not-found window starts (see not_found_window_start); None: the
+    # engine gave no timing, and a 404 is final at once.
+    enqueued_at: datetime | None = None
+    call_completed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,16 @@ def decide(item: ClaimedItem, result: FetchResult, now: datetime, backoff: Backo
             now + timedelta(seconds=delay), api_status, None, since, None,
         )
     if result.kind == "not_found":
+        start = not_found_window_start(item.enqueued_at, item.call_completed_at)
+        retry_at = not_found_retry_at(start, now, backoff)
+        if retry_at is not None:
+            assert start is not None
+            until = start + timedelta(seconds=backoff.not_found_window)
+            error = f"{result.error or 'HTTP 404'}; retrying until {until:%Y-%m-%d %H:%M} UTC"
+            return QueueUpdate(
+                item.call_id, "pending", "rescheduled", attempts, 0, retry_at, api_status,
+                error[:_MAX_ERROR], item.incomplete_since, None,
+            )
         return done("not_found", "failed", result.error)
     if result.kind == "invalid":
         return done("invalid", "failed", result.error)
@@ -135,3 +149,42 @@ def unexpected(item: ClaimedItem, now: datetime, error: str) -> QueueUpdate:
         item.call_id, "error", "error", item.attempts + 1, item.consecutive_errors, now,
         None, error[:_MAX_ERROR], item.incomplete_since, now,
     )
+
+
+# --- 404 soon after a call (summary or call context) -------------------------------
+
+
+def not_found_window_start(enqueued_at: datetime | None, call_completed_at: datetime | None) -> datetime | None:
+    """A 404 is not final until the window from the call's completion (else from enqueueing) is over."""
+    return call_completed_at or enqueued_at
+
+
+def not_found_retry_at(start: datetime | None, now: datetime, backoff: Backoff) -> datetime | None:
+    """When to ask again after a 404, or None when the 404 is final (window over, or no start known).
+
+    The delay grows with the time already waited (first ``not_found_first``,
+    capped at ``not_found_cap``) and never goes past the window's end by more
+    than one step, so the final answer comes soon after the window closes.
+    """
+    if start is None or backoff.not_found_window <= 0:
+        return None
+    elapsed = max(0.0, (now - start).total_seconds())
+    if elapsed >= backoff.not_found_window:
+        return None
+    delay = _grow(elapsed, backoff.not_found_first, backoff.not_found_cap)
+    return now + timedelta(seconds=delay)
+
+
+CallLookupState = Literal["retrying", "not_found"]
+
+
+def call_not_found(enqueued_at: datetime | None, first_not_found_at: datetime | None, now: datetime,
+                   backoff: Backoff) -> CallLookupState:
+    """A ``GET /v1/calls/{id}`` 404: keep trying on later attempts, or give up for good.
+
+    A call that 404s has no stored completion time, so the window runs from
+    enqueueing (else from the first 404).  Either way the summary goes on: a
+    call 404 never blocks it.
+    """
+    start = not_found_window_start(enqueued_at or first_not_found_at, None) or now
+    return "retrying" if not_found_retry_at(start, now, backoff) is not None else "not_found"

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from etl.health import FetchHistory
 from etl.states import ENDED_BADLY, QUEUE_STATES, TERMINAL_STATES
-from etl.tables import queue_t, runs_t
+from etl.tables import discovery_runs_t, queue_t, runs_t
 
 
 def queue_counts(conn: Connection) -> dict[str, int]:
@@ -129,3 +129,10 @@ def requeue(conn: Connection, selection: Selection, now: datetime) -> int:
                 lease_owner=None, lease_expires_at=None)
     )
     return conn.execute(stmt).rowcount
+
+
+def last_discovery(conn: Connection) -> dict[str, Any] | None:
+    """The newest ``discovery_runs`` row (finished or not), for `etl status`."""
+    d = discovery_runs_t.c
+    row = conn.execute(sa.select(discovery_runs_t).order_by(d.id.desc()).limit(1)).first()
+    return dict(row._mapping) if row else None

@@ -1,4 +1,4 @@
-"""The published 200 response of ``GET /v1/call-summaries/{callId}``, as strict models.
+"""The API's 200 responses as pydantic models: the summary (strict), calls, lines, conversations.
 
 Mirrors ``docs/api/call-summaries.md`` and nothing more: required keys
 are required (``summary``/``nextSteps`` may be ``null`` but not missing),
@@ -9,6 +9,8 @@ in ``raw_json``.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
@@ -45,3 +47,79 @@ class SummaryData(_Strict):
 
 class SummaryEnvelope(_Strict):
     data: SummaryData
+
+
+# --- calls, phone numbers, conversations (GET /v1/calls…, /v1/phone-numbers, /v1/conversations) ---
+#
+# These shapes are read more leniently than a summary: the rows they feed are
+# context, so a field the API leaves out or sends as null is stored as NULL
+# rather than refusing the whole call.  Types are still checked (a duration is
+# a whole number, times are ISO 8601), unknown keys are ignored, and the raw
+# JSON of each object is kept by the caller.
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, frozen=True)
+
+
+class CallData(_Lenient):
+    """A call object (``data`` of ``GET /v1/calls/{id}``, an item of ``GET /v1/calls``)."""
+
+    id: StrictStr
+    createdAt: datetime | None = None
+    answeredAt: datetime | None = None
+    completedAt: datetime | None = None
+    updatedAt: datetime | None = None
+    direction: StrictStr | None = None
+    status: StrictStr | None = None
+    duration: StrictInt | None = None
+    phoneNumberId: StrictStr | None = None
+    userId: StrictStr | None = None
+    answeredBy: StrictStr | None = None
+    initiatedBy: StrictStr | None = None
+    forwardedFrom: StrictStr | None = None
+    forwardedTo: StrictStr | None = None
+    participants: list[StrictStr] | None = None
+
+
+class CallEnvelope(_Lenient):
+    data: CallData
+
+
+class PhoneNumberData(_Lenient):
+    """An item of ``GET /v1/phone-numbers``: one OpenPhone line."""
+
+    id: StrictStr
+    number: StrictStr | None = None
+    name: StrictStr | None = None
+
+
+class ConversationData(_Lenient):
+    """An item of ``GET /v1/conversations``."""
+
+    id: StrictStr | None = None
+    phoneNumberId: StrictStr | None = None
+    participants: list[StrictStr] = []
+    createdAt: datetime | None = None
+    updatedAt: datetime | None = None
+    lastActivityAt: datetime | None = None
+    deletedAt: datetime | None = None
+
+
+class PhoneNumberList(_Lenient):
+    """``GET /v1/phone-numbers``: the workspace's lines (the docs show no paging; a token is followed if sent)."""
+
+    data: list[PhoneNumberData]
+    nextPageToken: StrictStr | None = None
+
+
+class ConversationList(_Lenient):
+    data: list[ConversationData]
+    nextPageToken: StrictStr | None = None
+
+
+class CallList(_Lenient):
+    """``GET /v1/calls``; ``totalItems`` is documented as inaccurate and ignored: page until no token."""
+
+    data: list[CallData]
+    nextPageToken: StrictStr | None = None

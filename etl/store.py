@@ -1,4 +1,4 @@
-"""Storage: the queue (enqueue, claim, release), saving results, and run records.
+"""Storage: the queue (enqueue, claim, release), saving results, call context, run records.
 
 Every function takes a :class:`sqlalchemy.engine.Connection` inside a
 transaction the caller opened (``engine.begin()``), so the caller decides what
@@ -26,10 +26,24 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
 from etl.policy import ClaimedItem, QueueUpdate
-from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
+from etl.tables import (
+    call_lookups_t,
+    calls_t,
+    conversation_marks_t,
+    discovery_runs_t,
+    fields_t,
+    jobs_t,
+    lines_t,
+    participants_t,
+    queue_t,
+    runs_t,
+    steps_t,
+    summaries_t,
+    watermarks_t,
+)
 
 if TYPE_CHECKING:
-    from etl.normalize import CallRows
+    from etl.normalize import CallContextRows, CallRows
     from etl.results import FetchResult
 
 # Children first: the order deletes must run in (and the reverse for inserts).
@@ -332,3 +346,201 @@ def finish_run(conn: Connection, run_id: int, now: datetime, exit_code: int, sto
         sa.update(runs_t).where(runs_t.c.id == run_id)
         .values(finished_at=now, exit_code=exit_code, stop_reason=stop_reason)
     )
+
+
+# --- call context (migration 0004) --------------------------------------------------
+#
+# The sync engine lands a call's context and its summary in one transaction:
+# it calls save_calls() and save_entries() on the same connection.
+
+
+def _upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], update: Sequence[str]) -> None:
+    """Insert ``rows``; on a primary-key conflict overwrite the ``update`` columns."""
+    dialect = conn.dialect.name
+    keys = [c.name for c in table.primary_key.columns]
+    stmt: Any
+    if dialect in ("postgresql", "sqlite"):
+        mod: Any = pg_dialect if dialect == "postgresql" else sqlite_dialect
+        stmt = mod.insert(table)
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in update})
+    else:
+        stmt = mysql_dialect.insert(table)
+        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
+    conn.execute(stmt, rows)
+
+
+_CALL_UPDATE_COLUMNS = tuple(
+    c.name for c in calls_t.columns if c.name not in ("call_id", "first_synced_at")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CallsSaved:
+    new: int  # calls not stored before
+    changed: int  # stored before with other content (rows rewritten)
+    unchanged: int  # same content hash: only last_synced_at moved
+
+
+def save_calls(conn: Connection, calls: Sequence[CallContextRows], now: datetime) -> CallsSaved:
+    """Upsert calls and replace their participants, in the caller's transaction.
+
+    A call whose ``content_hash`` is unchanged only gets ``last_synced_at``;
+    a changed one has its participants replaced as a whole.  A call listed
+    twice in ``calls`` is stored once (the last one wins).  A stored call is
+    no longer a pending 404 (its ``call_lookups`` row goes).
+    """
+    by_id = {c.call_id: c for c in calls}
+    if not by_id:
+        return CallsSaved(0, 0, 0)
+    ids = list(by_id)
+    c = calls_t.c
+    stored: dict[str, str] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start:start + _IN_CHUNK]
+        stored.update(conn.execute(sa.select(c.call_id, c.content_hash).where(c.call_id.in_(chunk))).all())
+    changed = [r for i, r in by_id.items() if stored.get(i) != r.parent["content_hash"]]
+    unchanged = [i for i, r in by_id.items() if stored.get(i) == r.parent["content_hash"]]
+    for start in range(0, len(unchanged), _IN_CHUNK):
+        conn.execute(sa.update(calls_t).where(c.call_id.in_(unchanged[start:start + _IN_CHUNK]))
+                     .values(last_synced_at=now))
+    if changed:
+        _upsert(conn, calls_t, [dict(r.parent, last_synced_at=now) for r in changed], _CALL_UPDATE_COLUMNS)
+        rewritten = [r.call_id for r in changed if r.call_id in stored]
+        for start in range(0, len(rewritten), _IN_CHUNK):
+            conn.execute(sa.delete(participants_t)
+                         .where(participants_t.c.call_id.in_(rewritten[start:start + _IN_CHUNK])))
+        rows = [p for r in changed for p in r.participants]
+        if rows:
+            _bulk_insert(conn, participants_t, rows)
+    for start in range(0, len(ids), _IN_CHUNK):
+        conn.execute(sa.delete(call_lookups_t).where(call_lookups_t.c.call_id.in_(ids[start:start + _IN_CHUNK])))
+    new = sum(1 for i in by_id if i not in stored)
+    return CallsSaved(new, len(changed) - new, len(unchanged))
+
+
+def ids_needing_call(conn: Connection, call_ids: Sequence[str]) -> list[str]:
+    """Which of ``call_ids`` have no ``calls`` row and were not given up as 404 (keeps their order).
+
+    The engine fetches ``GET /v1/calls/{id}`` for these, once per attempt.
+    """
+    if not call_ids:
+        return []
+    known: set[str] = set()
+    for start in range(0, len(call_ids), _IN_CHUNK):
+        chunk = list(call_ids[start:start + _IN_CHUNK])
+        known.update(conn.execute(sa.select(calls_t.c.call_id).where(calls_t.c.call_id.in_(chunk))).scalars())
+        known.update(conn.execute(
+            sa.select(call_lookups_t.c.call_id)
+            .where(call_lookups_t.c.call_id.in_(chunk), call_lookups_t.c.state == "not_found")
+        ).scalars())
+    return [i for i in call_ids if i not in known]
+
+
+def queued_ids_without_call(conn: Connection, limit: int) -> list[str]:
+    """Queue rows (any state) with no call row and not given up: e.g. ids another system INSERTed.
+
+    Oldest enqueued first; for a sweep that fills in call context independently of summaries.
+    """
+    q = queue_t.c
+    stmt = (
+        sa.select(q.call_id)
+        .where(~sa.exists().where(calls_t.c.call_id == q.call_id))
+        .where(~sa.exists().where(call_lookups_t.c.call_id == q.call_id, call_lookups_t.c.state == "not_found"))
+        .order_by(q.enqueued_at, q.call_id)
+        .limit(limit)
+    )
+    return list(conn.execute(stmt).scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class CallTiming:
+    """What the not-found window is measured from (see :func:`etl.policy.not_found_window_start`)."""
+
+    enqueued_at: datetime | None
+    call_completed_at: datetime | None
+    call_first_not_found_at: datetime | None
+
+
+def call_timings(conn: Connection, call_ids: Sequence[str]) -> dict[str, CallTiming]:
+    """For claimed ids: enqueue time, the stored call's completion time, and the first call 404."""
+    q, c, lk = queue_t.c, calls_t.c, call_lookups_t.c
+    out: dict[str, CallTiming] = {}
+    for start in range(0, len(call_ids), _IN_CHUNK):
+        chunk = list(call_ids[start:start + _IN_CHUNK])
+        rows = conn.execute(
+            sa.select(q.call_id, q.enqueued_at, c.completed_at, lk.first_not_found_at)
+            .select_from(queue_t.outerjoin(calls_t, c.call_id == q.call_id)
+                         .outerjoin(call_lookups_t, lk.call_id == q.call_id))
+            .where(q.call_id.in_(chunk))
+        )
+        for call_id, enqueued, completed, first_404 in rows:
+            out[call_id] = CallTiming(enqueued, completed, first_404)
+    return out
+
+
+def record_call_not_found(conn: Connection, call_id: str, state: str, now: datetime, error: str | None) -> None:
+    """A ``GET /v1/calls/{id}`` 404: count it; ``state`` is ``retrying`` or ``not_found`` (given up)."""
+    lk = call_lookups_t.c
+    updated = conn.execute(
+        sa.update(call_lookups_t).where(lk.call_id == call_id)
+        .values(state=state, attempts=lk.attempts + 1, last_error=error and error[:2000], updated_at=now)
+    ).rowcount
+    if not updated:
+        conn.execute(sa.insert(call_lookups_t).values(
+            call_id=call_id, state=state, attempts=1, first_not_found_at=now,
+            last_error=error and error[:2000], updated_at=now,
+        ))
+
+
+# --- discovery progress and runs (etl discover) ----------------------------------------
+
+
+def watermarks(conn: Connection) -> dict[str, datetime]:
+    """``{phone_number_id: conversations_updated_after}``."""
+    w = watermarks_t.c
+    return dict(conn.execute(sa.select(w.phone_number_id, w.conversations_updated_after)).all())
+
+
+def set_watermark(conn: Connection, phone_number_id: str, number: str | None, value: datetime,
+                  now: datetime) -> None:
+    _upsert(conn, watermarks_t, [{
+        "phone_number_id": phone_number_id, "phone_number": number,
+        "conversations_updated_after": value, "updated_at": now,
+    }], ("phone_number", "conversations_updated_after", "updated_at"))
+
+
+def conversation_marks(conn: Connection, phone_number_id: str) -> dict[str, datetime]:
+    """``{participant: calls_created_after}`` for one line."""
+    m = conversation_marks_t.c
+    return dict(conn.execute(
+        sa.select(m.participant, m.calls_created_after).where(m.phone_number_id == phone_number_id)
+    ).all())
+
+
+def set_conversation_mark(conn: Connection, phone_number_id: str, participant: str, conversation_id: str | None,
+                          value: datetime, now: datetime) -> None:
+    _upsert(conn, conversation_marks_t, [{
+        "phone_number_id": phone_number_id, "participant": participant, "conversation_id": conversation_id,
+        "calls_created_after": value, "updated_at": now,
+    }], ("conversation_id", "calls_created_after", "updated_at"))
+
+
+def start_discovery_run(conn: Connection, command: str, now: datetime) -> int:
+    result = conn.execute(sa.insert(discovery_runs_t).values(command=command, started_at=now))
+    pk = result.inserted_primary_key
+    assert pk is not None
+    return int(pk[0])
+
+
+def add_discovery_counts(conn: Connection, run_id: int, **counts: int) -> None:
+    if not any(counts.values()):
+        return
+    d = discovery_runs_t.c
+    conn.execute(sa.update(discovery_runs_t).where(d.id == run_id)
+                 .values({name: d[name] + n for name, n in counts.items() if n}))
+
+
+def finish_discovery_run(conn: Connection, run_id: int, now: datetime, exit_code: int,
+                         stop_reason: str | None) -> None:
+    conn.execute(sa.update(discovery_runs_t).where(discovery_runs_t.c.id == run_id)
+                 .values(finished_at=now, exit_code=exit_code, stop_reason=stop_reason))

@@ -23,3 +23,19 @@ steps_t = cast(Table, CallNextStep.__table__)
 jobs_t = cast(Table, CallJob.__table__)
 fields_t = cast(Table, CallJobField.__table__)
 runs_t = cast(Table, SyncRun.__table__)
+
+from etl.models import (  # noqa: E402  (the call-context tables of migration 0004)
+    Call,
+    CallLookup,
+    CallParticipant,
+    DiscoveryConversation,
+    DiscoveryRun,
+    DiscoveryWatermark,
+)
+
+calls_t = cast(Table, Call.__table__)
+participants_t = cast(Table, CallParticipant.__table__)
+call_lookups_t = cast(Table, CallLookup.__table__)
+watermarks_t = cast(Table, DiscoveryWatermark.__table__)
+conversation_marks_t = cast(Table, DiscoveryConversation.__table__)
+discovery_runs_t = cast(Table, DiscoveryRun.__table__)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from etl.api import FetchResult
+from etl.results import FetchResult
 from etl.health import FetchHistory, Limits, fetch_gap_problem, fetch_line, is_answer, nothing_fetched, problems
 from etl.logs import call_log_level
 

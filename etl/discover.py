@@ -1,0 +1,404 @@
+"""`etl discover`: fill the queue from the workspace itself, and store each call's context.
+
+The walk, per OpenPhone line (``GET /v1/phone-numbers``):
+
+1. ``GET /v1/conversations`` for the line, updated after the line's watermark;
+2. for each one-to-one conversation, ``GET /v1/calls`` for (line, participant),
+   created after that conversation's watermark;
+3. every listed call is upserted into ``calls``/``call_participants`` and the
+   ids of completed calls are enqueued (ids already queued stay untouched).
+
+Crash safety comes from the order of commits, not from a lock: each calls page
+commits its calls and queue ids together; a conversation's watermark commits
+with its last calls page; a line's watermark commits after its last
+conversations page.  A run killed at any point has committed only whole pages,
+its watermarks still point before the unfinished work, and a re-run walks that
+work again: upserts are idempotent and enqueueing skips queued ids, so nothing
+is lost and nothing is enqueued twice.
+
+Watermarks are the walk's start time, never later than the creation time of a
+call that had not ended when it was listed (so a call still ringing is listed
+again once it has ended), and every listing looks back ``overlap`` seconds
+further to absorb clock skew and late-indexed items.
+
+Requests take slots from the key's :class:`~etl.ratelimit.RateBudget`, shared
+through the database with every sync, through :class:`~etl.api.OpenPhoneClient`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from etl import store
+from etl.api import ApiResult, NotSent, OpenPhoneClient
+from etl.budget import budget_for
+from etl.clock import utcnow
+from etl.config import Settings
+from etl.errors import AuthError, UsageError
+from etl.ids import is_valid_call_id
+from etl.logs import get_logger
+from etl.normalize import CallContextRows, call_json, is_e164, normalize_call
+from etl.ratelimit import RateBudget
+from etl.schema import CallData, PhoneNumberData
+from etl.tables import queue_t
+
+# Call statuses after which a call can no longer change into a completed one.
+ENDED_STATUSES = frozenset(
+    {"completed", "busy", "failed", "no-answer", "canceled", "missed", "forwarded", "abandoned"}
+)
+
+
+@dataclass(frozen=True)
+class DiscoverOptions:
+    since: datetime | None = None  # naive UTC; moves the start of every walk back to it
+    phone_numbers: tuple[str, ...] = ()  # ids (PN…) or E.164 numbers; empty = every line
+    dry_run: bool = False
+    command: str = "discover"
+    overlap_seconds: float = 300.0
+    page_size: int = 100
+    # A server that keeps sending empty pages with a next token is broken: stop that walk.
+    max_empty_pages: int = 20
+
+
+@dataclass
+class DiscoveryStats:
+    run_id: int | None = None
+    phone_numbers: int = 0
+    conversations: int = 0
+    pages: int = 0
+    calls_seen: int = 0
+    enqueued: int = 0
+    errors: int = 0
+    skipped_conversations: int = 0
+    would_enqueue: int = 0  # dry run: completed calls not queued yet
+    stop_reason: str | None = None
+    exit_code: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "phone_numbers": self.phone_numbers, "conversations": self.conversations,
+            "pages": self.pages, "calls_seen": self.calls_seen, "enqueued": self.enqueued,
+            "errors": self.errors, "skipped_conversations": self.skipped_conversations,
+            "exit_code": self.exit_code, "stop_reason": self.stop_reason,
+            "duration_s": round(time.monotonic() - self.started, 3),
+        }
+
+
+class _Stopped(Exception):
+    """The walk must end now (a signal, or the API refused the key)."""
+
+
+class _WalkFailed(Exception):
+    """One walk (a line or a conversation) cannot go on; the others can."""
+
+
+class Discoverer:
+    """Runs one discovery; construct per run.  ``transport`` replaces the network (tests)."""
+
+    def __init__(self, engine: Engine, settings: Settings, *, transport: httpx.BaseTransport | None = None,
+                 on_page: Callable[[DiscoveryStats], None] | None = None, page_log_level: str = "info",
+                 budget: RateBudget | None = None) -> None:
+        """``budget``: the key's rate budget to share (default: the one shared through ``engine``)."""
+        self.engine = engine
+        self._own_budget = budget is None
+        self.budget = budget if budget is not None else budget_for(settings, engine)
+        self.settings = settings
+        self.transport = transport
+        self.on_page = on_page
+        self.page_log_level = page_log_level
+        self.stats = DiscoveryStats()
+        self.log = get_logger(command="discover")
+        self._stop = threading.Event()
+
+    def request_stop(self, reason: str) -> None:
+        """Stop after the request in flight (signals); committed pages stay, watermarks stay put."""
+        if not self._stop.is_set():
+            self.stats.stop_reason = self.stats.stop_reason or reason
+            self.log.warning("stopping", reason=reason)
+            self._stop.set()
+
+    # -- the run --------------------------------------------------------------------
+
+    def run(self, options: DiscoverOptions) -> DiscoveryStats:
+        stats = self.stats
+        self.options = options
+        self.walk_started = utcnow()
+        self.overlap = timedelta(seconds=options.overlap_seconds)
+        if not options.dry_run:
+            with self.engine.begin() as conn:
+                stats.run_id = store.start_discovery_run(conn, options.command, self.walk_started)
+            self.log = self.log.bind(discovery_run_id=stats.run_id)
+        self.log.info("discovery started", since=_iso(options.since), phone_numbers=list(options.phone_numbers),
+                      dry_run=options.dry_run, rate=self.settings.rate)
+        client = self.client = OpenPhoneClient(self.settings, transport=self.transport, budget=self.budget,
+                                               stop=self._stop)
+        try:
+            self._walk_all()
+        except UsageError as exc:
+            stats.exit_code, stats.stop_reason = 2, str(exc)
+            self._finish()
+            raise
+        except AuthError as exc:
+            stats.exit_code = 3
+            stats.stop_reason = f"the API refused the key (HTTP {exc.http_status}): {exc}"
+        except _Stopped:
+            pass
+        finally:
+            client.close()
+            if self._own_budget:
+                self.budget.close()
+        if stats.exit_code == 0 and (stats.errors or self._stop.is_set()):
+            stats.exit_code = 1
+            if stats.stop_reason is None:
+                stats.stop_reason = f"{stats.errors} walk(s) stopped on an error; see the log"
+        self._finish()
+        return stats
+
+    def _finish(self) -> None:
+        stats = self.stats
+        if stats.run_id is not None:
+            with self.engine.begin() as conn:
+                store.finish_discovery_run(conn, stats.run_id, utcnow(), stats.exit_code, stats.stop_reason)
+        extra = {"would_enqueue": stats.would_enqueue} if self.options.dry_run else {}
+        self.log.info("discovery finished", **stats.as_dict(), **extra)
+
+    def _walk_all(self) -> None:
+        lines = self._lines()
+        with self.engine.connect() as conn:
+            marks = store.watermarks(conn)
+        since = self.options.since
+        missing = [line.id for line in lines if line.id not in marks]
+        if missing and since is None:
+            more = f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise UsageError(f"no discovery watermark yet for phone number {missing[0]}{more}: "
+                             "pass --since DATE for the first run")
+        for line in lines:
+            starts = [t for t in (marks.get(line.id), since) if t is not None]
+            self._walk_line(line, min(starts))
+            self.stats.phone_numbers += 1
+            if self.stats.run_id is not None:
+                with self.engine.begin() as conn:
+                    store.add_discovery_counts(conn, self.stats.run_id, phone_numbers=1)
+
+    def _lines(self) -> list[PhoneNumberData]:
+        lines: dict[str, PhoneNumberData] = {}
+        for page in self._pages(lambda token: self.client.list_phone_numbers(token),
+                                "phone numbers", fatal=True):
+            for line in page.data:
+                lines.setdefault(line.id, line)
+        wanted = self.options.phone_numbers
+        if not wanted:
+            return list(lines.values())
+        chosen = [line for line in lines.values() if line.id in wanted or line.number in wanted]
+        found = {line.id for line in chosen} | {line.number for line in chosen}
+        unknown = [w for w in wanted if w not in found]
+        if unknown:
+            raise UsageError(f"phone number {unknown[0]!r} is not in the workspace "
+                             f"(known: {', '.join(sorted(lines)) or 'none'})")
+        return chosen
+
+    def _walk_line(self, line: PhoneNumberData, start: datetime) -> None:
+        log = self.log.bind(phone_number_id=line.id)
+        with self.engine.connect() as conn:
+            conv_marks = store.conversation_marks(conn, line.id)
+        done: set[str] = set()
+        failed = False
+        try:
+            for page in self._pages(
+                lambda token: self.client.list_conversations(
+                    line.id, start - self.overlap, token, max_results=self.options.page_size),
+                f"conversations of {line.id}",
+            ):
+                for conv in page.data:
+                    parts = conv.participants
+                    if len(parts) != 1:
+                        # GET /v1/calls lists one-to-one conversations only.
+                        self.stats.skipped_conversations += 1
+                        log.info("conversation skipped: not one-to-one", conversation_id=conv.id,
+                                 participants=len(parts))
+                        continue
+                    participant = parts[0]
+                    if not is_e164(participant):
+                        self.stats.skipped_conversations += 1
+                        log.warning("conversation skipped: participant is not an E.164 number",
+                                    conversation_id=conv.id, participant=participant[:80])
+                        continue
+                    if participant in done:
+                        continue  # the same conversation listed twice
+                    done.add(participant)
+                    starts = [t for t in (conv_marks.get(participant), self.options.since) if t is not None]
+                    try:
+                        self._walk_conversation(line, conv.id, participant, min(starts) if starts else start)
+                    except _WalkFailed:
+                        failed = True  # the line's watermark must not pass this conversation
+        except _WalkFailed:
+            failed = True
+        if failed or self.options.dry_run:
+            return
+        with self.engine.begin() as conn:
+            store.set_watermark(conn, line.id, line.number, self.walk_started, utcnow())
+        log.info("line walked", watermark=_iso(self.walk_started))
+
+    def _walk_conversation(self, line: PhoneNumberData, conversation_id: str | None, participant: str,
+                           created_after: datetime) -> None:
+        seen: set[str] = set()
+        oldest_open: datetime | None = None
+        log = self.log.bind(phone_number_id=line.id, participant=participant)
+        pages = self._pages(
+            lambda token: self.client.list_calls(
+                line.id, participant, created_after - self.overlap, token,
+                max_results=self.options.page_size),
+            f"calls of {line.id} with {participant}", raw_pages=True,
+        )
+        for page, raw, last in pages:
+            rows: list[CallContextRows] = []
+            completed: list[str] = []
+            now = utcnow()
+            items = raw.get("data") if isinstance(raw, dict) else None
+            for call, item in zip(page.data, items or [], strict=False):
+                if not is_valid_call_id(call.id):
+                    log.warning("call skipped: malformed call id", call_id=call.id[:80])
+                    continue
+                if call.id in seen:
+                    log.info("call listed twice; stored once", call_id=call.id)
+                    continue
+                seen.add(call.id)
+                row = normalize_call(call, call_json(item), now)
+                if row.not_e164:
+                    log.warning("participants that are not E.164 kept with is_e164 = false",
+                                call_id=call.id, numbers=[n[:80] for n in row.not_e164])
+                rows.append(row)
+                if call.status == "completed":
+                    completed.append(call.id)
+                elif _still_open(call) and call.createdAt is not None:
+                    created = row.parent["created_at"]
+                    oldest_open = created if oldest_open is None else min(oldest_open, created)
+            mark = self.walk_started if oldest_open is None else min(self.walk_started, oldest_open)
+            new = self._commit_calls(rows, completed, (line.id, participant, conversation_id, mark) if last else None)
+            self.stats.calls_seen += len(rows)
+            self.stats.enqueued += new
+            self.stats.pages += 1
+            self._page_done("calls page", phone_number_id=line.id, participant=participant, calls=len(rows),
+                            completed=len(completed), enqueued=new, last_page=last)
+        self.stats.conversations += 1
+
+    def _commit_calls(self, rows: list[CallContextRows], completed: list[str],
+                      mark: tuple[str, str, str | None, datetime] | None) -> int:
+        """One calls page: calls, queue ids, counters and (on the last page) the conversation's watermark."""
+        if self.options.dry_run:
+            with self.engine.connect() as conn:
+                queued = set(conn.execute(sa.select(queue_t.c.call_id).where(queue_t.c.call_id.in_(completed)))
+                             .scalars()) if completed else set()
+            self.stats.would_enqueue += len(set(completed) - queued)
+            return 0
+        now = utcnow()
+        with self.engine.begin() as conn:
+            store.save_calls(conn, rows, now)
+            new = store.enqueue_ids(conn, completed)
+            assert self.stats.run_id is not None
+            store.add_discovery_counts(conn, self.stats.run_id, pages=1, calls_seen=len(rows), enqueued=new,
+                                       conversations=1 if mark else 0)
+            if mark is not None:
+                store.set_conversation_mark(conn, *mark, now)
+        return new
+
+    # -- paging -----------------------------------------------------------------------
+
+    def _pages(self, fetch: Callable[[str | None], ApiResult[Any]], what: str, *, fatal: bool = False,
+               raw_pages: bool = False) -> Iterator[Any]:
+        """Every page of a listing: follows ``nextPageToken`` until it is null.
+
+        A failed request, a token that comes back again (a loop) or too many
+        empty pages in a row end the walk with an error line (:class:`_WalkFailed`;
+        ``fatal``: the whole run).  ``raw_pages`` yields ``(page, raw JSON, is_last)``.
+        """
+        token: str | None = None
+        tokens: set[str] = set()
+        empty = 0
+        while True:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                result = fetch(token)
+            except NotSent:
+                raise _Stopped from None
+            if result.kind != "ok" or result.data is None:
+                self._walk_error(f"listing {what} failed: {result.error or result.kind}", what=what,
+                                 http_status=result.http_status, tries=result.tries, fatal=fatal)
+            page = result.data
+            next_token = page.nextPageToken or None
+            problem = None
+            if next_token is not None and next_token in tokens:
+                problem = f"listing {what}: the API sent page token {next_token[:40]!r} twice; stopped"
+            empty = empty + 1 if not page.data else 0
+            if next_token is not None and empty > self.options.max_empty_pages:
+                problem = f"listing {what}: {empty} empty pages in a row with a next page token; stopped"
+            last = next_token is None
+            yield (page, result.raw, last) if raw_pages else page
+            if problem is not None:
+                self._walk_error(problem, what=what, fatal=fatal)
+            if last:
+                return
+            assert next_token is not None
+            tokens.add(next_token)
+            token = next_token
+
+    def _walk_error(self, message: str, *, fatal: bool = False, **fields: Any) -> NoReturn:
+        self.stats.errors += 1
+        self.log.error("walk stopped", error=message, **fields)
+        if self.stats.run_id is not None:
+            with self.engine.begin() as conn:
+                store.add_discovery_counts(conn, self.stats.run_id, errors=1)
+        if fatal:
+            self.stats.stop_reason = message
+            raise _Stopped
+        raise _WalkFailed(message)
+
+    def _page_done(self, event: str, **fields: Any) -> None:
+        getattr(self.log, self.page_log_level)(event, **fields)
+        if self.on_page is not None:
+            self.on_page(self.stats)
+
+
+def _still_open(call: CallData) -> bool:
+    return call.completedAt is None and (call.status or "") not in ENDED_STATUSES
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="seconds") + "Z"
+
+
+def discover(engine: Engine, settings: Settings, options: DiscoverOptions, *,
+             transport: httpx.BaseTransport | None = None,
+             on_page: Callable[[DiscoveryStats], None] | None = None,
+             page_log_level: str = "info",
+             stopper: Callable[[Discoverer], object] | None = None) -> DiscoveryStats:
+    """Run one discovery (``stopper`` receives the discoverer, e.g. to wire signals to it)."""
+    discoverer = Discoverer(engine, settings, transport=transport, on_page=on_page, page_log_level=page_log_level)
+    if stopper is not None:
+        stopper(discoverer)
+    return discoverer.run(options)
+
+
+def parse_phone_numbers(values: Sequence[str]) -> tuple[str, ...]:
+    """``--phone-number`` values: PN… ids or E.164 numbers, comma-separated or repeated."""
+    out: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if not (part.startswith("PN") or is_e164(part)):
+                raise UsageError(f"--phone-number {part!r} is neither a phone number id (PN…) nor an E.164 number")
+            out.append(part)
+    return tuple(dict.fromkeys(out))
