@@ -21,9 +21,9 @@ from etl.config import Settings
 from etl.logs import configure_logging
 from etl.simulator import FakeOpenPhone
 from etl.sync import RunOptions
-from tests.support.proc import error_lines, etl_env, output_of, run_etl, start_etl, stop, wait_for
 from tests.integration.calls_fake import FakeWorkspace, serve
 from tests.integration.test_discover import KEY, build, completed_ids, reachable
+from tests.support.proc import error_lines, etl_env, output_of, run_etl, start_etl, stop, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from etl.results import FetchResult
 from etl.config import Backoff
 from etl.normalize import is_e164, normalize_call
 from etl.policy import ClaimedItem, call_not_found, decide, not_found_retry_at, not_found_window_start
+from etl.results import FetchResult
 from etl.schema import CallData
 
 NOW = datetime(2026, 11, 25, 12, 0)

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from etl.results import FetchResult
 from etl.health import FetchHistory, Limits, fetch_gap_problem, fetch_line, is_answer, nothing_fetched, problems
 from etl.logs import call_log_level
+from etl.results import FetchResult
 
 NOW = datetime(2026, 11, 25, 12, 0, 0)
 
