@@ -14,6 +14,7 @@ from etl.models import (
     CallSummaryLine,
     SummaryQueue,
     SyncRun,
+    WebhookDelivery,
 )
 
 queue_t = cast(Table, SummaryQueue.__table__)
@@ -23,3 +24,4 @@ steps_t = cast(Table, CallNextStep.__table__)
 jobs_t = cast(Table, CallJob.__table__)
 fields_t = cast(Table, CallJobField.__table__)
 runs_t = cast(Table, SyncRun.__table__)
+deliveries_t = cast(Table, WebhookDelivery.__table__)
