@@ -63,13 +63,16 @@ class Receiver:
                     self.state(c) == "done" for c in call_ids[:50]):
                 return time.monotonic() - started
             time.sleep(0.05)
-        raise AssertionError(f"not all done after {timeout} s: {self.count('summary_queue', 'WHERE state = ' + chr(39) + 'done' + chr(39))}")
+        done = self.count("summary_queue", "WHERE state = 'done'")
+        raise AssertionError(f"not all done after {timeout} s: {done} of {len(call_ids)}")
 
 
 @pytest.fixture
-def receiver(engine: Engine, db_url: str) -> Iterator[Receiver]:
+def receiver(request: pytest.FixtureRequest, engine: Engine, db_url: str) -> Iterator[Receiver]:
+    """A running receiver; the engine's rate budget is 10/s (the default) unless parametrized."""
+    rate = float(getattr(request, "param", 10.0))
     fake = FakeOpenPhone(api_key=API_KEY)
-    settings = Settings(database_url=db_url, api_key=API_KEY, base_url="http://fake.test", rate=10.0,
+    settings = Settings(database_url=db_url, api_key=API_KEY, base_url="http://fake.test", rate=rate,
                         concurrency=4, retry_initial=0.001, retry_max=0.01)
     metrics = Metrics(engine, settings.rate)
     worker = SyncWorker(engine, settings, metrics, transport=fake.transport(), poll_interval=5)
@@ -205,3 +208,45 @@ def test_other_events_ignored_and_operations_endpoints(receiver: Receiver) -> No
     assert 'etl_queue_items{state="done"}' in scraped
     assert 'etl_api_requests_total{outcome="2xx"} 1.0' in scraped
     assert "etl_rate_budget_requests_per_second 10.0" in scraped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("receiver", [100.0], indirect=True)
+def test_burst_of_1000_deliveries_while_the_engine_syncs(receiver: Receiver) -> None:
+    """1,000 deliveries in 10 s (every tenth a redelivery of an earlier event): every id once, fetched once."""
+    total, senders = 1000, 8
+    bodies = [summary_event(f"ACburst{n}", f"EVburst{n}") for n in range(total)]
+    statuses: dict[int, tuple[int, str]] = {}
+    started = time.monotonic()
+
+    def send(k: int) -> None:
+        with httpx.Client(timeout=10) as client:
+            for n in range(k, total, senders):
+                delay = started + n * 0.01 - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                # Every tenth delivery re-sends an earlier event, signed anew: a redelivery.
+                body = bodies[n - 5] if n % 10 == 9 else bodies[n]
+                r = client.post(receiver.url + "/webhooks/openphone", content=body, headers=sign("v1", body))
+                statuses[n] = (r.status_code, r.json().get("status", ""))
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    assert elapsed < 15, elapsed
+    assert all(code == 200 for code, _ in statuses.values()), [v for v in statuses.values() if v[0] != 200][:5]
+    expected = {f"ACburst{n}" for n in range(total) if n % 10 != 9}
+    duplicates = sum(1 for _, outcome in statuses.values() if outcome == "duplicate")
+    # A redelivery that arrives before its original is the original (queued), so at most 100.
+    assert 0 < duplicates <= 100
+    receiver.wait_done(sorted(expected), timeout=90)
+    with receiver.engine.connect() as conn:
+        queued = [r[0] for r in conn.execute(sa.text("SELECT call_id FROM summary_queue"))]
+    assert sorted(queued) == sorted(expected)
+    assert receiver.count("call_summaries") == len(expected)
+    assert receiver.count("summary_queue", "WHERE state = 'done'") == len(expected)
+    assert {c: n for c, n in receiver.fake.requests.items() if n != 1} == {}
+    assert set(receiver.fake.requests) == expected
