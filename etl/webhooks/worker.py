@@ -135,6 +135,15 @@ class SyncWorker:
         limits = httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=30.0)
         return httpx.HTTPTransport(limits=limits, trust_env=False)
 
+    def _anything_due(self) -> bool:
+        q = queue_t.c
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(sa.select(q.call_id).where(q.state == "pending", q.next_attempt_at <= utcnow())
+                                    .limit(1)).first() is not None
+        except sa.exc.DBAPIError:
+            return True  # let the engine run and report the database problem its own way
+
     def _loop(self) -> None:
         try:
             while not self._stopping.is_set():
@@ -142,6 +151,8 @@ class SyncWorker:
                 self._wake.clear()
                 if self._stopping.is_set():
                     break
+                if not self._anything_due():
+                    continue  # no sync_runs row for a run that would claim nothing
                 self.metrics.runs.inc()
                 stats = run_engine(self.engine, self.settings,
                                    InstrumentedTransport(self._new_transport(), self.metrics), self._on_start)
