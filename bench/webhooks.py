@@ -133,7 +133,7 @@ def run_backend(backend: str, dbs: Databases, workdir: Path, n: int, backlog: in
                         time.sleep(2)  # the server's poll picks the backlog up and starts on it
                     times = []
                     for i in range(n):
-                        times.append(landing(client, engine, server, f"AC{workload}{i}"))
+                        times.append(landing(client, engine, server, f"AChook{workload}{i}"))
                         time.sleep(2.0 if workload == "backlog" else 0.2)
                     with engine.connect() as conn:
                         left = conn.execute(sa.text("SELECT count(*) FROM summary_queue WHERE state = 'pending'"))\
