@@ -33,6 +33,8 @@ back after its row is gone (``etl serve`` checks this).
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -60,7 +62,7 @@ def no_call_rows(conn: Connection, call: dict[str, Any]) -> None:
     """The default call hook: the calls table is not on this branch, so nothing is stored."""
 
 
-_RETRIES = 3
+_RETRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +84,11 @@ def accept(engine: Engine, verified: Verified, event: Event, now: datetime,
             if attempt == _RETRIES:
                 raise
         except DBAPIError as exc:
+            # A deadlock with the engine's claim (both touch the due index) is
+            # normal under load on PostgreSQL/MariaDB: back off and try again.
             if not _is_retryable(exc) or attempt == _RETRIES:
                 raise
+            time.sleep(0.02 * 2 ** attempt * (0.5 + random.random()))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
