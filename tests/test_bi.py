@@ -439,7 +439,7 @@ def test_migration_0002_goes_down_and_up_with_alembic_check_clean(db_url, engine
 
     db.upgrade(db_url)
     engine.dispose()
-    assert db.current_revision(engine) == "0002"
+    assert db.current_revision(engine) == db.SCHEMA_HEAD
     command.check(config)
     assert _views_in(engine) == set(VIEWS)
     assert fetch(engine, "SELECT COUNT(*) FROM call_summary_overview") == [(0,)]

@@ -22,7 +22,7 @@ from etl.config import redact_url
 from tests.conftest import API_KEY
 
 TABLES = {"summary_queue", "call_summaries", "call_summary_lines", "call_next_steps", "call_jobs",
-          "call_job_fields", "sync_runs"}
+          "call_job_fields", "sync_runs", "webhook_deliveries"}
 
 
 @pytest.fixture(autouse=True)
