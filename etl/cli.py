@@ -699,11 +699,17 @@ def webhooks_register(url: str, label: str, api_key: str | None, base_url: str, 
 
     if not url.startswith(("https://", "http://")):
         raise UsageError(f"--url must start with https:// (got {url[:80]!r})")
-    created = manage.register(_management_settings(api_key, base_url), url, label)
-    for hook in created:
-        click.echo(f"Created webhook {hook.id} for {', '.join(hook.events)}")
-    click.echo("Store the signing secrets (shown once) for `etl serve`:")
-    click.echo("OPENPHONE_WEBHOOK_SECRETS=" + ",".join(h.secret for h in created))
+    settings = _management_settings(api_key, base_url)
+    created: list[manage.Registered] = []
+    try:
+        manage.register(settings, url, label, on_created=created.append)
+    finally:
+        # Also when the second webhook fails: the first one's secret is shown only once.
+        for hook in created:
+            click.echo(f"Created webhook {hook.id} for {', '.join(hook.events)}")
+        if created:
+            click.echo("Store the signing secrets (shown once) for `etl serve`:")
+            click.echo("OPENPHONE_WEBHOOK_SECRETS=" + ",".join(h.secret for h in created))
 
 
 @webhooks_group.command("list")

@@ -9,6 +9,7 @@ store in ``OPENPHONE_WEBHOOK_SECRETS``; they are never logged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,14 +32,19 @@ class Registered:
 
 
 def register(settings: Settings, url: str, label: str | None = None, *,
+             on_created: Callable[[Registered], None] | None = None,
              transport: httpx.BaseTransport | None = None) -> list[Registered]:
+    """Create both webhooks.  ``on_created`` sees each one as soon as it exists, so a
+    failure on the second still leaves the first one's secret in the caller's hands."""
     client = OpenPhoneClient(settings, transport=transport)
     try:
         created = []
         for resource, events in REGISTRATIONS:
             data = client.create_webhook(resource, url, events, label)  # type: ignore[arg-type]
-            created.append(Registered(str(data.get("id", "")), list(data.get("events") or events),
-                                      str(data.get("key", ""))))
+            hook = Registered(str(data.get("id", "")), list(data.get("events") or events), str(data.get("key", "")))
+            created.append(hook)
+            if on_created is not None:
+                on_created(hook)
         return created
     finally:
         client.close()

@@ -32,10 +32,14 @@ class FakeWebhooks:
         self.hooks: dict[str, dict[str, Any]] = {}
         self.seen: list[tuple[str, str, dict[str, Any] | None, str | None]] = []
         self._n = 0
+        self.fail_next: str | None = None
 
     def answer(self, method: str, path: str, body: bytes, auth: str | None) -> tuple[int, dict[str, Any] | None]:
         payload = json.loads(body) if body else None
         self.seen.append((method, path, payload, auth))
+        if path == self.fail_next:
+            self.fail_next = None
+            return 500, {"message": "try again"}
         if auth != API_KEY:
             return 401, {"message": "Unauthorized", "code": "0500401"}
         if method == "POST" and path in ("/v1/webhooks/calls", "/v1/webhooks/call-summaries"):
@@ -148,6 +152,14 @@ def test_cli_register_list_delete(fake_server: str, fake_hooks: FakeWebhooks, tm
     assert missing.returncode == 1
     assert error_lines(missing.stderr) == ["Error: DELETE /v1/webhooks/WH0001 failed: HTTP 404 Not Found: "
                                            "Webhook WH0001 not found"]
+    # The second webhook refused: the first one's secret is still printed, then the error.
+    fake_hooks.fail_next = "/v1/webhooks/call-summaries"
+    partial = run_etl(["webhooks", "register", "--url", "https://etl.example.com/webhooks/openphone"], env)
+    assert partial.returncode == 1
+    assert partial.stdout.splitlines()[0] == "Created webhook WH0003 for call.completed"
+    assert partial.stdout.splitlines()[-1] == "OPENPHONE_WEBHOOK_SECRETS=" + fake_hooks.hooks["WH0003"]["key"]
+    assert error_lines(partial.stderr) == ["Error: POST /v1/webhooks/call-summaries failed: "
+                                           "HTTP 500 Internal Server Error: try again"]
     refused = run_etl(["webhooks", "list"], etl_env(f"sqlite:///{tmp_path / 'x.db'}", fake_server, "bad-key-0123"))
     assert refused.returncode == 3
     no_key = run_etl(["webhooks", "list"], etl_env(f"sqlite:///{tmp_path / 'x.db'}", fake_server))
