@@ -17,8 +17,8 @@ What an accepted event does to the queue:
   wires ``store``'s call upsert in).
 * ``call.summary.completed``: the summary is ready, so one request lands it.
   A missing id is enqueued; a ``pending`` item not held by a run is made due
-  at the head of the due line (no later than the oldest due item, so it is
-  claimed next, and ``status``'s oldest-due age does not change); an item that
+  at the head of the due line (1 ms before the oldest due item, so it is
+  claimed next, and ``status``'s oldest-due age barely changes); an item that
   ended ``absent``, ``not_found``, ``error`` or ``failed`` is re-queued the
   same way with fresh counters, since the event says there now is a summary.
   ``done`` stays done (``backfill --force`` re-fetches) and ``invalid`` stays
@@ -63,6 +63,7 @@ def no_call_rows(conn: Connection, call: dict[str, Any]) -> None:
 
 
 _RETRIES = 5
+_AHEAD = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,9 @@ def summary_ready(conn: Connection, call_id: str, now: datetime) -> None:
     q = queue_t.c
     store.enqueue_ids(conn, [call_id])
     oldest = conn.execute(sa.select(sa.func.min(q.next_attempt_at)).where(q.state == "pending")).scalar()
-    head = min(now, oldest) if oldest is not None else now
+    # Strictly before the oldest: ids enqueued by one statement share one timestamp,
+    # and a tie would leave the order among them to the database.
+    head = min(now, oldest - _AHEAD) if oldest is not None else now
     conn.execute(
         sa.update(queue_t)
         .where(q.call_id == call_id, q.state == "pending", q.lease_owner.is_(None), q.next_attempt_at > head)
