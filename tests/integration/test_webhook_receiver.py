@@ -225,9 +225,16 @@ def test_burst_of_1000_deliveries_while_the_engine_syncs(receiver: Receiver) -> 
                 delay = started + n * 0.01 - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                # Every tenth delivery re-sends an earlier event, signed anew: a redelivery.
-                body = bodies[n - 5] if n % 10 == 9 else bodies[n]
-                r = client.post(receiver.url + "/webhooks/openphone", content=body, headers=sign("v1", body))
+                # Every tenth delivery re-sends an earlier event, signed anew: a redelivery.  Its
+                # timestamp is a second later (OpenPhone retries seconds apart): the same body signed
+                # in the same millisecond would be the same signed message, a replay.
+                if n % 10 == 9:
+                    body = bodies[n - 5]
+                    headers = v1_headers(SECRET_B, body, int(time.time() * 1000) + 1000)
+                else:
+                    body = bodies[n]
+                    headers = sign("v1", body)
+                r = client.post(receiver.url + "/webhooks/openphone", content=body, headers=headers)
                 statuses[n] = (r.status_code, r.json().get("status", ""))
 
     threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
