@@ -44,7 +44,7 @@ from tenacity.stop import stop_base
 
 from etl import __version__
 from etl.config import Settings
-from etl.errors import AuthError
+from etl.errors import AuthError, EtlError
 from etl.ids import is_valid_call_id
 from etl.ratelimit import LocalBudget, NotSent, RateBudget
 from etl.results import FetchResult, Kind
@@ -455,6 +455,63 @@ class OpenPhoneClient:
             return ApiResult(what, "transient", exc.http_status, tries, _ms(started),
                              error=exc.message, retry_after=exc.retry_after)
         return ApiResult(what, "ok", 200, tries, _ms(started), data=data, raw=raw)
+
+    # --- webhooks: `etl webhooks register|list|delete` (etl/webhooks/manage.py) -----
+
+    def create_webhook(self, resource: Literal["calls", "call-summaries"], url: str, events: list[str],
+                       label: str | None = None) -> dict[str, Any]:
+        """``POST /v1/webhooks/{resource}``; the answer's ``data`` (its ``key`` is the signing secret)."""
+        body: dict[str, Any] = {"url": url, "events": events, "resourceIds": ["*"], "status": "enabled"}
+        if label:
+            body["label"] = label
+        data = self._webhook_call("POST", f"/v1/webhooks/{resource}", body)
+        if not isinstance(data, dict):
+            raise EtlError(f"POST /v1/webhooks/{resource}: the answer has no webhook in data")
+        return data
+
+    def list_webhooks(self) -> list[dict[str, Any]]:
+        """``GET /v1/webhooks``: the webhooks this key's workspace has."""
+        data = self._webhook_call("GET", "/v1/webhooks")
+        return [w for w in data if isinstance(w, dict)] if isinstance(data, list) else []
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """``DELETE /v1/webhooks/{id}``."""
+        if not webhook_id.isalnum():
+            # Never build a URL from an unvalidated id (path injection).
+            raise EtlError(f"not a webhook id: {webhook_id[:80]!r}")
+        self._webhook_call("DELETE", f"/v1/webhooks/{webhook_id}")
+
+    def _webhook_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One management request (no retries: a person runs these and sees the error)."""
+        headers = self._headers.copy()
+        content = None
+        if body is not None:
+            content = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = httpx.Request(method, self.settings.base_url.rstrip("/") + path, headers=headers,
+                                content=content, extensions=self._extensions)
+        self.budget.acquire(stop=self.stop)  # the key's budget covers management requests too
+        try:
+            response = self._transport.handle_request(request)
+            try:
+                raw = response.read()
+            finally:
+                response.close()
+        except httpx.TransportError as exc:
+            raise EtlError(f"{method} {path}: connection error ({type(exc).__name__})") from None
+        status = response.status_code
+        if status in (401, 403):
+            raise AuthError(status, _error_text(response, raw, self.settings.api_key))
+        if status >= 300:
+            raise EtlError(f"{method} {path} failed: {_error_text(response, raw, self.settings.api_key)}")
+        if not raw:
+            return None
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            raise EtlError(f"{method} {path}: the answer is not JSON") from None
+        return parsed.get("data") if isinstance(parsed, dict) else None
+
 
 
 def _validate(body: bytes) -> SummaryData:

@@ -782,6 +782,135 @@ def demo(ctx: click.Context, database_url: str, log_format: str, log_level: str)
         demo_mod.run_demo(engine, url, sandbox=not explicit)
 
 
+# --- serve (webhook receiver) ------------------------------------------------------
+
+
+def _webhook_secrets(given: tuple[str, ...]) -> list[str]:
+    """Secrets from repeatable --webhook-secret plus OPENPHONE_WEBHOOK_SECRETS (comma-separated)."""
+    import os
+
+    from_env = os.environ.get("OPENPHONE_WEBHOOK_SECRETS", "")
+    values = [v.strip() for v in (*given, *from_env.split(",")) if v.strip()]
+    if not values:
+        raise UsageError("no webhook secret: set OPENPHONE_WEBHOOK_SECRETS (comma-separated) or pass "
+                         "--webhook-secret (repeatable); `etl webhooks register` prints them")
+    return values
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--webhook-secret", "webhook_secrets", multiple=True, metavar="SECRET",
+              help="A webhook signing secret (repeatable) [env: OPENPHONE_WEBHOOK_SECRETS, comma-separated]; "
+                   "never logged.")
+@click.option("--tolerance", type=click.FloatRange(min=1), default=300.0, show_default=True, metavar="SECONDS",
+              help="Refuse signatures whose timestamp is further than this from now.")
+@click.option("--max-body-bytes", type=click.IntRange(min=1024), default=1024 * 1024, show_default=True,
+              help="Refuse larger deliveries with 413.")
+@click.option("--delivery-retention", type=click.FloatRange(min=1), default=168.0, show_default=True,
+              metavar="HOURS", help="Keep delivery records (replay and redelivery checks) this long.")
+@click.option("--poll-interval", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              metavar="SECONDS", help="Also sync what became due by itself this often.")
+@api_options
+@database_options
+@handle_errors
+def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: float, max_body_bytes: int,
+          delivery_retention: float, poll_interval: float, api_key: str | None, base_url: str, rate: float,
+          concurrency: int, database_url: str, log_format: str, log_level: str) -> None:
+    """Receive signed OpenPhone webhooks and sync each summary seconds after it is ready.
+
+    POST /webhooks/openphone, GET /healthz, GET /metrics.  Run it behind a
+    reverse proxy with TLS (docs/webhooks.md).  SIGTERM drains and exits.
+    """
+    from datetime import timedelta
+
+    from etl.webhooks.app import ReceiverConfig
+    from etl.webhooks.server import ServeOptions
+    from etl.webhooks.server import serve as run_server
+    from etl.webhooks.signatures import SecretError, load_secrets
+
+    secrets = _webhook_secrets(webhook_secrets)
+    configure_logging(cast(Any, log_format), log_level, secrets=[api_key or "", *secrets])
+    try:
+        load_secrets(secrets)
+    except SecretError as exc:
+        raise UsageError(str(exc)) from None
+    retention = timedelta(hours=delivery_retention)
+    if retention.total_seconds() < 2 * tolerance:
+        raise UsageError("--delivery-retention must be at least twice --tolerance, or a replay could outlive "
+                         "its record")
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency)
+    require_api_key(settings)
+    receiver = ReceiverConfig(secrets, tolerance, max_body_bytes, retention)
+    with open_database(database_url) as engine:
+        run_server(engine, settings, receiver, ServeOptions(host, port, poll_interval))
+
+
+# --- webhooks (register / list / delete) ----------------------------------------------
+
+
+@cli.group("webhooks")
+def webhooks_group() -> None:
+    """Manage the OpenPhone API webhooks `etl serve` receives."""
+
+
+def _management_settings(api_key: str | None, base_url: str) -> Settings:
+    settings = make_settings(DEFAULT_DATABASE_URL, api_key, base_url)
+    require_api_key(settings)
+    return settings
+
+
+@webhooks_group.command("register")
+@click.option("--url", required=True, help="Public HTTPS URL of `etl serve`, ending in /webhooks/openphone.")
+@click.option("--label", default="openphone-summary-sync", show_default=True)
+@api_options
+@handle_errors
+def webhooks_register(url: str, label: str, api_key: str | None, base_url: str, rate: float,
+                      concurrency: int) -> None:
+    """Create the call.completed and call.summary.completed webhooks; print their signing secrets."""
+    from etl.webhooks import manage
+
+    if not url.startswith(("https://", "http://")):
+        raise UsageError(f"--url must start with https:// (got {url[:80]!r})")
+    settings = _management_settings(api_key, base_url)
+    created: list[manage.Registered] = []
+    try:
+        manage.register(settings, url, label, on_created=created.append)
+    finally:
+        # Also when the second webhook fails: the first one's secret is shown only once.
+        for hook in created:
+            click.echo(f"Created webhook {hook.id} for {', '.join(hook.events)}")
+        if created:
+            click.echo("Store the signing secrets (shown once) for `etl serve`:")
+            click.echo("OPENPHONE_WEBHOOK_SECRETS=" + ",".join(h.secret for h in created))
+
+
+@webhooks_group.command("list")
+@api_options
+@handle_errors
+def webhooks_list(api_key: str | None, base_url: str, rate: float, concurrency: int) -> None:
+    """List the workspace's API webhooks (id, status, events, URL)."""
+    from etl.webhooks import manage
+
+    hooks = manage.list_all(_management_settings(api_key, base_url))
+    if not hooks:
+        click.echo("No webhooks.")
+    for h in hooks:
+        click.echo(f"{h.get('id')}  {h.get('status', '?')}  {','.join(h.get('events') or [])}  {h.get('url')}")
+
+
+@webhooks_group.command("delete")
+@click.argument("webhook_id")
+@api_options
+@handle_errors
+def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str, rate: float, concurrency: int) -> None:
+    """Delete one API webhook by id."""
+    from etl.webhooks import manage
+
+    manage.delete(_management_settings(api_key, base_url), webhook_id)
+    click.echo(f"Deleted webhook {webhook_id}.")
+
+
 def main() -> None:
     cli(prog_name="etl")
 

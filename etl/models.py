@@ -552,3 +552,31 @@ class DiscoveryRun(Base):
     stop_reason: Mapped[str | None] = mapped_column(
         Text, comment="Why the run stopped early or with errors; NULL when it ran to the end cleanly.",
     )
+class WebhookDelivery(Base):
+    """One row per accepted signed webhook delivery: replay and redelivery detection (etl.webhooks)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        # Pruning: DELETE ... WHERE received_at < cutoff.
+        Index("ix_webhook_deliveries_received_at", "received_at"),
+        {"comment": "Signed webhook deliveries accepted by `etl serve`, kept for replay and redelivery checks."},
+    )
+
+    message_key: Mapped[str] = mapped_column(
+        String(64), primary_key=True,
+        comment="sha256 of the signed message (scheme, id, timestamp, signature): the same key again is a replay.",
+    )
+    event_key: Mapped[str | None] = mapped_column(
+        String(64), unique=True,
+        comment="sha256 of the event id, on the first delivery of an event only; NULL on redeliveries.",
+    )
+    event_type: Mapped[str | None] = mapped_column(String(64), comment="The event's type, e.g. call.completed.")
+    call_id: Mapped[str | None] = mapped_column(CallIdType, comment="The call the event is about, if valid.")
+    scheme: Mapped[str] = mapped_column(
+        String(16), comment="Signature scheme: openphone-v1 (legacy header) or standard (Standard Webhooks).",
+    )
+    outcome: Mapped[str] = mapped_column(
+        String(16), comment="queued (queue updated), duplicate (event seen before) or ignored (no action).",
+    )
+    signed_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time in the signature header.")
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the delivery was accepted.")

@@ -14,6 +14,7 @@ from etl.models import (
     CallSummaryLine,
     SummaryQueue,
     SyncRun,
+    WebhookDelivery,
 )
 
 queue_t = cast(Table, SummaryQueue.__table__)
@@ -39,3 +40,4 @@ call_lookups_t = cast(Table, CallLookup.__table__)
 watermarks_t = cast(Table, DiscoveryWatermark.__table__)
 conversation_marks_t = cast(Table, DiscoveryConversation.__table__)
 discovery_runs_t = cast(Table, DiscoveryRun.__table__)
+deliveries_t = cast(Table, WebhookDelivery.__table__)

@@ -69,7 +69,8 @@ ALL_COMMANDS = list(command_paths(cli))
 
 def test_every_command_is_covered_here():
     assert ALL_COMMANDS == [(), ("db",), ("db", "upgrade"), ("db", "current"), ("enqueue",), ("sync",),
-                            ("backfill",), ("discover",), ("status",), ("demo",)]
+                            ("backfill",), ("discover",), ("status",), ("demo",), ("serve",), ("webhooks",),
+                            ("webhooks", "register"), ("webhooks", "list"), ("webhooks", "delete")]
 
 
 @pytest.mark.parametrize("path", ALL_COMMANDS, ids=lambda p: " ".join(p) or "etl")

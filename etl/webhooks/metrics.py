@@ -1,0 +1,107 @@
+"""Prometheus metrics of ``etl serve``, on a registry of their own (not the process-global one).
+
+Deliveries by type and outcome, refusals by reason, queue depth by state (read
+from the database at scrape time, cached a few seconds), API requests by
+outcome, the rate budget and its use over the last 10 s, engine runs, and the
+landing latency: from a ``call.summary.completed`` delivery to its summary's
+rows committed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.engine import Engine
+
+from etl import report
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LANDING_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 900, 3600)
+_BUDGET_WINDOW_S = 10.0
+_QUEUE_CACHE_S = 5.0
+
+
+class _QueueDepth(Collector):
+    """``etl_queue_items{state}`` from the database at scrape time (cached: a count is a scan)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._cached: tuple[float, dict[str, int]] | None = None
+        self._lock = threading.Lock()
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("etl_queue_items", "Queue rows by state.", labels=["state"])
+        counts = self._counts()
+        for state, n in counts.items():
+            family.add_metric([state], n)
+        yield family
+
+    def _counts(self) -> dict[str, int]:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] > _QUEUE_CACHE_S:
+                try:
+                    with self.engine.connect() as conn:
+                        self._cached = (now, report.queue_counts(conn))
+                except Exception:  # an unreachable database shows in /healthz, not as a failed scrape
+                    return self._cached[1] if self._cached else {}
+            return self._cached[1]
+
+
+class Metrics:
+    def __init__(self, engine: Engine | None = None, rate: float = 0.0) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.deliveries = Counter("etl_webhook_deliveries", "Accepted webhook deliveries by event type and outcome "
+                                  "(queued, duplicate, ignored).", ["type", "outcome"], registry=r)
+        self.refusals = Counter("etl_webhook_refusals", "Refused webhook deliveries by reason.", ["reason"],
+                                registry=r)
+        self.fetches = Counter("etl_api_requests", "API requests sent by the in-process engine, by outcome "
+                               "(http status class, 404, 429, or error).", ["outcome"], registry=r)
+        self.runs = Counter("etl_engine_runs", "Sync engine runs started by the server.", registry=r)
+        self.landing = Histogram("etl_summary_landing_seconds", "From a call.summary.completed delivery to the "
+                                 "summary's rows committed.", buckets=LANDING_BUCKETS, registry=r)
+        budget = Gauge("etl_rate_budget_requests_per_second", "Configured request budget (0 = unthrottled).",
+                       registry=r)
+        budget.set(rate)
+        self.rate = rate
+        use = Gauge("etl_rate_budget_use_ratio", "Requests in the last 10 s divided by the budget for 10 s.",
+                    registry=r)
+        use.set_function(self._budget_use)
+        self.last_success = Gauge("etl_api_last_success_timestamp_seconds",
+                                  "Unix time of the last API answer that was not an error.", registry=r)
+        self.engine_alive = Gauge("etl_engine_alive", "1 while the sync engine thread runs.", registry=r)
+        self._sent: deque[float] = deque()
+        self.last_success_unix: float | None = None
+        self._lock = threading.Lock()
+        if engine is not None:
+            r.register(_QueueDepth(engine))
+
+    def request_sent(self, outcome: str, ok: bool) -> None:
+        self.fetches.labels(outcome).inc()
+        now = time.monotonic()
+        with self._lock:
+            self._sent.append(now)
+            while self._sent and self._sent[0] < now - _BUDGET_WINDOW_S:
+                self._sent.popleft()
+        if ok:
+            self.last_success_unix = time.time()
+            self.last_success.set(self.last_success_unix)
+
+    def _budget_use(self) -> float:
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        with self._lock:
+            while self._sent and self._sent[0] < now - _BUDGET_WINDOW_S:
+                self._sent.popleft()
+            return len(self._sent) / (self.rate * _BUDGET_WINDOW_S)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,232 @@
+"""The sync engine inside ``etl serve``: a background thread woken by every stored delivery.
+
+:func:`run_engine` is the one place that drives the engine.  It builds the
+:class:`~etl.sync.Syncer` the way ``etl sync`` does, on the key's rate budget
+shared through the database (one budget for the server's life, so a cron sync
+and this server together stay within the key's rate), minus two things that are
+right for a one-shot CLI run and wrong here: ``gc.freeze()`` (in a long-running server every later
+call would make the objects alive at that moment immortal) and signal
+handlers (uvicorn owns SIGTERM; this module gets :meth:`SyncWorker.stop`).
+
+The worker runs the engine until nothing is due, then sleeps until a delivery
+wakes it or ``poll_interval`` passes (items rescheduled as in-progress become
+due by themselves).  Leases make a cron ``etl sync`` at the same time safe.
+Stopping asks the running engine to stop: in-flight requests land and are
+saved, every other leased item is released.
+
+:class:`Housekeeper` is a second, small thread: it observes landing latency
+for summary events, and prunes old delivery rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from etl.budget import budget_for
+from etl.clock import utcnow
+from etl.config import Settings
+from etl.logs import get_logger
+from etl.ratelimit import RateBudget
+from etl.sync import RunOptions, RunStats, StopReason, Syncer
+from etl.tables import queue_t
+from etl.webhooks import intake
+from etl.webhooks.metrics import Metrics
+
+StopHook = Callable[[Callable[[], None]], None]
+
+
+def run_engine(engine: Engine, settings: Settings, transport: httpx.BaseTransport, budget: RateBudget,
+               on_start: StopHook) -> RunStats:
+    """One engine run until nothing is due.  ``on_start(stop)`` receives a thread-safe stop function."""
+    syncer = Syncer(engine, settings, transport=transport, budget=budget)
+    on_start(lambda: syncer.request_stop(StopReason.SIGNAL, "server stopping"))
+    return syncer.run(RunOptions("serve"))
+
+
+class InstrumentedTransport(httpx.BaseTransport):
+    """Counts every API request the engine sends (metrics, last successful fetch)."""
+
+    def __init__(self, inner: httpx.BaseTransport, metrics: Metrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = self.inner.handle_request(request)
+        except httpx.TransportError:
+            self.metrics.request_sent("error", ok=False)
+            raise
+        status = response.status_code
+        outcome = str(status) if status in (404, 429) else f"{status // 100}xx"
+        self.metrics.request_sent(outcome, ok=status < 400 or status == 404)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class SyncWorker:
+    """Runs the engine on its own thread whenever there may be due work."""
+
+    def __init__(self, engine: Engine, settings: Settings, metrics: Metrics, *,
+                 transport: httpx.BaseTransport | None = None, poll_interval: float = 30.0) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.metrics = metrics
+        self.transport = transport
+        self.poll_interval = poll_interval
+        self.log = get_logger()
+        self.crashed: str | None = None
+        self.budget = budget_for(settings, engine)
+        self.last_run: RunStats | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._stop_current: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="etl-serve-engine", daemon=True)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self.crashed is None
+
+    def start(self) -> None:
+        self._thread.start()
+        self.metrics.engine_alive.set(1)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop the running engine (in-flight work saved, leases released) and the thread."""
+        self._stopping.set()
+        self._wake.set()
+        with self._lock:
+            if self._stop_current is not None:
+                self._stop_current()
+        self._thread.join(timeout)
+        self.budget.close()
+        self.metrics.engine_alive.set(0)
+
+    def _on_start(self, stop: Callable[[], None]) -> None:
+        with self._lock:
+            self._stop_current = stop
+            if self._stopping.is_set():
+                stop()
+
+    def _new_transport(self) -> httpx.BaseTransport:
+        if self.transport is not None:
+            return self.transport
+        n = self.settings.concurrency
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=30.0)
+        return httpx.HTTPTransport(limits=limits, trust_env=False)
+
+    def _anything_due(self) -> bool:
+        q = queue_t.c
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(sa.select(q.call_id).where(q.state == "pending", q.next_attempt_at <= utcnow())
+                                    .limit(1)).first() is not None
+        except sa.exc.DBAPIError:
+            return True  # let the engine run and report the database problem its own way
+
+    def _loop(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+                if self._stopping.is_set():
+                    break
+                if not self._anything_due():
+                    continue  # no sync_runs row for a run that would claim nothing
+                self.metrics.runs.inc()
+                stats = run_engine(self.engine, self.settings,
+                                   InstrumentedTransport(self._new_transport(), self.metrics), self.budget,
+                                   self._on_start)
+                with self._lock:
+                    self._stop_current = None
+                self.last_run = stats
+                if stats.exit_code == 3:
+                    self.log.error("the API refused the key; the engine waits for the next delivery or poll",
+                                   stop_reason=stats.stop_reason)
+                elif stats.claimed:
+                    self._wake.set()  # more may have become due while it ran
+        except Exception as exc:
+            self.crashed = f"{type(exc).__name__}: {exc}"
+            self.log.exception("sync engine thread crashed")
+            self.metrics.engine_alive.set(0)
+
+
+class Housekeeper:
+    """Landing latency and pruning, on one small thread."""
+
+    MAX_TRACKED = 50_000
+    TRACK_FOR = timedelta(minutes=15)
+
+    def __init__(self, engine: Engine, metrics: Metrics, retention: timedelta, *,
+                 interval: float = 0.25, prune_every: float = 600.0) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.retention = retention
+        self.interval = interval
+        self.prune_every = prune_every
+        self.log = get_logger()
+        self._tracked: OrderedDict[str, datetime] = OrderedDict()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="etl-serve-housekeeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def track(self, call_id: str, received_at: datetime) -> None:
+        """Observe the landing latency of ``call_id`` once its summary is stored."""
+        with self._lock:
+            self._tracked.setdefault(call_id, received_at)
+            while len(self._tracked) > self.MAX_TRACKED:
+                self._tracked.popitem(last=False)
+
+    def _loop(self) -> None:
+        last_prune = 0.0
+        while not self._stop.wait(self.interval):
+            with contextlib.suppress(Exception):  # a database blip: try again next tick
+                self._check_landed()
+            if time.monotonic() - last_prune >= self.prune_every:
+                last_prune = time.monotonic()
+                try:
+                    n = intake.prune(self.engine, utcnow(), self.retention)
+                    if n:
+                        self.log.info("pruned webhook deliveries", rows=n)
+                except Exception:
+                    self.log.warning("pruning webhook deliveries failed; retrying later", exc_info=True)
+
+    def _check_landed(self) -> None:
+        expired = utcnow() - self.TRACK_FOR
+        with self._lock:
+            while self._tracked and next(iter(self._tracked.values())) < expired:
+                self._tracked.popitem(last=False)  # still not landed: in progress for long
+            ids = list(self._tracked)
+        q = queue_t.c
+        for start in range(0, len(ids), 500):
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.select(q.call_id, q.state, q.finished_at)
+                                    .where(q.call_id.in_(ids[start:start + 500]), q.state != "pending")).all()
+            with self._lock:
+                for call_id, state, finished_at in rows:
+                    received = self._tracked.pop(call_id, None)
+                    # finished before the delivery: it was done already, nothing landed because of it.
+                    if received is not None and state == "done" and finished_at is not None \
+                            and finished_at >= received:
+                        self.metrics.landing.observe((finished_at - received).total_seconds())

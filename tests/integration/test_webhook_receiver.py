@@ -1,0 +1,267 @@
+"""`etl serve`'s receiver over real HTTP: a real uvicorn server on a thread, real databases,
+the simulated API behind the in-process engine (httpx transport), signed deliveries
+of both schemes.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from sqlalchemy.engine import Engine
+
+from etl.config import Settings
+from etl.simulator import FakeOpenPhone
+from etl.webhooks.app import ReceiverConfig, create_app
+from etl.webhooks.metrics import Metrics
+from etl.webhooks.worker import Housekeeper, SyncWorker
+from tests.webhook_signing import SECRET_A, SECRET_B, WHSEC, call_event, std_headers, summary_event, v1_headers
+
+API_KEY = "test-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Receiver:
+    url: str
+    engine: Engine
+    fake: FakeOpenPhone
+    metrics: Metrics
+    client: httpx.Client
+
+    def post(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        return self.client.post(self.url + "/webhooks/openphone", content=body, headers=headers)
+
+    def count(self, table: str, where: str = "") -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.text(f"SELECT count(*) FROM {table} {where}")).scalar_one())
+
+    def state(self, call_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.text("SELECT state FROM summary_queue WHERE call_id = :c"),
+                                {"c": call_id}).scalar()
+
+    def wait_done(self, call_ids: list[str], timeout: float = 30) -> float:
+        started = time.monotonic()
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            if self.count("summary_queue", "WHERE state = 'done'") >= len(call_ids) and all(
+                    self.state(c) == "done" for c in call_ids[:50]):
+                return time.monotonic() - started
+            time.sleep(0.05)
+        done = self.count("summary_queue", "WHERE state = 'done'")
+        raise AssertionError(f"not all done after {timeout} s: {done} of {len(call_ids)}")
+
+
+@pytest.fixture
+def receiver(request: pytest.FixtureRequest, engine: Engine, db_url: str) -> Iterator[Receiver]:
+    """A running receiver; the engine's rate budget is 10/s (the default) unless parametrized."""
+    rate = float(getattr(request, "param", 10.0))
+    fake = FakeOpenPhone(api_key=API_KEY)
+    settings = Settings(database_url=db_url, api_key=API_KEY, base_url="http://fake.test", rate=rate,
+                        concurrency=4, retry_initial=0.001, retry_max=0.01)
+    metrics = Metrics(engine, settings.rate)
+    worker = SyncWorker(engine, settings, metrics, transport=fake.transport(), poll_interval=5)
+    housekeeper = Housekeeper(engine, metrics, timedelta(days=7))
+    config = ReceiverConfig([SECRET_A, SECRET_B, WHSEC], max_body_bytes=64 * 1024)
+    app = create_app(engine, config, metrics, worker, housekeeper)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.01)
+    with httpx.Client(timeout=10) as client:
+        yield Receiver(f"http://127.0.0.1:{port}", engine, fake, metrics, client)
+    server.should_exit = True
+    thread.join(30)
+    assert not thread.is_alive()
+
+
+def sign(scheme: str, body: bytes, **kw: Any) -> dict[str, str]:
+    return v1_headers(SECRET_B, body, **kw) if scheme == "v1" else std_headers(WHSEC, body, **kw)
+
+
+@pytest.mark.parametrize("scheme", ["v1", "standard"])
+def test_signed_summary_delivery_lands_its_summary(receiver: Receiver, scheme: str) -> None:
+    body = summary_event("ACland1")
+    response = receiver.post(body, sign(scheme, body))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "queued"}
+    receiver.wait_done(["ACland1"], timeout=20)
+    assert receiver.count("call_summaries", "WHERE call_id = 'ACland1'") == 1
+    assert receiver.fake.requests["ACland1"] == 1
+
+
+def test_forgery_matrix_refused_with_nothing_stored(receiver: Receiver) -> None:
+    body = summary_event("ACforged1")
+    now_ms = int(time.time() * 1000)
+    good = v1_headers(SECRET_A, body, now_ms)
+    wrong_key = v1_headers("d3Jvbmcgc2VjcmV0IGtleSAzMiBieXRlcyBsb25nISE=", body, now_ms)
+    one_byte = body.replace(b"ACforged1", b"ACforged2")
+    cases: list[tuple[str, bytes, dict[str, str], int]] = [
+        ("no signature", body, {"content-type": "application/json"}, 401),
+        ("malformed v1", body, {"openphone-signature": "hmac;1;abc;def"}, 401),
+        ("stripe-style header", body, {"openphone-signature": f"t={now_ms},v1=abc"}, 401),
+        ("wrong secret", body, wrong_key, 401),
+        ("body changed by one byte", one_byte, good, 401),
+        ("stale v1", body, v1_headers(SECRET_A, body, now_ms - 301_000), 401),
+        ("future v1", body, v1_headers(SECRET_A, body, now_ms + 301_000), 401),
+        ("stale standard", body, std_headers(WHSEC, body, ts=now_ms // 1000 - 301), 401),
+        ("standard one byte", one_byte, std_headers(WHSEC, body), 401),
+        ("standard headers incomplete", body, {"webhook-id": "msg_x", "webhook-signature": "v1,AAAA"}, 401),
+        ("oversize", b"{" + b" " * 70_000 + b"}", v1_headers(SECRET_A, b"{}", now_ms), 413),
+    ]
+    for name, payload, headers, status in cases:
+        response = receiver.post(payload, headers)
+        assert response.status_code == status, (name, response.status_code, response.text)
+    bad_json = b'{"type": "call.summary.completed", '
+    assert receiver.post(bad_json, v1_headers(SECRET_A, bad_json)).status_code == 400
+    assert receiver.count("webhook_deliveries") == 0
+    assert receiver.count("summary_queue") == 0
+    scraped = receiver.client.get(receiver.url + "/metrics").text
+    for reason in ("missing_header", "malformed_header", "bad_signature", "stale_timestamp", "too_large",
+                   "bad_json"):
+        assert f'etl_webhook_refusals_total{{reason="{reason}"}}' in scraped, reason
+
+
+@pytest.mark.parametrize("scheme", ["v1", "standard"])
+def test_replay_refused_redelivery_idempotent(receiver: Receiver, scheme: str) -> None:
+    body = summary_event("ACdup1", "EVsame")
+    first = sign(scheme, body)
+    assert receiver.post(body, first).json() == {"status": "queued"}
+    replay = receiver.post(body, first)
+    assert replay.status_code == 401 and replay.json()["error"] == "replay"
+    # The same event, signed again with a fresh timestamp (how OpenPhone retries): accepted, no work.
+    for n in (1, 2):
+        headers = v1_headers(SECRET_B, body, int(time.time() * 1000) + n) if scheme == "v1" else \
+            std_headers(WHSEC, body, ts=int(time.time()) + n)
+        response = receiver.post(body, headers)
+        assert response.json() == {"status": "duplicate"}, response.text
+    receiver.wait_done(["ACdup1"])
+    time.sleep(0.5)
+    assert receiver.count("summary_queue") == 1
+    assert receiver.count("webhook_deliveries") == 3
+    assert receiver.fake.requests["ACdup1"] == 1
+
+
+def test_out_of_order_and_terminal_states(receiver: Receiver) -> None:
+    # Summary first, then the call: one fetch, the call event changes nothing.
+    body = summary_event("ACorder1")
+    assert receiver.post(body, sign("v1", body)).json() == {"status": "queued"}
+    receiver.wait_done(["ACorder1"])
+    body = call_event("ACorder1")
+    assert receiver.post(body, sign("standard", body)).json() == {"status": "queued"}
+    # call.completed for a new call enqueues it; the engine fetches it.
+    body = call_event("ACcall2", shape="resource")
+    assert receiver.post(body, sign("v1", body)).json() == {"status": "queued"}
+    # ... and stores its call row from the event, with its participants.
+    with receiver.engine.connect() as conn:
+        call = conn.execute(sa.text("SELECT direction, duration_seconds, user_id, phone_number_id FROM calls "
+                                    "WHERE call_id = 'ACcall2'")).one()
+        numbers = conn.execute(sa.text("SELECT number FROM call_participants WHERE call_id = 'ACcall2' "
+                                       "ORDER BY position")).scalars().all()
+    assert tuple(call) == ("incoming", 235, "USabc123", "PNabc123")
+    assert numbers == ["+15555550100", "+15555550123"]
+    receiver.wait_done(["ACorder1", "ACcall2"])
+    assert receiver.fake.requests["ACorder1"] == 1
+    # A summary event for an item that ended `absent` re-queues it; `done` stays done.
+    with receiver.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO summary_queue (call_id, state, attempts, finished_at) "
+                             "VALUES ('ACgaveup', 'absent', 9, '2026-01-01 00:00:00')"))
+    for call_id in ("ACgaveup", "ACorder1"):
+        body = summary_event(call_id)
+        assert receiver.post(body, sign("v1", body)).json() == {"status": "queued"}
+    receiver.wait_done(["ACorder1", "ACcall2", "ACgaveup"])
+    assert receiver.fake.requests["ACgaveup"] == 1
+    assert receiver.fake.requests["ACorder1"] == 1
+
+
+def test_other_events_ignored_and_operations_endpoints(receiver: Receiver) -> None:
+    body = b'{"id":"EVm1","object":"event","type":"message.received","data":{"object":{"id":"MSx"}}}'
+    assert receiver.post(body, sign("v1", body)).json() == {"status": "ignored"}
+    assert receiver.count("summary_queue") == 0
+    body = summary_event("AChealth1")
+    assert receiver.post(body, sign("v1", body)).status_code == 200
+    receiver.wait_done(["AChealth1"])
+    health = receiver.client.get(receiver.url + "/healthz")
+    assert health.status_code == 200 and health.json()["healthy"] is True
+    assert health.json()["last_successful_fetch_unix"] is not None
+    deadline = time.monotonic() + 5
+    while True:  # the landing watcher ticks every 0.25 s
+        scraped = receiver.client.get(receiver.url + "/metrics").text
+        if "etl_summary_landing_seconds_count 1.0" in scraped or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert "etl_summary_landing_seconds_count 1.0" in scraped
+    assert 'etl_webhook_deliveries_total{outcome="ignored",type="message.received"} 1.0' in scraped
+    assert 'etl_webhook_deliveries_total{outcome="queued",type="call.summary.completed"} 1.0' in scraped
+    assert 'etl_queue_items{state="done"}' in scraped
+    assert 'etl_api_requests_total{outcome="2xx"} 1.0' in scraped
+    assert "etl_rate_budget_requests_per_second 10.0" in scraped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("receiver", [100.0], indirect=True)
+def test_burst_of_1000_deliveries_while_the_engine_syncs(receiver: Receiver) -> None:
+    """1,000 deliveries in 10 s (every tenth a redelivery of an earlier event): every id once, fetched once."""
+    total, senders = 1000, 8
+    bodies = [summary_event(f"ACburst{n}", f"EVburst{n}") for n in range(total)]
+    statuses: dict[int, tuple[int, str]] = {}
+    started = time.monotonic()
+
+    def send(k: int) -> None:
+        with httpx.Client(timeout=10) as client:
+            for n in range(k, total, senders):
+                delay = started + n * 0.01 - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                # Every tenth delivery re-sends an earlier event, signed anew: a redelivery.  Its
+                # timestamp is a second later (OpenPhone retries seconds apart): the same body signed
+                # in the same millisecond would be the same signed message, a replay.
+                if n % 10 == 9:
+                    body = bodies[n - 5]
+                    headers = v1_headers(SECRET_B, body, int(time.time() * 1000) + 1000)
+                else:
+                    body = bodies[n]
+                    headers = sign("v1", body)
+                r = client.post(receiver.url + "/webhooks/openphone", content=body, headers=headers)
+                statuses[n] = (r.status_code, r.json().get("status", ""))
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    assert elapsed < 15, elapsed
+    assert all(code == 200 for code, _ in statuses.values()), [v for v in statuses.values() if v[0] != 200][:5]
+    expected = {f"ACburst{n}" for n in range(total) if n % 10 != 9}
+    duplicates = sum(1 for _, outcome in statuses.values() if outcome == "duplicate")
+    # A redelivery that arrives before its original is the original (queued), so at most 100.
+    assert 0 < duplicates <= 100
+    receiver.wait_done(sorted(expected), timeout=90)
+    with receiver.engine.connect() as conn:
+        queued = [r[0] for r in conn.execute(sa.text("SELECT call_id FROM summary_queue"))]
+    assert sorted(queued) == sorted(expected)
+    assert receiver.count("call_summaries") == len(expected)
+    assert receiver.count("summary_queue", "WHERE state = 'done'") == len(expected)
+    assert {c: n for c, n in receiver.fake.requests.items() if n != 1} == {}
+    assert set(receiver.fake.requests) == expected

@@ -1,0 +1,120 @@
+"""Signature verification and event reading, pure: a fixed ``now``, no server, no database."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+
+import pytest
+from starlette.datastructures import Headers
+
+from etl.webhooks.events import EventError, parse_event
+from etl.webhooks.signatures import SecretError, SignatureError, load_secrets, verify
+from tests.webhook_signing import SECRET_A, SECRET_B, WHSEC, std_headers, summary_event, v1_headers
+
+# The standardwebhooks library reads the real clock for its own 5-minute window,
+# so "now" here is the real time (whole seconds); every timestamp is relative to it.
+NOW = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+NOW_MS = int(NOW.replace(tzinfo=UTC).timestamp() * 1000)
+BODY = summary_event("ACabc123", "EV1")
+SECRETS = load_secrets([SECRET_A, SECRET_B, WHSEC])
+
+
+def check(headers: dict[str, str], body: bytes = BODY, tolerance: float = 300, now: datetime = NOW):
+    return verify(Headers(headers), body, SECRETS, now, tolerance)
+
+
+def refused(headers: dict[str, str], body: bytes = BODY, **kw: object) -> str:
+    with pytest.raises(SignatureError) as info:
+        check(headers, body, **kw)  # type: ignore[arg-type]
+    assert SECRET_A not in str(info.value) and WHSEC not in str(info.value)
+    return info.value.reason
+
+
+def test_v1_accepts_each_configured_secret_and_milliseconds() -> None:
+    for secret in (SECRET_A, SECRET_B):
+        verified = check(v1_headers(secret, BODY, NOW_MS))
+        assert verified.scheme == "openphone-v1"
+        assert verified.signed_at == NOW
+
+
+def test_v1_seconds_timestamp_is_read_as_seconds() -> None:
+    assert check(v1_headers(SECRET_A, BODY, NOW_MS // 1000)).signed_at == NOW
+
+
+def test_standard_scheme_verified_by_library() -> None:
+    ts = NOW_MS // 1000
+    for secret in (WHSEC, SECRET_A):  # a whsec_ key, and a plain base64 one
+        verified = check(std_headers(secret, BODY, "msg_1", ts))
+        assert verified.scheme == "standard" and verified.message_id == "msg_1"
+
+
+def test_message_key_same_for_same_message_whatever_the_header_spelling() -> None:
+    ts = NOW_MS // 1000
+    headers = std_headers(WHSEC, BODY, "msg_1", ts)
+    plain = check(headers).message_key
+    headers["webhook-signature"] = "v1,AAAA " + headers["webhook-signature"]  # an extra, wrong entry
+    assert check(headers).message_key == plain
+    assert check(std_headers(WHSEC, BODY, "msg_1", ts + 1)).message_key != plain
+    first = check(v1_headers(SECRET_A, BODY, NOW_MS)).message_key
+    assert first != check(v1_headers(SECRET_A, BODY, NOW_MS + 1)).message_key
+
+
+@pytest.mark.parametrize(("name", "headers", "reason"), [
+    ("no header", {"content-type": "application/json"}, "missing_header"),
+    ("incomplete standard", {"webhook-id": "msg_1", "webhook-signature": "v1,AAAA"}, "missing_header"),
+    ("v1 wrong prefix", {"openphone-signature": "sha256=abc"}, "malformed_header"),
+    ("v1 wrong version", {"openphone-signature": f"hmac;2;{NOW_MS};AAAA"}, "malformed_header"),
+    ("v1 no timestamp", {"openphone-signature": "hmac;1;;AAAA"}, "malformed_header"),
+    ("v1 stripe style", {"openphone-signature": f"t={NOW_MS},v1=abcd"}, "malformed_header"),
+    ("standard no comma", {"webhook-id": "m", "webhook-timestamp": str(NOW_MS // 1000),
+                           "webhook-signature": "v1AAAA"}, "malformed_header"),
+    ("standard ms timestamp", {"webhook-id": "m", "webhook-timestamp": "abc",
+                               "webhook-signature": "v1,AAAA"}, "malformed_header"),
+])
+def test_malformed_or_missing_headers(name: str, headers: dict[str, str], reason: str) -> None:
+    assert refused(headers) == reason
+
+
+def test_wrong_secret_and_changed_body_are_bad_signatures() -> None:
+    other = base64.b64encode(b"x" * 32).decode()
+    assert refused(v1_headers(other, BODY, NOW_MS)) == "bad_signature"
+    changed = BODY.replace(b"ACabc123", b"ACabc124")
+    assert len(changed) == len(BODY)
+    assert refused(v1_headers(SECRET_A, BODY, NOW_MS), body=changed) == "bad_signature"
+    assert refused(std_headers(WHSEC, BODY, "m", NOW_MS // 1000), body=changed) == "bad_signature"
+    assert refused(std_headers("whsec_" + other, BODY, "m", NOW_MS // 1000)) == "bad_signature"
+
+
+def test_timestamps_outside_tolerance() -> None:
+    for skew in (-301, 301):
+        ms = NOW_MS + skew * 1000
+        assert refused(v1_headers(SECRET_A, BODY, ms)) == "stale_timestamp"
+        assert refused(std_headers(WHSEC, BODY, "m", ms // 1000)) == "stale_timestamp"
+    assert check(v1_headers(SECRET_A, BODY, NOW_MS - 299_000)).scheme == "openphone-v1"
+    # A narrower tolerance is honoured; a wider one cannot widen the library's 5 minutes.
+    assert refused(v1_headers(SECRET_A, BODY, NOW_MS - 61_000), tolerance=60) == "stale_timestamp"
+    assert check(v1_headers(SECRET_A, BODY, NOW_MS - 600_000), tolerance=900).scheme == "openphone-v1"
+    assert refused(std_headers(WHSEC, BODY, "m", NOW_MS // 1000 - 400), tolerance=900) == "stale_timestamp"
+
+
+def test_unusable_secrets_refused_without_echoing_them() -> None:
+    for bad in ("not base64!!", "whsec_%%%", base64.b64encode(b"short").decode()):
+        with pytest.raises(SecretError) as info:
+            load_secrets([SECRET_A, bad])
+        assert "#2" in str(info.value) and bad not in str(info.value)
+
+
+def test_events_both_shapes_and_types() -> None:
+    for shape in ("object", "resource"):
+        for type_ in ("call.summary.completed", "callSummary"):
+            event = parse_event(summary_event("ACabc123", "EV1", type_=type_, shape=shape))
+            assert (event.action, event.call_id) == ("summary_completed", "ACabc123")
+    ignored = parse_event(json.dumps({"type": "message.received", "data": {"object": {}}}).encode())
+    assert ignored.action == "ignore" and ignored.event_key is None
+    bad_id = parse_event(summary_event("AC../../x", "EV2"))
+    assert bad_id.action == "ignore" and bad_id.call_id is None
+    for body in (b"{not json", b"[1,2]", b"\xff\xfe"):
+        with pytest.raises(EventError):
+            parse_event(body)
