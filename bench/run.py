@@ -685,7 +685,7 @@ class SharedKey:
         self.bench = bench
 
     def run(self, backend: str) -> None:
-        from etl.simulator import FakeOpenPhone, serve
+        from etl.testing import FakeOpenPhone, serve
 
         bench = self.bench
         n = bench.sizes.w6_ids
@@ -742,7 +742,7 @@ def _concurrent_syncs(bench: Bench, url: str, api: str, procs: int) -> list[Proc
 
 def slow_rate(bench: Bench, backend: str) -> None:
     """Workload 6s: `--rate 0.5` with 10 due ids takes about 18 s (measured at the API)."""
-    from etl.simulator import FakeOpenPhone, serve
+    from etl.testing import FakeOpenPhone, serve
 
     target = "9 gaps of 2 s: 18 s +- 1 s from first to last request"
     url, _ = bench.fresh_db(backend, 10, seed=7)

@@ -32,9 +32,9 @@ from sqlalchemy.engine import Engine
 from etl import db
 from etl.cli import cli, run_sync
 from etl.config import Settings
-from etl.simulator import FakeOpenPhone, Faults, sample_summary, serve
 from etl.sync import RunOptions, utcnow
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
+from etl.testing import FakeOpenPhone, Faults, sample_summary, serve
 from tests.support.db import API_KEY, fresh_url, make_due
 
 QUEUE = queue_t

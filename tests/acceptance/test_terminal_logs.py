@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.simulator import FakeOpenPhone, serve
+from etl.testing import FakeOpenPhone, serve
 
 ETL_BIN = Path(sys.executable).with_name("etl")
 KEY = "terminal-key-0123"

@@ -23,8 +23,8 @@ from etl.cli import run_sync
 from etl.config import Backoff, Settings
 from etl.discover import Discoverer, DiscoverOptions
 from etl.logs import configure_logging
-from etl.simulator import FakeOpenPhone
 from etl.sync import RunOptions
+from etl.testing import FakeOpenPhone
 from tests.integration.calls_fake import FakeWorkspace, make_call
 
 SCHEMA_DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from etl.cli import run_sync
 from etl.config import Settings
 from etl.logs import configure_logging
-from etl.simulator import FakeOpenPhone
 from etl.sync import RunOptions
+from etl.testing import FakeOpenPhone
 from tests.integration.calls_fake import FakeWorkspace, serve
 from tests.integration.test_discover import KEY, build, completed_ids, reachable
 from tests.support.proc import error_lines, etl_env, output_of, run_etl, start_etl, stop, wait_for

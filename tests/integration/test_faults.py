@@ -18,8 +18,8 @@ import pytest
 from etl import store
 from etl.cli import run_sync
 from etl.config import Backoff
-from etl.simulator import FakeOpenPhone, Faults, sample_summary, serve
 from etl.sync import RunOptions
+from etl.testing import FakeOpenPhone, Faults, sample_summary, serve
 from tests.support.db import API_KEY, make_due
 from tests.support.proc import comparable, expected_call, queue, runs, stored_calls, wire_json
 

@@ -20,9 +20,9 @@ from sqlalchemy.engine import Engine
 from etl import store
 from etl.cli import run_sync
 from etl.config import Settings
-from etl.simulator import FakeOpenPhone
 from etl.sync import RunOptions, RunStats, utcnow
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
+from etl.testing import FakeOpenPhone
 from tests.support.db import make_due, queue_rows, run
 
 

@@ -20,8 +20,8 @@ from sqlalchemy.engine import Engine
 from etl import db
 from etl.cli import run_sync
 from etl.config import Settings
-from etl.simulator import FakeOpenPhone
 from etl.sync import RunOptions, RunStats
+from etl.testing import FakeOpenPhone
 
 BACKENDS = ("sqlite", "postgresql", "mysql")
 ENV_FOR = {"postgresql": "ETL_TEST_POSTGRES_URL", "mysql": "ETL_TEST_MYSQL_URL"}

@@ -27,9 +27,9 @@ from sqlalchemy.engine import Engine
 
 from etl.cli import run_sync
 from etl.config import Settings
-from etl.simulator import FakeOpenPhone, serve
 from etl.sync import RunOptions, RunStats
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
+from etl.testing import FakeOpenPhone, serve
 
 ETL = Path(sys.executable).with_name("etl")
 REPLACEMENT = "\ufffd"
