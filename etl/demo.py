@@ -78,7 +78,7 @@ def sandbox_url() -> str:
 
 
 def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True) -> None:
-    from etl.cli import run_sync
+    from etl.running import run_sync
     from etl.sync import RunOptions
 
     fake = build_fake()

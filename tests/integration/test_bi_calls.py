@@ -19,11 +19,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.cli import run_sync
+from etl import Etl
 from etl.config import Backoff, Settings
 from etl.discover import Discoverer, DiscoverOptions
 from etl.logs import configure_logging
-from etl.sync import RunOptions
 from etl.testing import FakeOpenPhone
 from tests.integration.calls_fake import FakeWorkspace, make_call
 
@@ -88,7 +87,7 @@ def load(engine: Engine, db_url: str) -> None:
                         retry_initial=0.001, retry_max=0.01, backoff=Backoff(not_found_window=0))
     found = Discoverer(engine, settings, transport=ws.transport()).run(DiscoverOptions(since=datetime(2026, 11, 1)))
     assert (found.exit_code, found.enqueued) == (0, 6)
-    stats = run_sync(engine, settings, RunOptions(), transport=summaries.transport())
+    stats = Etl(settings, engine=engine).sync(transport=summaries.transport())
     assert (stats.completed, stats.failed) == (5, 1)
     with engine.begin() as conn:
         for call_id, _line, _user, _dir, _status, created, _steps, _q, lag in CALLS:

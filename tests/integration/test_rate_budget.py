@@ -12,12 +12,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import store
+from etl import Etl, store
 from etl.budget import DatabaseBudget, budget_for
-from etl.cli import run_sync
 from etl.config import Settings
 from etl.ratelimit import DEFAULT_PAUSE, LocalBudget, NotSent, block_size
-from etl.sync import RunOptions, RunStats
+from etl.sync import RunStats
 from etl.testing import FakeOpenPhone
 from etl.testing.clock import FakeClock
 
@@ -42,7 +41,7 @@ def enqueue(engine: Engine, n: int) -> list[str]:
 
 
 def sync(engine: Engine, settings: Settings, transport: httpx.BaseTransport, **options: Any) -> RunStats:
-    return run_sync(engine, settings, RunOptions(**options), transport=transport)
+    return Etl(settings, engine=engine).sync(**options, transport=transport)
 
 
 def measured_rate(times: list[float]) -> float:

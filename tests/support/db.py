@@ -17,10 +17,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import db
-from etl.cli import run_sync
+from etl import Etl, db
 from etl.config import Settings
-from etl.sync import RunOptions, RunStats
+from etl.sync import RunStats
 from etl.testing import FakeOpenPhone
 
 BACKENDS = ("sqlite", "postgresql", "mysql")
@@ -72,7 +71,7 @@ def fresh_url(backend: str, tmp_path: Path, sqlite_template: Path) -> str:
 
 def run(engine: Engine, settings: Settings, fake: FakeOpenPhone, **options: Any) -> RunStats:
     """One real sync run against ``fake`` through an httpx transport."""
-    return run_sync(engine, settings, RunOptions(**options), transport=fake.transport())
+    return Etl(settings, engine=engine).sync(**options, transport=fake.transport())
 
 
 def queue_rows(engine: Engine) -> dict[str, dict[str, Any]]:

@@ -25,9 +25,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.cli import run_sync
+from etl import Etl
 from etl.config import Settings
-from etl.sync import RunOptions, RunStats
+from etl.sync import RunStats
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
 from etl.testing import FakeOpenPhone, serve
 
@@ -218,4 +218,4 @@ def queue(engine: Engine) -> dict[str, dict[str, Any]]:
 def run_served(engine: Engine, settings: Settings, fake: FakeOpenPhone, **options: Any) -> RunStats:
     """One in-process sync run against ``fake`` served on a real local HTTP socket."""
     with serve(fake) as url:
-        return run_sync(engine, settings.replace(base_url=url), RunOptions(**options))
+        return Etl(settings.replace(base_url=url), engine=engine).sync(**options)
