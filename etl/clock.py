@@ -65,3 +65,8 @@ SYSTEM: Clock = SystemClock()
 def utcnow() -> datetime:
     """Now as a naive UTC datetime, from the system clock."""
     return SYSTEM.utcnow()
+
+
+def iso_z(value: datetime) -> str:
+    """A naive UTC datetime as messages and ``--json`` show it: ``2026-11-25T11:20:00Z``."""
+    return value.isoformat(timespec="seconds") + "Z"

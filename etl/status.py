@@ -14,12 +14,12 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from etl import health, report
+from etl.clock import iso_z
 from etl.config import redact_url
 
 
 def iso(value: datetime | None) -> str | None:
-    """A naive UTC datetime as ISO 8601 with ``Z`` (seconds), or None."""
-    return value.isoformat(timespec="seconds") + "Z" if value else None
+    return iso_z(value) if value else None
 
 
 def _isos(row: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +61,7 @@ class Status:
         """The ``etl status --json`` document (times as ISO 8601 strings)."""
         return {
             "database": self.database,
-            "now": self.now.isoformat(timespec="seconds") + "Z",
+            "now": iso_z(self.now),
             "queue": self.queue,
             "total": self.total,
             "due_now": self.due_now,
