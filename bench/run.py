@@ -900,14 +900,14 @@ def _package(path: str) -> str:
 
 # Packages that only carry the call (entry points, thread and event-loop plumbing):
 # "inclusive" shares skip them, and "attributed" time goes past them to the caller.
-_PLUMBING = ("click", "etl.cli", "stdlib.")
+_PLUMBING = ("click", "etl.cli", "etl.job", "etl.running", "stdlib.")
 
 
 def _attributed(packages: list[str]) -> str:
     """Who asked for this sample's CPU: the innermost frame that is not stdlib.
 
     Stdlib time (json, threading, selectors…) is charged to the library or etl
-    module that called it.  When that caller is only plumbing (click, etl.cli,
+    module that called it.  When that caller is only plumbing (click, etl.cli, etl.job, etl.running,
     the entry script), the innermost stdlib module keeps it instead:
     "stdlib.asyncio" is the event loop itself, "stdlib.concurrent" the thread pools.
     """
