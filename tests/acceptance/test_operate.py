@@ -36,6 +36,7 @@ from etl.sync import utcnow
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
 from etl.testing import FakeOpenPhone, Faults, sample_summary, serve
 from tests.support.db import API_KEY, fresh_url, make_due
+from tests.support.proc import read_terminal
 
 QUEUE = queue_t
 RUNS = runs_t
@@ -618,15 +619,7 @@ def on_terminal(argv: list[object], env: dict[str, str]) -> tuple[int, str, str]
         proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=terminal, text=True, env=env)
         os.close(terminal)
-        screen = b""
-        while True:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            screen += chunk
+        screen = read_terminal(controller)
         out, _ = proc.communicate(timeout=60)
     finally:
         os.close(controller)

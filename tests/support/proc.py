@@ -219,3 +219,17 @@ def run_served(engine: Engine, settings: Settings, fake: FakeOpenPhone, **option
     """One in-process sync run against ``fake`` served on a real local HTTP socket."""
     with serve(fake) as url:
         return Etl(settings.replace(base_url=url), engine=engine).sync(**options)
+
+
+def read_terminal(fd: int) -> bytes:
+    """Everything a child writes to the pseudo-terminal ``fd`` until it closes its side."""
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
