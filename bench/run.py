@@ -685,7 +685,7 @@ class SharedKey:
         self.bench = bench
 
     def run(self, backend: str) -> None:
-        from etl.simulator import FakeOpenPhone, serve
+        from etl.testing import FakeOpenPhone, serve
 
         bench = self.bench
         n = bench.sizes.w6_ids
@@ -742,7 +742,7 @@ def _concurrent_syncs(bench: Bench, url: str, api: str, procs: int) -> list[Proc
 
 def slow_rate(bench: Bench, backend: str) -> None:
     """Workload 6s: `--rate 0.5` with 10 due ids takes about 18 s (measured at the API)."""
-    from etl.simulator import FakeOpenPhone, serve
+    from etl.testing import FakeOpenPhone, serve
 
     target = "9 gaps of 2 s: 18 s +- 1 s from first to last request"
     url, _ = bench.fresh_db(backend, 10, seed=7)
@@ -900,14 +900,14 @@ def _package(path: str) -> str:
 
 # Packages that only carry the call (entry points, thread and event-loop plumbing):
 # "inclusive" shares skip them, and "attributed" time goes past them to the caller.
-_PLUMBING = ("click", "etl.cli", "stdlib.")
+_PLUMBING = ("click", "etl.cli", "etl.job", "etl.running", "stdlib.")
 
 
 def _attributed(packages: list[str]) -> str:
     """Who asked for this sample's CPU: the innermost frame that is not stdlib.
 
     Stdlib time (json, threading, selectors…) is charged to the library or etl
-    module that called it.  When that caller is only plumbing (click, etl.cli,
+    module that called it.  When that caller is only plumbing (click, etl.cli, etl.job, etl.running,
     the entry script), the innermost stdlib module keeps it instead:
     "stdlib.asyncio" is the event loop itself, "stdlib.concurrent" the thread pools.
     """

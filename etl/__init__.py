@@ -1,3 +1,67 @@
-"""openphone-summary-sync: keep a SQL database in step with OpenPhone call summaries."""
+"""openphone-summary-sync: keep a SQL database in step with OpenPhone call summaries.
 
-__version__ = "0.1.0"
+The public API (what the ``etl`` command itself uses)::
+
+    from etl import Etl
+
+    with Etl(database_url="sqlite:///summaries.db", api_key="...") as job:
+        job.enqueue(["AC123abc"])
+        stats = job.sync(max_runtime=60)      # one run, as cron's
+        print(stats.completed, job.status().healthy)
+
+Everything named in ``__all__`` is supported; other modules are the
+implementation (docs/architecture.md).  The simulated API for tests is
+:mod:`etl.testing`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from etl._version import __version__
+from etl.backfill import Plan as BackfillPlan
+from etl.config import Backoff, Settings
+from etl.enqueue import EnqueueCounts
+from etl.errors import AuthError, DatabaseError, EtlError, SchemaBehindError, UsageError
+from etl.health import Limits as HealthLimits
+from etl.job import BackfillResult, Etl, Requeued
+from etl.report import Selection
+from etl.status import Status
+
+if TYPE_CHECKING:
+    from etl.discover import DiscoveryStats
+    from etl.sync import RunStats, StopReason
+
+__all__ = [
+    "AuthError",
+    "BackfillPlan",
+    "BackfillResult",
+    "Backoff",
+    "DatabaseError",
+    "DiscoveryStats",
+    "EnqueueCounts",
+    "Etl",
+    "EtlError",
+    "HealthLimits",
+    "Requeued",
+    "RunStats",
+    "SchemaBehindError",
+    "Selection",
+    "Settings",
+    "Status",
+    "StopReason",
+    "UsageError",
+    "__version__",
+]
+
+# Imported on first use: the engine pulls in httpx and tenacity, which
+# `etl status` and `etl enqueue` do not need at start-up.
+_LAZY = {"RunStats": "etl.sync", "StopReason": "etl.sync", "DiscoveryStats": "etl.discover"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'etl' has no attribute {name!r}")

@@ -42,7 +42,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from etl import __version__
+from etl._version import __version__
 from etl.config import Settings
 from etl.errors import AuthError, EtlError
 from etl.ids import is_valid_call_id

@@ -26,11 +26,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from etl.clock import Clock
 from etl.config import Settings
 from etl.db import describe_db_error
 from etl.errors import DatabaseError
 from etl.models import RateBudgetRow
-from etl.ratelimit import BudgetState, Clock, LocalBudget, RateBudget, SlotBudget, penalized, reserve
+from etl.ratelimit import BudgetState, LocalBudget, RateBudget, SlotBudget, penalized, reserve
 
 T = TypeVar("T")
 

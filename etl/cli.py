@@ -7,42 +7,37 @@ interrupted), 2 usage or configuration error, 3 the API refused the key.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 import json
-import signal
-import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 import click
-from sqlalchemy import event as sa_event
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
 
-from etl import __version__, db, health, logs, report, store
-from etl.clock import utcnow
-from etl.config import DEFAULT_BASE_URL, DEFAULT_DATABASE_URL, Settings, check_base_url, redact_url
-from etl.errors import DatabaseError, EtlError, UsageError
-from etl.ids import InvalidId, check_ids, read_id_lines
-from etl.logs import configure_logging, get_logger
-from etl.models import TERMINAL_STATES
+from etl import __version__, health
+from etl import backfill as backfill_mod
+from etl.config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_DATABASE_URL,
+    Settings,
+    make_settings,
+    redact_url,
+    require_api_key,
+)
+from etl.db import open_database
+from etl.enqueue import MAX_REPORTED_INVALID, EnqueueCounts, invalid_rest_message, no_valid_ids_message, source_name
+from etl.errors import EtlError, UsageError
+from etl.ids import InvalidId
+from etl.job import Etl, Requeued, check_sources
+from etl.logs import configure_logging
 
 if TYPE_CHECKING:
-    # Imported when a command syncs: `etl status` and `etl enqueue` stay fast to start.
-    import httpx
-
-    from etl.sync import RunOptions, RunStats
+    from etl.discover import DiscoveryStats
+    from etl.sync import RunStats
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ENQUEUE_BATCH = 10_000
-ANALYZE_AFTER = 10_000
-MAX_REPORTED_INVALID = 1000
 # Dates and times accepted by --since/--discover-since (UTC).
 _DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ"]
 
@@ -133,40 +128,6 @@ def not_found_window_option(fn: F) -> F:
                              "enqueueing) is retried with backoff; after it, the item ends not_found. 0 = at once.")(fn)
 
 
-def with_not_found_window(settings: Settings, hours: float) -> Settings:
-    return settings.replace(backoff=dataclasses.replace(settings.backoff, not_found_window=hours * 3600.0))
-
-
-def make_settings(database_url: str, api_key: str | None = None, base_url: str = DEFAULT_BASE_URL,
-                  rate: float = Settings.rate, concurrency: int = Settings.concurrency) -> Settings:
-    return Settings(database_url=database_url, api_key=api_key, base_url=check_base_url(base_url),
-                    rate=rate, concurrency=concurrency)
-
-
-def require_api_key(settings: Settings) -> None:
-    if not settings.api_key or not settings.api_key.strip():
-        raise UsageError("no API key: set OPENPHONE_API_KEY or pass --api-key")
-    if any(ord(c) < 33 or ord(c) > 126 for c in settings.api_key):
-        raise UsageError("the API key contains spaces or non-printable characters")
-
-
-@contextmanager
-def open_database(url: str, *, migrate_sqlite: bool = True, read_only: bool = False) -> Iterator[Engine]:
-    """Open the database and check (or, for SQLite, bring up) its schema."""
-    try:
-        engine = db.create_engine(url, read_only=read_only)
-    except DatabaseError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        if migrate_sqlite:
-            db.ensure_schema(engine, url)
-        yield engine
-    except OperationalError as exc:
-        raise DatabaseError(db.describe_db_error(url, exc)) from None
-    finally:
-        engine.dispose()
-
-
 # --- the group --------------------------------------------------------------------
 
 
@@ -197,10 +158,8 @@ def db_group() -> None:
 def db_upgrade(database_url: str, log_format: str, log_level: str, revision: str) -> None:
     """Apply migrations (same as `alembic upgrade head`)."""
     configure_logging(cast(Any, log_format), log_level)
-    with open_database(database_url, migrate_sqlite=False) as engine:
-        before = _current(engine, database_url)
-        db.upgrade(database_url, revision)
-        after = _current(engine, database_url)
+    with Etl(database_url=database_url) as job:
+        before, after = job.upgrade(revision)
     click.echo(f"Database {redact_url(database_url)} is at revision {after} (was {before or 'empty'}).")
 
 
@@ -209,18 +168,10 @@ def db_upgrade(database_url: str, log_format: str, log_level: str, revision: str
 @handle_errors
 def db_current(database_url: str, log_format: str, log_level: str) -> None:
     """Show the schema revision of the database and of this version."""
-    with open_database(database_url, migrate_sqlite=False) as engine:
-        current = _current(engine, database_url)
-    head = db.head_revision(database_url)
+    with Etl(database_url=database_url) as job:
+        current, head = job.current()
     state = "up to date" if current == head else "behind: run `etl db upgrade`"
     click.echo(f"database: {current or 'empty'}  code: {head}  ({state})")
-
-
-def _current(engine: Engine, url: str) -> str | None:
-    try:
-        return db.current_revision(engine)
-    except OperationalError as exc:
-        raise DatabaseError(db.describe_db_error(url, exc)) from None
 
 
 # --- enqueue ----------------------------------------------------------------------
@@ -242,87 +193,30 @@ def enqueue(ids: tuple[str, ...], file: BinaryIO | None, database_url: str, log_
     configure_logging(cast(Any, log_format), log_level)
     if not ids and file is None:
         raise UsageError("no ids given: pass ids as arguments or use --file FILE (or --file - for stdin)")
-    source = "argument" if file is None else (getattr(file, "name", None) or "-")
-    with open_database(database_url) as engine:
-        totals = enqueue_stream(engine, _id_items(ids, file), source)
-    valid, new, invalid = totals
+    source = source_name(file)
+    with Etl(database_url=database_url) as job:
+        counts = job.enqueue(ids, file=file, on_invalid=_invalid_printer(source))
+    _print_invalid_rest(counts.invalid)
+    valid, new, invalid = counts
     click.echo(f"Enqueued {new} new id{'s' if new != 1 else ''} "
                f"({valid - new} already queued, {invalid} invalid skipped).")
     if valid == 0:
         raise CliError(no_valid_ids_message(source, invalid), 2)
 
 
-def no_valid_ids_message(source: str, invalid: int) -> str:
-    """Why nothing was enqueued: an empty input is not the same mistake as a file of bad ids."""
-    where = {"argument": "the arguments", "-": "stdin", "<stdin>": "stdin"}.get(source, source)
-    if invalid == 0:
-        return f"no ids in {where} (blank lines and # comments are skipped)"
-    return (f"no valid call ids in {where}: {invalid} invalid {'entry' if invalid == 1 else 'entries'} skipped "
-            "(a call id is AC followed by 1-64 letters or digits)")
-
-
-def _id_items(ids: tuple[str, ...], file: BinaryIO | None) -> Iterator[str | InvalidId | None]:
-    if ids:
-        yield from check_ids(ids)
-    if file is not None:
-        yield from read_id_lines(file)
-
-
-def enqueue_stream(engine: Engine, items: Iterator[str | InvalidId | None], source: str) -> tuple[int, int, int]:
-    """Enqueue valid ids in batches; report invalid ones.  Returns (valid, new, invalid)."""
-    valid = new = invalid = 0
-    batch: list[str] = []
-    seen_in_batch: set[str] = set()
-
-    def flush() -> None:
-        nonlocal new
-        if batch:
-            with engine.begin() as conn:
-                new += store.enqueue_ids(conn, batch)
-            batch.clear()
-            seen_in_batch.clear()
-
-    if engine.dialect.name == "sqlite":
-        # Random-key inserts into a large index thrash SQLite's default 2 MiB
-        # page cache; 16 MiB takes most of the kernel time off a million-id
-        # enqueue (15 s -> 9 s here) and bounds memory all the same.
-        @sa_event.listens_for(engine, "connect")
-        def _cache(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.execute("PRAGMA cache_size = -16384")
-
-        engine.dispose()
-    for item in items:
-        if item is None:
-            continue
-        if isinstance(item, InvalidId):
-            invalid += 1
-            report_invalid(item, source, invalid)
-            continue
-        valid += 1
-        if item in seen_in_batch:
-            continue
-        seen_in_batch.add(item)
-        batch.append(item)
-        if len(batch) >= ENQUEUE_BATCH:
-            flush()
-    flush()
-    if new >= ANALYZE_AFTER:
-        # Fresh statistics, or the planner may sort the whole queue to claim from it.
-        with engine.begin() as conn:
-            store.analyze_queue(conn)
-    report_invalid_rest(invalid)
-    return valid, new, invalid
-
-
-def report_invalid(item: InvalidId, source: str, count: int) -> None:
+def _invalid_printer(source: str) -> Callable[[InvalidId, int], None]:
     """One stderr line per bad id (the first MAX_REPORTED_INVALID), as enqueue and backfill print them."""
-    if count <= MAX_REPORTED_INVALID:
-        click.echo(f"{item.message(source)} (skipped)", err=True)
+    def report(item: InvalidId, count: int) -> None:
+        if count <= MAX_REPORTED_INVALID:
+            click.echo(f"{item.message(source)} (skipped)", err=True)
+
+    return report
 
 
-def report_invalid_rest(invalid: int) -> None:
-    if invalid > MAX_REPORTED_INVALID:
-        click.echo(f"… and {invalid - MAX_REPORTED_INVALID} more invalid lines (skipped)", err=True)
+def _print_invalid_rest(invalid: int) -> None:
+    rest = invalid_rest_message(invalid)
+    if rest:
+        click.echo(rest, err=True)
 
 
 # --- sync -------------------------------------------------------------------------
@@ -340,24 +234,18 @@ def sync(api_key: str | None, base_url: str, rate: float, concurrency: int, limi
          log_level: str) -> None:
     """Fetch due summaries, upsert their rows, reschedule incomplete ones (the cron job)."""
     configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
-    settings = with_not_found_window(make_settings(database_url, api_key, base_url, rate, concurrency),
-                                     not_found_window)
-    if dry_run:
-        with open_database(database_url) as engine:
-            _print_due(engine, limit)
-        return
-    require_api_key(settings)
-    from etl.sync import RunOptions
-
-    with open_database(database_url) as engine:
-        stats = run_sync(engine, settings, RunOptions("sync", limit, max_runtime))
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window)
+    with Etl(settings) as job:
+        if dry_run:
+            _print_due(job, limit)
+            return
+        require_api_key(settings)
+        stats = job.sync(limit, max_runtime)
     _exit_for(stats)
 
 
-def _print_due(engine: Engine, limit: int | None) -> None:
-    with engine.begin() as conn:
-        count, oldest = report.due_now(conn, utcnow())
-        rows = report.due_ids(conn, utcnow(), min(limit or 20, 100))
+def _print_due(job: Etl, limit: int | None) -> None:
+    count, oldest, rows = job.due(min(limit or 20, 100))
     click.echo(f"{count} item{'s' if count != 1 else ''} due now"
                + (f", oldest due since {oldest:%Y-%m-%d %H:%M:%S} UTC" if oldest else "")
                + (f"; a run with --limit {limit} would claim {min(limit, count)}" if limit else ""))
@@ -366,42 +254,6 @@ def _print_due(engine: Engine, limit: int | None) -> None:
         click.echo(f"  {row['call_id']}  attempts={row['attempts']}{extra}")
     if count > len(rows):
         click.echo(f"  … and {count - len(rows)} more")
-
-
-def run_sync(engine: Engine, settings: Settings, options: RunOptions, *,
-             transport: httpx.BaseTransport | None = None,
-             on_progress: Callable[[RunStats], None] | None = None) -> RunStats:
-    """Run one sync on this thread; SIGTERM/SIGINT stop it (when this is the main thread)."""
-    import gc
-    import threading
-
-    from etl.sync import StopReason, Syncer
-
-    # Everything imported so far lives for the whole run: keep it out of the
-    # garbage collector's scans.
-    gc.freeze()
-    syncer = Syncer(engine, settings, transport=transport, on_progress=on_progress)
-    interrupts = 0
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        name = signal.Signals(signum).name
-        if interrupts == 1:
-            syncer.request_stop(StopReason.SIGNAL, f"interrupted by {name}")
-        else:
-            get_logger().warning("second signal: abandoning in-flight requests", signal=name)
-            syncer.abort()
-
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, on_signal)
-    try:
-        return syncer.run(options)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def _exit_for(stats: RunStats) -> None:
@@ -414,16 +266,6 @@ def _exit_for(stats: RunStats) -> None:
 
 
 # --- backfill ---------------------------------------------------------------------
-
-
-def _parse_states(value: str | None) -> tuple[str, ...]:
-    if not value:
-        return ()
-    states = tuple(s.strip() for s in value.split(",") if s.strip())
-    bad = [s for s in states if s not in TERMINAL_STATES]
-    if bad:
-        raise UsageError(f"unknown state {bad[0]!r} in --status; choose from {', '.join(TERMINAL_STATES)}")
-    return states
 
 
 @cli.command()
@@ -457,123 +299,43 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
     `etl backfill` again continues with whatever is still due.
     """
     configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
-    states = _parse_states(status_list)
-    if "done" in states and not force:
-        raise UsageError("re-fetching done items needs --force")
-    if force and "done" not in states:
-        states = (*states, "done")
-    if (since or until) and not states:
-        raise UsageError("--since/--until select items to re-queue: add --status STATES or --force")
-    if discover_first and file is not None:
-        raise UsageError("--discover and --file are alternatives: discover ids, or read them from a file")
-    if discover_since is not None and not discover_first:
-        raise UsageError("--discover-since needs --discover")
-    settings = with_not_found_window(make_settings(database_url, api_key, base_url, rate, concurrency),
-                                     not_found_window)
+    selection = backfill_mod.selection(backfill_mod.parse_states(status_list), since, until, force)
+    check_sources(file, discover_first, discover_since)
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window)
     if not dry_run or discover_first:
         require_api_key(settings)
-    selection = report.Selection(states, since, until) if states else None
-    from etl.sync import RunOptions
-
-    with open_database(database_url) as engine:
-        if discover_first:
-            from etl.discover import DiscoverOptions
-
-            found = run_discover(engine, settings, DiscoverOptions(
-                since=discover_since, dry_run=dry_run, command="backfill"))
-            if found.exit_code != 0:
-                _exit_for_discovery(found)
-        if dry_run:
-            _backfill_dry_run(engine, file, selection)
-            return
-        if file is not None:
-            valid, new, invalid = enqueue_stream(engine, read_id_lines(file), getattr(file, "name", "-"))
-            click.echo(f"Enqueued {new} new ids ({valid - new} already queued, {invalid} invalid skipped).",
-                       err=True)
-        if selection is not None:
-            with engine.begin() as conn:
-                n = report.requeue(conn, selection, utcnow())
-            click.echo(f"Re-queued {n} item{'s' if n != 1 else ''} ({', '.join(states)}).", err=True)
-        stats = _sync_with_progress(engine, settings, RunOptions("backfill", limit, max_runtime))
+    source = "-" if file is None else getattr(file, "name", "-")
+    with Etl(settings) as job:
+        result = job.backfill(file=file, requeue=selection, discover=discover_first, discover_since=discover_since,
+                              dry_run=dry_run, limit=limit, max_runtime=max_runtime, progress=None,
+                              on_invalid=_invalid_printer(source), on_step=_print_backfill_step)
+    if result.discovery is not None and result.discovery.exit_code != 0:
+        _exit_for_discovery(result.discovery)
+    if result.plan is not None:
+        plan = result.plan
+        if plan.file is not None:
+            _print_invalid_rest(plan.file.invalid)
+            click.echo(f"Would enqueue up to {plan.file.valid} ids from {plan.source} "
+                       f"({plan.file.invalid} invalid skipped).")
+        for state, n in sorted(plan.requeue.items()):
+            click.echo(f"Would re-queue {n} {state} items.")
+        click.echo(f"Would re-queue {sum(plan.requeue.values())} items in all; {plan.due_now} items are due now.")
+        return
+    stats = result.run
+    assert stats is not None  # no plan and no failed discovery: the sync ran
     click.echo(f"Backfill run {stats.run_id}: {stats.completed} completed, {stats.rescheduled} rescheduled, "
                f"{stats.failed} failed, {stats.errors} errors.")
     _exit_for(stats)
 
 
-def _backfill_dry_run(engine: Engine, file: BinaryIO | None, selection: report.Selection | None) -> None:
-    with engine.begin() as conn:
-        due, _ = report.due_now(conn, utcnow())
-        selected = report.count_selected(conn, selection) if selection else {}
-    if file is not None:
-        source = getattr(file, "name", "-")
-        valid = invalid = 0
-        for item in read_id_lines(file):
-            if isinstance(item, InvalidId):
-                invalid += 1
-                report_invalid(item, source, invalid)
-            elif item is not None:
-                valid += 1
-        report_invalid_rest(invalid)
-        click.echo(f"Would enqueue up to {valid} ids from {source} ({invalid} invalid skipped).")
-    for state, n in sorted(selected.items()):
-        click.echo(f"Would re-queue {n} {state} items.")
-    click.echo(f"Would re-queue {sum(selected.values())} items in all; {due} items are due now.")
-
-
-def _sync_with_progress(engine: Engine, settings: Settings, options: RunOptions) -> RunStats:
-    with engine.begin() as conn:
-        total, _ = report.due_now(conn, utcnow())
-    if options.limit:
-        total = min(total, options.limit)
-    progress = Progress(total, sys.stderr.isatty())
-    try:
-        return run_sync(engine, settings, options, on_progress=progress.update)
-    finally:
-        progress.close()
-
-
-class Progress:
-    """A tqdm bar on a terminal; a log line every 10 s otherwise."""
-
-    def __init__(self, total: int, tty: bool) -> None:
-        self.total = total
-        self.started = time.monotonic()
-        self.last_log = self.started
-        self.done = 0
-        self.bar: Any = None
-        self._logs: Any = None
-        if tty:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="call", dynamic_ncols=True, smoothing=0.1, file=sys.stderr)
-            # Log lines go above the bar instead of through it.
-            self._logs = logs.redirected(lambda line: tqdm.write(line, file=sys.stderr))
-            self._logs.__enter__()
-
-    def update(self, stats: RunStats) -> None:
-        delta = stats.processed - self.done
-        self.done = stats.processed
-        if self.done > self.total:
-            self.total = self.done
-        if self.bar is not None:
-            self.bar.total = self.total
-            self.bar.update(delta)
-            return
-        now = time.monotonic()
-        if now - self.last_log >= 10 or self.done >= self.total:
-            self.last_log = now
-            elapsed = now - self.started
-            rate = self.done / elapsed if elapsed > 0 else 0.0
-            remaining = max(0, self.total - self.done)
-            eta = remaining / rate if rate > 0 else None
-            get_logger().info("progress", done=self.done, remaining=remaining, rate_per_s=round(rate, 2),
-                              eta_s=round(eta) if eta is not None else None)
-
-    def close(self) -> None:
-        if self._logs is not None:
-            self._logs.__exit__(None, None, None)
-        if self.bar is not None:
-            self.bar.close()
+def _print_backfill_step(step: EnqueueCounts | Requeued) -> None:
+    if isinstance(step, EnqueueCounts):
+        _print_invalid_rest(step.invalid)
+        click.echo(f"Enqueued {step.new} new ids ({step.valid - step.new} already queued, "
+                   f"{step.invalid} invalid skipped).", err=True)
+    else:
+        n = step.count
+        click.echo(f"Re-queued {n} item{'s' if n != 1 else ''} ({', '.join(step.states)}).", err=True)
 
 
 # --- discover ---------------------------------------------------------------------
@@ -597,14 +359,11 @@ def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run
     calls created since each conversation's watermark.  Safe to interrupt and
     re-run at any point: committed pages stay, nothing is enqueued twice.
     """
-    from etl.discover import DiscoverOptions, parse_phone_numbers
-
     configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
     settings = make_settings(database_url, api_key, base_url, rate, concurrency)
     require_api_key(settings)
-    options = DiscoverOptions(since=since, phone_numbers=parse_phone_numbers(phone_numbers), dry_run=dry_run)
-    with open_database(database_url) as engine:
-        stats = run_discover(engine, settings, options)
+    with Etl(settings) as job:
+        stats = job.discover(since, phone_numbers, dry_run=dry_run, progress=None)
     verb = "would enqueue" if dry_run else "enqueued"
     count = stats.would_enqueue if dry_run else stats.enqueued
     click.echo(f"Discovery{'' if stats.run_id is None else f' run {stats.run_id}'}: {stats.phone_numbers} "
@@ -613,48 +372,7 @@ def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run
     _exit_for_discovery(stats)
 
 
-def run_discover(engine: Engine, settings: Settings, options: Any, *,
-                 transport: httpx.BaseTransport | None = None) -> Any:
-    """One discovery with SIGTERM/SIGINT wired to a clean stop and a progress bar on a terminal."""
-    from etl.discover import Discoverer, DiscoveryStats
-
-    tty = sys.stderr.isatty()
-    bar: Any = None
-    redirect: Any = None
-    if tty:
-        from tqdm import tqdm
-
-        bar = tqdm(unit="call", desc="discover", dynamic_ncols=True, file=sys.stderr)
-        redirect = logs.redirected(lambda line: tqdm.write(line, file=sys.stderr))
-        redirect.__enter__()
-
-    def on_page(stats: DiscoveryStats) -> None:
-        if bar is not None:
-            bar.update(stats.calls_seen - bar.n)
-            bar.set_postfix(pages=stats.pages, enqueued=stats.enqueued, refresh=False)
-
-    discoverer = Discoverer(engine, settings, transport=transport, on_page=on_page,
-                            page_log_level="debug" if tty else "info")
-    previous: dict[int, Any] = {}
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        discoverer.request_stop(f"interrupted by {signal.Signals(signum).name}")
-
-    try:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(ValueError):  # not the main thread (tests)
-                previous[sig] = signal.signal(sig, on_signal)
-        return discoverer.run(options)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if redirect is not None:
-            redirect.__exit__(None, None, None)
-        if bar is not None:
-            bar.close()
-
-
-def _exit_for_discovery(stats: Any) -> None:
+def _exit_for_discovery(stats: DiscoveryStats) -> None:
     if stats.exit_code == 3:
         raise CliError(f"{stats.stop_reason}; discovery stopped. Check OPENPHONE_API_KEY.", 3)
     if stats.exit_code != 0:
@@ -681,46 +399,15 @@ def _exit_for_discovery(stats: Any) -> None:
 def status(as_json: bool, check: bool, max_age: int, max_errors: int, max_fetch_gap: int, database_url: str,
            log_format: str, log_level: str) -> None:
     """Queue counts by state, what is due, oldest due item, last runs, top errors."""
-    now = utcnow()
-    with open_database(database_url, read_only=True) as engine, engine.connect() as conn:
-        counts = report.queue_counts(conn)
-        due, oldest_due = report.due_now(conn, now)
-        runs = report.last_runs(conn)
-        last_ok = report.last_successful_run(conn)
-        fetches = report.fetch_history(conn)
-        errors = report.top_errors(conn)
-        discovery = report.last_discovery(conn)
-    data: dict[str, Any] = {
-        "database": redact_url(database_url),
-        "now": now.isoformat(timespec="seconds") + "Z",
-        "queue": counts,
-        "total": sum(counts.values()),
-        "due_now": due,
-        "oldest_due_at": _iso(oldest_due),
-        "oldest_due_age_s": round((now - oldest_due).total_seconds()) if oldest_due else None,
-        "last_runs": [{k: _iso(v) if isinstance(v, datetime) else v for k, v in r.items()} for r in runs],
-        "last_successful_run_finished_at": _iso(last_ok["finished_at"]) if last_ok else None,
-        "last_fetch_ok_at": _iso(fetches.last_fetch_ok_at),
-        "runs_without_fetch": fetches.failed_runs,
-        "fetch": health.fetch_line(fetches),
-        "top_errors": errors,
-        "last_discovery": {k: _iso(v) if isinstance(v, datetime) else v for k, v in discovery.items()}
-        if discovery else None,
-    }
-    problems = health.problems(now, runs, last_ok, fetches, counts["pending"],
-                               health.Limits(max_age, max_errors, max_fetch_gap))
-    data["healthy"] = not problems
-    data["problems"] = problems
+    with Etl(database_url=database_url, read_only=True) as job:
+        report = job.status(health.Limits(max_age, max_errors, max_fetch_gap))
+    data = report.as_dict()
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
         _print_status(data)
-    if check and problems:
-        raise CliError("unhealthy: " + "; ".join(problems), 1)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="seconds") + "Z" if value else None
+    if check and report.problems:
+        raise CliError("unhealthy: " + "; ".join(report.problems), 1)
 
 
 def _print_status(data: dict[str, Any]) -> None:

@@ -2,11 +2,14 @@
 
 ``utcnow()`` is what code without a seam calls.  Code that waits or measures
 time takes a :class:`Clock` (default :data:`SYSTEM`), so tests can hand it
-``etl.testing.clock.FakeClock`` and move time forward without sleeping.
+``etl.testing.clock.FakeClock`` and move time forward without sleeping.  The
+rate budget (:mod:`etl.ratelimit`) uses the same seam: :meth:`Clock.time` for
+wall-clock slots shared between processes, :meth:`Clock.wait` to wait for one.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -23,8 +26,16 @@ class Clock(Protocol):
         """Seconds on a clock that never goes back (only differences mean anything)."""
         ...
 
+    def time(self) -> float:
+        """Wall-clock seconds since the epoch (the same scale in every process and on every host)."""
+        ...
+
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` (a fake clock advances instead)."""
+        ...
+
+    def wait(self, seconds: float, stop: threading.Event) -> bool:
+        """Wait up to ``seconds`` or until ``stop`` is set; True if it was set (at once or meanwhile)."""
         ...
 
 
@@ -37,9 +48,15 @@ class SystemClock:
     def monotonic(self) -> float:
         return time.monotonic()
 
+    def time(self) -> float:
+        return time.time()
+
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
+
+    def wait(self, seconds: float, stop: threading.Event) -> bool:
+        return stop.wait(max(0.0, seconds))
 
 
 SYSTEM: Clock = SystemClock()
@@ -48,3 +65,8 @@ SYSTEM: Clock = SystemClock()
 def utcnow() -> datetime:
     """Now as a naive UTC datetime, from the system clock."""
     return SYSTEM.utcnow()
+
+
+def iso_z(value: datetime) -> str:
+    """A naive UTC datetime as messages and ``--json`` show it: ``2026-11-25T11:20:00Z``."""
+    return value.isoformat(timespec="seconds") + "Z"

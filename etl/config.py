@@ -96,3 +96,26 @@ def check_base_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not host:
         raise UsageError(f"--base-url {url!r} needs a scheme and a host, e.g. {DEFAULT_BASE_URL}")
     return url.strip().rstrip("/")
+
+
+def make_settings(database_url: str = DEFAULT_DATABASE_URL, api_key: str | None = None,
+                  base_url: str = DEFAULT_BASE_URL, rate: float = Settings.rate,
+                  concurrency: int = Settings.concurrency, not_found_window: float | None = None) -> Settings:
+    """Settings from the values a user gives (options, keyword arguments); ``base_url`` is checked.
+
+    ``not_found_window`` is in hours (``--not-found-window``); None keeps :class:`Backoff`'s default.
+    """
+    settings = Settings(database_url=database_url, api_key=api_key, base_url=check_base_url(base_url),
+                        rate=rate, concurrency=concurrency)
+    if not_found_window is not None:
+        settings = settings.replace(backoff=dataclasses.replace(settings.backoff,
+                                                                not_found_window=not_found_window * 3600.0))
+    return settings
+
+
+def require_api_key(settings: Settings) -> None:
+    """Refuse to talk to the API without a usable key (a :class:`UsageError`, exit 2)."""
+    if not settings.api_key or not settings.api_key.strip():
+        raise UsageError("no API key: set OPENPHONE_API_KEY or pass --api-key")
+    if any(ord(c) < 33 or ord(c) > 126 for c in settings.api_key):
+        raise UsageError("the API key contains spaces or non-printable characters")

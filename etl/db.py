@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from etl.config import redact_url
-from etl.errors import DatabaseError, SchemaBehindError
+from etl.errors import DatabaseError, SchemaBehindError, UsageError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -285,3 +285,24 @@ def ensure_schema(engine: Engine, url: str) -> None:
 
 def env_database_url() -> str | None:
     return os.environ.get("ETL_DATABASE_URL")
+
+
+@contextmanager
+def open_database(url: str, *, migrate_sqlite: bool = True, read_only: bool = False) -> Iterator[Engine]:
+    """Open the database and check (or, for SQLite, bring up) its schema; disposed on exit.
+
+    A URL that cannot be used is a :class:`UsageError` (exit 2); a database
+    lost while the block runs is a :class:`DatabaseError` whose message names it.
+    """
+    try:
+        engine = create_engine(url, read_only=read_only)
+    except DatabaseError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        if migrate_sqlite:
+            ensure_schema(engine, url)
+        yield engine
+    except OperationalError as exc:
+        raise DatabaseError(describe_db_error(url, exc)) from None
+    finally:
+        engine.dispose()

@@ -23,8 +23,8 @@ from sqlalchemy.engine import Engine
 from etl import store
 from etl.config import Backoff, Settings, redact_url
 from etl.models import CallSummary, SummaryQueue
-from etl.simulator import FakeOpenPhone, sample_summary
 from etl.tables import fields_t, queue_t, summaries_t
+from etl.testing import FakeOpenPhone, sample_summary
 
 DEMO_KEY = "demo-key-not-secret"
 
@@ -78,7 +78,7 @@ def sandbox_url() -> str:
 
 
 def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True) -> None:
-    from etl.cli import run_sync
+    from etl.running import run_sync
     from etl.sync import RunOptions
 
     fake = build_fake()

@@ -41,7 +41,7 @@ from sqlalchemy.engine import Engine
 from etl import store
 from etl.api import ApiResult, NotSent, OpenPhoneClient
 from etl.budget import budget_for
-from etl.clock import utcnow
+from etl.clock import iso_z, utcnow
 from etl.config import Settings
 from etl.errors import AuthError, UsageError
 from etl.ids import is_valid_call_id
@@ -138,7 +138,8 @@ class Discoverer:
             with self.engine.begin() as conn:
                 stats.run_id = store.start_discovery_run(conn, options.command, self.walk_started)
             self.log = self.log.bind(discovery_run_id=stats.run_id)
-        self.log.info("discovery started", since=_iso(options.since), phone_numbers=list(options.phone_numbers),
+        since = None if options.since is None else iso_z(options.since)
+        self.log.info("discovery started", since=since, phone_numbers=list(options.phone_numbers),
                       dry_run=options.dry_run, rate=self.settings.rate)
         client = self.client = OpenPhoneClient(self.settings, transport=self.transport, budget=self.budget,
                                                stop=self._stop)
@@ -247,7 +248,7 @@ class Discoverer:
             return
         with self.engine.begin() as conn:
             store.set_watermark(conn, line.id, line.number, self.walk_started, utcnow())
-        log.info("line walked", watermark=_iso(self.walk_started))
+        log.info("line walked", watermark=iso_z(self.walk_started))
 
     def _walk_conversation(self, line: PhoneNumberData, conversation_id: str | None, participant: str,
                            created_after: datetime) -> None:
@@ -372,10 +373,6 @@ class Discoverer:
 
 def _still_open(call: CallData) -> bool:
     return call.completedAt is None and (call.status or "") not in ENDED_STATUSES
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat(timespec="seconds") + "Z"
 
 
 def discover(engine: Engine, settings: Settings, options: DiscoverOptions, *,

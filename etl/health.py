@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from etl.clock import iso_z
+
 if TYPE_CHECKING:
     from etl.results import FetchResult
 
@@ -90,7 +92,7 @@ def fetch_gap_problem(now: datetime, fetches: FetchHistory, pending: int, max_ga
     gap = (now - since).total_seconds()
     if gap <= max_gap_s:
         return None
-    return (f"no successful fetch since {_iso(since)} ({int(gap)} s ago, more than {max_gap_s} s; "
+    return (f"no successful fetch since {iso_z(since)} ({int(gap)} s ago, more than {max_gap_s} s; "
             f"{fetches.failed_runs} run{'s' if fetches.failed_runs != 1 else ''} fetched nothing) "
             f"while {pending} item{'s wait' if pending != 1 else ' waits'}: is the API reachable?")
 
@@ -100,12 +102,8 @@ def fetch_line(fetches: FetchHistory) -> str | None:
     if fetches.failed_runs:
         since = fetches.last_fetch_ok_at or fetches.failing_since
         assert since is not None
-        return (f"no successful fetch since {_iso(since)}: the last {fetches.failed_runs} "
+        return (f"no successful fetch since {iso_z(since)}: the last {fetches.failed_runs} "
                 f"run{'s' if fetches.failed_runs != 1 else ''} with work fetched nothing")
     if fetches.last_fetch_ok_at is not None:
-        return f"last successful fetch {_iso(fetches.last_fetch_ok_at)}"
+        return f"last successful fetch {iso_z(fetches.last_fetch_ok_at)}"
     return None
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat(timespec="seconds") + "Z"

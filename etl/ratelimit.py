@@ -20,19 +20,21 @@ slows the rate to 70 %, never below :data:`MIN_FACTOR` of the configured rate
 (a floor that still throttles); the rate then recovers linearly over time
 (:data:`RECOVERY_PER_S`), so a success costs no bookkeeping at all.
 
-Time goes through a :class:`Clock` (wall-clock seconds, shared between
-processes and hosts through the database), so unit tests drive it without
-sleeping.
+Time goes through the project's one clock seam, :class:`etl.clock.Clock`
+(``time()``: wall-clock seconds, shared between processes and hosts through
+the database; ``wait()``), so unit tests drive it with
+``etl.testing.clock.FakeClock`` without sleeping.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, replace
 from typing import Protocol
+
+from etl.clock import SYSTEM, Clock
 
 # Rates a user may ask for; 0 switches the throttle off (429 pauses still apply).
 MIN_RATE = 0.1
@@ -64,22 +66,6 @@ def rate_problem(rate: float) -> str | None:
         return (f"must be 0 (unthrottled) or between {MIN_RATE:g} and {MAX_RATE:g} "
                 f"requests per second, got {rate:g}")
     return None
-
-
-class Clock(Protocol):
-    def now(self) -> float:
-        """Wall-clock seconds (the same scale in every process and on every host)."""
-
-    def wait(self, seconds: float, stop: threading.Event) -> bool:
-        """Wait up to ``seconds``; True if ``stop`` was set (at once or meanwhile)."""
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.time()
-
-    def wait(self, seconds: float, stop: threading.Event) -> bool:
-        return stop.wait(max(0.0, seconds))
 
 
 class RateBudget(Protocol):
@@ -151,7 +137,7 @@ class SlotBudget:
         if problem:
             raise ValueError(f"rate {problem}")
         self.rate = rate
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock or SYSTEM
         self._lock = threading.Lock()
         self._slots: deque[float] = deque()
         self._reserved_until = 0.0
@@ -163,7 +149,7 @@ class SlotBudget:
 
     def acquire(self, max_wait: float | None = None, stop: threading.Event | None = None) -> None:
         clock = self.clock
-        give_up = None if max_wait is None else clock.now() + max_wait
+        give_up = None if max_wait is None else clock.time() + max_wait
         wake = stop or self._closed
         while True:
             self._check(stop)
@@ -175,9 +161,9 @@ class SlotBudget:
                 raise NotSent(f"no rate slot within {max_wait:.1f} s")
             if slot is None:
                 # This process already holds LOOKAHEAD_S of slots: wait, then reserve more.
-                clock.wait(min(ready_at - clock.now(), _WAIT_STEP_S), wake)
+                clock.wait(min(ready_at - clock.time(), _WAIT_STEP_S), wake)
                 continue
-            while (now := clock.now()) < slot:
+            while (now := clock.time()) < slot:
                 if clock.wait(min(slot - now, _WAIT_STEP_S), wake) or self._closed.is_set():
                     self._give_back(slot)
                     self._check(stop)
@@ -185,7 +171,7 @@ class SlotBudget:
 
     def penalize(self, retry_after: float | None) -> None:
         self.penalties += 1
-        now = self.clock.now()
+        now = self.clock.time()
         with self._lock:
             self._slots.clear()  # reserved before the 429: not to be used
             self._reserved_until = 0.0
@@ -219,7 +205,7 @@ class SlotBudget:
             if self.rate == 0:
                 return self._paused_until, 0.0
             if not self._slots:
-                now = self.clock.now()
+                now = self.clock.time()
                 ready_at = self._reserved_until - LOOKAHEAD_S
                 if now < ready_at:
                     return None, ready_at

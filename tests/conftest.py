@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from etl import db
 from etl.config import Settings
-from etl.simulator import FakeOpenPhone
+from etl.testing import FakeOpenPhone
 from etl.testing.clock import FakeClock
 from tests.support.db import API_KEY, BACKENDS, fresh_url
 

@@ -153,7 +153,7 @@ def build(args: argparse.Namespace) -> FakeOpenPhone:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m etl.testing") -> int:
-    """Entry point of ``python -m etl.testing`` (and of the ``etl.simulator`` shim)."""
+    """Entry point of ``python -m etl.testing``."""
     args = _parse_args(argv, prog)
     fake = build(args)
     stop = threading.Event()

@@ -8,7 +8,7 @@ can assert exactly how long the code chose to wait.
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 DEFAULT_START = datetime(2026, 1, 1)
 
@@ -20,6 +20,7 @@ class FakeClock:
         if start.tzinfo is not None:
             raise ValueError("FakeClock works in naive UTC datetimes, like the database columns")
         self._start = start
+        self._epoch = start.replace(tzinfo=UTC).timestamp()
         self._elapsed = 0.0
         self._lock = threading.Lock()
         self.sleeps: list[float] = []
@@ -32,11 +33,22 @@ class FakeClock:
         with self._lock:
             return self._elapsed
 
+    def time(self) -> float:
+        with self._lock:
+            return self._epoch + self._elapsed
+
     def sleep(self, seconds: float) -> None:
         with self._lock:
             self.sleeps.append(seconds)
             if seconds > 0:
                 self._elapsed += seconds
+
+    def wait(self, seconds: float, stop: threading.Event) -> bool:
+        """Like :meth:`sleep` (recorded in ``sleeps``), unless ``stop`` is already set."""
+        if stop.is_set():
+            return True
+        self.sleep(max(0.0, seconds))
+        return False
 
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` pass without anyone sleeping."""

@@ -24,8 +24,8 @@ from sqlalchemy.engine import Engine
 
 from etl import __version__, store
 from etl.cli import cli
-from etl.simulator import FakeOpenPhone, serve
 from etl.tables import queue_t
+from etl.testing import FakeOpenPhone, serve
 from tests.support.db import API_KEY, queue_rows
 
 SECRET = "s3cr3t-Pa55w0rd"

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from etl import store
-from etl.simulator import FakeOpenPhone, sample_summary, serve
+from etl.testing import FakeOpenPhone, sample_summary, serve
 from tests.support.db import API_KEY, make_due
 from tests.support.proc import (
     check_consistent,

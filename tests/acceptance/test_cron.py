@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from etl import db, store
 from etl.config import Settings
 from etl.models import SummaryQueue, SyncRun
-from etl.simulator import FakeOpenPhone, serve
+from etl.testing import FakeOpenPhone, serve
 from tests.support.db import API_KEY, fresh_url
 
 CRON = Path(__file__).resolve().parents[2] / "cron"

@@ -23,8 +23,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from etl import db, store
-from etl.simulator import FakeOpenPhone, serve
 from etl.tables import queue_t, runs_t
+from etl.testing import FakeOpenPhone, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "cron" / "README.md"

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from etl import db, logs, store
 from etl.config import Backoff
-from etl.simulator import FakeOpenPhone, sample_summary, serve
+from etl.testing import FakeOpenPhone, sample_summary, serve
 from tests.support.db import API_KEY, fresh_url, make_due, server_url
 from tests.support.proc import (
     REPLACEMENT,

@@ -29,13 +29,14 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from sqlalchemy.engine import Engine
 
-from etl import db
-from etl.cli import cli, run_sync
+from etl import Etl, db
+from etl.cli import cli
 from etl.config import Settings
-from etl.simulator import FakeOpenPhone, Faults, sample_summary, serve
-from etl.sync import RunOptions, utcnow
+from etl.sync import utcnow
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
+from etl.testing import FakeOpenPhone, Faults, sample_summary, serve
 from tests.support.db import API_KEY, fresh_url, make_due
+from tests.support.proc import read_terminal
 
 QUEUE = queue_t
 RUNS = runs_t
@@ -618,15 +619,7 @@ def on_terminal(argv: list[object], env: dict[str, str]) -> tuple[int, str, str]
         proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=terminal, text=True, env=env)
         os.close(terminal)
-        screen = b""
-        while True:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            screen += chunk
+        screen = read_terminal(controller)
         out, _ = proc.communicate(timeout=60)
     finally:
         os.close(controller)
@@ -837,7 +830,7 @@ def test_max_runtime_is_not_outlived_by_a_retry_after_pause(tmp_path, sqlite_tem
                                 concurrency=2, retry_initial=0.001, retry_max=0.01, connect_timeout=1,
                                 read_timeout=1)
             started = time.monotonic()
-            stats = run_sync(engine, settings, RunOptions(max_runtime=1))
+            stats = Etl(settings, engine=engine).sync(max_runtime=1)
             elapsed = time.monotonic() - started
         rows = queue(engine)
     finally:

@@ -18,8 +18,8 @@ import threading
 import pytest
 
 from etl import store
-from etl.simulator import FakeOpenPhone, sample_summary, serve
 from etl.sync import utcnow
+from etl.testing import FakeOpenPhone, sample_summary, serve
 from tests.support.db import API_KEY
 from tests.support.proc import (
     check_consistent,

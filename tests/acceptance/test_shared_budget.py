@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
-from etl.simulator import FakeOpenPhone, serve
+from etl.testing import FakeOpenPhone, serve
 
 KEY = "shared-budget-key-0123"
 ETL = Path(sys.executable).with_name("etl")

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from etl.simulator import FakeOpenPhone, serve
+from etl.testing import FakeOpenPhone, serve
+from tests.support.proc import read_terminal
 
 ETL_BIN = Path(sys.executable).with_name("etl")
 KEY = "terminal-key-0123"
@@ -31,15 +32,7 @@ def on_terminal(args: list[str], **env: str) -> str:
                 "OPENPHONE_API_KEY": KEY, **env}
     proc = subprocess.Popen([str(ETL_BIN), *args], stdin=slave, stdout=slave, stderr=slave, env=full_env)
     os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
+    out = read_terminal(master)
     os.close(master)
     assert proc.wait(timeout=120) == 0, out.decode(errors="replace")
     return out.decode()

@@ -1,13 +1,13 @@
 """A small fake of the workspace endpoints (phone numbers, conversations, calls) for the discovery tests.
 
-Shaped as ``shared/openapi/more-endpoints.md`` and the official pages say:
+Shaped as ``docs/api/more-endpoints.md`` and the official pages say:
 ``{data: [...], nextPageToken}`` lists (``totalItems`` sent and deliberately
 wrong, as the spec warns), conversations newest activity first, calls newest
 first, ``phoneNumbers[]`` / ``participants[]`` array parameters, ISO 8601 UTC
 times.  Served as an ``httpx.MockTransport`` handler or over real HTTP (a
 standard-library threading server) for subprocess tests.
 
-Until the simulator (``etl.simulator`` / ``etl.testing``) serves these
+Until the simulator (``etl.testing``) serves these
 endpoints, this is what discovery is tested against; the faults it injects
 are the ones issue 10 lists.
 """

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from etl import db, store
 from etl.models import VIEWS, Base
-from tests.support.db import fresh_url, queue_rows, run
+from tests.support.db import fresh_url, queue_rows, raw_rows, run
 
 SCHEMA_DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 _QUERY_RE = re.compile(r"^<!-- query: ([a-z0-9-]+) -->\n```sql\n(.*?)\n```$", re.M | re.S)
@@ -158,29 +157,7 @@ def load_fixture(engine: Engine, settings: Any, fake: Any) -> None:
     }
 
 
-def _norm(value: Any) -> Any:
-    """One Python type per SQL answer, whatever the driver returned."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return value
 
-
-def fetch(engine: Engine, sql: str) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` sent exactly as written, like psql or a BI tool would.
-
-    A DBAPI cursor without parameters: SQLAlchemy would read ``:name`` as a bind
-    parameter and the drivers ``%`` as a placeholder once parameters are passed.
-    """
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        cursor.execute(sql)
-        rows = cursor.fetchall()
-        cursor.close()
-        raw.rollback()
-    finally:
-        raw.close()
-    return [tuple(_norm(v) for v in row) for row in rows]
 
 
 # --- documented queries -----------------------------------------------------------
@@ -227,7 +204,7 @@ def loaded(engine, settings, fake) -> Engine:
 
 def test_documented_queries_give_the_recorded_answers(loaded):
     queries = documented_queries()
-    answers = {name: fetch(loaded, sql) for name, sql in queries.items()}
+    answers = {name: raw_rows(loaded, sql) for name, sql in queries.items()}
     assert answers == EXPECTED
 
 
@@ -239,7 +216,7 @@ def _bool(value: Any) -> bool | None:
 
 
 def test_overview_has_one_exact_row_per_stored_summary(loaded):
-    rows = fetch(loaded, """
+    rows = raw_rows(loaded, """
         SELECT call_id, status, summary_text, next_steps_text, line_count, next_step_count, job_count,
                queue_state, attempts, last_api_status, last_error, completion_seconds
         FROM call_summary_overview ORDER BY call_id""")
@@ -279,7 +256,7 @@ def test_overview_joins_next_steps_by_position_and_survives_a_purged_queue_row(l
             conn.execute(sa.text("INSERT INTO call_next_steps (call_id, position, text) VALUES ('ACbi01', :p, :t)"),
                          {"p": pos, "t": text})
         conn.execute(sa.text("DELETE FROM summary_queue WHERE call_id = 'ACbi02'"))
-    rows = fetch(loaded, "SELECT call_id, next_steps_text, queue_state, attempts, completion_seconds "
+    rows = raw_rows(loaded, "SELECT call_id, next_steps_text, queue_state, attempts, completion_seconds "
                          "FROM call_summary_overview WHERE call_id IN ('ACbi01', 'ACbi02') ORDER BY call_id")
     assert rows == [
         ("ACbi01", "first\nsecond\nthird", "done", 1, 42),
@@ -294,7 +271,7 @@ def test_completion_seconds_truncates_toward_zero(loaded):
         # Clock skew between the database (enqueued_at) and the job (finished_at).
         conn.execute(sa.text("UPDATE summary_queue SET enqueued_at = :e, finished_at = :f WHERE call_id = 'ACbi02'"),
                      {"e": _ts("2026-11-24 08:00:01.900000"), "f": _ts("2026-11-24 08:00:00")})
-    rows = fetch(loaded, "SELECT call_id, completion_seconds FROM call_summary_overview "
+    rows = raw_rows(loaded, "SELECT call_id, completion_seconds FROM call_summary_overview "
                          "WHERE call_id IN ('ACbi01', 'ACbi02') ORDER BY call_id")
     assert rows == [("ACbi01", 9), ("ACbi02", -1)]
 
@@ -335,7 +312,7 @@ def test_field_values_view_types_and_displays_every_value(engine, settings, fake
     with engine.begin() as conn:
         store.enqueue_ids(conn, ["ACvals"])
     assert run(engine, settings, fake).completed == 1
-    rows = fetch(engine, """
+    rows = raw_rows(engine, """
         SELECT call_id, job_position, job_name, field_position, field_name, value_type,
                value_text, value_number, value_boolean, value_display
         FROM call_job_field_values ORDER BY field_position""")
@@ -442,4 +419,4 @@ def test_migration_0002_goes_down_and_up_with_alembic_check_clean(db_url, engine
     assert db.current_revision(engine) == db.SCHEMA_HEAD
     command.check(config)
     assert _views_in(engine) == set(VIEWS)
-    assert fetch(engine, "SELECT COUNT(*) FROM call_summary_overview") == [(0,)]
+    assert raw_rows(engine, "SELECT COUNT(*) FROM call_summary_overview") == [(0,)]

@@ -1,6 +1,6 @@
 """The call-context queries of docs/schema.md, checked for their exact answers on every database.
 
-Same approach as tests/test_bi.py: every ```sql block after a
+Same approach as tests/integration/test_bi.py: every ```sql block after a
 ``<!-- call-query: name -->`` line runs exactly as written (a DBAPI cursor,
 like a BI tool) against data loaded through the real paths — `etl discover`
 against a fake workspace, then a real sync against the simulated summaries —
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.cli import run_sync
+from etl import Etl
 from etl.config import Backoff, Settings
 from etl.discover import Discoverer, DiscoverOptions
 from etl.logs import configure_logging
-from etl.simulator import FakeOpenPhone
-from etl.sync import RunOptions
+from etl.testing import FakeOpenPhone
 from tests.integration.calls_fake import FakeWorkspace, make_call
+from tests.support.db import raw_rows
 
 SCHEMA_DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 _QUERY_RE = re.compile(r"^<!-- call-query: ([a-z0-9-]+) -->\n```sql\n(.*?)\n```$", re.M | re.S)
@@ -88,7 +87,7 @@ def load(engine: Engine, db_url: str) -> None:
                         retry_initial=0.001, retry_max=0.01, backoff=Backoff(not_found_window=0))
     found = Discoverer(engine, settings, transport=ws.transport()).run(DiscoverOptions(since=datetime(2026, 11, 1)))
     assert (found.exit_code, found.enqueued) == (0, 6)
-    stats = run_sync(engine, settings, RunOptions(), transport=summaries.transport())
+    stats = Etl(settings, engine=engine).sync(transport=summaries.transport())
     assert (stats.completed, stats.failed) == (5, 1)
     with engine.begin() as conn:
         for call_id, _line, _user, _dir, _status, created, _steps, _q, lag in CALLS:
@@ -100,24 +99,7 @@ def load(engine: Engine, db_url: str) -> None:
                                  "WHERE call_id = :c"), {"s": stored, "c": call_id})
 
 
-def _norm(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return value
 
-
-def fetch(engine: Engine, sql: str) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` sent exactly as written (no bind-parameter processing)."""
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        cursor.execute(sql)
-        rows = cursor.fetchall()
-        cursor.close()
-        raw.rollback()
-    finally:
-        raw.close()
-    return [tuple(_norm(v) for v in row) for row in rows]
 
 
 EXPECTED: dict[str, list[tuple[Any, ...]]] = {
@@ -143,18 +125,18 @@ def test_every_documented_call_query_has_an_expected_answer():
 
 
 def test_documented_call_queries_give_the_recorded_answers(loaded):
-    answers = {name: fetch(loaded, sql) for name, sql in documented_queries().items()}
+    answers = {name: raw_rows(loaded, sql) for name, sql in documented_queries().items()}
     assert answers == EXPECTED
 
 
 def test_the_median_of_an_even_count_is_the_mean_of_the_middle_two(loaded):
     with loaded.begin() as conn:  # drop the 20-minute lag: 3:00, 5:00, 7:30, 10:00
         conn.execute(sa.text("DELETE FROM call_summaries WHERE call_id = 'ACq4'"))
-    assert fetch(loaded, documented_queries()["median-minutes-to-summary"]) == [(6.25,)]
+    assert raw_rows(loaded, documented_queries()["median-minutes-to-summary"]) == [(6.25,)]
 
 
 def test_call_overview_rows_are_exact(loaded):
-    rows = fetch(loaded, """
+    rows = raw_rows(loaded, """
         SELECT call_id, call_date, call_week, direction, call_status, duration_seconds, user_id, phone_number_id,
                participant_count, participants, summary_status, next_step_count, queue_state, summary_lag_seconds
         FROM call_overview ORDER BY call_id""")
@@ -177,7 +159,7 @@ def test_call_overview_rows_are_exact(loaded):
 
 
 def test_summary_overview_carries_the_call_context(loaded):
-    rows = fetch(loaded, """
+    rows = raw_rows(loaded, """
         SELECT call_id, direction, duration_seconds, user_id, phone_number_id, participants
         FROM call_summary_overview WHERE call_id IN ('ACq1', 'ACq5') ORDER BY call_id""")
     assert rows == [("ACq1", "incoming", 60, "USalice", "PNsales", "+15550100000"),
@@ -196,4 +178,4 @@ def test_several_participants_join_in_position_order(engine):
         for pos, number in ((2, "+15550000003"), (0, "+15550000001"), (1, "anonymous")):
             conn.execute(sa.text("INSERT INTO call_participants (call_id, position, number, is_e164) "
                                  "VALUES ('ACmulti', :p, :n, :e)"), {"p": pos, "n": number, "e": number[0] == "+"})
-    assert fetch(engine, "SELECT participants FROM call_overview") == [("+15550000001, anonymous, +15550000003",)]
+    assert raw_rows(engine, "SELECT participants FROM call_overview") == [("+15550000001, anonymous, +15550000003",)]

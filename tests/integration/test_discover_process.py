@@ -16,11 +16,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl.cli import run_sync
+from etl import Etl
 from etl.config import Settings
 from etl.logs import configure_logging
-from etl.simulator import FakeOpenPhone
-from etl.sync import RunOptions
+from etl.testing import FakeOpenPhone
 from tests.integration.calls_fake import FakeWorkspace, serve
 from tests.integration.test_discover import KEY, build, completed_ids, reachable
 from tests.support.proc import error_lines, etl_env, output_of, run_etl, start_etl, stop, wait_for
@@ -156,7 +155,7 @@ def test_discover_then_sync_lands_every_call_with_its_summary(engine, db_url):
     summaries = FakeOpenPhone(api_key=KEY)
     settings = Settings(database_url=db_url, api_key=KEY, base_url="http://fake.test", rate=0, concurrency=4)
     started = time.monotonic()
-    stats = run_sync(engine, settings, RunOptions(), transport=summaries.transport())
+    stats = Etl(settings, engine=engine).sync(transport=summaries.transport())
     assert (stats.completed, stats.errors) == (len(completed_ids(calls)), 0), time.monotonic() - started
     with engine.connect() as conn:
         landed = conn.execute(sa.text(

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
-from etl.simulator import FakeOpenPhone
 from etl.sync import RunOptions, StopReason, Syncer
+from etl.testing import FakeOpenPhone
 
 
 def enqueue(engine: Engine, ids: list[str]) -> None:

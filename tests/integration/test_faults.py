@@ -15,11 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from etl import store
-from etl.cli import run_sync
+from etl import Etl, store
 from etl.config import Backoff
-from etl.simulator import FakeOpenPhone, Faults, sample_summary, serve
-from etl.sync import RunOptions
+from etl.testing import FakeOpenPhone, Faults, sample_summary, serve
 from tests.support.db import API_KEY, make_due
 from tests.support.proc import comparable, expected_call, queue, runs, stored_calls, wire_json
 
@@ -71,7 +69,7 @@ def test_random_faults_end_in_exact_states(engine, settings):
                              backoff=Backoff(transient_first=0.0, transient_cap=0.0))
         for n in range(MAX_PASSES):
             fake.faults.retry_after = retry_afters[n % 3]()
-            stats = run_sync(engine, s, RunOptions())
+            stats = Etl(s, engine=engine).sync()
             assert (stats.exit_code, stats.errors, stats.lost_leases) == (0, 0, 0), stats.as_dict()
             if n == 0:
                 # The summaries that were still being written are ready now.
@@ -136,7 +134,7 @@ def test_consecutive_transient_failures_end_in_error_with_last_error(engine, set
             if attempt == 8:
                 # The last error is the one reported, whatever came before.
                 fake.set_response(bad, 502, b"<html>bad gateway</html>", {"content-type": "text/html"})
-            stats = run_sync(engine, s, RunOptions())
+            stats = Etl(s, engine=engine).sync()
             row = queue(engine)[bad]
             assert row["attempts"] == row["consecutive_errors"] == attempt
             if attempt < 8:
@@ -169,7 +167,7 @@ def test_retry_after_is_honoured_in_run_and_in_queue(engine, settings):
         s = settings.replace(base_url=url, retry_attempts=2, retry_initial=0.001, retry_max=0.01)
         fake.faults = Faults(rate_429=1.0, retry_after=http_date(2.5), max_per_id=1)
         started = time.monotonic()
-        stats = run_sync(engine, s, RunOptions())
+        stats = Etl(s, engine=engine).sync()
         elapsed = time.monotonic() - started
     assert (stats.completed, fake.requests["ACwait1"], fake.outcomes["429"]) == (1, 2, 1)
     assert elapsed >= 1.2
@@ -181,7 +179,7 @@ def test_retry_after_is_honoured_in_run_and_in_queue(engine, settings):
     with serve(fake) as url:
         s = settings.replace(base_url=url, retry_attempts=1)
         before = datetime.now(UTC).replace(tzinfo=None)
-        stats = run_sync(engine, s, RunOptions())
+        stats = Etl(s, engine=engine).sync()
         after = datetime.now(UTC).replace(tzinfo=None)
     row = queue(engine)["ACwait2"]
     assert (stats.rescheduled, row["state"], row["last_api_status"]) == (1, "pending", "http 429")

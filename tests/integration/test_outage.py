@@ -23,8 +23,8 @@ from etl import store
 from etl.cli import cli
 from etl.clock import utcnow
 from etl.health import NOTHING_FETCHED
-from etl.simulator import FakeOpenPhone, serve
 from etl.tables import runs_t
+from etl.testing import FakeOpenPhone, serve
 
 KEY = "outage-test-key-123"
 

@@ -4,7 +4,6 @@ and the database-backed budget shared between budgets of one key."""
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from typing import Any
 
@@ -13,13 +12,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import store
+from etl import Etl, store
 from etl.budget import DatabaseBudget, budget_for
-from etl.cli import run_sync
 from etl.config import Settings
 from etl.ratelimit import DEFAULT_PAUSE, LocalBudget, NotSent, block_size
-from etl.simulator import FakeOpenPhone
-from etl.sync import RunOptions, RunStats
+from etl.sync import RunStats
+from etl.testing import FakeOpenPhone
+from etl.testing.clock import FakeClock
 
 
 class Arrivals(httpx.BaseTransport):
@@ -42,7 +41,7 @@ def enqueue(engine: Engine, n: int) -> list[str]:
 
 
 def sync(engine: Engine, settings: Settings, transport: httpx.BaseTransport, **options: Any) -> RunStats:
-    return run_sync(engine, settings, RunOptions(**options), transport=transport)
+    return Etl(settings, engine=engine).sync(**options, transport=transport)
 
 
 def measured_rate(times: list[float]) -> float:
@@ -80,28 +79,14 @@ def test_the_shared_budget_row_names_the_key_by_its_hash_only(engine, settings):
     assert isinstance(budget_for(settings.replace(rate=0.0), engine), LocalBudget)
 
 
-class SharedClock:
-    def __init__(self) -> None:
-        self.t = 2_000_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def wait(self, seconds: float, stop: threading.Event) -> bool:
-        if stop.is_set():
-            return True
-        self.t += max(0.0, seconds)
-        return False
-
-
 def test_two_processes_budgets_interleave_without_exceeding_the_rate(engine, settings):
-    clock = SharedClock()
+    clock = FakeClock()
     a = DatabaseBudget(engine, settings.api_key or "", 10.0, clock)
     b = DatabaseBudget(engine, settings.api_key or "", 10.0, clock)
     sends = []
     for budget in (a, b) * 20:  # taking turns, as two processes would
         budget.acquire()
-        sends.append(clock.now())
+        sends.append(clock.time())
     sends.sort()
     # A slot used late may go together with the next one, but no second holds
     # more than the rate plus one block (what a process reserves ahead) ...
@@ -114,18 +99,18 @@ def test_two_processes_budgets_interleave_without_exceeding_the_rate(engine, set
 
 
 def test_a_429_seen_by_one_process_pauses_the_other(engine, settings):
-    clock = SharedClock()
+    clock = FakeClock()
     a = DatabaseBudget(engine, settings.api_key or "", 10.0, clock)
     b = DatabaseBudget(engine, settings.api_key or "", 10.0, clock)
     a.acquire()
     b.acquire()
     a.penalize(5.0)
-    penalized_at = clock.now()
+    penalized_at = clock.time()
     with pytest.raises(NotSent):  # a third process, just started, waits too
         DatabaseBudget(engine, settings.api_key or "", 10.0, clock).acquire(max_wait=DEFAULT_PAUSE)
     b.acquire()  # may use at most the slots it had reserved before the 429
     b.acquire()
     b.acquire()
-    assert clock.now() >= penalized_at + 5.0
+    assert clock.time() >= penalized_at + 5.0
     a.close()
     b.close()

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.simulator import FakeOpenPhone, serve
+from etl.testing import FakeOpenPhone, serve
 from tests.support.proc import error_lines, etl_env, output_of, run_etl, start_etl, stop, wait_for
 from tests.webhook_signing import SECRET_A, WHSEC, summary_event, v1_headers
 

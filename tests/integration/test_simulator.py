@@ -541,7 +541,7 @@ def test_serve_stops_cleanly_even_with_a_hanging_request() -> None:
 def test_cli_serves_until_sigterm_and_writes_stats(tmp_path: Path) -> None:
     stats_file = tmp_path / "stats.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "etl.simulator", "--port", "0", "--api-key", "K"]
+    cmd = [sys.executable, "-m", "etl.testing", "--port", "0", "--api-key", "K"]
     cmd += [
         "--rate",
         "100",
@@ -579,7 +579,7 @@ def test_cli_serves_until_sigterm_and_writes_stats(tmp_path: Path) -> None:
 
 def test_cli_rejects_bad_probability() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "etl.simulator", "--fault-500", "1.5"],
+        [sys.executable, "-m", "etl.testing", "--fault-500", "1.5"],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},

@@ -17,12 +17,11 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import store
-from etl.cli import run_sync
+from etl import Etl, store
 from etl.config import Settings
-from etl.simulator import FakeOpenPhone
-from etl.sync import RunOptions, RunStats, utcnow
+from etl.sync import RunStats, utcnow
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
+from etl.testing import FakeOpenPhone
 from tests.support.db import make_due, queue_rows, run
 
 
@@ -49,7 +48,7 @@ class Recorder(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
 def sync(engine: Engine, settings: Settings, fake: FakeOpenPhone) -> tuple[RunStats, dict[str, bytes]]:
     recorder = Recorder(fake)
-    stats = run_sync(engine, settings, RunOptions(), transport=recorder)
+    stats = Etl(settings, engine=engine).sync(transport=recorder)
     return stats, recorder.bodies
 
 

@@ -20,7 +20,7 @@ import uvicorn
 from sqlalchemy.engine import Engine
 
 from etl.config import Settings
-from etl.simulator import FakeOpenPhone
+from etl.testing import FakeOpenPhone
 from etl.webhooks.app import ReceiverConfig, create_app
 from etl.webhooks.metrics import Metrics
 from etl.webhooks.worker import Housekeeper, SyncWorker

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import db
-from etl.cli import run_sync
+from etl import Etl, db
 from etl.config import Settings
-from etl.simulator import FakeOpenPhone
-from etl.sync import RunOptions, RunStats
+from etl.sync import RunStats
+from etl.testing import FakeOpenPhone
 
 BACKENDS = ("sqlite", "postgresql", "mysql")
 ENV_FOR = {"postgresql": "ETL_TEST_POSTGRES_URL", "mysql": "ETL_TEST_MYSQL_URL"}
@@ -72,7 +72,7 @@ def fresh_url(backend: str, tmp_path: Path, sqlite_template: Path) -> str:
 
 def run(engine: Engine, settings: Settings, fake: FakeOpenPhone, **options: Any) -> RunStats:
     """One real sync run against ``fake`` through an httpx transport."""
-    return run_sync(engine, settings, RunOptions(**options), transport=fake.transport())
+    return Etl(settings, engine=engine).sync(**options, transport=fake.transport())
 
 
 def queue_rows(engine: Engine) -> dict[str, dict[str, Any]]:
@@ -87,3 +87,28 @@ def make_due(engine: Engine) -> None:
         conn.execute(sa.text(
             "UPDATE summary_queue SET next_attempt_at = :past WHERE state = 'pending'"
         ), {"past": "2000-01-01 00:00:00"})
+
+
+def _plain(value: Any) -> Any:
+    """One Python type per SQL answer, whatever the driver returned (Decimal -> int or float)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def raw_rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` sent exactly as written (no bind-parameter processing), as analysts' tools send it.
+
+    A raw DB-API cursor: SQLAlchemy's ``text()`` would treat ``:name`` as a
+    parameter and the drivers ``%`` as a placeholder once parameters are passed.
+    """
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(sql)
+        rows = cursor.fetchall()
+        cursor.close()
+        raw.rollback()
+    finally:
+        raw.close()
+    return [tuple(_plain(v) for v in row) for row in rows]

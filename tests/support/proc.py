@@ -25,11 +25,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.cli import run_sync
+from etl import Etl
 from etl.config import Settings
-from etl.simulator import FakeOpenPhone, serve
-from etl.sync import RunOptions, RunStats
+from etl.sync import RunStats
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
+from etl.testing import FakeOpenPhone, serve
 
 ETL = Path(sys.executable).with_name("etl")
 REPLACEMENT = "\ufffd"
@@ -218,4 +218,18 @@ def queue(engine: Engine) -> dict[str, dict[str, Any]]:
 def run_served(engine: Engine, settings: Settings, fake: FakeOpenPhone, **options: Any) -> RunStats:
     """One in-process sync run against ``fake`` served on a real local HTTP socket."""
     with serve(fake) as url:
-        return run_sync(engine, settings.replace(base_url=url), RunOptions(**options))
+        return Etl(settings.replace(base_url=url), engine=engine).sync(**options)
+
+
+def read_terminal(fd: int) -> bytes:
+    """Everything a child writes to the pseudo-terminal ``fd`` until it closes its side."""
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out

@@ -1,4 +1,4 @@
-"""The OpenPhone API client (etl/api.py) against the simulated API (etl/simulator.py).
+"""The OpenPhone API client (etl/api.py) against the simulated API (etl.testing).
 
 Every answer of docs/contract.md's queue table as the client reports it: headers sent,
 200 validation, 401/403, 404/400, 429 with Retry-After, oversize bodies and
@@ -21,7 +21,7 @@ from etl import __version__
 from etl.api import USER_AGENT, FetchResult, OpenPhoneClient, parse_retry_after
 from etl.config import Settings
 from etl.errors import AuthError
-from etl.simulator import FakeOpenPhone, Faults, serve
+from etl.testing import FakeOpenPhone, Faults, serve
 
 KEY = "key-0123456789abcdef"
 SETTINGS = Settings(api_key=KEY, base_url="http://fake.test", rate=0, retry_initial=0.001, retry_max=0.01)

@@ -6,7 +6,7 @@ import typing
 
 import sqlalchemy as sa
 
-from etl import models, schema, simulator, states
+from etl import models, schema, states, testing
 from etl.policy import QueueUpdate
 
 
@@ -23,7 +23,7 @@ def test_queue_states_and_summary_statuses_are_defined_once():
 
 def test_the_api_model_and_the_simulator_use_the_same_statuses():
     assert typing.get_args(schema.SummaryData.model_fields["status"].annotation) == states.SUMMARY_STATUSES
-    assert tuple(simulator.STATUSES) == states.SUMMARY_STATUSES
+    assert tuple(testing.STATUSES) == states.SUMMARY_STATUSES
 
 
 def test_check_constraints_list_exactly_the_states():

@@ -1,0 +1,300 @@
+"""The job as a Python object: :class:`Etl` holds the settings and the database engine.
+
+Everything the ``etl`` commands do is a method here (the CLI parses options,
+calls one, prints the result and maps exceptions to exit codes), so Airflow,
+Dagster or a notebook run exactly what cron runs::
+
+    from etl import Etl
+
+    with Etl(database_url="sqlite:///summaries.db", api_key="...") as job:
+        job.upgrade()
+        job.enqueue(["AC123abc"])
+        stats = job.sync(max_runtime=60)
+
+Expected failures raise :class:`etl.errors.EtlError` subclasses (each with its
+``exit_code``); a run's outcome is in the returned stats (``exit_code``,
+``stop_reason``), never an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+
+from etl import db, report
+from etl.backfill import Plan, selection
+from etl.clock import utcnow
+from etl.config import Settings, check_base_url, redact_url, require_api_key
+from etl.enqueue import EnqueueCounts, OnInvalid, count_ids, enqueue_stream, id_items, source_name
+from etl.errors import DatabaseError, UsageError
+from etl.health import Limits
+from etl.report import Selection
+from etl.status import Status, gather
+
+if TYPE_CHECKING:
+    import httpx
+
+    from etl.discover import DiscoveryStats
+    from etl.sync import RunStats
+
+
+class Etl:
+    """One database and one API key: enqueue, sync, backfill, discover, status.
+
+    Pass a :class:`etl.config.Settings`, keyword overrides, or both
+    (``not_found_window`` in hours).  ``read_only`` opens a SQLite file without
+    writing (``status``); ``transport`` replaces the network for every request
+    (``etl.testing.FakeOpenPhone().transport()``).  The engine opens on first
+    use; SQLite files are created and migrated then.  Close it (or use
+    ``with``) to release the connections.  ``engine``: use this SQLAlchemy
+    engine (of ``settings.database_url``) instead; it stays the caller's to dispose.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, database_url: str | None = None,
+                 api_key: str | None = None, base_url: str | None = None, rate: float | None = None,
+                 concurrency: int | None = None, not_found_window: float | None = None,
+                 read_only: bool = False, transport: httpx.BaseTransport | None = None,
+                 engine: Engine | None = None) -> None:
+        settings = settings or Settings()
+        changes: dict[str, Any] = {"database_url": database_url, "api_key": api_key, "rate": rate,
+                                   "concurrency": concurrency}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if base_url is not None:
+            changes["base_url"] = check_base_url(base_url)
+        if not_found_window is not None:
+            changes["backoff"] = replace(settings.backoff, not_found_window=not_found_window * 3600.0)
+        self.settings: Settings = settings.replace(**changes) if changes else settings
+        self.read_only = read_only
+        self.transport = transport
+        self._stack = ExitStack()
+        # An engine passed in belongs to the caller: used as it is, never disposed here.
+        self._given_engine = engine
+        self._engine: Engine | None = engine
+        self._schema_checked = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, its schema checked (a new SQLite file is migrated)."""
+        engine = self._raw_engine()
+        if not self._schema_checked:
+            # A read-only SQLite file is checked, never migrated (etl.db.ensure_schema).
+            with self._database_errors():
+                db.ensure_schema(engine, self.settings.database_url)
+            self._schema_checked = True
+        return engine
+
+    def close(self) -> None:
+        """Dispose of the engine (its pooled connections); the object may be used again."""
+        self._stack.close()
+        self._engine = self._given_engine
+        self._schema_checked = False
+
+    def __enter__(self) -> Etl:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        # Never the key; the database URL with its password hidden.
+        return f"Etl(database_url={redact_url(self.settings.database_url)!r}, base_url={self.settings.base_url!r})"
+
+    # -- schema ---------------------------------------------------------------------
+
+    def upgrade(self, revision: str = "head") -> tuple[str | None, str | None]:
+        """Apply migrations up to ``revision``; returns (revision before, revision after)."""
+        engine = self._raw_engine()
+        before = self._current(engine)
+        db.upgrade(self.settings.database_url, revision)
+        self._schema_checked = True
+        return before, self._current(engine)
+
+    def current(self) -> tuple[str | None, str | None]:
+        """(the database's schema revision, the revision this code expects)."""
+        return self._current(self._raw_engine()), db.head_revision(self.settings.database_url)
+
+    # -- the queue ------------------------------------------------------------------
+
+    def enqueue(self, ids: Iterable[str] = (), *, file: BinaryIO | None = None,
+                on_invalid: OnInvalid | None = None) -> EnqueueCounts:
+        """Queue call ids (values, then one a line from ``file``); queued ids stay as they are.
+
+        Invalid ids are skipped, counted and handed to ``on_invalid``.
+        """
+        with self._database_errors():
+            return enqueue_stream(self.engine, id_items(ids, file), on_invalid)
+
+    def due(self, limit: int = 20) -> tuple[int, datetime | None, list[dict[str, Any]]]:
+        """(items due now, since when the oldest is due, the first ``limit`` of them)."""
+        now = utcnow()
+        with self._database_errors(), self.engine.begin() as conn:
+            count, oldest = report.due_now(conn, now)
+            return count, oldest, report.due_ids(conn, now, limit)
+
+    def requeue(self, chosen: Selection) -> int:
+        """Make the selected items in end states due again (see :func:`etl.backfill.selection`)."""
+        with self._database_errors(), self.engine.begin() as conn:
+            return report.requeue(conn, chosen, utcnow())
+
+    # -- runs -----------------------------------------------------------------------
+
+    def sync(self, limit: int | None = None, max_runtime: float | None = None, *,
+             transport: httpx.BaseTransport | None = None,
+             on_progress: Callable[[RunStats], None] | None = None, command: str = "sync") -> RunStats:
+        """Fetch due summaries, upsert their rows, reschedule incomplete ones: one run, as cron's.
+
+        SIGTERM/SIGINT stop it cleanly when called on the main thread.  The
+        outcome is in the returned stats (``exit_code`` 0, 1 or 3, ``stop_reason``).
+        """
+        from etl.running import run_sync
+        from etl.sync import RunOptions
+
+        require_api_key(self.settings)
+        with self._database_errors():
+            return run_sync(self.engine, self.settings, RunOptions(command, limit, max_runtime),
+                            transport=transport or self.transport, on_progress=on_progress)
+
+    def discover(self, since: datetime | None = None, phone_numbers: Iterable[str] = (), *, dry_run: bool = False,
+                 transport: httpx.BaseTransport | None = None, progress: bool | None = False,
+                 command: str = "discover") -> DiscoveryStats:
+        """Walk lines → conversations → calls, store calls, enqueue completed ones (``etl discover``).
+
+        ``phone_numbers``: ids (PN…) or E.164 numbers, comma-separated allowed;
+        ``progress``: a bar on stderr (None: when stderr is a terminal).
+        """
+        from etl.discover import DiscoverOptions, parse_phone_numbers
+        from etl.progress import DiscoveryProgress
+        from etl.running import run_discover
+
+        require_api_key(self.settings)
+        options = DiscoverOptions(since=since, phone_numbers=parse_phone_numbers(tuple(phone_numbers)),
+                                  dry_run=dry_run, command=command)
+        with self._database_errors(), DiscoveryProgress(progress) as bar:
+            return run_discover(self.engine, self.settings, options, transport=transport or self.transport,
+                                on_page=bar.update, page_log_level=bar.page_log_level)
+
+    def backfill(self, *, file: BinaryIO | None = None, requeue: Selection | None = None,
+                 discover: bool = False, discover_since: datetime | None = None, dry_run: bool = False,
+                 limit: int | None = None, max_runtime: float | None = None,
+                 transport: httpx.BaseTransport | None = None, progress: bool | None = None,
+                 on_invalid: OnInvalid | None = None,
+                 on_step: Callable[[EnqueueCounts | Requeued], None] | None = None) -> BackfillResult:
+        """Discover or enqueue ids, re-queue the ``requeue`` selection, then sync until nothing is due.
+
+        ``progress``: a bar on stderr (None: when stderr is a terminal; else a
+        log line every 10 s).  ``on_step`` hears what was enqueued and
+        re-queued before the sync starts.  A failed discovery ends the
+        backfill (``result.run`` is None).  With ``dry_run`` nothing changes
+        and ``result.plan`` says what would.
+        """
+        check_sources(file, discover, discover_since)
+        if not dry_run or discover:
+            require_api_key(self.settings)
+        result = BackfillResult()
+        if discover:
+            result.discovery = self.discover(discover_since, dry_run=dry_run, transport=transport,
+                                             progress=progress, command="backfill")
+            if result.discovery.exit_code != 0:
+                return result
+        if dry_run:
+            result.plan = self._plan(file, requeue, on_invalid)
+            return result
+        if file is not None:
+            result.enqueued = self.enqueue(file=file, on_invalid=on_invalid)
+            if on_step is not None:
+                on_step(result.enqueued)
+        if requeue is not None:
+            result.requeued = Requeued(self.requeue(requeue), requeue.states)
+            if on_step is not None:
+                on_step(result.requeued)
+        result.run = self._sync_with_progress(limit, max_runtime, transport, progress)
+        return result
+
+    # -- health ---------------------------------------------------------------------
+
+    def status(self, limits: Limits | None = None) -> Status:
+        """Queue counts, what is due, last runs and discovery, top errors, and the health verdict."""
+        with self._database_errors(), self.engine.connect() as conn:
+            return gather(conn, self.settings.database_url, utcnow(), limits or Limits())
+
+    # -- internals ------------------------------------------------------------------
+
+    def _raw_engine(self) -> Engine:
+        if self._engine is None:
+            try:
+                engine = db.create_engine(self.settings.database_url, read_only=self.read_only)
+            except DatabaseError as exc:
+                raise UsageError(str(exc)) from None
+            self._stack.callback(engine.dispose)
+            self._engine = engine
+        return self._engine
+
+    @contextmanager
+    def _database_errors(self) -> Iterator[None]:
+        """A database lost or refusing mid-way: one message naming it (password hidden)."""
+        try:
+            yield
+        except OperationalError as exc:
+            raise DatabaseError(db.describe_db_error(self.settings.database_url, exc)) from None
+
+    def _current(self, engine: Engine) -> str | None:
+        with self._database_errors():
+            return db.current_revision(engine)
+
+    def _plan(self, file: BinaryIO | None, chosen: Selection | None, on_invalid: OnInvalid | None) -> Plan:
+        with self._database_errors(), self.engine.begin() as conn:
+            due, _ = report.due_now(conn, utcnow())
+            selected = report.count_selected(conn, chosen) if chosen else {}
+        ids = count_ids(id_items((), file), on_invalid) if file is not None else None
+        return Plan(due, selected, ids, source_name(file) if file is not None else None)
+
+    def _sync_with_progress(self, limit: int | None, max_runtime: float | None,
+                            transport: httpx.BaseTransport | None, progress: bool | None) -> RunStats:
+        from etl.progress import Progress
+
+        with self._database_errors(), self.engine.begin() as conn:
+            total, _ = report.due_now(conn, utcnow())
+        if limit:
+            total = min(total, limit)
+        with Progress(total, progress) as bar:
+            return self.sync(limit, max_runtime, transport=transport, on_progress=bar.update, command="backfill")
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """How many items in which end states a backfill made due again."""
+
+    count: int
+    states: tuple[str, ...]
+
+
+@dataclass
+class BackfillResult:
+    """What :meth:`Etl.backfill` did, step by step (None: the step did not run)."""
+
+    discovery: DiscoveryStats | None = None
+    plan: Plan | None = None
+    enqueued: EnqueueCounts | None = None
+    requeued: Requeued | None = None
+    run: RunStats | None = None
+
+
+def check_sources(file: BinaryIO | None, discover: bool, discover_since: datetime | None) -> None:
+    """Where a backfill's ids come from: an id file or discovery, not both."""
+    if discover and file is not None:
+        raise UsageError("--discover and --file are alternatives: discover ids, or read them from a file")
+    if discover_since is not None and not discover:
+        raise UsageError("--discover-since needs --discover")
+
+
+__all__ = ["BackfillResult", "Etl", "Requeued", "check_sources", "selection"]

@@ -1,0 +1,84 @@
+"""The public Python API (``etl.Etl``): the README's example as written, and the object on every database."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import etl
+from etl import Etl, EtlError, Selection, UsageError
+from etl.testing import FakeOpenPhone
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def python_example() -> str:
+    text = README.read_text()
+    section = text[text.index("## Use it from Python"):]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README's 'Use it from Python' has no python block"
+    return match.group(1)
+
+
+def test_the_readme_example_runs_and_prints_what_its_comments_say(tmp_path: Path):
+    code = python_example()
+    # Each print(...) line documents its output in a trailing comment.
+    expected = [line.split("#", 1)[1].strip() for line in code.splitlines() if line.strip().startswith("print(")]
+    assert len(expected) == 3
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == expected[0]
+    # structlog writes the run's lines to stdout too; the printed values are the lines that are not log lines.
+    printed = [line for line in done.stdout.splitlines() if not re.match(r"\d{4}-\d\d-\d\d ", line)]
+    assert printed == expected
+    assert (tmp_path / "summaries.db").exists()
+
+
+def test_the_public_names_are_importable_and_curated():
+    for name in etl.__all__:
+        assert getattr(etl, name) is not None, name
+    assert "Etl" in etl.__all__ and "run_sync" not in etl.__all__
+    assert etl.RunStats.__module__ == "etl.sync"
+
+
+def test_enqueue_sync_status_and_backfill_on_every_database(db_url: str, engine, settings):
+    fake = FakeOpenPhone(api_key=settings.api_key or "k")
+    fake.set_response("ACgone1", 404, {"message": "Call not found", "status": 404})
+    invalid: list[str] = []
+    with Etl(settings, engine=engine, rate=0, not_found_window=0, transport=fake.transport()) as job:
+        counts = job.enqueue(["ACapi1", "ACapi2", "ACgone1", "bad id"],
+                             on_invalid=lambda item, n: invalid.append(item.shown))
+        assert counts == (3, 3, 1)
+        assert invalid == ["'bad id'"]
+        assert job.enqueue(["ACapi1"]).new == 0  # queued ids stay as they are
+        due, _, rows = job.due(10)
+        assert due == 3 and {r["call_id"] for r in rows} == {"ACapi1", "ACapi2", "ACgone1"}
+
+        stats = job.sync()
+        assert (stats.completed, stats.failed, stats.exit_code) == (2, 1, 0)
+        status = job.status()
+        assert status.queue["done"] == 2 and status.queue["not_found"] == 1
+        assert status.as_dict()["total"] == 3 and status.as_dict()["last_runs"][0]["completed"] == 2
+
+        plan = job.backfill(requeue=Selection(("not_found",)), dry_run=True,
+                            file=io.BytesIO(b"ACnew1\nnope\n")).plan
+        assert plan is not None and plan.requeue == {"not_found": 1} and plan.file == (1, 1)
+        result = job.backfill(requeue=Selection(("not_found",)), progress=False)
+        assert result.requeued is not None and result.requeued.count == 1
+        assert result.run is not None and result.run.failed == 1  # still a 404, after the window
+
+
+def test_expected_failures_are_the_exception_tree(tmp_path: Path):
+    with pytest.raises(UsageError, match="needs a scheme and a host"):
+        Etl(base_url="api.openphone.com")
+    job = Etl(database_url=f"sqlite:///{tmp_path}/q.db")
+    with pytest.raises(UsageError, match="no API key"):
+        job.sync()
+    assert issubclass(UsageError, EtlError) and UsageError.exit_code == 2
+    assert "password" not in repr(Etl(database_url="postgresql+psycopg://u:password@h/db"))
+    job.close()
