@@ -52,6 +52,26 @@ def run_engine(engine: Engine, settings: Settings, transport: httpx.BaseTranspor
     return syncer.run(RunOptions("serve"))
 
 
+class MeteredBudget:
+    """The key's shared :class:`~etl.ratelimit.RateBudget`, counting the slots it grants this server."""
+
+    def __init__(self, inner: RateBudget, metrics: Metrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+        self.rate = inner.rate
+
+    def acquire(self, max_wait: float | None = None, stop: threading.Event | None = None) -> None:
+        self.inner.acquire(max_wait, stop)  # NotSent propagates: no slot, nothing counted
+        self.metrics.slot_granted()
+
+    def penalize(self, retry_after: float | None) -> None:
+        self.metrics.pauses.inc()
+        self.inner.penalize(retry_after)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class InstrumentedTransport(httpx.BaseTransport):
     """Counts every API request the engine sends (metrics, last successful fetch)."""
 
@@ -67,6 +87,7 @@ class InstrumentedTransport(httpx.BaseTransport):
             raise
         status = response.status_code
         outcome = str(status) if status in (404, 429) else f"{status // 100}xx"
+        # A 404 is an answer about the call (not found yet), so the API was reachable.
         self.metrics.request_sent(outcome, ok=status < 400 or status == 404)
         return response
 
@@ -86,7 +107,7 @@ class SyncWorker:
         self.poll_interval = poll_interval
         self.log = get_logger()
         self.crashed: str | None = None
-        self.budget = budget_for(settings, engine)
+        self.budget: RateBudget = MeteredBudget(budget_for(settings, engine), metrics)
         self.last_run: RunStats | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()

@@ -15,11 +15,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.simulator import FakeOpenPhone, serve
+from etl.testing import FakeOpenPhone, serve, webhooks
 from tests.support.proc import error_lines, etl_env, output_of, run_etl, start_etl, stop, wait_for
-from tests.webhook_signing import SECRET_A, WHSEC, summary_event, v1_headers
 
 API_KEY = "test-key-0123456789"
+WHSEC = webhooks.new_standard_secret(b"secret-std")
+SECRET_A = webhooks.new_standard_secret(b"secret-a").removeprefix("whsec_")
 
 
 def free_port() -> int:
@@ -73,10 +74,9 @@ def test_sigterm_during_a_burst_then_restart_loses_nothing_answered(db_url: str,
                         delay = started + n * 0.01 - time.monotonic()
                         if delay > 0:
                             time.sleep(delay)
-                        body = summary_event(f"ACterm{n}")
+                        body = webhooks.summary_completed(f"ACterm{n}")
                         try:
-                            r = client.post(url + "/webhooks/openphone", content=body,
-                                            headers=v1_headers(SECRET_A, body))
+                            r = webhooks.deliver(url + "/webhooks/openphone", body, v1_key=SECRET_A, client=client)
                         except httpx.TransportError:
                             return  # the server stopped accepting
                         if r.status_code == 200:
