@@ -127,7 +127,7 @@ def create_app(engine: Engine, config: ReceiverConfig, metrics: Metrics, worker:
             # (this one or a cron sync) that fetched something, from sync_runs.
             "last_successful_fetch_unix": metrics.last_success_unix,
             "last_successful_fetch_run_at": fetched_at,
-            "last_run": worker.last_run.as_dict() if worker is not None and worker.last_run else None,
+            "last_run": worker.last_run if worker is not None else None,
         }
         return JSONResponse(body, status_code=200 if not problems else 503)
 

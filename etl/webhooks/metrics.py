@@ -84,7 +84,8 @@ class Metrics:
                     "key's budget for 10 s (the rest is left to other processes).", registry=r)
         use.set_function(self._budget_use)
         self.last_success = Gauge("etl_api_last_success_timestamp_seconds",
-                                  "Unix time of the last API answer that was not an error.", registry=r)
+                                  "Unix time of this server's last API answer (2xx, 3xx, or 404: "
+                                  "the API was reached).", registry=r)
         self.engine_alive = Gauge("etl_engine_alive", "1 while the sync engine thread runs.", registry=r)
         self._granted: deque[float] = deque()
         self.last_success_unix: float | None = None

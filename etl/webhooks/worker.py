@@ -26,6 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -114,7 +115,7 @@ class SyncWorker:
         self.log = get_logger()
         self.crashed: str | None = None
         self.budget: RateBudget = MeteredBudget(budget_for(settings, engine), metrics)
-        self.last_run: RunStats | None = None
+        self.last_run: dict[str, Any] | None = None  # the last run's figures, taken when it ended
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._stop_current: Callable[[], None] | None = None
@@ -180,7 +181,7 @@ class SyncWorker:
                                    self._on_start)
                 with self._lock:
                     self._stop_current = None
-                self.last_run = stats
+                self.last_run = stats.as_dict()  # as_dict's duration counts until it is called
                 if stats.exit_code == 3:
                     self.log.error("the API refused the key; the engine waits for the next delivery or poll",
                                    stop_reason=stats.stop_reason)

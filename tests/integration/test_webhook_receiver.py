@@ -230,6 +230,14 @@ def test_other_events_ignored_and_operations_endpoints(receiver: Receiver) -> No
     assert health.status_code == 200 and health.json()["healthy"] is True
     assert health.json()["last_successful_fetch_unix"] is not None
     assert health.json()["last_successful_fetch_run_at"].endswith("Z")  # from sync_runs: any process
+    # The last engine run's figures as they were when it ended (its duration does not keep growing).
+    deadline = time.monotonic() + 5
+    while health.json()["last_run"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        health = receiver.client.get(receiver.url + "/healthz")
+    assert health.json()["last_run"]["completed"] == 1
+    time.sleep(0.3)
+    assert receiver.client.get(receiver.url + "/healthz").json()["last_run"] == health.json()["last_run"]
     deadline = time.monotonic() + 5
     while True:  # the landing watcher ticks every 0.25 s
         scraped = receiver.client.get(receiver.url + "/metrics").text
