@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import base64
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,8 +49,18 @@ BODY = summary_event("ACabc123", "EV1")
 SECRETS = load_secrets([SECRET_A, SECRET_B, WHSEC])
 
 
-def check(headers: dict[str, str], body: bytes = BODY, tolerance: float = 300, now: datetime = NOW) -> Verified:
-    return verify(Headers(headers), body, SECRETS, now, tolerance)
+@pytest.fixture(autouse=True)
+def _now_is_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Take "now" when each test starts: the library's window is real time, and a test may run
+    many minutes after this module was imported (the whole suite)."""
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    monkeypatch.setattr(sys.modules[__name__], "NOW", now)
+    monkeypatch.setattr(sys.modules[__name__], "NOW_MS", int(now.replace(tzinfo=UTC).timestamp() * 1000))
+
+
+def check(headers: dict[str, str], body: bytes = BODY, tolerance: float = 300, now: datetime | None = None
+          ) -> Verified:
+    return verify(Headers(headers), body, SECRETS, NOW if now is None else now, tolerance)
 
 
 def refused(headers: dict[str, str], body: bytes = BODY, **kw: object) -> str:
