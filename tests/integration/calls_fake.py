@@ -1,6 +1,6 @@
 """A small fake of the workspace endpoints (phone numbers, conversations, calls) for the discovery tests.
 
-Shaped as ``shared/openapi/more-endpoints.md`` and the official pages say:
+Shaped as ``docs/api/more-endpoints.md`` and the official pages say:
 ``{data: [...], nextPageToken}`` lists (``totalItems`` sent and deliberately
 wrong, as the spec warns), conversations newest activity first, calls newest
 first, ``phoneNumbers[]`` / ``participants[]`` array parameters, ISO 8601 UTC
