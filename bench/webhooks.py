@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import hmac
 import json
 import os
 import signal
@@ -41,19 +40,15 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import API_KEY, ETL, Databases, Row, Simulator, machine_info, print_table
 
+from etl.testing import webhooks
+
 SECRET = base64.b64encode(hashlib.sha256(b"bench-webhook-secret").digest()).decode()
 TARGET_P95_S = 5.0
 
 
 def signed(call_id: str) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps({"id": f"EV{os.urandom(8).hex()}", "object": "event", "apiVersion": "v1",
-                       "type": "call.summary.completed",
-                       "data": {"object": {"callId": call_id, "object": "callSummary", "status": "completed",
-                                           "summary": ["x"], "nextSteps": []}}}).encode()
-    ts = str(int(time.time() * 1000))
-    mac = hmac.new(base64.b64decode(SECRET), ts.encode() + b"." + body, hashlib.sha256).digest()
-    return body, {"openphone-signature": f"hmac;1;{ts};{base64.b64encode(mac).decode()}",
-                  "content-type": "application/json"}
+    body = webhooks.body_bytes(webhooks.summary_completed(call_id))
+    return body, {**webhooks.sign_v1(body, SECRET), "content-type": "application/json"}
 
 
 def free_port() -> int:

@@ -486,7 +486,7 @@ def _webhook_secrets(given: tuple[str, ...]) -> list[str]:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port to listen on.")
 @click.option("--webhook-secret", "webhook_secrets", multiple=True, metavar="SECRET",
               help="A webhook signing secret (repeatable) [env: OPENPHONE_WEBHOOK_SECRETS, comma-separated]; "
                    "never logged.")
@@ -506,8 +506,15 @@ def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: flo
           concurrency: int, database_url: str, log_format: str, log_level: str) -> None:
     """Receive signed OpenPhone webhooks and sync each summary seconds after it is ready.
 
-    POST /webhooks/openphone, GET /healthz, GET /metrics.  Run it behind a
-    reverse proxy with TLS (docs/webhooks.md).  SIGTERM drains and exits.
+    POST /webhooks/openphone, GET /healthz, GET /metrics.  Needs the API key
+    (it fetches the summaries, on the key's shared --rate budget) and the
+    signing secrets `etl webhooks register` printed.  Run it behind a reverse
+    proxy with TLS (docs/webhooks.md).  SIGTERM drains and exits.
+
+    \b
+    Example:
+      export OPENPHONE_API_KEY=... OPENPHONE_WEBHOOK_SECRETS=...,...
+      etl serve --host 127.0.0.1 --port 8080
     """
     from datetime import timedelta
 
@@ -538,7 +545,23 @@ def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: flo
 
 @cli.group("webhooks")
 def webhooks_group() -> None:
-    """Manage the OpenPhone API webhooks `etl serve` receives."""
+    """Manage the OpenPhone API webhooks `etl serve` receives.
+
+    \b
+    etl webhooks register --url https://etl.example.com/webhooks/openphone
+        (prints OPENPHONE_WEBHOOK_SECRETS=...: store it for `etl serve`)
+    etl webhooks list
+    etl webhooks delete WH...
+    """
+
+
+def _key_options(fn: F) -> F:
+    """--api-key and --base-url: a management request needs no --rate or --concurrency."""
+    fn = click.option("--base-url", envvar="OPENPHONE_BASE_URL", default=DEFAULT_BASE_URL,
+                      show_default=True, help="API base URL [env: OPENPHONE_BASE_URL]")(fn)
+    fn = click.option("--api-key", envvar="OPENPHONE_API_KEY", default=None, show_default=False,
+                      help="OpenPhone API key [env: OPENPHONE_API_KEY]; never logged.")(fn)
+    return fn
 
 
 def _management_settings(api_key: str | None, base_url: str) -> Settings:
@@ -547,14 +570,18 @@ def _management_settings(api_key: str | None, base_url: str) -> Settings:
     return settings
 
 
-@webhooks_group.command("register")
+@webhooks_group.command("register", short_help="Create both webhooks; print their secrets.")
 @click.option("--url", required=True, help="Public HTTPS URL of `etl serve`, ending in /webhooks/openphone.")
-@click.option("--label", default="openphone-summary-sync", show_default=True)
-@api_options
+@click.option("--label", default="openphone-summary-sync", show_default=True,
+              help="Label of both webhooks in OpenPhone.")
+@_key_options
 @handle_errors
-def webhooks_register(url: str, label: str, api_key: str | None, base_url: str, rate: float,
-                      concurrency: int) -> None:
-    """Create the call.completed and call.summary.completed webhooks; print their signing secrets."""
+def webhooks_register(url: str, label: str, api_key: str | None, base_url: str) -> None:
+    """Create the two webhooks `etl serve` needs; print their signing secrets.
+
+    One webhook for call.completed, one for call.summary.completed, both to
+    --url.  The secrets are shown once: store them in OPENPHONE_WEBHOOK_SECRETS.
+    """
     from etl.webhooks import manage
 
     if not url.startswith(("https://", "http://")):
@@ -573,9 +600,9 @@ def webhooks_register(url: str, label: str, api_key: str | None, base_url: str, 
 
 
 @webhooks_group.command("list")
-@api_options
+@_key_options
 @handle_errors
-def webhooks_list(api_key: str | None, base_url: str, rate: float, concurrency: int) -> None:
+def webhooks_list(api_key: str | None, base_url: str) -> None:
     """List the workspace's API webhooks (id, status, events, URL)."""
     from etl.webhooks import manage
 
@@ -588,10 +615,10 @@ def webhooks_list(api_key: str | None, base_url: str, rate: float, concurrency: 
 
 @webhooks_group.command("delete")
 @click.argument("webhook_id")
-@api_options
+@_key_options
 @handle_errors
-def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str, rate: float, concurrency: int) -> None:
-    """Delete one API webhook by id."""
+def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str) -> None:
+    """Delete one API webhook by id (as `etl webhooks list` shows it)."""
     from etl.webhooks import manage
 
     manage.delete(_management_settings(api_key, base_url), webhook_id)

@@ -133,13 +133,16 @@ _Outcome = tuple[ClaimedItem, Entry | BaseException | None]
 
 class Syncer:
     """Runs one sync; construct per run.  ``transport`` replaces the network (tests, demo);
-    ``budget`` is the key's rate budget (default: :func:`etl.budget.budget_for`)."""
+    ``budget`` is the key's rate budget (default: :func:`etl.budget.budget_for`);
+    ``claim_ahead_s`` how many seconds of work at the rate one claim takes (``etl serve``
+    claims less, so a summary event is not queued behind much already-claimed work)."""
 
     def __init__(self, engine: Engine, settings: Settings, *,
                  transport: httpx.BaseTransport | None = None,
                  on_progress: Callable[[RunStats], None] | None = None,
-                 budget: RateBudget | None = None) -> None:
+                 budget: RateBudget | None = None, claim_ahead_s: float = 10.0) -> None:
         self.engine = engine
+        self.claim_ahead_s = claim_ahead_s
         self.settings = settings
         self.transport = transport
         self.on_progress = on_progress
@@ -284,7 +287,7 @@ class Syncer:
 
     def _claim_batch(self) -> int:
         s = self.settings
-        per_claim = int(s.rate * 10) if s.rate > 0 else 1000
+        per_claim = int(s.rate * self.claim_ahead_s) if s.rate > 0 else 1000
         return max(s.concurrency * 2, min(per_claim, 1000))
 
     def _wants_claim(self, buffered: int) -> bool:

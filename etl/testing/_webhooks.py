@@ -25,6 +25,7 @@ import itertools
 import json
 import time
 from collections.abc import Mapping
+from typing import Literal
 
 import httpx
 from standardwebhooks import Webhook
@@ -43,23 +44,34 @@ def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+Shape = Literal["object", "resource"]
+
+
 def event(
-    event_type: str, obj: Mapping[str, object], *, event_id: str | None = None, created_at: str | None = None
+    event_type: str,
+    obj: Mapping[str, object],
+    *,
+    event_id: str | None = None,
+    created_at: str | None = None,
+    shape: Shape = "object",
 ) -> dict[str, object]:
-    """A delivery body: ``{id, object: "event", apiVersion, createdAt, type, data: {object}}``."""
+    """A delivery body: ``{id, object: "event", apiVersion, createdAt, type, data: {object}}``;
+    ``shape="resource"`` puts the object under ``data.resource``, as the dated API version does."""
     return {
         "id": event_id or _event_id(),
         "object": "event",
         "apiVersion": API_VERSION,
         "createdAt": created_at or _now_iso(),
         "type": event_type,
-        "data": {"object": dict(obj)},
+        "data": {shape: dict(obj)},
     }
 
 
-def call_completed(call: Mapping[str, object], **kw: str | None) -> dict[str, object]:
+def call_completed(
+    call: Mapping[str, object], *, event_id: str | None = None, created_at: str | None = None, shape: Shape = "object"
+) -> dict[str, object]:
     """``call.completed``: ``data.object`` is the call as ``GET /v1/calls/{id}`` returns it."""
-    return event("call.completed", call, **kw)
+    return event("call.completed", call, event_id=event_id, created_at=created_at, shape=shape)
 
 
 def summary_completed(
@@ -67,7 +79,9 @@ def summary_completed(
     summary: Mapping[str, object] | None = None,
     *,
     docs_sample_type: bool = False,
-    **kw: str | None,
+    event_id: str | None = None,
+    created_at: str | None = None,
+    shape: Shape = "object",
 ) -> dict[str, object]:
     """``call.summary.completed`` for ``call_id``.
 
@@ -84,7 +98,8 @@ def summary_completed(
         "summary": data.get("summary"),
         "nextSteps": data.get("nextSteps"),
     }
-    return event("callSummary" if docs_sample_type else "call.summary.completed", obj, **kw)
+    kind = "callSummary" if docs_sample_type else "call.summary.completed"
+    return event(kind, obj, event_id=event_id, created_at=created_at, shape=shape)
 
 
 def body_bytes(body: Mapping[str, object] | bytes) -> bytes:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
@@ -26,7 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from etl import report
 from etl.clock import utcnow
+from etl.health import FetchHistory
 from etl.logs import get_logger
 from etl.webhooks import intake
 from etl.webhooks.events import EventError, parse_event
@@ -109,8 +110,11 @@ def create_app(engine: Engine, config: ReceiverConfig, metrics: Metrics, worker:
 
     async def healthz(request: Request) -> Response:
         problems: list[str] = []
+        fetched_at: str | None = None
         try:
-            await asyncio.wait_for(run_in_threadpool(_ping, engine), timeout=5)
+            fetches = await asyncio.wait_for(run_in_threadpool(_fetch_history, engine), timeout=5)
+            if fetches.last_fetch_ok_at is not None:
+                fetched_at = fetches.last_fetch_ok_at.isoformat(timespec="seconds") + "Z"
         except Exception as exc:  # any failure to reach the database is the answer here
             problems.append(f"database unreachable: {type(exc).__name__}")
         if worker is not None and not worker.alive:
@@ -119,8 +123,11 @@ def create_app(engine: Engine, config: ReceiverConfig, metrics: Metrics, worker:
             "healthy": not problems,
             "problems": problems,
             "engine_alive": worker.alive if worker is not None else None,
+            # This server's last API answer, and the end of the last run of any etl process
+            # (this one or a cron sync) that fetched something, from sync_runs.
             "last_successful_fetch_unix": metrics.last_success_unix,
-            "last_run": worker.last_run.as_dict() if worker is not None and worker.last_run else None,
+            "last_successful_fetch_run_at": fetched_at,
+            "last_run": worker.last_run if worker is not None else None,
         }
         return JSONResponse(body, status_code=200 if not problems else 503)
 
@@ -155,7 +162,7 @@ def create_app(engine: Engine, config: ReceiverConfig, metrics: Metrics, worker:
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-def _ping(engine: Engine) -> None:
+def _fetch_history(engine: Engine) -> FetchHistory:
     with engine.connect() as conn:
-        conn.execute(sa.text("SELECT 1"))
+        return report.fetch_history(conn)
 

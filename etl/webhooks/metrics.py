@@ -5,6 +5,11 @@ from the database at scrape time, cached a few seconds), API requests by
 outcome, the rate budget and its use over the last 10 s, engine runs, and the
 landing latency: from a ``call.summary.completed`` delivery to its summary's
 rows committed.
+
+Budget use is counted where the key's shared budget grants a request slot
+(:meth:`Metrics.slot_granted`, called by the engine's budget wrapper), so it is
+this server's share of the key's rate: a cron ``etl sync`` running at the same
+time takes the rest.
 """
 
 from __future__ import annotations
@@ -63,21 +68,26 @@ class Metrics:
         self.refusals = Counter("etl_webhook_refusals", "Refused webhook deliveries by reason.", ["reason"],
                                 registry=r)
         self.fetches = Counter("etl_api_requests", "API requests sent by the in-process engine, by outcome "
-                               "(http status class, 404, 429, or error).", ["outcome"], registry=r)
+                               "(2xx, 4xx, 5xx, 404, 429, or error: no answer).", ["outcome"], registry=r)
         self.runs = Counter("etl_engine_runs", "Sync engine runs started by the server.", registry=r)
         self.landing = Histogram("etl_summary_landing_seconds", "From a call.summary.completed delivery to the "
                                  "summary's rows committed.", buckets=LANDING_BUCKETS, registry=r)
-        budget = Gauge("etl_rate_budget_requests_per_second", "Configured request budget (0 = unthrottled).",
-                       registry=r)
+        budget = Gauge("etl_rate_budget_requests_per_second", "The API key's request budget shared by every etl "
+                       "process (--rate; 0 = unthrottled).", registry=r)
         budget.set(rate)
         self.rate = rate
-        use = Gauge("etl_rate_budget_use_ratio", "Requests in the last 10 s divided by the budget for 10 s.",
-                    registry=r)
+        self.granted = Counter("etl_rate_budget_granted", "Request slots this server was granted from the key's "
+                               "shared budget.", registry=r)
+        self.pauses = Counter("etl_rate_budget_pauses", "429 answers that paused every process of the key.",
+                              registry=r)
+        use = Gauge("etl_rate_budget_use_ratio", "Slots this server was granted in the last 10 s divided by the "
+                    "key's budget for 10 s (the rest is left to other processes).", registry=r)
         use.set_function(self._budget_use)
         self.last_success = Gauge("etl_api_last_success_timestamp_seconds",
-                                  "Unix time of the last API answer that was not an error.", registry=r)
+                                  "Unix time of this server's last API answer (2xx, 3xx, or 404: "
+                                  "the API was reached).", registry=r)
         self.engine_alive = Gauge("etl_engine_alive", "1 while the sync engine thread runs.", registry=r)
-        self._sent: deque[float] = deque()
+        self._granted: deque[float] = deque()
         self.last_success_unix: float | None = None
         self._lock = threading.Lock()
         if engine is not None:
@@ -85,23 +95,27 @@ class Metrics:
 
     def request_sent(self, outcome: str, ok: bool) -> None:
         self.fetches.labels(outcome).inc()
-        now = time.monotonic()
-        with self._lock:
-            self._sent.append(now)
-            while self._sent and self._sent[0] < now - _BUDGET_WINDOW_S:
-                self._sent.popleft()
         if ok:
             self.last_success_unix = time.time()
             self.last_success.set(self.last_success_unix)
 
+    def slot_granted(self) -> None:
+        self.granted.inc()
+        now = time.monotonic()
+        with self._lock:
+            self._granted.append(now)
+            self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._granted and self._granted[0] < now - _BUDGET_WINDOW_S:
+            self._granted.popleft()
+
     def _budget_use(self) -> float:
         if self.rate <= 0:
             return 0.0
-        now = time.monotonic()
         with self._lock:
-            while self._sent and self._sent[0] < now - _BUDGET_WINDOW_S:
-                self._sent.popleft()
-            return len(self._sent) / (self.rate * _BUDGET_WINDOW_S)
+            self._trim(time.monotonic())
+            return len(self._granted) / (self.rate * _BUDGET_WINDOW_S)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,11 +15,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.testing import FakeOpenPhone, serve
+from etl.testing import FakeOpenPhone, serve, webhooks
 from tests.support.proc import error_lines, etl_env, output_of, run_etl, start_etl, stop, wait_for
-from tests.webhook_signing import SECRET_A, WHSEC, summary_event, v1_headers
 
 API_KEY = "test-key-0123456789"
+WHSEC = webhooks.new_standard_secret(b"secret-std")
+SECRET_A = webhooks.new_standard_secret(b"secret-a").removeprefix("whsec_")
 
 
 def free_port() -> int:
@@ -51,6 +52,26 @@ def test_serve_refuses_to_start_without_a_usable_secret(tmp_path: Path) -> None:
     assert "not-base64!" not in result.stderr
 
 
+def test_serve_usage_errors_are_one_line(tmp_path: Path) -> None:
+    env = etl_env(f"sqlite:///{tmp_path / 'x.db'}", "http://127.0.0.1:9", API_KEY,
+                  OPENPHONE_WEBHOOK_SECRETS=SECRET_A)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_etl(["serve", "--port", str(port)], env, timeout=60)
+    assert (result.returncode, error_lines(result.stderr)) == (
+        2, [f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"])
+    assert '"receiver started"' not in result.stderr  # refused before anything started
+    result = run_etl(["serve", "--tolerance", "3600", "--delivery-retention", "1"], env, timeout=60)
+    assert (result.returncode, error_lines(result.stderr)) == (
+        2, ["Error: --delivery-retention must be at least twice --tolerance, or a replay could outlive its record"])
+    no_key = {k: v for k, v in env.items() if k != "OPENPHONE_API_KEY"}
+    result = run_etl(["serve", "--port", str(free_port())], no_key, timeout=60)
+    assert (result.returncode, error_lines(result.stderr)) == (
+        2, ["Error: no API key: set OPENPHONE_API_KEY or pass --api-key"])
+
+
 @pytest.mark.slow
 def test_sigterm_during_a_burst_then_restart_loses_nothing_answered(db_url: str, engine: Engine,
                                                                      tmp_path: Path) -> None:
@@ -73,10 +94,9 @@ def test_sigterm_during_a_burst_then_restart_loses_nothing_answered(db_url: str,
                         delay = started + n * 0.01 - time.monotonic()
                         if delay > 0:
                             time.sleep(delay)
-                        body = summary_event(f"ACterm{n}")
+                        body = webhooks.summary_completed(f"ACterm{n}")
                         try:
-                            r = client.post(url + "/webhooks/openphone", content=body,
-                                            headers=v1_headers(SECRET_A, body))
+                            r = webhooks.deliver(url + "/webhooks/openphone", body, v1_key=SECRET_A, client=client)
                         except httpx.TransportError:
                             return  # the server stopped accepting
                         if r.status_code == 200:
@@ -107,6 +127,14 @@ def test_sigterm_during_a_burst_then_restart_loses_nothing_answered(db_url: str,
             rows = {r.call_id: r for r in conn.execute(query)}
         assert answered <= set(rows), sorted(answered - set(rows))[:10]
         assert [c for c, r in rows.items() if r.lease_owner is not None] == []  # every lease released
+        with engine.connect() as conn:
+            runs = conn.execute(sa.text("SELECT finished_at, stop_reason FROM sync_runs")).all()
+        # Every engine run of the server was closed (the one SIGTERM caught says why); no result
+        # fetched before the stop was discarded.
+        assert runs and all(r.finished_at is not None for r in runs), runs
+        # Deliveries come at 100/s and the engine fetches at 20/s: it was mid-run when SIGTERM came.
+        assert {r.stop_reason for r in runs} - {None} == {"server stopping"}
+        assert "lease lost" not in err
         # A restart lands everything that was answered 2xx.
         proc = start_etl(args, env, tmp_path, "second")
         try:

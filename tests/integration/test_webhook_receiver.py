@@ -1,6 +1,6 @@
 """`etl serve`'s receiver over real HTTP: a real uvicorn server on a thread, real databases,
-the simulated API behind the in-process engine (httpx transport), signed deliveries
-of both schemes.
+the simulated API behind the in-process engine (httpx transport), deliveries of both
+schemes signed by the simulator's signer (``etl.testing.webhooks``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,13 +20,38 @@ import uvicorn
 from sqlalchemy.engine import Engine
 
 from etl.config import Settings
-from etl.testing import FakeOpenPhone
+from etl.testing import FakeOpenPhone, webhooks
 from etl.webhooks.app import ReceiverConfig, create_app
 from etl.webhooks.metrics import Metrics
 from etl.webhooks.worker import Housekeeper, SyncWorker
-from tests.webhook_signing import SECRET_A, SECRET_B, WHSEC, call_event, std_headers, summary_event, v1_headers
 
 API_KEY = "test-key-0123456789"
+# Signing keys as OpenPhone shows them: base64 of 32 bytes (v1), whsec_<base64> (Standard Webhooks).
+WHSEC = webhooks.new_standard_secret(b"secret-std")
+SECRET_A = webhooks.new_standard_secret(b"secret-a").removeprefix("whsec_")
+SECRET_B = webhooks.new_standard_secret(b"secret-b").removeprefix("whsec_")
+JSON = {"content-type": "application/json"}
+
+
+def v1_headers(secret: str, body: bytes, ts_ms: int | None = None) -> dict[str, str]:
+    return {**webhooks.sign_v1(body, secret, ts_ms), **JSON}
+
+
+def std_headers(secret: str, body: bytes, ts: int | None = None) -> dict[str, str]:
+    when = datetime.fromtimestamp(ts, UTC) if ts is not None else None
+    return {**webhooks.sign_standard(body, secret, timestamp=when), **JSON}
+
+
+def summary_event(call_id: str, event_id: str | None = None) -> bytes:
+    return webhooks.body_bytes(webhooks.summary_completed(call_id, event_id=event_id))
+
+
+def call_event(call_id: str, shape: webhooks.Shape = "object") -> bytes:
+    call = {"id": call_id, "object": "call", "direction": "incoming", "status": "completed",
+            "createdAt": "2026-11-25T10:00:00Z", "answeredAt": "2026-11-25T10:00:05Z",
+            "completedAt": "2026-11-25T10:04:00Z", "duration": 235, "phoneNumberId": "PNabc123",
+            "userId": "USabc123", "participants": ["+15555550100", "+15555550123"], "contactIds": []}
+    return webhooks.body_bytes(webhooks.call_completed(call, shape=shape))
 
 
 def free_port() -> int:
@@ -204,6 +229,15 @@ def test_other_events_ignored_and_operations_endpoints(receiver: Receiver) -> No
     health = receiver.client.get(receiver.url + "/healthz")
     assert health.status_code == 200 and health.json()["healthy"] is True
     assert health.json()["last_successful_fetch_unix"] is not None
+    assert health.json()["last_successful_fetch_run_at"].endswith("Z")  # from sync_runs: any process
+    # The last engine run's figures as they were when it ended (its duration does not keep growing).
+    deadline = time.monotonic() + 5
+    while health.json()["last_run"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        health = receiver.client.get(receiver.url + "/healthz")
+    assert health.json()["last_run"]["completed"] == 1
+    time.sleep(0.3)
+    assert receiver.client.get(receiver.url + "/healthz").json()["last_run"] == health.json()["last_run"]
     deadline = time.monotonic() + 5
     while True:  # the landing watcher ticks every 0.25 s
         scraped = receiver.client.get(receiver.url + "/metrics").text
@@ -216,6 +250,9 @@ def test_other_events_ignored_and_operations_endpoints(receiver: Receiver) -> No
     assert 'etl_queue_items{state="done"}' in scraped
     assert 'etl_api_requests_total{outcome="2xx"} 1.0' in scraped
     assert "etl_rate_budget_requests_per_second 10.0" in scraped
+    # One slot granted from the key's shared budget (the fetch): 1 in 10 s of a 10/s budget.
+    assert "etl_rate_budget_granted_total 1.0" in scraped
+    assert "etl_rate_budget_use_ratio 0.01" in scraped
 
 
 @pytest.mark.slow

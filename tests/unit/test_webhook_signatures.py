@@ -1,17 +1,45 @@
-"""Signature verification and event reading, pure: a fixed ``now``, no server, no database."""
+"""Signature verification and event reading, pure: a fixed ``now``, no server, no database.
+
+Deliveries are signed by ``etl.testing.webhooks`` (the simulator's signer, itself
+checked against the documented recipe and the ``standardwebhooks`` verifier in
+tests/unit/test_testing_webhooks.py), never by the code under test.
+"""
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from starlette.datastructures import Headers
 
+import etl.testing
+from etl.testing import webhooks
 from etl.webhooks.events import EventError, parse_event
-from etl.webhooks.signatures import SecretError, SignatureError, load_secrets, verify
-from tests.webhook_signing import SECRET_A, SECRET_B, WHSEC, std_headers, summary_event, v1_headers
+from etl.webhooks.signatures import SecretError, SignatureError, Verified, load_secrets, verify
+
+# Signing keys as OpenPhone shows them: base64 of 32 bytes (v1), whsec_<base64> (Standard Webhooks).
+WHSEC = webhooks.new_standard_secret(b"secret-std")
+SECRET_A = webhooks.new_standard_secret(b"secret-a").removeprefix("whsec_")
+SECRET_B = webhooks.new_standard_secret(b"secret-b").removeprefix("whsec_")
+
+
+def v1_headers(secret: str, body: bytes, ts_ms: int) -> dict[str, str]:
+    return webhooks.sign_v1(body, secret, ts_ms)
+
+
+def std_headers(secret: str, body: bytes, msg_id: str, ts: int) -> dict[str, str]:
+    return webhooks.sign_standard(body, secret, msg_id=msg_id, timestamp=datetime.fromtimestamp(ts, UTC))
+
+
+def summary_event(call_id: str, event_id: str, *, docs_sample_type: bool = False,
+                  shape: webhooks.Shape = "object") -> bytes:
+    return webhooks.body_bytes(webhooks.summary_completed(call_id, event_id=event_id,
+                                                          docs_sample_type=docs_sample_type, shape=shape))
 
 # The standardwebhooks library reads the real clock for its own 5-minute window,
 # so "now" here is the real time (whole seconds); every timestamp is relative to it.
@@ -21,8 +49,18 @@ BODY = summary_event("ACabc123", "EV1")
 SECRETS = load_secrets([SECRET_A, SECRET_B, WHSEC])
 
 
-def check(headers: dict[str, str], body: bytes = BODY, tolerance: float = 300, now: datetime = NOW):
-    return verify(Headers(headers), body, SECRETS, now, tolerance)
+@pytest.fixture(autouse=True)
+def _now_is_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Take "now" when each test starts: the library's window is real time, and a test may run
+    many minutes after this module was imported (the whole suite)."""
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    monkeypatch.setattr(sys.modules[__name__], "NOW", now)
+    monkeypatch.setattr(sys.modules[__name__], "NOW_MS", int(now.replace(tzinfo=UTC).timestamp() * 1000))
+
+
+def check(headers: dict[str, str], body: bytes = BODY, tolerance: float = 300, now: datetime | None = None
+          ) -> Verified:
+    return verify(Headers(headers), body, SECRETS, NOW if now is None else now, tolerance)
 
 
 def refused(headers: dict[str, str], body: bytes = BODY, **kw: object) -> str:
@@ -107,9 +145,10 @@ def test_unusable_secrets_refused_without_echoing_them() -> None:
 
 
 def test_events_both_shapes_and_types() -> None:
-    for shape in ("object", "resource"):
-        for type_ in ("call.summary.completed", "callSummary"):
-            event = parse_event(summary_event("ACabc123", "EV1", type_=type_, shape=shape))
+    shapes: tuple[webhooks.Shape, ...] = ("object", "resource")
+    for shape in shapes:
+        for docs_sample_type in (False, True):
+            event = parse_event(summary_event("ACabc123", "EV1", docs_sample_type=docs_sample_type, shape=shape))
             assert (event.action, event.call_id) == ("summary_completed", "ACabc123")
     ignored = parse_event(json.dumps({"type": "message.received", "data": {"object": {}}}).encode())
     assert ignored.action == "ignore" and ignored.event_key is None
@@ -118,3 +157,17 @@ def test_events_both_shapes_and_types() -> None:
     for body in (b"{not json", b"[1,2]", b"\xff\xfe"):
         with pytest.raises(EventError):
             parse_event(body)
+
+
+def test_the_signer_in_these_tests_does_not_use_the_verifier() -> None:
+    """etl.testing signs on its own (hmac, standardwebhooks); were it to import etl.webhooks,
+    these tests would check the verifier against itself."""
+    imported: set[str] = set()
+    for path in Path(etl.testing.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    assert "standardwebhooks" in imported  # the walk saw the signer's imports
+    assert not [m for m in imported if m == "etl.webhooks" or m.startswith("etl.webhooks.")]
