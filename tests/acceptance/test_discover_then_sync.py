@@ -67,7 +67,7 @@ def landed(engine) -> dict[str, Any]:
 
 def count(engine, table: str) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
 def test_discover_then_sync_lands_every_call_with_participants_and_summary(engine, db_url, tmp_path):
