@@ -442,24 +442,6 @@ def save_calls(conn: Connection, calls: Sequence[CallContextRows], now: datetime
     return CallsSaved(new, len(changed) - new, len(unchanged))
 
 
-def ids_needing_call(conn: Connection, call_ids: Sequence[str]) -> list[str]:
-    """Which of ``call_ids`` have no ``calls`` row and were not given up as 404 (keeps their order).
-
-    The engine fetches ``GET /v1/calls/{id}`` for these, once per attempt.
-    """
-    if not call_ids:
-        return []
-    known: set[str] = set()
-    for start in range(0, len(call_ids), _IN_CHUNK):
-        chunk = list(call_ids[start:start + _IN_CHUNK])
-        known.update(conn.execute(sa.select(calls_t.c.call_id).where(calls_t.c.call_id.in_(chunk))).scalars())
-        known.update(conn.execute(
-            sa.select(call_lookups_t.c.call_id)
-            .where(call_lookups_t.c.call_id.in_(chunk), call_lookups_t.c.state == "not_found")
-        ).scalars())
-    return [i for i in call_ids if i not in known]
-
-
 def queued_ids_without_call(conn: Connection, limit: int) -> list[str]:
     """Queue rows (any state) with no call row and not given up: e.g. ids another system INSERTed.
 
@@ -474,32 +456,6 @@ def queued_ids_without_call(conn: Connection, limit: int) -> list[str]:
         .limit(limit)
     )
     return list(conn.execute(stmt).scalars())
-
-
-@dataclass(frozen=True, slots=True)
-class CallTiming:
-    """What the not-found window is measured from (see :func:`etl.policy.not_found_window_start`)."""
-
-    enqueued_at: datetime | None
-    call_completed_at: datetime | None
-    call_first_not_found_at: datetime | None
-
-
-def call_timings(conn: Connection, call_ids: Sequence[str]) -> dict[str, CallTiming]:
-    """For claimed ids: enqueue time, the stored call's completion time, and the first call 404."""
-    q, c, lk = queue_t.c, calls_t.c, call_lookups_t.c
-    out: dict[str, CallTiming] = {}
-    for start in range(0, len(call_ids), _IN_CHUNK):
-        chunk = list(call_ids[start:start + _IN_CHUNK])
-        rows = conn.execute(
-            sa.select(q.call_id, q.enqueued_at, c.completed_at, lk.first_not_found_at)
-            .select_from(queue_t.outerjoin(calls_t, c.call_id == q.call_id)
-                         .outerjoin(call_lookups_t, lk.call_id == q.call_id))
-            .where(q.call_id.in_(chunk))
-        )
-        for call_id, enqueued, completed, first_404 in rows:
-            out[call_id] = CallTiming(enqueued, completed, first_404)
-    return out
 
 
 def record_call_not_found(conn: Connection, call_id: str, state: str, now: datetime, error: str | None) -> None:
