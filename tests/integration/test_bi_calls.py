@@ -1,6 +1,6 @@
 """The call-context queries of docs/schema.md, checked for their exact answers on every database.
 
-Same approach as tests/test_bi.py: every ```sql block after a
+Same approach as tests/integration/test_bi.py: every ```sql block after a
 ``<!-- call-query: name -->`` line runs exactly as written (a DBAPI cursor,
 like a BI tool) against data loaded through the real paths — `etl discover`
 against a fake workspace, then a real sync against the simulated summaries —

@@ -3,7 +3,7 @@
 Phone numbers, conversations and calls (list with paging, get by id), their
 consistency with the summaries, the clock, the list quirks and the faults on
 every new endpoint. Shapes are checked by hand against the digest of the
-public docs (shared/openapi/more-endpoints.md).
+public docs (docs/api/more-endpoints.md).
 """
 
 from __future__ import annotations
