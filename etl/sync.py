@@ -8,6 +8,9 @@ Two kinds of thread, each doing one thing:
 * ``concurrency`` fetch threads each take an item, wait for a slot of the
   key's :class:`~etl.ratelimit.RateBudget`, fetch it (retries included),
   decide its queue update and normalise its rows, and hand the result back.
+  An item with no ``calls`` row (the claim says so: ``needs_call``) first
+  gets ``GET /v1/calls/{id}`` on the same budget; its rows (or its 404) are
+  saved in the summary's transaction, and it never blocks the summary.
 
 One :class:`threading.Event` is the stop signal: set by a signal handler,
 ``--max-runtime``, ``--limit``, a 401/403, or a fatal error.  Threads, not
