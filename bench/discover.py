@@ -114,8 +114,10 @@ def bench(backend: str, dbs: Databases, workdir: Path, timeout: float) -> list[R
         f"{landed}/{completed} summaries with calls in {wall:.1f} s = {landed / wall:.2f}/s "
         f"(discover {first.wall_s:.1f} s + sync {sync.wall_s:.1f} s = {landed / sync.wall_s:.2f}/s); "
         f"GET /v1/calls/{{id}}: {call_gets}; 429s: {outcomes.get('429', 0)}",
-        ">= 9 /s, all landed, no call fetched again",
-        sync.rc == 0 and landed == completed and landed / wall >= 9 and call_gets == 0,
+        # The budget's 10/s is shared with discovery's own requests (D1), so end to end
+        # cannot exceed 10 x summaries / (summaries + discovery's requests): sync is judged.
+        "sync >= 9.5 /s, all landed, no call fetched again",
+        sync.rc == 0 and landed == completed and landed / sync.wall_s >= 9.5 and call_gets == 0,
         {"landed": landed, "wall_s": wall, "sync_wall_s": sync.wall_s, "call_gets": call_gets},
     ))
     # D3: ids another system enqueued, with no call row: the engine fetches each call with its summary.
