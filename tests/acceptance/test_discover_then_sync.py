@@ -22,9 +22,9 @@ from tests.support.proc import etl_env, output_of, run_etl, start_etl, stop, wai
 pytestmark = pytest.mark.slow
 
 
-def workspace(latency_ms: float = 0.0) -> FakeOpenPhone:
+def workspace(latency_ms: float = 0.0, busy_calls: int = 0) -> FakeOpenPhone:
     fake = FakeOpenPhone(api_key=API_KEY, default_status=None, latency_ms=latency_ms, seed=10)
-    fake.workspace.generate(phone_numbers=2, conversations=4, calls=4, days=5)
+    fake.workspace.generate(phone_numbers=2, conversations=4, calls=4, days=5, busy_calls=busy_calls)
     return fake
 
 
@@ -91,7 +91,8 @@ def test_discover_then_sync_lands_every_call_with_participants_and_summary(engin
 
 
 def test_sigkill_in_discover_and_in_sync_then_rerun_changes_nothing(engine, db_url, tmp_path):
-    fake = workspace(latency_ms=40)
+    # A conversation of 150 calls: its listing takes two pages (maxResults 100, pageToken).
+    fake = workspace(latency_ms=40, busy_calls=150)
     want = expected(fake)
     with serve(fake) as url:
         env = etl_env(db_url, url, API_KEY)
@@ -125,3 +126,4 @@ def test_sigkill_in_discover_and_in_sync_then_rerun_changes_nothing(engine, db_u
     got = landed(engine)
     assert got == before
     assert {k: got[k] for k in ("calls", "participants", "done")} == want
+    assert len(want["calls"]) > 150
