@@ -1,8 +1,11 @@
-"""`etl demo`: the real sync code path against the built-in simulated API.
+"""`etl demo`: discover -> sync -> a BI query, on the real code path against the built-in simulated API.
 
-Only the httpx transport differs from production: the ids go through the
-queue, the client, validation, normalisation, the upsert and the state
-machine exactly as under cron.
+Only the httpx transport differs from production: `etl discover` walks the
+simulated workspace (lines, conversations, calls) and fills the queue, and the
+ids go through the queue, the client, validation, normalisation, the upsert
+and the state machine exactly as under cron; then one of docs/schema.md's
+documented queries answers from what landed.  Beside the workspace's calls,
+one sample id per row of the queue table shows each outcome.
 
 The demo is a sandbox: it writes to a new temporary SQLite file (never to
 ``ETL_DATABASE_URL``, which names the analysts' database) unless a database is
@@ -12,6 +15,7 @@ passed explicitly, and it removes the demo ids that end ``pending``
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,9 +25,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
+from etl.clock import utcnow
 from etl.config import Backoff, Settings, redact_url
+from etl.discover import DiscoverOptions, discover
 from etl.models import CallSummary, SummaryQueue
-from etl.tables import fields_t, queue_t, summaries_t
+from etl.tables import call_lookups_t, fields_t, queue_t, summaries_t
 from etl.testing import FakeOpenPhone, sample_summary
 
 DEMO_KEY = "demo-key-not-secret"
@@ -36,13 +42,33 @@ SAMPLES: dict[str, tuple[str, str]] = {
     "ACdemo04progress": ("in-progress", "rescheduled with backoff"),
     "ACdemo05absent": ("absent", "rescheduled with a longer backoff"),
     "ACdemo06failed": ("failed", "the API says the summary failed"),
-    "ACdemo07missing": ("404", "the API does not know the call"),
+    "ACdemo07missing": ("404", "404 two days after the call ended: past the window"),
     "ACdemo08bad": ("400", "the API rejects the id"),
 }
 
 
+# docs/schema.md, "Summaries per user per week" (tests check the two agree).
+BI_QUERY_TITLE = "Summaries per user per week"
+BI_QUERY = """\
+SELECT call_week, user_id, COUNT(*) AS summaries
+FROM call_overview
+WHERE summary_status = 'completed'
+GROUP BY call_week, user_id
+ORDER BY call_week, user_id;"""
+DISCOVER_DAYS = 14
+
+
 def build_fake() -> FakeOpenPhone:
-    fake = FakeOpenPhone(api_key=DEMO_KEY, default_status=None)
+    fake = FakeOpenPhone(api_key=DEMO_KEY, default_status=None, seed=13)
+    ws = fake.workspace
+    # A small workspace spread over the last 10 days: 2 lines, 3 conversations each, 4 calls each.
+    ws.generate(phone_numbers=2, conversations=3, calls=4, days=10)
+    # The sample ids are calls of the workspace too (ended two days ago), so
+    # GET /v1/calls/{id} knows them and a summary 404 is past its window.
+    line = next(iter(ws.phone_numbers.values()))
+    conv = ws.add_conversation(line.id, ["+15550000199"], at=fake.clock.now() - dt.timedelta(days=3))
+    for call_id in SAMPLES:
+        ws.add_call(conv.id, at=fake.clock.now() - dt.timedelta(days=2), call_id=call_id)
     for call_id, (kind, _) in SAMPLES.items():
         if kind in ("404", "400"):
             continue
@@ -87,11 +113,18 @@ def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True) -> None
         # A re-run of the demo starts the sample ids afresh.
         conn.execute(sa.delete(summaries_t).where(CallSummary.call_id.in_(ids)))
         conn.execute(sa.delete(queue_t).where(SummaryQueue.call_id.in_(ids)))
+        conn.execute(sa.delete(call_lookups_t).where(call_lookups_t.c.call_id.in_(ids)))
         store.enqueue_ids(conn, ids)
     settings = Settings(database_url=database_url, api_key=DEMO_KEY, base_url="https://demo.invalid",
                         rate=0, concurrency=4, backoff=Backoff())
+    since = utcnow() - dt.timedelta(days=DISCOVER_DAYS)
+    found = discover(engine, settings, DiscoverOptions(since=since, command="demo"), transport=fake.transport(),
+                     page_log_level="debug")
+    click.echo(f"Discovery run {found.run_id}: {found.phone_numbers} phone numbers, {found.conversations} "
+               f"conversations, {found.calls_seen} calls seen, {found.enqueued} enqueued.\n")
     stats = run_sync(engine, settings, RunOptions("demo"), transport=fake.transport())
     _print_results(engine, ids)
+    _print_bi(engine)
     removed = _remove_pending(engine, ids)
     click.echo(f"\nRun {stats.run_id}: {stats.completed} completed, {stats.rescheduled} rescheduled, "
                f"{stats.failed} failed, {stats.errors} errors — into {redact_url(database_url)}"
@@ -136,3 +169,14 @@ def _print_results(engine: Engine, ids: list[str]) -> None:
     for fld in fields:
         value = {"string": fld.value_text, "number": fld.value_number, "boolean": fld.value_boolean}[fld.value_type]
         click.echo(f"  {fld.name:<10} {fld.value_type:<8} {value!r}")
+
+
+def _print_bi(engine: Engine) -> None:
+    with engine.connect() as conn:
+        result = conn.execute(sa.text(BI_QUERY))
+        columns = list(result.keys())
+        rows = [tuple(r) for r in result]
+    click.echo(f"\n{BI_QUERY_TITLE} (docs/schema.md), from call_overview:")
+    click.echo("  " + "  ".join(f"{c:<12}" for c in columns))
+    for row in rows:
+        click.echo("  " + "  ".join(f"{v!s:<12}" for v in row))

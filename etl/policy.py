@@ -41,6 +41,11 @@ class ClaimedItem:
     # engine gave no timing, and a 404 is final at once.
     enqueued_at: datetime | None = None
     call_completed_at: datetime | None = None
+    # Call context (etl.store.claim fills these in the claim's own query): the
+    # first GET /v1/calls/{id} 404, and whether the engine still has to fetch
+    # the call (no calls row, and its lookup not given up).
+    call_first_not_found_at: datetime | None = None
+    needs_call: bool = False
 
 
 @dataclass(frozen=True, slots=True)

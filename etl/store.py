@@ -120,12 +120,23 @@ def claim(conn: Connection, run_id: str, limit: int, now: datetime, lease_second
     if not ids:
         return []
     items: list[ClaimedItem] = []
+    c, lk = calls_t.c, call_lookups_t.c
     for start in range(0, len(ids), _IN_CHUNK):
+        # The call context rides on this query (primary-key outer joins): what
+        # the not-found window is measured from, and whether the call must be
+        # fetched, cost no query of their own.
         rows = conn.execute(
-            sa.select(q.call_id, q.attempts, q.consecutive_errors, q.incomplete_since, q.next_attempt_at)
+            sa.select(q.call_id, q.attempts, q.consecutive_errors, q.incomplete_since, q.next_attempt_at,
+                      q.enqueued_at, c.completed_at, lk.first_not_found_at, c.call_id.is_(None), lk.state)
+            .select_from(queue_t.outerjoin(calls_t, c.call_id == q.call_id)
+                         .outerjoin(call_lookups_t, lk.call_id == q.call_id))
             .where(q.call_id.in_(ids[start:start + _IN_CHUNK]))
         )
-        items.extend(ClaimedItem(*row) for row in rows)
+        items.extend(
+            ClaimedItem(call_id, attempts, errors, since, due, enqueued, completed, first_404,
+                        needs_call=bool(no_call) and lookup != "not_found")
+            for call_id, attempts, errors, since, due, enqueued, completed, first_404, no_call, lookup in rows
+        )
     by_id = {i.call_id: i for i in items}
     items = [by_id[i] for i in ids]  # oldest due first, as picked
     expires = now + timedelta(seconds=lease_seconds)
@@ -160,12 +171,19 @@ def release(conn: Connection, run_id: str, items: Iterable[ClaimedItem]) -> int:
 
 @dataclass(slots=True)
 class Entry:
-    """One processed item: the claim, the API's answer, the decision, the rows."""
+    """One processed item: the claim, the API's answer, the decision, the rows.
+
+    ``call``: the call's context fetched in this attempt (``GET /v1/calls/{id}``);
+    ``call_not_found``: that fetch answered 404 (``(lookup state, error)``).
+    Both land in the transaction of the queue update, only while the lease holds.
+    """
 
     item: ClaimedItem
     result: FetchResult | None
     update: QueueUpdate
     rows: CallRows | None
+    call: CallContextRows | None = None
+    call_not_found: tuple[str, str | None] | None = None
 
 
 _queue_update_stmt = (
@@ -208,6 +226,12 @@ def save_entries(conn: Connection, run_id: str, entries: Sequence[Entry], now: d
     entries = [e for e in entries if e.item.call_id in mine]
     if not entries:
         return []
+    calls = [e.call for e in entries if e.call is not None]
+    if calls:
+        save_calls(conn, calls, now)
+    for e in entries:
+        if e.call_not_found is not None:
+            record_call_not_found(conn, e.item.call_id, e.call_not_found[0], now, e.call_not_found[1])
     with_rows = [e.rows for e in entries if e.rows is not None]
     if with_rows:
         _save_rows(conn, with_rows, now)
@@ -351,7 +375,7 @@ def finish_run(conn: Connection, run_id: int, now: datetime, exit_code: int, sto
 # --- call context (migration 0004) --------------------------------------------------
 #
 # The sync engine lands a call's context and its summary in one transaction:
-# it calls save_calls() and save_entries() on the same connection.
+# save_entries() calls save_calls() / record_call_not_found() on its connection.
 
 
 def _upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], update: Sequence[str]) -> None:
@@ -418,24 +442,6 @@ def save_calls(conn: Connection, calls: Sequence[CallContextRows], now: datetime
     return CallsSaved(new, len(changed) - new, len(unchanged))
 
 
-def ids_needing_call(conn: Connection, call_ids: Sequence[str]) -> list[str]:
-    """Which of ``call_ids`` have no ``calls`` row and were not given up as 404 (keeps their order).
-
-    The engine fetches ``GET /v1/calls/{id}`` for these, once per attempt.
-    """
-    if not call_ids:
-        return []
-    known: set[str] = set()
-    for start in range(0, len(call_ids), _IN_CHUNK):
-        chunk = list(call_ids[start:start + _IN_CHUNK])
-        known.update(conn.execute(sa.select(calls_t.c.call_id).where(calls_t.c.call_id.in_(chunk))).scalars())
-        known.update(conn.execute(
-            sa.select(call_lookups_t.c.call_id)
-            .where(call_lookups_t.c.call_id.in_(chunk), call_lookups_t.c.state == "not_found")
-        ).scalars())
-    return [i for i in call_ids if i not in known]
-
-
 def queued_ids_without_call(conn: Connection, limit: int) -> list[str]:
     """Queue rows (any state) with no call row and not given up: e.g. ids another system INSERTed.
 
@@ -450,32 +456,6 @@ def queued_ids_without_call(conn: Connection, limit: int) -> list[str]:
         .limit(limit)
     )
     return list(conn.execute(stmt).scalars())
-
-
-@dataclass(frozen=True, slots=True)
-class CallTiming:
-    """What the not-found window is measured from (see :func:`etl.policy.not_found_window_start`)."""
-
-    enqueued_at: datetime | None
-    call_completed_at: datetime | None
-    call_first_not_found_at: datetime | None
-
-
-def call_timings(conn: Connection, call_ids: Sequence[str]) -> dict[str, CallTiming]:
-    """For claimed ids: enqueue time, the stored call's completion time, and the first call 404."""
-    q, c, lk = queue_t.c, calls_t.c, call_lookups_t.c
-    out: dict[str, CallTiming] = {}
-    for start in range(0, len(call_ids), _IN_CHUNK):
-        chunk = list(call_ids[start:start + _IN_CHUNK])
-        rows = conn.execute(
-            sa.select(q.call_id, q.enqueued_at, c.completed_at, lk.first_not_found_at)
-            .select_from(queue_t.outerjoin(calls_t, c.call_id == q.call_id)
-                         .outerjoin(call_lookups_t, lk.call_id == q.call_id))
-            .where(q.call_id.in_(chunk))
-        )
-        for call_id, enqueued, completed, first_404 in rows:
-            out[call_id] = CallTiming(enqueued, completed, first_404)
-    return out
 
 
 def record_call_not_found(conn: Connection, call_id: str, state: str, now: datetime, error: str | None) -> None:

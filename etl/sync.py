@@ -8,6 +8,9 @@ Two kinds of thread, each doing one thing:
 * ``concurrency`` fetch threads each take an item, wait for a slot of the
   key's :class:`~etl.ratelimit.RateBudget`, fetch it (retries included),
   decide its queue update and normalise its rows, and hand the result back.
+  An item with no ``calls`` row (the claim says so: ``needs_call``) first
+  gets ``GET /v1/calls/{id}`` on the same budget; its rows (or its 404) are
+  saved in the summary's transaction, and it never blocks the summary.
 
 One :class:`threading.Event` is the stop signal: set by a signal handler,
 ``--max-runtime``, ``--limit``, a 401/403, or a fatal error.  Threads, not
@@ -28,6 +31,7 @@ wire land, nothing new is sent, and every unsaved item is released unchanged.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import os
 import queue
@@ -55,8 +59,8 @@ from etl.db import describe_db_error
 from etl.errors import AuthError, DatabaseError
 from etl.health import NOTHING_FETCHED, is_answer, nothing_fetched
 from etl.logs import batched, call_log_level, get_logger
-from etl.normalize import normalize
-from etl.policy import ClaimedItem, decide, unexpected
+from etl.normalize import CallContextRows, call_json, normalize, normalize_call
+from etl.policy import CallLookupState, ClaimedItem, call_not_found, decide, unexpected
 from etl.ratelimit import NotSent, RateBudget
 from etl.results import FetchResult
 from etl.store import Entry
@@ -124,6 +128,15 @@ class RunStats:
             "released": self.released, "exit_code": self.exit_code, "stop_reason": self.stop_reason,
             "duration_s": round(time.monotonic() - self.started, 3),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _CallOutcome:
+    """What ``GET /v1/calls/{id}`` gave one item in this attempt (nothing when it was not asked)."""
+
+    rows: CallContextRows | None = None
+    not_found: tuple[CallLookupState, str] | None = None
+    seconds: float = 0.0
 
 
 # What a fetch thread hands back for an item: its entry, None (never sent:
@@ -370,18 +383,61 @@ class Syncer:
             return None  # too late to fetch safely: released at the end, due again at once
         max_wait = lease_left if deadline is None else min(
             lease_left, max(0.0, deadline - time.monotonic()) + self.settings.read_timeout)
+        call = _CallOutcome()
         try:
+            if item.needs_call:
+                # The call first: its completion time is what a summary 404's window runs from.
+                item, call = self._fetch_call(client, item, max_wait)
+                max_wait = max(0.0, max_wait - call.seconds)
             result = client.fetch_summary(item.call_id, max_wait=max_wait)
         except NotSent:
-            return None  # never sent: released unchanged at the end
+            return None  # the summary was never sent: released unchanged at the end (the call is fetched again)
         except AuthError:
             raise  # ends the run (the fetch thread hands it back)
         except Exception as exc:  # a bug must cost one item, not the run
             self.log.exception("unexpected error fetching", call_id=item.call_id)
-            return Entry(item, None, unexpected(item, utcnow(), f"unexpected error: {exc!r}"), None)
-        return self._record(item, result, rng)
+            return Entry(item, None, unexpected(item, utcnow(), f"unexpected error: {exc!r}"), None,
+                         call.rows, call.not_found)
+        return self._record(item, result, rng, call)
 
-    def _record(self, item: ClaimedItem, result: FetchResult, rng: random.Random) -> Entry:
+    def _fetch_call(self, client: OpenPhoneClient, item: ClaimedItem,
+                    max_wait: float) -> tuple[ClaimedItem, _CallOutcome]:
+        """``GET /v1/calls/{id}`` for an item with no call row; never blocks the summary.
+
+        200: the call's rows, and the item's not-found window now runs from the
+        call's completion.  404: retried on later attempts within the window,
+        then given up (``call_lookups``).  Anything else: logged, retried on the
+        next attempt.  Raises NotSent / AuthError like the summary fetch.
+        """
+        started = time.monotonic()
+        answer = client.get_call(item.call_id, max_wait=max_wait)
+        now = utcnow()
+        seconds = time.monotonic() - started
+        if answer.kind == "ok" and answer.data is not None:
+            try:
+                rows = normalize_call(answer.data, call_json(answer.raw), now)
+            except Exception:  # a bug must cost the call context, not the summary
+                self.log.exception("unexpected error normalising the call", call_id=item.call_id)
+                return item, _CallOutcome(seconds=seconds)
+            if rows.not_e164:
+                self.log.info("call participants not E.164, stored with is_e164 false",
+                              call_id=item.call_id, participants=rows.not_e164)
+            completed = rows.parent["completed_at"]
+            if completed is not None:
+                item = dataclasses.replace(item, call_completed_at=completed)
+            return item, _CallOutcome(rows=rows, seconds=seconds)
+        if answer.kind == "not_found":
+            state = call_not_found(item.enqueued_at, item.call_first_not_found_at, now, self.settings.backoff)
+            error = answer.error or "HTTP 404"
+            log = self.log.info if state == "retrying" else self.log.warning
+            log("call not found", call_id=item.call_id, http_status=404, lookup=state, error=error)
+            return item, _CallOutcome(not_found=(state, error), seconds=seconds)
+        self.log.warning("call context not fetched; retried on the next attempt", call_id=item.call_id,
+                         outcome=answer.kind, http_status=answer.http_status, tries=answer.tries,
+                         error=answer.error)
+        return item, _CallOutcome(seconds=seconds)
+
+    def _record(self, item: ClaimedItem, result: FetchResult, rng: random.Random, call: _CallOutcome) -> Entry:
         now = utcnow()
         try:
             update = decide(item, result, now, self.settings.backoff, rng)
@@ -391,8 +447,9 @@ class Syncer:
                 rows = normalize(result.summary, result.raw_json, result.content_hash, now)
         except Exception as exc:
             self.log.exception("unexpected error normalising", call_id=item.call_id)
-            return Entry(item, result, unexpected(item, now, f"unexpected error: {exc!r}"), None)
-        return Entry(item, result, update, rows)
+            return Entry(item, result, unexpected(item, now, f"unexpected error: {exc!r}"), None,
+                         call.rows, call.not_found)
+        return Entry(item, result, update, rows, call.rows, call.not_found)
 
     # -- saving (coordinator thread) -----------------------------------------------------
 

@@ -276,7 +276,7 @@ def test_sync_runs_row_has_exact_counts_and_exit_code(db_url, engine, fake, url)
     fake.set_response("AC6", 200, b" " * (MAX_BODY + 1))
     enqueue_in_order(engine, ["AC1", "AC2", "AC3", "AC4", "AC5", "AC6"])
 
-    result = etl(db_url, "sync", *api(url))
+    result = etl(db_url, "sync", *api(url), "--not-found-window", "0")  # the 404 final at once
 
     [run] = runs(engine)
     assert result.exit_code == 1

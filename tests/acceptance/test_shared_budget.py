@@ -100,17 +100,18 @@ def done_count(engine: Engine) -> int:
 
 @pytest.mark.parametrize("n", [4])
 def test_processes_on_one_key_share_its_budget(engine, db_url, tmp_path, n):
-    enqueue(engine, 150)
+    enqueue(engine, 75)  # no call rows: each id costs its call and its summary, 150 requests
     fake = FakeOpenPhone(api_key=KEY, rate=10.0, burst=10)
     with serve(fake) as url, Sampler(fake) as sampler, processes(n, db_url, url, tmp_path) as procs:
         codes = [p.wait(timeout=120) for p in procs]
     assert codes == [0] * n, [(tmp_path / f"etl{i}.log").read_text()[-2000:] for i in range(n)]
-    assert done_count(engine) == 150
+    assert done_count(engine) == 75
     stats = fake.stats()
     outcomes = stats["outcomes"]
     assert isinstance(outcomes, dict)
     total, refused = int(stats["total_requests"]), int(outcomes.get("429", 0))
     assert refused <= 0.01 * total, (refused, total)
+    assert total - refused == 150
     first, last = sampler.busy_window()
     assert 150 / (last - first) >= 9.5, (150, last - first)  # >= 95 % of the key's 10/s
 

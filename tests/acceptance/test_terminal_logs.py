@@ -50,7 +50,7 @@ def api():
 def test_a_backfill_shows_its_bar_and_only_what_needs_a_look(tmp_path, api, no_color):
     ids = tmp_path / "ids.txt"
     ids.write_text("".join(f"ACbar{i}\n" for i in range(39)) + "ACgone\n")
-    out = on_terminal(["backfill", "--file", str(ids), "--base-url", api, "--rate", "0",
+    out = on_terminal(["backfill", "--file", str(ids), "--base-url", api, "--rate", "0", "--not-found-window", "0",
                        "--database-url", f"sqlite:///{tmp_path / 'etl.db'}"], NO_COLOR=no_color)
     lines = [part.strip() for part in re.split(r"[\r\n]+", out) if part.strip()]
     # No call line for the 39 that went well: the bar counts them.
@@ -68,7 +68,8 @@ def test_a_backfill_shows_its_bar_and_only_what_needs_a_look(tmp_path, api, no_c
 def test_a_sync_on_a_terminal_puts_the_outcome_first(tmp_path, api):
     db_url = f"sqlite:///{tmp_path / 'etl.db'}"
     on_terminal(["enqueue", "ACshort1", "ACgone", "--database-url", db_url])
-    out = on_terminal(["sync", "--base-url", api, "--rate", "0", "--database-url", db_url], NO_COLOR="1")
+    out = on_terminal(["sync", "--base-url", api, "--rate", "0", "--not-found-window", "0", "--database-url", db_url],
+                      NO_COLOR="1")
     lines = out.splitlines()
     assert any(re.fullmatch(r"done      ACshort1 200 \d+ms", line) for line in lines), lines
     assert any(re.fullmatch(r"ERROR not_found ACgone 404 \d+ms — HTTP 404 Not Found: Call not found", line)

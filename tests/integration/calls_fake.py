@@ -7,9 +7,18 @@ first, ``phoneNumbers[]`` / ``participants[]`` array parameters, ISO 8601 UTC
 times.  Served as an ``httpx.MockTransport`` handler or over real HTTP (a
 standard-library threading server) for subprocess tests.
 
-Until the simulator (``etl.testing``) serves these
-endpoints, this is what discovery is tested against; the faults it injects
-are the ones issue 10 lists.
+The simulated API (``etl.testing``) serves these endpoints too, and the
+end-to-end tests (tests/acceptance/test_discover_then_sync.py,
+tests/integration/test_cron_discover.py, tests/integration/test_sync_calls.py,
+``etl demo``, bench/discover.py) use it.  This fake stays for the targeted
+discovery tests (test_discover*.py, test_bi_calls.py) because they need what
+``etl.testing`` cannot express: one-shot faults on one path in a given order
+(``faults``), arbitrary page rewrites (a page token that loops, endless empty
+pages, an earlier page's item mixed in: ``page_hooks``), a call whose
+participants differ from its conversation's (``etl.testing`` copies the
+conversation's), caller-chosen line ids and exact call times (``etl.testing``
+draws the answer delay at random, which the exact BI answers cannot absorb),
+a page size cap below ``maxResults``, and a wrong ``totalItems``.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from alembic import command
 from sqlalchemy.engine import Engine
 
 from etl import db, store
+from etl.config import Backoff
 from etl.models import VIEWS, Base
 from tests.support.db import fresh_url, queue_rows, raw_rows, run
 
@@ -138,7 +139,8 @@ def load_fixture(engine: Engine, settings: Any, fake: Any) -> None:
             "UPDATE summary_queue SET state = 'error', attempts = 8, consecutive_errors = 8, "
             "last_api_status = 'http 503', last_error = :error, finished_at = :at WHERE call_id = 'ACbi10'"
         ), {"error": GAVE_UP, "at": _ts("2026-11-25 11:00:00")})
-    stats = run(engine, settings, fake)
+    # ACbi06/07's 404s final at once (the not-found window: test_sync_calls.py).
+    stats = run(engine, settings.replace(backoff=Backoff(not_found_window=0)), fake)
     assert (stats.claimed, stats.completed, stats.rescheduled, stats.failed, stats.errors) == (9, 4, 1, 4, 0)
     with engine.begin() as conn:
         for call_id, (enqueued, finished) in QUEUE_TIMES.items():

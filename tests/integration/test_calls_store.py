@@ -1,9 +1,10 @@
 """Call-context storage on real databases: the functions the sync engine calls per claimed id.
 
 How the engine uses them (one transaction per batch, as for summaries):
-``ids_needing_call`` -> fetch ``GET /v1/calls/{id}`` for those -> ``save_calls``
-(or ``record_call_not_found``) in the same transaction as ``save_entries``;
-``call_timings`` gives the not-found window's start for ``policy.decide``.
+``claim`` carries each item's call context (``needs_call``, the not-found
+window's start for ``policy.decide``) -> fetch ``GET /v1/calls/{id}`` for those
+that need it -> ``save_entries`` writes ``save_calls`` (or
+``record_call_not_found``) in the transaction of the queue update.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from etl.schema import CallData
 from tests.integration.calls_fake import make_call
 
 NOW = datetime(2026, 11, 25, 12, 0, 0)
+LATER = datetime(2100, 1, 1)  # every queued item is due by then
 
 
 @pytest.fixture(autouse=True)
@@ -82,11 +84,12 @@ def test_ids_needing_call_and_the_not_found_lifecycle(engine):
         store.record_call_not_found(conn, "ACb", "retrying", NOW, "HTTP 404 Not Found: Call not found")
         store.record_call_not_found(conn, "ACc", "retrying", NOW, "HTTP 404 Not Found: Call not found")
         store.record_call_not_found(conn, "ACc", "not_found", NOW + timedelta(days=1), "HTTP 404 Not Found")
-    with engine.connect() as conn:
-        assert store.ids_needing_call(conn, ["ACc", "ACb", "ACa", "ACbare"]) == ["ACb", "ACbare"]
+    with engine.begin() as conn:
+        # The claim carries each item's call context: the engine needs no query of its own.
+        timings = {i.call_id: i for i in store.claim(conn, "run-t", 10, LATER, 300)}
         assert set(store.queued_ids_without_call(conn, 10)) == {"ACb", "ACbare"}
         lookups = conn.execute(sa.text("SELECT call_id, state, attempts FROM call_lookups ORDER BY call_id")).all()
-        timings = store.call_timings(conn, ["ACa", "ACb", "ACbare"])
+    assert sorted(i for i, t in timings.items() if t.needs_call) == ["ACb", "ACbare"]
     assert [tuple(r) for r in lookups] == [("ACb", "retrying", 1), ("ACc", "not_found", 2)]
     assert str(timings["ACa"].call_completed_at)[:19] == str(NOW + timedelta(seconds=60))
     assert timings["ACb"].call_completed_at is None and timings["ACb"].call_first_not_found_at is not None
@@ -94,7 +97,8 @@ def test_ids_needing_call_and_the_not_found_lifecycle(engine):
     # A call found after all: its pending 404 record goes.
     with engine.begin() as conn:
         store.save_calls(conn, [rows_for(make_call("ACb", "PN1", "+15550001111", NOW))], NOW)
-        assert store.ids_needing_call(conn, ["ACb"]) == []
+        store.release(conn, "run-t", timings.values())
+        assert [i.needs_call for i in store.claim(conn, "run-u", 10, LATER, 300) if i.call_id == "ACb"] == [False]
         assert conn.execute(sa.text("SELECT COUNT(*) FROM call_lookups WHERE call_id = 'ACb'")).scalar_one() == 0
 
 
@@ -105,8 +109,8 @@ def test_summary_404_window_measured_from_the_stored_call_end(engine):
         store.enqueue_ids(conn, ["ACw"])
         store.save_calls(conn, [rows_for(make_call("ACw", "PN1", "+15550001111", ended - timedelta(seconds=60)))],
                          NOW)
-    with engine.connect() as conn:
-        timing = store.call_timings(conn, ["ACw"])["ACw"]
+    with engine.begin() as conn:
+        (timing,) = store.claim(conn, "run-t", 10, LATER, 300)
     item = ClaimedItem("ACw", 0, 0, None, NOW, timing.enqueued_at, timing.call_completed_at)
 
     class NotFound:

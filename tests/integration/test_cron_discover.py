@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.calls_fake import FakeWorkspace, serve
-from tests.integration.test_discover import KEY, build, completed_ids
+from etl.testing import FakeOpenPhone, serve
+
+KEY = "test-key-0123456789"
 
 pytestmark = pytest.mark.slow
 
@@ -31,31 +33,38 @@ def run_wrapper(tmp_path: Path, db_url: str, base_url: str, **settings: str) -> 
     return subprocess.run([str(WRAPPER)], env=env, capture_output=True, text=True, timeout=120)
 
 
+def workspace() -> FakeOpenPhone:
+    """The simulated API with a small workspace (2 lines, 6 conversations, 18 calls over 5 days)."""
+    fake = FakeOpenPhone(api_key=KEY, default_status=None, seed=3)
+    fake.workspace.generate(phone_numbers=2, conversations=3, calls=3, days=5)
+    return fake
+
+
 def test_wrapper_discovers_then_syncs(engine, db_url, tmp_path):
-    fake = FakeWorkspace(KEY)
-    calls = build(fake)
+    fake = workspace()
+    start = (fake.clock.now() - dt.timedelta(days=6)).replace(tzinfo=None, microsecond=0)
     with engine.begin() as conn:  # the first discovery's start, as `etl discover --since` by hand would set it
-        for line in ("PNline1", "PNline2"):
+        for line in fake.workspace.phone_numbers:
             conn.execute(sa.text("INSERT INTO discovery_watermarks (phone_number_id, conversations_updated_after, "
-                                 "updated_at) VALUES (:p, '2026-11-01 00:00:00', '2026-11-01 00:00:00')"), {"p": line})
+                                 "updated_at) VALUES (:p, :t, :t)"), {"p": line, "t": start})
     with serve(fake) as url:
         result = run_wrapper(tmp_path, db_url, url, ETL_DISCOVER="1")
     lines = [json.loads(x) for x in (tmp_path / "sync.jsonl").read_text().splitlines()]
     events = [e["event"] for e in lines]
     assert events.index("discovery finished") < events.index("run started")
     with engine.connect() as conn:
-        queued = set(conn.execute(sa.text("SELECT call_id FROM summary_queue")).scalars())
+        done = set(conn.execute(sa.text("SELECT call_id FROM summary_queue WHERE state = 'done'")).scalars())
+        queued = conn.execute(sa.text("SELECT COUNT(*) FROM summary_queue")).scalar_one()
+        summaries = conn.execute(sa.text("SELECT COUNT(*) FROM call_summaries")).scalar_one()
         runs = conn.execute(sa.text("SELECT COUNT(*) FROM sync_runs WHERE finished_at IS NOT NULL")).scalar_one()
-    assert queued == completed_ids(calls)
+    completed = {i for i, c in fake.workspace.calls.items() if c.status == "completed"}
+    assert done == completed and queued == summaries == len(completed) > 0
     assert runs == 1
-    # This fake has no summaries (404 for every id): sync ran and finished them, exit 0.
     assert (result.returncode, result.stderr) == (0, "")
 
 
 def test_wrapper_reports_a_discovery_that_needs_a_human(engine, db_url, tmp_path):
-    fake = FakeWorkspace(KEY)
-    build(fake)
-    with serve(fake) as url:
+    with serve(workspace()) as url:
         result = run_wrapper(tmp_path, db_url, url, ETL_DISCOVER="1")
     # No watermark and no --since: discovery exits 2 (cron mails it); sync still ran.
     assert result.returncode == 2

@@ -61,8 +61,8 @@ def test_demo_ignores_etl_database_url(db_url, engine, tmp_path, monkeypatch):
     assert match, result.stdout
     sandbox = Path(match[1])
     assert sandbox.is_file() and sandbox.parent.name.startswith("etl-demo-")
-    # The sandbox holds the demo, minus the ids that ended pending.
-    assert table_counts(f"sqlite:///{sandbox}") == (6, 4, 1)
+    # The sandbox holds the demo (6 sample ids left, 23 discovered calls), minus the ids that ended pending.
+    assert table_counts(f"sqlite:///{sandbox}") == (29, 27, 1)
     assert f"Next: `etl status --database-url sqlite:///{sandbox}`" in result.stdout
 
 
@@ -77,3 +77,26 @@ def test_demo_into_an_explicit_database_leaves_nothing_a_real_sync_would_send(db
     assert "pending" not in demo_rows.values()
     assert sorted(demo_rows) == ["ACdemo01completed", "ACdemo02unicode", "ACdemo03jobs", "ACdemo06failed",
                                  "ACdemo07missing", "ACdemo08bad"]
+
+
+def test_demo_discovers_syncs_and_answers_a_documented_bi_query(db_url, engine):
+    from etl.demo import BI_QUERY, BI_QUERY_TITLE
+
+    docs = (Path(__file__).parents[2] / "docs" / "schema.md").read_text("utf-8")
+    block = re.search(r"<!-- call-query: summaries-per-user-per-week -->\n```sql\n(.*?)\n```", docs, re.S)
+    assert block and block[1] == BI_QUERY and f"### {BI_QUERY_TITLE}" in docs  # the very query documented
+    result = etl("demo", "--database-url", db_url)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert re.search(r"^Discovery run \d+: 2 phone numbers, 7 conversations, 32 calls seen, 23 enqueued\.$",
+                     result.stdout, re.M)
+    start = lines.index(f"{BI_QUERY_TITLE} (docs/schema.md), from call_overview:")
+    shown = [line.split() for line in lines[start + 2:] if line.startswith("  ")]
+    with engine.connect() as conn:
+        expected = [[str(v) for v in row] for row in conn.execute(sa.text(BI_QUERY))]
+        # Every completed summary is counted, each with its call's user and week.
+        total = conn.execute(sa.text(
+            "SELECT count(*) FROM call_summaries s JOIN calls c ON c.call_id = s.call_id "
+            "WHERE s.status = 'completed'")).scalar_one()
+    assert shown == expected and len(expected) >= 2
+    assert sum(int(row[2]) for row in expected) == total == 26

@@ -117,7 +117,8 @@ def test_refusals_log_at_error_and_done_at_info(db_url, engine):
     with engine.begin() as conn:
         store.enqueue_ids(conn, ["ACok", "ACgone", "ACbad"])
     with serve(fake) as url:
-        result = etl("sync", "--database-url", db_url, "--base-url", url, "--rate", "0", "--log-format", "json")
+        result = etl("sync", "--database-url", db_url, "--base-url", url, "--rate", "0", "--log-format", "json",
+                     "--not-found-window", "0")
     levels = {line["call_id"]: (line["level"], line["outcome"]) for line in json_lines(result.stderr)
               if line["event"] == "call"}
     assert levels == {"ACok": ("info", "done"), "ACgone": ("error", "not_found"), "ACbad": ("error", "invalid")}

@@ -49,22 +49,22 @@ def measured_rate(times: list[float]) -> float:
 
 
 def test_default_rate_is_paced_at_the_api(engine, fake, settings):
-    enqueue(engine, 41)
+    enqueue(engine, 21)  # no call rows yet: each id costs its call and its summary, on one budget
     arrivals = Arrivals(fake)
     stats = sync(engine, settings.replace(rate=10.0, concurrency=8), arrivals)
-    assert (stats.completed, stats.exit_code, len(arrivals.times)) == (41, 0, 41)
+    assert (stats.completed, stats.exit_code, len(arrivals.times)) == (21, 0, 42)
     assert 9.0 <= measured_rate(arrivals.times) <= 10.2
 
 
 def test_slow_rate_takes_the_time_it_should(engine, fake, settings):
-    enqueue(engine, 5)
+    enqueue(engine, 3)  # each id: its call, then its summary
     arrivals = Arrivals(fake)
     started = time.monotonic()
     stats = sync(engine, settings.replace(rate=0.5), arrivals)
-    assert (stats.completed, len(arrivals.times)) == (5, 5)
+    assert (stats.completed, len(arrivals.times)) == (3, 6)
     span = arrivals.times[-1] - arrivals.times[0]
-    assert 7.8 <= span <= 8.8  # four gaps of 2 s
-    assert time.monotonic() - started >= 7.8
+    assert 9.8 <= span <= 10.8  # five gaps of 2 s
+    assert time.monotonic() - started >= 9.8
 
 
 def test_the_shared_budget_row_names_the_key_by_its_hash_only(engine, settings):

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import Etl, store
-from etl.config import Settings
+from etl.config import Backoff, Settings
 from etl.sync import RunStats, utcnow
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
 from etl.testing import FakeOpenPhone
@@ -366,6 +366,7 @@ def test_non_completed_answers_land_in_their_states(engine, settings, fake):
                                      "docs": "https://openphone.com/docs", "title": "Bad Request"})
     ids = ("ACinprogress", "ACabsent", "ACfailed", "ACmissing", "ACbad")
     enqueue(engine, *ids)
+    settings = settings.replace(backoff=Backoff(not_found_window=0))  # the window: test_sync_calls.py
     start = utcnow()
     stats = run(engine, settings, fake)
     assert (stats.claimed, stats.completed, stats.rescheduled, stats.failed, stats.errors, stats.exit_code) == (
@@ -392,6 +393,7 @@ def test_run_is_recorded(engine, settings, fake):
     fake.set_response("ACmissing", 404, {"message": "Call not found", "code": "0500404", "status": 404,
                                          "docs": "https://openphone.com/docs", "title": "Not Found"})
     enqueue(engine, "ACok1", "ACok2", "ACmissing")
+    settings = settings.replace(backoff=Backoff(not_found_window=0))  # the window: test_sync_calls.py
     stats = run(engine, settings, fake)
     runs = select_all(engine, runs_t, "id")
     assert len(runs) == 1
