@@ -16,24 +16,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl.testing import FakeOpenPhone, serve, webhooks
-from tests.support.proc import error_lines, etl_env, output_of, run_etl, start_etl, stop, wait_for
+from tests.support.proc import error_lines, etl_env, free_port, healthy, output_of, run_etl, start_etl, stop, wait_for
 
 API_KEY = "test-key-0123456789"
 WHSEC = webhooks.new_standard_secret(b"secret-std")
 SECRET_A = webhooks.new_standard_secret(b"secret-a").removeprefix("whsec_")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def healthy(url: str) -> bool:
-    try:
-        return httpx.get(url + "/healthz", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_serve_refuses_to_start_without_a_usable_secret(tmp_path: Path) -> None:

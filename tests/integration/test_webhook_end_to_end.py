@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -23,22 +22,11 @@ from sqlalchemy.engine import Engine
 
 from etl import store
 from etl.testing import FakeOpenPhone, serve, webhooks
-from tests.support.proc import etl_env, output_of, run_etl, start_etl, stop, wait_for
+from tests.support.proc import etl_env, free_port, healthy, output_of, run_etl, start_etl, stop, wait_for
 
 API_KEY = "test-key-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def healthy(url: str) -> bool:
-    try:
-        return httpx.get(url + "/healthz", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def scalar(engine: Engine, sql: str, **params: object) -> object:
