@@ -442,22 +442,6 @@ def save_calls(conn: Connection, calls: Sequence[CallContextRows], now: datetime
     return CallsSaved(new, len(changed) - new, len(unchanged))
 
 
-def queued_ids_without_call(conn: Connection, limit: int) -> list[str]:
-    """Queue rows (any state) with no call row and not given up: e.g. ids another system INSERTed.
-
-    Oldest enqueued first; for a sweep that fills in call context independently of summaries.
-    """
-    q = queue_t.c
-    stmt = (
-        sa.select(q.call_id)
-        .where(~sa.exists().where(calls_t.c.call_id == q.call_id))
-        .where(~sa.exists().where(call_lookups_t.c.call_id == q.call_id, call_lookups_t.c.state == "not_found"))
-        .order_by(q.enqueued_at, q.call_id)
-        .limit(limit)
-    )
-    return list(conn.execute(stmt).scalars())
-
-
 def record_call_not_found(conn: Connection, call_id: str, state: str, now: datetime, error: str | None) -> None:
     """A ``GET /v1/calls/{id}`` 404: count it; ``state`` is ``retrying`` or ``not_found`` (given up)."""
     lk = call_lookups_t.c
