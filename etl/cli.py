@@ -21,6 +21,7 @@ from etl.config import (
     DEFAULT_BASE_URL,
     DEFAULT_DATABASE_URL,
     Settings,
+    command_hint,
     make_settings,
     redact_url,
     require_api_key,
@@ -168,9 +169,9 @@ def db_upgrade(database_url: str, log_format: str, log_level: str, revision: str
 @handle_errors
 def db_current(database_url: str, log_format: str, log_level: str) -> None:
     """Show the schema revision of the database and of this version."""
-    with Etl(database_url=database_url) as job:
+    with Etl(database_url=database_url, read_only=True) as job:
         current, head = job.current()
-    state = "up to date" if current == head else "behind: run `etl db upgrade`"
+    state = "up to date" if current == head else f"behind: run {command_hint('etl db upgrade', database_url)}"
     click.echo(f"database: {current or 'empty'}  code: {head}  ({state})")
 
 
@@ -235,7 +236,7 @@ def sync(api_key: str | None, base_url: str, rate: float, concurrency: int, limi
     """Fetch due summaries, upsert their rows, reschedule incomplete ones (the cron job)."""
     configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
     settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window)
-    with Etl(settings) as job:
+    with Etl(settings, read_only=dry_run) as job:  # a dry run never creates a database
         if dry_run:
             _print_due(job, limit)
             return
@@ -305,7 +306,7 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
     if not dry_run or discover_first:
         require_api_key(settings)
     source = "-" if file is None else getattr(file, "name", "-")
-    with Etl(settings) as job:
+    with Etl(settings, read_only=dry_run and not discover_first) as job:
         result = job.backfill(file=file, requeue=selection, discover=discover_first, discover_since=discover_since,
                               dry_run=dry_run, limit=limit, max_runtime=max_runtime, progress=None,
                               on_invalid=_invalid_printer(source), on_step=_print_backfill_step)

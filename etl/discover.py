@@ -45,7 +45,7 @@ from etl.clock import iso_z, utcnow
 from etl.config import Settings
 from etl.errors import AuthError, UsageError
 from etl.ids import is_valid_call_id
-from etl.logs import get_logger
+from etl.logs import get_logger, run_end_level
 from etl.normalize import CallContextRows, call_json, is_e164, normalize_call
 from etl.ratelimit import RateBudget
 from etl.schema import CallData, PhoneNumberData
@@ -171,7 +171,7 @@ class Discoverer:
             with self.engine.begin() as conn:
                 store.finish_discovery_run(conn, stats.run_id, utcnow(), stats.exit_code, stats.stop_reason)
         extra = {"would_enqueue": stats.would_enqueue} if self.options.dry_run else {}
-        self.log.info("discovery finished", **stats.as_dict(), **extra)
+        getattr(self.log, run_end_level(stats.exit_code))("discovery finished", **stats.as_dict(), **extra)
 
     def _walk_all(self) -> None:
         lines = self._lines()

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_FETCH_GAP_S = 1800
 
-NOTHING_FETCHED = "nothing could be fetched: every attempt failed to connect, timed out or got a 5xx/429"
+NOTHING_FETCHED = ("nothing could be fetched: every attempt failed to connect, timed out, got a 5xx/429 "
+                   "or a 404 from a route the API does not have (is --base-url right?)")
 
 
 def is_answer(result: FetchResult | None) -> bool:

@@ -49,10 +49,12 @@ class Etl:
     """One database and one API key: enqueue, sync, backfill, discover, status.
 
     Pass a :class:`etl.config.Settings`, keyword overrides, or both
-    (``not_found_window`` in hours).  ``read_only`` opens a SQLite file without
-    writing (``status``); ``transport`` replaces the network for every request
+    (``not_found_window`` in hours).  ``read_only``: the caller only reads
+    (``status``, ``db current``, dry runs): a SQLite file that does not exist
+    is refused (:class:`UsageError`), one this user cannot write is opened
+    read-only; ``transport`` replaces the network for every request
     (``etl.testing.FakeOpenPhone().transport()``).  The engine opens on first
-    use; SQLite files are created and migrated then.  Close it (or use
+    use; SQLite files are created (unless ``read_only``) and migrated then.  Close it (or use
     ``with``) to release the connections.  ``engine``: use this SQLAlchemy
     engine (of ``settings.database_url``) instead; it stays the caller's to dispose.
     """
@@ -71,6 +73,7 @@ class Etl:
         if not_found_window is not None:
             changes["backoff"] = replace(settings.backoff, not_found_window=not_found_window * 3600.0)
         self.settings: Settings = settings.replace(**changes) if changes else settings
+        db.check_url(self.settings.database_url)  # a malformed URL is a UsageError now, not at first use
         self.read_only = read_only
         self.transport = transport
         self._stack = ExitStack()

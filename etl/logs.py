@@ -54,6 +54,15 @@ def call_log_level(kind: str | None, state: str) -> str:
     return "info"
 
 
+def run_end_level(exit_code: int) -> str:
+    """The level of a run's last line (``run finished``, ``discovery finished``) from its exit code.
+
+    0 ``info``; 1 (item errors, interrupted) ``warning``; 2 (usage) and 3 (the
+    API refused the key) ``error``: a person must act before the next run.
+    """
+    return "info" if exit_code == 0 else "warning" if exit_code == 1 else "error"
+
+
 class _BatchingStream:
     """stderr, except that inside :func:`batched` lines are joined into one write.
 
