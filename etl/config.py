@@ -20,6 +20,9 @@ from etl.errors import UsageError
 
 DEFAULT_DATABASE_URL = "sqlite:///openphone_summaries.db"
 DEFAULT_BASE_URL = "https://api.openphone.com"
+# What runs say they talk to when a transport replaces the network (etl.testing in process):
+# a reserved name (RFC 2606) that no request could ever reach.
+IN_PROCESS_BASE_URL = "http://in-process.invalid"
 
 
 @dataclass(frozen=True)
@@ -89,11 +92,11 @@ def redact_url(url: str) -> str:
 def command_hint(command: str, database_url: str) -> str:
     """``command`` in backticks as a user can paste it, with the ``--database-url`` it needs.
 
-    The option is left out for the default database and for the URL that
-    ``ETL_DATABASE_URL`` holds (the same environment passes it again).  A
+    The option is left out when the command would find this URL anyway: the
+    one ``ETL_DATABASE_URL`` holds, else the default.  A
     password is never shown: the URL then carries ``***`` and the hint says so.
     """
-    if database_url in (DEFAULT_DATABASE_URL, os.environ.get("ETL_DATABASE_URL")):
+    if database_url == os.environ.get("ETL_DATABASE_URL", DEFAULT_DATABASE_URL):
         return f"`{command}`"
     try:
         has_password = bool(make_url(database_url).password)

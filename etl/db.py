@@ -87,7 +87,7 @@ def _read_only_sqlite(path: Path) -> bool:
     return path.exists() and sqlite_problem(path) is not None
 
 
-_SQLITE_FORMS = "three slashes before a relative path, four before an absolute one (sqlite:////srv/etl/op.db)"
+_SQLITE_FORMS = "three slashes before a relative path, four before an absolute one: sqlite:////srv/etl/op.db"
 
 
 def check_url(url: str) -> URL:
@@ -101,11 +101,11 @@ def check_url(url: str) -> URL:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
         text = url.strip()
-        if text.lower().startswith("sqlite:"):
-            path = re.sub(r"^sqlite[^:]*:/*", "", text, flags=re.I)
+        if text.lower().startswith("sqlite"):
+            path = re.sub(r"^sqlite[^:/]*:?/*", "", text, flags=re.I)
             raise UsageError(f"invalid SQLite URL {redact_url(url)!r}: write it as sqlite:///{path} "
                              f"({_SQLITE_FORMS})") from None
-        if "://" not in text and text:
+        if re.fullmatch(r"[\w.~/-]+\.(db|sqlite3?)", text):  # a bare file name or path
             raise UsageError(f"invalid database URL {redact_url(url)!r}: a SQLite file is written "
                              f"sqlite:///{text} ({_SQLITE_FORMS})") from None
         raise UsageError(f"invalid database URL {redact_url(url)!r}: {exc}; expected e.g. "

@@ -84,6 +84,14 @@ class DiscoveryStats:
     exit_code: int = 0
     started: float = field(default_factory=time.monotonic)
 
+    def summary(self, dry_run: bool = False) -> str:
+        """The one-line summary `etl discover`, `etl backfill --discover` and `etl demo` print."""
+        run = "" if self.run_id is None else f" run {self.run_id}"
+        verb, count = ("would enqueue", self.would_enqueue) if dry_run else ("enqueued", self.enqueued)
+        return (f"Discovery{run}: {_plural(self.phone_numbers, 'phone number')}, "
+                f"{_plural(self.conversations, 'conversation')}, {_plural(self.calls_seen, 'call')} seen, "
+                f"{verb} {count}, {_plural(self.errors, 'error')}.")
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id, "phone_numbers": self.phone_numbers, "conversations": self.conversations,
@@ -146,7 +154,12 @@ class Discoverer:
         try:
             self._walk_all()
         except UsageError as exc:
+            # A refusal (no --since for a new line, an unknown --phone-number) is no run: no row.
             stats.exit_code, stats.stop_reason = 2, str(exc)
+            if stats.run_id is not None:
+                with self.engine.begin() as conn:
+                    store.drop_discovery_run(conn, stats.run_id)
+                stats.run_id = None
             self._finish()
             raise
         except AuthError as exc:
@@ -369,6 +382,10 @@ class Discoverer:
         getattr(self.log, self.page_log_level)(event, **fields)
         if self.on_page is not None:
             self.on_page(self.stats)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _still_open(call: CallData) -> bool:

@@ -60,7 +60,7 @@ def test_enqueue_sync_status_and_backfill_on_every_database(db_url: str, engine,
         assert due == 3 and {r["call_id"] for r in rows} == {"ACapi1", "ACapi2", "ACgone1"}
 
         stats = job.sync()
-        assert (stats.completed, stats.failed, stats.exit_code) == (2, 1, 0)
+        assert (stats.completed, stats.failed, stats.not_found, stats.exit_code) == (2, 0, 1, 0)
         status = job.status()
         assert status.queue["done"] == 2 and status.queue["not_found"] == 1
         assert status.as_dict()["total"] == 3 and status.as_dict()["last_runs"][0]["completed"] == 2
@@ -70,7 +70,7 @@ def test_enqueue_sync_status_and_backfill_on_every_database(db_url: str, engine,
         assert plan is not None and plan.requeue == {"not_found": 1} and plan.file == (1, 1)
         result = job.backfill(requeue=Selection(("not_found",)), progress=False)
         assert result.requeued is not None and result.requeued.count == 1
-        assert result.run is not None and result.run.failed == 1  # still a 404, after the window
+        assert result.run is not None and result.run.not_found == 1  # still a 404, after the window
 
 
 def test_expected_failures_are_the_exception_tree(tmp_path: Path):
