@@ -88,7 +88,8 @@ def test_the_readme_simulator_recipe_runs_as_written(tmp_path: Path):
         else:
             assert out == "", out  # `etl sync` prints nothing on stdout: its log is on stderr
     assert (tmp_path / "try.db").is_file()
-    assert "Queue (21 items):\n  pending             0\n  done               21\n" in (tmp_path / "out3.txt").read_text()
+    status = (tmp_path / "out3.txt").read_text()
+    assert "Queue (21 items):\n  pending             0\n  done               21\n" in status
 
 
 def test_simulator_help_shows_every_default():
