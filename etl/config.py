@@ -93,8 +93,8 @@ def command_hint(command: str, database_url: str) -> str:
     """``command`` in backticks as a user can paste it, with the ``--database-url`` it needs.
 
     The option is left out when the command would find this URL anyway: the
-    one ``ETL_DATABASE_URL`` holds, else the default.  A
-    password is never shown: the URL then carries ``***`` and the hint says so.
+    one ``ETL_DATABASE_URL`` holds, else the default.  A password is never
+    shown: the URL then carries ``***`` and the hint says so.
     """
     if database_url == os.environ.get("ETL_DATABASE_URL", DEFAULT_DATABASE_URL):
         return f"`{command}`"

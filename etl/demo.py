@@ -9,8 +9,9 @@ one sample id per row of the queue table shows each outcome.
 
 The demo is a sandbox: it writes to a fresh SQLite file in the temporary
 directory, the same one every run (never to ``ETL_DATABASE_URL``, which names
-the analysts' database) unless a database is passed explicitly, and it removes the demo ids that end ``pending``
-(rescheduled in-progress/absent summaries), so no real sync sends them.
+the analysts' database) unless a database is passed explicitly, and it
+removes the demo ids that end ``pending`` (rescheduled in-progress/absent
+summaries), so no real sync sends them.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ class DiscoveryStats:
     started: float = field(default_factory=time.monotonic)
 
     def summary(self, dry_run: bool = False) -> str:
-        """The one-line summary `etl discover`, `etl backfill --discover` and `etl demo` print."""
+        """The one-line summary `etl discover` and `etl demo` print (one wording for both)."""
         run = "" if self.run_id is None else f" run {self.run_id}"
         verb, count = ("would enqueue", self.would_enqueue) if dry_run else ("enqueued", self.enqueued)
         return (f"Discovery{run}: {_plural(self.phone_numbers, 'phone number')}, "

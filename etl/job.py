@@ -55,8 +55,8 @@ class Etl:
     is refused (:class:`UsageError`), one this user cannot write is opened
     read-only; ``transport`` replaces the network for every request
     (``etl.testing.FakeOpenPhone().transport()``).  The engine opens on first
-    use; SQLite files are created (unless ``read_only``) and migrated then.  Close it (or use
-    ``with``) to release the connections.  ``engine``: use this SQLAlchemy
+    use; SQLite files are created (unless ``read_only``) and migrated then.
+    Close it (or use ``with``) to release the connections.  ``engine``: use this SQLAlchemy
     engine (of ``settings.database_url``) instead; it stays the caller's to dispose.
     """
 

@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m etl.testing")
     running = Running(fake, args.host, args.port)
     print(f"listening on {running.url}", flush=True)
     if not args.quiet:
-        lines = sum(1 for _ in fake.workspace.phone_numbers)
+        lines = len(fake.workspace.phone_numbers)
         calls = len(fake.workspace.calls)
         print(f"API key: {args.api_key}   workspace: {lines} phone numbers, {calls} calls\n"
               f"Point etl at it (paste in another terminal):\n"
