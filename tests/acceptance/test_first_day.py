@@ -278,7 +278,8 @@ def test_demos_reuse_one_sandbox_folder(tmp_path, monkeypatch):
     assert runs and runs[0].startswith("Run 1: ")
 
 
-def test_discovery_is_summed_up_in_the_same_words_by_the_cli_and_the_demo(db_url):
+def test_discovery_is_summed_up_in_the_same_words_by_the_cli_and_the_demo(db_url, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this test's own demo sandbox
     with serve(workspace_fake()) as url:
         cli_out = etl("discover", "--since", "2026-01-01", "--database-url", db_url, *api(url)).stdout
     demo_out = etl("demo").stdout

@@ -8,6 +8,7 @@ but it never leaves an id a real sync would send.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def test_demo_ignores_etl_database_url(db_url, engine, tmp_path, monkeypatch):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # and writes nothing into the current directory either
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the sandbox folder is one per user: this test's own
     with engine.begin() as conn:
         store.enqueue_ids(conn, ["ACreal1"])
     before = table_counts(db_url)
