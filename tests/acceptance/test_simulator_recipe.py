@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -33,13 +34,18 @@ def recipe_block(name: str) -> str:
     return match.group(1)
 
 
-def read_lines(stream: object, count: int, timeout: float) -> list[str]:
-    """``count`` lines of a pipe, waiting at most ``timeout`` seconds for each."""
-    lines = []
-    for _ in range(count):
-        ready, _, _ = select.select([stream], [], [], timeout)
-        assert ready, f"only {lines} within {timeout} s"
-        lines.append(stream.readline())  # type: ignore[attr-defined]
+def read_lines(stream: IO[str], count: int, timeout: float) -> list[str]:
+    """``count`` lines of a pipe, within ``timeout`` seconds (a reader thread: the pipe is buffered)."""
+    lines: list[str] = []
+
+    def read() -> None:
+        for _ in range(count):
+            lines.append(stream.readline())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert len(lines) == count, f"only {lines} within {timeout} s"
     return lines
 
 
