@@ -590,11 +590,6 @@ class WebhookDelivery(Base):
 
 # --- transcripts (migration 0008, issue 19) ------------------------------------------
 
-# The segment key of a v1 transcript: GET /v1/call-transcripts/{id} returns one merged
-# transcript per call, with no recording id (the dated surface keys a segment by its CR... id).
-V1_SEGMENT_ID = "merged"
-
-
 class TranscriptQueue(_QueueColumns, Base):
     """One row per call whose transcript is to be fetched (``transcripts`` setting on)."""
 
