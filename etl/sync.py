@@ -195,6 +195,7 @@ class Syncer:
         # Set by the first transcript 403 (the plan has none): no more transcripts this run.
         self._no_transcripts = threading.Event()
         self._no_transcripts_lock = threading.Lock()
+        self._new_transcripts = False  # transcript items queued since the last claim (coordinator only)
 
     # -- public (any thread, signal handlers included) ---------------------------------
 
@@ -268,6 +269,14 @@ class Syncer:
                 self.request_stop(StopReason.MAX_RUNTIME, "max runtime reached")
             if not (exhausted or self.stop.is_set()) and self._wants_claim(len(buffer)):
                 exhausted = self._claim(limit)
+            if exhausted and self._outstanding == 0 and self.settings.transcripts and not self.stop.is_set():
+                # Summaries saved last may have queued transcripts: save them, then claim once more.
+                self._collect(buffer)
+                self._flush(buffer)
+                if self._new_transcripts:
+                    self._new_transcripts = False
+                    exhausted = False
+                    continue
             if self._abandon or ((exhausted or self.stop.is_set()) and self._outstanding == 0):
                 return
             wait = _FLUSH_INTERVAL_S if deadline is None else max(0.0, min(_FLUSH_INTERVAL_S, deadline - now))
@@ -596,7 +605,8 @@ class Syncer:
         if self.settings.transcripts:
             # Every call the API answered a summary for gets its transcript, in this transaction.
             answered = [e.item.call_id for e in saved if is_answer(e.result) and e.update.state != "invalid"]
-            store.enqueue_transcripts(conn, answered, now)
+            if store.enqueue_transcripts(conn, answered, now):
+                self._new_transcripts = True
         transcripts = [e for e in batch if isinstance(e, TranscriptEntry)]
         written += store.save_transcript_entries(conn, self.owner, transcripts, now)
         store.add_run_counts(conn, self.stats.run_id, **_count_outcomes(written))
