@@ -61,7 +61,7 @@ DISCOVER_DAYS = 14
 TALK_TIME_QUERY_TITLE = "Talk time per speaker per call"
 TALK_TIME_QUERY = """\
 SELECT call_id, speaker_side, ROUND(CAST(SUM(talk_seconds) AS DECIMAL(12, 3)), 3) AS talk_seconds,
-       COUNT(*) AS lines
+       COUNT(*) AS line_count
 FROM call_transcript_line_overview
 GROUP BY call_id, speaker_side
 ORDER BY call_id, speaker_side;"""

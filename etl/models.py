@@ -104,41 +104,46 @@ class Base(DeclarativeBase):
 
 
 class _QueueColumns:
-    """The columns every work queue shares (summary_queue, transcript_queue): one claim/lease/release machinery."""
+    """The columns every work queue shares (summary_queue, transcript_queue): one claim/lease/release machinery.
+
+    ``sort_order`` keeps each queue's columns in summary_queue's documented order
+    (docs/schema.md), with the per-queue ``call_id``, ``state`` and ``last_api_status`` in between.
+    """
 
     attempts: Mapped[int] = mapped_column(
-        Integer, server_default="0",
+        Integer, server_default="0", sort_order=2,
         comment="Fetches of this item (in-run HTTP retries count once; a run stopped by 401/403 counts none).",
     )
     consecutive_errors: Mapped[int] = mapped_column(
-        Integer, server_default="0",
+        Integer, server_default="0", sort_order=3,
         comment="Attempts in a row that ended with a transient error; reaching the limit gives state error.",
     )
     next_attempt_at: Mapped[datetime] = mapped_column(
-        UtcDateTime, server_default=sql_utcnow(),
+        UtcDateTime, server_default=sql_utcnow(), sort_order=4,
         comment="UTC time the item is due; while a run holds the lease, the lease expiry.",
     )
     lease_expires_at: Mapped[datetime | None] = mapped_column(
-        UtcDateTime, comment="UTC end of the current run's lease; NULL when no run holds the item.",
+        UtcDateTime, comment="UTC end of the current run's lease; NULL when no run holds the item.", sort_order=5,
     )
     lease_owner: Mapped[str | None] = mapped_column(
-        String(64), comment="Run holding the lease (host:pid:random); NULL when no run holds the item.",
+        String(64), comment="Run holding the lease (host:pid:random); NULL when no run holds the item.", sort_order=6,
     )
     last_error: Mapped[str | None] = mapped_column(
-        Text, comment="Why the last attempt did not complete (at most 2000 characters); NULL on success.",
+        Text, comment="Why the last attempt did not complete (at most 2000 characters); NULL on success.", sort_order=8,
     )
     incomplete_since: Mapped[datetime | None] = mapped_column(
-        UtcDateTime,
+        UtcDateTime, sort_order=9,
         comment="UTC time the API first said in-progress or absent; the 48 h / 24 h give-up windows start here.",
     )
     enqueued_at: Mapped[datetime] = mapped_column(
-        UtcDateTime, server_default=sql_utcnow(), comment="UTC time the call id was first enqueued.",
+        UtcDateTime, server_default=sql_utcnow(), comment="UTC time the call id was first enqueued.", sort_order=10,
     )
     updated_at: Mapped[datetime] = mapped_column(
-        UtcDateTime, server_default=sql_utcnow(), comment="UTC time of the last attempt's outcome or re-queue.",
+        UtcDateTime, server_default=sql_utcnow(), sort_order=11,
+        comment="UTC time of the last attempt's outcome or re-queue.",
     )
     finished_at: Mapped[datetime | None] = mapped_column(
-        UtcDateTime, comment="UTC time the item reached a terminal state; NULL while pending.",
+        UtcDateTime, comment="UTC time the item reached a terminal state; NULL while pending.", sort_order=12,
     )
 
 
@@ -158,11 +163,11 @@ class SummaryQueue(_QueueColumns, Base):
         comment="OpenPhone call id: AC followed by 1 to 64 ASCII letters or digits (case-sensitive).",
     )
     state: Mapped[str] = mapped_column(
-        String(16), server_default="pending",
+        String(16), server_default="pending", sort_order=1,
         comment="pending (due at next_attempt_at), done, failed, absent, not_found, invalid or error.",
     )
     last_api_status: Mapped[str | None] = mapped_column(
-        String(32),
+        String(32), sort_order=7,
         comment="Last answer: the summary status, 'http <code>' or 'no response'; NULL before the first.",
     )
 
@@ -606,11 +611,11 @@ class TranscriptQueue(_QueueColumns, Base):
         comment="OpenPhone call id: AC followed by 1 to 64 ASCII letters or digits (case-sensitive).",
     )
     state: Mapped[str] = mapped_column(
-        String(16), server_default="pending",
+        String(16), server_default="pending", sort_order=1,
         comment="pending (due at next_attempt_at), done, failed, absent, forbidden, not_found, invalid or error.",
     )
     last_api_status: Mapped[str | None] = mapped_column(
-        String(32),
+        String(32), sort_order=7,
         comment="Last answer: the transcript status, 'http <code>' or 'no response'; NULL before the first.",
     )
 
