@@ -52,11 +52,15 @@ class PruneResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "dry_run": self.dry_run, "transcripts_before": self.transcripts_before,
-            "raw_json_before": self.raw_json_before, "transcript_calls": self.transcript_calls,
+            "dry_run": self.dry_run, "transcripts_before": _iso(self.transcripts_before),
+            "raw_json_before": _iso(self.raw_json_before), "transcript_calls": self.transcript_calls,
             "transcript_lines": self.transcript_lines, "summary_payloads": self.summary_payloads,
             "call_payloads": self.call_payloads, "batches": self.batches,
         }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="seconds")
 
 
 def prune(engine: Engine, now: datetime, *, transcripts_older_than: float | None = None,
