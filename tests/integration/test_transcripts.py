@@ -254,7 +254,7 @@ def test_transcripts_off_queues_and_fetches_nothing(engine, settings, fake):
 
 
 def test_v1_discovery_enqueues_the_transcripts_of_the_completed_calls_it_enqueues(engine, settings, fake):
-    done, other = workspace(fake, calls=3)
+    done, _ = workspace(fake, calls=3)
     job = Etl(on(settings), engine=engine, transport=fake.transport())
     found = job.discover(since=datetime(2000, 1, 1))
     assert found.exit_code == 0
