@@ -295,3 +295,53 @@ def test_the_summary_queue_and_transcript_queue_lease_the_same_id_independently(
         assert store.release(conn, "run-a", both) == 2
     assert transcript_queue(engine)[call_id]["lease_owner"] is None
     assert queue_rows(engine)[call_id]["lease_owner"] is None
+
+
+@pytest.mark.slow
+def test_sigkill_mid_sync_then_rerun_lands_every_transcript_once(engine, db_url, tmp_path):
+    """A real `etl sync --transcripts` process killed twice mid-run, then run to the end, then again."""
+    import signal
+
+    from etl.testing import serve
+    from tests.support.db import API_KEY, make_due
+    from tests.support.proc import etl_env, start_etl, stop, wait_for
+
+    def scalar(sql: str) -> int:
+        return int(rows(engine, sql)[0][0])
+
+    fake = FakeOpenPhone(api_key=API_KEY, latency_ms=15)
+    ids = [f"ACkilltr{i:03d}" for i in range(100)]
+    enqueue(engine, ids)
+    sync = ["sync", "--rate", "0", "--concurrency", "4"]
+    with serve(fake) as url:
+        env = etl_env(db_url, url, API_KEY, ETL_TRANSCRIPTS="1")
+        for k in range(2):
+            target = scalar("SELECT count(DISTINCT call_id) FROM call_transcripts") + 20
+            proc = start_etl(sync, env, tmp_path, f"kill{k}")
+            try:
+                wait_for(lambda t=target: scalar("SELECT count(DISTINCT call_id) FROM call_transcripts") >= t, 60,
+                         f"{target} transcripts", proc)
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                assert stop(proc) == -signal.SIGKILL
+            # All or nothing per transaction: a done item has its rows, rows have a done item.
+            assert scalar("SELECT count(*) FROM transcript_queue WHERE state = 'done'") == scalar(
+                "SELECT count(DISTINCT call_id) FROM call_transcripts")
+            assert scalar("SELECT count(*) FROM call_summaries s LEFT JOIN transcript_queue q "
+                          "ON q.call_id = s.call_id WHERE q.call_id IS NULL") == 0  # queued with its summary
+            make_due(engine)
+            with engine.begin() as conn:
+                conn.execute(sa.text("UPDATE transcript_queue SET next_attempt_at = :t WHERE state = 'pending'"),
+                             {"t": datetime(2000, 1, 1)})
+        proc = start_etl(sync, env, tmp_path, "final")
+        assert stop(proc) == 0
+        assert {v["state"] for v in transcript_queue(engine).values()} == {"done"}
+        assert set(transcript_queue(engine)) == set(ids)
+        for call_id in ids:
+            assert stored_lines(engine, call_id) == expected_v1(fake, call_id)
+        before = rows(engine, "SELECT * FROM call_transcript_lines ORDER BY call_id, segment_id, position")
+        requests = fake.stats()["total_requests"]
+        proc = start_etl(sync, env, tmp_path, "again")
+        assert stop(proc) == 0
+    assert rows(engine, "SELECT * FROM call_transcript_lines ORDER BY call_id, segment_id, position") == before
+    assert fake.stats()["total_requests"] == requests  # nothing due: nothing asked
