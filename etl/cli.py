@@ -460,6 +460,10 @@ def _print_status(data: dict[str, Any]) -> None:
     age = data["oldest_due_age_s"]
     since = f" (oldest due {age} s ago, since {data['oldest_due_at']})" if age is not None else ""
     echo(f"Due now: {data['due_now']}{since}")
+    if data.get("transcript_queue"):
+        counts = data["transcript_queue"]
+        echo(f"Transcripts ({sum(counts.values())} items): "
+             + ", ".join(f"{state} {n}" for state, n in counts.items() if n))
     if data["fetch"]:
         echo(f"API: {data['fetch']}")
     echo("Last runs:")

@@ -195,6 +195,7 @@ def _print_bi(engine: Engine, title: str = BI_QUERY_TITLE, query: str = BI_QUERY
     more = f" (first {limit} of {len(rows)} rows)" if len(rows) > limit else ""
     rows = rows[:limit]
     click.echo(f"\n{title} (docs/schema.md), from {source}{more}:")
-    click.echo("  " + "  ".join(f"{c:<12}" for c in columns))
+    widths = [max(12, len(c), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
+    click.echo("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in rows:
-        click.echo("  " + "  ".join(f"{v!s:<12}" for v in row))
+        click.echo("  " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))

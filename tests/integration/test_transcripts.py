@@ -345,3 +345,20 @@ def test_sigkill_mid_sync_then_rerun_lands_every_transcript_once(engine, db_url,
         assert stop(proc) == 0
     assert rows(engine, "SELECT * FROM call_transcript_lines ORDER BY call_id, segment_id, position") == before
     assert fake.stats()["total_requests"] == requests  # nothing due: nothing asked
+
+
+def test_status_counts_the_transcript_queue(engine, db_url, settings, fake):
+    from click.testing import CliRunner
+
+    from etl.cli import cli
+
+    done, other = workspace(fake, calls=2)
+    enqueue(engine, done + other)
+    assert Etl(settings, engine=engine).status().as_dict()["transcript_queue"] is None  # off: nothing to show
+    run(engine, on(settings), fake)
+    counts = Etl(settings, engine=engine).status().as_dict()["transcript_queue"]
+    assert counts == {"pending": 0, "done": len(done), "failed": 0, "absent": len(other), "forbidden": 0,
+                      "not_found": 0, "invalid": 0, "error": 0}
+    result = CliRunner().invoke(cli, ["status", "--database-url", db_url])
+    assert result.exit_code == 0, result.output
+    assert f"Transcripts ({len(done) + len(other)} items): done {len(done)}, absent {len(other)}" in result.stdout
