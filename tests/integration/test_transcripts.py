@@ -362,3 +362,28 @@ def test_status_counts_the_transcript_queue(engine, db_url, settings, fake):
     result = CliRunner().invoke(cli, ["status", "--database-url", db_url])
     assert result.exit_code == 0, result.output
     assert f"Transcripts ({len(done) + len(other)} items): done {len(done)}, absent {len(other)}" in result.stdout
+
+
+@pytest.mark.parametrize("surface", ["v1", DATED])
+def test_nul_and_lone_surrogates_in_a_transcript_are_stored_as_replacement_characters(engine, settings, fake,
+                                                                                       surface):
+    import httpx
+
+    done, _ = workspace(fake, calls=2)
+    call_id = done[0]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        response = fake.handle_sync(request)
+        if "transcripts" not in request.url.path:
+            return response
+        # Every line of this call's transcript gets a NUL and a lone surrogate, as JSON escapes.
+        body = response.content.replace(b'"content":"', b'"content":"\\u0000\\ud800 ')
+        return httpx.Response(response.status_code, headers={"content-type": "application/json"}, content=body)
+
+    with engine.begin() as conn:
+        store.enqueue_transcripts(conn, [call_id], datetime(2000, 1, 1))
+    stats = Etl(on(settings, api_version=surface), engine=engine).sync(transport=httpx.MockTransport(handler))
+    assert stats.errors == 0
+    texts = [line[6] for line in stored_lines(engine, call_id)]
+    want = [w[6] for w in (expected_v1(fake, call_id) if surface == "v1" else expected_dated(fake, call_id, None))]
+    assert texts == ["\ufffd\ufffd " + t for t in want]
