@@ -152,7 +152,8 @@ _Saved = Entry | TranscriptEntry
 
 _PLAN_HAS_NO_TRANSCRIPTS = ("the API refused transcripts (HTTP 403): this workspace's plan has no call transcripts "
                             "(Business and Scale plans only); no more transcripts are asked for in this run, "
-                            "summaries go on")
+                            "summaries go on. Turn transcripts off (ETL_TRANSCRIPTS=0, --no-transcripts) unless "
+                            "the plan changes")
 
 
 def _key(item: ClaimedItem) -> tuple[str, str]:
