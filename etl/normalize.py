@@ -221,8 +221,12 @@ def normalize_transcript(transcript: Transcript, call_created_at: datetime | Non
     base = transcript_base(transcript, call_created_at)
     digest = transcript.content_hash if base is None else f"{transcript.content_hash}|{base.isoformat()}"
     rows = TranscriptRows(transcript.call_id, hashlib.sha256(digest.encode()).hexdigest())
+    seen: set[str] = set()
     for segment in transcript.segments:
         segment_id = clean_text(segment.segment_id)[:API_ID_LENGTH]
+        if segment_id in seen:
+            continue  # a segment listed twice (pages that shifted): stored once, as first listed
+        seen.add(segment_id)
         offset = 0.0
         if base is not None and segment.started_at is not None:
             offset = (segment.started_at - base).total_seconds()

@@ -139,6 +139,12 @@ def test_dated_offsets_are_moved_to_the_call_start_or_to_the_first_segment():
     assert without.content_hash != with_call.content_hash  # another time base rewrites the lines
 
 
+def test_a_segment_listed_twice_is_stored_once():
+    twice = segment(segment_id="CR1", started=NOW, lines=(line(0.5, 2.0),))
+    rows = normalize_transcript(Transcript(CALL, (twice, twice), "h" * 64), NOW, NOW)
+    assert [s["segment_id"] for s in rows.segments] == ["CR1"] and len(rows.lines) == 1
+
+
 def test_transcript_status_of_a_call_is_the_most_telling_segment():
     def status(*statuses: str) -> str:
         return Transcript(CALL, tuple(segment(s) for s in statuses), "").status
