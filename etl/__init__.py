@@ -30,6 +30,7 @@ from etl.status import Status
 
 if TYPE_CHECKING:
     from etl.discover import DiscoveryStats
+    from etl.prune import PruneResult
     from etl.sync import RunStats, StopReason
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "Etl",
     "EtlError",
     "HealthLimits",
+    "PruneResult",
     "Requeued",
     "RunStats",
     "SchemaBehindError",
@@ -56,7 +58,8 @@ __all__ = [
 
 # Imported on first use: the engine pulls in httpx and tenacity, which
 # `etl status` and `etl enqueue` do not need at start-up.
-_LAZY = {"RunStats": "etl.sync", "StopReason": "etl.sync", "DiscoveryStats": "etl.discover"}
+_LAZY = {"RunStats": "etl.sync", "StopReason": "etl.sync", "DiscoveryStats": "etl.discover",
+         "PruneResult": "etl.prune"}
 
 
 def __getattr__(name: str) -> Any:

@@ -46,15 +46,18 @@ from etl.config import Settings
 from etl.errors import AuthError, EtlError
 from etl.ids import is_valid_call_id
 from etl.ratelimit import LocalBudget, NotSent, RateBudget
-from etl.results import FetchResult, Kind
+from etl.results import V1_SEGMENT_ID, DialogueLine, FetchResult, Kind, Transcript, TranscriptSegment
 from etl.schema import (
     CallData,
     CallEnvelope,
     CallList,
     ConversationList,
+    DialogueData,
     PhoneNumberList,
     SummaryData,
     SummaryEnvelope,
+    TranscriptPage,
+    TranscriptV1Envelope,
 )
 
 __all__ = ["USER_AGENT", "ApiResult", "FetchResult", "NotSent", "OpenPhoneClient", "api_time", "parse_retry_after"]
@@ -534,6 +537,135 @@ class OpenPhoneClient:
         except ValueError:
             raise EtlError(f"{method} {path}: the answer is not JSON") from None
         return parsed.get("data") if isinstance(parsed, dict) else None
+
+    # --- transcripts (issue 19) -------------------------------------------------------
+    #
+    # The same request path (_call: budget, retries; _resource_try: request,
+    # classification, body limit).  A 403 on a transcript means the workspace's
+    # plan has no transcripts, not that the key is refused: it comes back as an
+    # ``invalid`` result with ``http_status`` 403 instead of ending the run.
+
+    def fetch_transcript(self, call_id: str, *, max_wait: float | None = None) -> ApiResult[Transcript]:
+        """The call's transcript on the surface ``settings.api_version`` names."""
+        if self.settings.api_version == DATED_API_VERSION:
+            return self.list_call_transcripts(call_id, max_wait=max_wait)
+        return self.get_call_transcript(call_id, max_wait=max_wait)
+
+    def get_call_transcript(self, call_id: str, *, max_wait: float | None = None) -> ApiResult[Transcript]:
+        """v1 ``GET /v1/call-transcripts/{id}``: one merged transcript (segment ``merged``)."""
+        what = f"GET /v1/call-transcripts/{call_id[:80]}"
+        if not is_valid_call_id(call_id):
+            return ApiResult(what, "invalid", None, 0, 0.0, error="malformed call id")
+
+        def parse(body: Any) -> tuple[Transcript, Any]:
+            data = TranscriptV1Envelope.model_validate(body).data
+            if data.callId != call_id:
+                raise _Transient(f"200 for another call id ({data.callId[:80]!r})", 200)
+            raw = body["data"]
+            segment = TranscriptSegment(V1_SEGMENT_ID, data.status, None, _naive_utc(data.createdAt),
+                                        _float(data.duration), _dialogue(data.dialogue))
+            return Transcript(call_id, (segment,), _json_hash(raw)), raw
+
+        started = self.clock.monotonic()
+        try:
+            return self._get_resource("/v1/call-transcripts/" + call_id, {}, parse, max_wait=max_wait)
+        except AuthError as exc:
+            return _plan_refused(what, exc, self._ms(started))
+
+    def list_call_transcripts(self, call_id: str, *, max_wait: float | None = None,
+                              page_size: int = 50) -> ApiResult[Transcript]:
+        """2026-03-30 ``GET /calls/{callId}/transcripts``, every page (``limit`` ≤ 50, cursor ``after``).
+
+        One transcript per recording segment, oldest first.  A later page that
+        answers 400/404 (its short-lived cursor expired) makes the whole answer
+        transient: the call's pages are asked again on the next attempt.
+        """
+        what = f"GET /calls/{call_id[:80]}/transcripts"
+        if not is_valid_call_id(call_id):
+            return ApiResult(what, "invalid", None, 0, 0.0, error="malformed call id")
+        started = self.clock.monotonic()
+        give_up_at = None if max_wait is None else started + max_wait
+        segments: list[TranscriptSegment] = []
+        raws: list[Any] = []
+        cursor: str | None = None
+        tries = 0
+        for page_number in range(_MAX_TRANSCRIPT_PAGES):
+            params: dict[str, Any] = {"limit": max(1, min(page_size, 50))}
+            if cursor:
+                params["after"] = cursor
+            left = None if give_up_at is None else max(0.0, give_up_at - self.clock.monotonic())
+            try:
+                page = self._get_dated(f"/calls/{call_id}/transcripts", params, _whole(TranscriptPage), left)
+            except AuthError as exc:
+                return _plan_refused(what, exc, self._ms(started))
+            except NotSent:
+                if page_number == 0:
+                    raise
+                return ApiResult(what, "transient", None, tries, self._ms(started),
+                                 error="stopped before the last page of transcripts")
+            tries += page.tries
+            if page.kind != "ok" or page.data is None:
+                kind = page.kind if page_number == 0 else "transient"
+                return ApiResult(what, kind, page.http_status, tries, self._ms(started),
+                                 error=page.error, retry_after=page.retry_after)
+            for item, raw in zip(page.data.data, page.raw.get("data", []), strict=False):
+                segments.append(TranscriptSegment(
+                    item.recordingId, item.status, _naive_utc(item.startTime), _naive_utc(item.createdAt),
+                    _float(item.duration), _dialogue(item.dialogue)))
+                raws.append(raw)
+            cursor = page.data.nextCursor
+            if not cursor:
+                break
+        else:
+            return ApiResult(what, "rejected", 200, tries, self._ms(started),
+                             error=f"more than {_MAX_TRANSCRIPT_PAGES} pages of transcripts")
+        segments.sort(key=lambda s: (s.started_at is None, s.started_at or datetime.min))
+        transcript = Transcript(call_id, tuple(segments), _json_hash(raws))
+        return ApiResult(what, "ok", 200, tries, self._ms(started), data=transcript, raw=raws)
+
+    def _get_dated(self, path: str, params: dict[str, Any], parse: Callable[[Any], tuple[_M, Any]],
+                   max_wait: float | None) -> ApiResult[_M]:
+        """One request of the dated surface: path without /v1, header ``Quo-Api-Version``."""
+        headers = self._headers.copy()
+        headers["Quo-Api-Version"] = DATED_API_VERSION
+        request = httpx.Request("GET", self.settings.base_url.rstrip("/") + path, params=params,
+                                headers=headers, extensions=self._extensions)
+        started = self.clock.monotonic()
+        return self._call(lambda tries: self._resource_try(f"GET {path}", request, parse, started, tries), max_wait)
+
+
+DATED_API_VERSION = "2026-03-30"
+_MAX_TRANSCRIPT_PAGES = 100
+
+
+def _plan_refused(what: str, exc: AuthError, latency_ms: float) -> ApiResult[Transcript]:
+    """A 403 on a transcript: the plan has no transcripts (an answer for this call); a 401 still ends the run."""
+    if exc.http_status != 403:
+        raise exc
+    return ApiResult(what, "invalid", 403, 1, latency_ms, error=str(exc))
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _dialogue(lines: list[DialogueData] | None) -> tuple[DialogueLine, ...] | None:
+    if lines is None:
+        return None
+    return tuple(DialogueLine(d.content, float(d.start), float(d.end), d.identifier,
+                              d.userId if d.userId is not None else d.actorId) for d in lines)
+
+
+def _json_hash(raw: Any) -> str:
+    """SHA-256 of the answer's JSON with keys sorted: the same transcript hashes alike whatever the paging."""
+    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 

@@ -130,6 +130,12 @@ def not_found_window_option(fn: F) -> F:
                              "enqueueing) is retried with backoff; after it, the item ends not_found. 0 = at once.")(fn)
 
 
+def transcripts_option(fn: F) -> F:
+    return click.option("--transcripts/--no-transcripts", default=False, show_default=True, envvar="ETL_TRANSCRIPTS",
+                        help="Also sync the transcript of every call the API answers (one more request per call; "
+                             "Business and Scale plans) [env: ETL_TRANSCRIPTS=1].")(fn)
+
+
 # --- the group --------------------------------------------------------------------
 
 
@@ -229,14 +235,15 @@ def _print_invalid_rest(invalid: int) -> None:
 @run_limit_options
 @click.option("--dry-run", is_flag=True, help="Show what is due; fetch nothing, change nothing.")
 @not_found_window_option
+@transcripts_option
 @database_options
 @handle_errors
 def sync(api_key: str | None, base_url: str, rate: float, concurrency: int, limit: int | None,
-         max_runtime: float | None, dry_run: bool, not_found_window: float, database_url: str, log_format: str,
-         log_level: str) -> None:
+         max_runtime: float | None, dry_run: bool, not_found_window: float, transcripts: bool, database_url: str,
+         log_format: str, log_level: str) -> None:
     """Fetch due summaries, upsert their rows, reschedule incomplete ones (the cron job)."""
     configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window)
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window, transcripts)
     with Etl(settings, read_only=dry_run) as job:  # a dry run never creates a database
         if dry_run:
             _print_due(job, limit)
@@ -286,13 +293,14 @@ def _exit_for(stats: RunStats) -> None:
               help="With --discover: where the first discovery starts (UTC; later runs continue from "
                    "their watermarks).")
 @not_found_window_option
+@transcripts_option
 @api_options
 @run_limit_options
 @database_options
 @handle_errors
 def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | None, until: datetime | None,
              force: bool, dry_run: bool, discover_first: bool, discover_since: datetime | None,
-             not_found_window: float, api_key: str | None, base_url: str, rate: float,
+             not_found_window: float, transcripts: bool, api_key: str | None, base_url: str, rate: float,
              concurrency: int, limit: int | None, max_runtime: float | None, database_url: str,
              log_format: str, log_level: str) -> None:
     """Enqueue and/or re-queue items, then sync until nothing is due, with progress.
@@ -303,7 +311,7 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
     configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
     selection = backfill_mod.selection(backfill_mod.parse_states(status_list), since, until, force)
     check_sources(file, discover_first, discover_since)
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window)
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window, transcripts)
     if not dry_run or discover_first:
         require_api_key(settings)
     source = "-" if file is None else getattr(file, "name", "-")
@@ -350,12 +358,13 @@ def _print_backfill_step(step: EnqueueCounts | Requeued) -> None:
 @click.option("--phone-number", "phone_numbers", multiple=True, metavar="PN…|+E164",
               help="Only this line (its id or E.164 number); repeat or comma-separate for several.")
 @click.option("--dry-run", is_flag=True, help="List and count; store nothing, enqueue nothing, move no watermark.")
+@transcripts_option
 @api_options
 @database_options
 @handle_errors
-def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run: bool, api_key: str | None,
-                 base_url: str, rate: float, concurrency: int, database_url: str, log_format: str,
-                 log_level: str) -> None:
+def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run: bool, transcripts: bool,
+                 api_key: str | None, base_url: str, rate: float, concurrency: int, database_url: str,
+                 log_format: str, log_level: str) -> None:
     """Find calls in the workspace, store their context, enqueue the completed ones.
 
     Walks phone numbers -> conversations updated since each line's watermark ->
@@ -363,7 +372,7 @@ def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run
     re-run at any point: committed pages stay, nothing is enqueued twice.
     """
     configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency)
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency, transcripts=transcripts)
     require_api_key(settings)
     with Etl(settings) as job:
         stats = job.discover(since, phone_numbers, dry_run=dry_run, progress=None)
@@ -377,6 +386,38 @@ def _exit_for_discovery(stats: DiscoveryStats) -> None:
     if stats.exit_code != 0:
         run = "" if stats.run_id is None else f"run {stats.run_id} "
         raise CliError(f"discovery {run}did not finish cleanly: {stats.stop_reason}", stats.exit_code)
+
+
+# --- prune ----------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--transcripts-older-than", type=click.FloatRange(min=0), default=None, metavar="DAYS",
+              help="Delete the transcript lines of calls that started more than DAYS ago (the call_transcripts "
+                   "rows stay, marked pruned; a pruned transcript is never stored again).")
+@click.option("--raw-json-older-than", type=click.FloatRange(min=0), default=None, metavar="DAYS",
+              help="Clear call_summaries.raw_json and calls.raw_json (set to '') of calls that started more "
+                   "than DAYS ago.")
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; change nothing.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, metavar="N",
+              help="Calls per transaction (short transactions: safe next to a running sync).")
+@database_options
+@handle_errors
+def prune(transcripts_older_than: float | None, raw_json_older_than: float | None, dry_run: bool, batch_size: int,
+          database_url: str, log_format: str, log_level: str) -> None:
+    """Forget on schedule: transcript lines and raw JSON payloads of old calls (cron: daily)."""
+    configure_logging(cast(Any, log_format), log_level)
+    with Etl(database_url=database_url) as job:
+        result = job.prune(transcripts_older_than=transcripts_older_than, raw_json_older_than=raw_json_older_than,
+                           dry_run=dry_run, batch_size=batch_size)
+    verb = "Would remove" if dry_run else "Removed"
+    if result.transcripts_before is not None:
+        click.echo(f"{verb} {result.transcript_lines} transcript line(s) of {result.transcript_calls} call(s) "
+                   f"that started before {result.transcripts_before:%Y-%m-%d %H:%M:%S} UTC.")
+    if result.raw_json_before is not None:
+        click.echo(f"{'Would clear' if dry_run else 'Cleared'} {result.summary_payloads} summary payload(s) and "
+                   f"{result.call_payloads} call payload(s) of calls that started before "
+                   f"{result.raw_json_before:%Y-%m-%d %H:%M:%S} UTC.")
 
 
 # --- status -----------------------------------------------------------------------
@@ -418,6 +459,10 @@ def _print_status(data: dict[str, Any]) -> None:
     age = data["oldest_due_age_s"]
     since = f" (oldest due {age} s ago, since {data['oldest_due_at']})" if age is not None else ""
     echo(f"Due now: {data['due_now']}{since}")
+    if data.get("transcript_queue"):
+        counts = data["transcript_queue"]
+        echo(f"Transcripts ({sum(counts.values())} items): "
+             + ", ".join(f"{state} {n}" for state, n in counts.items() if n))
     if data["fetch"]:
         echo(f"API: {data['fetch']}")
     echo("Last runs:")
@@ -448,10 +493,11 @@ def _print_status(data: dict[str, Any]) -> None:
 
 
 @cli.command()
+@transcripts_option
 @database_options
 @click.pass_context
 @handle_errors
-def demo(ctx: click.Context, database_url: str, log_format: str, log_level: str) -> None:
+def demo(ctx: click.Context, transcripts: bool, database_url: str, log_format: str, log_level: str) -> None:
     """Run the real sync against a built-in simulated API (no API key needed).
 
     It writes to a fresh SQLite file in the temporary directory (each demo
@@ -465,7 +511,7 @@ def demo(ctx: click.Context, database_url: str, log_format: str, log_level: str)
     explicit = ctx.get_parameter_source("database_url") == click.core.ParameterSource.COMMANDLINE
     url = database_url if explicit else demo_mod.sandbox_url()
     with open_database(url) as engine:
-        demo_mod.run_demo(engine, url, sandbox=not explicit)
+        demo_mod.run_demo(engine, url, sandbox=not explicit, transcripts=transcripts)
 
 
 # --- serve (webhook receiver) ------------------------------------------------------
@@ -497,12 +543,13 @@ def _webhook_secrets(given: tuple[str, ...]) -> list[str]:
               metavar="HOURS", help="Keep delivery records (replay and redelivery checks) this long.")
 @click.option("--poll-interval", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               metavar="SECONDS", help="Also sync what became due by itself this often.")
+@transcripts_option
 @api_options
 @database_options
 @handle_errors
 def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: float, max_body_bytes: int,
-          delivery_retention: float, poll_interval: float, api_key: str | None, base_url: str, rate: float,
-          concurrency: int, database_url: str, log_format: str, log_level: str) -> None:
+          delivery_retention: float, poll_interval: float, transcripts: bool, api_key: str | None, base_url: str,
+          rate: float, concurrency: int, database_url: str, log_format: str, log_level: str) -> None:
     """Receive signed OpenPhone webhooks and sync each summary seconds after it is ready.
 
     POST /webhooks/openphone, GET /healthz, GET /metrics.  Needs the API key
@@ -532,7 +579,7 @@ def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: flo
     if retention.total_seconds() < 2 * tolerance:
         raise UsageError("--delivery-retention must be at least twice --tolerance, or a replay could outlive "
                          "its record")
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency)
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency, transcripts=transcripts)
     require_api_key(settings)
     receiver = ReceiverConfig(secrets, tolerance, max_body_bytes, retention)
     with open_database(database_url) as engine:

@@ -24,6 +24,9 @@ DEFAULT_BASE_URL = "https://api.openphone.com"
 # a reserved name (RFC 2606) that no request could ever reach.
 IN_PROCESS_BASE_URL = "http://in-process.invalid"
 
+# The API surfaces (issue 17): v1 paths under /v1, or Quo's dated version (header Quo-Api-Version).
+API_VERSIONS = ("v1", "2026-03-30")
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -71,6 +74,10 @@ class Settings:
     write_batch: int = 500
     max_body_bytes: int = 8 * 1024 * 1024
     backoff: Backoff = field(default_factory=Backoff)
+    # Which API surface to speak: "v1" or "2026-03-30" (API_VERSIONS).
+    api_version: str = "v1"
+    # Also fetch every answered call's transcript (transcript_queue; one more request per call).
+    transcripts: bool = False
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -130,13 +137,14 @@ def check_base_url(url: str) -> str:
 
 def make_settings(database_url: str = DEFAULT_DATABASE_URL, api_key: str | None = None,
                   base_url: str = DEFAULT_BASE_URL, rate: float = Settings.rate,
-                  concurrency: int = Settings.concurrency, not_found_window: float | None = None) -> Settings:
+                  concurrency: int = Settings.concurrency, not_found_window: float | None = None,
+                  transcripts: bool = False) -> Settings:
     """Settings from the values a user gives (options, keyword arguments); ``base_url`` is checked.
 
     ``not_found_window`` is in hours (``--not-found-window``); None keeps :class:`Backoff`'s default.
     """
     settings = Settings(database_url=database_url, api_key=api_key, base_url=check_base_url(base_url),
-                        rate=rate, concurrency=concurrency)
+                        rate=rate, concurrency=concurrency, transcripts=transcripts)
     if not_found_window is not None:
         settings = settings.replace(backoff=dataclasses.replace(settings.backoff,
                                                                 not_found_window=not_found_window * 3600.0))

@@ -32,7 +32,7 @@ from etl.clock import utcnow
 from etl.config import Backoff, Settings, command_hint, redact_url
 from etl.discover import DiscoverOptions, discover
 from etl.models import CallSummary, SummaryQueue
-from etl.tables import call_lookups_t, fields_t, queue_t, summaries_t
+from etl.tables import call_lookups_t, fields_t, queue_t, summaries_t, transcript_queue_t, transcripts_t
 from etl.testing import FakeOpenPhone, sample_summary
 
 DEMO_KEY = "demo-key-not-secret"
@@ -59,6 +59,15 @@ WHERE summary_status = 'completed'
 GROUP BY call_week, user_id
 ORDER BY call_week, user_id;"""
 DISCOVER_DAYS = 14
+
+# docs/schema.md, "Talk time per speaker per call" (shown with `etl demo --transcripts`; tests check they agree).
+TALK_TIME_QUERY_TITLE = "Talk time per speaker per call"
+TALK_TIME_QUERY = """\
+SELECT call_id, speaker_side, ROUND(CAST(SUM(talk_seconds) AS DECIMAL(12, 3)), 3) AS talk_seconds,
+       COUNT(*) AS line_count
+FROM call_transcript_line_overview
+GROUP BY call_id, speaker_side
+ORDER BY call_id, speaker_side;"""
 
 
 def build_fake() -> FakeOpenPhone:
@@ -124,7 +133,7 @@ def sandbox_url() -> str:
     return f"sqlite:///{path}"
 
 
-def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True) -> None:
+def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True, transcripts: bool = False) -> None:
     from etl.running import run_sync
     from etl.sync import RunOptions
 
@@ -135,9 +144,11 @@ def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True) -> None
         conn.execute(sa.delete(summaries_t).where(CallSummary.call_id.in_(ids)))
         conn.execute(sa.delete(queue_t).where(SummaryQueue.call_id.in_(ids)))
         conn.execute(sa.delete(call_lookups_t).where(call_lookups_t.c.call_id.in_(ids)))
+        conn.execute(sa.delete(transcripts_t).where(transcripts_t.c.call_id.in_(ids)))
+        conn.execute(sa.delete(transcript_queue_t).where(transcript_queue_t.c.call_id.in_(ids)))
         store.enqueue_ids(conn, ids)
     settings = Settings(database_url=database_url, api_key=DEMO_KEY, base_url="https://demo.invalid",
-                        rate=0, concurrency=4, backoff=Backoff())
+                        rate=0, concurrency=4, backoff=Backoff(), transcripts=transcripts)
     since = utcnow() - dt.timedelta(days=DISCOVER_DAYS)
     found = discover(engine, settings, DiscoverOptions(since=since, command="demo"), transport=fake.transport(),
                      page_log_level="debug")
@@ -145,6 +156,8 @@ def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True) -> None
     stats = run_sync(engine, settings, RunOptions("demo"), transport=fake.transport())
     _print_results(engine, ids)
     _print_bi(engine)
+    if transcripts:
+        _print_bi(engine, TALK_TIME_QUERY_TITLE, TALK_TIME_QUERY, "call_transcript_line_overview")
     removed = _remove_pending(engine, ids)
     click.echo(f"\nRun {stats.run_id}: {stats.summary()} — into {redact_url(database_url)}"
                + (" (a throwaway demo database, replaced by the next demo)." if sandbox else "."))
@@ -157,11 +170,13 @@ def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True) -> None
 def _remove_pending(engine: Engine, ids: list[str]) -> list[str]:
     """Delete the demo ids still pending: a real sync must never send a made-up id to the real API."""
     q = queue_t.c
+    t = transcript_queue_t.c
     with engine.begin() as conn:
         pending = sorted(conn.execute(sa.select(q.call_id).where(q.call_id.in_(ids), q.state == "pending"))
                          .scalars())
         if pending:
             conn.execute(sa.delete(queue_t).where(q.call_id.in_(pending), q.state == "pending"))
+        conn.execute(sa.delete(transcript_queue_t).where(t.call_id.in_(ids), t.state == "pending"))
     return pending
 
 
@@ -189,12 +204,16 @@ def _print_results(engine: Engine, ids: list[str]) -> None:
         click.echo(f"  {fld.name:<10} {fld.value_type:<8} {value!r}")
 
 
-def _print_bi(engine: Engine) -> None:
+def _print_bi(engine: Engine, title: str = BI_QUERY_TITLE, query: str = BI_QUERY, source: str = "call_overview",
+              limit: int = 12) -> None:
     with engine.connect() as conn:
-        result = conn.execute(sa.text(BI_QUERY))
+        result = conn.execute(sa.text(query))
         columns = list(result.keys())
         rows = [tuple(r) for r in result]
-    click.echo(f"\n{BI_QUERY_TITLE} (docs/schema.md), from call_overview:")
-    click.echo("  " + "  ".join(f"{c:<12}" for c in columns))
+    more = f" (first {limit} of {len(rows)} rows)" if len(rows) > limit else ""
+    rows = rows[:limit]
+    click.echo(f"\n{title} (docs/schema.md), from {source}{more}:")
+    widths = [max(12, len(c), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
+    click.echo("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in rows:
-        click.echo("  " + "  ".join(f"{v!s:<12}" for v in row))
+        click.echo("  " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))

@@ -326,6 +326,8 @@ class Discoverer:
         with self.engine.begin() as conn:
             store.save_calls(conn, rows, now)
             new = store.enqueue_ids(conn, completed)
+            if self.settings.transcripts:
+                store.enqueue_transcripts(conn, completed, now)
             assert self.stats.run_id is not None
             store.add_discovery_counts(conn, self.stats.run_id, pages=1, calls_seen=len(rows), enqueued=new,
                                        conversations=1 if mark else 0)

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import httpx
 
     from etl.discover import DiscoveryStats
+    from etl.prune import PruneResult
     from etl.sync import RunStats
 
 
@@ -50,7 +51,8 @@ class Etl:
     """One database and one API key: enqueue, sync, backfill, discover, status.
 
     Pass a :class:`etl.config.Settings`, keyword overrides, or both
-    (``not_found_window`` in hours).  ``read_only``: the caller only reads
+    (``not_found_window`` in hours; ``transcripts``: also sync every answered
+    call's transcript, off by default).  ``read_only``: the caller only reads
     (``status``, ``db current``, dry runs): a SQLite file that does not exist
     is refused (:class:`UsageError`), one this user cannot write is opened
     read-only; ``transport`` replaces the network for every request
@@ -64,11 +66,11 @@ class Etl:
     def __init__(self, settings: Settings | None = None, *, database_url: str | None = None,
                  api_key: str | None = None, base_url: str | None = None, rate: float | None = None,
                  concurrency: int | None = None, not_found_window: float | None = None,
-                 read_only: bool = False, transport: httpx.BaseTransport | None = None,
+                 transcripts: bool | None = None, read_only: bool = False, transport: httpx.BaseTransport | None = None,
                  engine: Engine | None = None, clock: Clock = SYSTEM) -> None:
         settings = settings or Settings()
         changes: dict[str, Any] = {"database_url": database_url, "api_key": api_key, "rate": rate,
-                                   "concurrency": concurrency}
+                                   "concurrency": concurrency, "transcripts": transcripts}
         changes = {k: v for k, v in changes.items() if v is not None}
         if base_url is not None:
             changes["base_url"] = check_base_url(base_url)
@@ -237,6 +239,30 @@ class Etl:
                 on_step(result.requeued)
         result.run = self._sync_with_progress(limit, max_runtime, transport, progress)
         return result
+
+    # -- retention ------------------------------------------------------------------
+
+    def prune(self, *, transcripts_older_than: float | None = None, raw_json_older_than: float | None = None,
+              dry_run: bool = False, batch_size: int = 500) -> PruneResult:
+        """Delete transcript lines, and clear raw JSON payloads, of calls that started more than so many days ago.
+
+        Keeps the ``call_transcripts`` rows (marked ``pruned_at``); batches of
+        ``batch_size`` calls per transaction, safe next to a running sync;
+        ``dry_run`` only counts.  See :mod:`etl.prune`.
+        """
+        from etl.prune import prune
+
+        if transcripts_older_than is None and raw_json_older_than is None:
+            raise UsageError("nothing to prune: give --transcripts-older-than DAYS and/or --raw-json-older-than DAYS")
+        for name, days in (("transcripts-older-than", transcripts_older_than),
+                           ("raw-json-older-than", raw_json_older_than)):
+            if days is not None and days < 0:
+                raise UsageError(f"--{name} must be 0 or more days (got {days:g})")
+        if batch_size < 1:
+            raise UsageError("batch_size must be at least 1")
+        with self._database_errors():
+            return prune(self.engine, self.clock.utcnow(), transcripts_older_than=transcripts_older_than,
+                         raw_json_older_than=raw_json_older_than, dry_run=dry_run, batch_size=batch_size)
 
     # -- health ---------------------------------------------------------------------
 

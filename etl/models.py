@@ -38,7 +38,7 @@ from sqlalchemy.sql import expression
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from etl.ids import CALL_ID_LENGTH as CALL_ID_LENGTH  # defined with the id rule
-from etl.states import QUEUE_STATES, SUMMARY_STATUSES
+from etl.states import QUEUE_STATES, SUMMARY_STATUSES, TRANSCRIPT_STATES, TRANSCRIPT_STATUSES
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -52,7 +52,7 @@ VALUE_TYPES = ("string", "number", "boolean")
 
 
 # The BI views created by migrations (docs/schema.md); not tables of this metadata.
-VIEWS = ("call_job_field_values", "call_summary_overview", "call_overview")
+VIEWS = ("call_job_field_values", "call_summary_overview", "call_overview", "call_transcript_line_overview")
 
 # Job and field names are unbounded API text: a plain btree index fails on
 # PostgreSQL for values over ~2.7 kB and MySQL cannot index LONGTEXT without a
@@ -98,7 +98,51 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class SummaryQueue(Base):
+class _QueueColumns:
+    """The columns every work queue shares (summary_queue, transcript_queue): one claim/lease/release machinery.
+
+    ``sort_order`` keeps each queue's columns in summary_queue's documented order
+    (docs/schema.md), with the per-queue ``call_id``, ``state`` and ``last_api_status`` in between.
+    """
+
+    attempts: Mapped[int] = mapped_column(
+        Integer, server_default="0", sort_order=2,
+        comment="Fetches of this item (in-run HTTP retries count once; a run stopped by 401/403 counts none).",
+    )
+    consecutive_errors: Mapped[int] = mapped_column(
+        Integer, server_default="0", sort_order=3,
+        comment="Attempts in a row that ended with a transient error; reaching the limit gives state error.",
+    )
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, server_default=sql_utcnow(), sort_order=4,
+        comment="UTC time the item is due; while a run holds the lease, the lease expiry.",
+    )
+    lease_expires_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="UTC end of the current run's lease; NULL when no run holds the item.", sort_order=5,
+    )
+    lease_owner: Mapped[str | None] = mapped_column(
+        String(64), comment="Run holding the lease (host:pid:random); NULL when no run holds the item.", sort_order=6,
+    )
+    last_error: Mapped[str | None] = mapped_column(
+        Text, comment="Why the last attempt did not complete (at most 2000 characters); NULL on success.", sort_order=8,
+    )
+    incomplete_since: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, sort_order=9,
+        comment="UTC time the API first said in-progress or absent; the 48 h / 24 h give-up windows start here.",
+    )
+    enqueued_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, server_default=sql_utcnow(), comment="UTC time the call id was first enqueued.", sort_order=10,
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, server_default=sql_utcnow(), sort_order=11,
+        comment="UTC time of the last attempt's outcome or re-queue.",
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="UTC time the item reached a terminal state; NULL while pending.", sort_order=12,
+    )
+
+
+class SummaryQueue(_QueueColumns, Base):
     """One row per call id to fetch; see docs/contract.md "Queue semantics"."""
 
     __tablename__ = "summary_queue"
@@ -114,46 +158,12 @@ class SummaryQueue(Base):
         comment="OpenPhone call id: AC followed by 1 to 64 ASCII letters or digits (case-sensitive).",
     )
     state: Mapped[str] = mapped_column(
-        String(16), server_default="pending",
+        String(16), server_default="pending", sort_order=1,
         comment="pending (due at next_attempt_at), done, failed, absent, not_found, invalid or error.",
     )
-    attempts: Mapped[int] = mapped_column(
-        Integer, server_default="0",
-        comment="Fetches of this item (in-run HTTP retries count once; a run stopped by 401/403 counts none).",
-    )
-    consecutive_errors: Mapped[int] = mapped_column(
-        Integer, server_default="0",
-        comment="Attempts in a row that ended with a transient error; reaching the limit gives state error.",
-    )
-    next_attempt_at: Mapped[datetime] = mapped_column(
-        UtcDateTime, server_default=sql_utcnow(),
-        comment="UTC time the item is due; while a run holds the lease, the lease expiry.",
-    )
-    lease_expires_at: Mapped[datetime | None] = mapped_column(
-        UtcDateTime, comment="UTC end of the current run's lease; NULL when no run holds the item.",
-    )
-    lease_owner: Mapped[str | None] = mapped_column(
-        String(64), comment="Run holding the lease (host:pid:random); NULL when no run holds the item.",
-    )
     last_api_status: Mapped[str | None] = mapped_column(
-        String(32),
+        String(32), sort_order=7,
         comment="Last answer: the summary status, 'http <code>' or 'no response'; NULL before the first.",
-    )
-    last_error: Mapped[str | None] = mapped_column(
-        Text, comment="Why the last attempt did not complete (at most 2000 characters); NULL on success.",
-    )
-    incomplete_since: Mapped[datetime | None] = mapped_column(
-        UtcDateTime,
-        comment="UTC time the API first said in-progress or absent; the 48 h / 24 h give-up windows start here.",
-    )
-    enqueued_at: Mapped[datetime] = mapped_column(
-        UtcDateTime, server_default=sql_utcnow(), comment="UTC time the call id was first enqueued.",
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        UtcDateTime, server_default=sql_utcnow(), comment="UTC time of the last attempt's outcome or re-queue.",
-    )
-    finished_at: Mapped[datetime | None] = mapped_column(
-        UtcDateTime, comment="UTC time the item reached a terminal state; NULL while pending.",
     )
 
 
@@ -587,3 +597,114 @@ class WebhookDelivery(Base):
     )
     signed_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time in the signature header.")
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the delivery was accepted.")
+
+
+# --- transcripts (migration 0008, issue 19) ------------------------------------------
+
+class TranscriptQueue(_QueueColumns, Base):
+    """One row per call whose transcript is to be fetched (``transcripts`` setting on)."""
+
+    __tablename__ = "transcript_queue"
+    __table_args__ = (
+        CheckConstraint(f"state IN ({_in(TRANSCRIPT_STATES)})", name="state"),
+        # The claim query: WHERE state = 'pending' AND next_attempt_at <= now.
+        Index("ix_transcript_queue_due", "state", "next_attempt_at"),
+        {"comment": "Work queue of transcripts: one row per OpenPhone call id whose transcript to sync."},
+    )
+
+    call_id: Mapped[str] = mapped_column(
+        CallIdType, primary_key=True,
+        comment="OpenPhone call id: AC followed by 1 to 64 ASCII letters or digits (case-sensitive).",
+    )
+    state: Mapped[str] = mapped_column(
+        String(16), server_default="pending", sort_order=1,
+        comment="pending (due at next_attempt_at), done, failed, absent, forbidden, not_found, invalid or error.",
+    )
+    last_api_status: Mapped[str | None] = mapped_column(
+        String(32), sort_order=7,
+        comment="Last answer: the transcript status, 'http <code>' or 'no response'; NULL before the first.",
+    )
+
+
+class CallTranscript(Base):
+    """One row per transcript segment of a call (v1: one merged segment ``merged``)."""
+
+    __tablename__ = "call_transcripts"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_in(TRANSCRIPT_STATUSES)})", name="status"),
+        Index("ix_call_transcripts_created_at", "created_at"),
+        {"comment": "Transcripts of calls: one row per recording segment (v1: one merged row per call)."},
+    )
+
+    call_id: Mapped[str] = mapped_column(
+        CallIdType, primary_key=True, comment="OpenPhone call id (same as transcript_queue.call_id).",
+    )
+    segment_id: Mapped[str] = mapped_column(
+        String(API_ID_LENGTH), primary_key=True,
+        comment="The recording (CR...) of the segment on the 2026-03-30 API; 'merged' for a v1 transcript.",
+    )
+    status: Mapped[str] = mapped_column(
+        String(16), comment="Transcript status from the API: completed, failed, absent or in-progress.",
+    )
+    started_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="UTC start of the segment (startTime); NULL for a v1 transcript, which has none.",
+    )
+    created_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="UTC time the API created the transcript (createdAt); NULL if it sent none.",
+    )
+    duration_seconds: Mapped[float | None] = mapped_column(
+        Double, comment="Duration of the transcribed audio in seconds (duration); NULL if the API sent none.",
+    )
+    offset_seconds: Mapped[float] = mapped_column(
+        Double, comment="Seconds from the call's start to this segment's start, added to its lines' offsets (v1: 0).",
+    )
+    line_count: Mapped[int] = mapped_column(
+        Integer, comment="Dialogue lines the API sent (rows in call_transcript_lines until pruned).",
+    )
+    content_hash: Mapped[str] = mapped_column(
+        String(64),
+        comment="SHA-256 (hex) of the call's whole transcript and its time base; unchanged: rows not rewritten.",
+    )
+    pruned_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="UTC time `etl prune` deleted the lines; NULL while they are kept. Never refilled.",
+    )
+    first_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the segment was first stored.")
+    last_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the segment was last fetched.")
+
+
+class CallTranscriptLine(Base):
+    """One line of dialogue, with offsets in seconds from the call's start on both API surfaces."""
+
+    __tablename__ = "call_transcript_lines"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["call_id", "segment_id"],
+            ["call_transcripts.call_id", "call_transcripts.segment_id"],
+            ondelete="CASCADE",
+        ),
+        {"comment": "Transcript dialogue lines of a call, per segment, position 0 first."},
+    )
+
+    call_id: Mapped[str] = mapped_column(
+        CallIdType, primary_key=True, comment="The call (call_transcripts.call_id).",
+    )
+    segment_id: Mapped[str] = mapped_column(
+        String(API_ID_LENGTH), primary_key=True, comment="The segment (call_transcripts.segment_id).",
+    )
+    position: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="0-based position in the segment's dialogue array.",
+    )
+    identifier: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="The speaker's phone number as sent (identifier); NULL if none.",
+    )
+    user_id: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH),
+        comment="The workspace user (v1 userId) or actor (actorId) who spoke; NULL for an external party.",
+    )
+    start_seconds: Mapped[float] = mapped_column(
+        Double, comment="When the line starts, in seconds from the call's start (both API surfaces).",
+    )
+    end_seconds: Mapped[float] = mapped_column(
+        Double, comment="When the line ends, in seconds from the call's start (both API surfaces).",
+    )
+    text: Mapped[str] = mapped_column(LongText, comment="What was said; NUL and unpaired surrogates become U+FFFD.")

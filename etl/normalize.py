@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from etl.models import API_ID_LENGTH
+from etl.results import Transcript
 from etl.schema import CallData, SummaryData
 
 REPLACEMENT = "\ufffd"
@@ -184,4 +185,74 @@ def normalize_call(data: CallData, raw_json: str, now: datetime) -> CallContextR
         rows.participants.append(
             {"call_id": data.id, "position": position, "number": text, "is_e164": is_e164(number)}
         )
+    return rows
+
+
+# --- transcripts (issue 19) -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TranscriptRows:
+    """Every row one call's transcript contributes to ``call_transcripts`` and ``call_transcript_lines``."""
+
+    call_id: str
+    content_hash: str
+    segments: list[Row] = field(default_factory=list)
+    lines: list[Row] = field(default_factory=list)
+
+
+def transcript_base(transcript: Transcript, call_created_at: datetime | None) -> datetime | None:
+    """What a dated segment's offsets are moved to: the call's start (``calls.created_at``) when stored,
+    else the first segment's ``startTime``; None for a v1 transcript (its offsets are from the call's start)."""
+    starts = [s.started_at for s in transcript.segments if s.started_at is not None]
+    if not starts:
+        return None
+    return call_created_at or min(starts)
+
+
+def normalize_transcript(transcript: Transcript, call_created_at: datetime | None, now: datetime) -> TranscriptRows:
+    """One call's transcript -> its rows, every line's start/end in seconds from the call's start.
+
+    A dated segment's offsets are from the segment's own start: its
+    ``startTime`` minus the time base (:func:`transcript_base`) is added.  The
+    stored hash covers the time base too, so a base that changes (the call
+    row arrived) rewrites the lines.
+    """
+    base = transcript_base(transcript, call_created_at)
+    digest = transcript.content_hash if base is None else f"{transcript.content_hash}|{base.isoformat()}"
+    rows = TranscriptRows(transcript.call_id, hashlib.sha256(digest.encode()).hexdigest())
+    seen: set[str] = set()
+    for segment in transcript.segments:
+        segment_id = clean_text(segment.segment_id)[:API_ID_LENGTH]
+        if segment_id in seen:
+            continue  # a segment listed twice (pages that shifted): stored once, as first listed
+        seen.add(segment_id)
+        offset = 0.0
+        if base is not None and segment.started_at is not None:
+            offset = (segment.started_at - base).total_seconds()
+        dialogue = segment.dialogue or ()
+        rows.segments.append({
+            "call_id": transcript.call_id,
+            "segment_id": segment_id,
+            "status": segment.status,
+            "started_at": segment.started_at,
+            "created_at": segment.created_at,
+            "duration_seconds": segment.duration,
+            "offset_seconds": offset,
+            "line_count": len(dialogue),
+            "content_hash": rows.content_hash,
+            "pruned_at": None,
+            "first_synced_at": now,
+            "last_synced_at": now,
+        })
+        rows.lines.extend({
+            "call_id": transcript.call_id,
+            "segment_id": segment_id,
+            "position": position,
+            "identifier": _short(line.identifier),
+            "user_id": _short(line.user_id),
+            "start_seconds": offset + line.start,
+            "end_seconds": offset + line.end,
+            "text": clean_text(line.content),
+        } for position, line in enumerate(dialogue))
     return rows

@@ -18,12 +18,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from etl.config import Backoff
-from etl.states import QueueState
+from etl.states import QueueState, TranscriptState
 
 if TYPE_CHECKING:
-    from etl.results import FetchResult
+    from etl.api import ApiResult
+    from etl.results import FetchResult, Transcript
 
 Outcome = Literal["completed", "rescheduled", "failed", "error"]
+QueueName = Literal["summary", "transcript"]
 
 _MAX_ERROR = 2000
 
@@ -46,12 +48,16 @@ class ClaimedItem:
     # the call (no calls row, and its lookup not given up).
     call_first_not_found_at: datetime | None = None
     needs_call: bool = False
+    # Which queue the item is leased from: summary_queue, or transcript_queue (issue 19).
+    queue: QueueName = "summary"
+    # The call's start (calls.created_at) when its row is stored: a dated transcript's time base.
+    call_created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class QueueUpdate:
     call_id: str
-    state: QueueState
+    state: QueueState | TranscriptState
     outcome: Outcome
     attempts: int
     consecutive_errors: int
@@ -115,37 +121,102 @@ def decide(item: ClaimedItem, result: FetchResult, now: datetime, backoff: Backo
             now + timedelta(seconds=delay), api_status, None, since, None,
         )
     if result.kind == "not_found":
-        start = not_found_window_start(item.enqueued_at, item.call_completed_at)
-        retry_at = not_found_retry_at(start, now, backoff)
-        if retry_at is not None:
-            assert start is not None
-            until = start + timedelta(seconds=backoff.not_found_window)
-            error = f"{result.error or 'HTTP 404'}; retrying until {until:%Y-%m-%d %H:%M} UTC"
-            return QueueUpdate(
-                item.call_id, "pending", "rescheduled", attempts, 0, retry_at, api_status,
-                error[:_MAX_ERROR], item.incomplete_since, None,
-            )
-        return done("not_found", "failed", result.error)
+        return _not_found(item, result.error, api_status, now, backoff)
     if result.kind == "invalid":
         return done("invalid", "failed", result.error)
     if result.kind == "rejected":
         return done("error", "error", result.error)
-    # transient: reschedule with exponential backoff and jitter, or give up.
+    return _transient(item, result.error, result.retry_after, api_status, now, backoff, rng)
+
+
+def _not_found(item: ClaimedItem, error: str | None, api_status: str, now: datetime,
+               backoff: Backoff) -> QueueUpdate:
+    """A 404: retried within the not-found window (from the call's completion, else enqueueing), then final."""
+    attempts = item.attempts + 1
+    start = not_found_window_start(item.enqueued_at, item.call_completed_at)
+    retry_at = not_found_retry_at(start, now, backoff)
+    if retry_at is not None:
+        assert start is not None
+        until = start + timedelta(seconds=backoff.not_found_window)
+        text = f"{error or 'HTTP 404'}; retrying until {until:%Y-%m-%d %H:%M} UTC"
+        return QueueUpdate(
+            item.call_id, "pending", "rescheduled", attempts, 0, retry_at, api_status,
+            text[:_MAX_ERROR], item.incomplete_since, None,
+        )
+    return QueueUpdate(item.call_id, "not_found", "failed", attempts, 0, now, api_status,
+                       error[:_MAX_ERROR] if error else None, None, now)
+
+
+def _transient(item: ClaimedItem, error: str | None, retry_after: float | None, api_status: str, now: datetime,
+               backoff: Backoff, rng: random.Random) -> QueueUpdate:
+    """Reschedule with exponential backoff and jitter (never sooner than Retry-After), or give up."""
+    attempts = item.attempts + 1
     errors = item.consecutive_errors + 1
-    error = (result.error or "transient error")[:_MAX_ERROR]
+    text = (error or "transient error")[:_MAX_ERROR]
     if errors >= backoff.max_attempts:
         return QueueUpdate(
             item.call_id, "error", "error", attempts, errors, now, api_status,
-            f"gave up after {errors} attempts: {error}"[:_MAX_ERROR], item.incomplete_since, now,
+            f"gave up after {errors} attempts: {text}"[:_MAX_ERROR], item.incomplete_since, now,
         )
     delay = min(backoff.transient_cap, backoff.transient_first * 2 ** (errors - 1))
     delay = delay * (0.5 + rng.random() / 2)
-    if result.retry_after:
-        delay = max(delay, result.retry_after)
+    if retry_after:
+        delay = max(delay, retry_after)
     return QueueUpdate(
         item.call_id, "pending", "rescheduled", attempts, errors,
-        now + timedelta(seconds=delay), api_status, error, item.incomplete_since, None,
+        now + timedelta(seconds=delay), api_status, text, item.incomplete_since, None,
     )
+
+
+def decide_transcript(item: ClaimedItem, result: ApiResult[Transcript], now: datetime, backoff: Backoff,
+                      rng: random.Random | None = None) -> QueueUpdate:
+    """A transcript_queue item's update from the API's answer (docs/contract.md, "Transcripts").
+
+    completed: done; failed: failed; absent (or no segment at all): absent, at
+    once (no transcript will exist); in-progress: retried as a summary is, for
+    ``in_progress_give_up``; 403: forbidden (the plan has no transcripts); 404,
+    400, an oversized body and transient failures as for summaries.
+    """
+    rng = rng or random.Random()
+    attempts = item.attempts + 1
+    transcript = result.data if result.kind == "ok" else None
+    if transcript is not None:
+        api_status = transcript.status
+    else:
+        api_status = f"http {result.http_status}" if result.http_status is not None else "no response"
+
+    def done(state: TranscriptState, outcome: Outcome, error: str | None = None) -> QueueUpdate:
+        return QueueUpdate(
+            item.call_id, state, outcome, attempts, 0, now, api_status,
+            error[:_MAX_ERROR] if error else None, None, now,
+        )
+
+    if transcript is not None:
+        status = transcript.status
+        if status == "completed":
+            return done("done", "completed")
+        if status == "failed":
+            return done("failed", "failed", "the API reports that the transcript failed")
+        if status == "absent":
+            return done("absent", "failed", "the API reports that no transcript exists for this call")
+        since = item.incomplete_since or now
+        elapsed = (now - since).total_seconds()
+        if elapsed >= backoff.in_progress_give_up:
+            return done("error", "error", f"transcript still in progress after {elapsed / 3600:.0f} h")
+        delay = _grow(elapsed, backoff.in_progress_first, backoff.in_progress_cap)
+        return QueueUpdate(
+            item.call_id, "pending", "rescheduled", attempts, 0,
+            now + timedelta(seconds=delay), api_status, None, since, None,
+        )
+    if result.http_status == 403:
+        return done("forbidden", "failed", result.error or "HTTP 403: the plan has no transcripts")
+    if result.kind == "not_found":
+        return _not_found(item, result.error, api_status, now, backoff)
+    if result.kind == "invalid":
+        return done("invalid", "failed", result.error)
+    if result.kind == "rejected":
+        return done("error", "error", result.error)
+    return _transient(item, result.error, result.retry_after, api_status, now, backoff, rng)
 
 
 def unexpected(item: ClaimedItem, now: datetime, error: str) -> QueueUpdate:

@@ -15,14 +15,23 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl.health import FetchHistory
-from etl.states import ENDED_BADLY, QUEUE_STATES, TERMINAL_STATES
-from etl.tables import discovery_runs_t, queue_t, runs_t
+from etl.states import ENDED_BADLY, QUEUE_STATES, TERMINAL_STATES, TRANSCRIPT_STATES
+from etl.tables import discovery_runs_t, queue_t, runs_t, transcript_queue_t
 
 
 def queue_counts(conn: Connection) -> dict[str, int]:
     q = queue_t.c
     counts: dict[str, int] = dict.fromkeys(QUEUE_STATES, 0)
     for state, n in conn.execute(sa.select(q.state, sa.func.count()).group_by(q.state)):
+        counts[state] = int(n)
+    return counts
+
+
+def transcript_counts(conn: Connection) -> dict[str, int]:
+    """``transcript_queue`` items per state (issue 19); every state, 0 when none."""
+    t = transcript_queue_t.c
+    counts: dict[str, int] = dict.fromkeys(TRANSCRIPT_STATES, 0)
+    for state, n in conn.execute(sa.select(t.state, sa.func.count()).group_by(t.state)):
         counts[state] = int(n)
     return counts
 

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from etl.states import SummaryStatus
+from etl.states import SummaryStatus, TranscriptStatus
 
 
 class _Strict(BaseModel):
@@ -123,3 +123,53 @@ class CallList(_Lenient):
 
     data: list[CallData]
     nextPageToken: StrictStr | None = None
+
+
+# --- transcripts (GET /v1/call-transcripts/{id}; 2026-03-30: GET /calls/{callId}/transcripts) ---
+#
+# Read like the calls: unknown keys are ignored (the dated surface adds fields
+# without a version bump), a line's text must be a string and its offsets
+# numbers; speaker ids may be null (an external party has no user).
+
+
+class DialogueData(_Lenient):
+    """One line of a transcript's ``dialogue``; ``userId`` (v1) or ``actorId`` (2026-03-30) names a user."""
+
+    content: StrictStr
+    start: StrictFloat | StrictInt
+    end: StrictFloat | StrictInt
+    identifier: StrictStr | None = None
+    userId: StrictStr | None = None
+    actorId: StrictStr | None = None
+
+
+class TranscriptV1Data(_Lenient):
+    """``data`` of ``GET /v1/call-transcripts/{id}``: one merged transcript, offsets from the call's start."""
+
+    callId: StrictStr
+    status: TranscriptStatus
+    createdAt: datetime | None = None
+    duration: StrictFloat | StrictInt | None = None
+    dialogue: list[DialogueData] | None = None
+
+
+class TranscriptV1Envelope(_Lenient):
+    data: TranscriptV1Data
+
+
+class TranscriptSegmentData(_Lenient):
+    """An item of ``GET /calls/{callId}/transcripts``: one recording segment, offsets from its own start."""
+
+    recordingId: StrictStr
+    status: TranscriptStatus
+    startTime: datetime | None = None
+    createdAt: datetime | None = None
+    duration: StrictFloat | StrictInt | None = None
+    dialogue: list[DialogueData] | None = None
+
+
+class TranscriptPage(_Lenient):
+    """A page of ``GET /calls/{callId}/transcripts`` (sorted by ``startTime``, oldest first)."""
+
+    data: list[TranscriptSegmentData]
+    nextCursor: StrictStr | None = None

@@ -1,4 +1,4 @@
-"""The named states of the contract, defined once: queue states and summary statuses.
+"""The named states of the contract, defined once: queue states and summary/transcript statuses.
 
 ``docs/contract.md`` "Queue semantics" describes them; the table check
 constraints (etl/models.py), the strict API models (etl/schema.py), the queue
@@ -18,9 +18,20 @@ TERMINAL_STATES: tuple[QueueState, ...] = tuple(s for s in QUEUE_STATES if s != 
 # Terminal states other than done: what `status` lists under top errors and `backfill --status` re-queues.
 ENDED_BADLY: tuple[QueueState, ...] = tuple(s for s in TERMINAL_STATES if s != "done")
 
+# A transcript_queue row (issue 19): the summary queue's states, plus ``forbidden``
+# (403: the workspace's plan has no transcripts).  ``absent`` is final at once here:
+# the API says no transcript will exist.
+TranscriptState = Literal["pending", "done", "failed", "absent", "forbidden", "not_found", "invalid", "error"]
+TRANSCRIPT_STATES: tuple[TranscriptState, ...] = get_args(TranscriptState)
+
 # The API's `status` of a call summary (GET /v1/call-summaries/{callId}).
 SummaryStatus = Literal["absent", "in-progress", "completed", "failed"]
 SUMMARY_STATUSES: tuple[SummaryStatus, ...] = get_args(SummaryStatus)
+
+# The API's `status` of a call transcript (v1: the merged transcript; 2026-03-30: each segment).
+TranscriptStatus = Literal["absent", "in-progress", "completed", "failed"]
+TRANSCRIPT_STATUSES: tuple[TranscriptStatus, ...] = get_args(TranscriptStatus)
+
 
 # The run counter (RunStats field and sync_runs column) of each state an item ends a run in:
 # each is the state's own name, except the three that predate the split (revision 0009).

@@ -39,6 +39,7 @@ class Status:
     top_errors: list[dict[str, Any]]
     last_discovery: dict[str, Any] | None
     problems: list[str]  # empty: healthy
+    transcripts: dict[str, int] | None = None  # transcript_queue items per state; None: the queue is empty
 
     @property
     def total(self) -> int:
@@ -76,6 +77,7 @@ class Status:
             "last_discovery": _isos(self.last_discovery) if self.last_discovery else None,
             "healthy": self.healthy,
             "problems": self.problems,
+            "transcript_queue": self.transcripts,
         }
 
 
@@ -88,7 +90,9 @@ def gather(conn: Connection, database_url: str, now: datetime, limits: health.Li
     fetches = report.fetch_history(conn)
     errors = report.top_errors(conn)
     discovery = report.last_discovery(conn)
+    transcripts = report.transcript_counts(conn)
     problems = health.problems(now, runs, last_ok, fetches, counts["pending"], limits)
     return Status(database=redact_url(database_url), now=now, queue=counts, due_now=due, oldest_due_at=oldest_due,
                   last_runs=runs, last_successful_run_finished_at=last_ok["finished_at"] if last_ok else None,
-                  fetch=fetches, top_errors=errors, last_discovery=discovery, problems=problems)
+                  fetch=fetches, top_errors=errors, last_discovery=discovery, problems=problems,
+                  transcripts=transcripts if any(transcripts.values()) else None)

@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
-from etl.policy import ClaimedItem, QueueUpdate
+from etl.policy import ClaimedItem, QueueName, QueueUpdate
 from etl.tables import (
     call_lookups_t,
     calls_t,
@@ -39,12 +39,16 @@ from etl.tables import (
     runs_t,
     steps_t,
     summaries_t,
+    transcript_lines_t,
+    transcript_queue_t,
+    transcripts_t,
     watermarks_t,
 )
 
 if TYPE_CHECKING:
-    from etl.normalize import CallContextRows, CallRows
-    from etl.results import FetchResult
+    from etl.api import ApiResult
+    from etl.normalize import CallContextRows, CallRows, TranscriptRows
+    from etl.results import FetchResult, Transcript
 
 # Children first: the order deletes must run in (and the reverse for inserts).
 _CHILD_TABLES = (fields_t, jobs_t, steps_t, lines_t)
@@ -69,20 +73,40 @@ def enqueue_ids(conn: Connection, ids: Sequence[str]) -> int:
 
     Returns how many were new.  One statement per call, whatever the batch size.
     """
+    return _insert_ignore(conn, queue_t, ids, None)
+
+
+def enqueue_transcripts(conn: Connection, ids: Sequence[str], now: datetime) -> int:
+    """Queue the transcripts of these calls (``transcripts`` setting on); queued ids stay as they are.
+
+    The one way transcript items are made: the sync engine calls it for every
+    summary item the API answered, v1 discovery for the completed calls it
+    enqueues, in their own transactions.  Due at ``now``.  Returns how many were new.
+    """
+    return _insert_ignore(conn, transcript_queue_t, ids, now)
+
+
+def _insert_ignore(conn: Connection, table: sa.Table, ids: Sequence[str], now: datetime | None) -> int:
+    """Insert ``ids`` into a queue table, skipping queued ones; ``now`` (None: server defaults) stamps them."""
+    ids = list(dict.fromkeys(ids))
     if not ids:
         return 0
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        stmt = sa.text(
-            "INSERT INTO summary_queue (call_id) SELECT unnest(CAST(:ids AS varchar[])) "
-            "ON CONFLICT (call_id) DO NOTHING"
-        )
-        return conn.execute(stmt, {"ids": list(ids)}).rowcount
-    rows = [{"call_id": i} for i in ids]
+        # Table name from our own models, never from input.
+        if now is None:
+            sql = (f"INSERT INTO {table.name} (call_id) SELECT unnest(CAST(:ids AS varchar[])) "
+                   "ON CONFLICT (call_id) DO NOTHING")
+            return conn.execute(sa.text(sql), {"ids": ids}).rowcount
+        sql = (f"INSERT INTO {table.name} (call_id, next_attempt_at, enqueued_at, updated_at) "
+               "SELECT unnest(CAST(:ids AS varchar[])), :now, :now, :now ON CONFLICT (call_id) DO NOTHING")
+        return conn.execute(sa.text(sql), {"ids": ids, "now": now}).rowcount
+    stamp = {} if now is None else {"next_attempt_at": now, "enqueued_at": now, "updated_at": now}
+    rows = [{"call_id": i, **stamp} for i in ids]
     if dialect == "sqlite":
-        ins: Any = sqlite_dialect.insert(queue_t).on_conflict_do_nothing(index_elements=["call_id"])
+        ins: Any = sqlite_dialect.insert(table).on_conflict_do_nothing(index_elements=["call_id"])
     else:
-        ins = mysql_dialect.insert(queue_t).prefix_with("IGNORE")
+        ins = mysql_dialect.insert(table).prefix_with("IGNORE")
     return conn.execute(ins, rows).rowcount
 
 
@@ -100,11 +124,20 @@ def analyze_queue(conn: Connection) -> None:
 # --- claim / release --------------------------------------------------------------
 
 
-def claim(conn: Connection, run_id: str, limit: int, now: datetime, lease_seconds: float) -> list[ClaimedItem]:
-    """Lease up to ``limit`` due items to ``run_id``; oldest due first."""
+def _queue_table(queue: QueueName) -> sa.Table:
+    return transcript_queue_t if queue == "transcript" else queue_t
+
+
+def claim(conn: Connection, run_id: str, limit: int, now: datetime, lease_seconds: float,
+          queue: QueueName = "summary") -> list[ClaimedItem]:
+    """Lease up to ``limit`` due items of ``queue`` (summary_queue or transcript_queue) to ``run_id``.
+
+    Oldest due first.
+    """
     if limit <= 0:
         return []
-    q = queue_t.c
+    table = _queue_table(queue)
+    q = table.c
     # Only call_id is selected while locking: the claim index covers it, so the
     # scan stops after `limit` rows.  Selecting more columns lets MariaDB pick a
     # table scan plus sort, which locks every due row and starves other runs.
@@ -127,15 +160,18 @@ def claim(conn: Connection, run_id: str, limit: int, now: datetime, lease_second
         # fetched, cost no query of their own.
         rows = conn.execute(
             sa.select(q.call_id, q.attempts, q.consecutive_errors, q.incomplete_since, q.next_attempt_at,
-                      q.enqueued_at, c.completed_at, lk.first_not_found_at, c.call_id.is_(None), lk.state)
-            .select_from(queue_t.outerjoin(calls_t, c.call_id == q.call_id)
+                      q.enqueued_at, c.completed_at, lk.first_not_found_at, c.call_id.is_(None), lk.state,
+                      c.created_at)
+            .select_from(table.outerjoin(calls_t, c.call_id == q.call_id)
                          .outerjoin(call_lookups_t, lk.call_id == q.call_id))
             .where(q.call_id.in_(ids[start:start + _IN_CHUNK]))
         )
         items.extend(
             ClaimedItem(call_id, attempts, errors, since, due, enqueued, completed, first_404,
-                        needs_call=bool(no_call) and lookup != "not_found")
-            for call_id, attempts, errors, since, due, enqueued, completed, first_404, no_call, lookup in rows
+                        needs_call=queue == "summary" and bool(no_call) and lookup != "not_found",
+                        queue=queue, call_created_at=created)
+            for call_id, attempts, errors, since, due, enqueued, completed, first_404, no_call, lookup, created
+            in rows
         )
     by_id = {i.call_id: i for i in items}
     items = [by_id[i] for i in ids]  # oldest due first, as picked
@@ -144,26 +180,31 @@ def claim(conn: Connection, run_id: str, limit: int, now: datetime, lease_second
     # longer IN list becomes a join that scans, and locks, the whole index.
     for start in range(0, len(ids), _IN_CHUNK):
         conn.execute(
-            sa.update(queue_t)
+            sa.update(table)
             .where(q.call_id.in_(ids[start:start + _IN_CHUNK]))
             .values(lease_owner=run_id, lease_expires_at=expires, next_attempt_at=expires)
         )
     return items
 
 
-_release_stmt = (
-    sa.update(queue_t)
-    .where(queue_t.c.call_id == sa.bindparam("b_call_id"), queue_t.c.lease_owner == sa.bindparam("b_owner"))
-    .values(next_attempt_at=sa.bindparam("b_next"), lease_owner=None, lease_expires_at=None)
-)
+def _release_stmt(table: sa.Table) -> sa.Update:
+    return (
+        sa.update(table)
+        .where(table.c.call_id == sa.bindparam("b_call_id"), table.c.lease_owner == sa.bindparam("b_owner"))
+        .values(next_attempt_at=sa.bindparam("b_next"), lease_owner=None, lease_expires_at=None)
+    )
 
 
 def release(conn: Connection, run_id: str, items: Iterable[ClaimedItem]) -> int:
-    """Give leased items back exactly as they were claimed (attempts not counted)."""
-    params = [{"b_call_id": i.call_id, "b_owner": run_id, "b_next": i.next_attempt_at} for i in items]
-    if not params:
-        return 0
-    return conn.execute(_release_stmt, params).rowcount
+    """Give leased items back exactly as they were claimed (attempts not counted), each to its own queue."""
+    released = 0
+    by_queue: dict[QueueName, list[dict[str, Any]]] = {}
+    for i in items:
+        param = {"b_call_id": i.call_id, "b_owner": run_id, "b_next": i.next_attempt_at}
+        by_queue.setdefault(i.queue, []).append(param)
+    for queue, params in by_queue.items():
+        released += conn.execute(_release_stmt(_queue_table(queue)), params).rowcount
+    return released
 
 
 # --- save results -----------------------------------------------------------------
@@ -186,28 +227,29 @@ class Entry:
     call_not_found: tuple[str, str | None] | None = None
 
 
-_queue_update_stmt = (
-    sa.update(queue_t)
-    .where(queue_t.c.call_id == sa.bindparam("b_call_id"), queue_t.c.lease_owner == sa.bindparam("b_owner"))
-    .values(
-        state=sa.bindparam("state"),
-        attempts=sa.bindparam("attempts"),
-        consecutive_errors=sa.bindparam("consecutive_errors"),
-        next_attempt_at=sa.bindparam("next_attempt_at"),
-        last_api_status=sa.bindparam("last_api_status"),
-        last_error=sa.bindparam("last_error"),
-        incomplete_since=sa.bindparam("incomplete_since"),
-        finished_at=sa.bindparam("finished_at"),
-        updated_at=sa.bindparam("updated_at"),
-        lease_owner=None,
-        lease_expires_at=None,
+def _queue_update_stmt(table: sa.Table) -> sa.Update:
+    return (
+        sa.update(table)
+        .where(table.c.call_id == sa.bindparam("b_call_id"), table.c.lease_owner == sa.bindparam("b_owner"))
+        .values(
+            state=sa.bindparam("state"),
+            attempts=sa.bindparam("attempts"),
+            consecutive_errors=sa.bindparam("consecutive_errors"),
+            next_attempt_at=sa.bindparam("next_attempt_at"),
+            last_api_status=sa.bindparam("last_api_status"),
+            last_error=sa.bindparam("last_error"),
+            incomplete_since=sa.bindparam("incomplete_since"),
+            finished_at=sa.bindparam("finished_at"),
+            updated_at=sa.bindparam("updated_at"),
+            lease_owner=None,
+            lease_expires_at=None,
+        )
     )
-)
 
 
-def owned(conn: Connection, run_id: str, call_ids: Sequence[str]) -> set[str]:
-    """Which of ``call_ids`` this run still holds, locked until commit on servers."""
-    q = queue_t.c
+def owned(conn: Connection, run_id: str, call_ids: Sequence[str], queue: QueueName = "summary") -> set[str]:
+    """Which of ``call_ids`` this run still holds in ``queue``, locked until commit on servers."""
+    q = _queue_table(queue).c
     stmt = sa.select(q.call_id).where(q.call_id.in_(call_ids), q.lease_owner == run_id)
     if _is_server(conn):
         stmt = stmt.with_for_update()
@@ -235,18 +277,27 @@ def save_entries(conn: Connection, run_id: str, entries: Sequence[Entry], now: d
     with_rows = [e.rows for e in entries if e.rows is not None]
     if with_rows:
         _save_rows(conn, with_rows, now)
-    params = [e.update.params(now) for e in entries]
-    if conn.dialect.name == "postgresql":
-        _queue_update_unnest(conn, run_id, params)
-    else:
-        conn.execute(_queue_update_stmt, [dict(p, b_owner=run_id) for p in params])
+    update_queue(conn, run_id, [e.update for e in entries], now)
     return entries
+
+
+def update_queue(conn: Connection, run_id: str, updates: Sequence[QueueUpdate], now: datetime,
+                 queue: QueueName = "summary") -> None:
+    """Write the queue updates of items this run holds (the caller checked ``owned``) and end their leases."""
+    if not updates:
+        return
+    params = [u.params(now) for u in updates]
+    table = _queue_table(queue)
+    if conn.dialect.name == "postgresql":
+        _queue_update_unnest(conn, run_id, params, table.name)
+    else:
+        conn.execute(_queue_update_stmt(table), [dict(p, b_owner=run_id) for p in params])
 
 
 # PostgreSQL: every queue update of a batch in one statement (psycopg's
 # executemany would send one per row).
 _PG_QUEUE_UPDATE = """\
-UPDATE summary_queue AS q SET
+UPDATE {table} AS q SET
     state = v.state, attempts = v.attempts, consecutive_errors = v.consecutive_errors,
     next_attempt_at = v.next_attempt_at, last_api_status = v.last_api_status, last_error = v.last_error,
     incomplete_since = v.incomplete_since, finished_at = v.finished_at, updated_at = v.updated_at,
@@ -262,9 +313,9 @@ FROM unnest(
 WHERE q.call_id = v.call_id AND q.lease_owner = %(b_owner)s"""
 
 
-def _queue_update_unnest(conn: Connection, run_id: str, params: list[dict[str, Any]]) -> None:
+def _queue_update_unnest(conn: Connection, run_id: str, params: list[dict[str, Any]], table: str) -> None:
     columns = {key: [p[key] for p in params] for key in params[0]}
-    conn.exec_driver_sql(_PG_QUEUE_UPDATE, dict(columns, b_owner=run_id))
+    conn.exec_driver_sql(_PG_QUEUE_UPDATE.replace("{table}", table), dict(columns, b_owner=run_id))
 
 
 def _save_rows(conn: Connection, calls: Sequence[CallRows], now: datetime) -> None:
@@ -344,6 +395,75 @@ def _upsert_parents(conn: Connection, parents: list[dict[str, Any]]) -> None:
         stmt = mysql_dialect.insert(summaries_t)
         stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in _PARENT_UPDATE_COLUMNS})
     conn.execute(stmt, parents)
+
+
+# --- transcripts (issue 19) ---------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TranscriptEntry:
+    """One processed transcript item: the claim, the API's answer, the decision, the rows (None: none to write)."""
+
+    item: ClaimedItem
+    result: ApiResult[Transcript] | None
+    update: QueueUpdate
+    rows: TranscriptRows | None
+
+
+def save_transcript_entries(conn: Connection, run_id: str, entries: Sequence[TranscriptEntry],
+                            now: datetime) -> list[TranscriptEntry]:
+    """Write transcripts and transcript_queue updates of ``entries`` in the caller's transaction.
+
+    As :func:`save_entries`: an entry whose lease this run lost is skipped entirely.
+    """
+    if not entries:
+        return []
+    mine = owned(conn, run_id, [e.item.call_id for e in entries], "transcript")
+    entries = [e for e in entries if e.item.call_id in mine]
+    if not entries:
+        return []
+    save_transcripts(conn, [e.rows for e in entries if e.rows is not None], now)
+    update_queue(conn, run_id, [e.update for e in entries], now, "transcript")
+    return entries
+
+
+def save_transcripts(conn: Connection, transcripts: Sequence[TranscriptRows], now: datetime) -> None:
+    """Replace each call's transcript rows as a whole, in the caller's transaction.
+
+    Unchanged content (the same hash) only moves ``last_synced_at``; so does a
+    transcript ``etl prune`` pruned: its lines are never written again.
+    """
+    by_id = {t.call_id: t for t in transcripts}
+    if not by_id:
+        return
+    ids = list(by_id)
+    t = transcripts_t.c
+    stored: dict[str, tuple[str, bool, datetime]] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        for call_id, content_hash, pruned, first in conn.execute(
+            sa.select(t.call_id, sa.func.max(t.content_hash), sa.func.max(t.pruned_at), sa.func.min(t.first_synced_at))
+            .where(t.call_id.in_(ids[start:start + _IN_CHUNK])).group_by(t.call_id)
+        ):
+            stored[call_id] = (content_hash, pruned is not None, first)
+    keep = [i for i in ids if i in stored and (stored[i][1] or stored[i][0] == by_id[i].content_hash)]
+    for start in range(0, len(keep), _IN_CHUNK):
+        conn.execute(sa.update(transcripts_t).where(t.call_id.in_(keep[start:start + _IN_CHUNK]))
+                     .values(last_synced_at=now))
+    changed = [by_id[i] for i in ids if i not in keep]
+    if not changed:
+        return
+    rewritten = [c.call_id for c in changed if c.call_id in stored]
+    for start in range(0, len(rewritten), _IN_CHUNK):
+        chunk = rewritten[start:start + _IN_CHUNK]
+        conn.execute(sa.delete(transcript_lines_t).where(transcript_lines_t.c.call_id.in_(chunk)))
+        conn.execute(sa.delete(transcripts_t).where(t.call_id.in_(chunk)))
+    segments = [dict(row, first_synced_at=stored[c.call_id][2]) if c.call_id in stored else row
+                for c in changed for row in c.segments]
+    if segments:
+        conn.execute(sa.insert(transcripts_t), segments)
+    lines = [row for c in changed for row in c.lines]
+    if lines:
+        _bulk_insert(conn, transcript_lines_t, lines)
 
 
 # --- run records ------------------------------------------------------------------

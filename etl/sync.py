@@ -58,12 +58,12 @@ from etl.db import describe_db_error
 from etl.errors import AuthError, DatabaseError
 from etl.health import NOTHING_FETCHED, is_answer, nothing_fetched
 from etl.logs import batched, call_log_level, get_logger, run_end_level
-from etl.normalize import CallContextRows, call_json, normalize, normalize_call
-from etl.policy import CallLookupState, ClaimedItem, call_not_found, decide, unexpected
+from etl.normalize import CallContextRows, call_json, normalize, normalize_call, normalize_transcript
+from etl.policy import CallLookupState, ClaimedItem, call_not_found, decide, decide_transcript, unexpected
 from etl.ratelimit import NotSent, RateBudget
 from etl.results import FetchResult
 from etl.states import RUN_COUNTER, run_counts
-from etl.store import Entry
+from etl.store import Entry, TranscriptEntry
 
 __all__ = ["RunOptions", "RunStats", "StopReason", "Syncer"]
 
@@ -162,7 +162,19 @@ class _CallOutcome:
 
 # What a fetch thread hands back for an item: its entry, None (never sent:
 # release it unchanged), or the exception that ends the run (a 401/403).
-_Outcome = tuple[ClaimedItem, Entry | BaseException | None]
+_Outcome = tuple[ClaimedItem, Entry | TranscriptEntry | BaseException | None]
+# A saved item of either queue.
+_Saved = Entry | TranscriptEntry
+
+_PLAN_HAS_NO_TRANSCRIPTS = ("the API refused transcripts (HTTP 403): this workspace's plan has no call transcripts "
+                            "(Business and Scale plans only); no more transcripts are asked for in this run, "
+                            "summaries go on. Turn transcripts off (ETL_TRANSCRIPTS=0, --no-transcripts) unless "
+                            "the plan changes")
+
+
+def _key(item: ClaimedItem) -> tuple[str, str]:
+    """A leased item's key: the same call id can be leased from both queues at once."""
+    return item.queue, item.call_id
 
 
 class Syncer:
@@ -188,7 +200,7 @@ class Syncer:
         self.budget = budget if budget is not None else budget_for(settings, engine, clock)
         self.stop = threading.Event()  # the one stop signal
         self._abandon = False  # second signal: stop waiting for in-flight requests
-        self._claimed: dict[str, ClaimedItem] = {}  # leased and not yet saved or released
+        self._claimed: dict[tuple[str, str], ClaimedItem] = {}  # leased and not yet saved or released
         self._work: queue.SimpleQueue[tuple[ClaimedItem, float] | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
         self._outstanding = 0  # items handed to fetch threads and not yet handed back
@@ -197,6 +209,10 @@ class Syncer:
         # _FLUSH_INTERVAL_S.  Waking it per item cost CPU at 1,000+ items/s.
         self._wake = threading.Event()
         self._low_water = max(settings.concurrency * 2, self._claim_batch() // 2)
+        # Set by the first transcript 403 (the plan has none): no more transcripts this run.
+        self._no_transcripts = threading.Event()
+        self._no_transcripts_lock = threading.Lock()
+        self._new_transcripts = False  # transcript items queued since the last claim (coordinator only)
 
     # -- public (any thread, signal handlers included) ---------------------------------
 
@@ -229,7 +245,7 @@ class Syncer:
                                     daemon=True) for n in range(self.settings.concurrency)]
         for thread in threads:
             thread.start()
-        buffer: list[Entry] = []
+        buffer: list[_Saved] = []
         db_ok = True
         try:
             self._coordinate(options.limit, deadline, buffer)
@@ -261,7 +277,7 @@ class Syncer:
                                                           lost_leases=stats.lost_leases)
         return stats
 
-    def _coordinate(self, limit: int | None, deadline: float | None, buffer: list[Entry]) -> None:
+    def _coordinate(self, limit: int | None, deadline: float | None, buffer: list[_Saved]) -> None:
         """Claim, collect and save until the queue is dry or the run stops."""
         exhausted = False
         last_flush = self.clock.monotonic()
@@ -271,6 +287,14 @@ class Syncer:
                 self.request_stop(StopReason.MAX_RUNTIME, "max runtime reached")
             if not (exhausted or self.stop.is_set()) and self._wants_claim(len(buffer)):
                 exhausted = self._claim(limit)
+            if exhausted and self._outstanding == 0 and self.settings.transcripts and not self.stop.is_set():
+                # Summaries saved last may have queued transcripts: save them, then claim once more.
+                self._collect(buffer)
+                self._flush(buffer)
+                if self._new_transcripts:
+                    self._new_transcripts = False
+                    exhausted = False
+                    continue
             if self._abandon or ((exhausted or self.stop.is_set()) and self._outstanding == 0):
                 return
             wait = _FLUSH_INTERVAL_S if deadline is None else max(0.0, min(_FLUSH_INTERVAL_S, deadline - now))
@@ -282,7 +306,7 @@ class Syncer:
                 self._flush(buffer)
                 last_flush = self.clock.monotonic()
 
-    def _drain(self, buffer: list[Entry]) -> None:
+    def _drain(self, buffer: list[_Saved]) -> None:
         """After a 401/403: collect what is on the wire (bounded by the timeouts), send nothing new."""
         limit = self.clock.monotonic() + self.settings.read_timeout + self.settings.connect_timeout + 5
         while self._outstanding > 0 and not self._abandon and self.clock.monotonic() < limit:
@@ -298,7 +322,7 @@ class Syncer:
         stats.stop, stats.stop_reason, stats.fatal = reason, text, exc
         self.stop.set()
 
-    def _finish(self, buffer: list[Entry]) -> None:
+    def _finish(self, buffer: list[_Saved]) -> None:
         stats = self.stats
         try:
             self._flush(buffer)
@@ -345,17 +369,21 @@ class Syncer:
         self.stats.claimed += len(items)
         claimed_at = self.clock.monotonic()
         for item in items:
-            self._claimed[item.call_id] = item
+            self._claimed[_key(item)] = item
             self._outstanding += 1
             self._work.put((item, claimed_at))
         return not items
 
     def _claim_and_count(self, conn: Connection, n: int) -> list[ClaimedItem]:
-        items = store.claim(conn, self.owner, n, self.clock.utcnow(), self.settings.lease_seconds)
+        now = self.clock.utcnow()
+        items = store.claim(conn, self.owner, n, now, self.settings.lease_seconds)
+        if len(items) < n and self.settings.transcripts and not self._no_transcripts.is_set():
+            # Transcripts after summaries, from the same claim budget (issue 19).
+            items += store.claim(conn, self.owner, n - len(items), now, self.settings.lease_seconds, "transcript")
         store.add_run_counts(conn, self.stats.run_id, claimed=len(items))
         return items
 
-    def _collect(self, buffer: list[Entry]) -> None:
+    def _collect(self, buffer: list[_Saved]) -> None:
         """Take what the fetch threads handed back so far."""
         try:
             outcome = self._done.get_nowait()
@@ -365,7 +393,7 @@ class Syncer:
         while True:
             self._outstanding -= 1
             _item, result = outcome
-            if isinstance(result, Entry):
+            if isinstance(result, Entry | TranscriptEntry):
                 buffer.append(result)
             elif isinstance(result, BaseException):
                 fatal = fatal or result
@@ -389,12 +417,14 @@ class Syncer:
                 self._wake.set()
                 continue
             try:
-                outcome: Entry | BaseException | None = self._fetch_one(client, item, claimed_at, deadline, rng)
+                outcome: Entry | TranscriptEntry | BaseException | None = (
+                    self._fetch_transcript(client, item, claimed_at, deadline, rng) if item.queue == "transcript"
+                    else self._fetch_one(client, item, claimed_at, deadline, rng))
             except AuthError as exc:
                 self.stop.set()  # nothing new is sent from now on
                 outcome = exc
             self._done.put((item, outcome))
-            if not self._wake.is_set() and (not isinstance(outcome, Entry)
+            if not self._wake.is_set() and (not isinstance(outcome, Entry | TranscriptEntry)
                                             or self._work.qsize() <= self._low_water
                                             or self._done.qsize() >= self.settings.write_batch):
                 self._wake.set()
@@ -475,9 +505,48 @@ class Syncer:
                          call.rows, call.not_found)
         return Entry(item, result, update, rows, call.rows, call.not_found)
 
+    # -- transcripts (fetch threads; issue 19) ---------------------------------------------
+
+    def _fetch_transcript(self, client: OpenPhoneClient, item: ClaimedItem, claimed_at: float,
+                          deadline: float | None, rng: random.Random) -> TranscriptEntry | None:
+        """Fetch, decide and normalise one transcript item; None: never sent (released unchanged).
+
+        A 403 is the plan's answer (no transcripts): this item ends
+        ``forbidden``, one warning says so, and the run asks for no more
+        transcripts (items not yet sent are released unchanged); summaries go on.
+        """
+        if self._no_transcripts.is_set():
+            return None
+        lease_left = (claimed_at + self.settings.lease_seconds
+                      - self.clock.monotonic() - _LEASE_SAFETY_S - self.settings.read_timeout)
+        if lease_left <= 0:
+            return None
+        max_wait = lease_left if deadline is None else min(
+            lease_left, max(0.0, deadline - self.clock.monotonic()) + self.settings.read_timeout)
+        try:
+            result = client.fetch_transcript(item.call_id, max_wait=max_wait)
+        except NotSent:
+            return None
+        now = self.clock.utcnow()
+        if result.http_status == 403:
+            with self._no_transcripts_lock:
+                first = not self._no_transcripts.is_set()
+                self._no_transcripts.set()
+            if first:
+                self.log.warning(_PLAN_HAS_NO_TRANSCRIPTS, call_id=item.call_id, error=result.error)
+        try:
+            update = decide_transcript(item, result, now, self.settings.backoff, rng)
+            rows = None
+            if result.data is not None and update.state in ("done", "failed"):
+                rows = normalize_transcript(result.data, item.call_created_at, now)
+        except Exception as exc:  # a bug must cost one item, not the run
+            self.log.exception("unexpected error normalising a transcript", call_id=item.call_id)
+            return TranscriptEntry(item, result, unexpected(item, now, f"unexpected error: {exc!r}"), None)
+        return TranscriptEntry(item, result, update, rows)
+
     # -- saving (coordinator thread) -----------------------------------------------------
 
-    def _flush(self, buffer: list[Entry]) -> None:
+    def _flush(self, buffer: list[_Saved]) -> None:
         size = self.settings.write_batch
         while buffer:
             batch = buffer[:size]
@@ -485,9 +554,9 @@ class Syncer:
             del buffer[:size]
             self._account(batch, written)
 
-    def _account(self, batch: list[Entry], written: list[Entry]) -> None:
+    def _account(self, batch: list[_Saved], written: list[_Saved]) -> None:
         stats = self.stats
-        done_ids = {e.item.call_id for e in written}
+        done_ids = {_key(e.item) for e in written}
         with batched():
             self._log_batch(batch, done_ids)
         for key, n in _count_outcomes(written).items():
@@ -495,14 +564,17 @@ class Syncer:
         if self.on_progress is not None:
             self.on_progress(stats)
 
-    def _log_batch(self, batch: list[Entry], done_ids: set[str]) -> None:
+    def _log_batch(self, batch: list[_Saved], done_ids: set[tuple[str, str]]) -> None:
         stats = self.stats
         for entry in batch:
-            self._claimed.pop(entry.item.call_id, None)
+            self._claimed.pop(_key(entry.item), None)
             u, r = entry.update, entry.result
-            if entry.item.call_id not in done_ids:
+            if _key(entry.item) not in done_ids:
                 stats.lost_leases += 1
-                self.log.warning("lease lost; result discarded", call_id=u.call_id)
+                self.log.warning("lease lost; result discarded", call_id=u.call_id, queue=entry.item.queue)
+                continue
+            if isinstance(entry, TranscriptEntry):
+                self._log_transcript(entry)
                 continue
             getattr(self.log, call_log_level(r.kind if r else None, u.state))(
                 "call", call_id=u.call_id, outcome=u.state, http_status=r.http_status if r else None,
@@ -511,7 +583,18 @@ class Syncer:
                 **({"error": u.last_error} if u.last_error else {}),
             )
 
-    def _save_batch(self, batch: list[Entry]) -> list[Entry]:
+    def _log_transcript(self, entry: TranscriptEntry) -> None:
+        u, r = entry.update, entry.result
+        kind = None if r is None else ("transcript" if r.kind == "ok" else r.kind)
+        level = call_log_level(kind, "error" if u.state == "forbidden" else u.state)
+        getattr(self.log, "warning" if u.state == "forbidden" else level)(
+            "transcript", call_id=u.call_id, outcome=u.state, http_status=r.http_status if r else None,
+            api_status=u.last_api_status, attempt=u.attempts, tries=r.tries if r else 0,
+            latency_ms=r.latency_ms if r else None, lines=len(entry.rows.lines) if entry.rows else None,
+            **({"error": u.last_error} if u.last_error else {}),
+        )
+
+    def _save_batch(self, batch: list[_Saved]) -> list[_Saved]:
         """Save ``batch``; isolate an entry the database rejects (halving until it is alone)."""
         try:
             return self._tx(self._save_and_count, batch)
@@ -520,15 +603,30 @@ class Syncer:
         except DBAPIError as exc:
             if len(batch) == 1:
                 entry = batch[0]
-                message = f"database rejected this summary: {_short(exc)}"
+                what = "transcript" if isinstance(entry, TranscriptEntry) else "summary"
+                message = f"database rejected this {what}: {_short(exc)}"
                 self.log.error("database rejected item", call_id=entry.item.call_id, error=message)
-                failed = Entry(entry.item, entry.result, unexpected(entry.item, self.clock.utcnow(), message), None)
+                update = unexpected(entry.item, self.clock.utcnow(), message)
+                failed: _Saved = (TranscriptEntry(entry.item, entry.result, update, None)
+                                  if isinstance(entry, TranscriptEntry)
+                                  else Entry(entry.item, entry.result, update, None))
                 return self._tx(self._save_and_count, [failed])
             half = len(batch) // 2
             return self._save_batch(batch[:half]) + self._save_batch(batch[half:])
 
-    def _save_and_count(self, conn: Connection, batch: list[Entry]) -> list[Entry]:
-        written = store.save_entries(conn, self.owner, batch, self.clock.utcnow())
+    def _save_and_count(self, conn: Connection, batch: list[_Saved]) -> list[_Saved]:
+        now = self.clock.utcnow()
+        summaries = [e for e in batch if isinstance(e, Entry)]
+        written: list[_Saved] = []
+        saved = store.save_entries(conn, self.owner, summaries, now)
+        written += saved
+        if self.settings.transcripts:
+            # Every call the API answered a summary for gets its transcript, in this transaction.
+            answered = [e.item.call_id for e in saved if is_answer(e.result) and e.update.state != "invalid"]
+            if store.enqueue_transcripts(conn, answered, now):
+                self._new_transcripts = True
+        transcripts = [e for e in batch if isinstance(e, TranscriptEntry)]
+        written += store.save_transcript_entries(conn, self.owner, transcripts, now)
         store.add_run_counts(conn, self.stats.run_id, **_count_outcomes(written))
         return written
 
@@ -559,12 +657,20 @@ class Syncer:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _count_outcomes(entries: list[Entry]) -> dict[str, int]:
+def _count_outcomes(entries: list[_Saved]) -> dict[str, int]:
     counts = dict.fromkeys(RUN_COUNTER.values(), 0)
     for entry in entries:
-        counts[RUN_COUNTER[entry.update.state]] += 1
-    counts["fetched"] = sum(1 for entry in entries if is_answer(entry.result))
+        # A transcript the plan does not have counts with the failed ones.
+        state = "failed" if entry.update.state == "forbidden" else entry.update.state
+        counts[RUN_COUNTER[state]] += 1
+    counts["fetched"] = sum(1 for entry in entries if _answered(entry))
     return counts
+
+
+def _answered(entry: _Saved) -> bool:
+    if isinstance(entry, TranscriptEntry):
+        return entry.result is not None and entry.result.kind != "transient"
+    return is_answer(entry.result)
 
 
 def _short(exc: BaseException) -> str:

@@ -41,3 +41,9 @@ watermarks_t = cast(Table, DiscoveryWatermark.__table__)
 conversation_marks_t = cast(Table, DiscoveryConversation.__table__)
 discovery_runs_t = cast(Table, DiscoveryRun.__table__)
 deliveries_t = cast(Table, WebhookDelivery.__table__)
+
+from etl.models import CallTranscript, CallTranscriptLine, TranscriptQueue  # noqa: E402  (migration 0008)
+
+transcript_queue_t = cast(Table, TranscriptQueue.__table__)
+transcripts_t = cast(Table, CallTranscript.__table__)
+transcript_lines_t = cast(Table, CallTranscriptLine.__table__)

@@ -12,11 +12,14 @@ as its own process), where timeouts and dropped connections are real.
 
 What it serves: call summaries (``GET /v1/call-summaries/{id}``), a seeded
 workspace (``fake.workspace``: phone numbers, conversations, calls with list
-paging), webhooks CRUD, with the key check, a token-bucket rate limit,
+paging), call transcripts on both surfaces (``GET /v1/call-transcripts/{id}``
+and the dated ``GET /calls/{id}/transcripts``: segments, states through
+``fake.transcript_status``, a plan without them through
+``fake.transcripts_enabled = False``), webhooks CRUD, with the key check, a token-bucket rate limit,
 reproducible ``Faults`` and list ``Quirks`` on every endpoint, and statistics
 (``fake.stats()``, ``fake.request_times()``). The ``webhooks`` names build and
 sign deliveries as OpenPhone sends them. The published shapes it follows are in
-``docs/api/`` (call-summaries.md, more-endpoints.md).
+``docs/api/`` (call-summaries.md, more-endpoints.md, transcripts.md).
 
 ``FakeClock`` (:mod:`etl.testing.clock`) is the controllable :class:`etl.clock.Clock`
 for the job's own code; ``ApiClock`` is the simulated API's notion of now.

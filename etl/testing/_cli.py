@@ -68,6 +68,8 @@ def _parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free port")
     p.add_argument("--api-key", default="test-key", help="the key the API accepts (OPENPHONE_API_KEY)")
     p.add_argument("--forbidden-key", action="append", default=[], help="key answered with 403 (repeatable)")
+    p.add_argument("--no-transcripts", action="store_true",
+                   help="a plan without transcripts: both transcript routes answer 403")
     p.add_argument(
         "--default-status",
         type=_optional_str,
@@ -151,6 +153,7 @@ def build(args: argparse.Namespace) -> FakeOpenPhone:
         forbidden_keys=frozenset(args.forbidden_key),
         clock=ApiClock(args.clock_start),
     )
+    fake.transcripts_enabled = not args.no_transcripts
     if args.phone_numbers:
         fake.workspace.generate(
             phone_numbers=args.phone_numbers,

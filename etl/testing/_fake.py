@@ -7,6 +7,8 @@ sockets) or the real HTTP server of ``etl.testing._server``. Endpoints:
 * ``GET /v1/call-summaries/{callId}``: summaries (set, overridden or sampled);
 * ``GET /v1/calls/{callId}``, ``GET /v1/calls``, ``GET /v1/conversations``,
   ``GET /v1/phone-numbers``: the workspace (``etl.testing._workspace``);
+* ``GET /v1/call-transcripts/{id}`` and (2026-03-30) ``GET /calls/{callId}/transcripts``:
+  transcripts (``etl.testing._transcripts``);
 * ``POST /v1/webhooks/calls|call-summaries|call-transcripts``,
   ``GET /v1/webhooks[/{id}]``, ``DELETE /v1/webhooks/{id}``: webhooks CRUD
   (the answers of these two groups are in ``etl.testing._endpoints``).
@@ -33,6 +35,7 @@ import httpx
 from etl.testing._data import CALL_ID_RE, STATUSES, dumps, sample_body, sample_summary
 from etl.testing._endpoints import WEBHOOK_EVENTS, BadRequest, WorkspaceEndpoints
 from etl.testing._faults import DROP, ENDPOINTS, HANG, Faults, Quirks, draw_fault
+from etl.testing._transcripts import TRANSCRIPT_ENDPOINTS, TranscriptEndpoints, match_transcripts
 from etl.testing._workspace import ApiClock, Workspace
 
 API_PATH_PREFIX = "/v1/call-summaries/"
@@ -74,7 +77,7 @@ class Reply:
     landed: bool = False
 
 
-class FakeOpenPhone(WorkspaceEndpoints):
+class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints):
     """In-memory OpenPhone API: routing, auth, rate limiting, faults, statistics."""
 
     def __init__(
@@ -125,6 +128,7 @@ class FakeOpenPhone(WorkspaceEndpoints):
         self._refilled = time.monotonic()
         self._latency_rng = random.Random(seed)
         self._webhook_n = 0
+        self._init_transcripts()
         # The real server mutates statistics on its own threads while tests
         # read them; the lock keeps stats() a consistent snapshot.
         self._lock = threading.Lock()
@@ -401,7 +405,10 @@ class FakeOpenPhone(WorkspaceEndpoints):
         self._nth[key] = nth + 1
         try:
             params = parse_qs(query, keep_blank_values=True)
-            status, payload = self._answer(endpoint, method, arg, params, body)
+            if endpoint in TRANSCRIPT_ENDPOINTS:
+                status, payload = self._transcript_answer(endpoint, arg, params)
+            else:
+                status, payload = self._answer(endpoint, method, arg, params, body)
         except BadRequest as exc:
             errors: list[dict[str, object]] | None = (
                 [{"path": exc.path, "message": str(exc)}] if exc.path else None
@@ -413,6 +420,8 @@ class FakeOpenPhone(WorkspaceEndpoints):
             return fault
         if status == 404:
             return self._error(404, "Not Found")
+        if status == 403:
+            return self._error(403, "Call transcripts are only available on Business and Scale plans")
         headers = JSON_HEADERS if payload is not None else ()
         return Reply(status, raw, headers, str(status))
 
@@ -486,6 +495,9 @@ class FakeOpenPhone(WorkspaceEndpoints):
 
 def _match(method: str, path: str) -> tuple[str | None, str]:
     """(endpoint, path argument) of a non-summary request; (None, "") if no endpoint takes it."""
+    transcripts = match_transcripts(method, path)
+    if transcripts is not None:
+        return transcripts
     parts = path.split("/")
     if len(parts) < 3 or parts[0] != "" or parts[1] != "v1":
         return None, ""

@@ -1,7 +1,7 @@
 """sync_runs.absent, not_found, invalid: a run's counters named after the queue states they count
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 Create Date: 2026-12-04
 
 ``sync_runs.failed`` used to count every item that ended ``failed``,
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0009'
-down_revision: str | None = '0006'
+down_revision: str | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -69,7 +69,8 @@ ALL_COMMANDS = list(command_paths(cli))
 
 def test_every_command_is_covered_here():
     assert ALL_COMMANDS == [(), ("db",), ("db", "upgrade"), ("db", "current"), ("enqueue",), ("sync",),
-                            ("backfill",), ("discover",), ("status",), ("demo",), ("serve",), ("webhooks",),
+                            ("backfill",), ("discover",), ("prune",), ("status",), ("demo",), ("serve",),
+                            ("webhooks",),
                             ("webhooks", "register"), ("webhooks", "list"), ("webhooks", "delete")]
 
 

@@ -104,3 +104,20 @@ def test_demo_discovers_syncs_and_answers_a_documented_bi_query(db_url, engine):
             "WHERE s.status = 'completed'")).scalar_one()
     assert shown == expected and len(expected) >= 2
     assert sum(int(row[2]) for row in expected) == total == 26
+
+
+def test_demo_with_transcripts_shows_the_documented_talk_time_query(db_url, engine):
+    from etl.demo import TALK_TIME_QUERY, TALK_TIME_QUERY_TITLE
+
+    result = etl("demo", "--transcripts", "--database-url", db_url)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    with engine.connect() as conn:
+        expected = [[str(v) for v in row] for row in conn.execute(sa.text(TALK_TIME_QUERY))]
+        states = dict(conn.execute(sa.text("SELECT state, COUNT(*) FROM transcript_queue GROUP BY state")).all())
+    heading = (f"{TALK_TIME_QUERY_TITLE} (docs/schema.md), from call_transcript_line_overview "
+               f"(first 12 of {len(expected)} rows):")
+    start = lines.index(heading)
+    shown = [line.split() for line in lines[start + 2:start + 14]]
+    assert shown == expected[:12] and len(expected) > 12
+    assert states["done"] >= 20 and "pending" not in states  # every answered call's transcript landed

@@ -35,4 +35,12 @@ def test_check_constraints_list_exactly_the_states():
 
 def test_policy_queue_updates_are_typed_with_the_queue_states():
     hints = typing.get_type_hints(QueueUpdate)
-    assert hints["state"] == states.QueueState
+    assert hints["state"] == states.QueueState | states.TranscriptState
+
+
+def test_transcript_states_are_the_summary_states_plus_forbidden_and_constrained_alike():
+    assert set(states.TRANSCRIPT_STATES) == set(states.QUEUE_STATES) | {"forbidden"}
+    assert states.TRANSCRIPT_STATUSES == states.SUMMARY_STATUSES
+    [ck] = [c for c in models.TranscriptQueue.__table__.constraints  # type: ignore[attr-defined]
+            if isinstance(c, sa.CheckConstraint) and str(c.name).endswith("state")]
+    assert str(ck.sqltext) == "state IN (" + ", ".join(f"'{s}'" for s in states.TRANSCRIPT_STATES) + ")"
