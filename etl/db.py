@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 SCHEMA_HEAD = "0006"
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
+# Execution option: this engine only reads (see :func:`reader`).
+_READS_ONLY = "etl_reads_only"
 
 
 def _dialect_name(url: str) -> str:
@@ -86,11 +88,13 @@ def _read_only_sqlite(path: Path) -> bool:
     return path.exists() and sqlite_problem(path) is not None
 
 
-def create_engine(url: str, *, read_only: bool = False) -> Engine:
+def create_engine(url: str, *, read_only: bool = False, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> Engine:
     """An engine for ``url`` with this project's per-dialect settings.
 
     ``read_only``: the caller only reads (``etl status``).  A SQLite file this
     user cannot write is then opened read-only instead of failing.
+    ``busy_timeout_s``: how long a SQLite statement waits for another writer
+    (``etl serve`` answers deliveries on an engine that waits briefly).
     """
     try:
         parsed = make_url(url)
@@ -101,7 +105,7 @@ def create_engine(url: str, *, read_only: bool = False) -> Engine:
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     sqlite_ro = False
     if backend == "sqlite":
-        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+        kwargs["connect_args"] = {"timeout": busy_timeout_s}
         path = _sqlite_path(url)
         if path is not None and read_only and _read_only_sqlite(path):
             sqlite_ro = True
@@ -125,7 +129,7 @@ def create_engine(url: str, *, read_only: bool = False) -> Engine:
     except (NoSuchModuleError, ImportError) as exc:
         raise DatabaseError(_no_driver(url, parsed.drivername, backend, exc)) from None
     if backend == "sqlite":
-        _configure_sqlite(engine, read_only=sqlite_ro)
+        _configure_sqlite(engine, read_only=sqlite_ro, busy_timeout_s=busy_timeout_s)
     elif backend in ("mysql", "mariadb"):
         _configure_mysql(engine)
     return engine
@@ -146,13 +150,20 @@ def _no_driver(url: str, drivername: str, backend: str, exc: BaseException) -> s
     return f"no driver for {shown!r}: {install}write the URL as {better}"
 
 
-def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
+def reader(engine: Engine) -> Engine:
+    """``engine`` for work that only reads: on SQLite its transactions begin
+    deferred, so they take no write lock (and, in WAL mode, never wait for a writer)."""
+    return engine.execution_options(**{_READS_ONLY: True})
+
+
+def _configure_sqlite(engine: Engine, *, read_only: bool = False, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S
+                      ) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control away from pysqlite so "begin" below decides.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         cur.execute("PRAGMA foreign_keys = ON")
         if engine.url.database not in (None, "", ":memory:") and not read_only:
             cur.execute("PRAGMA journal_mode = WAL")
@@ -163,8 +174,9 @@ def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        # A reader of a read-only file must not ask for the write lock.
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        # A reader (a read-only file, or a reader() engine) must not ask for the write lock.
+        reads_only = read_only or conn.get_execution_options().get(_READS_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
 
 
 def _configure_mysql(engine: Engine) -> None:
