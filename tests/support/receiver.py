@@ -42,6 +42,7 @@ class Receiver:
     client: httpx.Client
     worker: SyncWorker
     housekeeper: Housekeeper
+    intake_engine: Engine | None  # SQLite: the deliveries' engine, with a short busy timeout
 
     def post(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
         return self.client.post(self.url + "/webhooks/openphone", content=body, headers=headers)
@@ -97,7 +98,8 @@ def running_receiver(engine: Engine, db_url: str, *, rate: float = 10.0, clock: 
         time.sleep(0.01)
     try:
         with httpx.Client(timeout=10) as client:
-            yield Receiver(f"http://127.0.0.1:{port}", engine, fake, metrics, client, worker, housekeeper)
+            yield Receiver(f"http://127.0.0.1:{port}", engine, fake, metrics, client, worker, housekeeper,
+                           intake_engine)
     finally:
         server.should_exit = True
         thread.join(30)
