@@ -94,7 +94,9 @@ def create_app(engine: Engine, config: ReceiverConfig, metrics: Metrics, worker:
     def refuse(status: int, reason: str, message: str, **extra: Any) -> JSONResponse:
         metrics.refusals.labels(reason).inc()
         log.warning("webhook refused", http_status=status, reason=reason, detail=message, **extra)
-        return JSONResponse({"error": reason, "message": message}, status_code=status)
+        # A body left unread (too large, too slow) ends the connection: nothing else may follow it.
+        headers = {"connection": "close"} if status in (408, 413) else None
+        return JSONResponse({"error": reason, "message": message}, status_code=status, headers=headers)
 
     async def receive(request: Request) -> Response:
         try:

@@ -22,8 +22,9 @@ must not depend on it):
   ``keep_alive`` seconds; headers are at most 16 KiB (h11's limit);
 * at most ``max_connections`` connections are open: a new one beyond that
   closes the oldest connection that has no request in progress (a slow or
-  idle client), or, if every one is busy, is itself closed at once; uvicorn's
-  ``limit_concurrency`` answers 503 beyond that many requests in progress;
+  idle client), else the oldest whose body is still arriving, else (every
+  other one is being answered) itself; uvicorn's ``limit_concurrency``
+  answers 503 beyond that many requests in progress;
 * the body must arrive within the app's ``body_timeout`` (408,
   :mod:`etl.webhooks.app`).
 
@@ -109,12 +110,23 @@ class GuardedH11Protocol(H11Protocol):
         if self._idle() and not self.transport.is_closing():
             self.transport.close()
 
+    def _receiving(self) -> bool:
+        """A request whose body is still arriving (legitimate bodies take milliseconds)."""
+        return self.cycle is not None and self.cycle.more_body and not self.cycle.response_complete
+
     def _make_room(self) -> None:
-        idle = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c is not self and c._idle()]
-        if idle:
-            min(idle, key=lambda c: c._opened).transport.close()
+        others = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c is not self]
+        for waiting in (GuardedH11Protocol._idle, GuardedH11Protocol._receiving):
+            candidates = [c for c in others if waiting(c)]
+            if candidates:
+                victim = min(candidates, key=lambda c: c._opened)
+                break
         else:
-            self.transport.close()
+            victim = self  # every other connection is being answered: no room
+        victim.transport.close()
+        # Gone now, not when the loop gets to connection_lost: uvicorn's limit_concurrency
+        # counts this set for the requests that arrive meanwhile.
+        self.connections.discard(victim)
 
 
 def protocol_class(options: ServeOptions) -> type[GuardedH11Protocol]:
