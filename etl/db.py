@@ -88,13 +88,19 @@ def _read_only_sqlite(path: Path) -> bool:
     return path.exists() and sqlite_problem(path) is not None
 
 
-def create_engine(url: str, *, read_only: bool = False, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> Engine:
+def create_engine(url: str, *, read_only: bool = False, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S,
+                  follow_file: bool = False) -> Engine:
     """An engine for ``url`` with this project's per-dialect settings.
 
     ``read_only``: the caller only reads (``etl status``).  A SQLite file this
     user cannot write is then opened read-only instead of failing.
     ``busy_timeout_s``: how long a SQLite statement waits for another writer
     (``etl serve`` answers deliveries on an engine that waits briefly).
+    ``follow_file`` (long-running processes, ``etl serve``): a SQLite file must
+    exist (no empty file is created in its place while it is away, whose WAL
+    could later meet the real one), and a pooled connection is used only while
+    the file at the path is the one it opened: one moved away or swapped is
+    reopened, or fails as an unavailable database until it is back.
     """
     try:
         parsed = make_url(url)
@@ -119,6 +125,8 @@ def create_engine(url: str, *, read_only: bool = False, busy_timeout_s: float = 
             parsed = parsed.set(database=f"file:{path.resolve()}", query=query)
         elif path is not None and not path.exists() and (problem := sqlite_problem(path)):
             raise DatabaseError(f"cannot create the SQLite database {path}: {problem}")
+        elif path is not None and follow_file:
+            parsed = parsed.set(database=f"file:{path.resolve()}", query={"mode": "rw", "uri": "true"})
     elif backend in ("mysql", "mariadb"):
         kwargs["connect_args"] = {"charset": "utf8mb4"}
         kwargs["isolation_level"] = "READ COMMITTED"
@@ -130,6 +138,9 @@ def create_engine(url: str, *, read_only: bool = False, busy_timeout_s: float = 
         raise DatabaseError(_no_driver(url, parsed.drivername, backend, exc)) from None
     if backend == "sqlite":
         _configure_sqlite(engine, read_only=sqlite_ro, busy_timeout_s=busy_timeout_s)
+        path = _sqlite_path(url)
+        if follow_file and path is not None:
+            _follow_file(engine, path.resolve())
     elif backend in ("mysql", "mariadb"):
         _configure_mysql(engine)
     return engine
@@ -177,6 +188,31 @@ def _configure_sqlite(engine: Engine, *, read_only: bool = False, busy_timeout_s
         # A reader (a read-only file, or a reader() engine) must not ask for the write lock.
         reads_only = read_only or conn.get_execution_options().get(_READS_ONLY, False)
         conn.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _follow_file(engine: Engine, path: Path) -> None:
+    """Hand out a pooled SQLite connection only while ``path`` is still the file it opened.
+
+    An open connection keeps its file by inode: after a move or a swap it would
+    go on reading and writing a file nobody else sees.  One ``stat`` per checkout.
+    """
+    @event.listens_for(engine, "connect")
+    def _remember(_dbapi_conn: Any, record: Any) -> None:
+        record.info["etl_file"] = _file_identity(path)
+
+    @event.listens_for(engine, "checkout")
+    def _check(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if record.info.get("etl_file") != _file_identity(path):
+            # The pool drops this connection and opens a new one (which fails while the file is away).
+            raise sa.exc.DisconnectionError(f"the SQLite file {path} was moved or replaced")
 
 
 def _configure_mysql(engine: Engine) -> None:

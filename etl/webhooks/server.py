@@ -30,7 +30,10 @@ must not depend on it):
 
 Deliveries are stored through an engine of their own on SQLite, whose busy
 timeout is short (:data:`INTAKE_BUSY_TIMEOUT_S`): a database locked by a long
-writer elsewhere answers 503 within seconds, and OpenPhone retries.
+writer elsewhere answers 503 within seconds, and OpenPhone retries.  Both
+SQLite engines follow the file (:func:`serving_engines`): a file moved away or
+swapped underneath is an outage until it is back, never writes into a file
+nobody else sees.
 """
 
 from __future__ import annotations
@@ -172,10 +175,7 @@ def serve(engine: Engine, settings: Settings, receiver: ReceiverConfig, options:
           transport: httpx.BaseTransport | None = None, clock: Clock = SYSTEM) -> None:
     """Serve until SIGTERM/SIGINT."""
     sock = listen(options.host, options.port)
-    intake_engine = None
-    if engine.dialect.name == "sqlite":
-        intake_engine = db.create_engine(engine.url.render_as_string(hide_password=False),
-                                         busy_timeout_s=INTAKE_BUSY_TIMEOUT_S)
+    engine, intake_engine = serving_engines(engine)
     metrics = Metrics(engine, settings.rate, clock)
     worker = SyncWorker(engine, settings, metrics, transport=transport, poll_interval=options.poll_interval,
                         clock=clock)
@@ -187,6 +187,18 @@ def serve(engine: Engine, settings: Settings, receiver: ReceiverConfig, options:
         sock.close()
         if intake_engine is not None:
             intake_engine.dispose()
+            engine.dispose()
+
+
+def serving_engines(engine: Engine) -> tuple[Engine, Engine | None]:
+    """The engines a server uses: (everything, deliveries).  On SQLite both follow the file
+    (``db.create_engine(follow_file=True)``) and the deliveries' one waits briefly for a lock;
+    elsewhere ``engine`` does everything (the second is None)."""
+    if engine.dialect.name != "sqlite":
+        return engine, None
+    url = engine.url.render_as_string(hide_password=False)
+    return (db.create_engine(url, follow_file=True),
+            db.create_engine(url, follow_file=True, busy_timeout_s=INTAKE_BUSY_TIMEOUT_S))
 
 
 def listen_url(host: str, sock: socket.socket) -> str:

@@ -16,13 +16,12 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import db
 from etl.clock import SYSTEM, Clock
 from etl.config import Settings
 from etl.testing import FakeOpenPhone, webhooks
 from etl.webhooks.app import ReceiverConfig, create_app
 from etl.webhooks.metrics import Metrics
-from etl.webhooks.server import INTAKE_BUSY_TIMEOUT_S, ReceiverServer, ServeOptions, uvicorn_config
+from etl.webhooks.server import ReceiverServer, ServeOptions, serving_engines, uvicorn_config
 from etl.webhooks.worker import Housekeeper, SyncWorker
 from tests.support.proc import free_port
 
@@ -77,14 +76,13 @@ def running_receiver(engine: Engine, db_url: str, *, rate: float = 10.0, clock: 
                      fake: FakeOpenPhone | None = None, poll_interval: float = 5.0) -> Iterator[Receiver]:
     """A running receiver at ``Receiver.url``; stopped (engine drained) on exit."""
     fake = fake or FakeOpenPhone(api_key=API_KEY)
+    engine, intake_engine = serving_engines(engine)
     settings = Settings(database_url=db_url, api_key=API_KEY, base_url="http://fake.test", rate=rate,
                         concurrency=4, retry_initial=0.001, retry_max=0.01)
     metrics = Metrics(engine, settings.rate, clock)
     worker = SyncWorker(engine, settings, metrics, transport=fake.transport(), poll_interval=poll_interval)
     housekeeper = Housekeeper(engine, metrics, timedelta(days=7), clock=clock)
     config = config or ReceiverConfig([SECRET_A, SECRET_B, WHSEC], max_body_bytes=64 * 1024)
-    intake_engine = db.create_engine(db_url, busy_timeout_s=INTAKE_BUSY_TIMEOUT_S) \
-        if engine.dialect.name == "sqlite" else None
     app = create_app(engine, config, metrics, worker, housekeeper, clock=clock, intake_engine=intake_engine)
     port = free_port()
     options = options or ServeOptions()
@@ -105,4 +103,5 @@ def running_receiver(engine: Engine, db_url: str, *, rate: float = 10.0, clock: 
         thread.join(30)
         if intake_engine is not None:
             intake_engine.dispose()
+            engine.dispose()
     assert not thread.is_alive()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from starlette.datastructures import Headers
 
+import etl
 import etl.testing
 from etl.testing import webhooks
 from etl.testing.clock import FakeClock
@@ -204,3 +205,20 @@ def test_the_signer_in_these_tests_does_not_use_the_verifier() -> None:
                 imported.update(alias.name for alias in node.names)
     assert "standardwebhooks" in imported  # the walk saw the signer's imports
     assert not [m for m in imported if m == "etl.webhooks" or m.startswith("etl.webhooks.")]
+
+
+def test_the_receiver_reads_time_only_through_the_clock_seam() -> None:
+    """etl/webhooks takes an etl.clock.Clock: no time.*, datetime.now/utcnow or etl.clock.utcnow
+    of its own, so tests of windows and retention run on a FakeClock."""
+    found = []
+    for path in sorted((Path(etl.__file__).parent / "webhooks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import) and any(a.name == "time" for a in node.names):
+                found.append(f"{path.name}: import time")
+            elif isinstance(node, ast.ImportFrom) and node.module in ("time", "etl.clock") and any(
+                    a.name in ("time", "monotonic", "sleep", "utcnow") for a in node.names):
+                found.append(f"{path.name}: from {node.module} import ...")
+            elif isinstance(node, ast.Attribute) and node.attr in ("now", "utcnow", "today") and isinstance(
+                    node.value, ast.Name) and node.value.id in ("datetime", "date"):
+                found.append(f"{path.name}: {node.value.id}.{node.attr}")
+    assert found == []
