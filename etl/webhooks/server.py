@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import Generator
@@ -171,10 +172,28 @@ class ReceiverServer(uvicorn.Server):
                 self._captured_signals.clear()
 
 
+class _UvicornToLog(logging.Handler):
+    """uvicorn's own warnings ("Invalid HTTP request received.") as this project's log lines (JSON under
+    systemd), not bare text; its start-up chatter (info) is left out: ``listening on`` says it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log = get_logger()
+        write = log.error if record.levelno >= logging.ERROR else log.warning
+        write(record.getMessage(), source="uvicorn", **({"exc_info": record.exc_info} if record.exc_info else {}))
+
+
+def route_uvicorn_logs() -> None:
+    uv = logging.getLogger("uvicorn")
+    uv.handlers[:] = [_UvicornToLog()]
+    uv.setLevel(logging.WARNING)
+    uv.propagate = False
+
+
 def serve(engine: Engine, settings: Settings, receiver: ReceiverConfig, options: ServeOptions, *,
           transport: httpx.BaseTransport | None = None, clock: Clock = SYSTEM) -> None:
     """Serve until SIGTERM/SIGINT."""
     sock = listen(options.host, options.port)
+    route_uvicorn_logs()
     engine, intake_engine = serving_engines(engine)
     metrics = Metrics(engine, settings.rate, clock)
     worker = SyncWorker(engine, settings, metrics, transport=transport, poll_interval=options.poll_interval,

@@ -294,3 +294,24 @@ def test_signature_window_and_retention_follow_the_receivers_clock(db_url: str, 
         clock.advance(7 * 86400)
         assert keeper.prune() == 1
         assert r.count("webhook_deliveries") == 0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_sqlite_file_swapped_underneath_gets_the_next_writes(db_url: str, engine: Engine) -> None:
+    """A pooled connection keeps its file by inode: without following the path, deliveries after a
+    swap (a restored copy put in place) were written into the replaced, unlinked file and lost."""
+    with running_receiver(engine, db_url) as r:
+        assert send(r, "ACswap1").json() == {"status": "queued"}
+        r.wait_done(["ACswap1"])
+        path = Path(make_url(db_url).database or "")
+        copy = path.with_name("copy.db")
+        with sqlite3.connect(path) as source, sqlite3.connect(copy) as target:
+            source.backup(target)
+        copy.replace(path)  # a new inode at the same path, the same content
+        for stale in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            stale.unlink(missing_ok=True)
+        assert send(r, "ACswap2").json() == {"status": "queued"}
+        r.wait_done(["ACswap1", "ACswap2"])
+    with sqlite3.connect(path) as conn:
+        landed = {row[0] for row in conn.execute("SELECT call_id FROM call_summaries")}
+    assert landed == {"ACswap1", "ACswap2"}

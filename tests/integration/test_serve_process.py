@@ -245,6 +245,9 @@ def test_slow_and_idle_clients_are_cut_off_and_bounded(tmp_path: Path) -> None:
                 elif n % 3 == 2:  # whole headers, then a body that never comes
                     s.sendall(b"POST /webhooks/openphone HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{")
                 sockets.append(s)
+            with socket.create_connection(address) as garbage:  # uvicorn's own warning: a log line too
+                garbage.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                garbage.recv(4096)
             # Valid traffic goes on meanwhile (it takes the place of the oldest idle connection).
             started = time.monotonic()
             body = webhooks.body_bytes(webhooks.summary_completed("ACslow1"))
@@ -275,3 +278,5 @@ def test_slow_and_idle_clients_are_cut_off_and_bounded(tmp_path: Path) -> None:
                 proc.kill()
     out, err = output_of(tmp_path, "slow")
     assert "Traceback" not in err + out
+    assert [line for line in err.splitlines() if not line.startswith("{")] == []  # every line is JSON
+    assert [e["event"] for e in _log_events(err) if e.get("source") == "uvicorn"] == ["Invalid HTTP request received."]
