@@ -103,7 +103,8 @@ def outage_for(db_url: str) -> Iterator[Outage]:
         outage.close()
 
 
-def test_engine_survives_a_database_outage_and_healthz_recovers(db_url: str, engine: Engine) -> None:
+def test_engine_survives_a_database_outage_and_healthz_recovers(db_url: str, engine: Engine,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 18 #2 and #7: after the outage the engine resumes by itself (before: the thread died,
     deliveries were answered 200 and never fetched, /healthz stayed 503 with the full error text)."""
     with outage_for(db_url) as outage:
@@ -144,6 +145,9 @@ def test_engine_survives_a_database_outage_and_healthz_recovers(db_url: str, eng
                 assert r.fake.requests["ACout3"] == 1
         finally:
             served.dispose()
+    logged = "".join(capsys.readouterr())
+    assert "Traceback" not in logged  # an outage is a few warning lines, not tracebacks
+    assert logged.count("sync engine paused") == 1
 
 
 # --- 5: a locked SQLite database --------------------------------------------------------
