@@ -72,10 +72,10 @@ Outcome = Literal["queued", "duplicate", "ignored", "replay"]
 # Terminal states a call.summary.completed event re-queues (see the module docstring).
 REQUEUE_STATES = ("absent", "not_found", "error", "failed")
 
-# What a call row may hold; anything else in an event is an error of the sender.
-_MAX_INT = 2**31 - 1
+# What a call row may hold; anything else in an event is the sender's error, not a reason to fail.
+_MAX_DURATION_S = 2**31 - 1
 _YEARS = range(1970, 3000)
-
+_API_TIMES = ("created_at", "answered_at", "completed_at", "updated_at")
 
 def save_call(conn: Connection, call: dict[str, Any], now: datetime) -> bool:
     """Upsert the call row of a ``call.completed`` event, in the delivery's transaction.
@@ -113,11 +113,12 @@ def _call_rows(call: dict[str, Any], now: datetime) -> CallContextRows:
     except UnicodeEncodeError:  # an unpaired surrogate: keep it, escaped, as JSON can
         raw = json.dumps(call, separators=(",", ":"))
     rows = normalize_call(data, raw, now)
-    for column, value in rows.parent.items():
-        if isinstance(value, int) and not isinstance(value, bool) and not -_MAX_INT <= value <= _MAX_INT:
-            raise ValueError(f"{column} {value if len(str(value)) < 20 else 'of ' + str(len(str(value))) + ' digits'}"
-                             " is out of range")
-        if isinstance(value, datetime) and value.year not in _YEARS and column != "first_synced_at":
+    duration = rows.parent["duration_seconds"]
+    if duration is not None and not 0 <= duration <= _MAX_DURATION_S:
+        raise ValueError(f"duration is out of range ({len(str(duration))} digits)")
+    for column in _API_TIMES:
+        value = rows.parent[column]
+        if value is not None and value.year not in _YEARS:
             raise ValueError(f"{column} {value.isoformat()} is outside the years {_YEARS[0]}-{_YEARS[-1]}")
     return rows
 
