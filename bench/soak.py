@@ -159,6 +159,7 @@ class Soak:
 
     def duplicates(self) -> None:
         rng = random.Random(7)
+        signed: set[tuple[bytes, int]] = set()  # (body, timestamp) already re-signed: that again is a replay
         with httpx.Client(timeout=15) as client:
             while not self.stop.wait(2):
                 with self.lock:
@@ -169,6 +170,9 @@ class Soak:
                 if replay is not None and replay.status_code not in (401, 503):
                     self.mismatches[f"replay answered {replay.status_code}"] += 1
                 later = int(time.time()) + rng.randint(1, 60)
+                while (body, later) in signed:
+                    later += 1
+                signed.add((body, later))
                 again = {**webhooks.sign_v1(body, V1_SECRET, later * 1000), **JSON} if scheme == "v1" else {
                     **webhooks.sign_standard(body, STD_SECRET, msg_id=headers["webhook-id"],
                                              timestamp=datetime.fromtimestamp(later, UTC)), **JSON}
