@@ -544,18 +544,23 @@ def _webhook_secrets(given: tuple[str, ...]) -> list[str]:
 @click.option("--poll-interval", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               metavar="SECONDS", help="Also sync what became due by itself this often.")
 @transcripts_option
+@click.option("--read-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              metavar="SECONDS", help="A request's headers, and then its body, must each arrive within this.")
+@click.option("--max-connections", type=click.IntRange(min=2), default=100, show_default=True,
+              help="Open connections at most; beyond it the oldest idle one is closed.")
 @api_options
 @database_options
 @handle_errors
 def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: float, max_body_bytes: int,
-          delivery_retention: float, poll_interval: float, transcripts: bool, api_key: str | None, base_url: str,
-          rate: float, concurrency: int, database_url: str, log_format: str, log_level: str) -> None:
+          delivery_retention: float, poll_interval: float, read_timeout: float, max_connections: int,
+          transcripts: bool, api_key: str | None, base_url: str, rate: float, concurrency: int, database_url: str,
+          log_format: str, log_level: str) -> None:
     """Receive signed OpenPhone webhooks and sync each summary seconds after it is ready.
 
     POST /webhooks/openphone, GET /healthz, GET /metrics.  Needs the API key
     (it fetches the summaries, on the key's shared --rate budget) and the
     signing secrets `etl webhooks register` printed.  Run it behind a reverse
-    proxy with TLS (docs/webhooks.md).  SIGTERM drains and exits.
+    proxy with TLS (docs/webhooks.md).  SIGTERM or Ctrl-C drains and exits 0.
 
     \b
     Example:
@@ -581,9 +586,10 @@ def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: flo
                          "its record")
     settings = make_settings(database_url, api_key, base_url, rate, concurrency, transcripts=transcripts)
     require_api_key(settings)
-    receiver = ReceiverConfig(secrets, tolerance, max_body_bytes, retention)
+    receiver = ReceiverConfig(secrets, tolerance, max_body_bytes, retention, body_timeout=read_timeout)
+    options = ServeOptions(host, port, poll_interval, header_timeout=read_timeout, max_connections=max_connections)
     with open_database(database_url) as engine:
-        run_server(engine, settings, receiver, ServeOptions(host, port, poll_interval))
+        run_server(engine, settings, receiver, options)
 
 
 # --- webhooks (register / list / delete) ----------------------------------------------

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 SCHEMA_HEAD = "0009"
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
+# Execution option: this engine only reads (see :func:`reader`).
+_READS_ONLY = "etl_reads_only"
 
 
 def _dialect_name(url: str) -> str:
@@ -118,20 +120,28 @@ def check_url(url: str) -> URL:
     return parsed
 
 
-def create_engine(url: str, *, read_only: bool = False) -> Engine:
+def create_engine(url: str, *, read_only: bool = False, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S,
+                  follow_file: bool = False) -> Engine:
     """An engine for ``url`` with this project's per-dialect settings.
 
     ``read_only``: the caller only reads (``etl status``, ``etl db current``,
     dry runs).  A SQLite file that does not exist is then refused (a read
     never creates a database), and one this user cannot write is opened
     read-only instead of failing.  A malformed URL is a :class:`UsageError`.
+    ``busy_timeout_s``: how long a SQLite statement waits for another writer
+    (``etl serve`` answers deliveries on an engine that waits briefly).
+    ``follow_file`` (long-running processes, ``etl serve``): a SQLite file must
+    exist (no empty file is created in its place while it is away, whose WAL
+    could later meet the real one), and a pooled connection is used only while
+    the file at the path is the one it opened: one moved away or swapped is
+    reopened, or fails as an unavailable database until it is back.
     """
     parsed = check_url(url)
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     sqlite_ro = False
     if backend == "sqlite":
-        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+        kwargs["connect_args"] = {"timeout": busy_timeout_s}
         path = _sqlite_path(url)
         if path is not None and read_only and _read_only_sqlite(path):
             sqlite_ro = True
@@ -148,6 +158,8 @@ def create_engine(url: str, *, read_only: bool = False) -> Engine:
                              f"ETL_DATABASE_URL; `etl sync` and `etl db upgrade` create it)")
         elif path is not None and not path.exists() and (problem := sqlite_problem(path)):
             raise DatabaseError(f"cannot create the SQLite database {path}: {problem}")
+        elif path is not None and follow_file:
+            parsed = parsed.set(database=f"file:{path.resolve()}", query={"mode": "rw", "uri": "true"})
     elif backend in ("mysql", "mariadb"):
         kwargs["connect_args"] = {"charset": "utf8mb4"}
         kwargs["isolation_level"] = "READ COMMITTED"
@@ -158,7 +170,10 @@ def create_engine(url: str, *, read_only: bool = False) -> Engine:
     except (NoSuchModuleError, ImportError) as exc:
         raise DatabaseError(_no_driver(url, parsed.drivername, backend, exc)) from None
     if backend == "sqlite":
-        _configure_sqlite(engine, read_only=sqlite_ro)
+        _configure_sqlite(engine, read_only=sqlite_ro, busy_timeout_s=busy_timeout_s)
+        path = _sqlite_path(url)
+        if follow_file and path is not None:
+            _follow_file(engine, path.resolve())
     elif backend in ("mysql", "mariadb"):
         _configure_mysql(engine)
     return engine
@@ -179,13 +194,20 @@ def _no_driver(url: str, drivername: str, backend: str, exc: BaseException) -> s
     return f"no driver for {shown!r}: {install}write the URL as {better}"
 
 
-def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
+def reader(engine: Engine) -> Engine:
+    """``engine`` for work that only reads: on SQLite its transactions begin
+    deferred, so they take no write lock (and, in WAL mode, never wait for a writer)."""
+    return engine.execution_options(**{_READS_ONLY: True})
+
+
+def _configure_sqlite(engine: Engine, *, read_only: bool = False, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S
+                      ) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control away from pysqlite so "begin" below decides.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         cur.execute("PRAGMA foreign_keys = ON")
         if engine.url.database not in (None, "", ":memory:") and not read_only:
             cur.execute("PRAGMA journal_mode = WAL")
@@ -196,8 +218,34 @@ def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        # A reader of a read-only file must not ask for the write lock.
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        # A reader (a read-only file, or a reader() engine) must not ask for the write lock.
+        reads_only = read_only or conn.get_execution_options().get(_READS_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _follow_file(engine: Engine, path: Path) -> None:
+    """Hand out a pooled SQLite connection only while ``path`` is still the file it opened.
+
+    An open connection keeps its file by inode: after a move or a swap it would
+    go on reading and writing a file nobody else sees.  One ``stat`` per checkout.
+    """
+    @event.listens_for(engine, "connect")
+    def _remember(_dbapi_conn: Any, record: Any) -> None:
+        record.info["etl_file"] = _file_identity(path)
+
+    @event.listens_for(engine, "checkout")
+    def _check(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if record.info.get("etl_file") != _file_identity(path):
+            # The pool drops this connection and opens a new one (which fails while the file is away).
+            raise sa.exc.DisconnectionError(f"the SQLite file {path} was moved or replaced")
 
 
 def _configure_mysql(engine: Engine) -> None:

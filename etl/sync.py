@@ -448,6 +448,11 @@ class Syncer:
             return None  # the summary was never sent: released unchanged at the end (the call is fetched again)
         except AuthError:
             raise  # ends the run (the fetch thread hands it back)
+        except DatabaseError as exc:
+            # The rate budget's database is gone, so no slot and nothing sent: the run stops as
+            # having lost its database, and the item is released unchanged (not an item error).
+            self.request_stop(StopReason.DATABASE_LOST, str(exc))
+            return None
         except Exception as exc:  # a bug must cost one item, not the run
             self.log.exception("unexpected error fetching", call_id=item.call_id)
             return Entry(item, None, unexpected(item, self.clock.utcnow(), f"unexpected error: {exc!r}"), None,

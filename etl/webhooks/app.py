@@ -3,9 +3,16 @@
 A delivery is answered as soon as it is verified and committed (a few
 milliseconds): the fetch happens afterwards, on the engine thread the commit
 wakes.  Order of checks, so that nothing unauthenticated is parsed or stored:
-size (413, the body is read in chunks and never past the limit), signature
-(401), JSON (400), then one transaction (replay 401; otherwise 200).  A
-database that cannot be reached answers 503, so OpenPhone retries later.
+size (413, the body is read in chunks and never past the limit) and time (408:
+the whole body within ``body_timeout``), signature (401), JSON (400, also for
+a body nested too deeply to parse), then one transaction (replay 401;
+otherwise 200).  A database that cannot be reached, or a SQLite database
+locked for more than a few seconds, answers 503 with ``Retry-After``, so
+OpenPhone retries later.  A client that goes away mid-body is one log line.
+
+``/healthz`` says what is wrong in fixed words and exception type names only:
+no error text, which may hold SQL, parameters, host, user or database name.
+Its queries (and the metrics') only read, so on SQLite they take no write lock.
 """
 
 from __future__ import annotations
@@ -21,23 +28,28 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from etl import report
-from etl.clock import utcnow
+from etl.clock import SYSTEM, Clock
+from etl.db import reader
 from etl.health import FetchHistory
 from etl.logs import get_logger
+from etl.normalize import clean_text
 from etl.webhooks import intake
 from etl.webhooks.events import EventError, parse_event
-from etl.webhooks.metrics import CONTENT_TYPE, Metrics
+from etl.webhooks.metrics import CONTENT_TYPE, Metrics, type_label
 from etl.webhooks.signatures import DEFAULT_TOLERANCE_S, SignatureError, load_secrets, verify
 from etl.webhooks.worker import Housekeeper, SyncWorker
 
 WEBHOOK_PATH = "/webhooks/openphone"
 DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_RETENTION = timedelta(days=7)
+DEFAULT_BODY_TIMEOUT_S = 10.0
+# Seconds OpenPhone is asked to wait before retrying a delivery answered 503.
+RETRY_AFTER_S = 5
 
 
 @dataclass
@@ -46,6 +58,7 @@ class ReceiverConfig:
     tolerance: float = DEFAULT_TOLERANCE_S
     max_body_bytes: int = DEFAULT_MAX_BODY
     retention: timedelta = DEFAULT_RETENTION
+    body_timeout: float = DEFAULT_BODY_TIMEOUT_S  # the whole body must arrive within this
 
 
 class _TooLarge(Exception):
@@ -67,22 +80,37 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 
 def create_app(engine: Engine, config: ReceiverConfig, metrics: Metrics, worker: SyncWorker | None,
-               housekeeper: Housekeeper | None = None) -> Starlette:
-    """The ASGI app; ``worker``/``housekeeper`` are started and stopped with it (lifespan)."""
+               housekeeper: Housekeeper | None = None, *, clock: Clock = SYSTEM,
+               intake_engine: Engine | None = None) -> Starlette:
+    """The ASGI app; ``worker``/``housekeeper`` are started and stopped with it (lifespan).
+
+    ``intake_engine`` stores deliveries (default ``engine``; ``etl serve`` gives a
+    SQLite database one with a short busy timeout, so a locked file is a quick 503).
+    """
     secrets = load_secrets(config.secrets)
     log = get_logger()
+    store_engine = intake_engine if intake_engine is not None else engine
 
     def refuse(status: int, reason: str, message: str, **extra: Any) -> JSONResponse:
         metrics.refusals.labels(reason).inc()
         log.warning("webhook refused", http_status=status, reason=reason, detail=message, **extra)
-        return JSONResponse({"error": reason, "message": message}, status_code=status)
+        # A body left unread (too large, too slow) ends the connection: nothing else may follow it.
+        headers = {"connection": "close"} if status in (408, 413) else None
+        return JSONResponse({"error": reason, "message": message}, status_code=status, headers=headers)
 
     async def receive(request: Request) -> Response:
         try:
-            body = await _read_limited(request, config.max_body_bytes)
+            async with asyncio.timeout(config.body_timeout):
+                body = await _read_limited(request, config.max_body_bytes)
         except _TooLarge:
             return refuse(413, "too_large", f"body larger than {config.max_body_bytes} bytes")
-        now = utcnow()
+        except TimeoutError:
+            return refuse(408, "body_timeout", f"body not received within {config.body_timeout:g} s")
+        except ClientDisconnect:
+            metrics.refusals.labels("disconnected").inc()
+            log.info("webhook client disconnected before sending the whole body")
+            return Response(status_code=400)  # nobody reads it
+        now = clock.utcnow()
         try:
             verified = verify(request.headers, body, secrets, now, config.tolerance)
         except SignatureError as exc:
@@ -91,16 +119,21 @@ def create_app(engine: Engine, config: ReceiverConfig, metrics: Metrics, worker:
             event = parse_event(body)
         except EventError as exc:
             return refuse(400, "bad_json", str(exc))
+        except RecursionError:
+            return refuse(400, "bad_json", "body is nested too deeply to parse")
         try:
-            accepted = await run_in_threadpool(intake.accept, engine, verified, event, now)
+            accepted = await run_in_threadpool(intake.accept, store_engine, verified, event, now, clock=clock)
         except DBAPIError as exc:
-            log.error("webhook not stored: database error", error=" ".join(str(exc.orig).split())[:300])
-            return JSONResponse({"error": "database_unavailable"}, status_code=503)
+            log.error("webhook not stored: database unavailable; answered 503 so OpenPhone retries",
+                      error_type=type(exc.orig or exc).__name__)
+            return JSONResponse({"error": "database_unavailable"}, status_code=503,
+                                headers={"retry-after": str(RETRY_AFTER_S)})
+        shown_type = None if event.type is None else clean_text(event.type)[:64]
         if accepted.outcome == "replay":
             return refuse(401, "replay", "this signed message was received before", call_id=event.call_id)
-        metrics.deliveries.labels(event.type or "unknown", accepted.outcome).inc()
-        log.info("webhook", event_type=event.type, call_id=event.call_id, outcome=accepted.outcome,
-                 scheme=verified.scheme, **({"note": event.note} if event.note else {}))
+        metrics.deliveries.labels(type_label(event.type), accepted.outcome).inc()
+        log.info("webhook", event_type=shown_type, call_id=event.call_id, outcome=accepted.outcome,
+                 scheme=verified.scheme, **({"note": clean_text(event.note)[:200]} if event.note else {}))
         if accepted.outcome == "queued":
             if event.action == "summary_completed" and housekeeper is not None and event.call_id:
                 housekeeper.track(event.call_id, now)
@@ -116,13 +149,17 @@ def create_app(engine: Engine, config: ReceiverConfig, metrics: Metrics, worker:
             if fetches.last_fetch_ok_at is not None:
                 fetched_at = fetches.last_fetch_ok_at.isoformat(timespec="seconds") + "Z"
         except Exception as exc:  # any failure to reach the database is the answer here
-            problems.append(f"database unreachable: {type(exc).__name__}")
+            problems.append(f"database unreachable: {type(getattr(exc, 'orig', None) or exc).__name__}")
+        engine_error = worker.error if worker is not None else None
         if worker is not None and not worker.alive:
-            problems.append("sync engine not running" + (f": {worker.crashed}" if worker.crashed else ""))
+            problems.append("sync engine not running")
+        elif engine_error is not None:
+            problems.append(f"sync engine paused: {engine_error.reason} ({engine_error.type}); retrying")
         body = {
             "healthy": not problems,
             "problems": problems,
             "engine_alive": worker.alive if worker is not None else None,
+            "engine_error": engine_error.as_dict() if engine_error is not None else None,
             # This server's last API answer, and the end of the last run of any etl process
             # (this one or a cron sync) that fetched something, from sync_runs.
             "last_successful_fetch_unix": metrics.last_success_unix,
@@ -163,6 +200,6 @@ def create_app(engine: Engine, config: ReceiverConfig, metrics: Metrics, worker:
 
 
 def _fetch_history(engine: Engine) -> FetchHistory:
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         return report.fetch_history(conn)
 

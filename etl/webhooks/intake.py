@@ -3,19 +3,26 @@
 Replay or redelivery (decided from the docs: deliveries repeat, and each
 retry is signed again with a fresh timestamp):
 
-* the *same signed message* again (same scheme, id, timestamp and signature:
-  :attr:`Verified.message_key`) is a **replay**: refused (401), nothing stored;
-* the *same event* (same ``id`` in the body) in a newly signed message is a
-  **redelivery**: accepted (2xx) and recorded as ``duplicate``, with no queue
-  change, so the same event three times means one queue row and one fetch.
+* the *same signed message* again (:attr:`Verified.message_key`: for
+  openphone-v1 the same timestamp and signature; for Standard Webhooks the same
+  ``webhook-id`` with the same timestamp, however spelled: ``0<ts>`` is
+  ``<ts>``) is a **replay**: refused (401), nothing stored;
+* the *same message re-signed* (Standard Webhooks: the same ``webhook-id``, the
+  message's idempotency key, with another timestamp) or the *same event*
+  (same ``id`` in the body) in a newly signed message is a **redelivery**:
+  accepted (2xx) and recorded as ``duplicate``, with no queue change, so the
+  same event three times means one queue row and one fetch.
 
 What an accepted event does to the queue:
 
 * ``call.completed``: the id is enqueued (rows already queued are left as
   they are) and the call row is upserted from the event's call object, with
   its participants, in the same transaction (:func:`store.save_calls`, as
-  discovery does), so the sync need not fetch ``GET /v1/calls/{id}``.  A call
-  object that does not validate is logged and skipped; the id is queued anyway.
+  discovery does), so the sync need not fetch ``GET /v1/calls/{id}``.  The
+  call object is checked apart from the enqueue (:func:`save_call`): one that
+  does not validate, holds values no column can (a duration of ``10**30``, a
+  year outside 1970-2999) or is refused by the database (in a savepoint) is
+  logged and skipped; the id is queued anyway.
 * ``call.summary.completed``: the summary is ready, so one request lands it.
   A missing id is enqueued; a ``pending`` item not held by a run is made due
   at the head of the due line (1 ms before the oldest due item, so it is
@@ -30,12 +37,18 @@ What an accepted event does to the queue:
 Rows older than the retention window are pruned (:func:`prune`); retention
 must outlast the signature tolerance on both sides, or a replay could come
 back after its row is gone (``etl serve`` checks this).
+
+A delivery holds its request open only briefly: a busy SQLite database (a
+long writer elsewhere) is retried for at most :data:`MAX_WAIT_S` in all, then
+the caller answers 503 and OpenPhone retries later.  A connection that failed
+otherwise is dropped, not reused: a SQLite file swapped underneath or a
+server restarted must not leave a pooled connection failing every delivery.
 """
 
 from __future__ import annotations
 
+import json
 import random
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -43,11 +56,12 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from etl import store
+from etl.clock import SYSTEM, Clock
 from etl.logs import get_logger
-from etl.normalize import call_json, normalize_call
+from etl.normalize import CallContextRows, call_json, clean_text, normalize_call
 from etl.schema import CallData
 from etl.tables import deliveries_t, queue_t
 from etl.webhooks.events import Event
@@ -58,18 +72,59 @@ Outcome = Literal["queued", "duplicate", "ignored", "replay"]
 # Terminal states a call.summary.completed event re-queues (see the module docstring).
 REQUEUE_STATES = ("absent", "not_found", "error", "failed")
 
-def save_call(conn: Connection, call: dict[str, Any], now: datetime) -> None:
-    """Upsert the call row of a ``call.completed`` event, in the delivery's transaction."""
+# What a call row may hold; anything else in an event is the sender's error, not a reason to fail.
+_MAX_DURATION_S = 2**31 - 1
+_YEARS = range(1970, 3000)
+_API_TIMES = ("created_at", "answered_at", "completed_at", "updated_at")
+
+def save_call(conn: Connection, call: dict[str, Any], now: datetime) -> bool:
+    """Upsert the call row of a ``call.completed`` event, in the delivery's transaction.
+
+    Validated apart from the enqueue: a call object that does not validate or
+    that the database refuses is logged and skipped (False), never an error
+    of the delivery.
+    """
+    log = get_logger()
+    call_id = clean_text(str(call.get("id")))[:80]
     try:
-        data = CallData.model_validate(call)
-    except ValidationError as exc:
-        get_logger().warning("call object of a call.completed event does not validate; call row not stored",
-                             call_id=str(call.get("id"))[:80], error=str(exc.errors()[:1])[:300])
-        return
-    store.save_calls(conn, [normalize_call(data, call_json(call), now)], now)
+        rows = _call_rows(call, now)
+    except (ValidationError, ValueError, OverflowError) as exc:
+        detail = str(exc.errors()[:1]) if isinstance(exc, ValidationError) else str(exc)
+        log.warning("call object of a call.completed event does not validate; call row not stored",
+                    call_id=call_id, error=clean_text(detail)[:300])
+        return False
+    try:
+        with conn.begin_nested():
+            store.save_calls(conn, [rows], now)
+    except (DBAPIError, ValueError, OverflowError) as exc:
+        # Whatever the database refuses in the call object must not cost the enqueue.
+        reason = type(getattr(exc, "orig", None) or exc).__name__
+        log.warning("database refused the call object of a call.completed event; call row not stored",
+                    call_id=call_id, error=reason)
+        return False
+    return True
 
 
-_RETRIES = 5
+def _call_rows(call: dict[str, Any], now: datetime) -> CallContextRows:
+    data = CallData.model_validate(call)
+    raw = call_json(call)
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:  # an unpaired surrogate: keep it, escaped, as JSON can
+        raw = json.dumps(call, separators=(",", ":"))
+    rows = normalize_call(data, raw, now)
+    duration = rows.parent["duration_seconds"]
+    if duration is not None and not 0 <= duration <= _MAX_DURATION_S:
+        raise ValueError(f"duration is out of range ({len(str(duration))} digits)")
+    for column in _API_TIMES:
+        value = rows.parent[column]
+        if value is not None and value.year not in _YEARS:
+            raise ValueError(f"{column} {value.isoformat()} is outside the years {_YEARS[0]}-{_YEARS[-1]}")
+    return rows
+
+
+# A busy SQLite database (or a deadlock) is retried this long in all, then answered 503.
+MAX_WAIT_S = 3.0
 _AHEAD = timedelta(milliseconds=1)
 
 
@@ -79,37 +134,55 @@ class Accepted:
     call_id: str | None
 
 
-def accept(engine: Engine, verified: Verified, event: Event, now: datetime) -> Accepted:
-    """Record the delivery and apply its event; ``replay`` means nothing was stored."""
-    for attempt in range(_RETRIES + 1):
+def accept(engine: Engine, verified: Verified, event: Event, now: datetime, *, clock: Clock = SYSTEM,
+           max_wait_s: float = MAX_WAIT_S) -> Accepted:
+    """Record the delivery and apply its event; ``replay`` means nothing was stored.
+
+    A :class:`DBAPIError` escapes when the database is unreachable, or stayed
+    busy for ``max_wait_s``: the caller answers 503.
+    """
+    started = clock.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
         try:
-            with engine.begin() as conn:
-                return _accept(conn, verified, event, now)
+            with engine.connect() as conn:
+                try:
+                    with conn.begin():
+                        return _accept(conn, verified, event, now)
+                except OperationalError as exc:
+                    if not _is_retryable(exc):
+                        conn.invalidate()  # do not hand this connection to the next delivery
+                    raise
         except IntegrityError:
             # A concurrent delivery of the same message or event committed first:
             # the next pass sees its row and answers replay or duplicate.
-            if attempt == _RETRIES:
+            if attempt > 3:
                 raise
         except DBAPIError as exc:
-            # A deadlock with the engine's claim (both touch the due index) is
-            # normal under load on PostgreSQL/MariaDB: back off and try again.
-            if not _is_retryable(exc) or attempt == _RETRIES:
+            # A deadlock with the engine's claim (both touch the due index) is normal under
+            # load on PostgreSQL/MariaDB, and SQLite may be busy: back off briefly and retry.
+            pause = 0.02 * 2 ** min(attempt, 6) * (0.5 + random.random())
+            if not _is_retryable(exc) or clock.monotonic() - started + pause > max_wait_s:
                 raise
-            time.sleep(0.02 * 2 ** attempt * (0.5 + random.random()))
-    raise AssertionError("unreachable")  # pragma: no cover
+            clock.sleep(pause)
 
 
 def _accept(conn: Connection, verified: Verified, event: Event, now: datetime) -> Accepted:
     d = deliveries_t.c
-    if conn.execute(sa.select(d.message_key).where(d.message_key == verified.message_key)).first():
+    seen = conn.execute(sa.select(d.signed_at).where(d.message_key == verified.message_key)).first()
+    if seen is not None:
+        # Standard Webhooks: the same webhook-id signed at another time is the sender's retry.
+        if verified.scheme == "standard" and seen.signed_at != verified.signed_at:
+            return Accepted("duplicate", event.call_id)
         return Accepted("replay", event.call_id)
     duplicate = event.event_key is not None and conn.execute(
         sa.select(d.message_key).where(d.event_key == event.event_key)).first() is not None
     outcome: Outcome = "duplicate" if duplicate else ("ignored" if event.action == "ignore" else "queued")
     conn.execute(sa.insert(deliveries_t).values(
         message_key=verified.message_key, event_key=None if duplicate else event.event_key,
-        event_type=event.type, call_id=event.call_id, scheme=verified.scheme, outcome=outcome,
-        signed_at=verified.signed_at, received_at=now,
+        event_type=None if event.type is None else clean_text(event.type)[:64], call_id=event.call_id,
+        scheme=verified.scheme, outcome=outcome, signed_at=verified.signed_at, received_at=now,
     ))
     if outcome == "queued":
         assert event.call_id is not None
@@ -150,7 +223,7 @@ def prune(engine: Engine, now: datetime, retention: timedelta) -> int:
 
 
 def _is_retryable(exc: DBAPIError) -> bool:
-    """Deadlock / serialization failure / SQLite busy: worth one more try."""
+    """Deadlock / serialization failure / lock wait / SQLite busy: worth one more try."""
     orig = getattr(exc, "orig", None)
     code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig is not None and orig.args else None)
     return code in ("40P01", "40001", 1213, 1205) or "database is locked" in str(orig)

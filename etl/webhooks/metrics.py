@@ -10,12 +10,15 @@ Budget use is counted where the key's shared budget grants a request slot
 (:meth:`Metrics.slot_granted`, called by the engine's budget wrapper), so it is
 this server's share of the key's rate: a cron ``etl sync`` running at the same
 time takes the rest.
+
+Label values are bounded: the event type of a delivery is signed but chosen by
+the sender, so only the types this job knows are labels (:func:`type_label`);
+any other is ``other``, one series however many types arrive.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 
@@ -25,18 +28,29 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 
 from etl import report
+from etl.clock import SYSTEM, Clock
+from etl.db import reader
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LANDING_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 900, 3600)
 _BUDGET_WINDOW_S = 10.0
 _QUEUE_CACHE_S = 5.0
+# Event types that are metric labels as they are; every other type is counted as "other".
+KNOWN_TYPES = frozenset({"call.completed", "call.summary.completed", "callSummary", "call.transcript.completed",
+                         "call.ringing", "call.recording.completed", "message.received", "message.delivered"})
+
+
+def type_label(event_type: str | None) -> str:
+    """The ``type`` label of a delivery: a known event type, else ``other``."""
+    return event_type if event_type in KNOWN_TYPES else "other"
 
 
 class _QueueDepth(Collector):
     """``etl_queue_items{state}`` from the database at scrape time (cached: a count is a scan)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = reader(engine)  # a scrape never takes SQLite's write lock
+        self.clock = clock
         self._cached: tuple[float, dict[str, int]] | None = None
         self._lock = threading.Lock()
 
@@ -49,7 +63,7 @@ class _QueueDepth(Collector):
 
     def _counts(self) -> dict[str, int]:
         with self._lock:
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if self._cached is None or now - self._cached[0] > _QUEUE_CACHE_S:
                 try:
                     with self.engine.connect() as conn:
@@ -60,7 +74,8 @@ class _QueueDepth(Collector):
 
 
 class Metrics:
-    def __init__(self, engine: Engine | None = None, rate: float = 0.0) -> None:
+    def __init__(self, engine: Engine | None = None, rate: float = 0.0, clock: Clock = SYSTEM) -> None:
+        self.clock = clock
         self.registry = CollectorRegistry()
         r = self.registry
         self.deliveries = Counter("etl_webhook_deliveries", "Accepted webhook deliveries by event type and outcome "
@@ -91,17 +106,17 @@ class Metrics:
         self.last_success_unix: float | None = None
         self._lock = threading.Lock()
         if engine is not None:
-            r.register(_QueueDepth(engine))
+            r.register(_QueueDepth(engine, clock))
 
     def request_sent(self, outcome: str, ok: bool) -> None:
         self.fetches.labels(outcome).inc()
         if ok:
-            self.last_success_unix = time.time()
+            self.last_success_unix = self.clock.time()
             self.last_success.set(self.last_success_unix)
 
     def slot_granted(self) -> None:
         self.granted.inc()
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             self._granted.append(now)
             self._trim(now)
@@ -114,7 +129,7 @@ class Metrics:
         if self.rate <= 0:
             return 0.0
         with self._lock:
-            self._trim(time.monotonic())
+            self._trim(self.clock.monotonic())
             return len(self._granted) / (self.rate * _BUDGET_WINDOW_S)
 
     def render(self) -> bytes:

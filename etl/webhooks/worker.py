@@ -14,6 +14,14 @@ due by themselves).  Leases make a cron ``etl sync`` at the same time safe.
 Stopping asks the running engine to stop: in-flight requests land and are
 saved, every other leased item is released.
 
+Nothing the database does ends the thread: an outage (a server restart, a
+SQLite file that went away) is one warning line, then the worker backs off
+(:data:`BACKOFF_S`, doubling up to :data:`MAX_BACKOFF_S`), drops its pooled
+connections and its budget connection, and tries again; the first run that
+works clears the error.  ``/healthz`` shows :attr:`SyncWorker.error`: the
+error's type and a short fixed reason, never its text (which may hold SQL,
+parameters, host, user and database name).
+
 :class:`Housekeeper` is a second, small thread: it observes landing latency
 for summary events, and prunes old delivery rows.
 """
@@ -22,19 +30,22 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from etl.budget import budget_for
-from etl.clock import utcnow
+from etl.clock import SYSTEM, Clock
 from etl.config import Settings
+from etl.db import reader
+from etl.errors import AuthError, DatabaseError
 from etl.logs import get_logger
 from etl.ratelimit import RateBudget
 from etl.sync import RunOptions, RunStats, StopReason, Syncer
@@ -49,6 +60,33 @@ StopHook = Callable[[Callable[[], None]], None]
 # already: up to 1.5 claims (2 s worth, then another when half is left).  So with a
 # backlog a summary waits about 3 s for that, instead of 10-15 s (bench/README.md).
 CLAIM_AHEAD_S = 2.0
+# After a failed engine run: wait this long, doubling per failure up to the cap (so the engine
+# is back within seconds of the database).
+BACKOFF_S = 0.5
+MAX_BACKOFF_S = 8.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineError:
+    """Why the engine's last attempt failed, safe to show anyone: a type and a fixed reason."""
+
+    type: str
+    reason: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> EngineError:
+        orig = getattr(exc, "orig", None)
+        name = type(orig if isinstance(orig, BaseException) else exc).__name__
+        if isinstance(exc, DatabaseError | DBAPIError | SQLAlchemyError):
+            return cls(name, "database unavailable")
+        if isinstance(exc, AuthError):
+            return cls(name, "the API refused the key")
+        if isinstance(exc, httpx.TransportError):
+            return cls(name, "API unreachable")
+        return cls(name, "unexpected error (see the log)")
+
+    def as_dict(self) -> dict[str, str]:
+        return {"type": self.type, "reason": self.reason}
 
 
 def run_engine(engine: Engine, settings: Settings, transport: httpx.BaseTransport, budget: RateBudget,
@@ -106,15 +144,18 @@ class SyncWorker:
     """Runs the engine on its own thread whenever there may be due work."""
 
     def __init__(self, engine: Engine, settings: Settings, metrics: Metrics, *,
-                 transport: httpx.BaseTransport | None = None, poll_interval: float = 30.0) -> None:
+                 transport: httpx.BaseTransport | None = None, poll_interval: float = 30.0,
+                 clock: Clock = SYSTEM) -> None:
         self.engine = engine
         self.settings = settings
         self.metrics = metrics
         self.transport = transport
         self.poll_interval = poll_interval
+        self.clock = clock
         self.log = get_logger()
-        self.crashed: str | None = None
-        self.budget: RateBudget = MeteredBudget(budget_for(settings, engine), metrics)
+        self.error: EngineError | None = None  # the last attempt failed (cleared by one that works)
+        self.failures = 0  # consecutive failed attempts
+        self.budget: RateBudget = self._new_budget()
         self.last_run: dict[str, Any] | None = None  # the last run's figures, taken when it ended
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -124,7 +165,7 @@ class SyncWorker:
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and self.crashed is None
+        return self._thread.is_alive()
 
     def start(self) -> None:
         self._thread.start()
@@ -150,6 +191,9 @@ class SyncWorker:
             if self._stopping.is_set():
                 stop()
 
+    def _new_budget(self) -> RateBudget:
+        return MeteredBudget(budget_for(self.settings, self.engine, self.clock), self.metrics)
+
     def _new_transport(self) -> httpx.BaseTransport:
         if self.transport is not None:
             return self.transport
@@ -158,39 +202,76 @@ class SyncWorker:
         return httpx.HTTPTransport(limits=limits, trust_env=False)
 
     def _anything_due(self) -> bool:
+        """Whether a run would claim something (raises when the database cannot say)."""
         q = queue_t.c
-        try:
-            with self.engine.connect() as conn:
-                return conn.execute(sa.select(q.call_id).where(q.state == "pending", q.next_attempt_at <= utcnow())
-                                    .limit(1)).first() is not None
-        except sa.exc.DBAPIError:
-            return True  # let the engine run and report the database problem its own way
+        with reader(self.engine).connect() as conn:
+            return conn.execute(sa.select(q.call_id).where(q.state == "pending",
+                                                           q.next_attempt_at <= self.clock.utcnow())
+                                .limit(1)).first() is not None
 
     def _loop(self) -> None:
-        try:
-            while not self._stopping.is_set():
+        while not self._stopping.is_set():
+            if self.failures:
+                self._wake.clear()
+                # Back off; a delivery does not cut it short (the database is what failed).
+                if self.clock.wait(min(BACKOFF_S * 2 ** (self.failures - 1), MAX_BACKOFF_S), self._stopping):
+                    break
+            else:
                 self._wake.wait(self.poll_interval)
                 self._wake.clear()
-                if self._stopping.is_set():
-                    break
-                if not self._anything_due():
-                    continue  # no sync_runs row for a run that would claim nothing
-                self.metrics.runs.inc()
-                stats = run_engine(self.engine, self.settings,
-                                   InstrumentedTransport(self._new_transport(), self.metrics), self.budget,
-                                   self._on_start)
-                with self._lock:
-                    self._stop_current = None
-                self.last_run = stats.as_dict()  # as_dict's duration counts until it is called
-                if stats.exit_code == 3:
-                    self.log.error("the API refused the key; the engine waits for the next delivery or poll",
-                                   stop_reason=stats.stop_reason)
-                elif stats.claimed:
-                    self._wake.set()  # more may have become due while it ran
-        except Exception as exc:
-            self.crashed = f"{type(exc).__name__}: {exc}"
-            self.log.exception("sync engine thread crashed")
-            self.metrics.engine_alive.set(0)
+            if self._stopping.is_set():
+                break
+            try:
+                self._attempt()
+            except Exception as exc:  # nothing may end this thread (module docstring)
+                self._failed(exc)
+
+    def _attempt(self) -> None:
+        if not self._anything_due():
+            self._recovered()
+            return  # no sync_runs row for a run that would claim nothing
+        self.metrics.runs.inc()
+        stats = run_engine(self.engine, self.settings, InstrumentedTransport(self._new_transport(), self.metrics),
+                           self.budget, self._on_start)
+        with self._lock:
+            self._stop_current = None
+        run = stats.as_dict()  # as_dict's duration counts until it is called
+        # The stop reason's text may quote the database's error: show its kind only.
+        run["stop_reason"] = stats.stop.value if stats.stop is not None else None
+        self.last_run = run
+        if stats.stop in (StopReason.DATABASE_LOST, StopReason.UNEXPECTED) and not self._stopping.is_set():
+            self._failed(stats.fatal or RuntimeError(stats.stop.value), logged=True)
+            return
+        self._recovered()
+        if stats.exit_code == 3:
+            self.log.error("the API refused the key; the engine waits for the next delivery or poll",
+                           stop_reason=stats.stop_reason)
+        elif stats.claimed:
+            self._wake.set()  # more may have become due while it ran
+
+    def _failed(self, exc: BaseException, *, logged: bool = False) -> None:
+        self.failures += 1
+        self.error = EngineError.of(exc)
+        retry_in = min(BACKOFF_S * 2 ** (self.failures - 1), MAX_BACKOFF_S)
+        if self.error.reason == "unexpected error (see the log)" and not logged:
+            self.log.error("sync engine attempt failed; retrying", error_type=self.error.type,
+                           retry_in_s=retry_in, exc_info=exc)
+        elif self.failures == 1 or self.failures % 20 == 0:
+            self.log.warning("sync engine paused: " + self.error.reason, error_type=self.error.type,
+                             failures=self.failures, retry_in_s=retry_in)
+        # Fresh connections next time: pooled ones may point at a replaced SQLite file or a
+        # restarted server; the budget keeps a connection of its own.
+        with contextlib.suppress(Exception):
+            self.engine.dispose()
+        with contextlib.suppress(Exception):
+            self.budget.close()
+        self.budget = self._new_budget()
+
+    def _recovered(self) -> None:
+        if self.failures:
+            self.log.info("sync engine resumed", after_failures=self.failures)
+        self.failures = 0
+        self.error = None
 
 
 class Housekeeper:
@@ -200,8 +281,9 @@ class Housekeeper:
     TRACK_FOR = timedelta(minutes=15)
 
     def __init__(self, engine: Engine, metrics: Metrics, retention: timedelta, *,
-                 interval: float = 0.25, prune_every: float = 600.0) -> None:
+                 interval: float = 0.25, prune_every: float = 600.0, clock: Clock = SYSTEM) -> None:
         self.engine = engine
+        self.clock = clock
         self.metrics = metrics
         self.retention = retention
         self.interval = interval
@@ -227,28 +309,35 @@ class Housekeeper:
                 self._tracked.popitem(last=False)
 
     def _loop(self) -> None:
-        last_prune = 0.0
+        last_prune: float | None = None
         while not self._stop.wait(self.interval):
             with contextlib.suppress(Exception):  # a database blip: try again next tick
                 self._check_landed()
-            if time.monotonic() - last_prune >= self.prune_every:
-                last_prune = time.monotonic()
-                try:
-                    n = intake.prune(self.engine, utcnow(), self.retention)
-                    if n:
-                        self.log.info("pruned webhook deliveries", rows=n)
-                except Exception:
-                    self.log.warning("pruning webhook deliveries failed; retrying later", exc_info=True)
+            if last_prune is None or self.clock.monotonic() - last_prune >= self.prune_every:
+                last_prune = self.clock.monotonic()
+                self.prune()
+
+    def prune(self) -> int:
+        """Delete delivery rows older than the retention; a failure is one line, retried later."""
+        try:
+            n = intake.prune(self.engine, self.clock.utcnow(), self.retention)
+        except Exception as exc:  # a database blip: the next prune catches up
+            self.log.warning("pruning webhook deliveries failed; retrying later",
+                             error_type=type(getattr(exc, "orig", None) or exc).__name__)
+            return 0
+        if n:
+            self.log.info("pruned webhook deliveries", rows=n)
+        return n
 
     def _check_landed(self) -> None:
-        expired = utcnow() - self.TRACK_FOR
+        expired = self.clock.utcnow() - self.TRACK_FOR
         with self._lock:
             while self._tracked and next(iter(self._tracked.values())) < expired:
                 self._tracked.popitem(last=False)  # still not landed: in progress for long
             ids = list(self._tracked)
         q = queue_t.c
         for start in range(0, len(ids), 500):
-            with self.engine.connect() as conn:
+            with reader(self.engine).connect() as conn:
                 rows = conn.execute(sa.select(q.call_id, q.state, q.finished_at)
                                     .where(q.call_id.in_(ids[start:start + 500]), q.state != "pending")).all()
             with self._lock:

@@ -8,28 +8,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from sqlalchemy.engine import Engine
 
-from etl.config import Settings
-from etl.testing import FakeOpenPhone, webhooks
-from etl.webhooks.app import ReceiverConfig, create_app
-from etl.webhooks.metrics import Metrics
-from etl.webhooks.worker import Housekeeper, SyncWorker
-from tests.support.proc import free_port
+from etl.testing import webhooks
+from tests.support.receiver import SECRET_A, SECRET_B, WHSEC, Receiver, running_receiver
 
-API_KEY = "test-key-0123456789"
-# Signing keys as OpenPhone shows them: base64 of 32 bytes (v1), whsec_<base64> (Standard Webhooks).
-WHSEC = webhooks.new_standard_secret(b"secret-std")
-SECRET_A = webhooks.new_standard_secret(b"secret-a").removeprefix("whsec_")
-SECRET_B = webhooks.new_standard_secret(b"secret-b").removeprefix("whsec_")
 JSON = {"content-type": "application/json"}
 
 
@@ -55,64 +44,11 @@ def call_event(call_id: str, shape: webhooks.Shape = "object") -> bytes:
 
 
 
-@dataclass
-class Receiver:
-    url: str
-    engine: Engine
-    fake: FakeOpenPhone
-    metrics: Metrics
-    client: httpx.Client
-
-    def post(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        return self.client.post(self.url + "/webhooks/openphone", content=body, headers=headers)
-
-    def count(self, table: str, where: str = "") -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(sa.text(f"SELECT count(*) FROM {table} {where}")).scalar_one())
-
-    def state(self, call_id: str) -> str | None:
-        with self.engine.connect() as conn:
-            return conn.execute(sa.text("SELECT state FROM summary_queue WHERE call_id = :c"),
-                                {"c": call_id}).scalar()
-
-    def wait_done(self, call_ids: list[str], timeout: float = 30) -> float:
-        started = time.monotonic()
-        deadline = started + timeout
-        while time.monotonic() < deadline:
-            if self.count("summary_queue", "WHERE state = 'done'") >= len(call_ids) and all(
-                    self.state(c) == "done" for c in call_ids[:50]):
-                return time.monotonic() - started
-            time.sleep(0.05)
-        done = self.count("summary_queue", "WHERE state = 'done'")
-        raise AssertionError(f"not all done after {timeout} s: {done} of {len(call_ids)}")
-
-
 @pytest.fixture
 def receiver(request: pytest.FixtureRequest, engine: Engine, db_url: str) -> Iterator[Receiver]:
     """A running receiver; the engine's rate budget is 10/s (the default) unless parametrized."""
-    rate = float(getattr(request, "param", 10.0))
-    fake = FakeOpenPhone(api_key=API_KEY)
-    settings = Settings(database_url=db_url, api_key=API_KEY, base_url="http://fake.test", rate=rate,
-                        concurrency=4, retry_initial=0.001, retry_max=0.01)
-    metrics = Metrics(engine, settings.rate)
-    worker = SyncWorker(engine, settings, metrics, transport=fake.transport(), poll_interval=5)
-    housekeeper = Housekeeper(engine, metrics, timedelta(days=7))
-    config = ReceiverConfig([SECRET_A, SECRET_B, WHSEC], max_body_bytes=64 * 1024)
-    app = create_app(engine, config, metrics, worker, housekeeper)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    with httpx.Client(timeout=10) as client:
-        yield Receiver(f"http://127.0.0.1:{port}", engine, fake, metrics, client)
-    server.should_exit = True
-    thread.join(30)
-    assert not thread.is_alive()
+    with running_receiver(engine, db_url, rate=float(getattr(request, "param", 10.0))) as running:
+        yield running
 
 
 def sign(scheme: str, body: bytes, **kw: Any) -> dict[str, str]:

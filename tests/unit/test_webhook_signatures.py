@@ -11,14 +11,16 @@ import ast
 import base64
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from starlette.datastructures import Headers
 
+import etl
 import etl.testing
 from etl.testing import webhooks
+from etl.testing.clock import FakeClock
 from etl.webhooks.events import EventError, parse_event
 from etl.webhooks.signatures import SecretError, SignatureError, Verified, load_secrets, verify
 
@@ -94,7 +96,15 @@ def test_message_key_same_for_same_message_whatever_the_header_spelling() -> Non
     plain = check(headers).message_key
     headers["webhook-signature"] = "v1,AAAA " + headers["webhook-signature"]  # an extra, wrong entry
     assert check(headers).message_key == plain
-    assert check(std_headers(WHSEC, BODY, "msg_1", ts + 1)).message_key != plain
+    # The webhook-id is the message's identity (its idempotency key): re-signed later, or with
+    # its timestamp spelled "0<ts>", it is the same message; another id is another message.
+    resigned = check(std_headers(WHSEC, BODY, "msg_1", ts + 1))
+    assert (resigned.message_key, resigned.signed_at) == (plain, NOW + timedelta(seconds=1))
+    headers = std_headers(WHSEC, BODY, "msg_1", ts)
+    headers["webhook-timestamp"] = "0" + headers["webhook-timestamp"]
+    padded = check(headers)
+    assert (padded.message_key, padded.signed_at) == (plain, NOW)
+    assert check(std_headers(WHSEC, BODY, "msg_2", ts)).message_key != plain
     first = check(v1_headers(SECRET_A, BODY, NOW_MS)).message_key
     assert first != check(v1_headers(SECRET_A, BODY, NOW_MS + 1)).message_key
 
@@ -131,10 +141,34 @@ def test_timestamps_outside_tolerance() -> None:
         assert refused(v1_headers(SECRET_A, BODY, ms)) == "stale_timestamp"
         assert refused(std_headers(WHSEC, BODY, "m", ms // 1000)) == "stale_timestamp"
     assert check(v1_headers(SECRET_A, BODY, NOW_MS - 299_000)).scheme == "openphone-v1"
-    # A narrower tolerance is honoured; a wider one cannot widen the library's 5 minutes.
+    # The tolerance is the receiver's for both schemes, narrower or wider than 5 minutes.
     assert refused(v1_headers(SECRET_A, BODY, NOW_MS - 61_000), tolerance=60) == "stale_timestamp"
+    assert refused(std_headers(WHSEC, BODY, "m", NOW_MS // 1000 - 61), tolerance=60) == "stale_timestamp"
     assert check(v1_headers(SECRET_A, BODY, NOW_MS - 600_000), tolerance=900).scheme == "openphone-v1"
-    assert refused(std_headers(WHSEC, BODY, "m", NOW_MS // 1000 - 400), tolerance=900) == "stale_timestamp"
+    assert check(std_headers(WHSEC, BODY, "m", NOW_MS // 1000 - 600), tolerance=900).scheme == "standard"
+
+
+def test_verification_uses_the_given_now_not_the_system_clock() -> None:
+    """"now" is the caller's (the receiver passes its Clock's): a delivery signed at a fake time verifies."""
+    fake_now = FakeClock().utcnow()
+    ts = int(fake_now.replace(tzinfo=UTC).timestamp())
+    assert check(std_headers(WHSEC, BODY, "m", ts), now=fake_now).signed_at == fake_now
+    assert check(v1_headers(SECRET_A, BODY, ts * 1000), now=fake_now).signed_at == fake_now
+    assert refused(std_headers(WHSEC, BODY, "m", ts), now=fake_now + timedelta(seconds=301)) == "stale_timestamp"
+
+
+@pytest.mark.parametrize("headers", [
+    {"openphone-signature": "hmac;1;9999999999999999;AAAA"},
+    {"openphone-signature": "hmac;1;0000000000000000;AAAA"},
+    {"webhook-id": "m", "webhook-timestamp": "999999999999", "webhook-signature": "v1,AAAA"},
+    {"webhook-id": "m", "webhook-timestamp": "0", "webhook-signature": "v1,AAAA"},
+])
+def test_timestamps_no_calendar_holds_are_stale_not_a_crash(headers: dict[str, str]) -> None:
+    """Issue 18 #1: these raised OverflowError/ValueError (a 500) before the HMAC check."""
+    with pytest.raises(SignatureError) as info:
+        check(headers)
+    assert info.value.reason == "stale_timestamp"
+    assert "tolerance 300 s" in str(info.value)
 
 
 def test_unusable_secrets_refused_without_echoing_them() -> None:
@@ -171,3 +205,20 @@ def test_the_signer_in_these_tests_does_not_use_the_verifier() -> None:
                 imported.update(alias.name for alias in node.names)
     assert "standardwebhooks" in imported  # the walk saw the signer's imports
     assert not [m for m in imported if m == "etl.webhooks" or m.startswith("etl.webhooks.")]
+
+
+def test_the_receiver_reads_time_only_through_the_clock_seam() -> None:
+    """etl/webhooks takes an etl.clock.Clock: no time.*, datetime.now/utcnow or etl.clock.utcnow
+    of its own, so tests of windows and retention run on a FakeClock."""
+    found = []
+    for path in sorted((Path(etl.__file__).parent / "webhooks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import) and any(a.name == "time" for a in node.names):
+                found.append(f"{path.name}: import time")
+            elif isinstance(node, ast.ImportFrom) and node.module in ("time", "etl.clock") and any(
+                    a.name in ("time", "monotonic", "sleep", "utcnow") for a in node.names):
+                found.append(f"{path.name}: from {node.module} import ...")
+            elif isinstance(node, ast.Attribute) and node.attr in ("now", "utcnow", "today") and isinstance(
+                    node.value, ast.Name) and node.value.id in ("datetime", "date"):
+                found.append(f"{path.name}: {node.value.id}.{node.attr}")
+    assert found == []
