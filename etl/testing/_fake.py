@@ -9,7 +9,10 @@ sockets) or the real HTTP server of ``etl.testing._server``. Endpoints:
   ``GET /v1/phone-numbers``: the workspace (``etl.testing._workspace``);
 * ``POST /v1/webhooks/calls|call-summaries|call-transcripts``,
   ``GET /v1/webhooks[/{id}]``, ``DELETE /v1/webhooks/{id}``: webhooks CRUD
-  (the answers of these two groups are in ``etl.testing._endpoints``).
+  (the answers of these two groups are in ``etl.testing._endpoints``);
+* ``POST /webhooks``, ``GET /webhooks[/{id}]``, ``DELETE /webhooks/{id}``,
+  ``POST /webhooks/{id}/events/test``: the dated API version's webhooks, which
+  require ``Quo-Api-Version: 2026-03-30`` (400 without, as the API answers).
 
 Every endpoint shares the key check, the token bucket (``rate``/``burst``) and
 the fault rules; every request is counted per endpoint with its time.
@@ -33,6 +36,7 @@ import httpx
 from etl.testing._data import CALL_ID_RE, STATUSES, dumps, sample_body, sample_summary
 from etl.testing._endpoints import WEBHOOK_EVENTS, BadRequest, WorkspaceEndpoints
 from etl.testing._faults import DROP, ENDPOINTS, HANG, Faults, Quirks, draw_fault
+from etl.testing._webhooks import DATED_API_VERSION
 from etl.testing._workspace import ApiClock, Workspace
 
 API_PATH_PREFIX = "/v1/call-summaries/"
@@ -125,6 +129,8 @@ class FakeOpenPhone(WorkspaceEndpoints):
         self._refilled = time.monotonic()
         self._latency_rng = random.Random(seed)
         self._webhook_n = 0
+        self.test_deliveries: list[dict[str, object]] = []
+        self._delivery_threads: list[threading.Thread] = []
         # The real server mutates statistics on its own threads while tests
         # read them; the lock keeps stats() a consistent snapshot.
         self._lock = threading.Lock()
@@ -190,7 +196,8 @@ class FakeOpenPhone(WorkspaceEndpoints):
     def handle_sync(self, request: httpx.Request) -> httpx.Response:
         """Answer one request from any thread; the handler of ``transport()``."""
         target = request.url.raw_path.decode("latin-1")
-        reply = self.route(request.method, target, request.headers.get("authorization"), request.read())
+        reply = self.route(request.method, target, request.headers.get("authorization"), request.read(),
+                           api_version=request.headers.get("quo-api-version"))
         try:
             if reply.delay:
                 time.sleep(reply.delay)
@@ -221,10 +228,12 @@ class FakeOpenPhone(WorkspaceEndpoints):
         authorization: str | None,
         body: bytes = b"",
         gone: Callable[[], bool] | None = None,
+        api_version: str | None = None,
     ) -> Reply:
         """Decide the answer to one request and count it in flight (the adapters call ``land`` after).
 
-        ``gone`` tells whether this request's client has hung up (real server only).
+        ``gone`` tells whether this request's client has hung up (real server only);
+        ``api_version`` is the ``Quo-Api-Version`` header (the dated paths require it).
         """
         # A target not starting with "/" is the absolute form (http://host/path).
         if target.startswith("/"):
@@ -269,6 +278,10 @@ class FakeOpenPhone(WorkspaceEndpoints):
                     reply = refused
                     if reply.status == 429:
                         self.endpoint_429[endpoint] += 1  # the token bucket's; injected ones count in _fault
+                elif arg.startswith("/") and api_version != DATED_API_VERSION:
+                    # A dated path (no /v1) without the version header: the API has no default version.
+                    reply = self._error(400, f"The Quo-Api-Version header is required on this path "
+                                             f"(e.g. Quo-Api-Version: {DATED_API_VERSION})")
                 elif call_id is not None:
                     reply = self._decide_summary(call_id)
                 else:
@@ -487,6 +500,13 @@ class FakeOpenPhone(WorkspaceEndpoints):
 def _match(method: str, path: str) -> tuple[str | None, str]:
     """(endpoint, path argument) of a non-summary request; (None, "") if no endpoint takes it."""
     parts = path.split("/")
+    if len(parts) >= 2 and parts[0] == "" and parts[1] == "webhooks":
+        # The dated version's webhooks (no /v1): the argument keeps the whole path.
+        rest = parts[2:]
+        listed = not rest and method in ("GET", "POST")
+        one = len(rest) == 1 and bool(rest[0]) and method in ("GET", "DELETE")
+        test = len(rest) == 3 and bool(rest[0]) and rest[1:] == ["events", "test"] and method == "POST"
+        return ("webhooks", path) if listed or one or test else (None, "")
     if len(parts) < 3 or parts[0] != "" or parts[1] != "v1":
         return None, ""
     rest = parts[2:]

@@ -11,7 +11,7 @@ retry is signed again with a fresh timestamp):
 
 What an accepted event does to the queue:
 
-* ``call.completed``: the id is enqueued (rows already queued are left as
+* ``call.completed`` (either envelope): the id is enqueued (rows already queued are left as
   they are) and the call row is upserted from the event's call object, with
   its participants, in the same transaction (:func:`store.save_calls`, as
   discovery does), so the sync need not fetch ``GET /v1/calls/{id}``.  A call
@@ -25,6 +25,12 @@ What an accepted event does to the queue:
   ``done`` stays done (``backfill --force`` re-fetches) and ``invalid`` stays
   invalid (its id is refused by the API).  An item a run holds right now is
   left to that run.
+* a dated ``call.summary.completed`` that carries the whole summary
+  (``data.resource``: status, type, summary, nextSteps, jobs, title), completed
+  and valid: stored without a request, as sync stores a fetched one, and the
+  item ends ``done`` (:func:`save_carried_summary`); otherwise as above.
+* ``call.transcript.completed``: for now as a summary event
+  (:func:`transcript_ready`, where transcripts will be fetched).
 * anything else: recorded as ``ignored``.
 
 Rows older than the retention window are pruned (:func:`prune`); retention
@@ -34,6 +40,7 @@ back after its row is gone (``etl serve`` checks this).
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from dataclasses import dataclass
@@ -47,8 +54,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from etl import store
 from etl.logs import get_logger
-from etl.normalize import call_json, normalize_call
-from etl.schema import CallData
+from etl.normalize import call_json, normalize, normalize_call
+from etl.schema import CallData, SummaryData
 from etl.tables import deliveries_t, queue_t
 from etl.webhooks.events import Event
 from etl.webhooks.signatures import Verified
@@ -58,15 +65,18 @@ Outcome = Literal["queued", "duplicate", "ignored", "replay"]
 # Terminal states a call.summary.completed event re-queues (see the module docstring).
 REQUEUE_STATES = ("absent", "not_found", "error", "failed")
 
-def save_call(conn: Connection, call: dict[str, Any], now: datetime) -> None:
-    """Upsert the call row of a ``call.completed`` event, in the delivery's transaction."""
+def save_call(conn: Connection, call: dict[str, Any], now: datetime, raw: dict[str, Any] | None = None) -> None:
+    """Upsert the call row of a ``call.completed`` event, in the delivery's transaction.
+
+    ``raw``: the call object as sent, stored as ``raw_json`` when ``call`` is an adapted view of it.
+    """
     try:
         data = CallData.model_validate(call)
     except ValidationError as exc:
         get_logger().warning("call object of a call.completed event does not validate; call row not stored",
                              call_id=str(call.get("id"))[:80], error=str(exc.errors()[:1])[:300])
         return
-    store.save_calls(conn, [normalize_call(data, call_json(call), now)], now)
+    store.save_calls(conn, [normalize_call(data, call_json(raw if raw is not None else call), now)], now)
 
 
 _RETRIES = 5
@@ -112,12 +122,7 @@ def _accept(conn: Connection, verified: Verified, event: Event, now: datetime) -
         signed_at=verified.signed_at, received_at=now,
     ))
     if outcome == "queued":
-        assert event.call_id is not None
-        if event.action == "call_completed":
-            store.enqueue_ids(conn, [event.call_id])
-            save_call(conn, event.payload, now)
-        else:
-            summary_ready(conn, event.call_id, now)
+        apply_event(conn, event, now)
     return Accepted(outcome, event.call_id)
 
 
@@ -140,6 +145,68 @@ def summary_ready(conn: Connection, call_id: str, now: datetime) -> None:
         .values(state="pending", next_attempt_at=head, consecutive_errors=0, incomplete_since=None,
                 finished_at=None, last_error=None, updated_at=now, lease_owner=None, lease_expires_at=None)
     )
+
+
+# --- what an accepted event does (both envelopes; docs/webhooks.md "What each event does") ---
+
+
+def apply_event(conn: Connection, event: Event, now: datetime) -> None:
+    """Apply a first delivery of an event to the queue and the tables, in the delivery's transaction.
+
+    Each part is validated apart: the id is queued first, whatever the call
+    object or summary that came with it looks like.
+    """
+    assert event.call_id is not None
+    if event.action == "call_completed":
+        store.enqueue_ids(conn, [event.call_id])
+        save_call(conn, event.call if event.call is not None else event.payload, now, raw=event.payload)
+    elif event.action == "transcript_completed":
+        transcript_ready(conn, event.call_id, now)
+    elif event.summary is None or not save_carried_summary(conn, event.call_id, event.summary, now):
+        summary_ready(conn, event.call_id, now)
+
+
+def transcript_ready(conn: Connection, call_id: str, now: datetime) -> None:
+    """``call.transcript.completed``: for now, enqueue ``call_id`` or make it due like a summary
+    event does (a ``done`` item stays done).  The hook where transcripts will be fetched."""
+    summary_ready(conn, call_id, now)
+
+
+def save_carried_summary(conn: Connection, call_id: str, summary: dict[str, Any], now: datetime) -> bool:
+    """Store the completed summary a dated ``call.summary.completed`` carries, without a request.
+
+    The rows are those sync writes (:func:`etl.normalize.normalize`,
+    :func:`etl.store.save_summaries`); the queue item ends ``done`` as if it
+    had been fetched.  False (nothing stored, the caller makes the id due
+    instead) when the summary is not ``completed``, does not validate, or the
+    item is held by a run right now (that run fetches it).
+    """
+    log = get_logger()
+    if summary.get("status") != "completed":
+        return False
+    raw = call_json({"data": summary})
+    try:
+        data = SummaryData.model_validate(summary)
+    except ValidationError as exc:
+        log.warning("summary of a call.summary.completed event does not validate; fetched instead",
+                    call_id=call_id, error=str(exc.errors(include_url=False, include_input=False)[:1])[:300])
+        return False
+    store.enqueue_ids(conn, [call_id])
+    q = queue_t.c
+    held = sa.select(q.lease_owner, q.lease_expires_at).where(q.call_id == call_id)
+    if conn.dialect.name != "sqlite":
+        held = held.with_for_update()  # a claim (SKIP LOCKED) passes this row by until commit
+    owner, expires = conn.execute(held).one()
+    if owner is not None and expires is not None and expires > now:
+        return False
+    rows = normalize(data, raw, hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest(), now)
+    store.save_summaries(conn, [rows], now)
+    conn.execute(
+        sa.update(queue_t).where(q.call_id == call_id)
+        .values(state="done", consecutive_errors=0, last_api_status="completed", last_error=None,
+                incomplete_since=None, finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None)
+    )
+    return True
 
 
 def prune(engine: Engine, now: datetime, retention: timedelta) -> int:
