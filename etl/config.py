@@ -18,6 +18,10 @@ from etl.errors import UsageError
 
 DEFAULT_DATABASE_URL = "sqlite:///openphone_summaries.db"
 DEFAULT_BASE_URL = "https://api.openphone.com"
+# The API surfaces: "v1" (paths under /v1) and the dated version (paths without /v1, every
+# request with the header Quo-Api-Version: 2026-03-30; docs/api/webhooks-2026-03-30.md).
+DATED_API_VERSION = "2026-03-30"
+API_VERSIONS = ("v1", DATED_API_VERSION)
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     api_key: str | None = field(default=None, repr=False)
     base_url: str = DEFAULT_BASE_URL
+    api_version: str = "v1"  # one of API_VERSIONS [env: OPENPHONE_API_VERSION]
     # Requests per second for the API key, shared by every etl process using it
     # through the database (etl.budget); 0 = unthrottled (see etl.ratelimit.rate_problem).
     rate: float = 10.0
