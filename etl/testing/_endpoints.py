@@ -159,9 +159,11 @@ class WorkspaceEndpoints:
             return self._dated_webhooks(method, arg.split("/")[2:], body)
         if method == "POST":
             return 201, {"data": self._create_webhook(arg, body)}
+        # The two surfaces keep their own webhooks: /v1/webhooks never shows a dated one.
+        legacy = {k: h for k, h in self.webhooks.items() if h.get("apiVersion") != DATED_API_VERSION}
         if method == "GET" and not arg:
-            return 200, {"data": list(self.webhooks.values())}
-        hook = self.webhooks.get(arg)
+            return 200, {"data": list(legacy.values())}
+        hook = legacy.get(arg)
         if hook is None:
             return 404, None
         if method == "DELETE":
