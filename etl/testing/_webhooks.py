@@ -134,14 +134,16 @@ def dated_event(
     }
 
 
-def dated_call(call: Mapping[str, object]) -> dict[str, object]:
+def dated_call(call: Mapping[str, object], own_number: str | None = None) -> dict[str, object]:
     """A v1 call object (``Call.to_json()``) in the dated version's shape: ``actorId`` for
-    ``userId`` and ``participants`` as ``{phoneNumber, actorId}``, the workspace's own line included."""
+    ``userId`` and ``participants`` as ``{phoneNumber, actorId}``; ``own_number`` (the
+    workspace's line) is listed first when given, as the dated version lists every party."""
     dated = {k: v for k, v in call.items() if k not in ("userId", "object", "contactIds")}
     dated["actorId"] = call.get("userId")
     numbers = call.get("participants")
     parties = [{"phoneNumber": n, "actorId": None} for n in numbers] if isinstance(numbers, list) else []
-    dated["participants"] = [{"phoneNumber": None, "actorId": call.get("userId")}, *parties]
+    own = [{"phoneNumber": own_number, "actorId": call.get("userId")}] if own_number else []
+    dated["participants"] = [*own, *parties]
     dated.update({"callRoute": "phone-number", "aiHandled": None})
     return dated
 

@@ -156,5 +156,6 @@ def dated_call_as_v1(call: dict[str, Any]) -> dict[str, Any]:
         adapted["userId"] = adapted["actorId"]
     participants = call.get("participants")
     if isinstance(participants, list) and all(isinstance(p, dict) for p in participants):
-        adapted["participants"] = [p.get("phoneNumber") for p in participants]
+        # A party without a number (an internal leg) has nothing for call_participants.
+        adapted["participants"] = [p.get("phoneNumber") for p in participants if p.get("phoneNumber") is not None]
     return adapted
