@@ -175,7 +175,7 @@ def migrate(settings: Settings, url: str, engine: Engine, *, label: str | None =
         next_send = started
         while True:
             now = clock.monotonic()
-            if now >= next_send:
+            if now >= next_send and now - started < wait:
                 answer = client.send_test_event(current.id, TEST_EVENT_TYPE)
                 n += 1
                 event_id = _event_id_of(answer)

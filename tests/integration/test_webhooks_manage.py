@@ -8,12 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.engine import Engine
 
 from etl.config import Settings
 from etl.errors import AuthError, EtlError, UsageError
 from etl.testing import FakeOpenPhone, serve
 from etl.webhooks import manage
-from tests.support.proc import error_lines, etl_env, run_etl
+from tests.support.proc import error_lines, etl_env, free_port, run_etl
 
 API_KEY = "test-key-0123456789"
 URL = "https://etl.example.com/webhooks/openphone"
@@ -209,3 +210,34 @@ def test_dated_requests_carry_the_version_header_and_no_v1() -> None:
     assert with_header.json() == {"data": [], "nextCursor": None}
     hooks = manage.register(settings().replace(api_version="2026-03-30"), URL, transport=fake.transport())
     assert len(hooks) == 1 and fake.endpoint_requests["webhooks"] == 4
+
+
+# --- issue 18 item 11: migrate gives up within its bound, deleting nothing ----------------
+
+
+def test_migrate_gives_up_after_its_wait_and_deletes_nothing(engine: Engine) -> None:
+    from etl.testing.clock import FakeClock
+
+    fake = FakeOpenPhone(api_key=API_KEY)
+    # Nothing listens on this port: every test event fails to arrive.
+    dead = f"http://127.0.0.1:{free_port()}/webhooks/openphone"
+    legacy = manage.register(settings(), dead, transport=fake.transport())
+    clock = FakeClock()
+    steps: list[str] = []
+    with pytest.raises(manage.MigrationError) as refused:
+        manage.migrate(settings(), dead, engine, wait=60, resend_every=15, poll=1, clock=clock,
+                       on_step=steps.append, transport=fake.transport())
+    (current,) = [h for h in fake.webhooks.values() if h.get("apiVersion") == "2026-03-30"]
+    assert str(refused.value) == (
+        f"no test event reached `etl serve` within 60 s (4 sent to webhook {current['id']}, {dead}): no legacy "
+        "webhook was deleted. Check that `etl serve` runs on this database, that its OPENPHONE_WEBHOOK_SECRETS "
+        f"holds the new webhook's secret and that {dead} reaches it, then run migrate again (the new webhook "
+        "is reused)")
+    assert refused.value.exit_code == 1
+    assert {h.id for h in legacy} <= set(fake.webhooks)  # nothing deleted
+    assert [r["webhook_id"] for r in fake.wait_for_test_deliveries()] == [current["id"]] * 4
+    assert all("error" in r for r in fake.test_deliveries)
+    assert steps[0] == (f"Created webhook {current['id']} for call.completed, call.summary.completed, "
+                        "call.transcript.completed")
+    assert sum(s.startswith("Sent test event") for s in steps) == 4
+    assert not any(str(current["key"]) in s for s in steps[2:])  # the secret once, in the second line only
