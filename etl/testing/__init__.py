@@ -12,7 +12,8 @@ as its own process), where timeouts and dropped connections are real.
 
 What it serves: call summaries (``GET /v1/call-summaries/{id}``), a seeded
 workspace (``fake.workspace``: phone numbers, conversations, calls with list
-paging), webhooks CRUD, with the key check, a token-bucket rate limit,
+paging), webhooks CRUD (legacy ``/v1/webhooks`` and the dated version's
+``/webhooks`` with signed test events), with the key check, a token-bucket rate limit,
 reproducible ``Faults`` and list ``Quirks`` on every endpoint, and statistics
 (``fake.stats()``, ``fake.request_times()``). The ``webhooks`` names build and
 sign deliveries as OpenPhone sends them. The published shapes it follows are in
