@@ -41,6 +41,7 @@ back after its row is gone (``etl serve`` checks this).
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -185,6 +186,10 @@ def save_carried_summary(conn: Connection, call_id: str, summary: dict[str, Any]
     if summary.get("status") != "completed":
         return False
     raw = call_json({"data": summary})
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (valid JSON escape): keep it escaped, as sync's raw_json does
+        raw = json.dumps({"data": summary}, separators=(",", ":"))
     try:
         data = SummaryData.model_validate(summary)
     except ValidationError as exc:

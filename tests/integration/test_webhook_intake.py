@@ -122,3 +122,23 @@ def test_transcript_event_makes_the_id_due_and_done_stays_done(engine: Engine) -
         claimed = [i.call_id for i in store.claim(conn, "run-2", 5, utcnow(), 300)]
     assert claimed == ["ACdated7"]
     assert _row(engine, "SELECT state FROM summary_queue WHERE call_id = 'ACdated8'") == ("done",)
+
+
+def test_dated_summary_with_a_lone_surrogate_and_nul_is_stored_cleaned(engine: Engine) -> None:
+    import json
+
+    from etl.testing import webhooks
+    from etl.webhooks.events import parse_event
+    from etl.webhooks.intake import apply_event
+
+    doc = webhooks.dated_summary_completed("ACdated9", {"status": "completed", "summary": ["A\x00B", "@SURROGATE@"],
+                                                        "nextSteps": [], "jobs": []})
+    raw = json.dumps(doc).replace("@SURROGATE@", "\\ud800").encode()  # ASCII JSON: the escape stays an escape
+    event = parse_event(raw)
+    assert event.summary is not None
+    with engine.begin() as conn:
+        apply_event(conn, event, utcnow())
+    assert _row(engine, "SELECT summary_text FROM call_summaries WHERE call_id = 'ACdated9'") == (
+        "A\ufffdB\n\ufffd",)
+    stored = _row(engine, "SELECT raw_json FROM call_summaries WHERE call_id = 'ACdated9'")
+    assert stored is not None and json.loads(str(stored[0]))["data"]["summary"] == ["A\x00B", "\ud800"]
