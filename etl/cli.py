@@ -631,11 +631,12 @@ def webhooks_migrate(url: str, label: str, wait: float, api_key: str | None, bas
                      log_format: str, log_level: str) -> None:
     """Move --url from the legacy webhooks to a current (2026-03-30) one without a gap.
 
+    \b
     1. create the current webhook (or reuse one that points at --url) and print
        its secret; give it to `etl serve` (OPENPHONE_WEBHOOK_SECRETS, old and new
        together) and restart it;
-    2. send it a test event until `etl serve` has recorded one in the database
-       (--database-url, the receiver's), for up to --wait seconds;
+    2. send it a test event until `etl serve` has recorded one in the
+       database (--database-url, the receiver's), for up to --wait seconds;
     3. only then delete the legacy webhooks of --url.
 
     Events sent through both meanwhile are stored once (the second is a

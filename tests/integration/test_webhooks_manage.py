@@ -241,3 +241,19 @@ def test_migrate_gives_up_after_its_wait_and_deletes_nothing(engine: Engine) -> 
                         "call.transcript.completed")
     assert sum(s.startswith("Sent test event") for s in steps) == 4
     assert not any(str(current["key"]) in s for s in steps[2:])  # the secret once, in the second line only
+
+
+@pytest.mark.parametrize("url", ["https://etl.example.com/webhooks/openphone",
+                                 "https://etl.example.com:8443/webhooks/openphone",
+                                 "http://localhost:8080/webhooks/openphone",
+                                 "http://127.0.0.1/webhooks/openphone"])
+def test_receiver_urls_that_are_accepted(url: str) -> None:
+    assert manage.check_receiver_url(url) == url
+
+
+@pytest.mark.parametrize("url", ["http://[::1]:8080/webhooks/openphone", "http://10.0.0.5/webhooks/openphone",
+                                 "https://etl.example.com/webhooks/openphone?x=1", "https:///webhooks/openphone",
+                                 "https://etl.example.com:99999/webhooks/openphone"])
+def test_receiver_urls_that_are_refused(url: str) -> None:
+    with pytest.raises(UsageError, match=r"^--url "):
+        manage.check_receiver_url(url)
