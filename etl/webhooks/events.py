@@ -101,10 +101,12 @@ def parse_event(body: bytes) -> Event:
 
 
 def envelope_of(doc: dict[str, Any], data: dict[str, Any]) -> Envelope:
-    """``dated`` for a dated ``apiVersion`` (``YYYY-MM-DD``) or a ``data.resource`` without ``data.object``."""
+    """``dated`` for a dated ``apiVersion`` (``YYYY-MM-DD``); without an ``apiVersion``, for a
+    ``data.resource`` without ``data.object``.  A legacy version (``v4``) stays legacy whatever
+    its ``data`` holds: only a dated payload is trusted to carry the whole summary."""
     version = doc.get("apiVersion")
-    if isinstance(version, str) and _DATED_VERSION.fullmatch(version):
-        return "dated"
+    if isinstance(version, str):
+        return "dated" if _DATED_VERSION.fullmatch(version) else "legacy"
     return "dated" if "resource" in data and "object" not in data else "legacy"
 
 

@@ -70,6 +70,9 @@ def test_the_envelope_is_told_by_api_version_or_resource() -> None:
     assert parse_event(body({"type": "x", "apiVersion": "2026-03-30", "data": {}})).envelope == "dated"
     assert parse_event(body({"type": "x", "data": {"resource": {}}})).envelope == "dated"
     assert parse_event(body({"type": "x", "apiVersion": "v4", "data": {"object": {}}})).envelope == "legacy"
+    # A legacy body with its object under data.resource is read, but carries no summary to store.
+    legacy = parse_event(body(webhooks.summary_completed("ACev9", shape="resource")))
+    assert (legacy.envelope, legacy.call_id, legacy.summary) == ("legacy", "ACev9", None)
 
 
 def test_a_malformed_dated_call_keeps_its_shape_for_the_validation_to_refuse() -> None:
