@@ -615,6 +615,32 @@ def webhooks_register(url: str, label: str, api_key: str | None, base_url: str, 
             click.echo("OPENPHONE_WEBHOOK_SECRETS=" + ",".join(h.secret for h in created))
 
 
+@webhooks_group.command("list")
+@_key_options
+@handle_errors
+def webhooks_list(api_key: str | None, base_url: str, api_version: str) -> None:
+    """List the workspace's API webhooks of --api-version (id, status, events, URL)."""
+    from etl.webhooks import manage
+
+    hooks = manage.list_all(_management_settings(api_key, base_url, api_version))
+    if not hooks:
+        click.echo("No webhooks.")
+    for h in hooks:
+        click.echo(f"{h.get('id')}  {h.get('status', '?')}  {','.join(h.get('events') or [])}  {h.get('url')}")
+
+
+@webhooks_group.command("delete")
+@click.argument("webhook_id")
+@_key_options
+@handle_errors
+def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str, api_version: str) -> None:
+    """Delete one API webhook of --api-version by id (as `etl webhooks list` shows it)."""
+    from etl.webhooks import manage
+
+    manage.delete(_management_settings(api_key, base_url, api_version), webhook_id)
+    click.echo(f"Deleted webhook {webhook_id}.")
+
+
 @webhooks_group.command("migrate", short_help="Move --url from the legacy webhooks to a current one, no gap.")
 @click.option("--url", required=True, help=_URL_HELP)
 @click.option("--label", default="openphone-summary-sync", show_default=True,
@@ -650,32 +676,6 @@ def webhooks_migrate(url: str, label: str, wait: float, api_key: str | None, bas
     with open_database(database_url) as engine:
         result = manage.migrate(settings, url, engine, label=label, wait=wait, on_step=click.echo)
     click.echo(f"Migrated {url} to webhook {result.current.id}; deleted {len(result.deleted)} legacy webhook(s).")
-
-
-@webhooks_group.command("list")
-@_key_options
-@handle_errors
-def webhooks_list(api_key: str | None, base_url: str, api_version: str) -> None:
-    """List the workspace's API webhooks of --api-version (id, status, events, URL)."""
-    from etl.webhooks import manage
-
-    hooks = manage.list_all(_management_settings(api_key, base_url, api_version))
-    if not hooks:
-        click.echo("No webhooks.")
-    for h in hooks:
-        click.echo(f"{h.get('id')}  {h.get('status', '?')}  {','.join(h.get('events') or [])}  {h.get('url')}")
-
-
-@webhooks_group.command("delete")
-@click.argument("webhook_id")
-@_key_options
-@handle_errors
-def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str, api_version: str) -> None:
-    """Delete one API webhook of --api-version by id (as `etl webhooks list` shows it)."""
-    from etl.webhooks import manage
-
-    manage.delete(_management_settings(api_key, base_url, api_version), webhook_id)
-    click.echo(f"Deleted webhook {webhook_id}.")
 
 
 def main() -> None:
