@@ -247,3 +247,45 @@ def test_migrate_deletes_nothing_when_the_test_event_never_arrives(db_url: str, 
     assert sorted(h for h in fake.webhooks if h != current_id) == legacy_ids  # nothing deleted
     assert [r.get("status") for r in fake.wait_for_test_deliveries()] == [401]
     assert scalar(engine, "SELECT count(*) FROM webhook_deliveries") == 0
+
+
+@pytest.mark.slow
+def test_migrate_in_one_go_while_the_operator_restarts_etl_serve(db_url: str, engine: Engine,
+                                                                  tmp_path: Path) -> None:
+    """The documented one-step flow: migrate creates the current webhook and prints its secret; the
+    operator restarts `etl serve` with it while migrate waits; a resent test event then arrives."""
+    fake = FakeOpenPhone(api_key=API_KEY)
+    port = free_port()
+    receiver = f"http://127.0.0.1:{port}/webhooks/openphone"
+    health = receiver.removesuffix("/webhooks/openphone")
+    with serve(fake) as api_url:
+        env = etl_env(db_url, api_url, API_KEY)
+        legacy = run_etl(["webhooks", "register", "--url", receiver], env)
+        old = _secrets_of(legacy.stdout)
+        server = start_etl(["serve", "--port", str(port)], {**env, "OPENPHONE_WEBHOOK_SECRETS": ",".join(old)},
+                           tmp_path, "serve-old")
+        migrating = None
+        try:
+            wait_for(lambda: healthy(health), 30, "etl serve", server)
+            migrating = start_etl(["webhooks", "migrate", "--url", receiver, "--wait", "60"], env, tmp_path,
+                                  "migrate")
+            wait_for(lambda: "OPENPHONE_WEBHOOK_SECRETS=" in output_of(tmp_path, "migrate")[0], 30,
+                     "migrate to print the new secret", migrating)
+            new = output_of(tmp_path, "migrate")[0].split("OPENPHONE_WEBHOOK_SECRETS=…,")[1].split()[0]
+            assert new.startswith("whsec_")
+            server.send_signal(signal.SIGTERM)
+            stop(server, timeout=60)
+            server = start_etl(["serve", "--port", str(port)],
+                               {**env, "OPENPHONE_WEBHOOK_SECRETS": ",".join([*old, new])}, tmp_path, "serve-new")
+            assert stop(migrating, timeout=90) == 0, output_of(tmp_path, "migrate")
+        finally:
+            server.send_signal(signal.SIGTERM)
+            stop(server, timeout=60)
+            if migrating is not None and migrating.poll() is None:
+                migrating.kill()
+    out = output_of(tmp_path, "migrate")[0].splitlines()
+    assert sum(line.startswith("Sent test event") for line in out) >= 2
+    assert out[-1].endswith("deleted 2 legacy webhook(s).")
+    assert [h.get("apiVersion") for h in fake.webhooks.values()] == ["2026-03-30"]
+    # The first test event met the old server (401) or the restart; a later one was recorded.
+    assert [r.get("status") for r in fake.wait_for_test_deliveries()][-1] == 200, fake.test_deliveries
