@@ -42,7 +42,7 @@ from tenacity.stop import stop_base
 
 from etl._version import __version__
 from etl.clock import SYSTEM, Clock
-from etl.config import Settings
+from etl.config import DATED_API_VERSION, Settings
 from etl.errors import AuthError, EtlError
 from etl.ids import is_valid_call_id
 from etl.ratelimit import LocalBudget, NotSent, RateBudget
@@ -482,34 +482,64 @@ class OpenPhoneClient:
                              error=exc.message, retry_after=exc.retry_after)
         return ApiResult(what, "ok", 200, tries, self._ms(started), data=data, raw=raw)
 
-    # --- webhooks: `etl webhooks register|list|delete` (etl/webhooks/manage.py) -----
+    # --- webhooks: `etl webhooks register|list|delete|migrate` (etl/webhooks/manage.py) -----
+    #
+    # ``dated``: the dated API version's surface (path without /v1, header Quo-Api-Version);
+    # None: the surface of ``settings.api_version``.
 
     def create_webhook(self, resource: Literal["calls", "call-summaries"], url: str, events: list[str],
                        label: str | None = None) -> dict[str, Any]:
-        """``POST /v1/webhooks/{resource}``; the answer's ``data`` (its ``key`` is the signing secret)."""
+        """``POST /v1/webhooks/{resource}`` (legacy); the answer's ``data`` (its ``key`` is the signing secret)."""
         body: dict[str, Any] = {"url": url, "events": events, "resourceIds": ["*"], "status": "enabled"}
         if label:
             body["label"] = label
-        data = self._webhook_call("POST", f"/v1/webhooks/{resource}", body)
-        if not isinstance(data, dict):
-            raise EtlError(f"POST /v1/webhooks/{resource}: the answer has no webhook in data")
-        return data
+        return self._webhook_object("POST", f"/webhooks/{resource}", body, dated=False)
 
-    def list_webhooks(self) -> list[dict[str, Any]]:
-        """``GET /v1/webhooks``: the webhooks this key's workspace has."""
-        data = self._webhook_call("GET", "/v1/webhooks")
+    def create_dated_webhook(self, url: str, events: list[str], label: str | None = None) -> dict[str, Any]:
+        """``POST /webhooks`` (dated version): one webhook for every event in ``events``; ``key``
+        is its ``whsec_…`` signing secret."""
+        body: dict[str, Any] = {"url": url, "events": events, "resourceIds": ["*"]}
+        if label:
+            body["label"] = label
+        return self._webhook_object("POST", "/webhooks", body, dated=True)
+
+    def list_webhooks(self, *, dated: bool | None = None) -> list[dict[str, Any]]:
+        """``GET /v1/webhooks`` or ``GET /webhooks``: the webhooks this key's workspace has there."""
+        data = self._webhook_call("GET", "/webhooks", dated=dated)
         return [w for w in data if isinstance(w, dict)] if isinstance(data, list) else []
 
-    def delete_webhook(self, webhook_id: str) -> None:
-        """``DELETE /v1/webhooks/{id}``."""
-        if not webhook_id.isalnum():
-            # Never build a URL from an unvalidated id (path injection).
-            raise EtlError(f"not a webhook id: {webhook_id[:80]!r}")
-        self._webhook_call("DELETE", f"/v1/webhooks/{webhook_id}")
+    def delete_webhook(self, webhook_id: str, *, dated: bool | None = None) -> None:
+        """``DELETE /v1/webhooks/{id}`` or ``DELETE /webhooks/{id}``."""
+        self._webhook_call("DELETE", f"/webhooks/{_webhook_id(webhook_id)}", dated=dated)
 
-    def _webhook_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """One management request (no retries: a person runs these and sees the error)."""
+    def send_test_event(self, webhook_id: str, event_type: str) -> dict[str, Any]:
+        """``POST /webhooks/{id}/events/test`` (dated version): Quo delivers a signed sample event
+        of ``event_type`` to the webhook's URL; the answer's ``data`` (the sample payload)."""
+        return self._webhook_object("POST", f"/webhooks/{_webhook_id(webhook_id)}/events/test",
+                                    {"eventType": event_type}, dated=True)
+
+    def _webhook_object(self, method: str, path: str, body: dict[str, Any], *, dated: bool) -> dict[str, Any]:
+        data = self._webhook_call(method, path, body, dated=dated)
+        if not isinstance(data, dict):
+            raise EtlError(f"{method} {self._webhook_path(path, dated)}: the answer has no object in data")
+        return data
+
+    def _webhook_path(self, path: str, dated: bool | None) -> str:
+        dated = self.settings.api_version == DATED_API_VERSION if dated is None else dated
+        return path if dated else "/v1" + path
+
+    def _webhook_call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+                      dated: bool | None = None) -> Any:
+        """One management request (no retries: a person runs these and sees the error).
+
+        ``path`` is unversioned (``/webhooks…``): the legacy surface prefixes ``/v1``, the
+        dated one sends ``Quo-Api-Version`` instead (it has no default version).
+        """
+        dated = self.settings.api_version == DATED_API_VERSION if dated is None else dated
+        path = self._webhook_path(path, dated)
         headers = self._headers.copy()
+        if dated:
+            headers["Quo-Api-Version"] = DATED_API_VERSION
         content = None
         if body is not None:
             content = json.dumps(body).encode()
@@ -634,7 +664,6 @@ class OpenPhoneClient:
         return self._call(lambda tries: self._resource_try(f"GET {path}", request, parse, started, tries), max_wait)
 
 
-DATED_API_VERSION = "2026-03-30"
 _MAX_TRANSCRIPT_PAGES = 100
 
 
@@ -667,6 +696,12 @@ def _json_hash(raw: Any) -> str:
     text = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
+
+def _webhook_id(webhook_id: str) -> str:
+    """``webhook_id`` if it can go into a URL path; never build a URL from anything else (path injection)."""
+    if not webhook_id.isalnum():
+        raise EtlError(f"not a webhook id: {webhook_id[:80]!r}")
+    return webhook_id
 
 
 def _validate(body: bytes) -> SummaryData:

@@ -18,6 +18,7 @@ import click
 from etl import __version__, health
 from etl import backfill as backfill_mod
 from etl.config import (
+    API_VERSIONS,
     DEFAULT_BASE_URL,
     DEFAULT_DATABASE_URL,
     Settings,
@@ -592,23 +593,31 @@ def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: flo
         run_server(engine, settings, receiver, options)
 
 
-# --- webhooks (register / list / delete) ----------------------------------------------
+# --- webhooks (register / list / delete / migrate) -------------------------------------
 
 
 @cli.group("webhooks")
 def webhooks_group() -> None:
-    """Manage the OpenPhone API webhooks `etl serve` receives.
+    """Manage the OpenPhone (Quo) API webhooks `etl serve` receives.
 
     \b
     etl webhooks register --url https://etl.example.com/webhooks/openphone
         (prints OPENPHONE_WEBHOOK_SECRETS=...: store it for `etl serve`)
+    etl webhooks register --api-version 2026-03-30 --url https://…/webhooks/openphone
+        (one current webhook instead of the two legacy ones)
+    etl webhooks migrate --url https://etl.example.com/webhooks/openphone
+        (current webhook, test event received, then the legacy ones deleted)
     etl webhooks list
     etl webhooks delete WH...
     """
 
 
 def _key_options(fn: F) -> F:
-    """--api-key and --base-url: a management request needs no --rate or --concurrency."""
+    """--api-key, --base-url and --api-version: a management request needs no --rate or --concurrency."""
+    fn = click.option("--api-version", type=click.Choice(API_VERSIONS), envvar="OPENPHONE_API_VERSION",
+                      default="v1", show_default=True,
+                      help="v1: the legacy webhooks (/v1/webhooks/…); 2026-03-30: the current ones "
+                           "(/webhooks, header Quo-Api-Version) [env: OPENPHONE_API_VERSION]")(fn)
     fn = click.option("--base-url", envvar="OPENPHONE_BASE_URL", default=DEFAULT_BASE_URL,
                       show_default=True, help="API base URL [env: OPENPHONE_BASE_URL]")(fn)
     fn = click.option("--api-key", envvar="OPENPHONE_API_KEY", default=None, show_default=False,
@@ -616,36 +625,43 @@ def _key_options(fn: F) -> F:
     return fn
 
 
-def _management_settings(api_key: str | None, base_url: str) -> Settings:
-    settings = make_settings(DEFAULT_DATABASE_URL, api_key, base_url)
+def _management_settings(api_key: str | None, base_url: str, api_version: str = "v1") -> Settings:
+    settings = make_settings(DEFAULT_DATABASE_URL, api_key, base_url).replace(api_version=api_version)
     require_api_key(settings)
     return settings
 
 
-@webhooks_group.command("register", short_help="Create both webhooks; print their secrets.")
-@click.option("--url", required=True, help="Public HTTPS URL of `etl serve`, ending in /webhooks/openphone.")
+_URL_HELP = ("Public URL of `etl serve`: https://HOST[:PORT]/webhooks/openphone "
+             "(http:// only for localhost or 127.0.0.1).")
+
+
+@webhooks_group.command("register", short_help="Create (or reuse) the webhooks; print new secrets.")
+@click.option("--url", required=True, help=_URL_HELP)
 @click.option("--label", default="openphone-summary-sync", show_default=True,
-              help="Label of both webhooks in OpenPhone.")
+              help="Label of the webhooks in OpenPhone.")
 @_key_options
 @handle_errors
-def webhooks_register(url: str, label: str, api_key: str | None, base_url: str) -> None:
-    """Create the two webhooks `etl serve` needs; print their signing secrets.
+def webhooks_register(url: str, label: str, api_key: str | None, base_url: str, api_version: str) -> None:
+    """Create the webhooks `etl serve` needs; print their signing secrets.
 
-    One webhook for call.completed, one for call.summary.completed, both to
-    --url.  The secrets are shown once: store them in OPENPHONE_WEBHOOK_SECRETS.
+    v1: one webhook for call.completed, one for call.summary.completed.
+    2026-03-30: one webhook for call.completed, call.summary.completed and
+    call.transcript.completed.  A webhook that already points at --url with
+    those events is reused, not made twice.  New secrets are shown once:
+    store them in OPENPHONE_WEBHOOK_SECRETS.
     """
     from etl.webhooks import manage
 
-    if not url.startswith(("https://", "http://")):
-        raise UsageError(f"--url must start with https:// (got {url[:80]!r})")
-    settings = _management_settings(api_key, base_url)
-    created: list[manage.Registered] = []
+    manage.check_receiver_url(url)
+    settings = _management_settings(api_key, base_url, api_version)
+    hooks: list[manage.Registered] = []
     try:
-        manage.register(settings, url, label, on_created=created.append)
+        manage.register(settings, url, label, on_created=hooks.append)
     finally:
         # Also when the second webhook fails: the first one's secret is shown only once.
-        for hook in created:
-            click.echo(f"Created webhook {hook.id} for {', '.join(hook.events)}")
+        for hook in hooks:
+            click.echo(manage.registered_line(hook))
+        created = [h for h in hooks if not h.reused]
         if created:
             click.echo("Store the signing secrets (shown once) for `etl serve`:")
             click.echo("OPENPHONE_WEBHOOK_SECRETS=" + ",".join(h.secret for h in created))
@@ -654,11 +670,11 @@ def webhooks_register(url: str, label: str, api_key: str | None, base_url: str) 
 @webhooks_group.command("list")
 @_key_options
 @handle_errors
-def webhooks_list(api_key: str | None, base_url: str) -> None:
-    """List the workspace's API webhooks (id, status, events, URL)."""
+def webhooks_list(api_key: str | None, base_url: str, api_version: str) -> None:
+    """List the workspace's API webhooks of --api-version (id, status, events, URL)."""
     from etl.webhooks import manage
 
-    hooks = manage.list_all(_management_settings(api_key, base_url))
+    hooks = manage.list_all(_management_settings(api_key, base_url, api_version))
     if not hooks:
         click.echo("No webhooks.")
     for h in hooks:
@@ -669,12 +685,49 @@ def webhooks_list(api_key: str | None, base_url: str) -> None:
 @click.argument("webhook_id")
 @_key_options
 @handle_errors
-def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str) -> None:
-    """Delete one API webhook by id (as `etl webhooks list` shows it)."""
+def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str, api_version: str) -> None:
+    """Delete one API webhook of --api-version by id (as `etl webhooks list` shows it)."""
     from etl.webhooks import manage
 
-    manage.delete(_management_settings(api_key, base_url), webhook_id)
+    manage.delete(_management_settings(api_key, base_url, api_version), webhook_id)
     click.echo(f"Deleted webhook {webhook_id}.")
+
+
+@webhooks_group.command("migrate", short_help="Move --url from the legacy webhooks to a current one, no gap.")
+@click.option("--url", required=True, help=_URL_HELP)
+@click.option("--label", default="openphone-summary-sync", show_default=True,
+              help="Label of the current webhook in OpenPhone.")
+@click.option("--wait", type=click.FloatRange(min=1), default=120.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for `etl serve` to record the test event (sent again every 15 s).")
+@click.option("--api-key", envvar="OPENPHONE_API_KEY", default=None, show_default=False,
+              help="OpenPhone API key [env: OPENPHONE_API_KEY]; never logged.")
+@click.option("--base-url", envvar="OPENPHONE_BASE_URL", default=DEFAULT_BASE_URL,
+              show_default=True, help="API base URL [env: OPENPHONE_BASE_URL]")
+@database_options
+@handle_errors
+def webhooks_migrate(url: str, label: str, wait: float, api_key: str | None, base_url: str, database_url: str,
+                     log_format: str, log_level: str) -> None:
+    """Move --url from the legacy webhooks to a current (2026-03-30) one without a gap.
+
+    \b
+    1. create the current webhook (or reuse one that points at --url) and print
+       its secret; give it to `etl serve` (OPENPHONE_WEBHOOK_SECRETS, old and new
+       together) and restart it;
+    2. send it a test event until `etl serve` has recorded one in the
+       database (--database-url, the receiver's), for up to --wait seconds;
+    3. only then delete the legacy webhooks of --url.
+
+    Events sent through both meanwhile are stored once (the second is a
+    duplicate).  If no test event arrives: exit 1, nothing deleted.
+    """
+    from etl.webhooks import manage
+
+    configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
+    manage.check_receiver_url(url)
+    settings = _management_settings(api_key, base_url)
+    with open_database(database_url) as engine:
+        result = manage.migrate(settings, url, engine, label=label, wait=wait, on_step=click.echo)
+    click.echo(f"Migrated {url} to webhook {result.current.id}; deleted {len(result.deleted)} legacy webhook(s).")
 
 
 def main() -> None:

@@ -24,8 +24,10 @@ DEFAULT_BASE_URL = "https://api.openphone.com"
 # a reserved name (RFC 2606) that no request could ever reach.
 IN_PROCESS_BASE_URL = "http://in-process.invalid"
 
-# The API surfaces (issue 17): v1 paths under /v1, or Quo's dated version (header Quo-Api-Version).
-API_VERSIONS = ("v1", "2026-03-30")
+# The API surfaces: "v1" (paths under /v1) and the dated version (paths without /v1, every
+# request with the header Quo-Api-Version: 2026-03-30; docs/api/webhooks-2026-03-30.md).
+DATED_API_VERSION = "2026-03-30"
+API_VERSIONS = ("v1", DATED_API_VERSION)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     api_key: str | None = field(default=None, repr=False)
     base_url: str = DEFAULT_BASE_URL
+    api_version: str = "v1"  # one of API_VERSIONS [env: OPENPHONE_API_VERSION]
     # Requests per second for the API key, shared by every etl process using it
     # through the database (etl.budget); 0 = unthrottled (see etl.ratelimit.rate_problem).
     rate: float = 10.0
@@ -74,8 +77,6 @@ class Settings:
     write_batch: int = 500
     max_body_bytes: int = 8 * 1024 * 1024
     backoff: Backoff = field(default_factory=Backoff)
-    # Which API surface to speak: "v1" or "2026-03-30" (API_VERSIONS).
-    api_version: str = "v1"
     # Also fetch every answered call's transcript (transcript_queue; one more request per call).
     transcripts: bool = False
 

@@ -339,6 +339,13 @@ def _save_rows(conn: Connection, calls: Sequence[CallRows], now: datetime) -> No
             _bulk_insert(conn, table, rows)
 
 
+def save_summaries(conn: Connection, calls: Sequence[CallRows], now: datetime) -> None:
+    """Upsert summary rows that did not come through a claim (a webhook delivery carrying the
+    whole summary): the same write as :func:`save_entries`, without the queue update."""
+    if calls:
+        _save_rows(conn, calls, now)
+
+
 _insert_sql_cache: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {}
 _PG_ARRAY_TYPES = {"VARCHAR": "varchar", "INTEGER": "int4", "TEXT": "text", "DOUBLE": "float8",
                    "DOUBLE PRECISION": "float8", "BOOLEAN": "bool"}

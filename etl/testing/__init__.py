@@ -15,7 +15,8 @@ workspace (``fake.workspace``: phone numbers, conversations, calls with list
 paging), call transcripts on both surfaces (``GET /v1/call-transcripts/{id}``
 and the dated ``GET /calls/{id}/transcripts``: segments, states through
 ``fake.transcript_status``, a plan without them through
-``fake.transcripts_enabled = False``), webhooks CRUD, with the key check, a token-bucket rate limit,
+``fake.transcripts_enabled = False``), webhooks CRUD (legacy ``/v1/webhooks`` and the dated version's
+``/webhooks`` with signed test events), with the key check, a token-bucket rate limit,
 reproducible ``Faults`` and list ``Quirks`` on every endpoint, and statistics
 (``fake.stats()``, ``fake.request_times()``). The ``webhooks`` names build and
 sign deliveries as OpenPhone sends them. The published shapes it follows are in

@@ -4,7 +4,11 @@
 authorised request into (status, JSON payload): ``GET /v1/phone-numbers``,
 ``GET /v1/conversations`` and ``GET /v1/calls`` with their filters and paging
 (page tokens, and the list ``Quirks``), ``GET /v1/calls/{id}``, and
-``POST /v1/webhooks/{kind}``, ``GET /v1/webhooks[/{id}]``, ``DELETE /v1/webhooks/{id}``.
+``POST /v1/webhooks/{kind}``, ``GET /v1/webhooks[/{id}]``, ``DELETE /v1/webhooks/{id}``,
+and the dated API version's webhooks (``Quo-Api-Version: 2026-03-30``, paths without
+``/v1``): ``POST /webhooks``, ``GET /webhooks[/{id}]``, ``DELETE /webhooks/{id}`` and
+``POST /webhooks/{id}/events/test``, which really delivers a signed Standard Webhooks
+test event to the webhook's URL over HTTP, on a thread (the API answers at once).
 Auth, the rate limit, faults and counting stay with the routing in ``_fake``.
 """
 
@@ -14,17 +18,28 @@ import base64
 import binascii
 import datetime as dt
 import json
+import threading
 from urllib.parse import unquote
+
+import httpx
 
 from etl.testing._data import CALL_ID_RE, rng_for
 from etl.testing._faults import Quirks
 from etl.testing._workspace import ApiClock, Call, Workspace, iso, parse_time
+from etl.testing.webhooks import DATED_API_VERSION, deliver, sample_dated_event
 
 WEBHOOK_EVENTS = {
     "calls": ("call.completed", "call.ringing", "call.recording.completed"),
     "call-summaries": ("call.summary.completed",),
     "call-transcripts": ("call.transcript.completed",),
 }
+
+# The event types of dated webhooks (quo.com/docs/mdx/beta/webhooks-api-reference).
+DATED_WEBHOOK_EVENTS = (
+    "message.received", "message.delivered", "message.failed", "call.ringing", "call.answered",
+    "call.completed", "call.forwarded", "call.missed", "call.recording.completed", "call.summary.completed",
+    "call.transcript.completed", "call.voicemail.completed", "contact.updated", "contact.deleted",
+)  # fmt: skip
 
 
 class BadRequest(Exception):
@@ -45,6 +60,9 @@ class WorkspaceEndpoints:
     default_status: str | None
     seed: int
     _webhook_n: int
+    # Test events sent by POST /webhooks/{id}/events/test: {webhook_id, event_id, type, status | error}.
+    test_deliveries: list[dict[str, object]]
+    _delivery_threads: list[threading.Thread]
 
     def _answer(
         self, endpoint: str, method: str, arg: str, params: dict[str, list[str]], body: bytes
@@ -137,17 +155,103 @@ class WorkspaceEndpoints:
         return page, _encode_token(following, self.quirks.empty_page and offset == 0)
 
     def _webhooks(self, method: str, arg: str, body: bytes) -> tuple[int, dict[str, object] | None]:
+        if arg.startswith("/"):
+            return self._dated_webhooks(method, arg.split("/")[2:], body)
         if method == "POST":
             return 201, {"data": self._create_webhook(arg, body)}
+        # The two surfaces keep their own webhooks: /v1/webhooks never shows a dated one.
+        legacy = {k: h for k, h in self.webhooks.items() if h.get("apiVersion") != DATED_API_VERSION}
         if method == "GET" and not arg:
-            return 200, {"data": list(self.webhooks.values())}
-        hook = self.webhooks.get(arg)
+            return 200, {"data": list(legacy.values())}
+        hook = legacy.get(arg)
         if hook is None:
             return 404, None
         if method == "DELETE":
             del self.webhooks[arg]
             return 204, None
         return 200, {"data": hook}
+
+    # -- the dated API version's webhooks --------------------------------------------------
+
+    def _dated_webhooks(self, method: str, rest: list[str], body: bytes) -> tuple[int, dict[str, object] | None]:
+        """``rest``: the path after ``/webhooks``, split (``[]``, ``[id]``, ``[id, "events", "test"]``)."""
+        dated = {k: h for k, h in self.webhooks.items() if h.get("apiVersion") == DATED_API_VERSION}
+        if not rest:
+            if method == "POST":
+                return 201, {"data": self._create_dated_webhook(body)}
+            return 200, {"data": list(dated.values()), "nextCursor": None}
+        hook = dated.get(rest[0])
+        if hook is None:
+            return 404, None
+        if rest[1:] == ["events", "test"]:
+            return 200, {"data": self._send_test_event(hook, body)}
+        if method == "DELETE":
+            del self.webhooks[rest[0]]
+            return 204, None
+        return 200, {"data": hook}
+
+    def _create_dated_webhook(self, body: bytes) -> dict[str, object]:
+        spec = _json_object(body)
+        url = spec.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise BadRequest("url must be an http(s) URL", "/url")
+        events = spec.get("events")
+        if not isinstance(events, list) or not events or not all(e in DATED_WEBHOOK_EVENTS for e in events):
+            raise BadRequest("events must be a non-empty list of supported event types", "/events")
+        label = spec.get("label")
+        if label is not None and not isinstance(label, str):
+            raise BadRequest("label must be a string", "/label")
+        resource_ids = spec.get("resourceIds", ["*"])
+        if not isinstance(resource_ids, list) or not all(isinstance(r, str) for r in resource_ids):
+            raise BadRequest("resourceIds must be a list of strings", "/resourceIds")
+        self._webhook_n += 1
+        rng = rng_for("webhook", self.seed, self._webhook_n)
+        now = iso(self.clock.now())
+        hook: dict[str, object] = {
+            "id": f"WH{rng.getrandbits(64):016x}",
+            "apiVersion": DATED_API_VERSION,
+            "label": label,
+            "status": "enabled",
+            "url": url,
+            # The signing secret: whsec_ + base64 of 32 random bytes (Standard Webhooks).
+            "key": "whsec_" + base64.b64encode(rng.randbytes(32)).decode(),
+            "events": list(events),
+            "resourceIds": list(resource_ids),
+            "createdAt": now,
+            "updatedAt": now,
+        }
+        self.webhooks[str(hook["id"])] = hook
+        return hook
+
+    def _send_test_event(self, hook: dict[str, object], body: bytes) -> dict[str, object]:
+        """Deliver a signed sample event of ``eventType`` (default: the webhook's first event)
+        to the webhook's URL on a thread; answer the sample payload at once."""
+        spec = _json_object(body) if body else {}
+        events = hook.get("events")
+        default = events[0] if isinstance(events, list) and events else "call.completed"
+        event_type = spec.get("eventType", default)
+        if event_type not in DATED_WEBHOOK_EVENTS:
+            raise BadRequest("eventType must be a supported event type", "/eventType")
+        payload = sample_dated_event(str(event_type))
+        record: dict[str, object] = {"webhook_id": hook["id"], "event_id": payload["id"], "type": event_type}
+        self.test_deliveries.append(record)
+
+        def send() -> None:
+            try:
+                record["status"] = deliver(str(hook["url"]), payload, standard_secret=str(hook["key"])).status_code
+            except httpx.HTTPError as exc:
+                record["error"] = type(exc).__name__
+
+        thread = threading.Thread(target=send, name="sim-webhook-test-event", daemon=True)
+        self._delivery_threads.append(thread)
+        thread.start()
+        return {"eventType": event_type, "payload": payload}
+
+    def wait_for_test_deliveries(self, timeout: float = 15.0) -> list[dict[str, object]]:
+        """Wait until every test event sent so far was answered (or failed); their records."""
+        for thread in list(self._delivery_threads):
+            thread.join(timeout)
+        return list(self.test_deliveries)
 
     def _create_webhook(self, kind: str, body: bytes) -> dict[str, object]:
         try:
@@ -194,6 +298,16 @@ class WorkspaceEndpoints:
         }
         self.webhooks[str(hook["id"])] = hook
         return hook
+
+
+def _json_object(body: bytes) -> dict[str, object]:
+    try:
+        spec = json.loads(body)
+    except ValueError as exc:
+        raise BadRequest("Body is not JSON") from exc
+    if not isinstance(spec, dict):
+        raise BadRequest("Body must be an object")
+    return spec
 
 
 def _one(params: dict[str, list[str]], name: str) -> str | None:

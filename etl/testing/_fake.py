@@ -11,7 +11,10 @@ sockets) or the real HTTP server of ``etl.testing._server``. Endpoints:
   transcripts (``etl.testing._transcripts``);
 * ``POST /v1/webhooks/calls|call-summaries|call-transcripts``,
   ``GET /v1/webhooks[/{id}]``, ``DELETE /v1/webhooks/{id}``: webhooks CRUD
-  (the answers of these two groups are in ``etl.testing._endpoints``).
+  (the answers of these two groups are in ``etl.testing._endpoints``);
+* ``POST /webhooks``, ``GET /webhooks[/{id}]``, ``DELETE /webhooks/{id}``,
+  ``POST /webhooks/{id}/events/test``: the dated API version's webhooks, which
+  require ``Quo-Api-Version: 2026-03-30`` (400 without, as the API answers).
 
 Every endpoint shares the key check, the token bucket (``rate``/``burst``) and
 the fault rules; every request is counted per endpoint with its time.
@@ -37,6 +40,7 @@ from etl.testing._endpoints import WEBHOOK_EVENTS, BadRequest, WorkspaceEndpoint
 from etl.testing._faults import DROP, ENDPOINTS, HANG, Faults, Quirks, draw_fault
 from etl.testing._transcripts import TRANSCRIPT_ENDPOINTS, TranscriptEndpoints, match_transcripts
 from etl.testing._workspace import ApiClock, Workspace
+from etl.testing.webhooks import DATED_API_VERSION
 
 API_PATH_PREFIX = "/v1/call-summaries/"
 DOCS_URL = "https://openphone.com/docs"
@@ -129,6 +133,8 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints):
         self._latency_rng = random.Random(seed)
         self._webhook_n = 0
         self._init_transcripts()
+        self.test_deliveries: list[dict[str, object]] = []
+        self._delivery_threads: list[threading.Thread] = []
         # The real server mutates statistics on its own threads while tests
         # read them; the lock keeps stats() a consistent snapshot.
         self._lock = threading.Lock()
@@ -194,7 +200,8 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints):
     def handle_sync(self, request: httpx.Request) -> httpx.Response:
         """Answer one request from any thread; the handler of ``transport()``."""
         target = request.url.raw_path.decode("latin-1")
-        reply = self.route(request.method, target, request.headers.get("authorization"), request.read())
+        reply = self.route(request.method, target, request.headers.get("authorization"), request.read(),
+                           api_version=request.headers.get("quo-api-version"))
         try:
             if reply.delay:
                 time.sleep(reply.delay)
@@ -225,10 +232,12 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints):
         authorization: str | None,
         body: bytes = b"",
         gone: Callable[[], bool] | None = None,
+        api_version: str | None = None,
     ) -> Reply:
         """Decide the answer to one request and count it in flight (the adapters call ``land`` after).
 
-        ``gone`` tells whether this request's client has hung up (real server only).
+        ``gone`` tells whether this request's client has hung up (real server only);
+        ``api_version`` is the ``Quo-Api-Version`` header (the dated paths require it).
         """
         # A target not starting with "/" is the absolute form (http://host/path).
         if target.startswith("/"):
@@ -273,6 +282,10 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints):
                     reply = refused
                     if reply.status == 429:
                         self.endpoint_429[endpoint] += 1  # the token bucket's; injected ones count in _fault
+                elif arg.startswith("/") and api_version != DATED_API_VERSION:
+                    # A dated path (no /v1) without the version header: the API has no default version.
+                    reply = self._error(400, f"The Quo-Api-Version header is required on this path "
+                                             f"(e.g. Quo-Api-Version: {DATED_API_VERSION})")
                 elif call_id is not None:
                     reply = self._decide_summary(call_id)
                 else:
@@ -499,6 +512,13 @@ def _match(method: str, path: str) -> tuple[str | None, str]:
     if transcripts is not None:
         return transcripts
     parts = path.split("/")
+    if len(parts) >= 2 and parts[0] == "" and parts[1] == "webhooks":
+        # The dated version's webhooks (no /v1): the argument keeps the whole path.
+        rest = parts[2:]
+        listed = not rest and method in ("GET", "POST")
+        one = len(rest) == 1 and bool(rest[0]) and method in ("GET", "DELETE")
+        test = len(rest) == 3 and bool(rest[0]) and rest[1:] == ["events", "test"] and method == "POST"
+        return ("webhooks", path) if listed or one or test else (None, "")
     if len(parts) < 3 or parts[0] != "" or parts[1] != "v1":
         return None, ""
     rest = parts[2:]

@@ -11,6 +11,12 @@ signs them in both schemes a receiver must accept:
   (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``), signed by the
   ``standardwebhooks`` library itself.
 
+Webhooks of the dated API version (created with ``POST /webhooks``, header
+``Quo-Api-Version: 2026-03-30``) send another envelope,
+``{id, apiVersion: "2026-03-30", createdAt, type, data: {resource, context, links}}``
+(quo.com/docs/mdx/beta/webhooks-overview): the ``dated_*`` builders make those
+bodies, and ``push`` signs each webhook's delivery in its own scheme.
+
 ``deliver`` POSTs a body over real HTTP. Verifying signatures is the
 receiver's job (``etl serve``), not this module's.
 """
@@ -33,6 +39,8 @@ from standardwebhooks import Webhook
 from etl.testing._data import sample_summary
 
 API_VERSION = "v4"  # as in the docs' sample payloads
+DATED_API_VERSION = "2026-03-30"  # the dated webhooks' apiVersion (fixed when a webhook is created)
+TRANSCRIPT_COMPLETED = "call.transcript.completed"
 _event_n = itertools.count(1)
 
 
@@ -100,6 +108,109 @@ def summary_completed(
     }
     kind = "callSummary" if docs_sample_type else "call.summary.completed"
     return event(kind, obj, event_id=event_id, created_at=created_at, shape=shape)
+
+
+# --- the dated envelope (webhooks created with POST /webhooks) --------------------------
+
+
+def dated_event(
+    event_type: str,
+    resource: Mapping[str, object],
+    *,
+    context: Mapping[str, object] | None = None,
+    event_id: str | None = None,
+    created_at: str | None = None,
+) -> dict[str, object]:
+    """A dated delivery body: ``{id, apiVersion: "2026-03-30", createdAt, type,
+    data: {resource, context, links: {quo}}}``.  ``event_id`` is the event's id,
+    the same across retries and payload versions (pass a legacy event's id to
+    model one event sent through a legacy and a dated webhook)."""
+    return {
+        "id": event_id or _event_id(),
+        "apiVersion": DATED_API_VERSION,
+        "createdAt": created_at or _now_iso(),
+        "type": event_type,
+        "data": {"resource": dict(resource), "context": dict(context or {}), "links": {"quo": None}},
+    }
+
+
+def dated_call(call: Mapping[str, object], own_number: str | None = None) -> dict[str, object]:
+    """A v1 call object (``Call.to_json()``) in the dated version's shape: ``actorId`` for
+    ``userId`` and ``participants`` as ``{phoneNumber, actorId}``; ``own_number`` (the
+    workspace's line) is listed first when given, as the dated version lists every party."""
+    dated = {k: v for k, v in call.items() if k not in ("userId", "object", "contactIds")}
+    dated["actorId"] = call.get("userId")
+    numbers = call.get("participants")
+    parties = [{"phoneNumber": n, "actorId": None} for n in numbers] if isinstance(numbers, list) else []
+    own = [{"phoneNumber": own_number, "actorId": call.get("userId")}] if own_number else []
+    dated["participants"] = [*own, *parties]
+    dated.update({"callRoute": "phone-number", "aiHandled": None})
+    return dated
+
+
+def dated_call_completed(
+    call: Mapping[str, object], *, event_id: str | None = None, created_at: str | None = None
+) -> dict[str, object]:
+    """Dated ``call.completed``: ``data.resource`` is the call (pass a v1 call; it is converted
+    with :func:`dated_call` unless it already has ``actorId``)."""
+    resource = dict(call) if "actorId" in call else dated_call(call)
+    return dated_event("call.completed", resource, event_id=event_id, created_at=created_at)
+
+
+def dated_summary(call_id: str, summary: Mapping[str, object] | None = None) -> dict[str, object]:
+    """The dated summary object of ``call_id``: ``callId``, ``status``, ``type``, ``summary``,
+    ``nextSteps``, ``jobs``, ``title``; from ``summary`` or the sample summary of ``call_id``."""
+    data = dict(summary) if summary is not None else sample_summary(call_id)
+    jobs = data.get("jobs")
+    agent = bool(jobs)
+    return {
+        "callId": call_id,
+        "status": data.get("status", "completed"),
+        "type": ("agent" if agent else "human") if data.get("status", "completed") == "completed" else None,
+        "summary": data.get("summary"),
+        "nextSteps": data.get("nextSteps"),
+        "jobs": jobs,
+        "title": data.get("title", "Call with a customer" if agent else None),
+    }
+
+
+def dated_summary_completed(
+    call_id: str,
+    summary: Mapping[str, object] | None = None,
+    *,
+    event_id: str | None = None,
+    created_at: str | None = None,
+) -> dict[str, object]:
+    """Dated ``call.summary.completed`` carrying the whole summary (:func:`dated_summary`)."""
+    return dated_event("call.summary.completed", dated_summary(call_id, summary), event_id=event_id,
+                       created_at=created_at)
+
+
+def dated_transcript_completed(
+    call_id: str, *, event_id: str | None = None, created_at: str | None = None
+) -> dict[str, object]:
+    """Dated ``call.transcript.completed`` for ``call_id`` (one recording segment's transcript)."""
+    resource = {
+        "callId": call_id,
+        "recordingId": "CR" + hashlib.blake2b(call_id.encode(), digest_size=8).hexdigest(),
+        "status": "completed",
+        "dialogue": [{"content": "Hello!", "start": 0.0, "end": 1.2, "identifier": "+15555550100",
+                      "actorId": None}],
+    }
+    return dated_event(TRANSCRIPT_COMPLETED, resource, event_id=event_id, created_at=created_at)
+
+
+def sample_dated_event(event_type: str) -> dict[str, object]:
+    """The sample body a dated webhook's test event carries (``POST /webhooks/{id}/events/test``):
+    a fresh event id, a fixed sample call."""
+    call_id = "AC" + "0" * 30 + "5a"
+    if event_type == "call.summary.completed":
+        return dated_summary_completed(call_id)
+    if event_type == TRANSCRIPT_COMPLETED:
+        return dated_transcript_completed(call_id)
+    if event_type.startswith("call."):
+        return dated_event(event_type, {"id": call_id, "status": event_type.removeprefix("call.")})
+    return dated_event(event_type, {"id": "sample"})
 
 
 def body_bytes(body: Mapping[str, object] | bytes) -> bytes:
@@ -178,14 +289,22 @@ def push(
     timeout: float = 10.0,
 ) -> list[httpx.Response]:
     """Deliver ``body`` as OpenPhone would: to every enabled webhook in ``hooks``
-    (``fake.webhooks``, created through ``POST /v1/webhooks/...``) subscribed to its
-    type, each signed with that webhook's own key (v1 scheme). One response per delivery."""
+    (``fake.webhooks``) subscribed to its type whose payload version is the body's, each
+    signed with that webhook's own key: legacy webhooks (``POST /v1/webhooks/...``) get a
+    legacy body signed in the v1 scheme, dated ones (``POST /webhooks``) a dated body
+    (``dated_*`` builders) signed with Standard Webhooks. One response per delivery."""
     event_type = str(body.get("type"))
     wanted = _SUBSCRIBED_AS.get(event_type, event_type)
+    dated_body = body.get("apiVersion") == DATED_API_VERSION
     sent = []
     for hook in list(hooks.values()):
         events = hook.get("events")
         if hook.get("status") != "enabled" or not isinstance(events, list) or wanted not in events:
             continue
-        sent.append(deliver(str(hook["url"]), body, v1_key=str(hook["key"]), client=client, timeout=timeout))
+        dated_hook = hook.get("apiVersion") == DATED_API_VERSION
+        if dated_hook != dated_body:
+            continue
+        key = str(hook["key"])
+        sent.append(deliver(str(hook["url"]), body, v1_key=None if dated_hook else key,
+                            standard_secret=key if dated_hook else None, client=client, timeout=timeout))
     return sent

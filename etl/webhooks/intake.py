@@ -15,7 +15,7 @@ retry is signed again with a fresh timestamp):
 
 What an accepted event does to the queue:
 
-* ``call.completed``: the id is enqueued (rows already queued are left as
+* ``call.completed`` (either envelope): the id is enqueued (rows already queued are left as
   they are) and the call row is upserted from the event's call object, with
   its participants, in the same transaction (:func:`store.save_calls`, as
   discovery does), so the sync need not fetch ``GET /v1/calls/{id}``.  The
@@ -32,6 +32,12 @@ What an accepted event does to the queue:
   ``done`` stays done (``backfill --force`` re-fetches) and ``invalid`` stays
   invalid (its id is refused by the API).  An item a run holds right now is
   left to that run.
+* a dated ``call.summary.completed`` that carries the whole summary
+  (``data.resource``: status, type, summary, nextSteps, jobs, title), completed
+  and valid: stored without a request, as sync stores a fetched one, and the
+  item ends ``done`` (:func:`save_carried_summary`); otherwise as above.
+* ``call.transcript.completed``: for now as a summary event
+  (:func:`transcript_ready`, where transcripts will be fetched).
 * anything else: recorded as ``ignored``.
 
 Rows older than the retention window are pruned (:func:`prune`); retention
@@ -47,6 +53,7 @@ server restarted must not leave a pooled connection failing every delivery.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -61,8 +68,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from etl import store
 from etl.clock import SYSTEM, Clock
 from etl.logs import get_logger
-from etl.normalize import CallContextRows, call_json, clean_text, normalize_call
-from etl.schema import CallData
+from etl.normalize import CallContextRows, call_json, clean_text, normalize, normalize_call
+from etl.schema import CallData, SummaryData
 from etl.tables import deliveries_t, queue_t
 from etl.webhooks.events import Event
 from etl.webhooks.signatures import Verified
@@ -77,9 +84,10 @@ _MAX_DURATION_S = 2**31 - 1
 _YEARS = range(1970, 3000)
 _API_TIMES = ("created_at", "answered_at", "completed_at", "updated_at")
 
-def save_call(conn: Connection, call: dict[str, Any], now: datetime) -> bool:
+def save_call(conn: Connection, call: dict[str, Any], now: datetime, raw: dict[str, Any] | None = None) -> bool:
     """Upsert the call row of a ``call.completed`` event, in the delivery's transaction.
 
+    ``raw``: the call object as sent, stored as ``raw_json`` when ``call`` is an adapted view of it.
     Validated apart from the enqueue: a call object that does not validate or
     that the database refuses is logged and skipped (False), never an error
     of the delivery.
@@ -87,7 +95,7 @@ def save_call(conn: Connection, call: dict[str, Any], now: datetime) -> bool:
     log = get_logger()
     call_id = clean_text(str(call.get("id")))[:80]
     try:
-        rows = _call_rows(call, now)
+        rows = _call_rows(call, now, raw if raw is not None else call)
     except (ValidationError, ValueError, OverflowError) as exc:
         detail = str(exc.errors()[:1]) if isinstance(exc, ValidationError) else str(exc)
         log.warning("call object of a call.completed event does not validate; call row not stored",
@@ -105,13 +113,13 @@ def save_call(conn: Connection, call: dict[str, Any], now: datetime) -> bool:
     return True
 
 
-def _call_rows(call: dict[str, Any], now: datetime) -> CallContextRows:
+def _call_rows(call: dict[str, Any], now: datetime, sent: dict[str, Any]) -> CallContextRows:
     data = CallData.model_validate(call)
-    raw = call_json(call)
+    raw = call_json(sent)
     try:
         raw.encode("utf-8")
     except UnicodeEncodeError:  # an unpaired surrogate: keep it, escaped, as JSON can
-        raw = json.dumps(call, separators=(",", ":"))
+        raw = json.dumps(sent, separators=(",", ":"))
     rows = normalize_call(data, raw, now)
     duration = rows.parent["duration_seconds"]
     if duration is not None and not 0 <= duration <= _MAX_DURATION_S:
@@ -185,12 +193,7 @@ def _accept(conn: Connection, verified: Verified, event: Event, now: datetime) -
         scheme=verified.scheme, outcome=outcome, signed_at=verified.signed_at, received_at=now,
     ))
     if outcome == "queued":
-        assert event.call_id is not None
-        if event.action == "call_completed":
-            store.enqueue_ids(conn, [event.call_id])
-            save_call(conn, event.payload, now)
-        else:
-            summary_ready(conn, event.call_id, now)
+        apply_event(conn, event, now)
     return Accepted(outcome, event.call_id)
 
 
@@ -213,6 +216,79 @@ def summary_ready(conn: Connection, call_id: str, now: datetime) -> None:
         .values(state="pending", next_attempt_at=head, consecutive_errors=0, incomplete_since=None,
                 finished_at=None, last_error=None, updated_at=now, lease_owner=None, lease_expires_at=None)
     )
+
+
+# --- what an accepted event does (both envelopes; docs/webhooks.md "What each event does") ---
+
+
+def apply_event(conn: Connection, event: Event, now: datetime) -> None:
+    """Apply a first delivery of an event to the queue and the tables, in the delivery's transaction.
+
+    Each part is validated apart: the id is queued first, whatever the call
+    object or summary that came with it looks like.
+    """
+    assert event.call_id is not None
+    if event.action == "call_completed":
+        store.enqueue_ids(conn, [event.call_id])
+        save_call(conn, event.call if event.call is not None else event.payload, now, raw=event.payload)
+    elif event.action == "transcript_completed":
+        transcript_ready(conn, event.call_id, now)
+    elif event.summary is None or not save_carried_summary(conn, event.call_id, event.summary, now):
+        summary_ready(conn, event.call_id, now)
+
+
+def transcript_ready(conn: Connection, call_id: str, now: datetime) -> None:
+    """``call.transcript.completed``: for now, enqueue ``call_id`` or make it due like a summary
+    event does (a ``done`` item stays done).  The hook where transcripts will be fetched."""
+    summary_ready(conn, call_id, now)
+
+
+def save_carried_summary(conn: Connection, call_id: str, summary: dict[str, Any], now: datetime) -> bool:
+    """Store the completed summary a dated ``call.summary.completed`` carries, without a request.
+
+    The rows are those sync writes (:func:`etl.normalize.normalize`,
+    :func:`etl.store.save_summaries`); the queue item ends ``done`` as if it
+    had been fetched.  False (nothing stored, the caller makes the id due
+    instead) when the summary is not ``completed``, does not validate, or the
+    item is held by a run right now (that run fetches it).
+    """
+    log = get_logger()
+    if summary.get("status") != "completed":
+        return False
+    raw = call_json({"data": summary})
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (valid JSON escape): keep it escaped, as sync's raw_json does
+        raw = json.dumps({"data": summary}, separators=(",", ":"))
+    try:
+        data = SummaryData.model_validate(summary)
+    except ValidationError as exc:
+        log.warning("summary of a call.summary.completed event does not validate; fetched instead",
+                    call_id=call_id, error=str(exc.errors(include_url=False, include_input=False)[:1])[:300])
+        return False
+    store.enqueue_ids(conn, [call_id])
+    q = queue_t.c
+    held = sa.select(q.lease_owner, q.lease_expires_at).where(q.call_id == call_id)
+    if conn.dialect.name != "sqlite":
+        held = held.with_for_update()  # a claim (SKIP LOCKED) passes this row by until commit
+    owner, expires = conn.execute(held).one()
+    if owner is not None and expires is not None and expires > now:
+        return False
+    rows = normalize(data, raw, hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest(), now)
+    try:
+        with conn.begin_nested():
+            store.save_summaries(conn, [rows], now)
+    except (DBAPIError, ValueError, OverflowError) as exc:
+        # What the database refuses in a carried summary must not cost the delivery: fetch it instead.
+        log.warning("database refused the summary of a call.summary.completed event; fetched instead",
+                    call_id=call_id, error=type(getattr(exc, "orig", None) or exc).__name__)
+        return False
+    conn.execute(
+        sa.update(queue_t).where(q.call_id == call_id)
+        .values(state="done", consecutive_errors=0, last_api_status="completed", last_error=None,
+                incomplete_since=None, finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None)
+    )
+    return True
 
 
 def prune(engine: Engine, now: datetime, retention: timedelta) -> int:

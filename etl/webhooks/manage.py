@@ -1,66 +1,221 @@
-"""``etl webhooks register|list|delete``: the API webhooks this job needs.
+"""``etl webhooks register|list|delete|migrate``: the API webhooks this job needs.
 
-``register`` creates two webhooks pointing at one URL: ``call.completed``
-(``POST /v1/webhooks/calls``) and ``call.summary.completed``
-(``POST /v1/webhooks/call-summaries``).  Each answer's ``key`` is that
-webhook's signing secret: the command prints them once, for the operator to
-store in ``OPENPHONE_WEBHOOK_SECRETS``; they are never logged.
+``register`` points webhooks at the receiver's URL, which must be
+``https://HOST[:PORT]/webhooks/openphone`` (``http://`` only for localhost and
+127.0.0.1, for tests):
+
+* with ``api_version`` ``v1`` (the default): two legacy webhooks,
+  ``call.completed`` (``POST /v1/webhooks/calls``) and
+  ``call.summary.completed`` (``POST /v1/webhooks/call-summaries``);
+* with ``api_version`` ``2026-03-30``: one current webhook (``POST /webhooks``,
+  header ``Quo-Api-Version``) for ``call.completed``,
+  ``call.summary.completed`` and ``call.transcript.completed``.
+
+A webhook already pointing at the URL with those events is reused, not made
+twice.  Each new webhook's ``key`` is its signing secret: the command prints
+them once, for the operator to store in ``OPENPHONE_WEBHOOK_SECRETS``; they are
+never logged.
+
+``migrate`` moves a URL from the legacy webhooks to a current one without a
+gap (Quo: events between deleting the legacy webhook and enabling the new one
+are not delivered): the current webhook first, then a test event
+(``POST /webhooks/{id}/events/test``) until the receiver has recorded one in
+``webhook_deliveries``, and only then the legacy webhooks of that URL are
+deleted.  While both exist, an event comes twice (same event ``id``); the
+receiver stores the second as a ``duplicate``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from etl.api import OpenPhoneClient
-from etl.config import Settings
+from etl.clock import SYSTEM, Clock
+from etl.config import DATED_API_VERSION, Settings
+from etl.errors import EtlError, UsageError
+from etl.tables import deliveries_t
+from etl.webhooks.app import WEBHOOK_PATH as RECEIVER_PATH
+from etl.webhooks.events import SUBSCRIBED_EVENTS
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1"})  # http:// allowed (tests); the help and errors name both
 
 REGISTRATIONS: tuple[tuple[str, list[str]], ...] = (
     ("calls", ["call.completed"]),
     ("call-summaries", ["call.summary.completed"]),
 )
+# The test event `migrate` asks for: the cheapest event for the receiver (the sample call's
+# id is only made due; no call row or summary rows are written for it).
+TEST_EVENT_TYPE = "call.transcript.completed"
 
 
 @dataclass(frozen=True)
 class Registered:
     id: str
     events: list[str]
-    secret: str
+    secret: str = field(repr=False)  # "" when reused: the API shows a secret only at creation
+    reused: bool = False
+
+
+def check_receiver_url(url: str) -> str:
+    """``url`` if Quo can deliver to it and ``etl serve`` receives there; :class:`UsageError` otherwise."""
+    example = f"https://etl.example.com{RECEIVER_PATH}"
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+        parts.port  # noqa: B018  # raises ValueError on a bad port
+    except ValueError:
+        raise UsageError(f"--url {url[:200]!r} is not a valid URL; expected e.g. {example}") from None
+    if parts.scheme != "https" and not (parts.scheme == "http" and host in LOCAL_HOSTS):
+        raise UsageError(f"--url must start with https:// (http:// only for localhost or 127.0.0.1), "
+                         f"e.g. {example} (got {url[:200]!r})")
+    if not host:
+        raise UsageError(f"--url has no host, e.g. {example} (got {url[:200]!r})")
+    if parts.path != RECEIVER_PATH or parts.query or parts.fragment:
+        raise UsageError(f"--url must end in {RECEIVER_PATH}, where `etl serve` receives deliveries "
+                         f"(got {url[:200]!r}; use {parts.scheme}://{parts.netloc}{RECEIVER_PATH})")
+    return url.strip()
 
 
 def register(settings: Settings, url: str, label: str | None = None, *,
              on_created: Callable[[Registered], None] | None = None,
              transport: httpx.BaseTransport | None = None) -> list[Registered]:
-    """Create both webhooks.  ``on_created`` sees each one as soon as it exists, so a
-    failure on the second still leaves the first one's secret in the caller's hands."""
-    client = OpenPhoneClient(settings, transport=transport)
-    try:
-        created = []
-        for resource, events in REGISTRATIONS:
-            data = client.create_webhook(resource, url, events, label)  # type: ignore[arg-type]
-            hook = Registered(str(data.get("id", "")), list(data.get("events") or events), str(data.get("key", "")))
-            created.append(hook)
+    """Create (or reuse) the webhooks of ``settings.api_version`` for ``url``.  ``on_created``
+    sees each one as soon as it exists (or is found), so a failure on the second still leaves
+    the first one's secret in the caller's hands."""
+    url = check_receiver_url(url)
+    dated = settings.api_version == DATED_API_VERSION
+    with OpenPhoneClient(settings, transport=transport) as client:
+        existing = [h for h in client.list_webhooks(dated=dated) if h.get("url") == url]
+        wanted: tuple[tuple[str, list[str]], ...] = (
+            (("", list(SUBSCRIBED_EVENTS)),) if dated else REGISTRATIONS)
+        done = []
+        for resource, events in wanted:
+            found = next((h for h in existing if set(events) <= set(h.get("events") or ())), None)
+            if found is not None:
+                hook = Registered(str(found.get("id", "")), list(found.get("events") or events), "", reused=True)
+            else:
+                data = (client.create_dated_webhook(url, events, label) if dated
+                        else client.create_webhook(resource, url, events, label))  # type: ignore[arg-type]
+                hook = Registered(str(data.get("id", "")), list(data.get("events") or events), str(data.get("key", "")))
+            done.append(hook)
             if on_created is not None:
                 on_created(hook)
-        return created
-    finally:
-        client.close()
+        return done
 
 
 def list_all(settings: Settings, *, transport: httpx.BaseTransport | None = None) -> list[dict[str, Any]]:
-    client = OpenPhoneClient(settings, transport=transport)
-    try:
+    with OpenPhoneClient(settings, transport=transport) as client:
         return client.list_webhooks()
-    finally:
-        client.close()
 
 
 def delete(settings: Settings, webhook_id: str, *, transport: httpx.BaseTransport | None = None) -> None:
-    client = OpenPhoneClient(settings, transport=transport)
-    try:
+    with OpenPhoneClient(settings, transport=transport) as client:
         client.delete_webhook(webhook_id)
-    finally:
-        client.close()
+
+
+# --- migrate ----------------------------------------------------------------------------
+
+
+class MigrationError(EtlError):
+    """The test event never reached the receiver: nothing was deleted (exit 1)."""
+
+
+@dataclass
+class Migrated:
+    current: Registered
+    test_events: int  # test events sent until one was recorded
+    waited_s: float
+    deleted: list[str]  # legacy webhook ids deleted
+
+
+def test_event_received(engine: Engine, event_ids: list[str], since: datetime) -> bool:
+    """True once ``webhook_deliveries`` holds one of the test events ``event_ids`` (the receiver
+    stores the sha256 of an event's id), or, for an answer that named no event id, a Standard
+    Webhooks delivery of :data:`TEST_EVENT_TYPE` received at or after ``since``."""
+    d = deliveries_t.c
+    keys = [hashlib.sha256(e.encode("utf-8", "replace")).hexdigest() for e in event_ids]
+    match = d.event_key.in_(keys) if keys else sa.and_(
+        d.scheme == "standard", d.event_type == TEST_EVENT_TYPE, d.received_at >= since)
+    with engine.connect() as conn:
+        return conn.execute(sa.select(d.message_key).where(match).limit(1)).first() is not None
+
+
+def migrate(settings: Settings, url: str, engine: Engine, *, label: str | None = None, wait: float = 60.0,
+            resend_every: float = 15.0, poll: float = 0.5, clock: Clock = SYSTEM,
+            on_step: Callable[[str], None] | None = None,
+            transport: httpx.BaseTransport | None = None) -> Migrated:
+    """Current webhook first, test event until the receiver recorded one, then delete the legacy ones.
+
+    ``engine`` is the receiver's database (``etl serve``'s).  A test event is sent at once and
+    again every ``resend_every`` seconds (the receiver may only now have been given the new
+    secret) for up to ``wait`` seconds; if none is recorded by then, :class:`MigrationError`
+    and no legacy webhook is deleted.
+    """
+    say = on_step or (lambda _line: None)
+    url = check_receiver_url(url)
+    (current,) = register(settings.replace(api_version=DATED_API_VERSION), url, label,
+                          on_created=lambda h: say(registered_line(h)), transport=transport)
+    if not current.reused:
+        say("Add its secret to OPENPHONE_WEBHOOK_SECRETS of `etl serve` and restart it (old and new secrets "
+            "together): OPENPHONE_WEBHOOK_SECRETS=…," + current.secret)
+    since = clock.utcnow() - timedelta(seconds=1)
+    started = clock.monotonic()
+    sent: list[str] = []
+    n = 0
+    with OpenPhoneClient(settings, transport=transport) as client:
+        next_send = started
+        while True:
+            now = clock.monotonic()
+            if now >= next_send and now - started < wait:
+                answer = client.send_test_event(current.id, TEST_EVENT_TYPE)
+                n += 1
+                event_id = _event_id_of(answer)
+                if event_id:
+                    sent.append(event_id)
+                say(f"Sent test event {n} ({TEST_EVENT_TYPE}) to webhook {current.id}; waiting for `etl serve` "
+                    f"to record it (up to {wait:.0f} s)")
+                next_send = now + resend_every
+            if test_event_received(engine, sent, since):
+                break
+            if clock.monotonic() - started >= wait:
+                raise MigrationError(
+                    f"no test event reached `etl serve` within {wait:.0f} s ({n} sent to webhook {current.id}, "
+                    f"{url}): no legacy webhook was deleted. Check that `etl serve` runs on this database, that "
+                    f"its OPENPHONE_WEBHOOK_SECRETS holds the new webhook's secret and that {url} reaches it, "
+                    "then run migrate again (the new webhook is reused)")
+            clock.sleep(poll)
+        waited = clock.monotonic() - started
+        say(f"`etl serve` received the test event after {waited:.1f} s")
+        deleted = []
+        for hook in client.list_webhooks(dated=False):
+            if hook.get("url") == url:
+                client.delete_webhook(str(hook.get("id", "")), dated=False)
+                deleted.append(str(hook.get("id")))
+                say(f"Deleted legacy webhook {hook.get('id')} ({', '.join(hook.get('events') or [])})")
+    return Migrated(current, n, waited, deleted)
+
+
+def registered_line(hook: Registered) -> str:
+    """What `register` and `migrate` print for each webhook (never its secret)."""
+    events = ", ".join(hook.events)
+    if hook.reused:
+        return (f"Reusing webhook {hook.id} for {events}: it already points at this URL "
+                "(its secret was shown when it was created)")
+    return f"Created webhook {hook.id} for {events}"
+
+
+def _event_id_of(answer: dict[str, Any]) -> str | None:
+    """The sample event's id in a test-event answer (``{payload: {id}}`` or the event itself)."""
+    payload = answer.get("payload")
+    event = payload if isinstance(payload, dict) else answer
+    value = event.get("id")
+    return value if isinstance(value, str) and value else None

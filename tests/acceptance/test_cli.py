@@ -69,9 +69,20 @@ ALL_COMMANDS = list(command_paths(cli))
 
 def test_every_command_is_covered_here():
     assert ALL_COMMANDS == [(), ("db",), ("db", "upgrade"), ("db", "current"), ("enqueue",), ("sync",),
-                            ("backfill",), ("discover",), ("prune",), ("status",), ("demo",), ("serve",),
-                            ("webhooks",),
-                            ("webhooks", "register"), ("webhooks", "list"), ("webhooks", "delete")]
+                            ("backfill",), ("discover",), ("prune",), ("status",), ("demo",), ("serve",), ("webhooks",),
+                            ("webhooks", "register"), ("webhooks", "list"), ("webhooks", "delete"),
+                            ("webhooks", "migrate")]
+
+
+def test_webhooks_migrate_refuses_a_url_before_any_request(db_url):
+    result = invoke(["webhooks", "migrate", "--url", "http://etl.example.com/webhooks/openphone",
+                     "--database-url", db_url, "--api-key", "k-0123456789", "--base-url", "http://127.0.0.1:9"])
+    assert result.exit_code == 2
+    assert [x for x in result.stderr.splitlines() if x.startswith("Error: ")] == [
+        "Error: --url must start with https:// (http:// only for localhost or 127.0.0.1), "
+        "e.g. https://etl.example.com/webhooks/openphone (got 'http://etl.example.com/webhooks/openphone')"]
+    too_short = invoke(["webhooks", "migrate", "--url", "https://etl.example.com/webhooks/openphone", "--wait", "0"])
+    assert too_short.exit_code == 2 and "Invalid value for '--wait'" in too_short.stderr
 
 
 @pytest.mark.parametrize("path", ALL_COMMANDS, ids=lambda p: " ".join(p) or "etl")

@@ -190,3 +190,34 @@ def test_push_delivers_to_each_subscribed_webhook_with_its_key(
         expected = hmac.new(base64.b64decode(keys[which]), stamp.encode() + b"." + raw, hashlib.sha256).digest()
         assert base64.b64decode(signature) == expected
     assert json.loads(got[0][1])["type"] == "callSummary" and json.loads(got[1][1])["type"] == "call.completed"
+
+
+def test_dated_webhook_test_event_is_delivered_signed_over_http(
+    receiver: tuple[str, list[tuple[dict[str, str], bytes]]],
+) -> None:
+    url, got = receiver
+    fake = FakeOpenPhone(api_key=KEY)
+    dated = {"Authorization": KEY, "Quo-Api-Version": "2026-03-30"}
+    with serve(fake) as api_url, httpx.Client(base_url=api_url, headers=dated) as c:
+        hook = c.post("/webhooks", json={"url": url, "events": ["call.summary.completed"], "label": "etl"})
+        assert hook.status_code == 201
+        data = hook.json()["data"]
+        assert data["key"].startswith("whsec_") and data["apiVersion"] == "2026-03-30"
+        # The legacy surface neither lists nor deletes it; the version header is required on this one.
+        assert c.get("/v1/webhooks").json()["data"] == []
+        assert c.delete(f"/v1/webhooks/{data['id']}").status_code == 404
+        assert c.get("/webhooks", headers={"Quo-Api-Version": ""}).status_code == 400
+        sent = c.post(f"/webhooks/{data['id']}/events/test", json={"eventType": "call.summary.completed"})
+        assert sent.status_code == 200
+        payload = sent.json()["data"]["payload"]
+        (record,) = fake.wait_for_test_deliveries()
+        assert c.post(f"/webhooks/{data['id']}/events/test", json={"eventType": "nope"}).status_code == 400
+        assert c.post("/webhooks/WH404/events/test", json={}).status_code == 404
+        assert c.delete(f"/webhooks/{data['id']}").status_code == 204
+        assert c.get("/webhooks").json() == {"data": [], "nextCursor": None}
+    assert record == {"webhook_id": data["id"], "event_id": payload["id"], "type": "call.summary.completed",
+                      "status": 200}
+    ((headers, raw),) = got
+    # Checked with the standardwebhooks library itself, with the key the API returned.
+    assert Webhook(data["key"]).verify(raw.decode(), headers) == payload
+    assert payload["apiVersion"] == "2026-03-30" and payload["data"]["resource"]["status"] == "completed"

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
+from sqlalchemy.engine import Engine
 
 from etl.config import Settings
-from etl.errors import AuthError, EtlError
+from etl.errors import AuthError, EtlError, UsageError
 from etl.testing import FakeOpenPhone, serve
 from etl.webhooks import manage
-from tests.support.proc import error_lines, etl_env, run_etl
+from tests.support.proc import error_lines, etl_env, free_port, run_etl
 
 API_KEY = "test-key-0123456789"
 URL = "https://etl.example.com/webhooks/openphone"
@@ -33,7 +35,7 @@ def test_register_list_delete_library() -> None:
         (URL, ["call.completed"], ["*"], "enabled", "etl"),
         (URL, ["call.summary.completed"], ["*"], "enabled", "etl")]
     assert [h.secret for h in created] == [w["key"] for w in stored]
-    assert fake.endpoint_requests["webhooks"] == 2
+    assert fake.endpoint_requests["webhooks"] == 3  # the list (anything to reuse?), then two creates
     listed = manage.list_all(settings(), transport=fake.transport())
     assert sorted(h["id"] for h in listed) == sorted(h.id for h in created)
     manage.delete(settings(), created[0].id, transport=fake.transport())
@@ -44,9 +46,8 @@ def test_api_errors_are_clear() -> None:
     fake = FakeOpenPhone(api_key=API_KEY)
     with pytest.raises(AuthError):
         manage.list_all(settings("wrong-key-0123"), transport=fake.transport())
-    with pytest.raises(EtlError, match=r"^POST /v1/webhooks/calls failed: HTTP 400 Bad Request: "
-                                       r"url must be an http\(s\) URL$"):
-        manage.register(settings(), "ftp://etl.example.com/x", transport=fake.transport())
+    with pytest.raises(UsageError, match=r"^--url must start with https://"):
+        manage.register(settings(), "ftp://etl.example.com/webhooks/openphone", transport=fake.transport())
     with pytest.raises(EtlError, match=r"^DELETE /v1/webhooks/WH9999 failed: HTTP 404 Not Found: Not Found$"):
         manage.delete(settings(), "WH9999", transport=fake.transport())
     with pytest.raises(EtlError, match="not a webhook id"):
@@ -90,8 +91,9 @@ def test_cli_register_list_delete(tmp_path: Path) -> None:
 
 
 def test_cli_register_prints_the_first_secret_when_the_second_webhook_fails(tmp_path: Path) -> None:
-    # The API's own rate limit (one request, then 429 for a long while) refuses the second POST.
-    fake = FakeOpenPhone(api_key=API_KEY, rate=0.001, burst=1)
+    # The API's own rate limit (two requests -- the list and the first POST --, then 429 for a
+    # long while) refuses the second POST.
+    fake = FakeOpenPhone(api_key=API_KEY, rate=0.001, burst=2)
     with serve(fake) as api_url:
         partial = run_etl(["webhooks", "register", "--url", URL],
                           etl_env(f"sqlite:///{tmp_path / 'x.db'}", api_url, API_KEY))
@@ -109,9 +111,149 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
     env = etl_env(f"sqlite:///{tmp_path / 'x.db'}", "http://127.0.0.1:9", API_KEY)
     bad_url = run_etl(["webhooks", "register", "--url", "etl.example.com/webhooks/openphone"], env)
     assert (bad_url.returncode, error_lines(bad_url.stderr)) == (
-        2, ["Error: --url must start with https:// (got 'etl.example.com/webhooks/openphone')"])
+        2, ["Error: --url must start with https:// (http:// only for localhost or 127.0.0.1), "
+            "e.g. https://etl.example.com/webhooks/openphone (got 'etl.example.com/webhooks/openphone')"])
     bad_id = run_etl(["webhooks", "delete", "../phone-numbers"], env)
     assert (bad_id.returncode, error_lines(bad_id.stderr)) == (1, ["Error: not a webhook id: '../phone-numbers'"])
     unreachable = run_etl(["webhooks", "list"], env)
     assert (unreachable.returncode, error_lines(unreachable.stderr)) == (
         1, ["Error: GET /v1/webhooks: connection error (ConnectError)"])
+
+
+# --- issue 20 item 7: code, help and error text agree on the URL -----------------------
+
+
+@pytest.mark.parametrize(("url", "error"), [
+    ("http://etl.example.com/webhooks/openphone",
+     "Error: --url must start with https:// (http:// only for localhost or 127.0.0.1), "
+     "e.g. https://etl.example.com/webhooks/openphone (got 'http://etl.example.com/webhooks/openphone')"),
+    ("https://etl.example.com/hooks",
+     "Error: --url must end in /webhooks/openphone, where `etl serve` receives deliveries "
+     "(got 'https://etl.example.com/hooks'; use https://etl.example.com/webhooks/openphone)"),
+    ("https://etl.example.com:8443/webhooks/openphone/extra",
+     "Error: --url must end in /webhooks/openphone, where `etl serve` receives deliveries "
+     "(got 'https://etl.example.com:8443/webhooks/openphone/extra'; "
+     "use https://etl.example.com:8443/webhooks/openphone)"),
+])
+def test_cli_register_refuses_a_url_etl_serve_cannot_receive_on(tmp_path: Path, url: str, error: str) -> None:
+    fake = FakeOpenPhone(api_key=API_KEY)
+    with serve(fake) as api_url:
+        for version in ("v1", "2026-03-30"):
+            refused = run_etl(["webhooks", "register", "--api-version", version, "--url", url],
+                              etl_env(f"sqlite:///{tmp_path / 'x.db'}", api_url, API_KEY))
+            assert (refused.returncode, error_lines(refused.stderr), refused.stdout) == (2, [error], "")
+    assert fake.webhooks == {} and fake.total_requests == 0  # refused before any request
+
+
+def test_cli_help_says_what_the_code_accepts() -> None:
+    result = run_etl(["webhooks", "register", "--help"], etl_env("sqlite://"))
+    assert "https://HOST[:PORT]/webhooks/openphone (http:// only for localhost or 127.0.0.1)" in " ".join(
+        result.stdout.split())
+    assert "2026-03-30" in result.stdout
+
+
+def test_register_twice_reuses_the_webhooks(tmp_path: Path) -> None:
+    fake = FakeOpenPhone(api_key=API_KEY)
+    local = "http://127.0.0.1:8080/webhooks/openphone"  # http:// is fine on loopback (tests)
+    with serve(fake) as api_url:
+        env = etl_env(f"sqlite:///{tmp_path / 'x.db'}", api_url, API_KEY)
+        first = run_etl(["webhooks", "register", "--url", local], env)
+        assert first.returncode == 0, first.stderr
+        hooks = list(fake.webhooks.values())
+        again = run_etl(["webhooks", "register", "--url", local], env)
+    assert list(fake.webhooks.values()) == hooks  # no duplicate
+    assert (again.returncode, again.stdout.splitlines()) == (0, [
+        f"Reusing webhook {hooks[0]['id']} for call.completed: it already points at this URL "
+        "(its secret was shown when it was created)",
+        f"Reusing webhook {hooks[1]['id']} for call.summary.completed: it already points at this URL "
+        "(its secret was shown when it was created)"])
+
+
+# --- issue 18 item 10: a current webhook on the dated API ----------------------------
+
+
+def test_register_current_webhook_library_and_cli(tmp_path: Path) -> None:
+    fake = FakeOpenPhone(api_key=API_KEY)
+    dated = settings().replace(api_version="2026-03-30")
+    (hook,) = manage.register(dated, URL, "etl", transport=fake.transport())
+    stored = fake.webhooks[hook.id]
+    assert (stored["url"], stored["events"], stored["apiVersion"], stored["label"]) == (
+        URL, ["call.completed", "call.summary.completed", "call.transcript.completed"], "2026-03-30", "etl")
+    assert hook.secret == stored["key"] and hook.secret.startswith("whsec_") and not hook.reused
+    # Legacy listing does not show it; the dated one does.
+    assert manage.list_all(settings(), transport=fake.transport()) == []
+    assert [h["id"] for h in manage.list_all(dated, transport=fake.transport())] == [hook.id]
+    with serve(fake) as api_url:
+        env = etl_env(f"sqlite:///{tmp_path / 'x.db'}", api_url, API_KEY, OPENPHONE_API_VERSION="2026-03-30")
+        again = run_etl(["webhooks", "register", "--url", URL], env)
+        other = run_etl(["webhooks", "register", "--url", "https://other.example.com/webhooks/openphone"], env)
+        listed = run_etl(["webhooks", "list"], env)
+        deleted = run_etl(["webhooks", "delete", hook.id], env)
+    assert (again.returncode, again.stdout.splitlines()) == (0, [
+        f"Reusing webhook {hook.id} for call.completed, call.summary.completed, call.transcript.completed: "
+        "it already points at this URL (its secret was shown when it was created)"])
+    assert other.returncode == 0, other.stderr
+    created_line, store_line, secret_line = other.stdout.splitlines()
+    assert created_line.startswith("Created webhook WH") and store_line.startswith("Store the signing secrets")
+    assert secret_line.startswith("OPENPHONE_WEBHOOK_SECRETS=whsec_")
+    assert len(listed.stdout.splitlines()) == 2 and f"{hook.id}  enabled  " in listed.stdout
+    assert (deleted.returncode, deleted.stdout) == (0, f"Deleted webhook {hook.id}.\n")
+    assert hook.id not in fake.webhooks
+
+
+def test_dated_requests_carry_the_version_header_and_no_v1() -> None:
+    fake = FakeOpenPhone(api_key=API_KEY)
+    client = httpx.Client(transport=fake.transport(), base_url="http://fake.test")
+    without = client.get("/webhooks", headers={"Authorization": API_KEY})
+    assert without.status_code == 400 and "Quo-Api-Version" in without.json()["message"]
+    with_header = client.get("/webhooks", headers={"Authorization": API_KEY, "Quo-Api-Version": "2026-03-30"})
+    assert with_header.json() == {"data": [], "nextCursor": None}
+    hooks = manage.register(settings().replace(api_version="2026-03-30"), URL, transport=fake.transport())
+    assert len(hooks) == 1 and fake.endpoint_requests["webhooks"] == 4
+
+
+# --- issue 18 item 11: migrate gives up within its bound, deleting nothing ----------------
+
+
+def test_migrate_gives_up_after_its_wait_and_deletes_nothing(engine: Engine) -> None:
+    from etl.testing.clock import FakeClock
+
+    fake = FakeOpenPhone(api_key=API_KEY)
+    # Nothing listens on this port: every test event fails to arrive.
+    dead = f"http://127.0.0.1:{free_port()}/webhooks/openphone"
+    legacy = manage.register(settings(), dead, transport=fake.transport())
+    clock = FakeClock()
+    steps: list[str] = []
+    with pytest.raises(manage.MigrationError) as refused:
+        manage.migrate(settings(), dead, engine, wait=60, resend_every=15, poll=1, clock=clock,
+                       on_step=steps.append, transport=fake.transport())
+    (current,) = [h for h in fake.webhooks.values() if h.get("apiVersion") == "2026-03-30"]
+    assert str(refused.value) == (
+        f"no test event reached `etl serve` within 60 s (4 sent to webhook {current['id']}, {dead}): no legacy "
+        "webhook was deleted. Check that `etl serve` runs on this database, that its OPENPHONE_WEBHOOK_SECRETS "
+        f"holds the new webhook's secret and that {dead} reaches it, then run migrate again (the new webhook "
+        "is reused)")
+    assert refused.value.exit_code == 1
+    assert {h.id for h in legacy} <= set(fake.webhooks)  # nothing deleted
+    assert [r["webhook_id"] for r in fake.wait_for_test_deliveries()] == [current["id"]] * 4
+    assert all("error" in r for r in fake.test_deliveries)
+    assert steps[0] == (f"Created webhook {current['id']} for call.completed, call.summary.completed, "
+                        "call.transcript.completed")
+    assert sum(s.startswith("Sent test event") for s in steps) == 4
+    assert not any(str(current["key"]) in s for s in steps[2:])  # the secret once, in the second line only
+
+
+@pytest.mark.parametrize("url", ["https://etl.example.com/webhooks/openphone",
+                                 "https://etl.example.com:8443/webhooks/openphone",
+                                 "http://localhost:8080/webhooks/openphone",
+                                 "http://127.0.0.1/webhooks/openphone"])
+def test_receiver_urls_that_are_accepted(url: str) -> None:
+    assert manage.check_receiver_url(url) == url
+
+
+@pytest.mark.parametrize("url", ["http://[::1]:8080/webhooks/openphone", "http://10.0.0.5/webhooks/openphone",
+                                 "https://etl.example.com/webhooks/openphone?x=1", "https:///webhooks/openphone",
+                                 "https://etl.example.com:99999/webhooks/openphone"])
+def test_receiver_urls_that_are_refused(url: str) -> None:
+    with pytest.raises(UsageError, match=r"^--url "):
+        manage.check_receiver_url(url)
