@@ -18,6 +18,8 @@ from etl.errors import UsageError
 
 DEFAULT_DATABASE_URL = "sqlite:///openphone_summaries.db"
 DEFAULT_BASE_URL = "https://api.openphone.com"
+# The API surfaces the client speaks (docs/contract.md, "Two API surfaces").
+API_VERSIONS = ("v1", "2026-03-30")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,15 @@ class Settings:
     write_batch: int = 500
     max_body_bytes: int = 8 * 1024 * 1024
     backoff: Backoff = field(default_factory=Backoff)
+    # Which API surface every request uses: "v1" or the dated "2026-03-30" (etl.api).
+    api_version: str = "v1"
+    # v1 only: fetch GET /v1/calls/{id} for an id without a call row (a request of
+    # its own); off spends the whole budget on summaries.  The dated surface's
+    # summary answer carries its call, so there it costs nothing either way.
+    fetch_calls: bool = True
+
+    def __post_init__(self) -> None:
+        check_api_version(self.api_version)
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -98,15 +109,25 @@ def check_base_url(url: str) -> str:
     return url.strip().rstrip("/")
 
 
+def check_api_version(value: str) -> str:
+    """The API surface's name, refused unless it is one of :data:`API_VERSIONS` (a :class:`UsageError`, exit 2)."""
+    if value not in API_VERSIONS:
+        raise UsageError(f"unknown API version {value!r}: use {' or '.join(API_VERSIONS)} "
+                         "(--api-version, OPENPHONE_API_VERSION)")
+    return value
+
+
 def make_settings(database_url: str = DEFAULT_DATABASE_URL, api_key: str | None = None,
                   base_url: str = DEFAULT_BASE_URL, rate: float = Settings.rate,
-                  concurrency: int = Settings.concurrency, not_found_window: float | None = None) -> Settings:
-    """Settings from the values a user gives (options, keyword arguments); ``base_url`` is checked.
+                  concurrency: int = Settings.concurrency, not_found_window: float | None = None,
+                  api_version: str = Settings.api_version, fetch_calls: bool = Settings.fetch_calls) -> Settings:
+    """Settings from the values a user gives (options, keyword arguments); ``base_url`` and ``api_version`` are checked.
 
     ``not_found_window`` is in hours (``--not-found-window``); None keeps :class:`Backoff`'s default.
     """
     settings = Settings(database_url=database_url, api_key=api_key, base_url=check_base_url(base_url),
-                        rate=rate, concurrency=concurrency)
+                        rate=rate, concurrency=concurrency, api_version=check_api_version(api_version),
+                        fetch_calls=fetch_calls)
     if not_found_window is not None:
         settings = settings.replace(backoff=dataclasses.replace(settings.backoff,
                                                                 not_found_window=not_found_window * 3600.0))

@@ -21,14 +21,14 @@ from etl.config import Backoff
 from etl.states import QueueState
 
 if TYPE_CHECKING:
-    from etl.results import FetchResult
+    from etl.results import SummaryResult
 
 Outcome = Literal["completed", "rescheduled", "failed", "error"]
 
 _MAX_ERROR = 2000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimedItem:
     """A queue row this run holds a lease on, as it was when claimed."""
 
@@ -48,7 +48,7 @@ class ClaimedItem:
     needs_call: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class QueueUpdate:
     call_id: str
     state: QueueState
@@ -81,7 +81,10 @@ def _grow(elapsed: float, first: float, cap: float) -> float:
     return min(cap, max(first, elapsed))
 
 
-def decide(item: ClaimedItem, result: FetchResult, now: datetime, backoff: Backoff,
+NEVER_SUMMARISED = "the API reports that no summary will be generated for this call"
+
+
+def decide(item: ClaimedItem, result: SummaryResult, now: datetime, backoff: Backoff,
            rng: random.Random | None = None) -> QueueUpdate:
     rng = rng or random.Random()
     attempts = item.attempts + 1
@@ -89,17 +92,29 @@ def decide(item: ClaimedItem, result: FetchResult, now: datetime, backoff: Backo
 
     def done(state: QueueState, outcome: Outcome, error: str | None = None) -> QueueUpdate:
         return QueueUpdate(
-            item.call_id, state, outcome, attempts, 0, now, api_status,
-            error[:_MAX_ERROR] if error else None, None, now,
+            call_id=item.call_id, state=state, outcome=outcome, attempts=attempts, consecutive_errors=0,
+            next_attempt_at=now, last_api_status=api_status, last_error=error[:_MAX_ERROR] if error else None,
+            incomplete_since=None, finished_at=now,
         )
 
-    if result.kind == "summary":
-        assert result.summary is not None
-        status = result.summary.status
+    def later(delay: float, error: str | None, since: datetime | None, errors: int = 0) -> QueueUpdate:
+        return QueueUpdate(
+            call_id=item.call_id, state="pending", outcome="rescheduled", attempts=attempts,
+            consecutive_errors=errors, next_attempt_at=now + timedelta(seconds=delay), last_api_status=api_status,
+            last_error=error[:_MAX_ERROR] if error else None, incomplete_since=since, finished_at=None,
+        )
+
+    if result.kind == "ok":
+        answer = result.data
+        assert answer is not None
+        status = answer.status
         if status == "completed":
             return done("done", "completed")
         if status == "failed":
             return done("failed", "failed", "the API reports that the summary failed")
+        if status == "absent" and answer.absent_is_final:
+            # The dated surface: absent means never (v1's absent may still turn into a summary).
+            return done("absent", "failed", NEVER_SUMMARISED)
         since = item.incomplete_since or now
         elapsed = (now - since).total_seconds()
         if status == "in-progress":
@@ -110,10 +125,7 @@ def decide(item: ClaimedItem, result: FetchResult, now: datetime, backoff: Backo
             if elapsed >= backoff.absent_give_up:
                 return done("absent", "failed", f"no summary after {elapsed / 3600:.0f} h")
             delay = _grow(elapsed, backoff.absent_first, backoff.absent_cap)
-        return QueueUpdate(
-            item.call_id, "pending", "rescheduled", attempts, 0,
-            now + timedelta(seconds=delay), api_status, None, since, None,
-        )
+        return later(delay, None, since)
     if result.kind == "not_found":
         start = not_found_window_start(item.enqueued_at, item.call_completed_at)
         retry_at = not_found_retry_at(start, now, backoff)
@@ -121,10 +133,7 @@ def decide(item: ClaimedItem, result: FetchResult, now: datetime, backoff: Backo
             assert start is not None
             until = start + timedelta(seconds=backoff.not_found_window)
             error = f"{result.error or 'HTTP 404'}; retrying until {until:%Y-%m-%d %H:%M} UTC"
-            return QueueUpdate(
-                item.call_id, "pending", "rescheduled", attempts, 0, retry_at, api_status,
-                error[:_MAX_ERROR], item.incomplete_since, None,
-            )
+            return later((retry_at - now).total_seconds(), error, item.incomplete_since)
         return done("not_found", "failed", result.error)
     if result.kind == "invalid":
         return done("invalid", "failed", result.error)
@@ -135,24 +144,24 @@ def decide(item: ClaimedItem, result: FetchResult, now: datetime, backoff: Backo
     error = (result.error or "transient error")[:_MAX_ERROR]
     if errors >= backoff.max_attempts:
         return QueueUpdate(
-            item.call_id, "error", "error", attempts, errors, now, api_status,
-            f"gave up after {errors} attempts: {error}"[:_MAX_ERROR], item.incomplete_since, now,
+            call_id=item.call_id, state="error", outcome="error", attempts=attempts, consecutive_errors=errors,
+            next_attempt_at=now, last_api_status=api_status,
+            last_error=f"gave up after {errors} attempts: {error}"[:_MAX_ERROR],
+            incomplete_since=item.incomplete_since, finished_at=now,
         )
     delay = min(backoff.transient_cap, backoff.transient_first * 2 ** (errors - 1))
     delay = delay * (0.5 + rng.random() / 2)
     if result.retry_after:
         delay = max(delay, result.retry_after)
-    return QueueUpdate(
-        item.call_id, "pending", "rescheduled", attempts, errors,
-        now + timedelta(seconds=delay), api_status, error, item.incomplete_since, None,
-    )
+    return later(delay, error, item.incomplete_since, errors)
 
 
 def unexpected(item: ClaimedItem, now: datetime, error: str) -> QueueUpdate:
     """The item could not be processed at all (e.g. the database rejected its rows)."""
     return QueueUpdate(
-        item.call_id, "error", "error", item.attempts + 1, item.consecutive_errors, now,
-        None, error[:_MAX_ERROR], item.incomplete_since, now,
+        call_id=item.call_id, state="error", outcome="error", attempts=item.attempts + 1,
+        consecutive_errors=item.consecutive_errors, next_attempt_at=now, last_api_status=None,
+        last_error=error[:_MAX_ERROR], incomplete_since=item.incomplete_since, finished_at=now,
     )
 
 

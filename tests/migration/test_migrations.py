@@ -24,7 +24,7 @@ from tests.support.db import API_KEY
 TABLES = {"summary_queue", "call_summaries", "call_summary_lines", "call_next_steps", "call_jobs",
           "call_job_fields", "sync_runs", "rate_budgets",
           "calls", "call_participants", "call_lookups", "discovery_watermarks", "discovery_conversations",
-          "discovery_runs", "webhook_deliveries"}
+          "discovery_runs", "webhook_deliveries", "call_voicemails", "discovery_call_watermarks"}
 
 
 @pytest.fixture(autouse=True)
