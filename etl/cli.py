@@ -100,7 +100,23 @@ def database_options(fn: F) -> F:
     return fn
 
 
+def api_version_option(fn: F) -> F:
+    return click.option("--api-version", envvar="OPENPHONE_API_VERSION", default=Settings.api_version,
+                        show_default=True, metavar="v1|2026-03-30",
+                        help="API surface: v1, or the dated API 2026-03-30 (a call with its summary in one "
+                             "request, the workspace in pages of 50) [env: OPENPHONE_API_VERSION]")(fn)
+
+
+def calls_option(fn: F) -> F:
+    return click.option("--calls/--no-calls", "fetch_calls", envvar="ETL_FETCH_CALLS", default=Settings.fetch_calls,
+                        show_default=True,
+                        help="v1: fetch the call of an id that has none (a request of its own); --no-calls "
+                             "spends the budget on summaries only. The dated API brings the call with the "
+                             "summary either way [env: ETL_FETCH_CALLS]")(fn)
+
+
 def api_options(fn: F) -> F:
+    fn = api_version_option(fn)
     fn = click.option("--concurrency", type=click.IntRange(1, 256), default=Settings.concurrency, show_default=True,
                       help="Requests in flight at once (one connection pool).")(fn)
     fn = click.option("--rate", type=RATE, default=Settings.rate, show_default=True,
@@ -224,17 +240,19 @@ def _print_invalid_rest(invalid: int) -> None:
 
 @cli.command()
 @api_options
+@calls_option
 @run_limit_options
 @click.option("--dry-run", is_flag=True, help="Show what is due; fetch nothing, change nothing.")
 @not_found_window_option
 @database_options
 @handle_errors
-def sync(api_key: str | None, base_url: str, rate: float, concurrency: int, limit: int | None,
-         max_runtime: float | None, dry_run: bool, not_found_window: float, database_url: str, log_format: str,
-         log_level: str) -> None:
+def sync(api_key: str | None, base_url: str, rate: float, concurrency: int, api_version: str, fetch_calls: bool,
+         limit: int | None, max_runtime: float | None, dry_run: bool, not_found_window: float, database_url: str,
+         log_format: str, log_level: str) -> None:
     """Fetch due summaries, upsert their rows, reschedule incomplete ones (the cron job)."""
     configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window)
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window, api_version,
+                             fetch_calls)
     with Etl(settings) as job:
         if dry_run:
             _print_due(job, limit)
@@ -285,14 +303,15 @@ def _exit_for(stats: RunStats) -> None:
                    "their watermarks).")
 @not_found_window_option
 @api_options
+@calls_option
 @run_limit_options
 @database_options
 @handle_errors
 def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | None, until: datetime | None,
              force: bool, dry_run: bool, discover_first: bool, discover_since: datetime | None,
              not_found_window: float, api_key: str | None, base_url: str, rate: float,
-             concurrency: int, limit: int | None, max_runtime: float | None, database_url: str,
-             log_format: str, log_level: str) -> None:
+             concurrency: int, api_version: str, fetch_calls: bool, limit: int | None, max_runtime: float | None,
+             database_url: str, log_format: str, log_level: str) -> None:
     """Enqueue and/or re-queue items, then sync until nothing is due, with progress.
 
     Interrupt it with Ctrl-C at any time: in-flight work is saved and running
@@ -301,7 +320,8 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
     configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
     selection = backfill_mod.selection(backfill_mod.parse_states(status_list), since, until, force)
     check_sources(file, discover_first, discover_since)
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window)
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window, api_version,
+                             fetch_calls)
     if not dry_run or discover_first:
         require_api_key(settings)
     source = "-" if file is None else getattr(file, "name", "-")
@@ -351,24 +371,27 @@ def _print_backfill_step(step: EnqueueCounts | Requeued) -> None:
 @database_options
 @handle_errors
 def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run: bool, api_key: str | None,
-                 base_url: str, rate: float, concurrency: int, database_url: str, log_format: str,
+                 base_url: str, rate: float, concurrency: int, api_version: str, database_url: str, log_format: str,
                  log_level: str) -> None:
     """Find calls in the workspace, store their context, enqueue the completed ones.
 
-    Walks phone numbers -> conversations updated since each line's watermark ->
-    calls created since each conversation's watermark.  Safe to interrupt and
-    re-run at any point: committed pages stay, nothing is enqueued twice.
+    v1 walks phone numbers -> conversations updated since each line's watermark ->
+    calls created since each conversation's watermark.  The dated API lists
+    every call since the watermark in pages of 50 and stores summaries that
+    are ready from the page.  Safe to interrupt and re-run at any point:
+    committed pages stay, nothing is enqueued twice.
     """
     configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency)
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency, api_version=api_version)
     require_api_key(settings)
     with Etl(settings) as job:
         stats = job.discover(since, phone_numbers, dry_run=dry_run, progress=None)
     verb = "would enqueue" if dry_run else "enqueued"
     count = stats.would_enqueue if dry_run else stats.enqueued
+    stored = f"{stats.stored} summaries stored from the listing, " if stats.stored else ""
     click.echo(f"Discovery{'' if stats.run_id is None else f' run {stats.run_id}'}: {stats.phone_numbers} "
                f"phone number(s), {stats.conversations} conversation(s), {stats.calls_seen} call(s) seen, "
-               f"{verb} {count}, {stats.errors} error(s).")
+               f"{stored}{verb} {count}, {stats.errors} error(s).")
     _exit_for_discovery(stats)
 
 
@@ -499,11 +522,13 @@ def _webhook_secrets(given: tuple[str, ...]) -> list[str]:
 @click.option("--poll-interval", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               metavar="SECONDS", help="Also sync what became due by itself this often.")
 @api_options
+@calls_option
 @database_options
 @handle_errors
 def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: float, max_body_bytes: int,
           delivery_retention: float, poll_interval: float, api_key: str | None, base_url: str, rate: float,
-          concurrency: int, database_url: str, log_format: str, log_level: str) -> None:
+          concurrency: int, api_version: str, fetch_calls: bool, database_url: str, log_format: str,
+          log_level: str) -> None:
     """Receive signed OpenPhone webhooks and sync each summary seconds after it is ready.
 
     POST /webhooks/openphone, GET /healthz, GET /metrics.  Needs the API key

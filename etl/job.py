@@ -31,7 +31,7 @@ from sqlalchemy.exc import OperationalError
 from etl import db, report
 from etl.backfill import Plan, selection
 from etl.clock import SYSTEM, Clock
-from etl.config import Settings, check_base_url, redact_url, require_api_key
+from etl.config import Settings, check_api_version, check_base_url, redact_url, require_api_key
 from etl.enqueue import EnqueueCounts, OnInvalid, count_ids, enqueue_stream, id_items, source_name
 from etl.errors import DatabaseError, UsageError
 from etl.health import Limits
@@ -56,16 +56,21 @@ class Etl:
     ``with``) to release the connections.  ``engine``: use this SQLAlchemy
     engine (of ``settings.database_url``) instead; it stays the caller's to dispose.
     ``clock``: what every run reads the time from and waits on (``etl.testing.FakeClock`` in tests).
+    ``api_version``: the API surface, ``"v1"`` or ``"2026-03-30"`` (docs/contract.md); ``fetch_calls``:
+    on v1, whether sync fetches the call of an id without one (a request of its own).
     """
 
     def __init__(self, settings: Settings | None = None, *, database_url: str | None = None,
                  api_key: str | None = None, base_url: str | None = None, rate: float | None = None,
                  concurrency: int | None = None, not_found_window: float | None = None,
                  read_only: bool = False, transport: httpx.BaseTransport | None = None,
-                 engine: Engine | None = None, clock: Clock = SYSTEM) -> None:
+                 engine: Engine | None = None, clock: Clock = SYSTEM, api_version: str | None = None,
+                 fetch_calls: bool | None = None) -> None:
         settings = settings or Settings()
         changes: dict[str, Any] = {"database_url": database_url, "api_key": api_key, "rate": rate,
-                                   "concurrency": concurrency}
+                                   "concurrency": concurrency, "fetch_calls": fetch_calls}
+        if api_version is not None:
+            changes["api_version"] = check_api_version(api_version)
         changes = {k: v for k, v in changes.items() if v is not None}
         if base_url is not None:
             changes["base_url"] = check_base_url(base_url)
@@ -169,7 +174,10 @@ class Etl:
     def discover(self, since: datetime | None = None, phone_numbers: Iterable[str] = (), *, dry_run: bool = False,
                  transport: httpx.BaseTransport | None = None, progress: bool | None = False,
                  command: str = "discover") -> DiscoveryStats:
-        """Walk lines → conversations → calls, store calls, enqueue completed ones (``etl discover``).
+        """Find the workspace's calls, store them, enqueue what needs a summary (``etl discover``).
+
+        On v1: lines → conversations → calls, enqueueing completed calls; on the
+        dated API: ``GET /calls`` pages, storing final summaries from the page.
 
         ``phone_numbers``: ids (PN…) or E.164 numbers, comma-separated allowed;
         ``progress``: a bar on stderr (None: when stderr is a terminal).

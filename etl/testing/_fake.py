@@ -7,12 +7,15 @@ sockets) or the real HTTP server of ``etl.testing._server``. Endpoints:
 * ``GET /v1/call-summaries/{callId}``: summaries (set, overridden or sampled);
 * ``GET /v1/calls/{callId}``, ``GET /v1/calls``, ``GET /v1/conversations``,
   ``GET /v1/phone-numbers``: the workspace (``etl.testing._workspace``);
+* ``GET /calls``, ``GET /calls/{callId}``: the dated surface 2026-03-30
+  (``etl.testing._dated``; header ``Quo-Api-Version`` required);
 * ``POST /v1/webhooks/calls|call-summaries|call-transcripts``,
   ``GET /v1/webhooks[/{id}]``, ``DELETE /v1/webhooks/{id}``: webhooks CRUD
   (the answers of these two groups are in ``etl.testing._endpoints``).
 
 Every endpoint shares the key check, the token bucket (``rate``/``burst``) and
-the fault rules; every request is counted per endpoint with its time.
+the fault rules; every request is counted per endpoint with its time, and
+``request_log`` keeps each request's path and ``Quo-Api-Version`` header.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 
 from etl.testing._data import CALL_ID_RE, STATUSES, dumps, sample_body, sample_summary
+from etl.testing._dated import DATED_ENDPOINTS, DATED_VERSION, DatedEndpoints, match_dated
 from etl.testing._endpoints import WEBHOOK_EVENTS, BadRequest, WorkspaceEndpoints
 from etl.testing._faults import DROP, ENDPOINTS, HANG, Faults, Quirks, draw_fault
 from etl.testing._workspace import ApiClock, Workspace
@@ -74,7 +78,7 @@ class Reply:
     landed: bool = False
 
 
-class FakeOpenPhone(WorkspaceEndpoints):
+class FakeOpenPhone(WorkspaceEndpoints, DatedEndpoints):
     """In-memory OpenPhone API: routing, auth, rate limiting, faults, statistics."""
 
     def __init__(
@@ -125,6 +129,9 @@ class FakeOpenPhone(WorkspaceEndpoints):
         self._refilled = time.monotonic()
         self._latency_rng = random.Random(seed)
         self._webhook_n = 0
+        # (method, path, Quo-Api-Version header) of every request, in arrival order.
+        self.request_log: list[tuple[str, str, str | None]] = []
+        self._init_dated()
         # The real server mutates statistics on its own threads while tests
         # read them; the lock keeps stats() a consistent snapshot.
         self._lock = threading.Lock()
@@ -190,7 +197,8 @@ class FakeOpenPhone(WorkspaceEndpoints):
     def handle_sync(self, request: httpx.Request) -> httpx.Response:
         """Answer one request from any thread; the handler of ``transport()``."""
         target = request.url.raw_path.decode("latin-1")
-        reply = self.route(request.method, target, request.headers.get("authorization"), request.read())
+        reply = self.route(request.method, target, request.headers.get("authorization"), request.read(),
+                           version=request.headers.get("quo-api-version"))
         try:
             if reply.delay:
                 time.sleep(reply.delay)
@@ -221,10 +229,13 @@ class FakeOpenPhone(WorkspaceEndpoints):
         authorization: str | None,
         body: bytes = b"",
         gone: Callable[[], bool] | None = None,
+        *,
+        version: str | None = None,
     ) -> Reply:
         """Decide the answer to one request and count it in flight (the adapters call ``land`` after).
 
-        ``gone`` tells whether this request's client has hung up (real server only).
+        ``gone`` tells whether this request's client has hung up (real server only);
+        ``version`` is its ``Quo-Api-Version`` header.
         """
         # A target not starting with "/" is the absolute form (http://host/path).
         if target.startswith("/"):
@@ -242,8 +253,11 @@ class FakeOpenPhone(WorkspaceEndpoints):
                 endpoint = "call-summaries"
         else:
             endpoint, arg = _match(method, path)
+            if endpoint is None:
+                endpoint, arg = match_dated(method, path)
         now = time.time()
         with self._lock:
+            self.request_log.append((method, path, version))
             self.total_requests += 1
             self._flight_total += 1
             if self._flight_total > self.max_in_flight:
@@ -271,6 +285,10 @@ class FakeOpenPhone(WorkspaceEndpoints):
                         self.endpoint_429[endpoint] += 1  # the token bucket's; injected ones count in _fault
                 elif call_id is not None:
                     reply = self._decide_summary(call_id)
+                elif endpoint in DATED_ENDPOINTS and version != DATED_VERSION:
+                    reply = self._error(400, f"the Quo-Api-Version header is required ({DATED_VERSION}); "
+                                             f"got {version!r}", errors=[{"path": "/headers/quo-api-version",
+                                                                         "message": "required"}])
                 else:
                     reply = self._decide(endpoint, method, path, arg, query, body)
             reply.flight = call_id
@@ -401,7 +419,10 @@ class FakeOpenPhone(WorkspaceEndpoints):
         self._nth[key] = nth + 1
         try:
             params = parse_qs(query, keep_blank_values=True)
-            status, payload = self._answer(endpoint, method, arg, params, body)
+            if endpoint in DATED_ENDPOINTS:
+                status, payload = self._dated_answer(endpoint, arg, params)
+            else:
+                status, payload = self._answer(endpoint, method, arg, params, body)
         except BadRequest as exc:
             errors: list[dict[str, object]] | None = (
                 [{"path": exc.path, "message": str(exc)}] if exc.path else None

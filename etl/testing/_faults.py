@@ -20,7 +20,8 @@ from etl.testing._data import rng_for
 DROP, HANG = "drop", "hang"
 
 # Every endpoint of the simulated API, as named in statistics and Faults.endpoints.
-ENDPOINTS = ("call-summaries", "calls", "call", "conversations", "phone-numbers", "webhooks")
+ENDPOINTS = ("call-summaries", "calls", "call", "conversations", "phone-numbers", "webhooks",
+             "dated-calls", "dated-call")
 
 
 @dataclass

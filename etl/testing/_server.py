@@ -91,7 +91,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(int(length_text)) if int(length_text) else b""
         fake = self.server.fake
-        reply = fake.route(self.command, self.path, self.headers.get("authorization"), body, self._client_gone)
+        reply = fake.route(self.command, self.path, self.headers.get("authorization"), body, self._client_gone,
+                           version=self.headers.get("quo-api-version"))
         try:
             wait = reply.delay + reply.hold
             if wait and not self._hold(wait):
