@@ -21,6 +21,7 @@ from etl.config import (
     DEFAULT_BASE_URL,
     DEFAULT_DATABASE_URL,
     Settings,
+    check_api_version,
     make_settings,
     redact_url,
     require_api_key,
@@ -473,10 +474,11 @@ def _print_status(data: dict[str, Any]) -> None:
 
 
 @cli.command()
+@api_version_option
 @database_options
 @click.pass_context
 @handle_errors
-def demo(ctx: click.Context, database_url: str, log_format: str, log_level: str) -> None:
+def demo(ctx: click.Context, api_version: str, database_url: str, log_format: str, log_level: str) -> None:
     """Run the real sync against a built-in simulated API (no API key needed).
 
     It writes to a new temporary SQLite file, never to ETL_DATABASE_URL; pass
@@ -488,8 +490,9 @@ def demo(ctx: click.Context, database_url: str, log_format: str, log_level: str)
     configure_logging(cast(Any, log_format), log_level)
     explicit = ctx.get_parameter_source("database_url") == click.core.ParameterSource.COMMANDLINE
     url = database_url if explicit else demo_mod.sandbox_url()
+    check_api_version(api_version)
     with open_database(url) as engine:
-        demo_mod.run_demo(engine, url, sandbox=not explicit)
+        demo_mod.run_demo(engine, url, sandbox=not explicit, api_version=api_version)
 
 
 # --- serve (webhook receiver) ------------------------------------------------------
