@@ -375,6 +375,7 @@ class Discoverer:
         log = self.log.bind(scope=scope)
         gte = start - self.overlap
         lte: datetime | None = None  # after an expired cursor: below what is committed
+        committed: datetime | None = None  # the oldest createdAt of the pages committed so far
         cursor: str | None = None
         cursors: set[str] = set()
         seen: set[str] = set()
@@ -392,6 +393,7 @@ class Discoverer:
                 # Cursors are short-lived: list again from the watermark, below the committed pages.
                 restarts += 1
                 self.stats.restarts += 1
+                lte = committed
                 log.info("cursor refused (expired?); listing again from the watermark",
                          error=result.error, created_lte=None if lte is None else iso_z(lte))
                 cursor = None
@@ -404,7 +406,7 @@ class Discoverer:
             last = next_cursor is None
             oldest = self._commit_listing(page.data, result.raw, seen, scope if last else None, log)
             if oldest is not None:
-                lte = oldest if lte is None else min(lte, oldest)
+                committed = oldest if committed is None else min(committed, oldest)
             self._page_done("calls page", scope=scope, calls=len(page.data), last_page=last)
             if last:
                 if not self.options.dry_run:

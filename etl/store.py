@@ -370,8 +370,8 @@ def save_listed_summaries(conn: Connection, summaries: Sequence[CallRows], updat
     q = queue_t.c
     existing: dict[str, str] = {}
     for start in range(0, len(ids), _IN_CHUNK):
-        existing.update(conn.execute(sa.select(q.call_id, q.state).where(q.call_id.in_(ids[start:start + _IN_CHUNK])))
-                        .tuples().all())
+        rows = conn.execute(sa.select(q.call_id, q.state).where(q.call_id.in_(ids[start:start + _IN_CHUNK])))
+        existing.update({call_id: state for call_id, state in rows})
     fresh = [u for u in updates if u.call_id not in existing and u.call_id not in only_queued]
     waiting = [u for u in updates if existing.get(u.call_id) == "pending"]
     if fresh:
@@ -544,7 +544,7 @@ def set_conversation_mark(conn: Connection, phone_number_id: str, participant: s
 def call_watermarks(conn: Connection) -> dict[str, datetime]:
     """``{scope: calls_created_since}`` of the dated discovery (``*`` or a line id)."""
     m = call_marks_t.c
-    return dict(conn.execute(sa.select(m.scope, m.calls_created_since)).tuples().all())
+    return {scope: since for scope, since in conn.execute(sa.select(m.scope, m.calls_created_since))}
 
 
 def set_call_watermark(conn: Connection, scope: str, value: datetime, now: datetime) -> None:
