@@ -110,7 +110,8 @@ def test_summary_404_window_measured_from_the_stored_call_end(engine):
                          NOW)
     with engine.begin() as conn:
         (timing,) = store.claim(conn, "run-t", 10, LATER, 300)
-    item = ClaimedItem(call_id="ACw", attempts=0, consecutive_errors=0, incomplete_since=None, next_attempt_at=NOW, enqueued_at=timing.enqueued_at, call_completed_at=timing.call_completed_at)
+    item = ClaimedItem(call_id="ACw", attempts=0, consecutive_errors=0, incomplete_since=None, next_attempt_at=NOW,
+                       enqueued_at=timing.enqueued_at, call_completed_at=timing.call_completed_at)
 
     class NotFound:
         kind, http_status, error, retry_after, summary = "not_found", 404, "HTTP 404 Not Found", None, None

@@ -218,7 +218,7 @@ def check_consistent(engine: Engine) -> dict[str, dict[str, Any]]:
     calls = stored_calls(engine)
     for call_id, call in calls.items():
         loaded = json.loads(call["raw_json"])
-        data = loaded["data"] if "data" in loaded else loaded  # v1's body, or the dated summary object
+        data = loaded.get("data", loaded)  # v1's body, or the dated summary object
         assert comparable(call) == expected_call(data, call["raw_json"], call_id), call_id
     with engine.connect() as conn:
         queue = {r.call_id: dict(r._mapping) for r in conn.execute(sa.select(queue_t))}

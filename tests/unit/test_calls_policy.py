@@ -11,11 +11,13 @@ from etl.results import ApiResult
 from etl.schema import CallData
 
 NOW = datetime(2026, 11, 25, 12, 0)
-NOT_FOUND = ApiResult(what="GET /v1/call-summaries/" + "ACx", kind="not_found", http_status=404, tries=1, latency_ms=1.0, error="HTTP 404 Not Found: Call summary not found")
+NOT_FOUND = ApiResult(what="GET /v1/call-summaries/" + "ACx", kind="not_found", http_status=404, tries=1,
+                      latency_ms=1.0, error="HTTP 404 Not Found: Call summary not found")
 
 
 def item(enqueued: datetime | None, completed: datetime | None = None) -> ClaimedItem:
-    return ClaimedItem(call_id="ACx", attempts=2, consecutive_errors=0, incomplete_since=None, next_attempt_at=NOW, enqueued_at=enqueued, call_completed_at=completed)
+    return ClaimedItem(call_id="ACx", attempts=2, consecutive_errors=0, incomplete_since=None, next_attempt_at=NOW,
+                       enqueued_at=enqueued, call_completed_at=completed)
 
 
 def test_window_starts_at_the_call_end_else_at_enqueueing():
