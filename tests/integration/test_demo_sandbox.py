@@ -88,8 +88,8 @@ def test_demo_discovers_syncs_and_answers_a_documented_bi_query(db_url, engine):
     result = etl("demo", "--database-url", db_url)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert re.search(r"^Discovery run \d+: 2 phone numbers, 7 conversations, 32 calls seen, 23 enqueued\.$",
-                     result.stdout, re.M)
+    assert re.search(r"^Discovery run \d+ \(API v1\): 2 phone numbers, 7 conversations, 32 calls seen, "
+                     r"23 enqueued\.$", result.stdout, re.M)
     start = lines.index(f"{BI_QUERY_TITLE} (docs/schema.md), from call_overview:")
     shown = [line.split() for line in lines[start + 2:] if line.startswith("  ")]
     with engine.connect() as conn:
@@ -100,3 +100,21 @@ def test_demo_discovers_syncs_and_answers_a_documented_bi_query(db_url, engine):
             "WHERE s.status = 'completed'")).scalar_one()
     assert shown == expected and len(expected) >= 2
     assert sum(int(row[2]) for row in expected) == total == 26
+
+
+def test_demo_on_the_dated_api_stores_summaries_from_the_listing(db_url, engine):
+    result = etl("demo", "--database-url", db_url, "--api-version", "2026-03-30")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^Discovery run \d+ \(API 2026-03-30\): 0 phone numbers, 0 conversations, 30 calls seen, "
+                     r"28 summaries stored from the listing, 0 enqueued\.$", result.stdout, re.M)
+    assert re.search(r"^ACdemo05absent +absent +absent ", result.stdout, re.M)
+    with engine.connect() as conn:
+        landed = conn.execute(sa.text("SELECT count(*) FROM call_summaries WHERE status = 'completed'")).scalar_one()
+        pending = conn.execute(sa.text("SELECT count(*) FROM summary_queue WHERE state = 'pending'")).scalar_one()
+    assert (landed, pending) == (26, 0)
+
+
+def test_demo_refuses_an_unknown_api_version():
+    result = etl("demo", "--api-version", "v2")
+    assert (result.exit_code, result.output.strip().splitlines()[-1]) == (
+        2, "Error: unknown API version 'v2': use v1 or 2026-03-30 (--api-version, OPENPHONE_API_VERSION)")
