@@ -189,9 +189,11 @@ def test_phone_number_filter_maps_to_phone_number_id_with_its_own_watermark(sett
 def test_faults_and_list_quirks_on_the_dated_routes_lose_nothing(settings, engine):
     from etl.testing import Faults, Quirks
 
+    probe = workspace(in_progress=0)
+    twice = frozenset(sorted(probe.workspace.calls)[:5])
     fake = workspace(in_progress=2, faults=Faults(seed=3, error_500=0.2, drop=0.1, garbage=0.1,
                                                   schema_violation=0.1, max_per_id=1),
-                     quirks=Quirks(repeat_item=True, listed_twice=frozenset()))
+                     quirks=Quirks(repeat_item=True, empty_page=True, listed_twice=twice))
     with job(settings.replace(retry_attempts=4), engine, fake) as etl:
         found = etl.discover(since=SINCE)
         ran = etl.sync()
@@ -245,3 +247,33 @@ def test_dated_discovery_refuses_a_number_filter_with_the_fix(settings, engine, 
         etl.discover(since=SINCE, phone_numbers=[value])
     assert str(raised.value) == (f"--phone-number '{value}': on API version {DATED} discovery filters by line id "
                                  "(PN…), not by number")
+
+
+def test_v1_without_calls_spends_one_request_per_hand_enqueued_id(settings, engine):
+    fake = workspace(in_progress=0)
+    call = next(c for c in fake.workspace.calls.values() if c.status == "completed")
+    with Etl(settings.replace(fetch_calls=False), engine=engine, transport=fake.transport()) as etl:
+        etl.enqueue([call.id])
+        ran = etl.sync()
+    assert (ran.completed, fake.request_log) == (1, [("GET", f"/v1/call-summaries/{call.id}", None)])
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM calls")).scalar_one() == 0
+
+
+def test_both_surfaces_serve_one_workspace():
+    """The simulator's dated calls are its v1 calls: same ids, times, status, parties; same summary content."""
+    import httpx
+
+    fake = workspace(in_progress=0)
+    v1 = httpx.Client(transport=fake.transport(), base_url="http://fake.test", headers={"Authorization": API_KEY})
+    dated = httpx.Client(transport=fake.transport(), base_url="http://fake.test",
+                         headers={"Authorization": API_KEY, "Quo-Api-Version": DATED})
+    for call_id in sorted(fake.workspace.calls)[:40]:
+        old = v1.get(f"/v1/calls/{call_id}").json()["data"]
+        new = dated.get(f"/calls/{call_id}", params={"include": "summary"}).json()["data"]
+        same = ("id", "direction", "status", "createdAt", "answeredAt", "completedAt", "duration", "phoneNumberId")
+        assert {k: new[k] for k in same} == {k: old[k] for k in same}
+        assert [p["phoneNumber"] for p in new["participants"] if p["actorId"] is None] == old["participants"]
+        if new["summary"]["status"] == "completed":
+            summary = v1.get(f"/v1/call-summaries/{call_id}").json()["data"]
+            assert {k: new["summary"][k] for k in ("summary", "jobs")} == {k: summary[k] for k in ("summary", "jobs")}
