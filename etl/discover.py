@@ -44,7 +44,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 import httpx
@@ -438,25 +438,23 @@ class Discoverer:
         oldest: datetime | None = None
         items = raw.get("data") if isinstance(raw, dict) else None
         for call, item in zip(calls, items or [], strict=False):
-            created = call.createdAt
-            if created is not None:
-                created = created.astimezone(UTC).replace(tzinfo=None) if created.tzinfo else created
-                oldest = created if oldest is None else min(oldest, created)
             if not is_valid_call_id(call.id):
                 log.warning("call skipped: malformed call id", call_id=call.id[:80])
                 continue
+            answer = dated_answer(call, item) if call.summary is not None else None
+            row = normalize_call(call, answer.call_json if answer and answer.call_json else call_json(item), now)
+            created = row.parent["created_at"]
+            if created is not None:
+                oldest = created if oldest is None else min(oldest, created)
             if call.id in seen:
                 log.info("call listed twice; stored once", call_id=call.id)
                 continue
             seen.add(call.id)
-            if call.summary is None:
-                rows.append(normalize_call(call, call_json(item), now))
+            rows.append(row)
+            if answer is None:
                 if call.status == "completed" or _still_open(call):
                     queued.append(call.id)  # no summary object: one request will tell
                 continue
-            answer = dated_answer(call, item)
-            assert answer.call_json is not None
-            rows.append(normalize_call(call, answer.call_json, now))
             status = answer.status
             if status == "in-progress" or (status != "completed" and _still_open(call)):
                 queued.append(call.id)

@@ -8,6 +8,11 @@ queue attempts in a row that ended transient; it is what ``max_attempts``
 limits, so a summary that is "in-progress" for hours is never mistaken for a
 failing one.  ``incomplete_since`` is when the API first said in-progress or
 absent; the give-up windows (48 h / 24 h) are measured from it.
+
+``absent`` depends on the answer's surface (``SummaryAnswer.absent_is_final``):
+on v1 it may still turn into a summary and is asked again for 24 h; on the
+dated API 2026-03-30 it means none will ever be generated, so the item ends
+``absent`` at once.
 """
 
 from __future__ import annotations
