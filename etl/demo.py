@@ -138,7 +138,7 @@ def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True, api_ver
     click.echo(f"Discovery run {found.run_id} (API {api_version}): {found.phone_numbers} phone numbers, "
                f"{found.conversations} conversations, {found.calls_seen} calls seen, {stored}"
                f"{found.enqueued} enqueued.\n")
-    stats = run_sync(engine, settings, RunOptions("demo"), transport=fake.transport())
+    stats = run_sync(engine, settings, RunOptions(command="demo"), transport=fake.transport())
     _print_results(engine, ids, DATED_SAMPLES if api_version != "v1" else {})
     _print_bi(engine)
     removed = _remove_pending(engine, ids)

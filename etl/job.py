@@ -168,7 +168,8 @@ class Etl:
 
         require_api_key(self.settings)
         with self._database_errors():
-            return run_sync(self.engine, self.settings, RunOptions(command, limit, max_runtime),
+            options = RunOptions(command=command, limit=limit, max_runtime=max_runtime)
+            return run_sync(self.engine, self.settings, options,
                             transport=transport or self.transport, on_progress=on_progress, clock=self.clock)
 
     def discover(self, since: datetime | None = None, phone_numbers: Iterable[str] = (), *, dry_run: bool = False,

@@ -446,7 +446,7 @@ _CALL_UPDATE_COLUMNS = tuple(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CallsSaved:
     new: int  # calls not stored before
     changed: int  # stored before with other content (rows rewritten)
@@ -463,7 +463,7 @@ def save_calls(conn: Connection, calls: Sequence[CallContextRows], now: datetime
     """
     by_id = {c.call_id: c for c in calls}
     if not by_id:
-        return CallsSaved(0, 0, 0)
+        return CallsSaved(new=0, changed=0, unchanged=0)
     ids = list(by_id)
     c = calls_t.c
     stored: dict[str, str] = {}
@@ -491,7 +491,7 @@ def save_calls(conn: Connection, calls: Sequence[CallContextRows], now: datetime
     for start in range(0, len(ids), _IN_CHUNK):
         conn.execute(sa.delete(call_lookups_t).where(call_lookups_t.c.call_id.in_(ids[start:start + _IN_CHUNK])))
     new = sum(1 for i in by_id if i not in stored)
-    return CallsSaved(new, len(changed) - new, len(unchanged))
+    return CallsSaved(new=new, changed=len(changed) - new, unchanged=len(unchanged))
 
 
 def record_call_not_found(conn: Connection, call_id: str, state: str, now: datetime, error: str | None) -> None:

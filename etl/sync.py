@@ -95,7 +95,7 @@ class StopReason(enum.Enum):
         return 0 if self in (StopReason.LIMIT, StopReason.MAX_RUNTIME) else 1
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunOptions:
     command: str = "sync"
     limit: int | None = None
@@ -138,7 +138,7 @@ class RunStats:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _CallOutcome:
     """What ``GET /v1/calls/{id}`` gave one item in this attempt (nothing when it was not asked)."""
 
