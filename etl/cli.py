@@ -366,7 +366,8 @@ def _print_backfill_step(step: EnqueueCounts | Requeued) -> None:
               help="UTC start for lines without a watermark (the first run); an earlier date than a "
                    "watermark walks back to it.")
 @click.option("--phone-number", "phone_numbers", multiple=True, metavar="PN…|+E164",
-              help="Only this line (its id or E.164 number); repeat or comma-separate for several.")
+              help="Only this line (its id or E.164 number; on the dated API its id, which maps to "
+                   "phoneNumberId); repeat or comma-separate for several.")
 @click.option("--dry-run", is_flag=True, help="List and count; store nothing, enqueue nothing, move no watermark.")
 @api_options
 @database_options

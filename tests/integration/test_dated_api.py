@@ -277,3 +277,14 @@ def test_both_surfaces_serve_one_workspace():
         if new["summary"]["status"] == "completed":
             summary = v1.get(f"/v1/call-summaries/{call_id}").json()["data"]
             assert {k: new["summary"][k] for k in ("summary", "jobs")} == {k: summary[k] for k in ("summary", "jobs")}
+
+
+def test_a_dry_run_lists_and_counts_but_stores_nothing(settings, engine):
+    fake = workspace(in_progress=3)
+    with job(settings, engine, fake) as etl:
+        found = etl.discover(since=SINCE, dry_run=True)
+    assert (found.exit_code, found.would_enqueue, found.calls_seen) == (0, 3, len(fake.workspace.calls))
+    with engine.connect() as conn:
+        stored = [conn.execute(sa.text(f"SELECT COUNT(*) FROM {t}")).scalar_one()
+                  for t in ("calls", "call_summaries", "summary_queue", "discovery_call_watermarks")]
+    assert stored == [0, 0, 0, 0]
