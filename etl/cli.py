@@ -562,7 +562,8 @@ def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: flo
     if retention.total_seconds() < 2 * tolerance:
         raise UsageError("--delivery-retention must be at least twice --tolerance, or a replay could outlive "
                          "its record")
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency)
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency, api_version=api_version,
+                             fetch_calls=fetch_calls)
     require_api_key(settings)
     receiver = ReceiverConfig(secrets, tolerance, max_body_bytes, retention)
     with open_database(database_url) as engine:

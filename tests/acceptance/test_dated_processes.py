@@ -125,3 +125,34 @@ def test_sigkill_mid_discover_then_rerun_loses_nothing_and_enqueues_nothing_twic
     assert sum(r[1] for r in runs) == 3
     assert queued == 0
     assert fake.endpoint_requests["dated-call"] == 3
+
+
+def test_the_receiver_on_the_dated_api_lands_a_pushed_summary_with_one_request(engine, db_url, tmp_path):
+    from etl.testing import webhooks
+    from tests.support.proc import free_port, healthy
+
+    fake = FakeOpenPhone(api_key=API_KEY)
+    port = free_port()
+    receiver = f"http://127.0.0.1:{port}"
+    with serve(fake) as api_url:
+        env = etl_env(db_url, api_url, API_KEY)
+        registered = run_etl(["webhooks", "register", "--url", receiver + "/webhooks/openphone"], env)
+        assert registered.returncode == 0, registered.stderr
+        (line,) = [x for x in registered.stdout.splitlines() if x.startswith("OPENPHONE_WEBHOOK_SECRETS=")]
+        secrets = line.removeprefix("OPENPHONE_WEBHOOK_SECRETS=")
+        before = len(fake.request_log)
+        proc = start_etl(["serve", "--port", str(port), "--api-version", DATED],
+                         {**env, "OPENPHONE_WEBHOOK_SECRETS": secrets}, tmp_path, "serve")
+        try:
+            wait_for(lambda: healthy(receiver), 30, "etl serve to answer /healthz", proc)
+            pushed = webhooks.push(fake.webhooks, webhooks.summary_completed("ACdatedhook1"))
+            assert [r.status_code for r in pushed] == [200]
+            wait_for(lambda: count(engine, "call_summaries", "WHERE call_id = 'ACdatedhook1'") == 1, 20,
+                     "the summary to land", proc)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            stop(proc, timeout=60)
+    assert fake.request_log[before:] == [("GET", "/calls/ACdatedhook1", DATED)]
+    call = fake.workspace.synth_call("ACdatedhook1")
+    assert count(engine, "call_participants", "WHERE call_id = 'ACdatedhook1'") == len(call.participants)
+    assert count(engine, "summary_queue", "WHERE call_id = 'ACdatedhook1' AND state = 'done'") == 1
