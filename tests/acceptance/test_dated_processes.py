@@ -156,3 +156,17 @@ def test_the_receiver_on_the_dated_api_lands_a_pushed_summary_with_one_request(e
     call = fake.workspace.synth_call("ACdatedhook1")
     assert count(engine, "call_participants", "WHERE call_id = 'ACdatedhook1'") == len(call.participants)
     assert count(engine, "summary_queue", "WHERE call_id = 'ACdatedhook1' AND state = 'done'") == 1
+
+
+@pytest.mark.parametrize(("fetch_calls", "requests"), [("1", ["/v1/calls/AChand7", "/v1/call-summaries/AChand7"]),
+                                                        ("0", ["/v1/call-summaries/AChand7"])])
+def test_etl_fetch_calls_decides_what_a_v1_id_costs(engine, db_url, fetch_calls, requests):
+    fake = FakeOpenPhone(api_key=API_KEY)
+    with serve(fake) as url:
+        env = etl_env(db_url, url, API_KEY, ETL_FETCH_CALLS=fetch_calls)
+        assert run_etl(["enqueue", "AChand7"], env).returncode == 0
+        synced = run_etl(["sync"], env)
+    assert synced.returncode == 0, synced.stderr
+    assert [path for _, path, _ in fake.request_log] == requests
+    assert count(engine, "calls") == (1 if fetch_calls == "1" else 0)
+    assert count(engine, "summary_queue", "WHERE state = 'done'") == 1
