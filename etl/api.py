@@ -1,12 +1,19 @@
-"""The OpenPhone API client: ``fetch_summary(call_id) -> FetchResult``.
+"""The OpenPhone API client: ``fetch_summary(call_id) -> ApiResult[SummaryAnswer]``, calls, lists.
 
 HTTP lives here and only here.  One :class:`OpenPhoneClient` per run holds the
 connection pool (an httpx transport, called from the sync engine's fetch
 threads); the transport is injectable, so tests and ``etl demo`` hand in a
 simulated API and everything above this module is the real code.
 
-Per-id outcomes are values, not exceptions: a :class:`etl.results.FetchResult`
-says which row of docs/contract.md's queue table applies.  The one exception that escapes is
+Two surfaces sit behind one interface (``settings.api_version``): ``v1`` and
+the dated API ``2026-03-30`` (header ``Quo-Api-Version``, paths without
+``/v1``; docs/api/calls-2026-03-30.md).  Which one is used stays inside this
+module (a :class:`_Surface` per version): callers ask for a summary, a call or
+a page of calls and read the capabilities (:attr:`OpenPhoneClient.lists_workspace`,
+:attr:`OpenPhoneClient.fetches_call_separately`), never the version.
+
+Outcomes are values, not exceptions: an :class:`etl.results.ApiResult` says
+which row of docs/contract.md's queue table applies.  The one exception that escapes is
 :class:`etl.errors.AuthError` (401/403), because it ends the whole run, and
 :class:`etl.ratelimit.NotSent` when not even the first request could be sent.
 
@@ -26,7 +33,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -45,13 +52,26 @@ from etl.clock import SYSTEM, Clock
 from etl.config import DATED_API_VERSION, Settings
 from etl.errors import AuthError, EtlError
 from etl.ids import is_valid_call_id
+from etl.normalize import call_json
 from etl.ratelimit import LocalBudget, NotSent, RateBudget
-from etl.results import V1_SEGMENT_ID, DialogueLine, FetchResult, Kind, Transcript, TranscriptSegment
+from etl.results import (
+    V1_SEGMENT_ID,
+    ApiResult,
+    DialogueLine,
+    Kind,
+    SummaryAnswer,
+    SummaryResult,
+    Transcript,
+    TranscriptSegment,
+)
 from etl.schema import (
     CallData,
     CallEnvelope,
     CallList,
     ConversationList,
+    DatedCall,
+    DatedCallEnvelope,
+    DatedCallList,
     DialogueData,
     PhoneNumberList,
     SummaryData,
@@ -60,48 +80,17 @@ from etl.schema import (
     TranscriptV1Envelope,
 )
 
-__all__ = ["USER_AGENT", "ApiResult", "FetchResult", "NotSent", "OpenPhoneClient", "api_time", "parse_retry_after"]
+__all__ = ["DATED_VERSION", "USER_AGENT", "ApiResult", "NotSent", "OpenPhoneClient", "SummaryResult", "api_time",
+           "dated_answer", "parse_retry_after"]
 
 USER_AGENT = f"openphone-summary-sync/{__version__} (+httpx/{httpx.__version__})"
 _MAX_ERROR_TEXT = 300
 
-ResourceKind = Literal["ok", "not_found", "invalid", "transient", "rejected"]
 _M = TypeVar("_M")
 _P = TypeVar("_P", bound=BaseModel)
-
-
-class _Answer(Protocol):
-    """What the retry loop reads of any one try's result."""
-
-    @property
-    def kind(self) -> str: ...
-    @property
-    def http_status(self) -> int | None: ...
-    @property
-    def retry_after(self) -> float | None: ...
-
-
-_R = TypeVar("_R", bound=_Answer)
-
-
-@dataclass(frozen=True, slots=True)
-class ApiResult(Generic[_M]):
-    """What the API answered for one request of the calls, lines and conversations endpoints.
-
-    kind: ``ok`` (a valid 200: ``data`` is the parsed model, ``raw`` its JSON),
-    ``not_found`` (404), ``invalid`` (400), ``transient`` (retries exhausted),
-    ``rejected`` (the body is over the size limit).
-    """
-
-    what: str
-    kind: ResourceKind
-    http_status: int | None
-    tries: int
-    latency_ms: float
-    data: _M | None = None
-    raw: Any = None
-    error: str | None = None
-    retry_after: float | None = None
+# Reads a 200 body (bytes) into (parsed value, its JSON); raises ValidationError,
+# ValueError (not JSON), UnicodeDecodeError or _Transient (e.g. another call's id).
+_Parse = Callable[[bytes], tuple[_M, Any]]
 
 
 class _Transient(Exception):
@@ -130,11 +119,47 @@ def api_time(value: datetime) -> str:
     return value.isoformat(timespec="milliseconds") + "Z"
 
 
-def _whole(model: type[_P]) -> Callable[[Any], tuple[_P, Any]]:
-    def parse(body: Any) -> tuple[_P, Any]:
-        return model.model_validate(body), body
+def _whole(model: type[_P]) -> _Parse[_P]:
+    def parse(body: bytes) -> tuple[_P, Any]:
+        raw = json.loads(body)
+        return model.model_validate(raw), raw
 
     return parse
+
+
+DATED_VERSION = DATED_API_VERSION  # the dated surface's name (etl.config)
+_CALL_INCLUDE = "summary,voicemail"
+
+
+@dataclass(frozen=True, slots=True)
+class _Surface:
+    """One API surface: where its requests go and how its answers read (docs/api/)."""
+
+    version: str
+    headers: tuple[tuple[str, str], ...]
+    # GET /calls lists the whole workspace (else: lines -> conversations -> calls).
+    lists_workspace: bool
+    # The summary's answer carries its call (no separate call request).
+    call_in_summary: bool
+    # ``absent`` means no summary will ever exist (v1: not yet).
+    absent_is_final: bool
+
+    def summary_path(self, call_id: str) -> tuple[str, dict[str, Any]]:
+        if self.call_in_summary:
+            return "/calls/" + call_id, {"include": _CALL_INCLUDE}
+        return "/v1/call-summaries/" + call_id, {}
+
+    def call_path(self, call_id: str) -> tuple[str, dict[str, Any]]:
+        if self.call_in_summary:
+            return "/calls/" + call_id, {"include": _CALL_INCLUDE}
+        return "/v1/calls/" + call_id, {}
+
+
+_SURFACES = {
+    "v1": _Surface("v1", (), lists_workspace=False, call_in_summary=False, absent_is_final=False),
+    DATED_VERSION: _Surface(DATED_VERSION, (("Quo-Api-Version", DATED_VERSION),), lists_workspace=True,
+                            call_in_summary=True, absent_is_final=True),
+}
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header, or None to use our own backoff.
@@ -195,7 +220,7 @@ def _error_text(response: httpx.Response, body: bytes, secret: str | None = None
 
 
 class OpenPhoneClient:
-    """Fetches call summaries, calls and workspace lists from any number of threads at once.
+    """Fetches call summaries, calls and workspace lists from any number of threads at once, on either surface.
 
     Every endpoint takes the same path: a slot of the rate budget, one request
     (:meth:`_exchange`), classification, and tenacity's retries of transient
@@ -232,12 +257,14 @@ class OpenPhoneClient:
         # so what httpx.Client would add per request (cookies, auth flow,
         # redirects, URL merging) is done once, here.
         self._transport: httpx.BaseTransport = transport or httpx.HTTPTransport(limits=limits, trust_env=False)
-        self._url_prefix = settings.base_url.rstrip("/") + "/v1/call-summaries/"
+        self._surface = _SURFACES[settings.api_version]
+        self._base = settings.base_url.rstrip("/")
         self._headers = httpx.Headers({
             "Authorization": settings.api_key,
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
             "Accept-Encoding": "gzip, deflate",
+            **dict(self._surface.headers),
         })
         self._extensions = {"timeout": timeout.as_dict()}
         self._backoff = wait_random_exponential(multiplier=settings.retry_initial, max=settings.retry_max)
@@ -263,33 +290,115 @@ class OpenPhoneClient:
     def close(self) -> None:
         self._transport.close()
 
-    def fetch_summary(self, call_id: str, *, max_wait: float | None = None) -> FetchResult:
-        """Fetch one summary, retrying transient failures within ``max_wait`` seconds.
+    @property
+    def api_version(self) -> str:
+        return self._surface.version
+
+    @property
+    def lists_workspace(self) -> bool:
+        """Whether :meth:`list_workspace_calls` works (the dated surface): one listing for every line and group call."""
+        return self._surface.lists_workspace
+
+    @property
+    def fetches_call_separately(self) -> bool:
+        """Whether a summary's call costs a request of its own (v1 with ``fetch_calls`` on).
+
+        On the dated surface the summary's answer carries its call; on v1 with
+        ``fetch_calls`` off no call is fetched at all.
+        """
+        return not self._surface.call_in_summary and self.settings.fetch_calls
+
+    def fetch_summary(self, call_id: str, *, max_wait: float | None = None) -> SummaryResult:
+        """Fetch one summary (and, on the dated surface, its call), retrying transient failures within ``max_wait``.
 
         Raises :class:`AuthError` on 401/403, and :class:`NotSent` when the
         first request could not even be sent (the run is stopping, or no rate
         slot came in time); every other answer is a result.  A retry that
         cannot be sent (stopping, out of time) leaves the last answer standing.
         """
+        path, params = self._surface.summary_path(call_id[:80])
         if not is_valid_call_id(call_id):
             # Never build a URL from an unvalidated id (path injection).
-            return FetchResult(call_id, "invalid", None, 0, 0.0, error="malformed call id")
-        started = self.clock.monotonic()
-        return self._call(lambda tries: self._summary_try(call_id, started, tries), max_wait)
+            return ApiResult(what=f"GET {path}", kind="invalid", http_status=None, tries=0, latency_ms=0.0,
+                             error="malformed call id")
+        parse = self._dated_summary(call_id) if self._surface.call_in_summary else self._v1_summary(call_id)
+        return self._get(path, params, parse, max_wait=max_wait)
 
-    def _call(self, one_try: Callable[[int], _R], max_wait: float | None) -> _R:
+    def get_call(self, call_id: str, *, max_wait: float | None = None) -> ApiResult[CallData | DatedCall]:
+        """The call's context (``GET /v1/calls/{id}``, or ``GET /calls/{id}``); ``raw`` is the call object."""
+        path, params = self._surface.call_path(call_id[:80])
+        if not is_valid_call_id(call_id):
+            return ApiResult(what=f"GET {path}", kind="invalid", http_status=None, tries=0, latency_ms=0.0,
+                             error="malformed call id")
+        dated = self._surface.call_in_summary
+
+        def parse(body: bytes) -> tuple[CallData | DatedCall, Any]:
+            raw = json.loads(body)
+            call: CallData | DatedCall = (DatedCallEnvelope if dated else CallEnvelope).model_validate(raw).data
+            if call.id != call_id:
+                raise _Transient(f"200 for another call id ({call.id[:80]!r})", 200)
+            return call, raw["data"]
+
+        return self._get(path, params, parse, max_wait=max_wait)
+
+    def list_workspace_calls(self, *, created_gte: datetime, created_lte: datetime | None = None,
+                             phone_number_id: str | None = None, cursor: str | None = None,
+                             limit: int = 50) -> ApiResult[DatedCallList]:
+        """One page of ``GET /calls`` (the dated surface): every call of the workspace, newest first.
+
+        Each call comes with its summary and voicemail (``include``); bounds
+        are inclusive.  ``raw["data"][i]`` is the JSON of ``data.data[i]``.
+        Only on a surface that :attr:`lists_workspace`.
+        """
+        if not self._surface.lists_workspace:
+            raise EtlError(f"API version {self._surface.version} cannot list the workspace's calls")
+        params: dict[str, Any] = {"createdAt[gte]": api_time(created_gte), "include": _CALL_INCLUDE,
+                                  "limit": limit}
+        if created_lte is not None:
+            params["createdAt[lte]"] = api_time(created_lte)
+        if phone_number_id:
+            params["phoneNumberId"] = phone_number_id
+        if cursor:
+            params["after"] = cursor
+        return self._get("/calls", params, _whole(DatedCallList))
+
+    def _v1_summary(self, call_id: str) -> _Parse[SummaryAnswer]:
+        def parse(body: bytes) -> tuple[SummaryAnswer, Any]:
+            raw = body.decode("utf-8")
+            data = _validate(body)
+            if data.callId != call_id:
+                raise _Transient(f"200 for another call id ({data.callId[:80]!r})", 200)
+            return SummaryAnswer(call_id=call_id, summary=data, raw_json=raw,
+                                 content_hash=hashlib.sha256(body).hexdigest()), None
+
+        return parse
+
+    def _dated_summary(self, call_id: str) -> _Parse[SummaryAnswer]:
+        def parse(body: bytes) -> tuple[SummaryAnswer, Any]:
+            raw = json.loads(body)
+            call = DatedCallEnvelope.model_validate(raw).data
+            if call.id != call_id:
+                raise _Transient(f"200 for another call id ({call.id[:80]!r})", 200)
+            if call.summary is None:
+                raise _Transient("200 without the summary that include=summary asks for", 200)
+            return dated_answer(call, raw["data"]), raw
+
+        return parse
+
+    def _call(self, one_try: Callable[[int], ApiResult[_M]], max_wait: float | None) -> ApiResult[_M]:
         """Run ``one_try(tries)`` under the budget, retrying transient answers within ``max_wait``."""
         give_up_at = None if max_wait is None else self.clock.monotonic() + max_wait
-        sent: list[_R] = []
+        sent: list[ApiResult[_M]] = []
         try:
-            result: _R = self._retrying(self._attempt, one_try, sent, give_up_at=give_up_at)
+            result: ApiResult[_M] = self._retrying(self._attempt, one_try, sent, give_up_at=give_up_at)
         except NotSent:
             if not sent:
                 raise
             result = sent[-1]
         return result
 
-    def _attempt(self, one_try: Callable[[int], _R], sent: list[_R], *, give_up_at: float | None) -> _R:
+    def _attempt(self, one_try: Callable[[int], ApiResult[_M]], sent: list[ApiResult[_M]], *,
+                 give_up_at: float | None) -> ApiResult[_M]:
         """One try: a rate slot, then the request."""
         left = None if give_up_at is None else max(0.0, give_up_at - self.clock.monotonic())
         self.budget.acquire(max_wait=left, stop=self.stop)
@@ -348,23 +457,6 @@ class OpenPhoneClient:
             return _Reply(status, body, error)
         raise _Transient(error, status, parse_retry_after(response.headers.get("Retry-After"), self.clock.utcnow()))
 
-    def _summary_try(self, call_id: str, started: float, tries: int) -> FetchResult:
-        """One request for a summary, classified.  Raises only :class:`AuthError`."""
-        request = httpx.Request("GET", self._url_prefix + call_id, headers=self._headers,
-                                extensions=self._extensions)
-        try:
-            reply = self._exchange(request)
-        except _Transient as exc:
-            return FetchResult(call_id, "transient", exc.http_status, tries, self._ms(started),
-                               error=exc.message, retry_after=exc.retry_after)
-        if reply.body is None:
-            return FetchResult(call_id, "rejected", reply.status, tries, self._ms(started),
-                               error=f"response body larger than {self.settings.max_body_bytes} bytes")
-        if reply.status == 200:
-            return self._parse_ok(call_id, reply.body, started, tries)
-        kind: Kind = "not_found" if reply.status == 404 else "invalid"
-        return FetchResult(call_id, kind, reply.status, tries, self._ms(started), error=reply.error)
-
     def _ms(self, started: float) -> float:
         return round((self.clock.monotonic() - started) * 1000, 1)
 
@@ -385,46 +477,15 @@ class OpenPhoneClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _parse_ok(self, call_id: str, body: bytes, started: float, tries: int) -> FetchResult:
-        def transient(message: str) -> FetchResult:
-            return FetchResult(call_id, "transient", 200, tries, self._ms(started), error=message[:_MAX_ERROR_TEXT])
-
-        try:
-            raw = body.decode("utf-8")
-            data = _validate(body)
-        except UnicodeDecodeError:
-            return transient("200 with a body that is not UTF-8")
-        except ValidationError as exc:
-            return transient(f"200 with a body that violates the schema: {_first_error(exc)}")
-        if data.callId != call_id:
-            return transient(f"200 for another call id ({data.callId[:80]!r})")
-        return FetchResult(
-            call_id, "summary", 200, tries, self._ms(started), summary=data, raw_json=raw,
-            content_hash=hashlib.sha256(body).hexdigest(),
-        )
-
-    # --- calls, phone numbers, conversations -----------------------------------------
+    # --- v1 lists: phone numbers, conversations, calls of one conversation ----------
     #
-    # The same path as summaries (_call: budget, retries; _exchange: request,
-    # classification, body limit); per-request outcomes are ApiResult values.
-
-    def get_call(self, call_id: str, *, max_wait: float | None = None) -> ApiResult[CallData]:
-        """``GET /v1/calls/{callId}``: the call's context; ``raw`` is the call object."""
-        if not is_valid_call_id(call_id):
-            return ApiResult(f"GET /v1/calls/{call_id[:80]}", "invalid", None, 0, 0.0, error="malformed call id")
-
-        def parse(body: Any) -> tuple[CallData, Any]:
-            call = CallEnvelope.model_validate(body).data
-            if call.id != call_id:
-                raise _Transient(f"200 for another call id ({call.id[:80]!r})", 200)
-            return call, body["data"]
-
-        return self._get_resource("/v1/calls/" + call_id, {}, parse, max_wait=max_wait)
+    # The same path as every request (_call: budget, retries; _exchange: request,
+    # classification, body limit); outcomes are ApiResult values.
 
     def list_phone_numbers(self, page_token: str | None = None) -> ApiResult[PhoneNumberList]:
         """``GET /v1/phone-numbers``: the workspace's lines."""
         params = {"pageToken": page_token} if page_token else {}
-        return self._get_resource("/v1/phone-numbers", params, _whole(PhoneNumberList))
+        return self._get("/v1/phone-numbers", params, _whole(PhoneNumberList))
 
     def list_conversations(self, phone_number_id: str, updated_after: datetime | None,
                            page_token: str | None = None, *, max_results: int = 100) -> ApiResult[ConversationList]:
@@ -434,7 +495,7 @@ class OpenPhoneClient:
             params["updatedAfter"] = api_time(updated_after)
         if page_token:
             params["pageToken"] = page_token
-        return self._get_resource("/v1/conversations", params, _whole(ConversationList))
+        return self._get("/v1/conversations", params, _whole(ConversationList))
 
     def list_calls(self, phone_number_id: str, participant: str, created_after: datetime | None,
                    page_token: str | None = None, *, max_results: int = 100) -> ApiResult[CallList]:
@@ -449,28 +510,36 @@ class OpenPhoneClient:
             params["createdAfter"] = api_time(created_after)
         if page_token:
             params["pageToken"] = page_token
-        return self._get_resource("/v1/calls", params, _whole(CallList))
+        return self._get("/v1/calls", params, _whole(CallList))
 
-    def _get_resource(self, path: str, params: dict[str, Any], parse: Callable[[Any], tuple[_M, Any]], *,
-                      max_wait: float | None = None) -> ApiResult[_M]:
-        request = httpx.Request("GET", self.settings.base_url.rstrip("/") + path, params=params,
-                                headers=self._headers, extensions=self._extensions)
+    def _get(self, path: str, params: dict[str, Any], parse: _Parse[_M], *,
+             max_wait: float | None = None, dated: bool = False) -> ApiResult[_M]:
+        """``dated``: a path of the dated surface, whatever this client's surface (its version header)."""
+        headers = self._headers
+        if dated and "Quo-Api-Version" not in headers:
+            headers = headers.copy()
+            headers["Quo-Api-Version"] = DATED_VERSION
+        request = httpx.Request("GET", self._base + path, params=params or None, headers=headers,
+                                extensions=self._extensions)
         started = self.clock.monotonic()
-        return self._call(lambda tries: self._resource_try(f"GET {path}", request, parse, started, tries), max_wait)
+        what = f"GET {path}"
+        return self._call(lambda tries: self._try(what, request, parse, started, tries), max_wait)
 
-    def _resource_try(self, what: str, request: httpx.Request, parse: Callable[[Any], tuple[_M, Any]],
-                      started: float, tries: int) -> ApiResult[_M]:
-        """One request for a resource, classified.  Raises only :class:`AuthError`."""
+    def _try(self, what: str, request: httpx.Request, parse: _Parse[_M], started: float,
+             tries: int) -> ApiResult[_M]:
+        """One request, classified.  Raises only :class:`AuthError`."""
         try:
             reply = self._exchange(request)
             if reply.body is None:
-                return ApiResult(what, "rejected", reply.status, tries, self._ms(started),
+                return ApiResult(what=what, kind="rejected", http_status=reply.status, tries=tries,
+                                 latency_ms=self._ms(started),
                                  error=f"response body larger than {self.settings.max_body_bytes} bytes")
             if reply.status != 200:
-                kind: ResourceKind = "not_found" if reply.status == 404 else "invalid"
-                return ApiResult(what, kind, reply.status, tries, self._ms(started), error=reply.error)
+                kind: Kind = "not_found" if reply.status == 404 else "invalid"
+                return ApiResult(what=what, kind=kind, http_status=reply.status, tries=tries,
+                                 latency_ms=self._ms(started), error=reply.error)
             try:
-                data, raw = parse(json.loads(reply.body))
+                data, raw = parse(reply.body)
             except UnicodeDecodeError:
                 raise _Transient("200 with a body that is not UTF-8", 200) from None
             except ValidationError as exc:
@@ -478,9 +547,10 @@ class OpenPhoneClient:
             except ValueError:
                 raise _Transient("200 with a body that is not JSON", 200) from None
         except _Transient as exc:
-            return ApiResult(what, "transient", exc.http_status, tries, self._ms(started),
-                             error=exc.message, retry_after=exc.retry_after)
-        return ApiResult(what, "ok", 200, tries, self._ms(started), data=data, raw=raw)
+            return ApiResult(what=what, kind="transient", http_status=exc.http_status, tries=tries,
+                             latency_ms=self._ms(started), error=exc.message, retry_after=exc.retry_after)
+        return ApiResult(what=what, kind="ok", http_status=200, tries=tries, latency_ms=self._ms(started),
+                         data=data, raw=raw)
 
     # --- webhooks: `etl webhooks register|list|delete|migrate` (etl/webhooks/manage.py) -----
     #
@@ -525,7 +595,7 @@ class OpenPhoneClient:
         return data
 
     def _webhook_path(self, path: str, dated: bool | None) -> str:
-        dated = self.settings.api_version == DATED_API_VERSION if dated is None else dated
+        dated = self.settings.api_version == DATED_VERSION if dated is None else dated
         return path if dated else "/v1" + path
 
     def _webhook_call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
@@ -535,16 +605,16 @@ class OpenPhoneClient:
         ``path`` is unversioned (``/webhooks…``): the legacy surface prefixes ``/v1``, the
         dated one sends ``Quo-Api-Version`` instead (it has no default version).
         """
-        dated = self.settings.api_version == DATED_API_VERSION if dated is None else dated
+        dated = self.settings.api_version == DATED_VERSION if dated is None else dated
         path = self._webhook_path(path, dated)
         headers = self._headers.copy()
         if dated:
-            headers["Quo-Api-Version"] = DATED_API_VERSION
+            headers["Quo-Api-Version"] = DATED_VERSION
         content = None
         if body is not None:
             content = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        request = httpx.Request(method, self.settings.base_url.rstrip("/") + path, headers=headers,
+        request = httpx.Request(method, self._base + path, headers=headers,
                                 content=content, extensions=self._extensions)
         self.budget.acquire(stop=self.stop)  # the key's budget covers management requests too
         try:
@@ -576,8 +646,8 @@ class OpenPhoneClient:
     # ``invalid`` result with ``http_status`` 403 instead of ending the run.
 
     def fetch_transcript(self, call_id: str, *, max_wait: float | None = None) -> ApiResult[Transcript]:
-        """The call's transcript on the surface ``settings.api_version`` names."""
-        if self.settings.api_version == DATED_API_VERSION:
+        """The call's transcript on this client's surface."""
+        if self._surface.version == DATED_VERSION:
             return self.list_call_transcripts(call_id, max_wait=max_wait)
         return self.get_call_transcript(call_id, max_wait=max_wait)
 
@@ -585,20 +655,21 @@ class OpenPhoneClient:
         """v1 ``GET /v1/call-transcripts/{id}``: one merged transcript (segment ``merged``)."""
         what = f"GET /v1/call-transcripts/{call_id[:80]}"
         if not is_valid_call_id(call_id):
-            return ApiResult(what, "invalid", None, 0, 0.0, error="malformed call id")
+            return _malformed(what)
 
-        def parse(body: Any) -> tuple[Transcript, Any]:
-            data = TranscriptV1Envelope.model_validate(body).data
+        def parse(body: bytes) -> tuple[Transcript, Any]:
+            parsed = json.loads(body)
+            data = TranscriptV1Envelope.model_validate(parsed).data
             if data.callId != call_id:
                 raise _Transient(f"200 for another call id ({data.callId[:80]!r})", 200)
-            raw = body["data"]
+            raw = parsed["data"]
             segment = TranscriptSegment(V1_SEGMENT_ID, data.status, None, _naive_utc(data.createdAt),
                                         _float(data.duration), _dialogue(data.dialogue))
             return Transcript(call_id, (segment,), _json_hash(raw)), raw
 
         started = self.clock.monotonic()
         try:
-            return self._get_resource("/v1/call-transcripts/" + call_id, {}, parse, max_wait=max_wait)
+            return self._get("/v1/call-transcripts/" + call_id, {}, parse, max_wait=max_wait)
         except AuthError as exc:
             return _plan_refused(what, exc, self._ms(started))
 
@@ -612,32 +683,36 @@ class OpenPhoneClient:
         """
         what = f"GET /calls/{call_id[:80]}/transcripts"
         if not is_valid_call_id(call_id):
-            return ApiResult(what, "invalid", None, 0, 0.0, error="malformed call id")
+            return _malformed(what)
         started = self.clock.monotonic()
         give_up_at = None if max_wait is None else started + max_wait
         segments: list[TranscriptSegment] = []
         raws: list[Any] = []
         cursor: str | None = None
         tries = 0
+
+        def answer(kind: Kind, http_status: int | None, **extra: Any) -> ApiResult[Transcript]:
+            return ApiResult(what=what, kind=kind, http_status=http_status, tries=tries,
+                             latency_ms=self._ms(started), **extra)
+
         for page_number in range(_MAX_TRANSCRIPT_PAGES):
             params: dict[str, Any] = {"limit": max(1, min(page_size, 50))}
             if cursor:
                 params["after"] = cursor
             left = None if give_up_at is None else max(0.0, give_up_at - self.clock.monotonic())
             try:
-                page = self._get_dated(f"/calls/{call_id}/transcripts", params, _whole(TranscriptPage), left)
+                page = self._get(f"/calls/{call_id}/transcripts", params, _whole(TranscriptPage), max_wait=left,
+                                 dated=True)
             except AuthError as exc:
                 return _plan_refused(what, exc, self._ms(started))
             except NotSent:
                 if page_number == 0:
                     raise
-                return ApiResult(what, "transient", None, tries, self._ms(started),
-                                 error="stopped before the last page of transcripts")
+                return answer("transient", None, error="stopped before the last page of transcripts")
             tries += page.tries
             if page.kind != "ok" or page.data is None:
-                kind = page.kind if page_number == 0 else "transient"
-                return ApiResult(what, kind, page.http_status, tries, self._ms(started),
-                                 error=page.error, retry_after=page.retry_after)
+                return answer(page.kind if page_number == 0 else "transient", page.http_status,
+                              error=page.error, retry_after=page.retry_after)
             for item, raw in zip(page.data.data, page.raw.get("data", []), strict=False):
                 segments.append(TranscriptSegment(
                     item.recordingId, item.status, _naive_utc(item.startTime), _naive_utc(item.createdAt),
@@ -647,21 +722,9 @@ class OpenPhoneClient:
             if not cursor:
                 break
         else:
-            return ApiResult(what, "rejected", 200, tries, self._ms(started),
-                             error=f"more than {_MAX_TRANSCRIPT_PAGES} pages of transcripts")
+            return answer("rejected", 200, error=f"more than {_MAX_TRANSCRIPT_PAGES} pages of transcripts")
         segments.sort(key=lambda s: (s.started_at is None, s.started_at or datetime.min))
-        transcript = Transcript(call_id, tuple(segments), _json_hash(raws))
-        return ApiResult(what, "ok", 200, tries, self._ms(started), data=transcript, raw=raws)
-
-    def _get_dated(self, path: str, params: dict[str, Any], parse: Callable[[Any], tuple[_M, Any]],
-                   max_wait: float | None) -> ApiResult[_M]:
-        """One request of the dated surface: path without /v1, header ``Quo-Api-Version``."""
-        headers = self._headers.copy()
-        headers["Quo-Api-Version"] = DATED_API_VERSION
-        request = httpx.Request("GET", self.settings.base_url.rstrip("/") + path, params=params,
-                                headers=headers, extensions=self._extensions)
-        started = self.clock.monotonic()
-        return self._call(lambda tries: self._resource_try(f"GET {path}", request, parse, started, tries), max_wait)
+        return answer("ok", 200, data=Transcript(call_id, tuple(segments), _json_hash(raws)), raw=raws)
 
 
 _MAX_TRANSCRIPT_PAGES = 100
@@ -671,7 +734,12 @@ def _plan_refused(what: str, exc: AuthError, latency_ms: float) -> ApiResult[Tra
     """A 403 on a transcript: the plan has no transcripts (an answer for this call); a 401 still ends the run."""
     if exc.http_status != 403:
         raise exc
-    return ApiResult(what, "invalid", 403, 1, latency_ms, error=str(exc))
+    return ApiResult(what=what, kind="invalid", http_status=403, tries=1, latency_ms=latency_ms, error=str(exc))
+
+
+def _malformed(what: str) -> ApiResult[Transcript]:
+    """Never build a URL from an unvalidated id (path injection)."""
+    return ApiResult(what=what, kind="invalid", http_status=None, tries=0, latency_ms=0.0, error="malformed call id")
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
@@ -722,6 +790,24 @@ def _validate(body: bytes) -> SummaryData:
         except ValueError:
             raise exc from None
         return SummaryEnvelope.model_validate(parsed).data
+
+
+def dated_answer(call: DatedCall, raw_call: Any) -> SummaryAnswer:
+    """A dated call's summary as a :class:`SummaryAnswer` (``raw_call``: the call object's JSON).
+
+    ``raw_json`` is the ``summary`` object as received; the call's own JSON
+    (``call_json``) leaves the summary out, so a summary that moves from
+    in-progress to completed does not rewrite its call.  Used for the answer
+    of ``GET /calls/{id}`` and for each call of a ``GET /calls`` page alike.
+    """
+    assert call.summary is not None
+    summary_json = call_json(raw_call.get("summary"))
+    return SummaryAnswer(
+        call_id=call.id, summary=call.summary, raw_json=summary_json,
+        content_hash=hashlib.sha256(summary_json.encode("utf-8", "surrogatepass")).hexdigest(),
+        call=call, call_json=call_json({k: v for k, v in raw_call.items() if k != "summary"}),
+        absent_is_final=True,
+    )
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -22,6 +22,7 @@ from etl.config import (
     DEFAULT_BASE_URL,
     DEFAULT_DATABASE_URL,
     Settings,
+    check_api_version,
     command_hint,
     make_settings,
     redact_url,
@@ -103,7 +104,23 @@ def database_options(fn: F) -> F:
     return fn
 
 
+def api_version_option(fn: F) -> F:
+    return click.option("--api-version", envvar="OPENPHONE_API_VERSION", default=Settings.api_version,
+                        show_default=True, metavar="v1|2026-03-30",
+                        help="API surface: v1, or the dated API 2026-03-30 (a call with its summary in one "
+                             "request, the workspace in pages of 50) [env: OPENPHONE_API_VERSION]")(fn)
+
+
+def calls_option(fn: F) -> F:
+    return click.option("--calls/--no-calls", "fetch_calls", envvar="ETL_FETCH_CALLS", default=Settings.fetch_calls,
+                        show_default=True,
+                        help="v1: fetch the call of an id that has none (a request of its own); --no-calls "
+                             "spends the budget on summaries only. The dated API brings the call with the "
+                             "summary either way [env: ETL_FETCH_CALLS]")(fn)
+
+
 def api_options(fn: F) -> F:
+    fn = api_version_option(fn)
     fn = click.option("--concurrency", type=click.IntRange(1, 256), default=Settings.concurrency, show_default=True,
                       help="Requests in flight at once (one connection pool).")(fn)
     fn = click.option("--rate", type=RATE, default=Settings.rate, show_default=True,
@@ -233,18 +250,20 @@ def _print_invalid_rest(invalid: int) -> None:
 
 @cli.command()
 @api_options
+@calls_option
 @run_limit_options
 @click.option("--dry-run", is_flag=True, help="Show what is due; fetch nothing, change nothing.")
 @not_found_window_option
 @transcripts_option
 @database_options
 @handle_errors
-def sync(api_key: str | None, base_url: str, rate: float, concurrency: int, limit: int | None,
-         max_runtime: float | None, dry_run: bool, not_found_window: float, transcripts: bool, database_url: str,
-         log_format: str, log_level: str) -> None:
+def sync(api_key: str | None, base_url: str, rate: float, concurrency: int, api_version: str, fetch_calls: bool,
+         limit: int | None, max_runtime: float | None, dry_run: bool, not_found_window: float, transcripts: bool,
+         database_url: str, log_format: str, log_level: str) -> None:
     """Fetch due summaries, upsert their rows, reschedule incomplete ones (the cron job)."""
     configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window, transcripts)
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window, transcripts,
+                             api_version, fetch_calls)
     with Etl(settings, read_only=dry_run) as job:  # a dry run never creates a database
         if dry_run:
             _print_due(job, limit)
@@ -296,14 +315,15 @@ def _exit_for(stats: RunStats) -> None:
 @not_found_window_option
 @transcripts_option
 @api_options
+@calls_option
 @run_limit_options
 @database_options
 @handle_errors
 def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | None, until: datetime | None,
              force: bool, dry_run: bool, discover_first: bool, discover_since: datetime | None,
              not_found_window: float, transcripts: bool, api_key: str | None, base_url: str, rate: float,
-             concurrency: int, limit: int | None, max_runtime: float | None, database_url: str,
-             log_format: str, log_level: str) -> None:
+             concurrency: int, api_version: str, fetch_calls: bool, limit: int | None, max_runtime: float | None,
+             database_url: str, log_format: str, log_level: str) -> None:
     """Enqueue and/or re-queue items, then sync until nothing is due, with progress.
 
     Interrupt it with Ctrl-C at any time: in-flight work is saved and running
@@ -312,7 +332,8 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
     configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
     selection = backfill_mod.selection(backfill_mod.parse_states(status_list), since, until, force)
     check_sources(file, discover_first, discover_since)
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window, transcripts)
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window, transcripts,
+                             api_version, fetch_calls)
     if not dry_run or discover_first:
         require_api_key(settings)
     source = "-" if file is None else getattr(file, "name", "-")
@@ -357,23 +378,27 @@ def _print_backfill_step(step: EnqueueCounts | Requeued) -> None:
               help="UTC start for lines without a watermark (the first run); an earlier date than a "
                    "watermark walks back to it.")
 @click.option("--phone-number", "phone_numbers", multiple=True, metavar="PN…|+E164",
-              help="Only this line (its id or E.164 number); repeat or comma-separate for several.")
+              help="Only this line (its id or E.164 number; on the dated API its id, which maps to "
+                   "phoneNumberId); repeat or comma-separate for several.")
 @click.option("--dry-run", is_flag=True, help="List and count; store nothing, enqueue nothing, move no watermark.")
 @transcripts_option
 @api_options
 @database_options
 @handle_errors
 def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run: bool, transcripts: bool,
-                 api_key: str | None, base_url: str, rate: float, concurrency: int, database_url: str,
-                 log_format: str, log_level: str) -> None:
+                 api_key: str | None, base_url: str, rate: float, concurrency: int, api_version: str,
+                 database_url: str, log_format: str, log_level: str) -> None:
     """Find calls in the workspace, store their context, enqueue the completed ones.
 
-    Walks phone numbers -> conversations updated since each line's watermark ->
-    calls created since each conversation's watermark.  Safe to interrupt and
-    re-run at any point: committed pages stay, nothing is enqueued twice.
+    v1 walks phone numbers -> conversations updated since each line's watermark ->
+    calls created since each conversation's watermark.  The dated API lists
+    every call since the watermark in pages of 50 and stores summaries that
+    are ready from the page.  Safe to interrupt and re-run at any point:
+    committed pages stay, nothing is enqueued twice.
     """
     configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency, transcripts=transcripts)
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency, transcripts=transcripts,
+                             api_version=api_version)
     require_api_key(settings)
     with Etl(settings) as job:
         stats = job.discover(since, phone_numbers, dry_run=dry_run, progress=None)
@@ -495,10 +520,12 @@ def _print_status(data: dict[str, Any]) -> None:
 
 @cli.command()
 @transcripts_option
+@api_version_option
 @database_options
 @click.pass_context
 @handle_errors
-def demo(ctx: click.Context, transcripts: bool, database_url: str, log_format: str, log_level: str) -> None:
+def demo(ctx: click.Context, transcripts: bool, api_version: str, database_url: str, log_format: str,
+         log_level: str) -> None:
     """Run the real sync against a built-in simulated API (no API key needed).
 
     It writes to a fresh SQLite file in the temporary directory (each demo
@@ -511,8 +538,9 @@ def demo(ctx: click.Context, transcripts: bool, database_url: str, log_format: s
     configure_logging(cast(Any, log_format), log_level)
     explicit = ctx.get_parameter_source("database_url") == click.core.ParameterSource.COMMANDLINE
     url = database_url if explicit else demo_mod.sandbox_url()
+    check_api_version(api_version)
     with open_database(url) as engine:
-        demo_mod.run_demo(engine, url, sandbox=not explicit, transcripts=transcripts)
+        demo_mod.run_demo(engine, url, sandbox=not explicit, transcripts=transcripts, api_version=api_version)
 
 
 # --- serve (webhook receiver) ------------------------------------------------------
@@ -550,12 +578,13 @@ def _webhook_secrets(given: tuple[str, ...]) -> list[str]:
 @click.option("--max-connections", type=click.IntRange(min=2), default=100, show_default=True,
               help="Open connections at most; beyond it the oldest idle one is closed.")
 @api_options
+@calls_option
 @database_options
 @handle_errors
 def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: float, max_body_bytes: int,
           delivery_retention: float, poll_interval: float, read_timeout: float, max_connections: int,
-          transcripts: bool, api_key: str | None, base_url: str, rate: float, concurrency: int, database_url: str,
-          log_format: str, log_level: str) -> None:
+          transcripts: bool, api_key: str | None, base_url: str, rate: float, concurrency: int, api_version: str,
+          fetch_calls: bool, database_url: str, log_format: str, log_level: str) -> None:
     """Receive signed OpenPhone webhooks and sync each summary seconds after it is ready.
 
     POST /webhooks/openphone, GET /healthz, GET /metrics.  Needs the API key
@@ -585,9 +614,11 @@ def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: flo
     if retention.total_seconds() < 2 * tolerance:
         raise UsageError("--delivery-retention must be at least twice --tolerance, or a replay could outlive "
                          "its record")
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency, transcripts=transcripts)
+    settings = make_settings(database_url, api_key, base_url, rate, concurrency, transcripts=transcripts,
+                             api_version=api_version, fetch_calls=fetch_calls)
     require_api_key(settings)
-    receiver = ReceiverConfig(secrets, tolerance, max_body_bytes, retention, body_timeout=read_timeout)
+    receiver = ReceiverConfig(secrets, tolerance, max_body_bytes, retention, body_timeout=read_timeout,
+                              transcripts=transcripts)
     options = ServeOptions(host, port, poll_interval, header_timeout=read_timeout, max_connections=max_connections)
     with open_database(database_url) as engine:
         run_server(engine, settings, receiver, options)

@@ -60,7 +60,6 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     api_key: str | None = field(default=None, repr=False)
     base_url: str = DEFAULT_BASE_URL
-    api_version: str = "v1"  # one of API_VERSIONS [env: OPENPHONE_API_VERSION]
     # Requests per second for the API key, shared by every etl process using it
     # through the database (etl.budget); 0 = unthrottled (see etl.ratelimit.rate_problem).
     rate: float = 10.0
@@ -79,6 +78,15 @@ class Settings:
     backoff: Backoff = field(default_factory=Backoff)
     # Also fetch every answered call's transcript (transcript_queue; one more request per call).
     transcripts: bool = False
+    # Which API surface every request uses: "v1" or the dated "2026-03-30" (etl.api).
+    api_version: str = "v1"
+    # v1 only: fetch GET /v1/calls/{id} for an id without a call row (a request of
+    # its own); off spends the whole budget on summaries.  The dated surface's
+    # summary answer carries its call, so there it costs nothing either way.
+    fetch_calls: bool = True
+
+    def __post_init__(self) -> None:
+        check_api_version(self.api_version)
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -136,16 +144,26 @@ def check_base_url(url: str) -> str:
     return base
 
 
+def check_api_version(value: str) -> str:
+    """The API surface's name, refused unless it is one of :data:`API_VERSIONS` (a :class:`UsageError`, exit 2)."""
+    if value not in API_VERSIONS:
+        raise UsageError(f"unknown API version {value!r}: use {' or '.join(API_VERSIONS)} "
+                         "(--api-version, OPENPHONE_API_VERSION)")
+    return value
+
+
 def make_settings(database_url: str = DEFAULT_DATABASE_URL, api_key: str | None = None,
                   base_url: str = DEFAULT_BASE_URL, rate: float = Settings.rate,
                   concurrency: int = Settings.concurrency, not_found_window: float | None = None,
-                  transcripts: bool = False) -> Settings:
-    """Settings from the values a user gives (options, keyword arguments); ``base_url`` is checked.
+                  transcripts: bool = False, api_version: str = Settings.api_version,
+                  fetch_calls: bool = Settings.fetch_calls) -> Settings:
+    """Settings from the values a user gives (options, keyword arguments); ``base_url`` and ``api_version`` are checked.
 
     ``not_found_window`` is in hours (``--not-found-window``); None keeps :class:`Backoff`'s default.
     """
     settings = Settings(database_url=database_url, api_key=api_key, base_url=check_base_url(base_url),
-                        rate=rate, concurrency=concurrency, transcripts=transcripts)
+                        rate=rate, concurrency=concurrency, transcripts=transcripts,
+                        api_version=check_api_version(api_version), fetch_calls=fetch_calls)
     if not_found_window is not None:
         settings = settings.replace(backoff=dataclasses.replace(settings.backoff,
                                                                 not_found_window=not_found_window * 3600.0))

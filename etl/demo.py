@@ -5,7 +5,9 @@ simulated workspace (lines, conversations, calls) and fills the queue, and the
 ids go through the queue, the client, validation, normalisation, the upsert
 and the state machine exactly as under cron; then one of docs/schema.md's
 documented queries answers from what landed.  Beside the workspace's calls,
-one sample id per row of the queue table shows each outcome.
+one sample id per row of the queue table shows each outcome.  It runs on
+either API surface (``--api-version``): on the dated one, discovery lists the
+workspace in pages and stores the summaries that are ready from the page.
 
 The demo is a sandbox: it writes to a fresh SQLite file in the temporary
 directory, the same one every run (never to ``ETL_DATABASE_URL``, which names
@@ -50,6 +52,14 @@ SAMPLES: dict[str, tuple[str, str]] = {
 }
 
 
+# What the sample ids show on the dated API, where they differ (docs/api/calls-2026-03-30.md).
+DATED_SAMPLES: dict[str, str] = {
+    "ACdemo05absent": "absent means never on 2026-03-30: ended at once",
+    "ACdemo07missing": "404: not in the workspace; retried within the window",
+    "ACdemo08bad": "404 (a well-formed id): retried within the window",
+}
+
+
 # docs/schema.md, "Summaries per user per week" (tests check the two agree).
 BI_QUERY_TITLE = "Summaries per user per week"
 BI_QUERY = """\
@@ -70,7 +80,7 @@ GROUP BY call_id, speaker_side
 ORDER BY call_id, speaker_side;"""
 
 
-def build_fake() -> FakeOpenPhone:
+def build_fake(api_version: str = "v1") -> FakeOpenPhone:
     fake = FakeOpenPhone(api_key=DEMO_KEY, default_status=None, seed=13)
     ws = fake.workspace
     # A small workspace spread over the last 10 days: 2 lines, 3 conversations each, 4 calls each.
@@ -106,6 +116,10 @@ def build_fake() -> FakeOpenPhone:
     fake.set_response("ACdemo07missing", 404, error)
     fake.set_response("ACdemo08bad", 400, dict(error, message="Invalid call id", code="0500400",
                                                  status=400, title="Bad Request"))
+    if api_version != "v1":
+        # The dated surface answers GET /calls/{id} from the workspace: these ids are not in it.
+        for call_id in ("ACdemo07missing", "ACdemo08bad"):
+            del ws.calls[call_id]
     return fake
 
 
@@ -133,11 +147,12 @@ def sandbox_url() -> str:
     return f"sqlite:///{path}"
 
 
-def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True, transcripts: bool = False) -> None:
+def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True, transcripts: bool = False,
+             api_version: str = "v1") -> None:
     from etl.running import run_sync
     from etl.sync import RunOptions
 
-    fake = build_fake()
+    fake = build_fake(api_version)
     ids = list(SAMPLES)
     with engine.begin() as conn:
         # A re-run of the demo starts the sample ids afresh.
@@ -148,13 +163,13 @@ def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True, transcr
         conn.execute(sa.delete(transcript_queue_t).where(transcript_queue_t.c.call_id.in_(ids)))
         store.enqueue_ids(conn, ids)
     settings = Settings(database_url=database_url, api_key=DEMO_KEY, base_url="https://demo.invalid",
-                        rate=0, concurrency=4, backoff=Backoff(), transcripts=transcripts)
+                        rate=0, concurrency=4, backoff=Backoff(), transcripts=transcripts, api_version=api_version)
     since = utcnow() - dt.timedelta(days=DISCOVER_DAYS)
     found = discover(engine, settings, DiscoverOptions(since=since, command="demo"), transport=fake.transport(),
                      page_log_level="debug")
     click.echo(found.summary() + "\n")
-    stats = run_sync(engine, settings, RunOptions("demo"), transport=fake.transport())
-    _print_results(engine, ids)
+    stats = run_sync(engine, settings, RunOptions(command="demo"), transport=fake.transport())
+    _print_results(engine, ids, DATED_SAMPLES if api_version != "v1" else {})
     _print_bi(engine)
     if transcripts:
         _print_bi(engine, TALK_TIME_QUERY_TITLE, TALK_TIME_QUERY, "call_transcript_line_overview")
@@ -180,7 +195,7 @@ def _remove_pending(engine: Engine, ids: list[str]) -> list[str]:
     return pending
 
 
-def _print_results(engine: Engine, ids: list[str]) -> None:
+def _print_results(engine: Engine, ids: list[str], shows: dict[str, str]) -> None:
     q, s, f = queue_t.c, summaries_t.c, fields_t.c
     with engine.connect() as conn:
         queue = {r.call_id: r for r in conn.execute(sa.select(q.call_id, q.state, q.last_api_status,
@@ -197,7 +212,7 @@ def _print_results(engine: Engine, ids: list[str]) -> None:
         summ: Any = sums.get(call_id)
         counts = f"{summ.line_count}/{summ.next_step_count}/{summ.job_count}" if summ else "-"
         click.echo(f"{call_id:<20} {row.state:<11} {row.last_api_status or '':<12} {counts:<23} "
-                   f"{SAMPLES[call_id][1]}")
+                   f"{shows.get(call_id, SAMPLES[call_id][1])}")
     click.echo("\nJob fields of ACdemo03jobs (typed columns):")
     for fld in fields:
         value = {"string": fld.value_text, "number": fld.value_number, "boolean": fld.value_boolean}[fld.value_type]

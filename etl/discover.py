@@ -1,6 +1,20 @@
 """`etl discover`: fill the queue from the workspace itself, and store each call's context.
 
-The walk, per OpenPhone line (``GET /v1/phone-numbers``):
+Which walk runs depends on what the client's surface can list
+(:attr:`etl.api.OpenPhoneClient.lists_workspace`), not on its version name.
+
+On a surface that lists the whole workspace (the dated API): ``GET /calls``
+since the scope's ``createdAt`` watermark, newest first, 50 calls a page, each
+with its summary and voicemail.  A summary that arrives final (completed,
+failed; absent, which there means never) is stored from the page at once, in
+the page's transaction, through the same normalising and storing path as a
+sync (its queue row inserted or marked done, no second request); only
+summaries still in progress and calls still live are queued.  Cursors are
+never stored: an expired one (400) restarts the listing from the watermark,
+below the calls already committed.  The scope's watermark (``*``, or one line
+for ``--phone-number PN…``) moves to the walk's start after its last page.
+
+Else (v1) the walk, per OpenPhone line (``GET /v1/phone-numbers``):
 
 1. ``GET /v1/conversations`` for the line, updated after the line's watermark;
 2. for each one-to-one conversation, ``GET /v1/calls`` for (line, participant),
@@ -38,16 +52,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
-from etl.api import ApiResult, NotSent, OpenPhoneClient
+from etl.api import NotSent, OpenPhoneClient, dated_answer
 from etl.budget import budget_for
 from etl.clock import SYSTEM, Clock, iso_z
 from etl.config import Settings
 from etl.errors import AuthError, UsageError
 from etl.ids import is_valid_call_id
 from etl.logs import get_logger, run_end_level
-from etl.normalize import CallContextRows, call_json, is_e164, normalize_call
+from etl.normalize import CallContextRows, CallRows, call_json, is_e164, normalize, normalize_call
+from etl.policy import ClaimedItem, QueueUpdate, decide
 from etl.ratelimit import RateBudget
-from etl.schema import CallData, PhoneNumberData
+from etl.results import ApiResult
+from etl.schema import CallData, DatedCall, PhoneNumberData
 from etl.tables import queue_t
 
 # Call statuses after which a call can no longer change into a completed one.
@@ -64,6 +80,9 @@ class DiscoverOptions:
     command: str = "discover"
     overlap_seconds: float = 300.0
     page_size: int = 100
+    dated_page_size: int = 50  # GET /calls takes at most 50
+    # Expired cursors tolerated per scope before the walk gives up.
+    max_restarts: int = 20
     # A server that keeps sending empty pages with a next token is broken: stop that walk.
     max_empty_pages: int = 20
 
@@ -79,6 +98,8 @@ class DiscoveryStats:
     errors: int = 0
     skipped_conversations: int = 0
     would_enqueue: int = 0  # dry run: completed calls not queued yet
+    stored: int = 0  # summaries stored straight from a listing (dated surface)
+    restarts: int = 0  # listings restarted after an expired cursor (dated surface)
     stop_reason: str | None = None
     exit_code: int = 0
     # The run's clock: ``duration_s`` is measured on it (a FakeClock in tests).
@@ -93,8 +114,11 @@ class DiscoveryStats:
         """The one-line summary `etl discover` and `etl demo` print (one wording for both)."""
         run = "" if self.run_id is None else f" run {self.run_id}"
         verb, count = ("would enqueue", self.would_enqueue) if dry_run else ("enqueued", self.enqueued)
-        return (f"Discovery{run}: {_plural(self.phone_numbers, 'phone number')}, "
-                f"{_plural(self.conversations, 'conversation')}, {_plural(self.calls_seen, 'call')} seen, "
+        # The dated surface lists the workspace's calls directly: no lines or conversations to count.
+        walked = (f"{_plural(self.phone_numbers, 'phone number')}, {_plural(self.conversations, 'conversation')}, "
+                  if self.phone_numbers or self.conversations else "")
+        stored = f"{_plural(self.stored, 'summary')} stored from the listing, " if self.stored else ""
+        return (f"Discovery{run}: {walked}{_plural(self.calls_seen, 'call')} seen, {stored}"
                 f"{verb} {count}, {_plural(self.errors, 'error')}.")
 
     def as_dict(self) -> dict[str, Any]:
@@ -102,6 +126,7 @@ class DiscoveryStats:
             "run_id": self.run_id, "phone_numbers": self.phone_numbers, "conversations": self.conversations,
             "pages": self.pages, "calls_seen": self.calls_seen, "enqueued": self.enqueued,
             "errors": self.errors, "skipped_conversations": self.skipped_conversations,
+            "stored": self.stored, "restarts": self.restarts,
             "exit_code": self.exit_code, "stop_reason": self.stop_reason,
             "duration_s": round(self.clock.monotonic() - self.started, 3),
         }
@@ -158,7 +183,10 @@ class Discoverer:
         client = self.client = OpenPhoneClient(self.settings, transport=self.transport, budget=self.budget,
                                                stop=self._stop, clock=self.clock)
         try:
-            self._walk_all()
+            if client.lists_workspace:
+                self._walk_workspace()
+            else:
+                self._walk_all()
         except UsageError as exc:
             # A refusal (no --since for a new line, an unknown --phone-number) is no run: no row.
             stats.exit_code, stats.stop_reason = 2, str(exc)
@@ -335,6 +363,154 @@ class Discoverer:
                 store.set_conversation_mark(conn, *mark, now)
         return new
 
+    # -- the whole workspace at once (GET /calls) ----------------------------------------
+
+    def _walk_workspace(self) -> None:
+        wanted = self.options.phone_numbers
+        for value in wanted:
+            if not value.startswith("PN"):
+                raise UsageError(f"--phone-number {value!r}: on API version {self.client.api_version} "
+                                 "discovery filters by line id (PN…), not by number")
+        scopes = list(wanted) or ["*"]
+        with self.engine.connect() as conn:
+            marks = store.call_watermarks(conn)
+        since = self.options.since
+        missing = [s for s in scopes if s not in marks]
+        if missing and since is None:
+            what = "the workspace" if missing[0] == "*" else f"phone number {missing[0]}"
+            raise UsageError(f"no discovery watermark yet for {what}: pass --since DATE for the first run")
+        for scope in scopes:
+            starts = [t for t in (marks.get(scope), since) if t is not None]
+            try:
+                self._walk_scope(scope, min(starts))
+            except _WalkFailed:
+                continue  # logged and counted; its watermark stays
+            if scope != "*":
+                self.stats.phone_numbers += 1
+
+    def _walk_scope(self, scope: str, start: datetime) -> None:
+        """Every page of ``GET /calls`` created since ``start`` (less the overlap), newest first."""
+        log = self.log.bind(scope=scope)
+        gte = start - self.overlap
+        lte: datetime | None = None  # after an expired cursor: below what is committed
+        committed: datetime | None = None  # the oldest createdAt of the pages committed so far
+        cursor: str | None = None
+        cursors: set[str] = set()
+        seen: set[str] = set()
+        restarts = empty = 0
+        while True:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                result = self.client.list_workspace_calls(
+                    created_gte=gte, created_lte=lte, phone_number_id=None if scope == "*" else scope,
+                    cursor=cursor, limit=self.options.dated_page_size)
+            except NotSent:
+                raise _Stopped from None
+            if result.kind == "invalid" and cursor is not None and restarts < self.options.max_restarts:
+                # Cursors are short-lived: list again from the watermark, below the committed pages.
+                restarts += 1
+                self.stats.restarts += 1
+                lte = committed
+                log.info("cursor refused (expired?); listing again from the watermark",
+                         error=result.error, created_lte=None if lte is None else iso_z(lte))
+                cursor = None
+                continue
+            if result.kind != "ok" or result.data is None:
+                self._walk_error(f"listing calls of {scope} failed: {result.error or result.kind}", what="calls",
+                                 scope=scope, http_status=result.http_status, tries=result.tries)
+            page = result.data
+            next_cursor = page.nextCursor or None
+            last = next_cursor is None
+            oldest = self._commit_listing(page.data, result.raw, seen, scope if last else None, log)
+            if oldest is not None:
+                committed = oldest if committed is None else min(committed, oldest)
+            self._page_done("calls page", scope=scope, calls=len(page.data), last_page=last)
+            if last:
+                if not self.options.dry_run:
+                    log.info("calls listed", watermark=iso_z(self.walk_started))
+                return
+            assert next_cursor is not None
+            empty = empty + 1 if not page.data else 0
+            if next_cursor in cursors:
+                self._walk_error(f"listing calls of {scope}: the API sent cursor {next_cursor[:40]!r} twice; stopped",
+                                 what="calls", scope=scope)
+            if empty > self.options.max_empty_pages:
+                self._walk_error(f"listing calls of {scope}: {empty} empty pages in a row with a next cursor; "
+                                 "stopped", what="calls", scope=scope)
+            cursors.add(next_cursor)
+            cursor = next_cursor
+
+    def _commit_listing(self, calls: list[DatedCall], raw: Any, seen: set[str], last_scope: str | None,
+                        log: Any) -> datetime | None:
+        """One page: calls, final summaries, queue ids and (last page) the watermark, in one transaction.
+
+        Returns the oldest ``createdAt`` on the page (where a restarted listing may resume).
+        """
+        now = self.clock.utcnow()
+        rows: list[CallContextRows] = []
+        summaries: list[CallRows] = []
+        finals: list[QueueUpdate] = []
+        absent: set[str] = set()
+        queued: list[str] = []
+        oldest: datetime | None = None
+        items = raw.get("data") if isinstance(raw, dict) else None
+        for call, item in zip(calls, items or [], strict=False):
+            if not is_valid_call_id(call.id):
+                log.warning("call skipped: malformed call id", call_id=call.id[:80])
+                continue
+            answer = dated_answer(call, item) if call.summary is not None else None
+            row = normalize_call(call, answer.call_json if answer and answer.call_json else call_json(item), now)
+            created = row.parent["created_at"]
+            if created is not None:
+                oldest = created if oldest is None else min(oldest, created)
+            if call.id in seen:
+                log.info("call listed twice; stored once", call_id=call.id)
+                continue
+            seen.add(call.id)
+            rows.append(row)
+            if answer is None:
+                if call.status == "completed" or _still_open(call):
+                    queued.append(call.id)  # no summary object: one request will tell
+                continue
+            status = answer.status
+            if status == "in-progress" or (status != "completed" and _still_open(call)):
+                queued.append(call.id)
+                continue
+            fresh = ClaimedItem(call_id=call.id, attempts=0, consecutive_errors=0, incomplete_since=None,
+                                next_attempt_at=now)
+            update = decide(fresh, ApiResult(what="GET /calls", kind="ok", http_status=200, tries=1,
+                                             latency_ms=0.0, data=answer), now, self.settings.backoff)
+            finals.append(update)
+            if status == "absent":
+                absent.add(call.id)  # never a summary: only a queued id is ended, none is added
+            else:
+                summaries.append(normalize(answer.summary, answer.raw_json, answer.content_hash, now,
+                                           call_id=call.id))
+        self.stats.calls_seen += len(rows)
+        self.stats.pages += 1
+        if self.options.dry_run:
+            with self.engine.connect() as conn:
+                known = set(conn.execute(sa.select(queue_t.c.call_id).where(queue_t.c.call_id.in_(queued)))
+                            .scalars()) if queued else set()
+            self.stats.would_enqueue += len(set(queued) - known)
+            return oldest
+        with self.engine.begin() as conn:
+            store.save_calls(conn, rows, now)
+            stored = store.save_listed_summaries(conn, summaries, finals, now, only_queued=absent)
+            new = store.enqueue_ids(conn, queued)
+            if self.settings.transcripts:
+                # A summary stored from the page is never synced, so its transcript is queued here
+                # (the queued ids get theirs when the sync saves them).
+                store.enqueue_transcripts(conn, [rows.parent["call_id"] for rows in summaries], now)
+            assert self.stats.run_id is not None
+            store.add_discovery_counts(conn, self.stats.run_id, pages=1, calls_seen=len(rows), enqueued=new)
+            if last_scope is not None:
+                store.set_call_watermark(conn, last_scope, self.walk_started, now)
+        self.stats.enqueued += new
+        self.stats.stored += stored
+        return oldest
+
     # -- paging -----------------------------------------------------------------------
 
     def _pages(self, fetch: Callable[[str | None], ApiResult[Any]], what: str, *, fatal: bool = False,
@@ -394,10 +570,12 @@ class Discoverer:
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
 
 
-def _still_open(call: CallData) -> bool:
+def _still_open(call: CallData | DatedCall) -> bool:
     return call.completedAt is None and (call.status or "") not in ENDED_STATUSES
 
 

@@ -11,7 +11,7 @@ A database lost in the middle of a run ends that run with exit 1 (see
 :mod:`etl.sync`): the run started, so it is no configuration error.
 
 Per-item API problems are not exceptions past the API client: they become
-:class:`etl.results.FetchResult` values and queue states.
+:class:`etl.results.ApiResult` values and queue states.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from etl.clock import iso_z
 
 if TYPE_CHECKING:
-    from etl.results import FetchResult
+    from etl.results import SummaryResult
 
 DEFAULT_MAX_FETCH_GAP_S = 1800
 
@@ -29,7 +29,7 @@ NOTHING_FETCHED = ("nothing could be fetched: every attempt failed to connect, t
                    "or a 404 from a route the API does not have (is --base-url right?)")
 
 
-def is_answer(result: FetchResult | None) -> bool:
+def is_answer(result: SummaryResult | None) -> bool:
     """True when the API gave a definitive answer for the item (200, 400, 404, an oversized body).
 
     Connection errors, timeouts, 5xx and 429 that survived the in-run retries

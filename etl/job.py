@@ -31,7 +31,15 @@ from sqlalchemy.exc import OperationalError
 from etl import db, report
 from etl.backfill import Plan, selection
 from etl.clock import SYSTEM, Clock
-from etl.config import DEFAULT_BASE_URL, IN_PROCESS_BASE_URL, Settings, check_base_url, redact_url, require_api_key
+from etl.config import (
+    DEFAULT_BASE_URL,
+    IN_PROCESS_BASE_URL,
+    Settings,
+    check_api_version,
+    check_base_url,
+    redact_url,
+    require_api_key,
+)
 from etl.enqueue import EnqueueCounts, OnInvalid, count_ids, enqueue_stream, id_items, source_name
 from etl.errors import DatabaseError, UsageError
 from etl.health import Limits
@@ -61,16 +69,21 @@ class Etl:
     Close it (or use ``with``) to release the connections.  ``engine``: use this SQLAlchemy
     engine (of ``settings.database_url``) instead; it stays the caller's to dispose.
     ``clock``: what every run reads the time from and waits on (``etl.testing.FakeClock`` in tests).
+    ``api_version``: the API surface, ``"v1"`` or ``"2026-03-30"`` (docs/contract.md); ``fetch_calls``:
+    on v1, whether sync fetches the call of an id without one (a request of its own).
     """
 
     def __init__(self, settings: Settings | None = None, *, database_url: str | None = None,
                  api_key: str | None = None, base_url: str | None = None, rate: float | None = None,
                  concurrency: int | None = None, not_found_window: float | None = None,
                  transcripts: bool | None = None, read_only: bool = False, transport: httpx.BaseTransport | None = None,
-                 engine: Engine | None = None, clock: Clock = SYSTEM) -> None:
+                 engine: Engine | None = None, clock: Clock = SYSTEM, api_version: str | None = None,
+                 fetch_calls: bool | None = None) -> None:
         settings = settings or Settings()
         changes: dict[str, Any] = {"database_url": database_url, "api_key": api_key, "rate": rate,
-                                   "concurrency": concurrency, "transcripts": transcripts}
+                                   "concurrency": concurrency, "transcripts": transcripts, "fetch_calls": fetch_calls}
+        if api_version is not None:
+            changes["api_version"] = check_api_version(api_version)
         changes = {k: v for k, v in changes.items() if v is not None}
         if base_url is not None:
             changes["base_url"] = check_base_url(base_url)
@@ -174,13 +187,17 @@ class Etl:
         require_api_key(self.settings)
         transport = transport or self.transport
         with self._database_errors():
-            return run_sync(self.engine, self._api_settings(transport), RunOptions(command, limit, max_runtime),
+            options = RunOptions(command=command, limit=limit, max_runtime=max_runtime)
+            return run_sync(self.engine, self._api_settings(transport), options,
                             transport=transport, on_progress=on_progress, clock=self.clock)
 
     def discover(self, since: datetime | date | str | None = None, phone_numbers: Iterable[str] = (), *,
                  dry_run: bool = False, transport: httpx.BaseTransport | None = None,
                  progress: bool | None = False, command: str = "discover") -> DiscoveryStats:
-        """Walk lines → conversations → calls, store calls, enqueue completed ones (``etl discover``).
+        """Find the workspace's calls, store them, enqueue what needs a summary (``etl discover``).
+
+        On v1: lines → conversations → calls, enqueueing completed calls; on the
+        dated API: ``GET /calls`` pages, storing final summaries from the page.
 
         ``since``: where a line without a watermark starts: a datetime (naive
         is UTC), a date, or ISO 8601 text (``"2026-11-20"``,

@@ -34,12 +34,12 @@ _secrets: list[str] = []
 # While a progress bar owns the terminal, lines below this level are dropped.
 _floor: list[int] = [0]
 
-# FetchResult.kind values that are refusals of this id (the failed-type states of docs/contract.md).
+# ApiResult.kind values that are refusals of this id (the failed-type states of docs/contract.md).
 _REFUSALS = frozenset({"not_found", "invalid", "rejected"})
 
 
 def call_log_level(kind: str | None, state: str) -> str:
-    """The level of a ``call`` line: ``kind`` is FetchResult.kind (None: no answer object), ``state`` the new state.
+    """The level of a ``call`` line: ``kind`` is ApiResult.kind (None: no answer object), ``state`` the new state.
 
     * error: refusals (404 ``not_found``, 400 ``invalid``, a rejected body) and
       every item that ends in ``error`` (gave up, or an unexpected error);

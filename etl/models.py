@@ -50,6 +50,10 @@ NAMING_CONVENTION = {
 
 VALUE_TYPES = ("string", "number", "boolean")
 
+# Ids and numbers of the calls API that are not call ids (PN…, US…, E.164 numbers):
+# short in practice, but API text all the same, so the normaliser cuts them to this.
+API_ID_LENGTH = 255
+
 
 # The BI views created by migrations (docs/schema.md); not tables of this metadata.
 VIEWS = ("call_job_field_values", "call_summary_overview", "call_overview", "call_transcript_line_overview")
@@ -191,6 +195,15 @@ class CallSummary(Base):
     line_count: Mapped[int] = mapped_column(Integer, comment="Number of summary lines (rows in call_summary_lines).")
     next_step_count: Mapped[int] = mapped_column(Integer, comment="Number of next steps (rows in call_next_steps).")
     job_count: Mapped[int] = mapped_column(Integer, comment="Number of jobs (rows in call_jobs).")
+    # Migration 0007: what the dated API (2026-03-30) adds; NULL for summaries fetched on v1.
+    type: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH),
+        comment="Who the summary is of (dated API): human (a person's call) or agent (the AI agent's); NULL on v1.",
+    )
+    title: Mapped[str | None] = mapped_column(
+        LongText, comment="The summary's title (dated API, agent summaries); NULL on v1 or when the API sent none.",
+    )
+    # On the dated API the "response body" below is the call's summary object (docs/schema.md).
     content_hash: Mapped[str] = mapped_column(
         String(64), comment="SHA-256 (hex) of the response body; an unchanged hash skips rewriting the rows.",
     )
@@ -374,9 +387,6 @@ class RateBudgetRow(Base):
 
 # --- call context and discovery (migration 0004) ------------------------------------
 
-# Ids and numbers of the calls API that are not call ids (PN…, US…, E.164 numbers):
-# short in practice, but API text all the same, so the normaliser cuts them to this.
-API_ID_LENGTH = 255
 CALL_LOOKUP_STATES = ("retrying", "not_found")
 
 
@@ -435,12 +445,26 @@ class Call(Base):
     forwarded_to: Mapped[str | None] = mapped_column(
         String(API_ID_LENGTH), comment="Number or user the call was forwarded to, as sent; NULL if not forwarded.",
     )
+    # Migration 0007: what the dated API (2026-03-30) adds; NULL for calls stored from v1.
+    actor_id: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH),
+        comment="Who handled the call (dated API actorId): a user (US...) or a system actor such as the AI agent "
+                "(SYU...); NULL on v1.",
+    )
+    call_route: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="How the call was routed (dated API callRoute): phone-number or phone-menu.",
+    )
+    ai_handled: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH),
+        comment="ai-agent when the AI agent handled the call (dated API aiHandled); NULL otherwise and on v1.",
+    )
     participant_count: Mapped[int] = mapped_column(
         Integer, comment="Number of participants (rows in call_participants).",
     )
     content_hash: Mapped[str] = mapped_column(
         String(64), comment="SHA-256 (hex) of raw_json; an unchanged hash skips rewriting the rows.",
     )
+    # On the dated API the call object is stored without its summary (in call_summaries; docs/schema.md).
     raw_json: Mapped[str] = mapped_column(
         LongText, comment="The call object exactly as received (JSON text), including keys not modelled.",
     )
@@ -470,6 +494,38 @@ class CallParticipant(Base):
     )
     is_e164: Mapped[bool] = mapped_column(
         Boolean, comment="Whether number is a valid E.164 number (+ and 8 to 15 digits); kept either way.",
+    )
+    # Migration 0007: the dated API lists every party with its actor; NULL for v1 participants.
+    actor_id: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="The party's actor (dated API): a user (US...) or system actor (SYU...); "
+                                       "NULL for an outside party and on v1.",
+    )
+    is_own_number: Mapped[bool | None] = mapped_column(
+        Boolean, comment="Whether number is the workspace's own (it appears with an actor in the call; dated API); "
+                         "NULL on v1, whose participants are the other parties only.",
+    )
+
+
+class CallVoicemail(Base):
+    """A voicemail left on a call (dated API, ``include=voicemail``): migration 0007."""
+
+    __tablename__ = "call_voicemails"
+    __table_args__ = ({"comment": "Voicemails left on calls (dated API include=voicemail); one per call."},)
+
+    call_id: Mapped[str] = mapped_column(
+        CallIdType, ForeignKey("calls.call_id", ondelete="CASCADE"), primary_key=True,
+        comment="The call (calls.call_id).",
+    )
+    voicemail_id: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The voicemail's id (VM...).")
+    status: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="completed or in-progress, as sent.",
+    )
+    duration_seconds: Mapped[int | None] = mapped_column(Integer, comment="Length of the voicemail in seconds.")
+    recording_url: Mapped[str | None] = mapped_column(
+        Text, comment="URL of the recording as sent (it may be signed and expire).",
+    )
+    transcript: Mapped[str | None] = mapped_column(
+        LongText, comment="The voicemail's transcript; NULL while none is available.",
     )
 
 
@@ -531,6 +587,24 @@ class DiscoveryConversation(Base):
     calls_created_after: Mapped[datetime] = mapped_column(
         UtcDateTime,
         comment="UTC watermark: every call created before it was listed; the next run lists createdAfter it.",
+    )
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the watermark last advanced.")
+
+
+class DiscoveryCallWatermark(Base):
+    """Per scope of a dated-API discovery: calls created before this time have been listed (migration 0007)."""
+
+    __tablename__ = "discovery_call_watermarks"
+    __table_args__ = ({"comment": "etl discover progress on the dated API (GET /calls), per scope."},)
+
+    scope: Mapped[str] = mapped_column(
+        String(API_ID_LENGTH), primary_key=True,
+        comment="What was listed: * for the whole workspace, or one line's id (PN...) for --phone-number.",
+    )
+    calls_created_since: Mapped[datetime] = mapped_column(
+        UtcDateTime,
+        comment="UTC watermark: every call created before it was listed and committed; "
+                "the next run lists createdAt[gte] it (less the overlap).",
     )
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the watermark last advanced.")
 

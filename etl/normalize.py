@@ -17,7 +17,7 @@ from typing import Any
 
 from etl.models import API_ID_LENGTH
 from etl.results import Transcript
-from etl.schema import CallData, SummaryData
+from etl.schema import CallData, DatedCall, DatedSummary, SummaryData
 
 REPLACEMENT = "\ufffd"
 
@@ -62,8 +62,18 @@ def typed_value(value: str | int | float | bool) -> tuple[str, str | None, float
     return "string", clean_text(value), None, None
 
 
-def normalize(data: SummaryData, raw_json: str, content_hash: str, now: datetime) -> CallRows:
-    call_id = data.callId
+def normalize(data: SummaryData | DatedSummary, raw_json: str, content_hash: str, now: datetime, *,
+              call_id: str | None = None) -> CallRows:
+    """One validated summary -> its rows; ``call_id`` is needed for a dated summary (it has no ``callId``).
+
+    ``type`` and ``title`` come with the dated surface only; v1 summaries leave them NULL.
+    """
+    if isinstance(data, SummaryData):
+        call_id = data.callId
+    if call_id is None:
+        raise ValueError("a dated summary needs its call id")
+    kind = data.type if isinstance(data, DatedSummary) else None
+    title = data.title if isinstance(data, DatedSummary) else None
     summary = data.summary
     steps = data.nextSteps
     jobs = data.jobs or []
@@ -75,6 +85,8 @@ def normalize(data: SummaryData, raw_json: str, content_hash: str, now: datetime
             "line_count": len(summary or ()),
             "next_step_count": len(steps or ()),
             "job_count": len(jobs),
+            "type": _short(kind),
+            "title": None if title is None else clean_text(title),
             "content_hash": content_hash,
             "raw_json": raw_json,
             "first_synced_at": now,
@@ -136,10 +148,11 @@ def call_json(raw: Any) -> str:
 
 @dataclass(slots=True)
 class CallContextRows:
-    """The rows one call contributes to ``calls`` and ``call_participants``."""
+    """The rows one call contributes to ``calls``, ``call_participants`` and ``call_voicemails``."""
 
     parent: Row
     participants: list[Row] = field(default_factory=list)
+    voicemails: list[Row] = field(default_factory=list)
 
     @property
     def call_id(self) -> str:
@@ -151,14 +164,16 @@ class CallContextRows:
         return [p["number"] for p in self.participants if not p["is_e164"]]
 
 
-def normalize_call(data: CallData, raw_json: str, now: datetime) -> CallContextRows:
-    """One validated call -> its rows.  ``raw_json`` is the call object's JSON text.
+def normalize_call(data: CallData | DatedCall, raw_json: str, now: datetime) -> CallContextRows:
+    """One validated call (either surface) -> its rows.  ``raw_json`` is the call object's JSON text.
 
     A participant that is not E.164 is kept, flagged ``is_e164 = false``: the
     list is the API's own and its positions must stay the API's; analysts
-    filter on the flag.
+    filter on the flag.  A dated call lists every party (the workspace's own
+    number too, with the actor on it); v1 lists the other parties only, and
+    leaves the dated columns NULL.
     """
-    participants = data.participants or []
+    dated = data if isinstance(data, DatedCall) else None
     rows = CallContextRows(parent={
         "call_id": data.id,
         "created_at": _utc(data.createdAt),
@@ -169,23 +184,54 @@ def normalize_call(data: CallData, raw_json: str, now: datetime) -> CallContextR
         "status": _short(data.status),
         "duration_seconds": data.duration,
         "phone_number_id": _short(data.phoneNumberId),
-        "user_id": _short(data.userId),
+        "user_id": _short(_user_of(data)),
         "answered_by": _short(data.answeredBy),
         "initiated_by": _short(data.initiatedBy),
         "forwarded_from": _short(data.forwardedFrom),
         "forwarded_to": _short(data.forwardedTo),
-        "participant_count": len(participants),
+        "actor_id": _short(dated.actorId) if dated else None,
+        "call_route": _short(dated.callRoute) if dated else None,
+        "ai_handled": _short(dated.aiHandled) if dated else None,
+        "participant_count": len(data.participants or ()),
         "content_hash": hashlib.sha256(raw_json.encode("utf-8", "surrogatepass")).hexdigest(),
         "raw_json": raw_json,
         "first_synced_at": now,
         "last_synced_at": now,
     })
-    for position, number in enumerate(participants):
+    if isinstance(data, DatedCall):
+        parties = data.participants or []
+        # The API marks the workspace's side with its actor (a user, or a system
+        # actor such as the AI agent); the other parties have none.  A number
+        # seen with an actor anywhere in the call is the workspace's own.
+        own = {p.phoneNumber for p in parties if p.actorId is not None}
+        for position, party in enumerate(parties):
+            rows.participants.append({
+                "call_id": data.id, "position": position,
+                "number": clean_text(party.phoneNumber)[:API_ID_LENGTH], "is_e164": is_e164(party.phoneNumber),
+                "actor_id": _short(party.actorId), "is_own_number": party.phoneNumber in own,
+            })
+        vm = data.voicemail
+        if vm is not None:
+            rows.voicemails.append({
+                "call_id": data.id, "voicemail_id": _short(vm.id), "status": _short(vm.status),
+                "duration_seconds": vm.duration, "recording_url": None if vm.recordingUrl is None
+                else clean_text(vm.recordingUrl),
+                "transcript": None if vm.transcript is None else clean_text(vm.transcript),
+            })
+        return rows
+    for position, number in enumerate(data.participants or []):
         text = clean_text(number)[:API_ID_LENGTH]
-        rows.participants.append(
-            {"call_id": data.id, "position": position, "number": text, "is_e164": is_e164(number)}
-        )
+        rows.participants.append({"call_id": data.id, "position": position, "number": text,
+                                  "is_e164": is_e164(number), "actor_id": None, "is_own_number": None})
     return rows
+
+
+def _user_of(data: CallData | DatedCall) -> str | None:
+    """``calls.user_id``: v1's ``userId``; on the dated surface the actor when it is a user (US…)."""
+    if isinstance(data, CallData):
+        return data.userId
+    actor = data.actorId
+    return actor if actor is not None and actor.startswith("US") else None
 
 
 # --- transcripts (issue 19) -------------------------------------------------------------

@@ -8,6 +8,11 @@ queue attempts in a row that ended transient; it is what ``max_attempts``
 limits, so a summary that is "in-progress" for hours is never mistaken for a
 failing one.  ``incomplete_since`` is when the API first said in-progress or
 absent; the give-up windows (48 h / 24 h) are measured from it.
+
+``absent`` depends on the answer's surface (``SummaryAnswer.absent_is_final``):
+on v1 it may still turn into a summary and is asked again for 24 h; on the
+dated API 2026-03-30 it means none will ever be generated, so the item ends
+``absent`` at once.
 """
 
 from __future__ import annotations
@@ -21,8 +26,7 @@ from etl.config import Backoff
 from etl.states import QueueState, TranscriptState
 
 if TYPE_CHECKING:
-    from etl.api import ApiResult
-    from etl.results import FetchResult, Transcript
+    from etl.results import ApiResult, SummaryResult, Transcript
 
 Outcome = Literal["completed", "rescheduled", "failed", "error"]
 QueueName = Literal["summary", "transcript"]
@@ -30,7 +34,7 @@ QueueName = Literal["summary", "transcript"]
 _MAX_ERROR = 2000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimedItem:
     """A queue row this run holds a lease on, as it was when claimed."""
 
@@ -54,7 +58,7 @@ class ClaimedItem:
     call_created_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class QueueUpdate:
     call_id: str
     state: QueueState | TranscriptState
@@ -87,7 +91,10 @@ def _grow(elapsed: float, first: float, cap: float) -> float:
     return min(cap, max(first, elapsed))
 
 
-def decide(item: ClaimedItem, result: FetchResult, now: datetime, backoff: Backoff,
+NEVER_SUMMARISED = "the API reports that no summary will be generated for this call"
+
+
+def decide(item: ClaimedItem, result: SummaryResult, now: datetime, backoff: Backoff,
            rng: random.Random | None = None) -> QueueUpdate:
     rng = rng or random.Random()
     attempts = item.attempts + 1
@@ -95,17 +102,29 @@ def decide(item: ClaimedItem, result: FetchResult, now: datetime, backoff: Backo
 
     def done(state: QueueState, outcome: Outcome, error: str | None = None) -> QueueUpdate:
         return QueueUpdate(
-            item.call_id, state, outcome, attempts, 0, now, api_status,
-            error[:_MAX_ERROR] if error else None, None, now,
+            call_id=item.call_id, state=state, outcome=outcome, attempts=attempts, consecutive_errors=0,
+            next_attempt_at=now, last_api_status=api_status, last_error=error[:_MAX_ERROR] if error else None,
+            incomplete_since=None, finished_at=now,
         )
 
-    if result.kind == "summary":
-        assert result.summary is not None
-        status = result.summary.status
+    def later(delay: float, error: str | None, since: datetime | None, errors: int = 0) -> QueueUpdate:
+        return QueueUpdate(
+            call_id=item.call_id, state="pending", outcome="rescheduled", attempts=attempts,
+            consecutive_errors=errors, next_attempt_at=now + timedelta(seconds=delay), last_api_status=api_status,
+            last_error=error[:_MAX_ERROR] if error else None, incomplete_since=since, finished_at=None,
+        )
+
+    if result.kind == "ok":
+        answer = result.data
+        assert answer is not None
+        status = answer.status
         if status == "completed":
             return done("done", "completed")
         if status == "failed":
             return done("failed", "failed", "the API reports that the summary failed")
+        if status == "absent" and answer.absent_is_final:
+            # The dated surface: absent means never (v1's absent may still turn into a summary).
+            return done("absent", "failed", NEVER_SUMMARISED)
         since = item.incomplete_since or now
         elapsed = (now - since).total_seconds()
         if status == "in-progress":
@@ -116,10 +135,7 @@ def decide(item: ClaimedItem, result: FetchResult, now: datetime, backoff: Backo
             if elapsed >= backoff.absent_give_up:
                 return done("absent", "failed", f"no summary after {elapsed / 3600:.0f} h")
             delay = _grow(elapsed, backoff.absent_first, backoff.absent_cap)
-        return QueueUpdate(
-            item.call_id, "pending", "rescheduled", attempts, 0,
-            now + timedelta(seconds=delay), api_status, None, since, None,
-        )
+        return later(delay, None, since)
     if result.kind == "not_found":
         return _not_found(item, result.error, api_status, now, backoff)
     if result.kind == "invalid":
@@ -140,11 +156,13 @@ def _not_found(item: ClaimedItem, error: str | None, api_status: str, now: datet
         until = start + timedelta(seconds=backoff.not_found_window)
         text = f"{error or 'HTTP 404'}; retrying until {until:%Y-%m-%d %H:%M} UTC"
         return QueueUpdate(
-            item.call_id, "pending", "rescheduled", attempts, 0, retry_at, api_status,
-            text[:_MAX_ERROR], item.incomplete_since, None,
+            call_id=item.call_id, state="pending", outcome="rescheduled", attempts=attempts, consecutive_errors=0,
+            next_attempt_at=retry_at, last_api_status=api_status, last_error=text[:_MAX_ERROR],
+            incomplete_since=item.incomplete_since, finished_at=None,
         )
-    return QueueUpdate(item.call_id, "not_found", "failed", attempts, 0, now, api_status,
-                       error[:_MAX_ERROR] if error else None, None, now)
+    return QueueUpdate(call_id=item.call_id, state="not_found", outcome="failed", attempts=attempts,
+                       consecutive_errors=0, next_attempt_at=now, last_api_status=api_status,
+                       last_error=error[:_MAX_ERROR] if error else None, incomplete_since=None, finished_at=now)
 
 
 def _transient(item: ClaimedItem, error: str | None, retry_after: float | None, api_status: str, now: datetime,
@@ -155,16 +173,19 @@ def _transient(item: ClaimedItem, error: str | None, retry_after: float | None, 
     text = (error or "transient error")[:_MAX_ERROR]
     if errors >= backoff.max_attempts:
         return QueueUpdate(
-            item.call_id, "error", "error", attempts, errors, now, api_status,
-            f"gave up after {errors} attempts: {text}"[:_MAX_ERROR], item.incomplete_since, now,
+            call_id=item.call_id, state="error", outcome="error", attempts=attempts, consecutive_errors=errors,
+            next_attempt_at=now, last_api_status=api_status,
+            last_error=f"gave up after {errors} attempts: {text}"[:_MAX_ERROR],
+            incomplete_since=item.incomplete_since, finished_at=now,
         )
     delay = min(backoff.transient_cap, backoff.transient_first * 2 ** (errors - 1))
     delay = delay * (0.5 + rng.random() / 2)
     if retry_after:
         delay = max(delay, retry_after)
     return QueueUpdate(
-        item.call_id, "pending", "rescheduled", attempts, errors,
-        now + timedelta(seconds=delay), api_status, text, item.incomplete_since, None,
+        call_id=item.call_id, state="pending", outcome="rescheduled", attempts=attempts, consecutive_errors=errors,
+        next_attempt_at=now + timedelta(seconds=delay), last_api_status=api_status, last_error=text,
+        incomplete_since=item.incomplete_since, finished_at=None,
     )
 
 
@@ -187,8 +208,9 @@ def decide_transcript(item: ClaimedItem, result: ApiResult[Transcript], now: dat
 
     def done(state: TranscriptState, outcome: Outcome, error: str | None = None) -> QueueUpdate:
         return QueueUpdate(
-            item.call_id, state, outcome, attempts, 0, now, api_status,
-            error[:_MAX_ERROR] if error else None, None, now,
+            call_id=item.call_id, state=state, outcome=outcome, attempts=attempts, consecutive_errors=0,
+            next_attempt_at=now, last_api_status=api_status, last_error=error[:_MAX_ERROR] if error else None,
+            incomplete_since=None, finished_at=now,
         )
 
     if transcript is not None:
@@ -205,8 +227,9 @@ def decide_transcript(item: ClaimedItem, result: ApiResult[Transcript], now: dat
             return done("error", "error", f"transcript still in progress after {elapsed / 3600:.0f} h")
         delay = _grow(elapsed, backoff.in_progress_first, backoff.in_progress_cap)
         return QueueUpdate(
-            item.call_id, "pending", "rescheduled", attempts, 0,
-            now + timedelta(seconds=delay), api_status, None, since, None,
+            call_id=item.call_id, state="pending", outcome="rescheduled", attempts=attempts, consecutive_errors=0,
+            next_attempt_at=now + timedelta(seconds=delay), last_api_status=api_status, last_error=None,
+            incomplete_since=since, finished_at=None,
         )
     if result.http_status == 403:
         return done("forbidden", "failed", result.error or "HTTP 403: the plan has no transcripts")
@@ -222,8 +245,9 @@ def decide_transcript(item: ClaimedItem, result: ApiResult[Transcript], now: dat
 def unexpected(item: ClaimedItem, now: datetime, error: str) -> QueueUpdate:
     """The item could not be processed at all (e.g. the database rejected its rows)."""
     return QueueUpdate(
-        item.call_id, "error", "error", item.attempts + 1, item.consecutive_errors, now,
-        None, error[:_MAX_ERROR], item.incomplete_since, now,
+        call_id=item.call_id, state="error", outcome="error", attempts=item.attempts + 1,
+        consecutive_errors=item.consecutive_errors, next_attempt_at=now, last_api_status=None,
+        last_error=error[:_MAX_ERROR], incomplete_since=item.incomplete_since, finished_at=now,
     )
 
 

@@ -1,49 +1,83 @@
-"""What the API answered for one call id: the domain value the policy and the store act on.
+"""What the API answered for one request: the one result type of every endpoint.
 
-:mod:`etl.api` produces a :class:`FetchResult` per id (after in-run retries);
-:mod:`etl.policy` turns it into a queue update and :mod:`etl.store` writes it.
-It lives here, not in the HTTP client, so those pure modules need no HTTP.
+:mod:`etl.api` produces an :class:`ApiResult` per request (after in-run
+retries): a summary for an id (``data`` a :class:`SummaryAnswer`), a call, a
+page of calls, lines or conversations.  :mod:`etl.policy` turns a summary's
+result into a queue update and :mod:`etl.store` writes it.  It lives here, not
+in the HTTP client, so those pure modules need no HTTP.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar
 
-from etl.schema import SummaryData
+from etl.schema import CallData, DatedCall, DatedSummary, SummaryData
 
-Kind = Literal["summary", "not_found", "invalid", "transient", "rejected"]
+Kind = Literal["ok", "not_found", "invalid", "transient", "rejected"]
+
+M = TypeVar("M")
 
 
-@dataclass(frozen=True, slots=True)
-class FetchResult:
-    """What the API answered for one id, after in-run retries.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiResult(Generic[M]):
+    """What the API answered for one request, after in-run retries.
 
-    kind: ``summary`` (a valid 200; see ``summary.status``), ``not_found``
-    (404), ``invalid`` (400), ``transient`` (retries exhausted; reschedule),
-    ``rejected`` (a permanent problem with this id's answer, e.g. too large).
+    kind: ``ok`` (a valid 200: ``data`` is the parsed value, ``raw`` its JSON),
+    ``not_found`` (404), ``invalid`` (400), ``transient`` (retries exhausted;
+    reschedule), ``rejected`` (a permanent problem with the answer, e.g. a body
+    over the size limit).  ``what`` names the request (``GET /v1/calls/AC1``).
     """
 
-    call_id: str
+    what: str
     kind: Kind
     http_status: int | None
     tries: int
     latency_ms: float
-    summary: SummaryData | None = None
-    raw_json: str | None = None
-    content_hash: str | None = None
+    data: M | None = None
+    raw: Any = None
     error: str | None = None
     retry_after: float | None = None
 
     @property
     def api_status(self) -> str:
-        """Short text for ``summary_queue.last_api_status``."""
-        if self.summary is not None:
-            return self.summary.status
+        """Short text for ``summary_queue.last_api_status``: the summary's status, else the HTTP status."""
+        status = getattr(self.data, "status", None)
+        if isinstance(status, str):
+            return status
         if self.http_status is not None:
             return f"http {self.http_status}"
         return "no response"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SummaryAnswer:
+    """A summary as one surface served it (``data`` of a summary's :class:`ApiResult`).
+
+    ``raw_json`` is what ``call_summaries.raw_json`` stores: v1's response body,
+    or the dated surface's ``summary`` object.  ``call``/``call_json``: the call
+    that came in the same answer (the dated surface), else None.
+    ``absent_is_final``: the surface's ``absent`` means no summary will ever
+    exist (the dated surface), rather than "not yet" (v1).
+    """
+
+    call_id: str
+    summary: SummaryData | DatedSummary
+    raw_json: str
+    content_hash: str
+    call: CallData | DatedCall | None = None
+    call_json: str | None = None
+    absent_is_final: bool = False
+
+    @property
+    def status(self) -> str:
+        return self.summary.status
+
+
+SummaryResult = ApiResult[SummaryAnswer]
+
+
 
 
 # --- transcripts (issue 19) -----------------------------------------------------------
@@ -95,3 +129,7 @@ class Transcript:
             if status in statuses:
                 return status
         return "absent"
+
+
+__all__ = ["V1_SEGMENT_ID", "ApiResult", "DialogueLine", "Kind", "SummaryAnswer", "SummaryResult", "Transcript",
+           "TranscriptSegment"]

@@ -1,6 +1,11 @@
 """The API's 200 responses as pydantic models: the summary (strict), calls, lines, conversations.
 
-Mirrors ``docs/api/call-summaries.md`` and nothing more: required keys
+Two surfaces: v1 (``docs/api/call-summaries.md``, ``docs/api/more-endpoints.md``)
+and the dated API 2026-03-30 (``docs/api/calls-2026-03-30.md``), whose
+responses are open: fields added later are ignored, never refused, and its
+summary is read from inside the call object.
+
+The v1 summary mirrors ``docs/api/call-summaries.md`` and nothing more: required keys
 are required (``summary``/``nextSteps`` may be ``null`` but not missing),
 ``status`` is the enum, lines are strings, a job field's value is a string, a
 number or a boolean — never coerced (``"1"`` stays a string, ``true`` stays a
@@ -123,6 +128,77 @@ class CallList(_Lenient):
 
     data: list[CallData]
     nextPageToken: StrictStr | None = None
+
+
+# --- the dated API, 2026-03-30 (GET /calls, GET /calls/{id}; docs/api/calls-2026-03-30.md) ---
+#
+# Open: unknown keys are ignored (fields are added without a version bump), and
+# values the client does not interpret (``type``, ``callRoute``, ``aiHandled``)
+# are plain strings, so a new value is stored rather than refused.  The summary
+# keeps the v1 summary's strict types (no coercion of job field values).
+
+
+class DatedSummary(_Strict):
+    """``summary`` of a dated call (``include=summary``): no ``callId`` (the call carries it)."""
+
+    status: SummaryStatus
+    type: StrictStr | None = None
+    summary: list[StrictStr] | None = None
+    nextSteps: list[StrictStr] | None = None
+    jobs: list[Job] | None = None
+    title: StrictStr | None = None
+
+
+class DatedParticipant(_Lenient):
+    """One party of a dated call: every party, the workspace's own number included."""
+
+    phoneNumber: StrictStr
+    actorId: StrictStr | None = None
+
+
+class DatedVoicemail(_Lenient):
+    """``voicemail`` of a dated call (``include=voicemail``), only when one was left."""
+
+    id: StrictStr | None = None
+    status: StrictStr | None = None
+    duration: StrictInt | None = None
+    recordingUrl: StrictStr | None = None
+    transcript: StrictStr | None = None
+
+
+class DatedCall(_Lenient):
+    """A call of the dated surface (``data`` of ``GET /calls/{id}``, an item of ``GET /calls``)."""
+
+    id: StrictStr
+    phoneNumberId: StrictStr | None = None
+    actorId: StrictStr | None = None
+    direction: StrictStr | None = None
+    status: StrictStr | None = None
+    participants: list[DatedParticipant] | None = None
+    answeredAt: datetime | None = None
+    answeredBy: StrictStr | None = None
+    initiatedBy: StrictStr | None = None
+    completedAt: datetime | None = None
+    createdAt: datetime | None = None
+    updatedAt: datetime | None = None
+    callRoute: StrictStr | None = None
+    duration: StrictInt | None = None
+    forwardedFrom: StrictStr | None = None
+    forwardedTo: StrictStr | None = None
+    aiHandled: StrictStr | None = None
+    summary: DatedSummary | None = None
+    voicemail: DatedVoicemail | None = None
+
+
+class DatedCallEnvelope(_Lenient):
+    data: DatedCall
+
+
+class DatedCallList(_Lenient):
+    """``GET /calls``: newest first; ``nextCursor`` is short-lived (never stored) and null on the last page."""
+
+    data: list[DatedCall]
+    nextCursor: StrictStr | None = None
 
 
 # --- transcripts (GET /v1/call-transcripts/{id}; 2026-03-30: GET /calls/{callId}/transcripts) ---

@@ -14,7 +14,7 @@ run died becomes due again by itself when the lease runs out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from etl.policy import ClaimedItem, QueueName, QueueUpdate
 from etl.tables import (
     call_lookups_t,
+    call_marks_t,
     calls_t,
     conversation_marks_t,
     discovery_runs_t,
@@ -42,18 +43,18 @@ from etl.tables import (
     transcript_lines_t,
     transcript_queue_t,
     transcripts_t,
+    voicemails_t,
     watermarks_t,
 )
 
 if TYPE_CHECKING:
-    from etl.api import ApiResult
     from etl.normalize import CallContextRows, CallRows, TranscriptRows
-    from etl.results import FetchResult, Transcript
+    from etl.results import ApiResult, SummaryResult, Transcript
 
 # Children first: the order deletes must run in (and the reverse for inserts).
 _CHILD_TABLES = (fields_t, jobs_t, steps_t, lines_t)
 _PARENT_UPDATE_COLUMNS = (
-    "status", "summary_text", "line_count", "next_step_count", "job_count",
+    "status", "summary_text", "line_count", "next_step_count", "job_count", "type", "title",
     "content_hash", "raw_json", "last_synced_at",
 )
 
@@ -167,7 +168,9 @@ def claim(conn: Connection, run_id: str, limit: int, now: datetime, lease_second
             .where(q.call_id.in_(ids[start:start + _IN_CHUNK]))
         )
         items.extend(
-            ClaimedItem(call_id, attempts, errors, since, due, enqueued, completed, first_404,
+            ClaimedItem(call_id=call_id, attempts=attempts, consecutive_errors=errors, incomplete_since=since,
+                        next_attempt_at=due, enqueued_at=enqueued, call_completed_at=completed,
+                        call_first_not_found_at=first_404,
                         needs_call=queue == "summary" and bool(no_call) and lookup != "not_found",
                         queue=queue, call_created_at=created)
             for call_id, attempts, errors, since, due, enqueued, completed, first_404, no_call, lookup, created
@@ -210,17 +213,18 @@ def release(conn: Connection, run_id: str, items: Iterable[ClaimedItem]) -> int:
 # --- save results -----------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Entry:
     """One processed item: the claim, the API's answer, the decision, the rows.
 
-    ``call``: the call's context fetched in this attempt (``GET /v1/calls/{id}``);
+    ``call``: the call's context fetched in this attempt (``GET /v1/calls/{id}``,
+    or the call that came with the summary on the dated surface);
     ``call_not_found``: that fetch answered 404 (``(lookup state, error)``).
     Both land in the transaction of the queue update, only while the lease holds.
     """
 
     item: ClaimedItem
-    result: FetchResult | None
+    result: SummaryResult | None
     update: QueueUpdate
     rows: CallRows | None
     call: CallContextRows | None = None
@@ -404,6 +408,50 @@ def _upsert_parents(conn: Connection, parents: list[dict[str, Any]]) -> None:
     conn.execute(stmt, parents)
 
 
+def save_listed_summaries(conn: Connection, summaries: Sequence[CallRows], updates: Sequence[QueueUpdate],
+                          now: datetime, *, only_queued: Collection[str] = ()) -> int:
+    """Summaries that arrived final in a calls listing (the dated surface): rows and queue rows at once.
+
+    The same rows as a sync writes (``_save_rows``: unchanged content is not
+    rewritten).  Each id's queue row gets its end state: inserted when the id
+    was not queued, updated when it was waiting (``pending``, a lease taken
+    away: that run's own result is then discarded as a lost lease).  An id
+    already in an end state keeps its row; an id in ``only_queued`` is never
+    inserted (a call the API will never summarise needs no queue row).
+    Returns how many queue rows changed.
+    """
+    if summaries:
+        _save_rows(conn, summaries, now)
+    if not updates:
+        return 0
+    ids = [u.call_id for u in updates]
+    q = queue_t.c
+    existing: dict[str, str] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        rows = conn.execute(sa.select(q.call_id, q.state).where(q.call_id.in_(ids[start:start + _IN_CHUNK])))
+        existing.update({call_id: state for call_id, state in rows})
+    fresh = [u for u in updates if u.call_id not in existing and u.call_id not in only_queued]
+    waiting = [u for u in updates if existing.get(u.call_id) == "pending"]
+    if fresh:
+        conn.execute(sa.insert(queue_t), [{
+            "call_id": u.call_id, "state": u.state, "attempts": u.attempts, "consecutive_errors": 0,
+            "next_attempt_at": u.next_attempt_at, "last_api_status": u.last_api_status, "last_error": u.last_error,
+            "incomplete_since": None, "finished_at": u.finished_at, "enqueued_at": now, "updated_at": now,
+        } for u in fresh])
+    if waiting:
+        conn.execute(
+            sa.update(queue_t).where(q.call_id == sa.bindparam("b_call_id"))
+            .values(state=sa.bindparam("state"), next_attempt_at=sa.bindparam("next_attempt_at"),
+                    last_api_status=sa.bindparam("last_api_status"), last_error=sa.bindparam("last_error"),
+                    incomplete_since=None, finished_at=sa.bindparam("finished_at"),
+                    updated_at=sa.bindparam("updated_at"), lease_owner=None, lease_expires_at=None),
+            [{"b_call_id": u.call_id, "state": u.state, "next_attempt_at": u.next_attempt_at,
+              "last_api_status": u.last_api_status, "last_error": u.last_error, "finished_at": u.finished_at,
+              "updated_at": now} for u in waiting],
+        )
+    return len(fresh) + len(waiting)
+
+
 # --- transcripts (issue 19) ---------------------------------------------------------------
 
 
@@ -525,7 +573,7 @@ _CALL_UPDATE_COLUMNS = tuple(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CallsSaved:
     new: int  # calls not stored before
     changed: int  # stored before with other content (rows rewritten)
@@ -533,7 +581,7 @@ class CallsSaved:
 
 
 def save_calls(conn: Connection, calls: Sequence[CallContextRows], now: datetime) -> CallsSaved:
-    """Upsert calls and replace their participants, in the caller's transaction.
+    """Upsert calls and replace their participants and voicemail, in the caller's transaction.
 
     A call whose ``content_hash`` is unchanged only gets ``last_synced_at``;
     a changed one has its participants replaced as a whole.  A call listed
@@ -542,7 +590,7 @@ def save_calls(conn: Connection, calls: Sequence[CallContextRows], now: datetime
     """
     by_id = {c.call_id: c for c in calls}
     if not by_id:
-        return CallsSaved(0, 0, 0)
+        return CallsSaved(new=0, changed=0, unchanged=0)
     ids = list(by_id)
     c = calls_t.c
     stored: dict[str, str] = {}
@@ -558,15 +606,19 @@ def save_calls(conn: Connection, calls: Sequence[CallContextRows], now: datetime
         _upsert(conn, calls_t, [dict(r.parent, last_synced_at=now) for r in changed], _CALL_UPDATE_COLUMNS)
         rewritten = [r.call_id for r in changed if r.call_id in stored]
         for start in range(0, len(rewritten), _IN_CHUNK):
-            conn.execute(sa.delete(participants_t)
-                         .where(participants_t.c.call_id.in_(rewritten[start:start + _IN_CHUNK])))
+            chunk = rewritten[start:start + _IN_CHUNK]
+            conn.execute(sa.delete(participants_t).where(participants_t.c.call_id.in_(chunk)))
+            conn.execute(sa.delete(voicemails_t).where(voicemails_t.c.call_id.in_(chunk)))
         rows = [p for r in changed for p in r.participants]
         if rows:
             _bulk_insert(conn, participants_t, rows)
+        voicemails = [v for r in changed for v in r.voicemails]
+        if voicemails:
+            _bulk_insert(conn, voicemails_t, voicemails)
     for start in range(0, len(ids), _IN_CHUNK):
         conn.execute(sa.delete(call_lookups_t).where(call_lookups_t.c.call_id.in_(ids[start:start + _IN_CHUNK])))
     new = sum(1 for i in by_id if i not in stored)
-    return CallsSaved(new, len(changed) - new, len(unchanged))
+    return CallsSaved(new=new, changed=len(changed) - new, unchanged=len(unchanged))
 
 
 def record_call_not_found(conn: Connection, call_id: str, state: str, now: datetime, error: str | None) -> None:
@@ -614,6 +666,17 @@ def set_conversation_mark(conn: Connection, phone_number_id: str, participant: s
         "phone_number_id": phone_number_id, "participant": participant, "conversation_id": conversation_id,
         "calls_created_after": value, "updated_at": now,
     }], ("conversation_id", "calls_created_after", "updated_at"))
+
+
+def call_watermarks(conn: Connection) -> dict[str, datetime]:
+    """``{scope: calls_created_since}`` of the dated discovery (``*`` or a line id)."""
+    m = call_marks_t.c
+    return {scope: since for scope, since in conn.execute(sa.select(m.scope, m.calls_created_since))}
+
+
+def set_call_watermark(conn: Connection, scope: str, value: datetime, now: datetime) -> None:
+    _upsert(conn, call_marks_t, [{"scope": scope, "calls_created_since": value, "updated_at": now}],
+            ("calls_created_since", "updated_at"))
 
 
 def start_discovery_run(conn: Connection, command: str, now: datetime) -> int:

@@ -9,7 +9,9 @@ Two kinds of thread, each doing one thing:
   key's :class:`~etl.ratelimit.RateBudget`, fetch it (retries included),
   decide its queue update and normalise its rows, and hand the result back.
   An item with no ``calls`` row (the claim says so: ``needs_call``) first
-  gets ``GET /v1/calls/{id}`` on the same budget; its rows (or its 404) are
+  gets ``GET /v1/calls/{id}`` on the same budget when the surface charges a
+  request for it (v1 with ``fetch_calls`` on); on the dated surface the call
+  comes with the summary's own answer.  Either way its rows (or its 404) are
   saved in the summary's transaction, and it never blocks the summary.
 
 One :class:`threading.Event` is the stop signal: set by a signal handler,
@@ -61,7 +63,8 @@ from etl.logs import batched, call_log_level, get_logger, run_end_level
 from etl.normalize import CallContextRows, call_json, normalize, normalize_call, normalize_transcript
 from etl.policy import CallLookupState, ClaimedItem, call_not_found, decide, decide_transcript, unexpected
 from etl.ratelimit import NotSent, RateBudget
-from etl.results import FetchResult
+from etl.results import SummaryResult
+from etl.schema import CallData, DatedCall
 from etl.states import RUN_COUNTER, run_counts
 from etl.store import Entry, TranscriptEntry
 
@@ -93,7 +96,7 @@ class StopReason(enum.Enum):
         return 0 if self in (StopReason.LIMIT, StopReason.MAX_RUNTIME) else 1
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunOptions:
     command: str = "sync"
     limit: int | None = None
@@ -151,7 +154,7 @@ class RunStats:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _CallOutcome:
     """What ``GET /v1/calls/{id}`` gave one item in this attempt (nothing when it was not asked)."""
 
@@ -439,11 +442,15 @@ class Syncer:
             lease_left, max(0.0, deadline - self.clock.monotonic()) + self.settings.read_timeout)
         call = _CallOutcome()
         try:
-            if item.needs_call:
+            if item.needs_call and client.fetches_call_separately:
                 # The call first: its completion time is what a summary 404's window runs from.
                 item, call = self._fetch_call(client, item, max_wait)
                 max_wait = max(0.0, max_wait - call.seconds)
             result = client.fetch_summary(item.call_id, max_wait=max_wait)
+            answer = result.data
+            if answer is not None and answer.call is not None and answer.call_json is not None:
+                # The dated surface: the call came with its summary, at no extra request.
+                item, call = self._call_rows(item, answer.call, answer.call_json, 0.0)
         except NotSent:
             return None  # the summary was never sent: released unchanged at the end (the call is fetched again)
         except AuthError:
@@ -455,8 +462,8 @@ class Syncer:
             return None
         except Exception as exc:  # a bug must cost one item, not the run
             self.log.exception("unexpected error fetching", call_id=item.call_id)
-            return Entry(item, None, unexpected(item, self.clock.utcnow(), f"unexpected error: {exc!r}"), None,
-                         call.rows, call.not_found)
+            return Entry(item=item, result=None, rows=None, call=call.rows, call_not_found=call.not_found,
+                         update=unexpected(item, self.clock.utcnow(), f"unexpected error: {exc!r}"))
         return self._record(item, result, rng, call)
 
     def _fetch_call(self, client: OpenPhoneClient, item: ClaimedItem,
@@ -473,18 +480,7 @@ class Syncer:
         now = self.clock.utcnow()
         seconds = self.clock.monotonic() - started
         if answer.kind == "ok" and answer.data is not None:
-            try:
-                rows = normalize_call(answer.data, call_json(answer.raw), now)
-            except Exception:  # a bug must cost the call context, not the summary
-                self.log.exception("unexpected error normalising the call", call_id=item.call_id)
-                return item, _CallOutcome(seconds=seconds)
-            if rows.not_e164:
-                self.log.info("call participants not E.164, stored with is_e164 false",
-                              call_id=item.call_id, participants=rows.not_e164)
-            completed = rows.parent["completed_at"]
-            if completed is not None:
-                item = dataclasses.replace(item, call_completed_at=completed)
-            return item, _CallOutcome(rows=rows, seconds=seconds)
+            return self._call_rows(item, answer.data, call_json(answer.raw), seconds)
         if answer.kind == "not_found":
             state = call_not_found(item.enqueued_at, item.call_first_not_found_at, now, self.settings.backoff)
             error = answer.error or "HTTP 404"
@@ -496,19 +492,36 @@ class Syncer:
                          error=answer.error)
         return item, _CallOutcome(seconds=seconds)
 
-    def _record(self, item: ClaimedItem, result: FetchResult, rng: random.Random, call: _CallOutcome) -> Entry:
+    def _call_rows(self, item: ClaimedItem, data: CallData | DatedCall, raw_json: str,
+                   seconds: float) -> tuple[ClaimedItem, _CallOutcome]:
+        """A call's rows; the item's not-found window now runs from the call's completion."""
+        try:
+            rows = normalize_call(data, raw_json, self.clock.utcnow())
+        except Exception:  # a bug must cost the call context, not the summary
+            self.log.exception("unexpected error normalising the call", call_id=item.call_id)
+            return item, _CallOutcome(seconds=seconds)
+        if rows.not_e164:
+            self.log.info("call participants not E.164, stored with is_e164 false",
+                          call_id=item.call_id, participants=rows.not_e164)
+        completed = rows.parent["completed_at"]
+        if completed is not None:
+            item = dataclasses.replace(item, call_completed_at=completed)
+        return item, _CallOutcome(rows=rows, seconds=seconds)
+
+    def _record(self, item: ClaimedItem, result: SummaryResult, rng: random.Random, call: _CallOutcome) -> Entry:
         now = self.clock.utcnow()
         try:
             update = decide(item, result, now, self.settings.backoff, rng)
             rows = None
-            if result.summary is not None and update.state in ("done", "failed"):
-                assert result.raw_json is not None and result.content_hash is not None
-                rows = normalize(result.summary, result.raw_json, result.content_hash, now)
+            answer = result.data
+            if answer is not None and update.state in ("done", "failed"):
+                rows = normalize(answer.summary, answer.raw_json, answer.content_hash, now, call_id=item.call_id)
         except Exception as exc:
             self.log.exception("unexpected error normalising", call_id=item.call_id)
-            return Entry(item, result, unexpected(item, now, f"unexpected error: {exc!r}"), None,
-                         call.rows, call.not_found)
-        return Entry(item, result, update, rows, call.rows, call.not_found)
+            return Entry(item=item, result=result, rows=None, call=call.rows, call_not_found=call.not_found,
+                         update=unexpected(item, now, f"unexpected error: {exc!r}"))
+        return Entry(item=item, result=result, update=update, rows=rows, call=call.rows,
+                     call_not_found=call.not_found)
 
     # -- transcripts (fetch threads; issue 19) ---------------------------------------------
 
@@ -614,7 +627,7 @@ class Syncer:
                 update = unexpected(entry.item, self.clock.utcnow(), message)
                 failed: _Saved = (TranscriptEntry(entry.item, entry.result, update, None)
                                   if isinstance(entry, TranscriptEntry)
-                                  else Entry(entry.item, entry.result, update, None))
+                                  else Entry(item=entry.item, result=entry.result, rows=None, update=update))
                 return self._tx(self._save_and_count, [failed])
             half = len(batch) // 2
             return self._save_batch(batch[:half]) + self._save_batch(batch[half:])

@@ -29,6 +29,8 @@ from etl.models import (  # noqa: E402  (the call-context tables of migration 00
     Call,
     CallLookup,
     CallParticipant,
+    CallVoicemail,
+    DiscoveryCallWatermark,
     DiscoveryConversation,
     DiscoveryRun,
     DiscoveryWatermark,
@@ -41,6 +43,8 @@ watermarks_t = cast(Table, DiscoveryWatermark.__table__)
 conversation_marks_t = cast(Table, DiscoveryConversation.__table__)
 discovery_runs_t = cast(Table, DiscoveryRun.__table__)
 deliveries_t = cast(Table, WebhookDelivery.__table__)
+voicemails_t = cast(Table, CallVoicemail.__table__)
+call_marks_t = cast(Table, DiscoveryCallWatermark.__table__)
 
 from etl.models import CallTranscript, CallTranscriptLine, TranscriptQueue  # noqa: E402  (migration 0008)
 

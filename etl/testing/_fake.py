@@ -9,6 +9,8 @@ sockets) or the real HTTP server of ``etl.testing._server``. Endpoints:
   ``GET /v1/phone-numbers``: the workspace (``etl.testing._workspace``);
 * ``GET /v1/call-transcripts/{id}`` and (2026-03-30) ``GET /calls/{callId}/transcripts``:
   transcripts (``etl.testing._transcripts``);
+* ``GET /calls``, ``GET /calls/{callId}``: the dated surface 2026-03-30
+  (``etl.testing._dated``; header ``Quo-Api-Version`` required);
 * ``POST /v1/webhooks/calls|call-summaries|call-transcripts``,
   ``GET /v1/webhooks[/{id}]``, ``DELETE /v1/webhooks/{id}``: webhooks CRUD
   (the answers of these two groups are in ``etl.testing._endpoints``);
@@ -17,7 +19,8 @@ sockets) or the real HTTP server of ``etl.testing._server``. Endpoints:
   require ``Quo-Api-Version: 2026-03-30`` (400 without, as the API answers).
 
 Every endpoint shares the key check, the token bucket (``rate``/``burst``) and
-the fault rules; every request is counted per endpoint with its time.
+the fault rules; every request is counted per endpoint with its time, and
+``request_log`` keeps each request's path and ``Quo-Api-Version`` header.
 """
 
 from __future__ import annotations
@@ -36,11 +39,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 
 from etl.testing._data import CALL_ID_RE, STATUSES, dumps, sample_body, sample_summary
+from etl.testing._dated import DATED_ENDPOINTS, DATED_VERSION, DatedEndpoints, match_dated
 from etl.testing._endpoints import WEBHOOK_EVENTS, BadRequest, WorkspaceEndpoints
 from etl.testing._faults import DROP, ENDPOINTS, HANG, Faults, Quirks, draw_fault
-from etl.testing._transcripts import TRANSCRIPT_ENDPOINTS, TranscriptEndpoints, match_transcripts
+from etl.testing._transcripts import DATED_TRANSCRIPTS, TRANSCRIPT_ENDPOINTS, TranscriptEndpoints, match_transcripts
 from etl.testing._workspace import ApiClock, Workspace
-from etl.testing.webhooks import DATED_API_VERSION
 
 API_PATH_PREFIX = "/v1/call-summaries/"
 DOCS_URL = "https://openphone.com/docs"
@@ -81,7 +84,7 @@ class Reply:
     landed: bool = False
 
 
-class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints):
+class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints):
     """In-memory OpenPhone API: routing, auth, rate limiting, faults, statistics."""
 
     def __init__(
@@ -135,6 +138,9 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints):
         self._init_transcripts()
         self.test_deliveries: list[dict[str, object]] = []
         self._delivery_threads: list[threading.Thread] = []
+        # (method, path, Quo-Api-Version header) of every request, in arrival order.
+        self.request_log: list[tuple[str, str, str | None]] = []
+        self._init_dated()
         # The real server mutates statistics on its own threads while tests
         # read them; the lock keeps stats() a consistent snapshot.
         self._lock = threading.Lock()
@@ -201,7 +207,7 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints):
         """Answer one request from any thread; the handler of ``transport()``."""
         target = request.url.raw_path.decode("latin-1")
         reply = self.route(request.method, target, request.headers.get("authorization"), request.read(),
-                           api_version=request.headers.get("quo-api-version"))
+                           version=request.headers.get("quo-api-version"))
         try:
             if reply.delay:
                 time.sleep(reply.delay)
@@ -232,12 +238,13 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints):
         authorization: str | None,
         body: bytes = b"",
         gone: Callable[[], bool] | None = None,
-        api_version: str | None = None,
+        *,
+        version: str | None = None,
     ) -> Reply:
         """Decide the answer to one request and count it in flight (the adapters call ``land`` after).
 
         ``gone`` tells whether this request's client has hung up (real server only);
-        ``api_version`` is the ``Quo-Api-Version`` header (the dated paths require it).
+        ``version`` is its ``Quo-Api-Version`` header (the dated paths require it).
         """
         # A target not starting with "/" is the absolute form (http://host/path).
         if target.startswith("/"):
@@ -255,8 +262,11 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints):
                 endpoint = "call-summaries"
         else:
             endpoint, arg = _match(method, path)
+            if endpoint is None:
+                endpoint, arg = match_dated(method, path)
         now = time.time()
         with self._lock:
+            self.request_log.append((method, path, version))
             self.total_requests += 1
             self._flight_total += 1
             if self._flight_total > self.max_in_flight:
@@ -282,12 +292,14 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints):
                     reply = refused
                     if reply.status == 429:
                         self.endpoint_429[endpoint] += 1  # the token bucket's; injected ones count in _fault
-                elif arg.startswith("/") and api_version != DATED_API_VERSION:
-                    # A dated path (no /v1) without the version header: the API has no default version.
-                    reply = self._error(400, f"The Quo-Api-Version header is required on this path "
-                                             f"(e.g. Quo-Api-Version: {DATED_API_VERSION})")
                 elif call_id is not None:
                     reply = self._decide_summary(call_id)
+                elif (endpoint in DATED_ENDPOINTS or endpoint == DATED_TRANSCRIPTS or arg.startswith("/")) \
+                        and version != DATED_VERSION:
+                    # A dated path (no /v1) without the version header: the API has no default version.
+                    reply = self._error(400, f"the Quo-Api-Version header is required ({DATED_VERSION}); "
+                                             f"got {version!r}", errors=[{"path": "/headers/quo-api-version",
+                                                                         "message": "required"}])
                 else:
                     reply = self._decide(endpoint, method, path, arg, query, body)
             reply.flight = call_id
@@ -420,6 +432,8 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints):
             params = parse_qs(query, keep_blank_values=True)
             if endpoint in TRANSCRIPT_ENDPOINTS:
                 status, payload = self._transcript_answer(endpoint, arg, params)
+            elif endpoint in DATED_ENDPOINTS:
+                status, payload = self._dated_answer(endpoint, arg, params)
             else:
                 status, payload = self._answer(endpoint, method, arg, params, body)
         except BadRequest as exc:

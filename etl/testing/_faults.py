@@ -21,7 +21,7 @@ DROP, HANG = "drop", "hang"
 
 # Every endpoint of the simulated API, as named in statistics and Faults.endpoints.
 ENDPOINTS = ("call-summaries", "calls", "call", "conversations", "phone-numbers", "webhooks", "call-transcripts",
-             "transcripts")
+             "transcripts", "dated-calls", "dated-call")
 
 
 @dataclass

@@ -92,7 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(length_text)) if int(length_text) else b""
         fake = self.server.fake
         reply = fake.route(self.command, self.path, self.headers.get("authorization"), body, self._client_gone,
-                           api_version=self.headers.get("quo-api-version"))
+                           version=self.headers.get("quo-api-version"))
         try:
             wait = reply.delay + reply.hold
             if wait and not self._hold(wait):

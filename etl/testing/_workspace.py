@@ -150,6 +150,8 @@ class Call:
     forwarded_to: str | None = None
     conversation_id: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    # Handled by the AI agent (the dated API shows aiHandled, a system actor and an agent summary).
+    ai_handled: bool = False
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -237,6 +239,7 @@ class Workspace:
         duration: int | None = None,
         user_id: str | None = None,
         call_id: str | None = None,
+        ai_handled: bool = False,
     ) -> Call:
         """A call in a conversation, created at ``at`` (default: the clock's now).
 
@@ -280,6 +283,7 @@ class Workspace:
                 answered_by=user if answered and direction == "incoming" else None,
                 initiated_by=user if direction == "outgoing" else None,
                 conversation_id=conv.id,
+                ai_handled=ai_handled,
             )
             self.calls[call.id] = call
             conv.updated_at = max(conv.updated_at, updated)
@@ -303,6 +307,8 @@ class Workspace:
         busy_calls: int = 0,
         non_e164: bool = False,
         missing_summaries: int = 0,
+        group_calls: int = 0,
+        agent_calls: int = 0,
     ) -> None:
         """Fill the workspace deterministically from the seed and the clock's now.
 
@@ -311,7 +317,9 @@ class Workspace:
         (missed, no-answer...). Options add the oddities of issue 10 part 7:
         one conversation with ``busy_calls`` calls, one whose participants are
         not E.164 (with one call), and ``missing_summaries`` completed calls
-        whose summary answers 404 for good.
+        whose summary answers 404 for good; ``group_calls`` calls in one group
+        conversation (three other parties: v1 cannot list them, the dated API
+        does) and ``agent_calls`` incoming calls the AI agent answered.
         """
         now = self.clock.now().replace(microsecond=0)
         rng = rng_for("workspace", self.seed)
@@ -334,6 +342,16 @@ class Workspace:
         if non_e164:
             conv = self.add_conversation(first.id, ["5550001", "anonymous"], at=now - dt.timedelta(days=1))
             self.add_call(conv.id, at=now - dt.timedelta(hours=5))
+        if group_calls:
+            parties = ["+15550002001", "+15550002002", "+15550002003"]
+            conv = self.add_conversation(first.id, parties, at=now - dt.timedelta(seconds=span))
+            for i in range(group_calls):
+                self.add_call(conv.id, at=now - dt.timedelta(seconds=3600 + i * 977))
+        if agent_calls:
+            conv = self.add_conversation(first.id, ["+15550003000"], at=now - dt.timedelta(seconds=span))
+            for i in range(agent_calls):
+                self.add_call(conv.id, at=now - dt.timedelta(seconds=5400 + i * 1301), direction="incoming",
+                              ai_handled=True)
         if missing_summaries:
             completed = [c.id for c in self.calls.values() if c.status == "completed"]
             self.summary_missing.update(completed[:missing_summaries])

@@ -59,6 +59,7 @@ class ReceiverConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY
     retention: timedelta = DEFAULT_RETENTION
     body_timeout: float = DEFAULT_BODY_TIMEOUT_S  # the whole body must arrive within this
+    transcripts: bool = False  # the transcripts setting: a transcript event queues the call's transcript
 
 
 class _TooLarge(Exception):
@@ -122,7 +123,8 @@ def create_app(engine: Engine, config: ReceiverConfig, metrics: Metrics, worker:
         except RecursionError:
             return refuse(400, "bad_json", "body is nested too deeply to parse")
         try:
-            accepted = await run_in_threadpool(intake.accept, store_engine, verified, event, now, clock=clock)
+            accepted = await run_in_threadpool(intake.accept, store_engine, verified, event, now, clock=clock,
+                                               transcripts=config.transcripts)
         except DBAPIError as exc:
             log.error("webhook not stored: database unavailable; answered 503 so OpenPhone retries",
                       error_type=type(exc.orig or exc).__name__)

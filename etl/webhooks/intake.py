@@ -70,7 +70,7 @@ from etl.clock import SYSTEM, Clock
 from etl.logs import get_logger
 from etl.normalize import CallContextRows, call_json, clean_text, normalize, normalize_call
 from etl.schema import CallData, SummaryData
-from etl.tables import deliveries_t, queue_t
+from etl.tables import deliveries_t, queue_t, transcript_queue_t
 from etl.webhooks.events import Event
 from etl.webhooks.signatures import Verified
 
@@ -78,6 +78,8 @@ Outcome = Literal["queued", "duplicate", "ignored", "replay"]
 
 # Terminal states a call.summary.completed event re-queues (see the module docstring).
 REQUEUE_STATES = ("absent", "not_found", "error", "failed")
+# A transcript event re-queues these transcript end states (a plan upgraded since a 403 included).
+TRANSCRIPT_REQUEUE = ("absent", "not_found", "error", "failed", "forbidden")
 
 # What a call row may hold; anything else in an event is the sender's error, not a reason to fail.
 _MAX_DURATION_S = 2**31 - 1
@@ -143,8 +145,10 @@ class Accepted:
 
 
 def accept(engine: Engine, verified: Verified, event: Event, now: datetime, *, clock: Clock = SYSTEM,
-           max_wait_s: float = MAX_WAIT_S) -> Accepted:
+           max_wait_s: float = MAX_WAIT_S, transcripts: bool = False) -> Accepted:
     """Record the delivery and apply its event; ``replay`` means nothing was stored.
+
+    ``transcripts``: the ``transcripts`` setting (a transcript event queues the call's transcript).
 
     A :class:`DBAPIError` escapes when the database is unreachable, or stayed
     busy for ``max_wait_s``: the caller answers 503.
@@ -157,7 +161,7 @@ def accept(engine: Engine, verified: Verified, event: Event, now: datetime, *, c
             with engine.connect() as conn:
                 try:
                     with conn.begin():
-                        return _accept(conn, verified, event, now)
+                        return _accept(conn, verified, event, now, transcripts)
                 except OperationalError as exc:
                     if not _is_retryable(exc):
                         conn.invalidate()  # do not hand this connection to the next delivery
@@ -176,7 +180,7 @@ def accept(engine: Engine, verified: Verified, event: Event, now: datetime, *, c
             clock.sleep(pause)
 
 
-def _accept(conn: Connection, verified: Verified, event: Event, now: datetime) -> Accepted:
+def _accept(conn: Connection, verified: Verified, event: Event, now: datetime, transcripts: bool) -> Accepted:
     d = deliveries_t.c
     seen = conn.execute(sa.select(d.signed_at).where(d.message_key == verified.message_key)).first()
     if seen is not None:
@@ -193,7 +197,7 @@ def _accept(conn: Connection, verified: Verified, event: Event, now: datetime) -
         scheme=verified.scheme, outcome=outcome, signed_at=verified.signed_at, received_at=now,
     ))
     if outcome == "queued":
-        apply_event(conn, event, now)
+        apply_event(conn, event, now, transcripts=transcripts)
     return Accepted(outcome, event.call_id)
 
 
@@ -221,7 +225,7 @@ def summary_ready(conn: Connection, call_id: str, now: datetime) -> None:
 # --- what an accepted event does (both envelopes; docs/webhooks.md "What each event does") ---
 
 
-def apply_event(conn: Connection, event: Event, now: datetime) -> None:
+def apply_event(conn: Connection, event: Event, now: datetime, *, transcripts: bool = False) -> None:
     """Apply a first delivery of an event to the queue and the tables, in the delivery's transaction.
 
     Each part is validated apart: the id is queued first, whatever the call
@@ -232,15 +236,27 @@ def apply_event(conn: Connection, event: Event, now: datetime) -> None:
         store.enqueue_ids(conn, [event.call_id])
         save_call(conn, event.call if event.call is not None else event.payload, now, raw=event.payload)
     elif event.action == "transcript_completed":
-        transcript_ready(conn, event.call_id, now)
+        transcript_ready(conn, event.call_id, now, transcripts=transcripts)
     elif event.summary is None or not save_carried_summary(conn, event.call_id, event.summary, now):
         summary_ready(conn, event.call_id, now)
 
 
-def transcript_ready(conn: Connection, call_id: str, now: datetime) -> None:
-    """``call.transcript.completed``: for now, enqueue ``call_id`` or make it due like a summary
-    event does (a ``done`` item stays done).  The hook where transcripts will be fetched."""
+def transcript_ready(conn: Connection, call_id: str, now: datetime, *, transcripts: bool = False) -> None:
+    """``call.transcript.completed``: enqueue ``call_id`` or make it due as a summary event does (a
+    ``done`` item stays done); with ``transcripts`` on, its transcript item too, due at the head of the
+    line (re-queued from an end state other than ``done``: the API now says a transcript exists)."""
     summary_ready(conn, call_id, now)
+    if not transcripts:
+        return
+    store.enqueue_transcripts(conn, [call_id], now)
+    t = transcript_queue_t.c
+    conn.execute(
+        sa.update(transcript_queue_t)
+        .where(t.call_id == call_id, t.lease_owner.is_(None),
+               sa.or_(sa.and_(t.state == "pending", t.next_attempt_at > now), t.state.in_(TRANSCRIPT_REQUEUE)))
+        .values(state="pending", next_attempt_at=now, consecutive_errors=0, incomplete_since=None,
+                finished_at=None, updated_at=now)
+    )
 
 
 def save_carried_summary(conn: Connection, call_id: str, summary: dict[str, Any], now: datetime) -> bool:

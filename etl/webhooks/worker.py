@@ -94,7 +94,7 @@ def run_engine(engine: Engine, settings: Settings, transport: httpx.BaseTranspor
     """One engine run until nothing is due.  ``on_start(stop)`` receives a thread-safe stop function."""
     syncer = Syncer(engine, settings, transport=transport, budget=budget, claim_ahead_s=CLAIM_AHEAD_S)
     on_start(lambda: syncer.request_stop(StopReason.SIGNAL, "server stopping"))
-    return syncer.run(RunOptions("serve"))
+    return syncer.run(RunOptions(command="serve"))
 
 
 class MeteredBudget:

@@ -47,14 +47,17 @@ def participants(engine, call_id: str) -> list[tuple[int, str, bool]]:
 def test_save_calls_upserts_and_replaces_participants_as_a_whole(engine):
     first = make_call("ACs1", "PN1", "+15550001111", NOW - timedelta(hours=1), participants=["+15550001111", "x"])
     with engine.begin() as conn:
-        assert store.save_calls(conn, [rows_for(first), rows_for(first)], NOW) == store.CallsSaved(1, 0, 0)
+        saved = store.save_calls(conn, [rows_for(first), rows_for(first)], NOW)
+    assert saved == store.CallsSaved(new=1, changed=0, unchanged=0)
     assert participants(engine, "ACs1") == [(0, "+15550001111", True), (1, "x", False)]
     later = NOW + timedelta(minutes=5)
     with engine.begin() as conn:  # same content: only last_synced_at moves
-        assert store.save_calls(conn, [rows_for(first, later)], later) == store.CallsSaved(0, 0, 1)
+        saved = store.save_calls(conn, [rows_for(first, later)], later)
+    assert saved == store.CallsSaved(new=0, changed=0, unchanged=1)
     changed = dict(first, participants=["+15550002222"], duration=99)
     with engine.begin() as conn:
-        assert store.save_calls(conn, [rows_for(changed, later)], later) == store.CallsSaved(0, 1, 0)
+        saved = store.save_calls(conn, [rows_for(changed, later)], later)
+    assert saved == store.CallsSaved(new=0, changed=1, unchanged=0)
     assert participants(engine, "ACs1") == [(0, "+15550002222", True)]
     with engine.connect() as conn:
         row = conn.execute(sa.text("SELECT duration_seconds, participant_count, raw_json, first_synced_at, "
@@ -110,7 +113,8 @@ def test_summary_404_window_measured_from_the_stored_call_end(engine):
                          NOW)
     with engine.begin() as conn:
         (timing,) = store.claim(conn, "run-t", 10, LATER, 300)
-    item = ClaimedItem("ACw", 0, 0, None, NOW, timing.enqueued_at, timing.call_completed_at)
+    item = ClaimedItem(call_id="ACw", attempts=0, consecutive_errors=0, incomplete_since=None, next_attempt_at=NOW,
+                       enqueued_at=timing.enqueued_at, call_completed_at=timing.call_completed_at)
 
     class NotFound:
         kind, http_status, error, retry_after, summary = "not_found", 404, "HTTP 404 Not Found", None, None

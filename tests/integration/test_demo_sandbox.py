@@ -121,3 +121,21 @@ def test_demo_with_transcripts_shows_the_documented_talk_time_query(db_url, engi
     shown = [line.split() for line in lines[start + 2:start + 14]]
     assert shown == expected[:12] and len(expected) > 12
     assert states["done"] >= 20 and "pending" not in states  # every answered call's transcript landed
+
+
+def test_demo_on_the_dated_api_stores_summaries_from_the_listing(db_url, engine):
+    result = etl("demo", "--database-url", db_url, "--api-version", "2026-03-30")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^Discovery run \d+: 30 calls seen, 28 summaries stored from the listing, enqueued 0, "
+                     r"0 errors\.$", result.stdout, re.M)
+    assert re.search(r"^ACdemo05absent +absent +absent ", result.stdout, re.M)
+    with engine.connect() as conn:
+        landed = conn.execute(sa.text("SELECT count(*) FROM call_summaries WHERE status = 'completed'")).scalar_one()
+        pending = conn.execute(sa.text("SELECT count(*) FROM summary_queue WHERE state = 'pending'")).scalar_one()
+    assert (landed, pending) == (26, 0)
+
+
+def test_demo_refuses_an_unknown_api_version():
+    result = etl("demo", "--api-version", "v2")
+    assert (result.exit_code, result.output.strip().splitlines()[-1]) == (
+        2, "Error: unknown API version 'v2': use v1 or 2026-03-30 (--api-version, OPENPHONE_API_VERSION)")

@@ -103,7 +103,8 @@ def test_call_and_summary_are_written_only_while_the_run_holds_the_lease(engine,
     # The lease expired and another run took the item: run-a's result lands nowhere.
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE summary_queue SET lease_owner = 'run-b'"))
-    entry = Entry(item, None, unexpected(item, utcnow(), "x"), None, rows_, None)
+    entry = Entry(item=item, result=None, update=unexpected(item, utcnow(), "x"), rows=None, call=rows_,
+                  call_not_found=None)
     with engine.begin() as conn:
         assert store.save_entries(conn, "run-a", [entry], utcnow()) == []
     assert scalar(engine, "SELECT count(*) FROM calls") == 0

@@ -146,6 +146,8 @@ def test_rich_payload_exact_rows(engine, settings, fake):
         "line_count": 4,
         "next_step_count": 2,
         "job_count": 3,
+        "type": None,  # the dated API's; v1 leaves them NULL
+        "title": None,
         "content_hash": hashlib.sha256(body).hexdigest(),
         "raw_json": body.decode("utf-8"),
     }

@@ -27,7 +27,8 @@ from tests.support.db import API_KEY
 TABLES = {"summary_queue", "call_summaries", "call_summary_lines", "call_next_steps", "call_jobs",
           "call_job_fields", "sync_runs", "rate_budgets",
           "calls", "call_participants", "call_lookups", "discovery_watermarks", "discovery_conversations",
-          "discovery_runs", "webhook_deliveries", "transcript_queue", "call_transcripts", "call_transcript_lines"}
+          "discovery_runs", "webhook_deliveries", "transcript_queue", "call_transcripts", "call_transcript_lines",
+          "call_voicemails", "discovery_call_watermarks"}
 
 
 @pytest.fixture(autouse=True)

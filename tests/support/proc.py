@@ -169,18 +169,24 @@ def typed(value: Any) -> tuple[str, str | None, float | None, bool | None]:
     return "string", clean(value), None, None
 
 
-def expected_call(data: Mapping[str, Any], raw_json: str) -> dict[str, Any]:
-    """The stored form of the API's ``data`` object, per docs/contract.md's tables."""
+def expected_call(data: Mapping[str, Any], raw_json: str, call_id: str | None = None) -> dict[str, Any]:
+    """The stored form of the API's summary, per docs/contract.md's tables.
+
+    ``data``: v1's ``data`` object, or the dated API's ``summary`` object of call ``call_id``.
+    """
     summary = data["summary"]
     steps = data["nextSteps"]
     jobs = data.get("jobs") or []
+    title = data.get("title")
     return {
-        "call_id": data["callId"],
+        "call_id": call_id or data["callId"],
         "status": data["status"],
         "summary_text": None if summary is None else "\n".join(clean(s) for s in summary),
         "line_count": len(summary or []),
         "next_step_count": len(steps or []),
         "job_count": len(jobs),
+        "type": data.get("type"),
+        "title": None if title is None else clean(title),
         "content_hash": hashlib.sha256(raw_json.encode("utf-8")).hexdigest(),
         "raw_json": raw_json,
         "lines": [(i, clean(s)) for i, s in enumerate(summary or [])],
@@ -211,8 +217,9 @@ def check_consistent(engine: Engine) -> dict[str, dict[str, Any]]:
     """
     calls = stored_calls(engine)
     for call_id, call in calls.items():
-        data = json.loads(call["raw_json"])["data"]
-        assert comparable(call) == expected_call(data, call["raw_json"]), call_id
+        loaded = json.loads(call["raw_json"])
+        data = loaded.get("data", loaded)  # v1's body, or the dated summary object
+        assert comparable(call) == expected_call(data, call["raw_json"], call_id), call_id
     with engine.connect() as conn:
         queue = {r.call_id: dict(r._mapping) for r in conn.execute(sa.select(queue_t))}
     done = {i for i, r in queue.items() if r["state"] == "done"}

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from etl import __version__
-from etl.api import USER_AGENT, FetchResult, OpenPhoneClient, parse_retry_after
+from etl.api import USER_AGENT, OpenPhoneClient, SummaryResult, parse_retry_after
 from etl.config import Settings
 from etl.errors import AuthError
 from etl.testing import FakeOpenPhone, Faults, serve
@@ -52,7 +52,7 @@ class Recorder(httpx.BaseTransport):
         return self
 
 
-def fetch(fake: FakeOpenPhone | Recorder, call_id: str, settings: Settings = SETTINGS, **kw: Any) -> FetchResult:
+def fetch(fake: FakeOpenPhone | Recorder, call_id: str, settings: Settings = SETTINGS, **kw: Any) -> SummaryResult:
     with OpenPhoneClient(settings, transport=fake.transport()) as client:
         return client.fetch_summary(call_id, **kw)
 
@@ -68,7 +68,7 @@ def fake() -> FakeOpenPhone:
 def test_headers_bare_key_and_user_agent(fake):
     fake.set_summary("AC1", GOOD)
     rec = Recorder(fake)
-    assert fetch(rec, "AC1").kind == "summary"
+    assert fetch(rec, "AC1").kind == "ok"
     [request] = rec.requests
     assert request.headers["Authorization"] == KEY  # no "Bearer"
     assert request.headers["User-Agent"] == USER_AGENT
@@ -90,11 +90,11 @@ def test_200_completed(fake):
     rec = Recorder(fake)
     result = fetch(rec, "AC1")
     [body] = rec.bodies
-    assert (result.kind, result.http_status, result.tries, result.error) == ("summary", 200, 1, None)
-    assert result.summary is not None
-    assert result.summary.model_dump() == {**GOOD, "jobs": None}
-    assert result.raw_json == body.decode("utf-8")
-    assert result.content_hash == hashlib.sha256(body).hexdigest()
+    assert (result.kind, result.http_status, result.tries, result.error) == ("ok", 200, 1, None)
+    assert result.data is not None
+    assert result.data.summary.model_dump() == {**GOOD, "jobs": None}
+    assert result.data.raw_json == body.decode("utf-8")
+    assert result.data.content_hash == hashlib.sha256(body).hexdigest()
     assert result.api_status == "completed"
 
 
@@ -102,14 +102,14 @@ def test_200_completed(fake):
 def test_200_every_status(fake, status):
     fake.set_summary("AC1", {"callId": "AC1", "status": status, "summary": None, "nextSteps": None})
     result = fetch(fake, "AC1")
-    assert (result.kind, result.summary.status, result.api_status) == ("summary", status, status)
+    assert (result.kind, result.data.summary.status, result.api_status) == ("ok", status, status)
 
 
 def test_200_extra_keys_ignored_but_kept_in_raw_json(fake):
     fake.set_summary("AC1", {**GOOD, "sentiment": "positive"})
     result = fetch(fake, "AC1")
-    assert result.kind == "summary"
-    assert json.loads(result.raw_json)["data"]["sentiment"] == "positive"
+    assert result.kind == "ok"
+    assert json.loads(result.data.raw_json)["data"]["sentiment"] == "positive"
 
 
 BAD_200 = [
@@ -135,7 +135,7 @@ def test_200_invalid_body_is_transient_after_retries(fake, case, data, error):
     fake.set_summary("AC1", data)
     result = fetch(fake, "AC1")
     assert (result.kind, result.http_status, result.tries, result.error) == ("transient", 200, 3, error)
-    assert (result.summary, result.raw_json, result.content_hash) == (None, None, None)
+    assert result.data is None
     assert fake.requests["AC1"] == 3
 
 
@@ -159,7 +159,7 @@ def test_boolean_job_value_stays_boolean(fake):
         {"name": "b", "value": True}, {"name": "i", "value": 1}, {"name": "f", "value": 1.5},
         {"name": "s", "value": "1"}]}}]})
     result = fetch(fake, "AC1")
-    values = [f.value for f in result.summary.jobs[0].result.data]
+    values = [f.value for f in result.data.summary.jobs[0].result.data]
     assert values == [True, 1, 1.5, "1"]
     assert [type(v) for v in values] == [bool, int, float, str]
 
@@ -254,7 +254,7 @@ def test_429_then_success_within_the_run(fake):
     fake.faults = Faults(rate_429=1.0, retry_after="0.01", max_per_id=1)
     fake.set_summary("AC1", GOOD)
     result = fetch(fake, "AC1")
-    assert (result.kind, result.tries) == ("summary", 2)
+    assert (result.kind, result.tries) == ("ok", 2)
     assert fake.outcomes["429"] == 1
 
 
@@ -298,7 +298,7 @@ def test_oversize_body_is_rejected(fake):
 def test_body_at_the_limit_is_accepted(fake):
     fake.set_summary("AC1", GOOD)
     size = len(json.dumps({"data": GOOD}, separators=(",", ":")).encode())
-    assert fetch(fake, "AC1", SETTINGS.replace(max_body_bytes=size)).kind == "summary"
+    assert fetch(fake, "AC1", SETTINGS.replace(max_body_bytes=size)).kind == "ok"
     assert fetch(fake, "AC1", SETTINGS.replace(max_body_bytes=size - 1)).kind == "rejected"
 
 
@@ -309,7 +309,7 @@ def test_two_500s_then_success_takes_three_tries(fake):
     fake.faults = Faults(error_500=1.0, max_per_id=2)
     fake.set_summary("AC1", GOOD)
     result = fetch(fake, "AC1")
-    assert (result.kind, result.tries, result.http_status) == ("summary", 3, 200)
+    assert (result.kind, result.tries, result.http_status) == ("ok", 3, 200)
     assert fake.requests["AC1"] == 3
 
 
@@ -325,7 +325,7 @@ def test_dropped_connections_then_success(fake):
     fake.faults = Faults(drop=1.0, max_per_id=2)
     fake.set_summary("AC1", GOOD)
     result = fetch(fake, "AC1")
-    assert (result.kind, result.tries) == ("summary", 3)
+    assert (result.kind, result.tries) == ("ok", 3)
 
 
 def test_timeouts_every_time(fake):
@@ -350,5 +350,5 @@ def test_real_http_server_round_trip(fake):
     fake.set_summary("AC1", GOOD)
     with serve(fake) as url, OpenPhoneClient(SETTINGS.replace(base_url=url)) as client:
         result = client.fetch_summary("AC1")
-    assert (result.kind, result.summary.summary) == ("summary", ["Hello."])
-    assert result.raw_json == json.dumps({"data": GOOD}, separators=(",", ":"), ensure_ascii=False)
+    assert (result.kind, result.data.summary.summary) == ("ok", ["Hello."])
+    assert result.data.raw_json == json.dumps({"data": GOOD}, separators=(",", ":"), ensure_ascii=False)

@@ -7,15 +7,17 @@ from datetime import datetime, timedelta
 from etl.config import Backoff
 from etl.normalize import is_e164, normalize_call
 from etl.policy import ClaimedItem, call_not_found, decide, not_found_retry_at, not_found_window_start
-from etl.results import FetchResult
+from etl.results import ApiResult
 from etl.schema import CallData
 
 NOW = datetime(2026, 11, 25, 12, 0)
-NOT_FOUND = FetchResult("ACx", "not_found", 404, 1, 1.0, error="HTTP 404 Not Found: Call summary not found")
+NOT_FOUND = ApiResult(what="GET /v1/call-summaries/" + "ACx", kind="not_found", http_status=404, tries=1,
+                      latency_ms=1.0, error="HTTP 404 Not Found: Call summary not found")
 
 
 def item(enqueued: datetime | None, completed: datetime | None = None) -> ClaimedItem:
-    return ClaimedItem("ACx", 2, 0, None, NOW, enqueued, completed)
+    return ClaimedItem(call_id="ACx", attempts=2, consecutive_errors=0, incomplete_since=None, next_attempt_at=NOW,
+                       enqueued_at=enqueued, call_completed_at=completed)
 
 
 def test_window_starts_at_the_call_end_else_at_enqueueing():
@@ -79,7 +81,9 @@ def test_normalize_call_times_to_naive_utc_and_cuts_long_text():
     assert rows.parent["completed_at"] is None and rows.parent["answered_at"] is None
     assert len(rows.parent["user_id"]) == 255
     assert rows.participants == [
-        {"call_id": "ACn", "position": 0, "number": "+15555550123", "is_e164": True},
-        {"call_id": "ACn", "position": 1, "number": "\ufffd", "is_e164": False},
+        {"call_id": "ACn", "position": 0, "number": "+15555550123", "is_e164": True, "actor_id": None,
+         "is_own_number": None},
+        {"call_id": "ACn", "position": 1, "number": "\ufffd", "is_e164": False, "actor_id": None,
+         "is_own_number": None},
     ]
     assert rows.not_e164 == ["\ufffd"]

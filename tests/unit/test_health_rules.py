@@ -9,21 +9,21 @@ import pytest
 
 from etl.health import FetchHistory, Limits, fetch_gap_problem, fetch_line, is_answer, nothing_fetched, problems
 from etl.logs import call_log_level
-from etl.results import FetchResult
+from etl.results import ApiResult, SummaryResult
 
 NOW = datetime(2026, 11, 25, 12, 0, 0)
 
 
-def result(kind: Any, status: int | None) -> FetchResult:
-    return FetchResult("AC1", kind, status, 1, 1.0)
+def result(kind: Any, status: int | None) -> SummaryResult:
+    return ApiResult(what="GET /v1/call-summaries/" + "AC1", kind=kind, http_status=status, tries=1, latency_ms=1.0)
 
 
 @pytest.mark.parametrize(("kind", "state", "level"), [
-    ("summary", "done", "info"),
-    ("summary", "pending", "info"),      # in-progress / absent, rescheduled
-    ("summary", "failed", "warning"),    # the API says the summary failed
-    ("summary", "absent", "warning"),    # absent for 24 h: given up
-    ("summary", "error", "error"),       # in progress for 48 h: given up
+    ("ok", "done", "info"),
+    ("ok", "pending", "info"),      # in-progress / absent, rescheduled
+    ("ok", "failed", "warning"),    # the API says the summary failed
+    ("ok", "absent", "warning"),    # absent for 24 h: given up
+    ("ok", "error", "error"),       # in progress for 48 h: given up
     ("transient", "pending", "warning"),  # connection error, timeout, 5xx, 429 after retries
     ("transient", "error", "error"),     # gave up after max attempts
     ("not_found", "not_found", "error"),
@@ -36,7 +36,7 @@ def test_call_log_level(kind: str | None, state: str, level: str) -> None:
 
 
 def test_answers_are_every_definitive_reply_and_nothing_transient() -> None:
-    assert is_answer(result("summary", 200))
+    assert is_answer(result("ok", 200))
     assert is_answer(result("not_found", 404))
     assert is_answer(result("invalid", 400))
     assert is_answer(result("rejected", 200))

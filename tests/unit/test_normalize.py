@@ -27,7 +27,7 @@ def parent(call_id: str, status: str, summary_text: str | None, lines: int, step
            raw: str) -> dict[str, Any]:
     return {
         "call_id": call_id, "status": status, "summary_text": summary_text, "line_count": lines,
-        "next_step_count": steps, "job_count": jobs, "content_hash": HASH, "raw_json": raw,
+        "next_step_count": steps, "job_count": jobs, "type": None, "title": None, "content_hash": HASH, "raw_json": raw,
         "first_synced_at": NOW, "last_synced_at": NOW,
     }
 

@@ -13,7 +13,7 @@ import pytest
 
 from etl.config import Backoff
 from etl.policy import ClaimedItem, QueueUpdate, decide, unexpected
-from etl.results import FetchResult
+from etl.results import ApiResult, SummaryAnswer, SummaryResult
 from etl.schema import SummaryData
 
 NOW = datetime(2026, 3, 1, 12, 0, 0)
@@ -37,20 +37,24 @@ HALF = FixedRandom(0.0)  # jitter factor 0.5: the smallest delay
 
 
 def item(attempts: int = 0, consecutive_errors: int = 0, incomplete_since: datetime | None = None) -> ClaimedItem:
-    return ClaimedItem(CALL, attempts, consecutive_errors, incomplete_since, NOW - timedelta(minutes=5))
+    return ClaimedItem(call_id=CALL, attempts=attempts, consecutive_errors=consecutive_errors,
+                       incomplete_since=incomplete_since, next_attempt_at=NOW - timedelta(minutes=5))
 
 
-def summary(status: str) -> FetchResult:
+def summary(status: str) -> SummaryResult:
     data = SummaryData.model_validate({"callId": CALL, "status": status, "summary": None, "nextSteps": None})
-    return FetchResult(CALL, "summary", 200, 1, 12.0, summary=data, raw_json="{}", content_hash="0" * 64)
+    answer = SummaryAnswer(call_id=CALL, summary=data, raw_json="{}", content_hash="0" * 64)
+    return ApiResult(what="GET /v1/call-summaries/" + CALL, kind="ok", http_status=200, tries=1, latency_ms=12.0,
+                     data=answer)
 
 
 def transient(error: str = "HTTP 500 Internal Server Error: boom", status: int | None = 500,
-              retry_after: float | None = None, tries: int = 3) -> FetchResult:
-    return FetchResult(CALL, "transient", status, tries, 5.0, error=error, retry_after=retry_after)
+              retry_after: float | None = None, tries: int = 3) -> SummaryResult:
+    return ApiResult(what="GET /v1/call-summaries/" + CALL, kind="transient", http_status=status, tries=tries,
+                     latency_ms=5.0, error=error, retry_after=retry_after)
 
 
-def decide_at(it: ClaimedItem, result: FetchResult, rng: random.Random = FULL) -> QueueUpdate:
+def decide_at(it: ClaimedItem, result: SummaryResult, rng: random.Random = FULL) -> QueueUpdate:
     return decide(it, result, NOW, BACKOFF, rng)
 
 
@@ -60,19 +64,24 @@ def at(seconds: float) -> datetime:
 
 def test_completed_is_done():
     assert decide_at(item(attempts=2, consecutive_errors=3), summary("completed")) == QueueUpdate(
-        CALL, "done", "completed", 3, 0, NOW, "completed", None, None, NOW,
+        call_id=CALL, state="done", outcome="completed", attempts=3, consecutive_errors=0, next_attempt_at=NOW,
+            last_api_status="completed", last_error=None, incomplete_since=None, finished_at=NOW,
     )
 
 
 def test_failed_is_failed():
     assert decide_at(item(), summary("failed")) == QueueUpdate(
-        CALL, "failed", "failed", 1, 0, NOW, "failed", "the API reports that the summary failed", None, NOW,
+        call_id=CALL, state="failed", outcome="failed", attempts=1, consecutive_errors=0, next_attempt_at=NOW,
+            last_api_status="failed", last_error="the API reports that the summary failed", incomplete_since=None,
+                finished_at=NOW,
     )
 
 
 def test_in_progress_first_time_waits_about_a_minute():
     assert decide_at(item(), summary("in-progress")) == QueueUpdate(
-        CALL, "pending", "rescheduled", 1, 0, at(60), "in-progress", None, NOW, None,
+        call_id=CALL, state="pending", outcome="rescheduled", attempts=1, consecutive_errors=0,
+            next_attempt_at=at(60), last_api_status="in-progress", last_error=None, incomplete_since=NOW,
+                               finished_at=None,
     )
 
 
@@ -89,7 +98,9 @@ def test_in_progress_delay_grows_and_caps_at_an_hour(waited, delay):
 def test_in_progress_past_48_hours_is_error():
     since = NOW - timedelta(hours=48, seconds=1)
     assert decide_at(item(attempts=30, incomplete_since=since), summary("in-progress")) == QueueUpdate(
-        CALL, "error", "error", 31, 0, NOW, "in-progress", "summary still in progress after 48 h", None, NOW,
+        call_id=CALL, state="error", outcome="error", attempts=31, consecutive_errors=0, next_attempt_at=NOW,
+            last_api_status="in-progress", last_error="summary still in progress after 48 h", incomplete_since=None,
+                finished_at=NOW,
     )
 
 
@@ -100,7 +111,10 @@ def test_in_progress_at_exactly_48_hours_gives_up():
 
 def test_absent_first_time_waits_longer_than_in_progress():
     update = decide_at(item(), summary("absent"))
-    assert update == QueueUpdate(CALL, "pending", "rescheduled", 1, 0, at(300), "absent", None, NOW, None)
+    assert update == QueueUpdate(call_id=CALL, state="pending", outcome="rescheduled", attempts=1,
+                                 consecutive_errors=0, next_attempt_at=at(300), last_api_status="absent",
+                                                                          last_error=None, incomplete_since=NOW,
+                                                                              finished_at=None)
     assert update.next_attempt_at > decide_at(item(), summary("in-progress")).next_attempt_at
 
 
@@ -116,34 +130,46 @@ def test_absent_delay_grows_and_caps(waited, delay):
 def test_absent_past_24_hours_is_absent():
     since = NOW - timedelta(hours=24, minutes=1)
     assert decide_at(item(attempts=9, incomplete_since=since), summary("absent")) == QueueUpdate(
-        CALL, "absent", "failed", 10, 0, NOW, "absent", "no summary after 24 h", None, NOW,
+        call_id=CALL, state="absent", outcome="failed", attempts=10, consecutive_errors=0, next_attempt_at=NOW,
+            last_api_status="absent", last_error="no summary after 24 h", incomplete_since=None, finished_at=NOW,
     )
 
 
 def test_not_found():
-    result = FetchResult(CALL, "not_found", 404, 1, 3.0, error="HTTP 404 Not Found: Call summary not found")
+    result = ApiResult(what="GET /v1/call-summaries/" + CALL, kind="not_found", http_status=404, tries=1,
+                       latency_ms=3.0, error="HTTP 404 Not Found: Call summary not found")
     assert decide_at(item(consecutive_errors=2), result) == QueueUpdate(
-        CALL, "not_found", "failed", 1, 0, NOW, "http 404", "HTTP 404 Not Found: Call summary not found", None, NOW,
+        call_id=CALL, state="not_found", outcome="failed", attempts=1, consecutive_errors=0, next_attempt_at=NOW,
+            last_api_status="http 404", last_error="HTTP 404 Not Found: Call summary not found",
+                incomplete_since=None, finished_at=NOW,
     )
 
 
 def test_invalid():
-    result = FetchResult(CALL, "invalid", 400, 1, 3.0, error="HTTP 400 Bad Request: Invalid call id")
+    result = ApiResult(what="GET /v1/call-summaries/" + CALL, kind="invalid", http_status=400, tries=1,
+                       latency_ms=3.0, error="HTTP 400 Bad Request: Invalid call id")
     assert decide_at(item(attempts=1), result) == QueueUpdate(
-        CALL, "invalid", "failed", 2, 0, NOW, "http 400", "HTTP 400 Bad Request: Invalid call id", None, NOW,
+        call_id=CALL, state="invalid", outcome="failed", attempts=2, consecutive_errors=0, next_attempt_at=NOW,
+            last_api_status="http 400", last_error="HTTP 400 Bad Request: Invalid call id", incomplete_since=None,
+                finished_at=NOW,
     )
 
 
 def test_rejected_is_error():
-    result = FetchResult(CALL, "rejected", 200, 1, 3.0, error="response body larger than 8388608 bytes")
+    result = ApiResult(what="GET /v1/call-summaries/" + CALL, kind="rejected", http_status=200, tries=1,
+                       latency_ms=3.0, error="response body larger than 8388608 bytes")
     assert decide_at(item(), result) == QueueUpdate(
-        CALL, "error", "error", 1, 0, NOW, "http 200", "response body larger than 8388608 bytes", None, NOW,
+        call_id=CALL, state="error", outcome="error", attempts=1, consecutive_errors=0, next_attempt_at=NOW,
+            last_api_status="http 200", last_error="response body larger than 8388608 bytes", incomplete_since=None,
+                finished_at=NOW,
     )
 
 
 def test_transient_first_failure_is_rescheduled():
     assert decide_at(item(), transient()) == QueueUpdate(
-        CALL, "pending", "rescheduled", 1, 1, at(30), "http 500", "HTTP 500 Internal Server Error: boom", None, None,
+        call_id=CALL, state="pending", outcome="rescheduled", attempts=1, consecutive_errors=1,
+            next_attempt_at=at(30), last_api_status="http 500", last_error="HTTP 500 Internal Server Error: boom",
+                               incomplete_since=None, finished_at=None,
     )
 
 
@@ -181,21 +207,25 @@ def test_transient_retry_after_shorter_than_backoff_does_not_shorten_it():
 
 
 def test_transient_without_response():
-    result = FetchResult(CALL, "transient", None, 3, 5.0, error="timeout (ReadTimeout)")
+    result = ApiResult(what="GET /v1/call-summaries/" + CALL, kind="transient", http_status=None, tries=3,
+                       latency_ms=5.0, error="timeout (ReadTimeout)")
     update = decide_at(item(), result)
     assert (update.last_api_status, update.last_error) == ("no response", "timeout (ReadTimeout)")
 
 
 def test_transient_without_error_text():
-    update = decide_at(item(), FetchResult(CALL, "transient", 503, 3, 5.0))
+    update = decide_at(item(), ApiResult(what="GET /v1/call-summaries/" + CALL, kind="transient", http_status=503,
+                       tries=3, latency_ms=5.0))
     assert update.last_error == "transient error"
 
 
 def test_after_max_attempts_transient_is_error_with_last_error():
     it = item(attempts=11, consecutive_errors=BACKOFF.max_attempts - 1, incomplete_since=NOW - timedelta(hours=1))
     assert decide_at(it, transient("HTTP 503 Service Unavailable: down", 503)) == QueueUpdate(
-        CALL, "error", "error", 12, 8, NOW, "http 503",
-        "gave up after 8 attempts: HTTP 503 Service Unavailable: down", NOW - timedelta(hours=1), NOW,
+        call_id=CALL, state="error", outcome="error", attempts=12, consecutive_errors=8, next_attempt_at=NOW,
+            last_api_status="http 503",
+        last_error="gave up after 8 attempts: HTTP 503 Service Unavailable: down",
+            incomplete_since=NOW - timedelta(hours=1), finished_at=NOW,
     )
 
 
@@ -234,7 +264,8 @@ def test_long_error_text_is_truncated():
 def test_unexpected_error():
     it = item(attempts=2, consecutive_errors=1)
     assert unexpected(it, NOW, "unexpected error: KeyError('x')") == QueueUpdate(
-        CALL, "error", "error", 3, 1, NOW, None, "unexpected error: KeyError('x')", None, NOW,
+        call_id=CALL, state="error", outcome="error", attempts=3, consecutive_errors=1, next_attempt_at=NOW,
+            last_api_status=None, last_error="unexpected error: KeyError('x')", incomplete_since=None, finished_at=NOW,
     )
 
 
