@@ -4,19 +4,26 @@
 the tests migrate them once and empty the tables before every test.  Without a
 URL those tests skip with the reason; with ``ETL_TEST_REQUIRE_ALL_DBS=1`` (set
 by CI) a missing URL is a failure instead, so CI cannot go green on SQLite alone.
+
+Under pytest-xdist each worker gets databases of its own, named after the given
+ones plus the worker id (``etl_ci`` -> ``etl_ci_gw0``) on the same server and
+created on first use, so parallel tests never empty each other's tables.  The
+URL's user must be allowed to create databases (CI connects as the PostgreSQL
+superuser and MariaDB root).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from functools import cache
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from etl import Etl, db
 from etl.config import Settings
@@ -35,7 +42,7 @@ _migrated: set[str] = set()
 
 
 def server_url(backend: str) -> str:
-    """The test database URL of a server backend; skips (or fails under CI) without it."""
+    """The test database URL of a server backend (this xdist worker's own); skips (or fails under CI) without it."""
     env = ENV_FOR[backend]
     url = os.environ.get(env)
     if not url:
@@ -43,7 +50,42 @@ def server_url(backend: str) -> str:
         if os.environ.get("ETL_TEST_REQUIRE_ALL_DBS") == "1":
             pytest.fail(message + " (required: ETL_TEST_REQUIRE_ALL_DBS=1)")
         pytest.skip(message)
-    return url
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return _worker_database(url, worker) if worker else url
+
+
+@cache
+def _worker_database(url: str, worker: str) -> str:
+    """``url`` with ``_<worker>`` appended to its database name, the database created if missing.
+
+    The new database takes the given one's character set (MariaDB) so that
+    both behave alike; PostgreSQL databases here all use the server's UTF-8.
+    """
+    given = make_url(url)
+    name = f"{given.database}_{worker}"
+    admin = sa.create_engine(given.set(database="postgres" if backend_of(url) == "postgresql" else None),
+                             isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if backend_of(url) == "postgresql":
+                exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+                if not exists:
+                    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            else:
+                charset = conn.execute(sa.text(
+                    "SELECT default_character_set_name, default_collation_name FROM information_schema.schemata "
+                    "WHERE schema_name = :n"), {"n": given.database}).first()
+                character_set, collation = charset if charset else ("utf8mb4", "utf8mb4_unicode_ci")
+                conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS `{name}` "
+                                     f"CHARACTER SET {character_set} COLLATE {collation}"))
+    finally:
+        admin.dispose()
+    return given.set(database=name).render_as_string(hide_password=False)
+
+
+def backend_of(url: str) -> str:
+    """``postgresql`` or ``mysql`` (MariaDB) for a server URL."""
+    return "postgresql" if make_url(url).get_backend_name() == "postgresql" else "mysql"
 
 
 def empty_tables(url: str) -> None:
