@@ -23,7 +23,6 @@ import email.utils
 import hashlib
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,13 +35,13 @@ from tenacity import (
     Retrying,
     retry_if_result,
     stop_after_attempt,
-    stop_before_delay,
     stop_when_event_set,
     wait_random_exponential,
 )
 from tenacity.stop import stop_base
 
 from etl._version import __version__
+from etl.clock import SYSTEM, Clock
 from etl.config import Settings
 from etl.errors import AuthError, EtlError
 from etl.ids import is_valid_call_id
@@ -139,6 +138,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
     Accepts delta-seconds or an HTTP date; missing, unparsable, zero or negative
     values give None so that a bad header never causes an instant retry loop.
+    ``now`` (naive UTC or aware; default: the system clock) is what an HTTP date is measured from.
     """
     if not value:
         return None
@@ -152,7 +152,10 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+        now = now or SYSTEM.utcnow()
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
     if seconds != seconds or seconds <= 0:  # NaN or not in the future
         return None
     return min(seconds, 3600.0)
@@ -192,12 +195,15 @@ class OpenPhoneClient:
     """
 
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None,
-                 budget: RateBudget | None = None, stop: threading.Event | None = None) -> None:
-        """``stop`` is the run's stop signal: once set, no new request (first or retry) is sent."""
+                 budget: RateBudget | None = None, stop: threading.Event | None = None,
+                 clock: Clock = SYSTEM) -> None:
+        """``stop`` is the run's stop signal: once set, no new request (first or retry) is sent;
+        ``clock`` measures latencies and time limits and waits between tries."""
         if not settings.api_key:
             raise ValueError("an API key is required")
         self.settings = settings
-        self.budget: RateBudget = budget if budget is not None else LocalBudget(settings.rate)
+        self.clock = clock
+        self.budget: RateBudget = budget if budget is not None else LocalBudget(settings.rate, clock)
         self.stop = stop or threading.Event()
         limits = httpx.Limits(
             max_connections=settings.concurrency,
@@ -227,7 +233,8 @@ class OpenPhoneClient:
         # call's state thread-local); building one per call cost ~4 % of the CPU
         # per summary.  The per-call time limit is read from the call's kwargs.
         self._retrying = Retrying(
-            stop=stop_after_attempt(settings.retry_attempts) | _stop_before_max_wait | stop_when_event_set(self.stop),
+            stop=(stop_after_attempt(settings.retry_attempts) | _StopBeforeGiveUp(clock)
+                  | stop_when_event_set(self.stop)),
             wait=self._wait,
             retry=retry_if_result(lambda r: r.kind == "transient"),
             # Out of tries or time: the last answer (a transient result) stands.
@@ -255,25 +262,24 @@ class OpenPhoneClient:
         if not is_valid_call_id(call_id):
             # Never build a URL from an unvalidated id (path injection).
             return FetchResult(call_id, "invalid", None, 0, 0.0, error="malformed call id")
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         return self._call(lambda tries: self._summary_try(call_id, started, tries), max_wait)
 
     def _call(self, one_try: Callable[[int], _R], max_wait: float | None) -> _R:
         """Run ``one_try(tries)`` under the budget, retrying transient answers within ``max_wait``."""
-        give_up_at = None if max_wait is None else time.monotonic() + max_wait
+        give_up_at = None if max_wait is None else self.clock.monotonic() + max_wait
         sent: list[_R] = []
         try:
-            result: _R = self._retrying(self._attempt, one_try, give_up_at, sent, max_wait=max_wait)
+            result: _R = self._retrying(self._attempt, one_try, sent, give_up_at=give_up_at)
         except NotSent:
             if not sent:
                 raise
             result = sent[-1]
         return result
 
-    def _attempt(self, one_try: Callable[[int], _R], give_up_at: float | None, sent: list[_R],
-                 *, max_wait: float | None) -> _R:
+    def _attempt(self, one_try: Callable[[int], _R], sent: list[_R], *, give_up_at: float | None) -> _R:
         """One try: a rate slot, then the request."""
-        left = None if give_up_at is None else max(0.0, give_up_at - time.monotonic())
+        left = None if give_up_at is None else max(0.0, give_up_at - self.clock.monotonic())
         self.budget.acquire(max_wait=left, stop=self.stop)
         result = one_try(len(sent) + 1)
         sent.append(result)
@@ -283,7 +289,7 @@ class OpenPhoneClient:
 
     def _sleep(self, seconds: float) -> None:
         """tenacity's sleep between tries, cut short by a stop (the next try then is not sent)."""
-        self.stop.wait(seconds)
+        self.clock.wait(seconds, self.stop)
 
     def _wait(self, state: RetryCallState) -> float:
         """Exponential backoff with full jitter, but never sooner than ``Retry-After``."""
@@ -323,7 +329,7 @@ class OpenPhoneClient:
             raise AuthError(status, error)
         if status in (404, 400):
             return _Reply(status, body, error)
-        raise _Transient(error, status, parse_retry_after(response.headers.get("Retry-After")))
+        raise _Transient(error, status, parse_retry_after(response.headers.get("Retry-After"), self.clock.utcnow()))
 
     def _summary_try(self, call_id: str, started: float, tries: int) -> FetchResult:
         """One request for a summary, classified.  Raises only :class:`AuthError`."""
@@ -332,15 +338,18 @@ class OpenPhoneClient:
         try:
             reply = self._exchange(request)
         except _Transient as exc:
-            return FetchResult(call_id, "transient", exc.http_status, tries, _ms(started),
+            return FetchResult(call_id, "transient", exc.http_status, tries, self._ms(started),
                                error=exc.message, retry_after=exc.retry_after)
         if reply.body is None:
-            return FetchResult(call_id, "rejected", reply.status, tries, _ms(started),
+            return FetchResult(call_id, "rejected", reply.status, tries, self._ms(started),
                                error=f"response body larger than {self.settings.max_body_bytes} bytes")
         if reply.status == 200:
             return self._parse_ok(call_id, reply.body, started, tries)
         kind: Kind = "not_found" if reply.status == 404 else "invalid"
-        return FetchResult(call_id, kind, reply.status, tries, _ms(started), error=reply.error)
+        return FetchResult(call_id, kind, reply.status, tries, self._ms(started), error=reply.error)
+
+    def _ms(self, started: float) -> float:
+        return round((self.clock.monotonic() - started) * 1000, 1)
 
     def _read_body(self, response: httpx.Response) -> bytes | None:
         limit = self.settings.max_body_bytes
@@ -361,7 +370,7 @@ class OpenPhoneClient:
 
     def _parse_ok(self, call_id: str, body: bytes, started: float, tries: int) -> FetchResult:
         def transient(message: str) -> FetchResult:
-            return FetchResult(call_id, "transient", 200, tries, _ms(started), error=message[:_MAX_ERROR_TEXT])
+            return FetchResult(call_id, "transient", 200, tries, self._ms(started), error=message[:_MAX_ERROR_TEXT])
 
         try:
             raw = body.decode("utf-8")
@@ -373,7 +382,7 @@ class OpenPhoneClient:
         if data.callId != call_id:
             return transient(f"200 for another call id ({data.callId[:80]!r})")
         return FetchResult(
-            call_id, "summary", 200, tries, _ms(started), summary=data, raw_json=raw,
+            call_id, "summary", 200, tries, self._ms(started), summary=data, raw_json=raw,
             content_hash=hashlib.sha256(body).hexdigest(),
         )
 
@@ -429,7 +438,7 @@ class OpenPhoneClient:
                       max_wait: float | None = None) -> ApiResult[_M]:
         request = httpx.Request("GET", self.settings.base_url.rstrip("/") + path, params=params,
                                 headers=self._headers, extensions=self._extensions)
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         return self._call(lambda tries: self._resource_try(f"GET {path}", request, parse, started, tries), max_wait)
 
     def _resource_try(self, what: str, request: httpx.Request, parse: Callable[[Any], tuple[_M, Any]],
@@ -438,11 +447,11 @@ class OpenPhoneClient:
         try:
             reply = self._exchange(request)
             if reply.body is None:
-                return ApiResult(what, "rejected", reply.status, tries, _ms(started),
+                return ApiResult(what, "rejected", reply.status, tries, self._ms(started),
                                  error=f"response body larger than {self.settings.max_body_bytes} bytes")
             if reply.status != 200:
                 kind: ResourceKind = "not_found" if reply.status == 404 else "invalid"
-                return ApiResult(what, kind, reply.status, tries, _ms(started), error=reply.error)
+                return ApiResult(what, kind, reply.status, tries, self._ms(started), error=reply.error)
             try:
                 data, raw = parse(json.loads(reply.body))
             except UnicodeDecodeError:
@@ -452,9 +461,9 @@ class OpenPhoneClient:
             except ValueError:
                 raise _Transient("200 with a body that is not JSON", 200) from None
         except _Transient as exc:
-            return ApiResult(what, "transient", exc.http_status, tries, _ms(started),
+            return ApiResult(what, "transient", exc.http_status, tries, self._ms(started),
                              error=exc.message, retry_after=exc.retry_after)
-        return ApiResult(what, "ok", 200, tries, _ms(started), data=data, raw=raw)
+        return ApiResult(what, "ok", 200, tries, self._ms(started), data=data, raw=raw)
 
     # --- webhooks: `etl webhooks register|list|delete` (etl/webhooks/manage.py) -----
 
@@ -544,18 +553,18 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {first.get('msg', '')}{more}"[:_MAX_ERROR_TEXT]
 
 
-class _StopBeforeMaxWait(stop_base):
-    """``stop_before_delay`` with each call's own limit (its ``max_wait`` keyword)."""
+class _StopBeforeGiveUp(stop_base):
+    """tenacity's ``stop_before_delay`` on the client's clock, with each call's own limit.
+
+    Stops when the next wait would end after the call's ``give_up_at`` keyword
+    (a :meth:`Clock.monotonic` time; None: no limit).
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        limit = retry_state.kwargs.get("max_wait")
-        if limit is None:
+        give_up_at = retry_state.kwargs.get("give_up_at")
+        if give_up_at is None:
             return False
-        return bool(stop_before_delay(limit)(retry_state))
-
-
-_stop_before_max_wait = _StopBeforeMaxWait()
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)
+        return bool(self.clock.monotonic() + retry_state.upcoming_sleep >= give_up_at)

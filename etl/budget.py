@@ -60,7 +60,6 @@ class DatabaseBudget(SlotBudget):
         self.engine = engine
         self.key_hash = key_hash(api_key)
         self._conn: Connection | None = None
-        self.transactions = 0  # reservations and penalties written (for the benchmark)
 
     def close(self) -> None:
         super().close()
@@ -90,7 +89,6 @@ class DatabaseBudget(SlotBudget):
                         state, out = change(BudgetState())
                         conn.execute(sa.insert(_table).values(key_hash=self.key_hash, version=1,
                                                               **_columns(state)))
-                        self.transactions += 1
                         return out
                     state, out = change(BudgetState(row.next_slot_at, row.paused_until,
                                                     row.slowed_at, row.slowdown))
@@ -100,7 +98,6 @@ class DatabaseBudget(SlotBudget):
                         .values(version=row.version + 1, **_columns(state))
                     ).rowcount
                 if written == 1:
-                    self.transactions += 1
                     return out
             except IntegrityError:
                 continue  # another process inserted the row first: read it

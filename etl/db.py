@@ -178,15 +178,6 @@ def _configure_mysql(engine: Engine) -> None:
         cur.close()
 
 
-@contextmanager
-def open_engine(url: str) -> Iterator[Engine]:
-    engine = create_engine(url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
 def describe_db_error(url: str, exc: BaseException) -> str:
     """A one-line explanation of a driver error, with the password redacted."""
     orig = getattr(exc, "orig", None) or exc

@@ -28,7 +28,6 @@ through the database with every sync, through :class:`~etl.api.OpenPhoneClient`.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,7 +40,7 @@ from sqlalchemy.engine import Engine
 from etl import store
 from etl.api import ApiResult, NotSent, OpenPhoneClient
 from etl.budget import budget_for
-from etl.clock import iso_z, utcnow
+from etl.clock import SYSTEM, Clock, iso_z
 from etl.config import Settings
 from etl.errors import AuthError, UsageError
 from etl.ids import is_valid_call_id
@@ -82,7 +81,13 @@ class DiscoveryStats:
     would_enqueue: int = 0  # dry run: completed calls not queued yet
     stop_reason: str | None = None
     exit_code: int = 0
-    started: float = field(default_factory=time.monotonic)
+    # The run's clock: ``duration_s`` is measured on it (a FakeClock in tests).
+    clock: Clock = field(default=SYSTEM, repr=False, compare=False)
+    started: float = field(default=-1.0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.started < 0:
+            self.started = self.clock.monotonic()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -90,7 +95,7 @@ class DiscoveryStats:
             "pages": self.pages, "calls_seen": self.calls_seen, "enqueued": self.enqueued,
             "errors": self.errors, "skipped_conversations": self.skipped_conversations,
             "exit_code": self.exit_code, "stop_reason": self.stop_reason,
-            "duration_s": round(time.monotonic() - self.started, 3),
+            "duration_s": round(self.clock.monotonic() - self.started, 3),
         }
 
 
@@ -107,16 +112,17 @@ class Discoverer:
 
     def __init__(self, engine: Engine, settings: Settings, *, transport: httpx.BaseTransport | None = None,
                  on_page: Callable[[DiscoveryStats], None] | None = None, page_log_level: str = "info",
-                 budget: RateBudget | None = None) -> None:
+                 budget: RateBudget | None = None, clock: Clock = SYSTEM) -> None:
         """``budget``: the key's rate budget to share (default: the one shared through ``engine``)."""
         self.engine = engine
+        self.clock = clock
         self._own_budget = budget is None
-        self.budget = budget if budget is not None else budget_for(settings, engine)
+        self.budget = budget if budget is not None else budget_for(settings, engine, clock)
         self.settings = settings
         self.transport = transport
         self.on_page = on_page
         self.page_log_level = page_log_level
-        self.stats = DiscoveryStats()
+        self.stats = DiscoveryStats(clock=clock)
         self.log = get_logger(command="discover")
         self._stop = threading.Event()
 
@@ -132,7 +138,7 @@ class Discoverer:
     def run(self, options: DiscoverOptions) -> DiscoveryStats:
         stats = self.stats
         self.options = options
-        self.walk_started = utcnow()
+        self.walk_started = self.clock.utcnow()
         self.overlap = timedelta(seconds=options.overlap_seconds)
         if not options.dry_run:
             with self.engine.begin() as conn:
@@ -142,7 +148,7 @@ class Discoverer:
         self.log.info("discovery started", since=since, phone_numbers=list(options.phone_numbers),
                       dry_run=options.dry_run, rate=self.settings.rate)
         client = self.client = OpenPhoneClient(self.settings, transport=self.transport, budget=self.budget,
-                                               stop=self._stop)
+                                               stop=self._stop, clock=self.clock)
         try:
             self._walk_all()
         except UsageError as exc:
@@ -169,7 +175,8 @@ class Discoverer:
         stats = self.stats
         if stats.run_id is not None:
             with self.engine.begin() as conn:
-                store.finish_discovery_run(conn, stats.run_id, utcnow(), stats.exit_code, stats.stop_reason)
+                store.finish_discovery_run(conn, stats.run_id, self.clock.utcnow(), stats.exit_code,
+                                           stats.stop_reason)
         extra = {"would_enqueue": stats.would_enqueue} if self.options.dry_run else {}
         self.log.info("discovery finished", **stats.as_dict(), **extra)
 
@@ -247,7 +254,7 @@ class Discoverer:
         if failed or self.options.dry_run:
             return
         with self.engine.begin() as conn:
-            store.set_watermark(conn, line.id, line.number, self.walk_started, utcnow())
+            store.set_watermark(conn, line.id, line.number, self.walk_started, self.clock.utcnow())
         log.info("line walked", watermark=iso_z(self.walk_started))
 
     def _walk_conversation(self, line: PhoneNumberData, conversation_id: str | None, participant: str,
@@ -264,7 +271,7 @@ class Discoverer:
         for page, raw, last in pages:
             rows: list[CallContextRows] = []
             completed: list[str] = []
-            now = utcnow()
+            now = self.clock.utcnow()
             items = raw.get("data") if isinstance(raw, dict) else None
             for call, item in zip(page.data, items or [], strict=False):
                 if not is_valid_call_id(call.id):
@@ -302,7 +309,7 @@ class Discoverer:
                              .scalars()) if completed else set()
             self.stats.would_enqueue += len(set(completed) - queued)
             return 0
-        now = utcnow()
+        now = self.clock.utcnow()
         with self.engine.begin() as conn:
             store.save_calls(conn, rows, now)
             new = store.enqueue_ids(conn, completed)

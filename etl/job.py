@@ -30,7 +30,7 @@ from sqlalchemy.exc import OperationalError
 
 from etl import db, report
 from etl.backfill import Plan, selection
-from etl.clock import utcnow
+from etl.clock import SYSTEM, Clock
 from etl.config import Settings, check_base_url, redact_url, require_api_key
 from etl.enqueue import EnqueueCounts, OnInvalid, count_ids, enqueue_stream, id_items, source_name
 from etl.errors import DatabaseError, UsageError
@@ -55,13 +55,14 @@ class Etl:
     use; SQLite files are created and migrated then.  Close it (or use
     ``with``) to release the connections.  ``engine``: use this SQLAlchemy
     engine (of ``settings.database_url``) instead; it stays the caller's to dispose.
+    ``clock``: what every run reads the time from and waits on (``etl.testing.FakeClock`` in tests).
     """
 
     def __init__(self, settings: Settings | None = None, *, database_url: str | None = None,
                  api_key: str | None = None, base_url: str | None = None, rate: float | None = None,
                  concurrency: int | None = None, not_found_window: float | None = None,
                  read_only: bool = False, transport: httpx.BaseTransport | None = None,
-                 engine: Engine | None = None) -> None:
+                 engine: Engine | None = None, clock: Clock = SYSTEM) -> None:
         settings = settings or Settings()
         changes: dict[str, Any] = {"database_url": database_url, "api_key": api_key, "rate": rate,
                                    "concurrency": concurrency}
@@ -73,6 +74,7 @@ class Etl:
         self.settings: Settings = settings.replace(**changes) if changes else settings
         self.read_only = read_only
         self.transport = transport
+        self.clock = clock
         self._stack = ExitStack()
         # An engine passed in belongs to the caller: used as it is, never disposed here.
         self._given_engine = engine
@@ -136,7 +138,7 @@ class Etl:
 
     def due(self, limit: int = 20) -> tuple[int, datetime | None, list[dict[str, Any]]]:
         """(items due now, since when the oldest is due, the first ``limit`` of them)."""
-        now = utcnow()
+        now = self.clock.utcnow()
         with self._database_errors(), self.engine.begin() as conn:
             count, oldest = report.due_now(conn, now)
             return count, oldest, report.due_ids(conn, now, limit)
@@ -144,7 +146,7 @@ class Etl:
     def requeue(self, chosen: Selection) -> int:
         """Make the selected items in end states due again (see :func:`etl.backfill.selection`)."""
         with self._database_errors(), self.engine.begin() as conn:
-            return report.requeue(conn, chosen, utcnow())
+            return report.requeue(conn, chosen, self.clock.utcnow())
 
     # -- runs -----------------------------------------------------------------------
 
@@ -162,7 +164,7 @@ class Etl:
         require_api_key(self.settings)
         with self._database_errors():
             return run_sync(self.engine, self.settings, RunOptions(command, limit, max_runtime),
-                            transport=transport or self.transport, on_progress=on_progress)
+                            transport=transport or self.transport, on_progress=on_progress, clock=self.clock)
 
     def discover(self, since: datetime | None = None, phone_numbers: Iterable[str] = (), *, dry_run: bool = False,
                  transport: httpx.BaseTransport | None = None, progress: bool | None = False,
@@ -181,7 +183,7 @@ class Etl:
                                   dry_run=dry_run, command=command)
         with self._database_errors(), DiscoveryProgress(progress) as bar:
             return run_discover(self.engine, self.settings, options, transport=transport or self.transport,
-                                on_page=bar.update, page_log_level=bar.page_log_level)
+                                on_page=bar.update, page_log_level=bar.page_log_level, clock=self.clock)
 
     def backfill(self, *, file: BinaryIO | None = None, requeue: Selection | None = None,
                  discover: bool = False, discover_since: datetime | None = None, dry_run: bool = False,
@@ -225,7 +227,7 @@ class Etl:
     def status(self, limits: Limits | None = None) -> Status:
         """Queue counts, what is due, last runs and discovery, top errors, and the health verdict."""
         with self._database_errors(), self.engine.connect() as conn:
-            return gather(conn, self.settings.database_url, utcnow(), limits or Limits())
+            return gather(conn, self.settings.database_url, self.clock.utcnow(), limits or Limits())
 
     # -- internals ------------------------------------------------------------------
 
@@ -253,7 +255,7 @@ class Etl:
 
     def _plan(self, file: BinaryIO | None, chosen: Selection | None, on_invalid: OnInvalid | None) -> Plan:
         with self._database_errors(), self.engine.begin() as conn:
-            due, _ = report.due_now(conn, utcnow())
+            due, _ = report.due_now(conn, self.clock.utcnow())
             selected = report.count_selected(conn, chosen) if chosen else {}
         ids = count_ids(id_items((), file), on_invalid) if file is not None else None
         return Plan(due, selected, ids, source_name(file) if file is not None else None)
@@ -263,10 +265,10 @@ class Etl:
         from etl.progress import Progress
 
         with self._database_errors(), self.engine.begin() as conn:
-            total, _ = report.due_now(conn, utcnow())
+            total, _ = report.due_now(conn, self.clock.utcnow())
         if limit:
             total = min(total, limit)
-        with Progress(total, progress) as bar:
+        with Progress(total, progress, self.clock) as bar:
             return self.sync(limit, max_runtime, transport=transport, on_progress=bar.update, command="backfill")
 
 

@@ -38,11 +38,7 @@ from sqlalchemy.sql import expression
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from etl.ids import CALL_ID_LENGTH as CALL_ID_LENGTH  # defined with the id rule
-
-# Defined in etl.states; re-exported for callers that import them from here (etl.cli).
-from etl.states import QUEUE_STATES as QUEUE_STATES
-from etl.states import SUMMARY_STATUSES as SUMMARY_STATUSES
-from etl.states import TERMINAL_STATES as TERMINAL_STATES
+from etl.states import QUEUE_STATES, SUMMARY_STATUSES
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

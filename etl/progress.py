@@ -8,11 +8,11 @@ through it.  Both are used as context managers.
 from __future__ import annotations
 
 import sys
-import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from etl import logs
+from etl.clock import SYSTEM, Clock
 from etl.logs import get_logger
 
 if TYPE_CHECKING:
@@ -54,10 +54,11 @@ class _Bar:
 class Progress(_Bar):
     """A sync's progress towards ``total`` items (done, remaining, rate, ETA)."""
 
-    def __init__(self, total: int, tty: bool | None = None) -> None:
+    def __init__(self, total: int, tty: bool | None = None, clock: Clock = SYSTEM) -> None:
         super().__init__(tty, total=total, unit="call", smoothing=0.1)
         self.total = total
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock.monotonic()
         self.last_log = self.started
         self.done = 0
 
@@ -70,7 +71,7 @@ class Progress(_Bar):
             self.bar.total = self.total
             self.bar.update(delta)
             return
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now - self.last_log >= LOG_EVERY_S or self.done >= self.total:
             self.last_log = now
             elapsed = now - self.started

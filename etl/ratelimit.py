@@ -143,7 +143,6 @@ class SlotBudget:
         self._reserved_until = 0.0
         self._closed = threading.Event()
         self._paused_until = 0.0  # unthrottled mode only
-        self.penalties = 0
 
     # -- the protocol ---------------------------------------------------------------
 
@@ -170,7 +169,6 @@ class SlotBudget:
             return
 
     def penalize(self, retry_after: float | None) -> None:
-        self.penalties += 1
         now = self.clock.time()
         with self._lock:
             self._slots.clear()  # reserved before the 429: not to be used

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
+from etl.clock import SYSTEM, Clock
 from etl.config import Settings
 from etl.logs import get_logger
 
@@ -45,14 +46,14 @@ def _signals(on_signal: Callable[[int, Any], None]) -> Iterator[None]:
 
 def run_sync(engine: Engine, settings: Settings, options: RunOptions, *,
              transport: httpx.BaseTransport | None = None,
-             on_progress: Callable[[RunStats], None] | None = None) -> RunStats:
+             on_progress: Callable[[RunStats], None] | None = None, clock: Clock = SYSTEM) -> RunStats:
     """Run one sync on this thread; SIGTERM/SIGINT stop it (when this is the main thread)."""
     from etl.sync import StopReason, Syncer
 
     # Everything imported so far lives for the whole run: keep it out of the
     # garbage collector's scans.
     gc.freeze()
-    syncer = Syncer(engine, settings, transport=transport, on_progress=on_progress)
+    syncer = Syncer(engine, settings, transport=transport, on_progress=on_progress, clock=clock)
     interrupts = 0
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -72,11 +73,12 @@ def run_sync(engine: Engine, settings: Settings, options: RunOptions, *,
 def run_discover(engine: Engine, settings: Settings, options: DiscoverOptions, *,
                  transport: httpx.BaseTransport | None = None,
                  on_page: Callable[[DiscoveryStats], None] | None = None,
-                 page_log_level: str = "info") -> DiscoveryStats:
+                 page_log_level: str = "info", clock: Clock = SYSTEM) -> DiscoveryStats:
     """Run one discovery on this thread; SIGTERM/SIGINT stop it cleanly (committed pages stay)."""
     from etl.discover import Discoverer
 
-    discoverer = Discoverer(engine, settings, transport=transport, on_page=on_page, page_log_level=page_log_level)
+    discoverer = Discoverer(engine, settings, transport=transport, on_page=on_page, page_log_level=page_log_level,
+                            clock=clock)
 
     def on_signal(signum: int, _frame: object) -> None:
         discoverer.request_stop(f"interrupted by {signal.Signals(signum).name}")

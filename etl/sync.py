@@ -39,7 +39,6 @@ import random
 import socket
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 from etl import store
 from etl.api import OpenPhoneClient
 from etl.budget import budget_for
-from etl.clock import utcnow
+from etl.clock import SYSTEM, Clock
 from etl.config import Settings
 from etl.db import describe_db_error
 from etl.errors import AuthError, DatabaseError
@@ -65,7 +64,7 @@ from etl.ratelimit import NotSent, RateBudget
 from etl.results import FetchResult
 from etl.store import Entry
 
-__all__ = ["RunOptions", "RunStats", "StopReason", "Syncer", "utcnow"]
+__all__ = ["RunOptions", "RunStats", "StopReason", "Syncer"]
 
 T = TypeVar("T")
 
@@ -114,8 +113,14 @@ class RunStats:
     stop: StopReason | None = None
     stop_reason: str | None = None  # the text stored in sync_runs.stop_reason
     exit_code: int = 0
-    started: float = field(default_factory=time.monotonic)
     fatal: BaseException | None = None
+    # The run's clock: ``duration_s`` is measured on it (a FakeClock in tests).
+    clock: Clock = field(default=SYSTEM, repr=False, compare=False)
+    started: float = field(default=-1.0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.started < 0:
+            self.started = self.clock.monotonic()
 
     @property
     def processed(self) -> int:
@@ -126,7 +131,7 @@ class RunStats:
             "run_id": self.run_id, "claimed": self.claimed, "completed": self.completed,
             "rescheduled": self.rescheduled, "failed": self.failed, "errors": self.errors, "fetched": self.fetched,
             "released": self.released, "exit_code": self.exit_code, "stop_reason": self.stop_reason,
-            "duration_s": round(time.monotonic() - self.started, 3),
+            "duration_s": round(self.clock.monotonic() - self.started, 3),
         }
 
 
@@ -153,17 +158,18 @@ class Syncer:
     def __init__(self, engine: Engine, settings: Settings, *,
                  transport: httpx.BaseTransport | None = None,
                  on_progress: Callable[[RunStats], None] | None = None,
-                 budget: RateBudget | None = None, claim_ahead_s: float = 10.0) -> None:
+                 budget: RateBudget | None = None, claim_ahead_s: float = 10.0, clock: Clock = SYSTEM) -> None:
         self.engine = engine
+        self.clock = clock
         self.claim_ahead_s = claim_ahead_s
         self.settings = settings
         self.transport = transport
         self.on_progress = on_progress
-        self.stats = RunStats()
+        self.stats = RunStats(clock=clock)
         self.log = get_logger()
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._own_budget = budget is None
-        self.budget = budget if budget is not None else budget_for(settings, engine)
+        self.budget = budget if budget is not None else budget_for(settings, engine, clock)
         self.stop = threading.Event()  # the one stop signal
         self._abandon = False  # second signal: stop waiting for in-flight requests
         self._claimed: dict[str, ClaimedItem] = {}  # leased and not yet saved or released
@@ -195,13 +201,14 @@ class Syncer:
 
     def run(self, options: RunOptions) -> RunStats:
         stats = self.stats
-        deadline = None if not options.max_runtime else time.monotonic() + options.max_runtime
-        stats.run_id = self._tx(store.start_run, options.command, utcnow())
+        deadline = None if not options.max_runtime else self.clock.monotonic() + options.max_runtime
+        stats.run_id = self._tx(store.start_run, options.command, self.clock.utcnow())
         self.log = self.log.bind(run_id=stats.run_id)
         self.log.info("run started", command=options.command, limit=options.limit,
                       max_runtime=options.max_runtime, rate=self.settings.rate,
                       concurrency=self.settings.concurrency, base_url=self.settings.base_url)
-        client = OpenPhoneClient(self.settings, transport=self.transport, budget=self.budget, stop=self.stop)
+        client = OpenPhoneClient(self.settings, transport=self.transport, budget=self.budget, stop=self.stop,
+                                 clock=self.clock)
         threads = [threading.Thread(target=self._worker, args=(client, deadline), name=f"etl-fetch-{n}",
                                     daemon=True) for n in range(self.settings.concurrency)]
         for thread in threads:
@@ -240,9 +247,9 @@ class Syncer:
     def _coordinate(self, limit: int | None, deadline: float | None, buffer: list[Entry]) -> None:
         """Claim, collect and save until the queue is dry or the run stops."""
         exhausted = False
-        last_flush = time.monotonic()
+        last_flush = self.clock.monotonic()
         while True:
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if deadline is not None and now >= deadline:
                 self.request_stop(StopReason.MAX_RUNTIME, "max runtime reached")
             if not (exhausted or self.stop.is_set()) and self._wants_claim(len(buffer)):
@@ -253,15 +260,15 @@ class Syncer:
             self._wake.wait(wait)
             self._wake.clear()
             self._collect(buffer)
-            due = buffer and time.monotonic() - last_flush >= _FLUSH_INTERVAL_S
+            due = buffer and self.clock.monotonic() - last_flush >= _FLUSH_INTERVAL_S
             if len(buffer) >= self.settings.write_batch or due:
                 self._flush(buffer)
-                last_flush = time.monotonic()
+                last_flush = self.clock.monotonic()
 
     def _drain(self, buffer: list[Entry]) -> None:
         """After a 401/403: collect what is on the wire (bounded by the timeouts), send nothing new."""
-        limit = time.monotonic() + self.settings.read_timeout + self.settings.connect_timeout + 5
-        while self._outstanding > 0 and not self._abandon and time.monotonic() < limit:
+        limit = self.clock.monotonic() + self.settings.read_timeout + self.settings.connect_timeout + 5
+        while self._outstanding > 0 and not self._abandon and self.clock.monotonic() < limit:
             self._wake.wait(_FLUSH_INTERVAL_S)
             self._wake.clear()
             try:
@@ -290,7 +297,7 @@ class Syncer:
             return
         stats.exit_code = self._exit_code()
         with contextlib.suppress(DatabaseError):
-            self._tx(store.finish_run, stats.run_id, utcnow(), stats.exit_code, stats.stop_reason)
+            self._tx(store.finish_run, stats.run_id, self.clock.utcnow(), stats.exit_code, stats.stop_reason)
 
     def _exit_code(self) -> int:
         code = 0 if self.stats.stop is None else self.stats.stop.exit_code
@@ -319,7 +326,7 @@ class Syncer:
         n = self._claim_batch() if remaining is None else min(self._claim_batch(), remaining)
         items = self._tx(self._claim_and_count, n)
         self.stats.claimed += len(items)
-        claimed_at = time.monotonic()
+        claimed_at = self.clock.monotonic()
         for item in items:
             self._claimed[item.call_id] = item
             self._outstanding += 1
@@ -327,7 +334,7 @@ class Syncer:
         return not items
 
     def _claim_and_count(self, conn: Connection, n: int) -> list[ClaimedItem]:
-        items = store.claim(conn, self.owner, n, utcnow(), self.settings.lease_seconds)
+        items = store.claim(conn, self.owner, n, self.clock.utcnow(), self.settings.lease_seconds)
         store.add_run_counts(conn, self.stats.run_id, claimed=len(items))
         return items
 
@@ -378,11 +385,11 @@ class Syncer:
     def _fetch_one(self, client: OpenPhoneClient, item: ClaimedItem, claimed_at: float,
                    deadline: float | None, rng: random.Random) -> Entry | None:
         lease_left = (claimed_at + self.settings.lease_seconds
-                      - time.monotonic() - _LEASE_SAFETY_S - self.settings.read_timeout)
+                      - self.clock.monotonic() - _LEASE_SAFETY_S - self.settings.read_timeout)
         if lease_left <= 0:
             return None  # too late to fetch safely: released at the end, due again at once
         max_wait = lease_left if deadline is None else min(
-            lease_left, max(0.0, deadline - time.monotonic()) + self.settings.read_timeout)
+            lease_left, max(0.0, deadline - self.clock.monotonic()) + self.settings.read_timeout)
         call = _CallOutcome()
         try:
             if item.needs_call:
@@ -396,7 +403,7 @@ class Syncer:
             raise  # ends the run (the fetch thread hands it back)
         except Exception as exc:  # a bug must cost one item, not the run
             self.log.exception("unexpected error fetching", call_id=item.call_id)
-            return Entry(item, None, unexpected(item, utcnow(), f"unexpected error: {exc!r}"), None,
+            return Entry(item, None, unexpected(item, self.clock.utcnow(), f"unexpected error: {exc!r}"), None,
                          call.rows, call.not_found)
         return self._record(item, result, rng, call)
 
@@ -409,10 +416,10 @@ class Syncer:
         then given up (``call_lookups``).  Anything else: logged, retried on the
         next attempt.  Raises NotSent / AuthError like the summary fetch.
         """
-        started = time.monotonic()
+        started = self.clock.monotonic()
         answer = client.get_call(item.call_id, max_wait=max_wait)
-        now = utcnow()
-        seconds = time.monotonic() - started
+        now = self.clock.utcnow()
+        seconds = self.clock.monotonic() - started
         if answer.kind == "ok" and answer.data is not None:
             try:
                 rows = normalize_call(answer.data, call_json(answer.raw), now)
@@ -438,7 +445,7 @@ class Syncer:
         return item, _CallOutcome(seconds=seconds)
 
     def _record(self, item: ClaimedItem, result: FetchResult, rng: random.Random, call: _CallOutcome) -> Entry:
-        now = utcnow()
+        now = self.clock.utcnow()
         try:
             update = decide(item, result, now, self.settings.backoff, rng)
             rows = None
@@ -498,13 +505,13 @@ class Syncer:
                 entry = batch[0]
                 message = f"database rejected this summary: {_short(exc)}"
                 self.log.error("database rejected item", call_id=entry.item.call_id, error=message)
-                failed = Entry(entry.item, entry.result, unexpected(entry.item, utcnow(), message), None)
+                failed = Entry(entry.item, entry.result, unexpected(entry.item, self.clock.utcnow(), message), None)
                 return self._tx(self._save_and_count, [failed])
             half = len(batch) // 2
             return self._save_batch(batch[:half]) + self._save_batch(batch[half:])
 
     def _save_and_count(self, conn: Connection, batch: list[Entry]) -> list[Entry]:
-        written = store.save_entries(conn, self.owner, batch, utcnow())
+        written = store.save_entries(conn, self.owner, batch, self.clock.utcnow())
         store.add_run_counts(conn, self.stats.run_id, **_count_outcomes(written))
         return written
 

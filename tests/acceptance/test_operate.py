@@ -31,8 +31,8 @@ from sqlalchemy.engine import Engine
 
 from etl import Etl, db
 from etl.cli import cli
+from etl.clock import utcnow
 from etl.config import Settings
-from etl.sync import utcnow
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
 from etl.testing import FakeOpenPhone, Faults, sample_summary, serve
 from tests.support.db import API_KEY, fresh_url, make_due

@@ -18,7 +18,7 @@ import threading
 import pytest
 
 from etl import store
-from etl.sync import utcnow
+from etl.clock import utcnow
 from etl.testing import FakeOpenPhone, sample_summary, serve
 from tests.support.db import API_KEY
 from tests.support.proc import (

@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import Etl, store
+from etl.clock import utcnow
 from etl.config import Backoff, Settings
-from etl.sync import RunStats, utcnow
+from etl.sync import RunStats
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
 from etl.testing import FakeOpenPhone
 from tests.support.db import make_due, queue_rows, run

@@ -9,12 +9,14 @@ them down brings them back to head before it ends, whatever happens.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
 import structlog
 from alembic import command
 from click.testing import CliRunner, Result
+from sqlalchemy.engine import Engine
 
 from etl import db
 from etl.cli import cli
@@ -43,8 +45,17 @@ def messages(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if not line.startswith("{")]
 
 
+@contextmanager
+def open_engine(url: str) -> Iterator[Engine]:
+    engine = db.create_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def tables_and_revision(url: str) -> tuple[set[str], str | None]:
-    with db.open_engine(url) as engine:
+    with open_engine(url) as engine:
         names = set(sa.inspect(engine).get_table_names())
         return names, db.current_revision(engine)
 
@@ -72,7 +83,7 @@ def test_upgrade_downgrade_upgrade(restore_head):
     db.upgrade(url)
     assert tables_and_revision(url) == (TABLES | {"alembic_version"}, head)
     # The schema works after the round trip: server defaults included.
-    with db.open_engine(url) as engine, engine.begin() as conn:
+    with open_engine(url) as engine, engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO summary_queue (call_id) VALUES ('ACmig1')"))
         row = conn.execute(sa.text("SELECT state, attempts FROM summary_queue")).one()
         conn.execute(sa.text("DELETE FROM summary_queue"))
