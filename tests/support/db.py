@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from functools import cache
 from decimal import Decimal
+from functools import cache
 from pathlib import Path
 from typing import Any
 
