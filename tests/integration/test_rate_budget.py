@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -76,7 +77,7 @@ def test_slow_rate_takes_the_time_it_should(engine, fake, settings):
     arrivals = Arrivals(fake, clock)
     stats = sync(engine, settings.replace(rate=0.5), arrivals)
     assert (stats.completed, len(arrivals.times)) == (3, 6)
-    gaps = [round(b - a, 6) for a, b in zip(arrivals.times, arrivals.times[1:], strict=False)]
+    gaps = [round(b - a, 6) for a, b in pairwise(arrivals.times)]
     assert all(gap >= 2.0 for gap in gaps), gaps  # five gaps of 2 s, none shorter
     assert arrivals.times[-1] - arrivals.times[0] <= 10.8
     assert clock.monotonic() - started >= 10.0
@@ -129,3 +130,24 @@ def test_a_429_seen_by_one_process_pauses_the_other(engine, settings):
     assert clock.time() >= penalized_at + 5.0
     a.close()
     b.close()
+
+
+def test_a_crashed_budgets_share_returns_at_once(engine, settings):
+    """Two processes take turns; one dies holding its reserved slots: the survivor alone
+    spends the whole rate from at most a block later."""
+    clock = FakeClock()
+    a = DatabaseBudget(engine, settings.api_key or "", 10.0, clock)
+    b = DatabaseBudget(engine, settings.api_key or "", 10.0, clock)
+    for budget in (a, b) * 10:
+        budget.acquire()
+    crashed = clock.time()  # `a` never sends again, nor closes (SIGKILL)
+    sends = []
+    for _ in range(20):
+        b.acquire()
+        sends.append(clock.time())
+    # What `a` had reserved ahead is lost (one block); nothing more.
+    assert sends[0] - crashed <= block_size(10.0) * 0.1 + 1e-6
+    gaps = [round(y - x, 6) for x, y in pairwise(sends)]
+    assert gaps == [0.1] * 19
+    b.close()
+
