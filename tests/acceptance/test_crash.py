@@ -54,6 +54,7 @@ def assert_all_exact(engine, ids) -> None:
     assert {i: comparable(c) for i, c in stored_calls(engine).items()} == expected
 
 
+@pytest.mark.realtime
 def test_sigkill_at_any_moment_then_resume(engine, db_url, tmp_path):
     ids = enqueue(engine, N_IDS, "ACkill")
     fake = FakeOpenPhone(api_key=API_KEY, latency_ms=40)
@@ -92,6 +93,7 @@ def test_sigkill_at_any_moment_then_resume(engine, db_url, tmp_path):
     assert fake.overlaps == []
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_interrupt_finishes_in_flight_releases_the_rest(engine, db_url, tmp_path, sig):
     ids = enqueue(engine, N_IDS, "ACterm")
