@@ -78,6 +78,7 @@ def test_sigkill_at_any_moment_then_resume(engine, db_url, tmp_path):
             assert {r["state"] for r in leased} == {"pending"}
             assert {r["state"] for r in rows.values()} == {"pending", "done"}
             make_due(engine)  # time passes: the dead run's leases expire
+        fake.latency_ms = 0  # slow answers only had to let the kills land mid-run
         proc = start_etl(SYNC, env, tmp_path, "final")
         rc = stop(proc)
     assert rc == 0, output_of(tmp_path, "final")[1]
@@ -126,6 +127,7 @@ def test_interrupt_finishes_in_flight_releases_the_rest(engine, db_url, tmp_path
         assert (summary["released"], summary["completed"], summary["exit_code"]) == (
             N_IDS - len(done), len(done), 1)
 
+        fake.latency_ms = 0  # slow answers only had to let the signal land mid-run
         proc = start_etl(SYNC, env, tmp_path, "resumed")
         rc = stop(proc)
     assert rc == 0, output_of(tmp_path, "resumed")[1]
