@@ -17,11 +17,10 @@ from datetime import UTC, timedelta
 import pytest
 
 from etl import Etl, store
-from etl.clock import utcnow
 from etl.config import Backoff
 from etl.testing import FakeOpenPhone, Faults, sample_summary, serve
 from etl.testing.clock import FakeClock
-from tests.support.db import API_KEY, make_due
+from tests.support.db import API_KEY, clock_after_enqueue, make_due
 from tests.support.proc import comparable, expected_call, queue, runs, stored_calls, wire_json
 
 N_IDS = 300
@@ -36,10 +35,6 @@ def http_date(clock: FakeClock, seconds_ahead: float) -> str:
     when = clock.utcnow().replace(tzinfo=UTC) + timedelta(seconds=seconds_ahead)
     return email.utils.format_datetime(when, usegmt=True)
 
-
-def clock_after_enqueue() -> FakeClock:
-    """A FakeClock on a whole second just after now: what was enqueued (due at the database's now) is due."""
-    return FakeClock(utcnow().replace(microsecond=0) + timedelta(seconds=1))
 
 
 def enqueue(engine, ids) -> None:

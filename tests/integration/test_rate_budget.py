@@ -5,7 +5,6 @@ shared between budgets of one key."""
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -16,12 +15,12 @@ from sqlalchemy.engine import Engine
 
 from etl import Etl, store
 from etl.budget import DatabaseBudget, budget_for
-from etl.clock import utcnow
 from etl.config import Settings
 from etl.ratelimit import DEFAULT_PAUSE, LocalBudget, NotSent, block_size
 from etl.sync import RunStats
 from etl.testing import FakeOpenPhone
 from etl.testing.clock import FakeClock
+from tests.support.db import clock_after_enqueue
 
 
 class Arrivals(httpx.BaseTransport):
@@ -36,10 +35,6 @@ class Arrivals(httpx.BaseTransport):
         self.times.append(self.clock.time())
         return self.inner.handle_request(request)
 
-
-def clock_after_enqueue() -> FakeClock:
-    """A FakeClock a second after now, so the ids just enqueued (due at the database's now) are due."""
-    return FakeClock(utcnow().replace(microsecond=0) + timedelta(seconds=1))
 
 
 def enqueue(engine: Engine, n: int) -> list[str]:

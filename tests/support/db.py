@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import timedelta
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -26,9 +27,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from etl import Etl, db
+from etl.clock import utcnow
 from etl.config import Settings
 from etl.sync import RunStats
 from etl.testing import FakeOpenPhone
+from etl.testing.clock import FakeClock
 
 BACKENDS = ("sqlite", "postgresql", "mysql")
 ENV_FOR = {"postgresql": "ETL_TEST_POSTGRES_URL", "mysql": "ETL_TEST_MYSQL_URL"}
@@ -110,6 +113,11 @@ def fresh_url(backend: str, tmp_path: Path, sqlite_template: Path) -> str:
         _migrated.add(url)
     empty_tables(url)
     return url
+
+
+def clock_after_enqueue() -> FakeClock:
+    """A FakeClock on the whole second after now: ids just enqueued (due at the database's now) are due on it."""
+    return FakeClock(utcnow().replace(microsecond=0) + timedelta(seconds=1))
 
 
 def run(engine: Engine, settings: Settings, fake: FakeOpenPhone, **options: Any) -> RunStats:
