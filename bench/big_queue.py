@@ -124,7 +124,7 @@ def probe_claim(url: str, n: int = 1000, repeats: int = 3) -> float | None:
     """
     try:
         from etl import db, store
-        from etl.sync import utcnow
+        from etl.clock import utcnow
 
         engine = db.create_engine(url)
     except Exception:
