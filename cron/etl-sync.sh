@@ -9,7 +9,8 @@
 #   3. runs `$ETL_BIN sync --log-format json --max-runtime $ETL_MAX_RUNTIME "$@"`
 #      (so extra arguments go to `etl sync`, e.g. --limit 5000) and appends every
 #      line it writes to $ETL_LOG_FILE as JSON (plain-text lines such as click's
-#      "Error: ..." are wrapped into JSON, so `jq` never meets a non-JSON line);
+#      "Error: ..." are wrapped into JSON at level error, so `jq` never meets a
+#      non-JSON line; the summary line of `etl discover` is wrapped at level info);
 #   4. exits with etl's exit code: 0 ok, 1 item errors or interrupted, 2 config,
 #      3 the API refused the key (see cron/README.md).
 #
@@ -94,6 +95,9 @@ to_json_lines() {
         case $line in
             '{'*'}') printf '%s\n' "$line" ;;
             '') ;;
+            # The summary `etl discover` prints on stdout after a normal run: news, not a problem.
+            'Discovery run '[0-9]*': '* | 'Discovery: '*) printf '{"timestamp":"%s","level":"info","logger":"etl","event":"%s"}\n' \
+                   "$(now_utc)" "$(json_escape "$line")" ;;
             *) printf '{"timestamp":"%s","level":"error","logger":"etl","event":"%s"}\n' \
                    "$(now_utc)" "$(json_escape "$line")" ;;
         esac

@@ -161,6 +161,15 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return min(seconds, 3600.0)
 
 
+def _is_api_error(body: bytes) -> bool:
+    """The body is the API's error document: a JSON object with a ``message`` (docs/api/)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and isinstance(parsed.get("message"), str)
+
+
 def _error_text(response: httpx.Response, body: bytes, secret: str | None = None) -> str:
     """The API's error ``message`` if the body has one, else the reason phrase.
 
@@ -327,6 +336,11 @@ class OpenPhoneClient:
         error = _error_text(response, body, self.settings.api_key)
         if status in (401, 403):
             raise AuthError(status, error)
+        if status == 404 and not _is_api_error(body):
+            # A 404 that is not the API's JSON error comes from a route the API does not have
+            # (a wrong --base-url or proxy): it says nothing about the id, so it is no answer.
+            raise _Transient(f"{error} from a route the API does not have (not the API's error body): "
+                             "is --base-url right?", status)
         if status in (404, 400):
             return _Reply(status, body, error)
         raise _Transient(error, status, parse_retry_after(response.headers.get("Retry-After"), self.clock.utcnow()))

@@ -42,6 +42,9 @@ def selection(states: Iterable[str] = (), since: datetime | None = None, until: 
         raise UsageError("re-fetching done items needs --force")
     if force and "done" not in chosen:
         chosen = (*chosen, "done")
+    if since is not None and until is not None and until <= since:
+        raise UsageError(f"--until {until:%Y-%m-%d %H:%M:%S} is not after --since {since:%Y-%m-%d %H:%M:%S}: "
+                         "nothing finished in between")
     if (since or until) and not chosen:
         raise UsageError("--since/--until select items to re-queue: add --status STATES or --force")
     return Selection(chosen, since, until) if chosen else None

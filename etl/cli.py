@@ -21,6 +21,7 @@ from etl.config import (
     DEFAULT_BASE_URL,
     DEFAULT_DATABASE_URL,
     Settings,
+    command_hint,
     make_settings,
     redact_url,
     require_api_key,
@@ -31,6 +32,7 @@ from etl.errors import EtlError, UsageError
 from etl.ids import InvalidId
 from etl.job import Etl, Requeued, check_sources
 from etl.logs import configure_logging
+from etl.states import run_counts
 
 if TYPE_CHECKING:
     from etl.discover import DiscoveryStats
@@ -168,9 +170,9 @@ def db_upgrade(database_url: str, log_format: str, log_level: str, revision: str
 @handle_errors
 def db_current(database_url: str, log_format: str, log_level: str) -> None:
     """Show the schema revision of the database and of this version."""
-    with Etl(database_url=database_url) as job:
+    with Etl(database_url=database_url, read_only=True) as job:
         current, head = job.current()
-    state = "up to date" if current == head else "behind: run `etl db upgrade`"
+    state = "up to date" if current == head else f"behind: run {command_hint('etl db upgrade', database_url)}"
     click.echo(f"database: {current or 'empty'}  code: {head}  ({state})")
 
 
@@ -235,7 +237,7 @@ def sync(api_key: str | None, base_url: str, rate: float, concurrency: int, limi
     """Fetch due summaries, upsert their rows, reschedule incomplete ones (the cron job)."""
     configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
     settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window)
-    with Etl(settings) as job:
+    with Etl(settings, read_only=dry_run) as job:  # a dry run never creates a database
         if dry_run:
             _print_due(job, limit)
             return
@@ -305,7 +307,7 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
     if not dry_run or discover_first:
         require_api_key(settings)
     source = "-" if file is None else getattr(file, "name", "-")
-    with Etl(settings) as job:
+    with Etl(settings, read_only=dry_run and not discover_first) as job:
         result = job.backfill(file=file, requeue=selection, discover=discover_first, discover_since=discover_since,
                               dry_run=dry_run, limit=limit, max_runtime=max_runtime, progress=None,
                               on_invalid=_invalid_printer(source), on_step=_print_backfill_step)
@@ -322,9 +324,10 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
         click.echo(f"Would re-queue {sum(plan.requeue.values())} items in all; {plan.due_now} items are due now.")
         return
     stats = result.run
-    assert stats is not None  # no plan and no failed discovery: the sync ran
-    click.echo(f"Backfill run {stats.run_id}: {stats.completed} completed, {stats.rescheduled} rescheduled, "
-               f"{stats.failed} failed, {stats.errors} errors.")
+    if stats is None:  # no plan, no failed discovery, and nothing due: no run was started
+        click.echo("Nothing to sync: no item is due, so no run was recorded.")
+        return
+    click.echo(f"Backfill run {stats.run_id}: {stats.summary()}.")
     _exit_for(stats)
 
 
@@ -364,11 +367,7 @@ def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run
     require_api_key(settings)
     with Etl(settings) as job:
         stats = job.discover(since, phone_numbers, dry_run=dry_run, progress=None)
-    verb = "would enqueue" if dry_run else "enqueued"
-    count = stats.would_enqueue if dry_run else stats.enqueued
-    click.echo(f"Discovery{'' if stats.run_id is None else f' run {stats.run_id}'}: {stats.phone_numbers} "
-               f"phone number(s), {stats.conversations} conversation(s), {stats.calls_seen} call(s) seen, "
-               f"{verb} {count}, {stats.errors} error(s).")
+    click.echo(stats.summary(dry_run))
     _exit_for_discovery(stats)
 
 
@@ -426,9 +425,8 @@ def _print_status(data: dict[str, Any]) -> None:
         echo("  none yet")
     for r in data["last_runs"]:
         state = "running or crashed" if r["finished_at"] is None else f"exit {r['exit_code']}"
-        echo(f"  #{r['id']} {r['command']:<8} {r['started_at']}  {state}: claimed {r['claimed']}, "
-             f"completed {r['completed']}, rescheduled {r['rescheduled']}, failed {r['failed']}, "
-             f"errors {r['errors']}" + (f" — {r['stop_reason']}" if r.get("stop_reason") else "")
+        echo(f"  #{r['id']} {r['command']:<8} {r['started_at']}  {state}: {r['claimed']} claimed, "
+             + run_counts(r) + (f" — {r['stop_reason']}" if r.get("stop_reason") else "")
              + (f" — {health.NOTHING_FETCHED}" if health.nothing_fetched(r) else ""))
     d = data.get("last_discovery")
     if d is None:
@@ -456,8 +454,9 @@ def _print_status(data: dict[str, Any]) -> None:
 def demo(ctx: click.Context, database_url: str, log_format: str, log_level: str) -> None:
     """Run the real sync against a built-in simulated API (no API key needed).
 
-    It writes to a new temporary SQLite file, never to ETL_DATABASE_URL; pass
-    --database-url to run it in a database of your choice.  Demo ids that end
+    It writes to a fresh SQLite file in the temporary directory (each demo
+    replaces the last one's), never to ETL_DATABASE_URL; pass --database-url
+    to run it in a database of your choice.  Demo ids that end
     pending are removed, so no real sync ever sends them.
     """
     from etl import demo as demo_mod

@@ -8,7 +8,9 @@ rest of the code only ever sees this object.  Nothing here logs the API key:
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -18,6 +20,9 @@ from etl.errors import UsageError
 
 DEFAULT_DATABASE_URL = "sqlite:///openphone_summaries.db"
 DEFAULT_BASE_URL = "https://api.openphone.com"
+# What runs say they talk to when a transport replaces the network (etl.testing in process):
+# a reserved name (RFC 2606) that no request could ever reach.
+IN_PROCESS_BASE_URL = "http://in-process.invalid"
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,25 @@ def redact_url(url: str) -> str:
         return _PASSWORD.sub(r"\1***@", url)
 
 
+def command_hint(command: str, database_url: str) -> str:
+    """``command`` in backticks as a user can paste it, with the ``--database-url`` it needs.
+
+    The option is left out when the command would find this URL anyway: the
+    one ``ETL_DATABASE_URL`` holds, else the default.  A password is never
+    shown: the URL then carries ``***`` and the hint says so.
+    """
+    if database_url == os.environ.get("ETL_DATABASE_URL", DEFAULT_DATABASE_URL):
+        return f"`{command}`"
+    try:
+        has_password = bool(make_url(database_url).password)
+    except Exception:
+        has_password = False
+    if not has_password:
+        return f"`{command} --database-url {shlex.quote(database_url)}`"
+    return (f"`{command} --database-url {shlex.quote(redact_url(database_url))}` "
+            "(with the password in place of ***)")
+
+
 def check_base_url(url: str) -> str:
     """The API base URL, refused unless it is http(s)://host[:port][/path] (no silent connection errors)."""
     try:
@@ -95,7 +119,13 @@ def check_base_url(url: str) -> str:
                          f"expected e.g. {DEFAULT_BASE_URL}") from None
     if parts.scheme not in ("http", "https") or not host:
         raise UsageError(f"--base-url {url!r} needs a scheme and a host, e.g. {DEFAULT_BASE_URL}")
-    return url.strip().rstrip("/")
+    base = url.strip().rstrip("/")
+    if parts.path.rstrip("/").lower().endswith("/v1"):
+        # OpenPhone's docs write the server as https://api.openphone.com/v1; every path etl
+        # requests already starts with /v1, so this base would 404 on every id.
+        raise UsageError(f"--base-url {url!r} ends in /v1, which etl adds to every request: "
+                         f"use {base[: -len('/v1')]}")
+    return base
 
 
 def make_settings(database_url: str = DEFAULT_DATABASE_URL, api_key: str | None = None,

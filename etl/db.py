@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-from etl.config import redact_url
+from etl.config import command_hint, redact_url
 from etl.errors import DatabaseError, SchemaBehindError, UsageError
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 # The newest alembic revision this code expects.  Kept here so that commands
 # check the schema without importing alembic and reading every migration
 # script; tests/unit/test_schema_head.py keeps it equal to the scripts' head.
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0009"
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
@@ -86,17 +87,46 @@ def _read_only_sqlite(path: Path) -> bool:
     return path.exists() and sqlite_problem(path) is not None
 
 
-def create_engine(url: str, *, read_only: bool = False) -> Engine:
-    """An engine for ``url`` with this project's per-dialect settings.
+_SQLITE_FORMS = "three slashes before a relative path, four before an absolute one: sqlite:////srv/etl/op.db"
 
-    ``read_only``: the caller only reads (``etl status``).  A SQLite file this
-    user cannot write is then opened read-only instead of failing.
+
+def check_url(url: str) -> URL:
+    """``url`` parsed, or a :class:`UsageError` that says how to write it (SQLAlchemy's own errors never leak).
+
+    Pure: no driver is loaded and nothing is opened.  The common slips get the
+    right form: ``sqlite://op.db`` (two slashes: SQLAlchemy reads ``op.db`` as
+    a host) and a bare path are ``sqlite:///op.db``.
     """
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
-        raise DatabaseError(f"invalid database URL {redact_url(url)!r}: {exc}; expected e.g. "
-                            "postgresql+psycopg://user:password@host:5432/dbname") from None
+        text = url.strip()
+        if text.lower().startswith("sqlite"):
+            path = re.sub(r"^sqlite[^:/]*:?/*", "", text, flags=re.I)
+            raise UsageError(f"invalid SQLite URL {redact_url(url)!r}: write it as sqlite:///{path} "
+                             f"({_SQLITE_FORMS})") from None
+        if re.fullmatch(r"[\w.~/-]+\.(db|sqlite3?)", text):  # a bare file name or path
+            raise UsageError(f"invalid database URL {redact_url(url)!r}: a SQLite file is written "
+                             f"sqlite:///{text} ({_SQLITE_FORMS})") from None
+        raise UsageError(f"invalid database URL {redact_url(url)!r}: {exc}; expected e.g. "
+                         "postgresql+psycopg://user:password@host:5432/dbname") from None
+    if parsed.get_backend_name() == "sqlite" and (parsed.host or parsed.username or parsed.port):
+        # sqlite://op.db: SQLAlchemy takes op.db for a host and fails on first connect with a traceback.
+        rest = url.strip().split("://", 1)[1]
+        raise UsageError(f"invalid SQLite URL {redact_url(url)!r}: write it as {parsed.drivername}:///{rest} "
+                         f"({_SQLITE_FORMS})")
+    return parsed
+
+
+def create_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine for ``url`` with this project's per-dialect settings.
+
+    ``read_only``: the caller only reads (``etl status``, ``etl db current``,
+    dry runs).  A SQLite file that does not exist is then refused (a read
+    never creates a database), and one this user cannot write is opened
+    read-only instead of failing.  A malformed URL is a :class:`UsageError`.
+    """
+    parsed = check_url(url)
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     sqlite_ro = False
@@ -113,6 +143,9 @@ def create_engine(url: str, *, read_only: bool = False) -> Engine:
             if not shm.exists() and not os.access(path.parent, os.W_OK):
                 query["immutable"] = "1"
             parsed = parsed.set(database=f"file:{path.resolve()}", query=query)
+        elif path is not None and not path.exists() and read_only:
+            raise UsageError(f"the SQLite database {path} does not exist (check --database-url or "
+                             f"ETL_DATABASE_URL; `etl sync` and `etl db upgrade` create it)")
         elif path is not None and not path.exists() and (problem := sqlite_problem(path)):
             raise DatabaseError(f"cannot create the SQLite database {path}: {problem}")
     elif backend in ("mysql", "mariadb"):
@@ -270,7 +303,7 @@ def ensure_schema(engine: Engine, url: str) -> None:
         return
     raise SchemaBehindError(
         f"database {redact_url(url)} is at schema revision {current or 'none'}, "
-        f"this version of etl needs {head}; run `etl db upgrade`"
+        f"this version of etl needs {head}; run {command_hint('etl db upgrade', url)}"
     )
 
 

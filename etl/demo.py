@@ -7,15 +7,18 @@ and the state machine exactly as under cron; then one of docs/schema.md's
 documented queries answers from what landed.  Beside the workspace's calls,
 one sample id per row of the queue table shows each outcome.
 
-The demo is a sandbox: it writes to a new temporary SQLite file (never to
-``ETL_DATABASE_URL``, which names the analysts' database) unless a database is
-passed explicitly, and it removes the demo ids that end ``pending``
-(rescheduled in-progress/absent summaries), so no real sync sends them.
+The demo is a sandbox: it writes to a fresh SQLite file in the temporary
+directory, the same one every run (never to ``ETL_DATABASE_URL``, which names
+the analysts' database) unless a database is passed explicitly, and it
+removes the demo ids that end ``pending`` (rescheduled in-progress/absent
+summaries), so no real sync sends them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from sqlalchemy.engine import Engine
 
 from etl import store
 from etl.clock import utcnow
-from etl.config import Backoff, Settings, redact_url
+from etl.config import Backoff, Settings, command_hint, redact_url
 from etl.discover import DiscoverOptions, discover
 from etl.models import CallSummary, SummaryQueue
 from etl.tables import call_lookups_t, fields_t, queue_t, summaries_t
@@ -98,8 +101,26 @@ def build_fake() -> FakeOpenPhone:
 
 
 def sandbox_url() -> str:
-    """A new SQLite file in a new temporary directory, kept so `etl status` can look at it afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="etl-demo-")) / "demo.db"
+    """The demo's SQLite file: one folder per user in the temporary directory, emptied by every demo.
+
+    Each run replaces the previous demo's database, so demos never pile up
+    folders, and leaves its own for `etl status` to look at afterwards.  A
+    folder of that name this user does not own is never used (a private new
+    one is made instead).
+    """
+    uid = os.getuid()
+    folder = Path(tempfile.gettempdir()) / f"etl-demo-{uid}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+        usable = stat.S_ISDIR(info.st_mode) and info.st_uid == uid
+    except OSError:
+        usable = False
+    if not usable:
+        folder = Path(tempfile.mkdtemp(prefix="etl-demo-"))
+    path = folder / "demo.db"
+    for stale in (path, folder / "demo.db-wal", folder / "demo.db-shm", folder / "demo.db-journal"):
+        stale.unlink(missing_ok=True)
     return f"sqlite:///{path}"
 
 
@@ -120,20 +141,17 @@ def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True) -> None
     since = utcnow() - dt.timedelta(days=DISCOVER_DAYS)
     found = discover(engine, settings, DiscoverOptions(since=since, command="demo"), transport=fake.transport(),
                      page_log_level="debug")
-    click.echo(f"Discovery run {found.run_id}: {found.phone_numbers} phone numbers, {found.conversations} "
-               f"conversations, {found.calls_seen} calls seen, {found.enqueued} enqueued.\n")
+    click.echo(found.summary() + "\n")
     stats = run_sync(engine, settings, RunOptions("demo"), transport=fake.transport())
     _print_results(engine, ids)
     _print_bi(engine)
     removed = _remove_pending(engine, ids)
-    click.echo(f"\nRun {stats.run_id}: {stats.completed} completed, {stats.rescheduled} rescheduled, "
-               f"{stats.failed} failed, {stats.errors} errors — into {redact_url(database_url)}"
-               + (" (a throwaway demo database)." if sandbox else "."))
+    click.echo(f"\nRun {stats.run_id}: {stats.summary()} — into {redact_url(database_url)}"
+               + (" (a throwaway demo database, replaced by the next demo)." if sandbox else "."))
     if removed:
         click.echo(f"Removed the {len(removed)} rescheduled demo id{'s' if len(removed) != 1 else ''} "
                    f"({', '.join(removed)}) from the queue, so no real sync sends them.")
-    click.echo(f"Next: `etl status --database-url {redact_url(database_url)}`, "
-               "or query the tables (docs/schema.md).")
+    click.echo(f"Next: {command_hint('etl status', database_url)}, or query the tables (docs/schema.md).")
 
 
 def _remove_pending(engine: Engine, ids: list[str]) -> list[str]:

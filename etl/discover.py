@@ -44,7 +44,7 @@ from etl.clock import SYSTEM, Clock, iso_z
 from etl.config import Settings
 from etl.errors import AuthError, UsageError
 from etl.ids import is_valid_call_id
-from etl.logs import get_logger
+from etl.logs import get_logger, run_end_level
 from etl.normalize import CallContextRows, call_json, is_e164, normalize_call
 from etl.ratelimit import RateBudget
 from etl.schema import CallData, PhoneNumberData
@@ -88,6 +88,14 @@ class DiscoveryStats:
     def __post_init__(self) -> None:
         if self.started < 0:
             self.started = self.clock.monotonic()
+
+    def summary(self, dry_run: bool = False) -> str:
+        """The one-line summary `etl discover` and `etl demo` print (one wording for both)."""
+        run = "" if self.run_id is None else f" run {self.run_id}"
+        verb, count = ("would enqueue", self.would_enqueue) if dry_run else ("enqueued", self.enqueued)
+        return (f"Discovery{run}: {_plural(self.phone_numbers, 'phone number')}, "
+                f"{_plural(self.conversations, 'conversation')}, {_plural(self.calls_seen, 'call')} seen, "
+                f"{verb} {count}, {_plural(self.errors, 'error')}.")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -152,7 +160,12 @@ class Discoverer:
         try:
             self._walk_all()
         except UsageError as exc:
+            # A refusal (no --since for a new line, an unknown --phone-number) is no run: no row.
             stats.exit_code, stats.stop_reason = 2, str(exc)
+            if stats.run_id is not None:
+                with self.engine.begin() as conn:
+                    store.drop_discovery_run(conn, stats.run_id)
+                stats.run_id = None
             self._finish()
             raise
         except AuthError as exc:
@@ -178,7 +191,7 @@ class Discoverer:
                 store.finish_discovery_run(conn, stats.run_id, self.clock.utcnow(), stats.exit_code,
                                            stats.stop_reason)
         extra = {"would_enqueue": stats.would_enqueue} if self.options.dry_run else {}
-        self.log.info("discovery finished", **stats.as_dict(), **extra)
+        getattr(self.log, run_end_level(stats.exit_code))("discovery finished", **stats.as_dict(), **extra)
 
     def _walk_all(self) -> None:
         lines = self._lines()
@@ -376,6 +389,10 @@ class Discoverer:
         getattr(self.log, self.page_log_level)(event, **fields)
         if self.on_page is not None:
             self.on_page(self.stats)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _still_open(call: CallData) -> bool:

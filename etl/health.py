@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_FETCH_GAP_S = 1800
 
-NOTHING_FETCHED = "nothing could be fetched: every attempt failed to connect, timed out or got a 5xx/429"
+NOTHING_FETCHED = ("nothing could be fetched: every attempt failed to connect, timed out, got a 5xx/429 "
+                   "or a 404 from a route the API does not have (is --base-url right?)")
 
 
 def is_answer(result: FetchResult | None) -> bool:
@@ -75,7 +76,7 @@ def problems(now: datetime, runs: list[dict[str, Any]], last_ok: dict[str, Any] 
     finished = [r for r in runs if r["finished_at"] is not None]
     if finished and finished[0]["exit_code"] == 3:
         # Every later run will fail the same way until someone fixes the key.
-        found.append(f"last run stopped because the API refused the key: {finished[0]['stop_reason']}")
+        found.append(f"last run stopped: {finished[0]['stop_reason'] or 'the API refused the key'}")
     if finished and finished[0]["errors"] > limits.max_errors:
         found.append(f"last run had {finished[0]['errors']} errors (more than {limits.max_errors})")
     gap = fetch_gap_problem(now, fetches, pending, limits.max_fetch_gap_s)

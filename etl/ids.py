@@ -7,6 +7,7 @@ separator, space or control character can ever be sent to the API.
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -78,10 +79,13 @@ def read_id_lines(stream: BinaryIO) -> Iterator[str | InvalidId | None]:
 
     Blank lines and ``#`` comments give ``None`` (skipped, but they still count
     as lines so reported line numbers match the file).  Surrounding white space
-    (including a Windows ``\\r``) is stripped.  Bytes that are not UTF-8 and
+    (including a Windows ``\\r``) is stripped, and so is a UTF-8 byte-order mark
+    at the start of the file.  Bytes that are not UTF-8 and
     over-long lines become :class:`InvalidId` values.
     """
     for n, raw in enumerate(_bounded_lines(stream), start=1):
+        if n == 1 and raw is not None and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]  # Windows editors start UTF-8 files with a byte-order mark
         if raw is None:
             yield InvalidId(n, "", f"line longer than {_MAX_LINE_BYTES} bytes")
             continue

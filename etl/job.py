@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -31,10 +31,11 @@ from sqlalchemy.exc import OperationalError
 from etl import db, report
 from etl.backfill import Plan, selection
 from etl.clock import SYSTEM, Clock
-from etl.config import Settings, check_base_url, redact_url, require_api_key
+from etl.config import DEFAULT_BASE_URL, IN_PROCESS_BASE_URL, Settings, check_base_url, redact_url, require_api_key
 from etl.enqueue import EnqueueCounts, OnInvalid, count_ids, enqueue_stream, id_items, source_name
 from etl.errors import DatabaseError, UsageError
 from etl.health import Limits
+from etl.logs import keep_secret
 from etl.report import Selection
 from etl.status import Status, gather
 
@@ -49,11 +50,13 @@ class Etl:
     """One database and one API key: enqueue, sync, backfill, discover, status.
 
     Pass a :class:`etl.config.Settings`, keyword overrides, or both
-    (``not_found_window`` in hours).  ``read_only`` opens a SQLite file without
-    writing (``status``); ``transport`` replaces the network for every request
+    (``not_found_window`` in hours).  ``read_only``: the caller only reads
+    (``status``, ``db current``, dry runs): a SQLite file that does not exist
+    is refused (:class:`UsageError`), one this user cannot write is opened
+    read-only; ``transport`` replaces the network for every request
     (``etl.testing.FakeOpenPhone().transport()``).  The engine opens on first
-    use; SQLite files are created and migrated then.  Close it (or use
-    ``with``) to release the connections.  ``engine``: use this SQLAlchemy
+    use; SQLite files are created (unless ``read_only``) and migrated then.
+    Close it (or use ``with``) to release the connections.  ``engine``: use this SQLAlchemy
     engine (of ``settings.database_url``) instead; it stays the caller's to dispose.
     ``clock``: what every run reads the time from and waits on (``etl.testing.FakeClock`` in tests).
     """
@@ -72,6 +75,11 @@ class Etl:
         if not_found_window is not None:
             changes["backoff"] = replace(settings.backoff, not_found_window=not_found_window * 3600.0)
         self.settings: Settings = settings.replace(**changes) if changes else settings
+        db.check_url(self.settings.database_url)  # a malformed URL is a UsageError now, not at first use
+        keep_secret(self.settings.api_key)
+        # With a transport and no base URL of its own, requests never reach the default (real) API:
+        # the log lines must not say they do.
+        self._base_url_given = self.settings.base_url != DEFAULT_BASE_URL
         self.read_only = read_only
         self.transport = transport
         self.clock = clock
@@ -162,15 +170,19 @@ class Etl:
         from etl.sync import RunOptions
 
         require_api_key(self.settings)
+        transport = transport or self.transport
         with self._database_errors():
-            return run_sync(self.engine, self.settings, RunOptions(command, limit, max_runtime),
-                            transport=transport or self.transport, on_progress=on_progress, clock=self.clock)
+            return run_sync(self.engine, self._api_settings(transport), RunOptions(command, limit, max_runtime),
+                            transport=transport, on_progress=on_progress, clock=self.clock)
 
-    def discover(self, since: datetime | None = None, phone_numbers: Iterable[str] = (), *, dry_run: bool = False,
-                 transport: httpx.BaseTransport | None = None, progress: bool | None = False,
-                 command: str = "discover") -> DiscoveryStats:
+    def discover(self, since: datetime | date | str | None = None, phone_numbers: Iterable[str] = (), *,
+                 dry_run: bool = False, transport: httpx.BaseTransport | None = None,
+                 progress: bool | None = False, command: str = "discover") -> DiscoveryStats:
         """Walk lines → conversations → calls, store calls, enqueue completed ones (``etl discover``).
 
+        ``since``: where a line without a watermark starts: a datetime (naive
+        is UTC), a date, or ISO 8601 text (``"2026-11-20"``,
+        ``"2026-11-20T08:00:00Z"``); anything else is a :class:`UsageError`.
         ``phone_numbers``: ids (PN…) or E.164 numbers, comma-separated allowed;
         ``progress``: a bar on stderr (None: when stderr is a terminal).
         """
@@ -178,15 +190,17 @@ class Etl:
         from etl.progress import DiscoveryProgress
         from etl.running import run_discover
 
+        start = utc_time(since, "since")
         require_api_key(self.settings)
-        options = DiscoverOptions(since=since, phone_numbers=parse_phone_numbers(tuple(phone_numbers)),
+        options = DiscoverOptions(since=start, phone_numbers=parse_phone_numbers(tuple(phone_numbers)),
                                   dry_run=dry_run, command=command)
+        transport = transport or self.transport
         with self._database_errors(), DiscoveryProgress(progress) as bar:
-            return run_discover(self.engine, self.settings, options, transport=transport or self.transport,
+            return run_discover(self.engine, self._api_settings(transport), options, transport=transport,
                                 on_page=bar.update, page_log_level=bar.page_log_level, clock=self.clock)
 
     def backfill(self, *, file: BinaryIO | None = None, requeue: Selection | None = None,
-                 discover: bool = False, discover_since: datetime | None = None, dry_run: bool = False,
+                 discover: bool = False, discover_since: datetime | date | str | None = None, dry_run: bool = False,
                  limit: int | None = None, max_runtime: float | None = None,
                  transport: httpx.BaseTransport | None = None, progress: bool | None = None,
                  on_invalid: OnInvalid | None = None,
@@ -196,9 +210,11 @@ class Etl:
         ``progress``: a bar on stderr (None: when stderr is a terminal; else a
         log line every 10 s).  ``on_step`` hears what was enqueued and
         re-queued before the sync starts.  A failed discovery ends the
-        backfill (``result.run`` is None).  With ``dry_run`` nothing changes
-        and ``result.plan`` says what would.
+        backfill (``result.run`` is None), and so does finding nothing due
+        (no empty run is recorded).  With ``dry_run`` nothing changes and
+        ``result.plan`` says what would.
         """
+        discover_since = utc_time(discover_since, "discover_since")
         check_sources(file, discover, discover_since)
         if not dry_run or discover:
             require_api_key(self.settings)
@@ -231,6 +247,12 @@ class Etl:
 
     # -- internals ------------------------------------------------------------------
 
+    def _api_settings(self, transport: httpx.BaseTransport | None) -> Settings:
+        """The settings a run uses: with a replaced transport and no base URL given, the in-process one."""
+        if transport is not None and not self._base_url_given:
+            return self.settings.replace(base_url=IN_PROCESS_BASE_URL)
+        return self.settings
+
     def _raw_engine(self) -> Engine:
         if self._engine is None:
             try:
@@ -261,11 +283,13 @@ class Etl:
         return Plan(due, selected, ids, source_name(file) if file is not None else None)
 
     def _sync_with_progress(self, limit: int | None, max_runtime: float | None,
-                            transport: httpx.BaseTransport | None, progress: bool | None) -> RunStats:
+                            transport: httpx.BaseTransport | None, progress: bool | None) -> RunStats | None:
         from etl.progress import Progress
 
         with self._database_errors(), self.engine.begin() as conn:
             total, _ = report.due_now(conn, self.clock.utcnow())
+        if total == 0:
+            return None  # nothing to do: a backfill records no empty run
         if limit:
             total = min(total, limit)
         with Progress(total, progress, self.clock) as bar:
@@ -291,6 +315,28 @@ class BackfillResult:
     run: RunStats | None = None
 
 
+def utc_time(value: datetime | date | str | None, name: str) -> datetime | None:
+    """A start time as the engine takes it (naive UTC) from a datetime, a date or ISO 8601 text.
+
+    An aware datetime (or text with an offset or ``Z``) is converted to UTC; a
+    naive one is UTC already.  Anything else is a :class:`UsageError` naming ``name``.
+    """
+    if value is None or (isinstance(value, datetime) and value.tzinfo is None):
+        return value
+    if isinstance(value, str):
+        text = value
+        try:
+            value = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise UsageError(f"{name}={text[:40]!r} is not a date or an ISO 8601 time, "
+                             "e.g. '2026-11-20' or '2026-11-20T08:00:00Z'") from None
+    if isinstance(value, datetime):
+        return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    raise UsageError(f"{name} must be a datetime, a date or ISO 8601 text, not {type(value).__name__}")
+
+
 def check_sources(file: BinaryIO | None, discover: bool, discover_since: datetime | None) -> None:
     """Where a backfill's ids come from: an id file or discovery, not both."""
     if discover and file is not None:
@@ -299,4 +345,4 @@ def check_sources(file: BinaryIO | None, discover: bool, discover_since: datetim
         raise UsageError("--discover-since needs --discover")
 
 
-__all__ = ["BackfillResult", "Etl", "Requeued", "check_sources", "selection"]
+__all__ = ["BackfillResult", "Etl", "Requeued", "check_sources", "selection", "utc_time"]

@@ -7,8 +7,10 @@ JSON lines carry every field.  :func:`call_log_level` decides the level of a
 call line from its outcome, so warnings mean "transient, retried" and errors
 mean "refused" whatever the format.
 
-Everything logs through structlog to stderr (stdout stays free for command
-output such as ``etl status --json``).  Two safety nets keep secrets out of the
+The commands log through structlog to stderr (stdout stays free for command
+output such as ``etl status --json``); the package used as a library logs to
+the standard library logger ``etl`` unless the caller configured structlog
+(:func:`get_logger`), and configures nothing on import.  Two safety nets keep secrets out of the
 logs whatever a caller passes: the API key is replaced wherever it appears in
 an event, and httpx/httpcore's own loggers (which would print request headers
 at DEBUG) are held at WARNING.
@@ -52,6 +54,15 @@ def call_log_level(kind: str | None, state: str) -> str:
     if kind == "transient" or state in ("failed", "absent"):
         return "warning"
     return "info"
+
+
+def run_end_level(exit_code: int) -> str:
+    """The level of a run's last line (``run finished``, ``discovery finished``) from its exit code.
+
+    0 ``info``; 1 (item errors, interrupted) ``warning``; 2 (usage) and 3 (the
+    API refused the key) ``error``: a person must act before the next run.
+    """
+    return "info" if exit_code == 0 else "warning" if exit_code == 1 else "error"
 
 
 class _BatchingStream:
@@ -119,7 +130,7 @@ def use_colour(stream: TextIO | None = None) -> bool:
 _COLOURS = {"warning": "\x1b[33m", "error": "\x1b[31;1m", "critical": "\x1b[31;1m", "debug": "\x1b[2m"}
 _RESET = "\x1b[0m"
 # Fields a person does not need on a terminal line (they stay in the JSON).
-_HIDDEN = frozenset({"timestamp", "run_id", "api_status", "attempt", "tries"})
+_HIDDEN = frozenset({"timestamp", "run_id", "api_status", "attempt", "tries", "exc_info"})
 
 
 def _drop_below_floor(_logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
@@ -229,5 +240,25 @@ def _new_stream() -> TextIO:
     return cast(TextIO, _stream)
 
 
+def keep_secret(value: str | None) -> None:
+    """Scrub ``value`` (an API key) from every log line from now on, however logging is set up."""
+    if value and len(value) >= 4 and value not in _secrets:
+        _secrets.append(value)
+
+
 def get_logger(**bind: Any) -> Any:
-    return structlog.get_logger("etl").bind(**bind)
+    """The ``etl`` logger: structlog as :func:`configure_logging` (or the caller) set it up.
+
+    Used as a library (``etl.Etl`` in a notebook, Airflow, …) without
+    structlog configured, lines go to the standard library's ``logging``
+    logger ``etl`` instead, so the caller's logging decides where they go
+    (unconfigured: warnings and errors on stderr, never stdout).  Nothing is
+    configured on import.
+    """
+    if structlog.is_configured():
+        return structlog.get_logger("etl").bind(**bind)
+    return structlog.wrap_logger(
+        logging.getLogger("etl"),
+        processors=[structlog.stdlib.filter_by_level, _redact, ConsoleLine(colours=False)],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    ).bind(**bind)

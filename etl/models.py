@@ -310,7 +310,18 @@ class SyncRun(Base):
         Integer, server_default="0", comment="Items put back as pending with a later next_attempt_at.",
     )
     failed: Mapped[int] = mapped_column(
-        Integer, server_default="0", comment="Items that ended failed, absent, not_found or invalid.",
+        Integer, server_default="0",
+        comment="Items that ended failed (the API says the summary failed); before revision 0009 also "
+                "absent, not_found and invalid.",
+    )
+    absent: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Items that ended absent (revision 0009).",
+    )
+    not_found: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Items that ended not_found (revision 0009).",
+    )
+    invalid: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Items that ended invalid (revision 0009).",
     )
     errors: Mapped[int] = mapped_column(
         Integer, server_default="0", comment="Items that ended error (gave up, or an unexpected error).",

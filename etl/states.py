@@ -8,7 +8,8 @@ take them from here.  Migrations keep their own frozen copies on purpose.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
 
 # A summary_queue row: pending until due, then one of the terminal states.
 QueueState = Literal["pending", "done", "failed", "absent", "not_found", "invalid", "error"]
@@ -20,3 +21,20 @@ ENDED_BADLY: tuple[QueueState, ...] = tuple(s for s in TERMINAL_STATES if s != "
 # The API's `status` of a call summary (GET /v1/call-summaries/{callId}).
 SummaryStatus = Literal["absent", "in-progress", "completed", "failed"]
 SUMMARY_STATUSES: tuple[SummaryStatus, ...] = get_args(SummaryStatus)
+
+# The run counter (RunStats field and sync_runs column) of each state an item ends a run in:
+# each is the state's own name, except the three that predate the split (revision 0009).
+RUN_COUNTER: dict[QueueState, str] = {
+    "done": "completed", "pending": "rescheduled", "failed": "failed", "absent": "absent",
+    "not_found": "not_found", "invalid": "invalid", "error": "errors",
+}
+
+
+def run_counts(run: Mapping[str, Any]) -> str:
+    """``2 completed, 0 rescheduled, 1 not_found, 0 errors``: a run's counters (RunStats.as_dict() or a row).
+
+    ``failed``, ``absent``, ``not_found`` and ``invalid`` show only when not 0.
+    """
+    ended = [f"{run[name]} {name}" for name in ("failed", "absent", "not_found", "invalid") if run.get(name)]
+    return ", ".join([f"{run['completed']} completed", f"{run['rescheduled']} rescheduled", *ended,
+                      f"{run['errors']} errors"])

@@ -508,3 +508,8 @@ def finish_discovery_run(conn: Connection, run_id: int, now: datetime, exit_code
                          stop_reason: str | None) -> None:
     conn.execute(sa.update(discovery_runs_t).where(discovery_runs_t.c.id == run_id)
                  .values(finished_at=now, exit_code=exit_code, stop_reason=stop_reason))
+
+
+def drop_discovery_run(conn: Connection, run_id: int) -> None:
+    """Forget a discovery that was refused before it walked anything (e.g. no ``--since``): no run happened."""
+    conn.execute(sa.delete(discovery_runs_t).where(discovery_runs_t.c.id == run_id))

@@ -57,11 +57,12 @@ from etl.config import Settings
 from etl.db import describe_db_error
 from etl.errors import AuthError, DatabaseError
 from etl.health import NOTHING_FETCHED, is_answer, nothing_fetched
-from etl.logs import batched, call_log_level, get_logger
+from etl.logs import batched, call_log_level, get_logger, run_end_level
 from etl.normalize import CallContextRows, call_json, normalize, normalize_call
 from etl.policy import CallLookupState, ClaimedItem, call_not_found, decide, unexpected
 from etl.ratelimit import NotSent, RateBudget
 from etl.results import FetchResult
+from etl.states import RUN_COUNTER, run_counts
 from etl.store import Entry
 
 __all__ = ["RunOptions", "RunStats", "StopReason", "Syncer"]
@@ -101,11 +102,21 @@ class RunOptions:
 
 @dataclass
 class RunStats:
+    """A run's counters; each item it processed counts once, under the queue state it ended in.
+
+    ``completed`` ended ``done``, ``rescheduled`` is ``pending`` again, ``errors``
+    ended ``error``; ``failed``, ``absent``, ``not_found`` and ``invalid`` count
+    the states of those names (``sync_runs`` has the same columns).
+    """
+
     run_id: int = 0
     claimed: int = 0
     completed: int = 0
     rescheduled: int = 0
     failed: int = 0
+    absent: int = 0
+    not_found: int = 0
+    invalid: int = 0
     errors: int = 0
     fetched: int = 0  # items the API answered (etl.health.is_answer); 0 of many = an outage
     released: int = 0
@@ -124,12 +135,17 @@ class RunStats:
 
     @property
     def processed(self) -> int:
-        return self.completed + self.rescheduled + self.failed + self.errors
+        return sum(getattr(self, name) for name in RUN_COUNTER.values())
+
+    def summary(self) -> str:
+        """The counters in one line, as `etl backfill` and `etl demo` print them (etl.states.run_counts)."""
+        return run_counts(self.as_dict())
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id, "claimed": self.claimed, "completed": self.completed,
-            "rescheduled": self.rescheduled, "failed": self.failed, "errors": self.errors, "fetched": self.fetched,
+            "rescheduled": self.rescheduled, "failed": self.failed, "absent": self.absent,
+            "not_found": self.not_found, "invalid": self.invalid, "errors": self.errors, "fetched": self.fetched,
             "released": self.released, "exit_code": self.exit_code, "stop_reason": self.stop_reason,
             "duration_s": round(self.clock.monotonic() - self.started, 3),
         }
@@ -241,7 +257,8 @@ class Syncer:
             client.close()
         if nothing_fetched(stats.as_dict()):
             self.log.warning(NOTHING_FETCHED, processed=stats.processed, base_url=self.settings.base_url)
-        self.log.info("run finished", **stats.as_dict(), lost_leases=stats.lost_leases)
+        getattr(self.log, run_end_level(stats.exit_code))("run finished", **stats.as_dict(),
+                                                          lost_leases=stats.lost_leases)
         return stats
 
     def _coordinate(self, limit: int | None, deadline: float | None, buffer: list[Entry]) -> None:
@@ -542,14 +559,10 @@ class Syncer:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-# sync_runs counter (and RunStats field) for each QueueUpdate.outcome.
-_COUNTER_OF = {"completed": "completed", "rescheduled": "rescheduled", "failed": "failed", "error": "errors"}
-
-
 def _count_outcomes(entries: list[Entry]) -> dict[str, int]:
-    counts = dict.fromkeys(_COUNTER_OF.values(), 0)
+    counts = dict.fromkeys(RUN_COUNTER.values(), 0)
     for entry in entries:
-        counts[_COUNTER_OF[entry.update.outcome]] += 1
+        counts[RUN_COUNTER[entry.update.state]] += 1
     counts["fetched"] = sum(1 for entry in entries if is_answer(entry.result))
     return counts
 

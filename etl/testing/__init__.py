@@ -26,7 +26,7 @@ workspace from its seed and clock, and fault decisions from (fault seed,
 resource, n-th request for it).
 """
 
-from etl.testing import _webhooks as webhooks
+from etl.testing import webhooks
 from etl.testing._cli import main
 from etl.testing._data import STATUSES, sample_summary
 from etl.testing._fake import API_PATH_PREFIX, FakeOpenPhone

@@ -1,7 +1,12 @@
 """``python -m etl.testing``: serve the simulated API over HTTP until SIGTERM/SIGINT.
 
-Prints one line, ``listening on http://127.0.0.1:PORT``, then serves; on the
-signal it stops and (``--stats-file``) writes the statistics as JSON.
+Prints one line on stdout, ``listening on http://127.0.0.1:PORT`` (what
+scripts read), and on stderr what a person needs to point ``etl`` at it: the
+base URL and the API key, as an ``export`` line to paste.  Then it serves; on
+the signal it stops and (``--stats-file``) writes the statistics as JSON.  By
+default the workspace holds 2 phone numbers with 3 conversations of 4 calls
+each, so ``etl discover`` finds calls (README, "Try the commands on the
+simulator").
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import datetime as dt
 import json
 import os
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,10 +59,14 @@ def _when(text: str) -> dt.datetime:
 
 
 def _parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=prog, description="Serve a simulated OpenPhone API over HTTP/1.1.")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    p.add_argument("--api-key", default="test-key")
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve a simulated OpenPhone API over HTTP/1.1; it prints the base URL and the API key to use.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    p.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free port")
+    p.add_argument("--api-key", default="test-key", help="the key the API accepts (OPENPHONE_API_KEY)")
     p.add_argument("--forbidden-key", action="append", default=[], help="key answered with 403 (repeatable)")
     p.add_argument(
         "--default-status",
@@ -66,11 +76,11 @@ def _parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         help="status of generated summaries for unknown ids; 'none' answers 404",
     )
     p.add_argument("--rate", type=float, default=0.0, help="requests/s allowed; 0 = unlimited")
-    p.add_argument("--burst", type=int, default=10)
-    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--burst", type=int, default=10, help="requests allowed at once above --rate")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="mean simulated latency per request")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated latency and the workspace")
     w = p.add_argument_group("workspace (phone numbers, conversations, calls)")
-    w.add_argument("--phone-numbers", type=int, default=0, help="generate this many phone numbers (0: none)")
+    w.add_argument("--phone-numbers", type=int, default=2, help="generate this many phone numbers (0: none)")
     w.add_argument("--conversations", type=int, default=3, help="conversations per phone number")
     w.add_argument("--calls", type=int, default=4, help="calls per conversation")
     w.add_argument("--days", type=float, default=7, help="spread the calls over this many days before now")
@@ -86,22 +96,24 @@ def _parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
                    help="workspace summaries answer 404 until this long after the call completed")  # fmt: skip
     d = Faults()
     f = p.add_argument_group("faults")
-    f.add_argument("--fault-seed", type=int, default=d.seed)
-    f.add_argument("--fault-500", type=_probability, default=d.error_500)
-    f.add_argument("--fault-429", type=_probability, default=d.rate_429)
+    f.add_argument("--fault-seed", type=int, default=d.seed, help="seed of the fault decisions")
+    f.add_argument("--fault-500", type=_probability, default=d.error_500, help="probability of a 500")
+    f.add_argument("--fault-429", type=_probability, default=d.rate_429, help="probability of a 429")
     f.add_argument("--fault-retry-after", type=_optional_str, default=d.retry_after,
                    help="Retry-After of injected 429s: seconds, an HTTP date, or 'none'")  # fmt: skip
-    f.add_argument("--fault-drop", type=_probability, default=d.drop)
-    f.add_argument("--fault-hang", type=_probability, default=d.hang)
-    f.add_argument("--fault-hang-seconds", type=float, default=d.hang_seconds)
-    f.add_argument("--fault-truncated", type=_probability, default=d.truncated)
-    f.add_argument("--fault-garbage", type=_probability, default=d.garbage)
-    f.add_argument("--fault-schema-violation", type=_probability, default=d.schema_violation)
+    f.add_argument("--fault-drop", type=_probability, default=d.drop, help="probability of a dropped connection")
+    f.add_argument("--fault-hang", type=_probability, default=d.hang, help="probability of a hang")
+    f.add_argument("--fault-hang-seconds", type=float, default=d.hang_seconds, help="how long a hang lasts")
+    f.add_argument("--fault-truncated", type=_probability, default=d.truncated, help="probability of a cut body")
+    f.add_argument("--fault-garbage", type=_probability, default=d.garbage, help="probability of a non-JSON body")
+    f.add_argument("--fault-schema-violation", type=_probability, default=d.schema_violation,
+                   help="probability of a body that violates the schema")
     f.add_argument("--fault-max-per-id", type=_optional_int, default=d.max_per_id, help="int or 'none'")
     f.add_argument("--fault-endpoints", type=_endpoints, default=None,
                    help=f"endpoints that get faults, comma-separated (default: all of {', '.join(ENDPOINTS)})")
     p.add_argument("--stats-file", type=Path, help="write stats JSON here on shutdown")
     p.add_argument("--stats-times", action="store_true", help="include each request's time in the stats file")
+    p.add_argument("--quiet", action="store_true", help="print only the 'listening on' line (no hints on stderr)")
     return p.parse_args(argv)
 
 
@@ -161,6 +173,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m etl.testing")
         signal.signal(sig, lambda *_: stop.set())
     running = Running(fake, args.host, args.port)
     print(f"listening on {running.url}", flush=True)
+    if not args.quiet:
+        lines = len(fake.workspace.phone_numbers)
+        calls = len(fake.workspace.calls)
+        print(f"API key: {args.api_key}   workspace: {lines} phone numbers, {calls} calls\n"
+              f"Point etl at it (paste in another terminal):\n"
+              f"export OPENPHONE_BASE_URL={running.url} OPENPHONE_API_KEY={args.api_key}",
+              file=sys.stderr, flush=True)
     while not stop.wait(0.5):
         pass
     running.stop()

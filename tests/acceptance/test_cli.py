@@ -314,7 +314,9 @@ def test_demo_lands_rows(db_url, engine):
         "ACdemo06failed": "failed", "ACdemo07missing": "not_found", "ACdemo08bad": "invalid",
     }  # the two rescheduled ids are removed: no real sync may send them
     # 3 sample summaries and the 23 completed calls discovery found in the simulated workspace.
-    assert re.search(r"^Run \d+: 26 completed, 2 rescheduled, 3 failed, 0 errors — into ", result.stdout, re.M)
+    # Each end state counted under its own name (issue 20, item 10).
+    assert re.search(r"^Run \d+: 26 completed, 2 rescheduled, 1 failed, 1 not_found, 1 invalid, 0 errors — into ",
+                     result.stdout, re.M)
     with engine.connect() as conn:
         text = conn.execute(sa.text(
             "SELECT summary_text FROM call_summaries WHERE call_id = 'ACdemo02unicode'")).scalar_one()

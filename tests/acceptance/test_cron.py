@@ -129,16 +129,18 @@ def test_wrapper_runs_sync_and_appends_json_lines(db_url, tmp_path, fake, url):
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     assert states(db_url) == {"AC1": "done", "AC2": "done", "AC3": "done", "AC404": "not_found"}
     [run] = fetch(db_url, RUNS)
-    assert (run["command"], run["claimed"], run["completed"], run["failed"], run["exit_code"]) == (
-        "sync", 4, 3, 1, 0)
+    assert (run["command"], run["claimed"], run["completed"], run["failed"], run["not_found"], run["exit_code"]) == (
+        "sync", 4, 3, 0, 1, 0)
     [started] = wrapper.events("run started")
     # The wrapper's default bound, well below the 5-minute schedule.
     assert (started["command"], started["max_runtime"], started["rate"]) == ("sync", 240.0, 0.0)
     calls = {e["call_id"]: e["outcome"] for e in wrapper.events("call")}
     assert calls == {"AC1": "done", "AC2": "done", "AC3": "done", "AC404": "not_found"}
     [finished] = wrapper.events("run finished")
-    assert {k: finished[k] for k in ("run_id", "claimed", "completed", "failed", "errors", "exit_code")} == {
-        "run_id": run["id"], "claimed": 4, "completed": 3, "failed": 1, "errors": 0, "exit_code": 0}
+    assert {k: finished[k] for k in ("run_id", "claimed", "completed", "failed", "not_found", "errors",
+                                     "exit_code", "level")} == {
+        "run_id": run["id"], "claimed": 4, "completed": 3, "failed": 0, "not_found": 1, "errors": 0,
+        "exit_code": 0, "level": "info"}
     assert API_KEY not in wrapper.log_text()
 
     # A second run appends to the same log.

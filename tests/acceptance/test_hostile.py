@@ -234,7 +234,7 @@ def test_malformed_ids_inserted_by_other_systems_never_reach_the_api(engine, set
     enqueue(engine, NORMAL)
     fake = FakeOpenPhone(api_key=API_KEY)
     stats = run_served(engine, settings, fake)
-    assert (stats.completed, stats.failed) == (len(NORMAL), len(BAD_QUEUE_IDS))
+    assert (stats.completed, stats.failed, stats.invalid) == (len(NORMAL), 0, len(BAD_QUEUE_IDS))
     rows = queue(engine)
     assert {i: (rows[i]["state"], rows[i]["attempts"], rows[i]["last_error"]) for i in BAD_QUEUE_IDS} == {
         i: ("invalid", 1, "malformed call id") for i in BAD_QUEUE_IDS}
@@ -323,6 +323,12 @@ def test_database_unavailable_at_start_is_explained_without_the_password(case):
     for args in (["sync", "--log-level", "debug"], ["status"], ["enqueue", "AC1"]):
         result = run_etl(args, etl_env(url, "http://127.0.0.1:9", API_KEY))
         assert (result.returncode, result.stdout) == (2, ""), result.stderr
+        if case == "sqlite" and args == ["status"]:
+            # A read-only command never creates a database: it says there is none (issue 20, item 6).
+            assert error_lines(result.stderr) == [
+                "Error: the SQLite database /nonexistent-etl-dir/etl.db does not exist (check --database-url "
+                "or ETL_DATABASE_URL; `etl sync` and `etl db upgrade` create it)"]
+            continue
         assert error_lines(result.stderr) == [expected], args
         if case != "sqlite":
             assert "s3cretpw" not in result.stderr

@@ -284,15 +284,17 @@ def test_sync_runs_row_has_exact_counts_and_exit_code(db_url, engine, fake, url)
     assert plain(result.stderr) == [
         f"Error: run {run['id']} did not finish cleanly: 1 item(s) hit an unexpected error; see the log"
     ]
-    assert counts(run) == ("sync", 6, 2, 1, 2, 1, 1, None)
+    assert counts(run) == ("sync", 6, 2, 1, 1, 1, 1, None)
+    assert (run["absent"], run["not_found"], run["invalid"]) == (0, 1, 0)  # not in failed (issue 20, item 10)
     assert run["started_at"] <= run["finished_at"]
     assert states(engine) == {"AC1": "done", "AC2": "done", "AC3": "pending", "AC4": "failed",
                               "AC5": "not_found", "AC6": "error"}
     [finished] = events(result.stderr, "run finished")
-    assert {k: finished[k] for k in ("run_id", "claimed", "completed", "rescheduled", "failed",
+    assert {k: finished[k] for k in ("run_id", "claimed", "completed", "rescheduled", "failed", "not_found",
                                      "errors", "exit_code")} == {
-        "run_id": run["id"], "claimed": 6, "completed": 2, "rescheduled": 1, "failed": 2,
+        "run_id": run["id"], "claimed": 6, "completed": 2, "rescheduled": 1, "failed": 1, "not_found": 1,
         "errors": 1, "exit_code": 1}
+    assert finished["level"] == "warning"  # exit 1: a run that needs a look (issue 20, item 13)
     assert sorted(e["call_id"] for e in events(result.stderr, "call")) == [
         "AC1", "AC2", "AC3", "AC4", "AC5", "AC6"]
 
@@ -309,10 +311,9 @@ def test_status_shows_an_unfinished_run_as_running_or_crashed(db_url, engine):
     lines = text.stdout.splitlines()
     start = lines.index("Last runs:")
     assert lines[start + 1] == (f"  #{crashed_id} sync     {(base - timedelta(seconds=30)).isoformat()}Z  "
-                                "running or crashed: claimed 5, completed 2, rescheduled 0, failed 0, "
-                                "errors 0")
+                                "running or crashed: 5 claimed, 2 completed, 0 rescheduled, 0 errors")
     assert lines[start + 2] == (f"  #{ok_id} sync     {(base - timedelta(seconds=120)).isoformat()}Z  "
-                                "exit 0: claimed 1, completed 1, rescheduled 0, failed 0, errors 0")
+                                "exit 0: 1 claimed, 1 completed, 0 rescheduled, 0 errors")
 
     data = json.loads(etl(db_url, "status", "--json").stdout)
     assert [r["id"] for r in data["last_runs"]] == [crashed_id, ok_id]
@@ -349,7 +350,7 @@ def test_killed_run_stays_unfinished_and_its_items_come_back_after_the_lease(db_
         assert leased  # the kill caught work in flight
         status = etl(db_url, "status")
         assert f"#{run['id']} sync" in status.stdout
-        assert f"running or crashed: claimed {run['claimed']}" in status.stdout
+        assert f"running or crashed: {run['claimed']} claimed" in status.stdout
         # Leased to the dead run: not due until the lease expires.
         assert etl(db_url, "sync", "--dry-run").stdout.splitlines()[0].startswith(
             f"{len(never_claimed)} item")
@@ -384,7 +385,7 @@ def test_backfill_file_enqueues_then_syncs_with_progress_lines(db_url, engine, f
         f"{ids}:5: does not start with AC: 'BAD1' (skipped)",
         "Enqueued 2 new ids (1 already queued, 1 invalid skipped).",
     ]
-    assert result.stdout == f"Backfill run {run['id']}: 2 completed, 0 rescheduled, 0 failed, 0 errors.\n"
+    assert result.stdout == f"Backfill run {run['id']}: 2 completed, 0 rescheduled, 0 errors.\n"
     assert counts(run) == ("backfill", 2, 2, 0, 0, 0, 0, None)
     assert states(engine) == {"AC1": "done", "AC2": "done", "AC3": "done"}
     # An id already done is not fetched again by enqueueing it.
@@ -421,7 +422,7 @@ def test_backfill_status_requeues_exactly_the_selected_states(db_url, engine, fa
     [run] = runs(engine)
     assert result.exit_code == 0
     assert plain(result.stderr) == ["Re-queued 4 items (failed, error, absent)."]
-    assert result.stdout == f"Backfill run {run['id']}: 4 completed, 0 rescheduled, 0 failed, 0 errors.\n"
+    assert result.stdout == f"Backfill run {run['id']}: 4 completed, 0 rescheduled, 0 errors.\n"
     requeued = {"ACfailed1", "ACfailed2", "ACerror1", "ACabsent1"}
     assert set(fake.requests) == requeued
     after = queue(engine)
@@ -527,7 +528,7 @@ def test_backfill_force_rewrites_changed_content_only(db_url, engine, fake, url)
     [_, run] = runs(engine)
     assert r.exit_code == 0
     assert plain(r.stderr) == ["Re-queued 2 items (done)."]
-    assert r.stdout == f"Backfill run {run['id']}: 2 completed, 0 rescheduled, 0 failed, 0 errors.\n"
+    assert r.stdout == f"Backfill run {run['id']}: 2 completed, 0 rescheduled, 0 errors.\n"
     assert dict(fake.requests) == {"AC1": 2, "AC2": 2}
     assert {i: (row["state"], row["attempts"]) for i, row in queue(engine).items()} == {
         "AC1": ("done", 1), "AC2": ("done", 1)}
@@ -585,8 +586,7 @@ def test_backfill_resumes_after_an_interrupt(db_url, engine, tmp_path):
         assert proc.returncode == 1
         assert plain(err)[-1] == (f"Error: run {first['id']} did not finish cleanly: "
                                   "interrupted by SIGINT")
-        assert out == (f"Backfill run {first['id']}: {len(done_first)} completed, 0 rescheduled, "
-                       "0 failed, 0 errors.\n")
+        assert out == f"Backfill run {first['id']}: {len(done_first)} completed, 0 rescheduled, 0 errors.\n"
         assert first["finished_at"] is not None
         assert len(done_first) <= first["claimed"] <= 40
         assert counts(first)[2:] == (len(done_first), 0, 0, 0, 1, "interrupted by SIGINT")
@@ -604,7 +604,7 @@ def test_backfill_resumes_after_an_interrupt(db_url, engine, tmp_path):
     [_, second] = runs(engine)
     left = 40 - len(done_first)
     assert again.exit_code == 0
-    assert again.stdout == f"Backfill run {second['id']}: {left} completed, 0 rescheduled, 0 failed, 0 errors.\n"
+    assert again.stdout == f"Backfill run {second['id']}: {left} completed, 0 rescheduled, 0 errors.\n"
     assert counts(second) == ("backfill", left, left, 0, 0, 0, 0, None)
     assert set(states(engine).values()) == {"done"}
     # Interrupted in-flight fetches were saved, never repeated: one request per id.
@@ -637,7 +637,7 @@ def test_backfill_shows_a_progress_bar_on_a_terminal(tmp_path, sqlite_template, 
         [ETL_BIN, "backfill", "--file", id_file, "--database-url", db_url, *api(url)],
         _subprocess_env(tmp_path))
     assert code == 0
-    assert out == "Backfill run 1: 3 completed, 0 rescheduled, 0 failed, 0 errors.\n"
+    assert out == "Backfill run 1: 3 completed, 0 rescheduled, 0 errors.\n"
     assert re.search(r"100%\|[^|]*\| 3/3 ", screen), screen
     assert '"event": "progress"' not in screen  # a bar, not JSON lines
 
@@ -673,7 +673,7 @@ STATUS_KEYS = {"database", "now", "queue", "total", "due_now", "oldest_due_at", 
                "last_runs", "last_successful_run_finished_at", "top_errors", "healthy", "problems",
                "last_fetch_ok_at", "runs_without_fetch", "fetch", "last_discovery"}
 RUN_KEYS = {"id", "started_at", "finished_at", "command", "claimed", "completed", "rescheduled",
-            "failed", "errors", "fetched", "exit_code", "stop_reason"}
+            "failed", "absent", "not_found", "invalid", "errors", "fetched", "exit_code", "stop_reason"}
 
 
 def test_status_json_reports_counts_due_runs_and_errors(db_url, engine):
@@ -708,7 +708,8 @@ def test_status_json_reports_counts_due_runs_and_errors(db_url, engine):
     assert data["last_runs"][0] == {
         "id": recent, "command": "sync", "started_at": f"{(base - timedelta(seconds=90)).isoformat()}Z",
         "finished_at": f"{(base - timedelta(seconds=60)).isoformat()}Z", "claimed": 4, "completed": 3,
-        "rescheduled": 1, "failed": 0, "errors": 0, "fetched": 0, "exit_code": 0, "stop_reason": None}
+        "rescheduled": 1, "failed": 0, "absent": 0, "not_found": 0, "invalid": 0, "errors": 0, "fetched": 0,
+        "exit_code": 0, "stop_reason": None}
     assert data["last_runs"][1]["id"] == old
     assert data["last_successful_run_finished_at"] == f"{(base - timedelta(seconds=60)).isoformat()}Z"
     assert data["top_errors"] == [
@@ -794,8 +795,7 @@ def test_status_check_fails_at_once_when_the_last_run_was_refused_the_key(db_url
 
     r = etl(db_url, "status", "--check")
     assert (r.exit_code, plain(r.stderr)) == (1, [
-        "Error: unhealthy: last run stopped because the API refused the key: "
-        "the API refused the key (HTTP 401): HTTP 401 Unauthorized"])
+        "Error: unhealthy: last run stopped: the API refused the key (HTTP 401): HTTP 401 Unauthorized"])
 
 
 def test_status_with_an_unusable_database_url_exits_2():
@@ -809,10 +809,10 @@ def test_backfill_twice_fetches_nothing_the_second_time(db_url, engine, fake, ur
     ids.write_text("AC1\nAC2\n")
     assert etl(db_url, "backfill", "--file", ids, *api(url)).exit_code == 0
     r = etl(db_url, "backfill", "--file", ids, *api(url))
-    [_, second] = runs(engine)
+    assert len(runs(engine)) == 1  # nothing was due: no empty run recorded (issue 20, item 13)
     assert r.exit_code == 0
     assert plain(r.stderr) == ["Enqueued 0 new ids (2 already queued, 0 invalid skipped)."]
-    assert counts(second) == ("backfill", 0, 0, 0, 0, 0, 0, None)
+    assert r.stdout == "Nothing to sync: no item is due, so no run was recorded.\n"
     assert dict(fake.requests) == {"AC1": 1, "AC2": 1}
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(SUMMARIES)).scalar_one() == 2

@@ -62,7 +62,7 @@ def test_a_backfill_shows_its_bar_and_only_what_needs_a_look(tmp_path, api, no_c
         assert any(re.fullmatch(error, line) for line in lines), lines
     else:
         assert any(re.fullmatch(re.escape("\x1b[31;1m") + error + re.escape("\x1b[0m"), line) for line in lines)
-    assert lines[-1] == "Backfill run 1: 39 completed, 0 rescheduled, 1 failed, 0 errors."
+    assert lines[-1] == "Backfill run 1: 39 completed, 0 rescheduled, 1 not_found, 0 errors."
 
 
 def test_a_sync_on_a_terminal_puts_the_outcome_first(tmp_path, api):

@@ -95,7 +95,6 @@ def test_postgresql_url_reaches_the_server_with_psycopg():
      "invalid literal for int() with base 10: '5432x'"),
     (f"postgresql+psycopg://etl:p@ss{SECRET}@db:x/o", "postgresql+psycopg://etl:***@db:x/o",
      "invalid literal for int() with base 10: 'x'"),
-    ("sqlite//openphone.db", "sqlite//openphone.db", "Could not parse SQLAlchemy URL from given URL string"),
 ])
 def test_an_unparsable_url_is_shown_as_typed_with_only_the_password_hidden(url, shown, reason):
     result = etl("status", "--database-url", url)
@@ -105,12 +104,24 @@ def test_an_unparsable_url_is_shown_as_typed_with_only_the_password_hidden(url, 
     assert SECRET not in result.output
 
 
+def test_a_sqlite_url_missing_its_colon_gets_the_right_form():
+    result = etl("status", "--database-url", "sqlite//openphone.db")
+    assert (result.exit_code, errors(result)) == (2, [
+        "Error: invalid SQLite URL 'sqlite//openphone.db': write it as sqlite:///openphone.db (three slashes "
+        "before a relative path, four before an absolute one: sqlite:////srv/etl/op.db)"])
+
+
 def test_sqlite_in_a_missing_directory_names_the_path_and_the_reason(tmp_path):
     path = tmp_path / "no-such-dir" / "etl.db"
-    for command in (["status"], ["enqueue", "AC1"], ["sync", "--api-key", "key-1234"]):
+    for command in (["enqueue", "AC1"], ["sync", "--api-key", "key-1234"]):
         result = etl(*command, "--database-url", f"sqlite:///{path}")
         assert (result.exit_code, errors(result)) == (2, [
             f"Error: cannot create the SQLite database {path}: the directory {path.parent} does not exist"])
+    # `etl status` only reads: it never creates a database, so it says there is none (issue 20, item 6).
+    result = etl("status", "--database-url", f"sqlite:///{path}")
+    assert (result.exit_code, errors(result)) == (2, [
+        f"Error: the SQLite database {path} does not exist (check --database-url or ETL_DATABASE_URL; "
+        "`etl sync` and `etl db upgrade` create it)"])
 
 
 # --- file permissions: run as an unprivileged user -------------------------------------

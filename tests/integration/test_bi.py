@@ -141,7 +141,8 @@ def load_fixture(engine: Engine, settings: Any, fake: Any) -> None:
         ), {"error": GAVE_UP, "at": _ts("2026-11-25 11:00:00")})
     # ACbi06/07's 404s final at once (the not-found window: test_sync_calls.py).
     stats = run(engine, settings.replace(backoff=Backoff(not_found_window=0)), fake)
-    assert (stats.claimed, stats.completed, stats.rescheduled, stats.failed, stats.errors) == (9, 4, 1, 4, 0)
+    assert (stats.claimed, stats.completed, stats.rescheduled, stats.errors) == (9, 4, 1, 0)
+    assert (stats.failed, stats.absent, stats.not_found, stats.invalid) == (1, 0, 2, 1)
     with engine.begin() as conn:
         for call_id, (enqueued, finished) in QUEUE_TIMES.items():
             conn.execute(sa.text(
@@ -189,7 +190,8 @@ EXPECTED: dict[str, list[tuple[Any, ...]]] = {
     "queue-by-state": [
         ("done", 4), ("error", 1), ("failed", 1), ("invalid", 1), ("not_found", 2), ("pending", 1),
     ],
-    "run-history": [("sync", 1, 9, 4, 1, 4, 0, 0)],
+    # failed, absent, not_found, invalid: each end state its own counter (revision 0009).
+    "run-history": [("sync", 1, 9, 4, 1, 1, 0, 2, 1, 0, 0)],
 }
 
 

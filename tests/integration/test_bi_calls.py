@@ -88,7 +88,7 @@ def load(engine: Engine, db_url: str) -> None:
     found = Discoverer(engine, settings, transport=ws.transport()).run(DiscoverOptions(since=datetime(2026, 11, 1)))
     assert (found.exit_code, found.enqueued) == (0, 6)
     stats = Etl(settings, engine=engine).sync(transport=summaries.transport())
-    assert (stats.completed, stats.failed) == (5, 1)
+    assert (stats.completed, stats.failed, stats.not_found) == (5, 0, 1)
     with engine.begin() as conn:
         for call_id, _line, _user, _dir, _status, created, _steps, _q, lag in CALLS:
             if lag is None:

@@ -61,6 +61,12 @@ def test_wrapper_discovers_then_syncs(engine, db_url, tmp_path):
     assert done == completed and queued == summaries == len(completed) > 0
     assert runs == 1
     assert (result.returncode, result.stderr) == (0, "")
+    # Discovery's normal summary is news, not an error (issue 20, item 5) ...
+    [summary] = [e for e in lines if e["event"].startswith("Discovery run ")]
+    assert (summary["level"], summary["logger"]) == ("info", "etl")
+    # ... so cron/README.md's "warnings and errors" filter finds nothing in a healthy run.
+    flagged = [e for e in lines if e["level"] in ("warning", "error") or e.get("logger") == "etl-sync.sh"]
+    assert flagged == []
 
 
 def test_wrapper_reports_a_discovery_that_needs_a_human(engine, db_url, tmp_path):

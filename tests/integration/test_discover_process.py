@@ -77,7 +77,7 @@ def test_sigkill_mid_walk_then_rerun_finds_everything_and_enqueues_nothing_twice
         out, err = output_of(tmp_path, "final")
     assert rc == 0, err
     last_id = count(engine, "SELECT MAX(id) FROM discovery_runs")
-    assert out.startswith(f"Discovery run {last_id}: 2 phone number(s), 9 conversation(s), ")
+    assert out.startswith(f"Discovery run {last_id}: 2 phone numbers, 9 conversations, ")
     assert set(consistent(engine)) == set(reachable(calls))
     with engine.connect() as conn:
         queued = set(conn.execute(sa.text("SELECT call_id FROM summary_queue")).scalars())

@@ -74,7 +74,7 @@ def test_an_unreachable_api_is_an_outage_not_a_quiet_day(db_url, engine):
     out = status.stdout.splitlines()
     [api_line] = [line for line in out if line.startswith("API: ")]
     assert re.fullmatch(r"API: no successful fetch since \S+Z: the last 1 run with work fetched nothing", api_line)
-    assert any(line.endswith(f"errors 0 — {NOTHING_FETCHED}") for line in out)
+    assert any(line.endswith(f"0 errors — {NOTHING_FETCHED}") for line in out)
     top = out[out.index("Top errors:") + 1]
     assert re.fullmatch(r"\s+2  pending    connection error \(ConnectError: .*\)", top)
 

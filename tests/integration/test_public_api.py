@@ -6,9 +6,11 @@ import io
 import re
 import subprocess
 import sys
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 import etl
 from etl import Etl, EtlError, Selection, UsageError
@@ -32,11 +34,58 @@ def test_the_readme_example_runs_and_prints_what_its_comments_say(tmp_path: Path
     assert len(expected) == 3
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0] == expected[0]
-    # structlog writes the run's lines to stdout too; the printed values are the lines that are not log lines.
-    printed = [line for line in done.stdout.splitlines() if not re.match(r"\d{4}-\d\d-\d\d ", line)]
-    assert printed == expected
+    # A library never writes to the caller's stdout: exactly what the example prints (issue 20, item 9).
+    assert done.stdout.splitlines() == expected
+    assert done.stderr == ""  # no warning, no error: nothing from the library's logging either
     assert (tmp_path / "summaries.db").exists()
+
+
+def test_the_readme_example_logs_through_the_callers_logging_and_names_the_in_process_api(tmp_path: Path):
+    # The caller's logging decides where lines go; the run never claims to talk to the real API.
+    code = "import logging, sys\nlogging.basicConfig(level=logging.INFO, stream=sys.stderr)\n" + python_example()
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 3
+    log = done.stderr.splitlines()
+    [started] = [line for line in log if line.startswith("INFO:etl:run started")]
+    assert "base_url=http://in-process.invalid" in started
+    assert "api.openphone.com" not in done.stderr
+    assert any(line.startswith("INFO:etl:run finished") for line in log)
+    assert "demo-key" not in done.stderr  # the key never reaches a log line
+
+
+def test_importing_the_package_configures_no_output():
+    code = ("import structlog, logging\nimport etl, etl.sync, etl.discover, etl.testing, etl.cli\n"
+            "print(structlog.is_configured(), logging.getLogger('etl').handlers, logging.getLogger().handlers)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "False [] []\n", "")
+
+
+@pytest.mark.parametrize("since", ["2026-11-20", "2026-11-20T00:00:00", "2026-11-20T01:00:00+01:00",
+                                   "2026-11-20T00:00:00Z", date(2026, 11, 20), datetime(2026, 11, 20)])
+def test_discover_takes_a_date_string_a_date_or_a_datetime(since, tmp_path: Path):
+    fake = FakeOpenPhone(api_key="k", seed=2)
+    fake.workspace.generate(phone_numbers=1, conversations=1, calls=2, days=2)
+    with Etl(database_url=f"sqlite:///{tmp_path}/d.db", api_key="k", rate=0, transport=fake.transport()) as job:
+        stats = job.discover(since=since)
+        assert (stats.exit_code, stats.phone_numbers, stats.calls_seen) == (0, 1, 2)
+        with job.engine.connect() as conn:
+            [started] = conn.execute(sa.text("SELECT started_at FROM discovery_runs")).scalars()
+        assert started is not None
+
+
+@pytest.mark.parametrize(("since", "message"), [
+    ("20/11/2026", "since='20/11/2026' is not a date or an ISO 8601 time, e.g. '2026-11-20' or "
+                   "'2026-11-20T08:00:00Z'"),
+    (20261120, "since must be a datetime, a date or ISO 8601 text, not int"),
+])
+def test_discover_refuses_anything_else_with_a_clear_usage_error(since, message, tmp_path: Path):
+    with Etl(database_url=f"sqlite:///{tmp_path}/d.db", api_key="k", transport=FakeOpenPhone().transport()) as job:
+        with pytest.raises(UsageError) as exc:
+            job.discover(since=since)
+        assert str(exc.value) == message
+        with pytest.raises(UsageError, match="discover_since='yesterday' is not a date"):
+            job.backfill(discover=True, discover_since="yesterday")
 
 
 def test_the_public_names_are_importable_and_curated():
@@ -60,7 +109,7 @@ def test_enqueue_sync_status_and_backfill_on_every_database(db_url: str, engine,
         assert due == 3 and {r["call_id"] for r in rows} == {"ACapi1", "ACapi2", "ACgone1"}
 
         stats = job.sync()
-        assert (stats.completed, stats.failed, stats.exit_code) == (2, 1, 0)
+        assert (stats.completed, stats.failed, stats.not_found, stats.exit_code) == (2, 0, 1, 0)
         status = job.status()
         assert status.queue["done"] == 2 and status.queue["not_found"] == 1
         assert status.as_dict()["total"] == 3 and status.as_dict()["last_runs"][0]["completed"] == 2
@@ -70,7 +119,7 @@ def test_enqueue_sync_status_and_backfill_on_every_database(db_url: str, engine,
         assert plan is not None and plan.requeue == {"not_found": 1} and plan.file == (1, 1)
         result = job.backfill(requeue=Selection(("not_found",)), progress=False)
         assert result.requeued is not None and result.requeued.count == 1
-        assert result.run is not None and result.run.failed == 1  # still a 404, after the window
+        assert result.run is not None and result.run.not_found == 1  # still a 404, after the window
 
 
 def test_expected_failures_are_the_exception_tree(tmp_path: Path):

@@ -188,7 +188,7 @@ def test_a_summary_404_soon_after_the_call_is_retried_for_the_window_then_not_fo
                      {"t": utcnow() - timedelta(hours=24, minutes=1), "c": missing.id})
     make_due(engine)
     stats = run(engine, settings, fake)
-    assert (stats.failed, stats.rescheduled) == (1, 0)
+    assert (stats.not_found, stats.failed, stats.rescheduled) == (1, 0, 0)
     assert rows(engine, "SELECT state, last_error FROM summary_queue WHERE call_id = :c", c=missing.id) == [
         ("not_found", "HTTP 404 Not Found: Call summary not found")]
 

@@ -8,6 +8,7 @@ them down brings them back to head before it ends, whatever happens.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -115,18 +116,20 @@ def test_behind_database_stops_sync_with_the_fix(restore_head):
         assert tables_and_revision(url)[1] == head
         return
     assert result.exit_code == 2
+    # The fix can be pasted as it is: the hint carries the --database-url that was given.
+    fix = f"`etl db upgrade --database-url {shlex.quote(url)}`"
     assert messages(result.stderr) == [
         f"Error: database {redact_url(url)} is at schema revision none, this version of etl needs {head}; "
-        "run `etl db upgrade`"]
+        f"run {fix}"]
     assert tables_and_revision(url)[1] is None  # the CLI did not migrate a shared database
 
     status = invoke(["status", "--database-url", url])
     assert status.exit_code == 2
-    assert messages(status.stderr)[0].endswith("run `etl db upgrade`")
+    assert messages(status.stderr)[0].endswith(f"run {fix}")
 
     current = invoke(["db", "current", "--database-url", url])
     assert (current.exit_code, current.stdout) == (
-        0, f"database: empty  code: {head}  (behind: run `etl db upgrade`)\n")
+        0, f"database: empty  code: {head}  (behind: run {fix})\n")
 
     upgraded = invoke(["db", "upgrade", "--database-url", url])
     assert upgraded.exit_code == 0, upgraded.output
@@ -137,16 +140,23 @@ def test_behind_database_stops_sync_with_the_fix(restore_head):
     assert after.exit_code == 0, after.output
 
 
-def test_fresh_sqlite_path_is_migrated_by_status(tmp_path):
+def test_fresh_sqlite_path_is_refused_by_read_only_commands_and_created_by_sync(tmp_path):
     path = tmp_path / "new" / "etl.db"
     path.parent.mkdir()
     url = f"sqlite:///{path}"
-    assert not path.exists()
-    result = invoke(["status", "--database-url", url])
-    assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"Database: {url}\nQueue (0 items):\n")
+    missing = (f"Error: the SQLite database {path} does not exist (check --database-url or ETL_DATABASE_URL; "
+               "`etl sync` and `etl db upgrade` create it)")
+    for args in (["status"], ["db", "current"], ["sync", "--dry-run"], ["backfill", "--dry-run"]):
+        result = invoke([*args, "--database-url", url])
+        assert (result.exit_code, messages(result.stderr)) == (2, [missing]), args
+        assert not path.exists(), args  # a read never creates a database
+    created = invoke(["sync", "--database-url", url, "--api-key", API_KEY, "--base-url", "http://127.0.0.1:9"])
+    assert created.exit_code == 0, created.output
     head = db.head_revision(url)
     assert tables_and_revision(url) == (TABLES | {"alembic_version"}, head)
+    status = invoke(["status", "--database-url", url])
+    assert status.exit_code == 0, status.output
+    assert status.stdout.startswith(f"Database: {url}\nQueue (0 items):\n")
     current = invoke(["db", "current", "--database-url", url])
     assert current.stdout == f"database: {head}  code: {head}  (up to date)\n"
 
@@ -156,3 +166,23 @@ def test_db_upgrade_is_idempotent(db_url):
     result = invoke(["db", "upgrade", "--database-url", db_url])
     assert result.exit_code == 0
     assert result.stdout == f"Database {redact_url(db_url)} is at revision {head} (was {head}).\n"
+
+
+def test_0009_splits_run_counters_and_its_downgrade_folds_them_back(restore_head):
+    """Revision 0009 names each run counter after its queue state; going back restores the old `failed` sum."""
+    url = restore_head
+    counts = {"completed": 1, "failed": 2, "absent": 3, "not_found": 4, "invalid": 5}
+    with db.open_engine(url) as engine, engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM sync_runs"))
+        conn.execute(sa.text("INSERT INTO sync_runs (started_at, command, completed, failed, absent, not_found, "
+                             "invalid) VALUES (:t, 'sync', :completed, :failed, :absent, :not_found, :invalid)"),
+                     {"t": "2026-12-01 10:00:00", **counts})
+    db.downgrade(url, "0006")
+    with db.open_engine(url) as engine, engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT * FROM sync_runs")).one()._mapping
+        assert (row["completed"], row["failed"]) == (1, 2 + 3 + 4 + 5)
+        assert not {"absent", "not_found", "invalid"} & set(row.keys())
+    db.upgrade(url)
+    with db.open_engine(url) as engine, engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT failed, absent, not_found, invalid FROM sync_runs")).one()
+        assert tuple(row) == (14, 0, 0, 0)  # an old row keeps its sum in failed (docs/schema.md)

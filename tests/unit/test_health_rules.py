@@ -100,4 +100,4 @@ def test_older_rules_kept() -> None:
         "last successful run finished 7200 s ago (more than 3600 s)"]
     refused = run(exit_code=3, stop_reason="the API refused the key (HTTP 401): bad key")
     assert problems(NOW, [refused], run(), FetchHistory(None, None, 0), 0, Limits()) == [
-        "last run stopped because the API refused the key: the API refused the key (HTTP 401): bad key"]
+        "last run stopped: the API refused the key (HTTP 401): bad key"]  # said once (issue 20, item 13)
