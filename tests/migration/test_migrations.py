@@ -172,17 +172,17 @@ def test_0009_splits_run_counters_and_its_downgrade_folds_them_back(restore_head
     """Revision 0009 names each run counter after its queue state; going back restores the old `failed` sum."""
     url = restore_head
     counts = {"completed": 1, "failed": 2, "absent": 3, "not_found": 4, "invalid": 5}
-    with db.open_engine(url) as engine, engine.begin() as conn:
+    with open_engine(url) as engine, engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM sync_runs"))
         conn.execute(sa.text("INSERT INTO sync_runs (started_at, command, completed, failed, absent, not_found, "
                              "invalid) VALUES (:t, 'sync', :completed, :failed, :absent, :not_found, :invalid)"),
                      {"t": "2026-12-01 10:00:00", **counts})
     db.downgrade(url, "0006")
-    with db.open_engine(url) as engine, engine.connect() as conn:
+    with open_engine(url) as engine, engine.connect() as conn:
         row = conn.execute(sa.text("SELECT * FROM sync_runs")).one()._mapping
         assert (row["completed"], row["failed"]) == (1, 2 + 3 + 4 + 5)
         assert not {"absent", "not_found", "invalid"} & set(row.keys())
     db.upgrade(url)
-    with db.open_engine(url) as engine, engine.connect() as conn:
+    with open_engine(url) as engine, engine.connect() as conn:
         row = conn.execute(sa.text("SELECT failed, absent, not_found, invalid FROM sync_runs")).one()
         assert tuple(row) == (14, 0, 0, 0)  # an old row keeps its sum in failed (docs/schema.md)

@@ -45,7 +45,8 @@ _migrated: set[str] = set()
 
 
 def server_url(backend: str) -> str:
-    """The test database URL of a server backend (this xdist worker's own); skips (or fails under CI) without it."""
+    """The test database URL of a server backend (this xdist worker's own), migrated to head once per
+    process; skips (or fails under CI) without it."""
     env = ENV_FOR[backend]
     url = os.environ.get(env)
     if not url:
@@ -54,7 +55,12 @@ def server_url(backend: str) -> str:
             pytest.fail(message + " (required: ETL_TEST_REQUIRE_ALL_DBS=1)")
         pytest.skip(message)
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    return _worker_database(url, worker) if worker else url
+    if worker:
+        url = _worker_database(url, worker)
+    if url not in _migrated:  # at head whichever test asks first, whatever ran before on this server
+        db.upgrade(url)
+        _migrated.add(url)
+    return url
 
 
 @cache
@@ -108,9 +114,6 @@ def fresh_url(backend: str, tmp_path: Path, sqlite_template: Path) -> str:
         shutil.copy(sqlite_template, target)
         return f"sqlite:///{target}"
     url = server_url(backend)
-    if url not in _migrated:
-        db.upgrade(url)
-        _migrated.add(url)
     empty_tables(url)
     return url
 
