@@ -32,7 +32,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-from run import (  # noqa: E402  (bench/run.py, a script next to this one)
+from harness import (  # noqa: E402  (bench/harness.py, next to this script)
     API_KEY,
     DEFAULT_SERVERS,
     Databases,

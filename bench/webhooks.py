@@ -1,7 +1,7 @@
 """Benchmark of `etl serve`: from a signed ``call.summary.completed`` delivery to its rows committed.
 
 ``python bench/webhooks.py [--db sqlite,postgresql,mysql] [--quick]`` prints
-one table in run.py's style (it reuses run.py's simulator process, throwaway
+one table in run.py's style (it reuses harness.py's simulator process, throwaway
 databases and table).  Everything is a separate process, as in production:
 the simulated API limited to 10 requests/s (burst 10), ``etl serve --rate 10``
 on a loopback port, and this script as OpenPhone: it signs each delivery
@@ -38,7 +38,7 @@ import httpx
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import API_KEY, ETL, Databases, Row, Simulator, machine_info, print_table
+from harness import API_KEY, ETL, Databases, Row, Simulator, machine_info, print_table
 
 from etl.testing import webhooks
 

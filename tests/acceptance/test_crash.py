@@ -54,6 +54,7 @@ def assert_all_exact(engine, ids) -> None:
     assert {i: comparable(c) for i, c in stored_calls(engine).items()} == expected
 
 
+@pytest.mark.realtime
 def test_sigkill_at_any_moment_then_resume(engine, db_url, tmp_path):
     ids = enqueue(engine, N_IDS, "ACkill")
     fake = FakeOpenPhone(api_key=API_KEY, latency_ms=40)
@@ -77,6 +78,7 @@ def test_sigkill_at_any_moment_then_resume(engine, db_url, tmp_path):
             assert {r["state"] for r in leased} == {"pending"}
             assert {r["state"] for r in rows.values()} == {"pending", "done"}
             make_due(engine)  # time passes: the dead run's leases expire
+        fake.latency_ms = 0  # slow answers only had to let the kills land mid-run
         proc = start_etl(SYNC, env, tmp_path, "final")
         rc = stop(proc)
     assert rc == 0, output_of(tmp_path, "final")[1]
@@ -92,6 +94,7 @@ def test_sigkill_at_any_moment_then_resume(engine, db_url, tmp_path):
     assert fake.overlaps == []
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_interrupt_finishes_in_flight_releases_the_rest(engine, db_url, tmp_path, sig):
     ids = enqueue(engine, N_IDS, "ACterm")
@@ -124,6 +127,7 @@ def test_interrupt_finishes_in_flight_releases_the_rest(engine, db_url, tmp_path
         assert (summary["released"], summary["completed"], summary["exit_code"]) == (
             N_IDS - len(done), len(done), 1)
 
+        fake.latency_ms = 0  # slow answers only had to let the signal land mid-run
         proc = start_etl(SYNC, env, tmp_path, "resumed")
         rc = stop(proc)
     assert rc == 0, output_of(tmp_path, "resumed")[1]

@@ -90,6 +90,7 @@ def test_discover_then_sync_lands_every_call_with_participants_and_summary(engin
     assert "call" not in endpoints
 
 
+@pytest.mark.realtime
 def test_sigkill_in_discover_and_in_sync_then_rerun_changes_nothing(engine, db_url, tmp_path):
     # A conversation of 150 calls: its listing takes two pages (maxResults 100, pageToken).
     fake = workspace(latency_ms=40, busy_calls=150)
@@ -116,6 +117,7 @@ def test_sigkill_in_discover_and_in_sync_then_rerun_changes_nothing(engine, db_u
             proc.send_signal(signal.SIGKILL)
             assert stop(proc) == -signal.SIGKILL
         assert count(engine, "call_summaries") < len(want["done"]), "sync finished before the kill"
+        fake.latency_ms = 0  # the kills are done: slow answers only had to let them land mid-run
         make_due(engine)  # the dead run's leases expire
         proc = start_etl(sync, env, tmp_path, "sync-final")
         assert stop(proc) == 0, output_of(tmp_path, "sync-final")[1][-2000:]

@@ -1,4 +1,5 @@
-"""`etl discover` as a real process: SIGKILL mid-walk then a re-run, SIGTERM, CLI errors, then `etl sync`.
+"""`etl discover` as a real process (SIGKILL mid-walk then a re-run, SIGTERM), its CLI errors and
+`etl status` line (in-process, click's CliRunner), then `etl sync`.
 
 The fake workspace is served over real HTTP; the summaries come from the
 project's simulator.  After any number of kills, a completed re-run must have
@@ -22,7 +23,7 @@ from etl.logs import configure_logging
 from etl.testing import FakeOpenPhone
 from tests.integration.calls_fake import FakeWorkspace, serve
 from tests.integration.test_discover import KEY, build, completed_ids, reachable
-from tests.support.proc import error_lines, etl_env, output_of, run_etl, start_etl, stop, wait_for
+from tests.support.proc import cli_run, error_lines, etl_env, output_of, start_etl, stop, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -53,6 +54,7 @@ def consistent(engine) -> dict[str, Any]:
     return calls
 
 
+@pytest.mark.realtime
 def test_sigkill_mid_walk_then_rerun_finds_everything_and_enqueues_nothing_twice(engine, db_url, tmp_path):
     fake = FakeWorkspace(KEY, page_cap=5, latency_s=0.01)
     calls = build(fake)
@@ -69,6 +71,7 @@ def test_sigkill_mid_walk_then_rerun_finds_everything_and_enqueues_nothing_twice
             assert rc == -signal.SIGKILL
             consistent(engine)
         assert count(engine, "SELECT COUNT(*) FROM calls") < len(reachable(calls)), "killed too late"
+        fake.latency_s = 0  # slow answers only had to let the kills land mid-walk
         proc = start_etl(DISCOVER, env, tmp_path, "final")
         rc = stop(proc)
         out, err = output_of(tmp_path, "final")
@@ -86,7 +89,7 @@ def test_sigkill_mid_walk_then_rerun_finds_everything_and_enqueues_nothing_twice
     assert sum(h[1] for h in history) == len(completed_ids(calls))  # nothing enqueued twice
     # And again: nothing new, nothing changed.
     with serve(fake) as url:
-        again = run_etl(["discover", "--rate", "0"], etl_env(db_url, url, KEY))
+        again = cli_run(["discover", "--rate", "0"], etl_env(db_url, url, KEY))
     assert again.returncode == 0, again.stderr
     assert "enqueued 0," in again.stdout
     assert count(engine, "SELECT COUNT(*) FROM summary_queue") == len(completed_ids(calls))
@@ -119,10 +122,10 @@ def test_cli_errors_are_one_line_with_the_fix(engine, db_url):
     build(fake)
     with serve(fake) as url:
         env = etl_env(db_url, url, KEY)
-        first = run_etl(["discover", "--rate", "0"], env)
-        narrowed = run_etl(["discover", "--since", "2026-11-01", "--phone-number", "555"], env)
-        unknown = run_etl(["discover", "--since", "2026-11-01", "--phone-number", "PNzzz"], env)
-        refused = run_etl(["discover", "--since", "2026-11-01"], etl_env(db_url, url, "bad-key-123"))
+        first = cli_run(["discover", "--rate", "0"], env)
+        narrowed = cli_run(["discover", "--since", "2026-11-01", "--phone-number", "555"], env)
+        unknown = cli_run(["discover", "--since", "2026-11-01", "--phone-number", "PNzzz"], env)
+        refused = cli_run(["discover", "--since", "2026-11-01"], etl_env(db_url, url, "bad-key-123"))
     assert (first.returncode, error_lines(first.stderr)) == (2, [
         "Error: no discovery watermark yet for phone number PNline1 (+1 more): pass --since DATE for the first run"])
     assert (narrowed.returncode, error_lines(narrowed.stderr)) == (2, [
@@ -138,8 +141,8 @@ def test_status_shows_the_last_discovery(engine, db_url):
     fake = FakeWorkspace(KEY)
     calls = build(fake)
     with serve(fake) as url:
-        assert run_etl(DISCOVER, etl_env(db_url, url, KEY)).returncode == 0
-    status = run_etl(["status"], etl_env(db_url))
+        assert cli_run(DISCOVER, etl_env(db_url, url, KEY)).returncode == 0
+    status = cli_run(["status"], etl_env(db_url))
     [line] = [x for x in status.stdout.splitlines() if x.startswith("Last discovery:")]
     run_id = count(engine, "SELECT MAX(id) FROM discovery_runs")
     assert line.startswith(f"Last discovery: #{run_id} discover ")
@@ -151,7 +154,7 @@ def test_discover_then_sync_lands_every_call_with_its_summary(engine, db_url):
     fake = FakeWorkspace(KEY)
     calls = build(fake)
     with serve(fake) as url:
-        assert run_etl(DISCOVER, etl_env(db_url, url, KEY)).returncode == 0
+        assert cli_run(DISCOVER, etl_env(db_url, url, KEY)).returncode == 0
     summaries = FakeOpenPhone(api_key=KEY)
     settings = Settings(database_url=db_url, api_key=KEY, base_url="http://fake.test", rate=0, concurrency=4)
     started = time.monotonic()
@@ -169,9 +172,9 @@ def test_backfill_discover_discovers_instead_of_an_id_file_then_syncs(engine, db
     calls = build(fake)
     with serve(fake) as url:
         env = etl_env(db_url, url, KEY)
-        both = run_etl(["backfill", "--discover", "--file", "-", "--rate", "0"], env)
-        orphan = run_etl(["backfill", "--discover-since", "2026-11-01", "--rate", "0"], env)
-        result = run_etl(["backfill", "--discover", "--discover-since", "2026-11-01", "--rate", "0"], env)
+        both = cli_run(["backfill", "--discover", "--file", "-", "--rate", "0"], env)
+        orphan = cli_run(["backfill", "--discover-since", "2026-11-01", "--rate", "0"], env)
+        result = cli_run(["backfill", "--discover", "--discover-since", "2026-11-01", "--rate", "0"], env)
     assert (both.returncode, error_lines(both.stderr)) == (2, [
         "Error: --discover and --file are alternatives: discover ids, or read them from a file"])
     assert (orphan.returncode, error_lines(orphan.stderr)) == (2, ["Error: --discover-since needs --discover"])

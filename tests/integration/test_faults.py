@@ -4,21 +4,23 @@ The simulated API runs on a real socket (``serve(fake)``), so timeouts, dropped
 connections and truncated bodies are real network events, not raised
 exceptions.  Runs are repeated (with ``make_due`` standing in for the passing
 of time) until nothing is pending; then every id must be in its exact
-expected state with exactly the rows the API sent.
+expected state with exactly the rows the API sent.  The engine waits (429
+pauses, retries, Retry-After) on a FakeClock, so they cost no wall-clock time
+and their lengths are exact; only the network's own timeouts are real.
 """
 
 from __future__ import annotations
 
 import email.utils
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 import pytest
 
 from etl import Etl, store
 from etl.config import Backoff
 from etl.testing import FakeOpenPhone, Faults, sample_summary, serve
-from tests.support.db import API_KEY, make_due
+from etl.testing.clock import FakeClock
+from tests.support.db import API_KEY, clock_after_enqueue, make_due
 from tests.support.proc import comparable, expected_call, queue, runs, stored_calls, wire_json
 
 N_IDS = 300
@@ -29,8 +31,10 @@ ERROR_500 = {"message": "Something went wrong", "code": "0501500", "status": 500
              "docs": "https://openphone.com/docs", "title": "Unknown"}
 
 
-def http_date(seconds_ahead: float) -> str:
-    return email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=seconds_ahead), usegmt=True)
+def http_date(clock: FakeClock, seconds_ahead: float) -> str:
+    when = clock.utcnow().replace(tzinfo=UTC) + timedelta(seconds=seconds_ahead)
+    return email.utils.format_datetime(when, usegmt=True)
+
 
 
 def enqueue(engine, ids) -> None:
@@ -42,8 +46,8 @@ def kind_of(i: int) -> str:
     return {7: "not_found", 13: "failed", 3: "in_progress"}.get(i % 20, "completed")
 
 
-# Slow by design: each injected 429 without a usable Retry-After pauses every
-# worker for the limiter's default second, and there are about fifteen of them.
+# Each injected 429 without a usable Retry-After pauses every worker for the
+# limiter's default second (about fifteen of them): on the FakeClock, at once.
 @pytest.mark.slow
 def test_random_faults_end_in_exact_states(engine, settings):
     faults = Faults(seed=20240611, error_500=0.10, rate_429=0.05, retry_after="0", drop=0.03, hang=0.02,
@@ -59,17 +63,18 @@ def test_random_faults_end_in_exact_states(engine, settings):
         elif kind == "in_progress":
             fake.set_summary(call_id, sample_summary(call_id, "in-progress"))
     enqueue(engine, ids)
+    clock = clock_after_enqueue()
 
     # A 429 with Retry-After "0", with none at all, and with an HTTP date: each
     # must be survivable (the limiter pauses; the item is retried, not lost).
-    retry_afters = [lambda: "0", lambda: None, lambda: http_date(1)]
+    retry_afters = [lambda: "0", lambda: None, lambda: http_date(clock, 1)]
     with serve(fake) as url:
         s = settings.replace(base_url=url, read_timeout=0.5, connect_timeout=2, retry_initial=0.01,
                              retry_max=0.05, concurrency=8,
                              backoff=Backoff(transient_first=0.0, transient_cap=0.0, not_found_window=0))
         for n in range(MAX_PASSES):
             fake.faults.retry_after = retry_afters[n % 3]()
-            stats = Etl(s, engine=engine).sync()
+            stats = Etl(s, engine=engine, clock=clock).sync()
             assert (stats.exit_code, stats.errors, stats.lost_leases) == (0, 0, 0), stats.as_dict()
             if n == 0:
                 # The summaries that were still being written are ready now.
@@ -87,6 +92,8 @@ def test_random_faults_end_in_exact_states(engine, settings):
                                               "schema_violation")}
     assert all(injected.values()), injected
     assert fake.overlaps == []
+    # The limiter paused for the 429s on the clock, not in wall-clock time.
+    assert clock.monotonic() >= 1.0
 
     expected_queue = {}
     for call_id, kind in kinds.items():
@@ -159,29 +166,30 @@ def test_consecutive_transient_failures_end_in_error_with_last_error(engine, set
 
 
 def test_retry_after_is_honoured_in_run_and_in_queue(engine, settings):
-    # In the run: the one 429 says "come back in 1.5-2.5 s" as an HTTP date (whole
-    # seconds); the retry waits for it.
+    # In the run: the one 429 says "come back in 2 s" as an HTTP date; the retry waits for it.
     fake = FakeOpenPhone(api_key=API_KEY)
     enqueue(engine, ["ACwait1"])
+    clock = clock_after_enqueue()
     with serve(fake) as url:
         s = settings.replace(base_url=url, retry_attempts=2, retry_initial=0.001, retry_max=0.01)
-        fake.faults = Faults(rate_429=1.0, retry_after=http_date(2.5), max_per_id=1)
-        started = time.monotonic()
-        stats = Etl(s, engine=engine).sync()
-        elapsed = time.monotonic() - started
+        fake.faults = Faults(rate_429=1.0, retry_after=http_date(clock, 2), max_per_id=1)
+        started = clock.monotonic()
+        stats = Etl(s, engine=engine, clock=clock).sync()
+        elapsed = clock.monotonic() - started
     # One 429 for the call's context (GET /v1/calls/{id}) and one for its summary.
     assert (stats.completed, fake.requests["ACwait1"], fake.outcomes["429"]) == (1, 2, 2)
-    assert elapsed >= 1.2
+    assert elapsed >= 2.0, clock.sleeps
 
     # In the queue: retries exhausted on a 429 with Retry-After 120 -> not due before 120 s.
     fake = FakeOpenPhone(api_key=API_KEY)
     fake.set_response("ACwait2", 429, {"message": "Too many requests"}, {"Retry-After": "120"})
     enqueue(engine, ["ACwait2"])
+    clock = clock_after_enqueue()
     with serve(fake) as url:
         s = settings.replace(base_url=url, retry_attempts=1)
-        before = datetime.now(UTC).replace(tzinfo=None)
-        stats = Etl(s, engine=engine).sync()
-        after = datetime.now(UTC).replace(tzinfo=None)
+        before = clock.utcnow()
+        stats = Etl(s, engine=engine, clock=clock).sync()
+        after = clock.utcnow()
     row = queue(engine)["ACwait2"]
     assert (stats.rescheduled, row["state"], row["last_api_status"]) == (1, "pending", "http 429")
     assert row["last_error"] == "HTTP 429 Too Many Requests: Too many requests"

@@ -1,10 +1,11 @@
-"""The rate budget on real databases: runs paced as asked (measured at the fake API),
-and the database-backed budget shared between budgets of one key."""
+"""The rate budget on real databases: runs paced as asked (measured at the fake API,
+on a FakeClock: exact send times, no waiting), and the database-backed budget
+shared between budgets of one key."""
 
 from __future__ import annotations
 
 import hashlib
-import time
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -19,18 +20,21 @@ from etl.ratelimit import DEFAULT_PAUSE, LocalBudget, NotSent, block_size
 from etl.sync import RunStats
 from etl.testing import FakeOpenPhone
 from etl.testing.clock import FakeClock
+from tests.support.db import clock_after_enqueue
 
 
 class Arrivals(httpx.BaseTransport):
-    """The fake API's transport, noting when each request arrived at it."""
+    """The fake API's transport, noting when (on ``clock``) each request arrived at it."""
 
-    def __init__(self, fake: FakeOpenPhone) -> None:
+    def __init__(self, fake: FakeOpenPhone, clock: FakeClock) -> None:
         self.inner = fake.transport()
+        self.clock = clock
         self.times: list[float] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.times.append(time.monotonic())
+        self.times.append(self.clock.time())
         return self.inner.handle_request(request)
+
 
 
 def enqueue(engine: Engine, n: int) -> list[str]:
@@ -40,8 +44,8 @@ def enqueue(engine: Engine, n: int) -> list[str]:
     return ids
 
 
-def sync(engine: Engine, settings: Settings, transport: httpx.BaseTransport, **options: Any) -> RunStats:
-    return Etl(settings, engine=engine).sync(**options, transport=transport)
+def sync(engine: Engine, settings: Settings, arrivals: Arrivals, **options: Any) -> RunStats:
+    return Etl(settings, engine=engine, clock=arrivals.clock).sync(**options, transport=arrivals)
 
 
 def measured_rate(times: list[float]) -> float:
@@ -50,21 +54,28 @@ def measured_rate(times: list[float]) -> float:
 
 def test_default_rate_is_paced_at_the_api(engine, fake, settings):
     enqueue(engine, 21)  # no call rows yet: each id costs its call and its summary, on one budget
-    arrivals = Arrivals(fake)
+    arrivals = Arrivals(fake, clock_after_enqueue())
     stats = sync(engine, settings.replace(rate=10.0, concurrency=8), arrivals)
     assert (stats.completed, stats.exit_code, len(arrivals.times)) == (21, 0, 42)
+    # Eight workers, one budget: no request before its slot, 0.1 s apart ...
+    first = arrivals.times[0]
+    late = [(n, t - first) for n, t in enumerate(sorted(arrivals.times)) if t - first < n * 0.1 - 1e-6]
+    assert late == []
+    # ... and the run keeps up with the rate.
     assert 9.0 <= measured_rate(arrivals.times) <= 10.2
 
 
 def test_slow_rate_takes_the_time_it_should(engine, fake, settings):
     enqueue(engine, 3)  # each id: its call, then its summary
-    arrivals = Arrivals(fake)
-    started = time.monotonic()
+    clock = clock_after_enqueue()
+    started = clock.monotonic()
+    arrivals = Arrivals(fake, clock)
     stats = sync(engine, settings.replace(rate=0.5), arrivals)
     assert (stats.completed, len(arrivals.times)) == (3, 6)
-    span = arrivals.times[-1] - arrivals.times[0]
-    assert 9.8 <= span <= 10.8  # five gaps of 2 s
-    assert time.monotonic() - started >= 9.8
+    gaps = [round(b - a, 6) for a, b in pairwise(arrivals.times)]
+    assert all(gap >= 2.0 for gap in gaps), gaps  # five gaps of 2 s, none shorter
+    assert arrivals.times[-1] - arrivals.times[0] <= 10.8
+    assert clock.monotonic() - started >= 10.0
 
 
 def test_the_shared_budget_row_names_the_key_by_its_hash_only(engine, settings):
@@ -114,3 +125,24 @@ def test_a_429_seen_by_one_process_pauses_the_other(engine, settings):
     assert clock.time() >= penalized_at + 5.0
     a.close()
     b.close()
+
+
+def test_a_crashed_budgets_share_returns_at_once(engine, settings):
+    """Two processes take turns; one dies holding its reserved slots: the survivor alone
+    spends the whole rate from at most a block later."""
+    clock = FakeClock()
+    a = DatabaseBudget(engine, settings.api_key or "", 10.0, clock)
+    b = DatabaseBudget(engine, settings.api_key or "", 10.0, clock)
+    for budget in (a, b) * 10:
+        budget.acquire()
+    crashed = clock.time()  # `a` never sends again, nor closes (SIGKILL)
+    sends = []
+    for _ in range(20):
+        b.acquire()
+        sends.append(clock.time())
+    # What `a` had reserved ahead is lost (one block); nothing more.
+    assert sends[0] - crashed <= block_size(10.0) * 0.1 + 1e-6
+    gaps = [round(y - x, 6) for x, y in pairwise(sends)]
+    assert gaps == [0.1] * 19
+    b.close()
+

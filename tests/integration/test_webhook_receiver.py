@@ -188,6 +188,7 @@ def test_other_events_ignored_and_operations_endpoints(receiver: Receiver) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.realtime
 @pytest.mark.parametrize("receiver", [100.0], indirect=True)
 def test_burst_of_1000_deliveries_while_the_engine_syncs(receiver: Receiver) -> None:
     """1,000 deliveries in 10 s (every tenth a redelivery of an earlier event): every id once, fetched once."""
@@ -220,7 +221,9 @@ def test_burst_of_1000_deliveries_while_the_engine_syncs(receiver: Receiver) -> 
     for t in threads:
         t.join()
     elapsed = time.monotonic() - started
-    assert elapsed < 15, elapsed
+    # Paced for 10 s; the receiver must keep up (with 8 senders, the engine and uvicorn in this one
+    # process, while the rest of the suite runs beside it on the same cores: hence the slack).
+    assert elapsed < 30, elapsed
     assert all(code == 200 for code, _ in statuses.values()), [v for v in statuses.values() if v[0] != 200][:5]
     expected = {f"ACburst{n}" for n in range(total) if n % 10 != 9}
     duplicates = sum(1 for _, outcome in statuses.values() if outcome == "duplicate")

@@ -1,5 +1,5 @@
 """`etl webhooks register|list|delete` against the simulated API's webhooks CRUD (``etl.testing``):
-the library over the fake's httpx transport, the CLI over a real local socket.
+the library over the fake's httpx transport, the CLI (click's CliRunner) over a real local socket.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from etl.config import Settings
 from etl.errors import AuthError, EtlError, UsageError
 from etl.testing import FakeOpenPhone, serve
 from etl.webhooks import manage
-from tests.support.proc import error_lines, etl_env, free_port, run_etl
+from tests.support.proc import cli_run, error_lines, etl_env, free_port, run_etl
 
 API_KEY = "test-key-0123456789"
 URL = "https://etl.example.com/webhooks/openphone"
@@ -60,7 +60,7 @@ def test_cli_register_list_delete(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'x.db'}"
     with serve(fake) as api_url:
         env = etl_env(db, api_url, API_KEY)
-        result = run_etl(["webhooks", "register", "--url", URL], env)
+        result = cli_run(["webhooks", "register", "--url", URL], env)
         assert result.returncode == 0, result.stderr
         calls_hook, summaries_hook = fake.webhooks.values()
         secrets = [str(calls_hook["key"]), str(summaries_hook["key"])]
@@ -70,22 +70,22 @@ def test_cli_register_list_delete(tmp_path: Path) -> None:
             "Store the signing secrets (shown once) for `etl serve`:",
             "OPENPHONE_WEBHOOK_SECRETS=" + ",".join(secrets)]
         assert not any(s in result.stderr for s in secrets)  # printed once, on stdout, never logged
-        listed = run_etl(["webhooks", "list"], env)
+        listed = cli_run(["webhooks", "list"], env)
         assert listed.stdout.splitlines() == [
             f"{calls_hook['id']}  enabled  call.completed  {URL}",
             f"{summaries_hook['id']}  enabled  call.summary.completed  {URL}"]
         assert not any(s in listed.stdout + listed.stderr for s in secrets)
-        deleted = run_etl(["webhooks", "delete", str(calls_hook["id"])], env)
+        deleted = cli_run(["webhooks", "delete", str(calls_hook["id"])], env)
         assert (deleted.returncode, deleted.stdout) == (0, f"Deleted webhook {calls_hook['id']}.\n")
-        missing = run_etl(["webhooks", "delete", str(calls_hook["id"])], env)
+        missing = cli_run(["webhooks", "delete", str(calls_hook["id"])], env)
         assert missing.returncode == 1
         assert error_lines(missing.stderr) == [f"Error: DELETE /v1/webhooks/{calls_hook['id']} failed: "
                                                "HTTP 404 Not Found: Not Found"]
-        refused = run_etl(["webhooks", "list"], etl_env(db, api_url, "bad-key-0123"))
+        refused = cli_run(["webhooks", "list"], etl_env(db, api_url, "bad-key-0123"))
         assert refused.returncode == 3
         assert error_lines(refused.stderr) == [
             "Error: HTTP 401 Unauthorized: Missing or invalid API key"]
-        no_key = run_etl(["webhooks", "list"], etl_env(db, api_url))
+        no_key = cli_run(["webhooks", "list"], etl_env(db, api_url))
         assert (no_key.returncode, error_lines(no_key.stderr)) == (
             2, ["Error: no API key: set OPENPHONE_API_KEY or pass --api-key"])
 
@@ -95,7 +95,7 @@ def test_cli_register_prints_the_first_secret_when_the_second_webhook_fails(tmp_
     # long while) refuses the second POST.
     fake = FakeOpenPhone(api_key=API_KEY, rate=0.001, burst=2)
     with serve(fake) as api_url:
-        partial = run_etl(["webhooks", "register", "--url", URL],
+        partial = cli_run(["webhooks", "register", "--url", URL],
                           etl_env(f"sqlite:///{tmp_path / 'x.db'}", api_url, API_KEY))
     (hook,) = fake.webhooks.values()
     assert partial.returncode == 1
@@ -109,13 +109,13 @@ def test_cli_register_prints_the_first_secret_when_the_second_webhook_fails(tmp_
 
 def test_cli_usage_errors(tmp_path: Path) -> None:
     env = etl_env(f"sqlite:///{tmp_path / 'x.db'}", "http://127.0.0.1:9", API_KEY)
-    bad_url = run_etl(["webhooks", "register", "--url", "etl.example.com/webhooks/openphone"], env)
+    bad_url = cli_run(["webhooks", "register", "--url", "etl.example.com/webhooks/openphone"], env)
     assert (bad_url.returncode, error_lines(bad_url.stderr)) == (
         2, ["Error: --url must start with https:// (http:// only for localhost or 127.0.0.1), "
             "e.g. https://etl.example.com/webhooks/openphone (got 'etl.example.com/webhooks/openphone')"])
-    bad_id = run_etl(["webhooks", "delete", "../phone-numbers"], env)
+    bad_id = cli_run(["webhooks", "delete", "../phone-numbers"], env)
     assert (bad_id.returncode, error_lines(bad_id.stderr)) == (1, ["Error: not a webhook id: '../phone-numbers'"])
-    unreachable = run_etl(["webhooks", "list"], env)
+    unreachable = cli_run(["webhooks", "list"], env)
     assert (unreachable.returncode, error_lines(unreachable.stderr)) == (
         1, ["Error: GET /v1/webhooks: connection error (ConnectError)"])
 

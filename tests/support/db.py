@@ -4,24 +4,34 @@
 the tests migrate them once and empty the tables before every test.  Without a
 URL those tests skip with the reason; with ``ETL_TEST_REQUIRE_ALL_DBS=1`` (set
 by CI) a missing URL is a failure instead, so CI cannot go green on SQLite alone.
+
+Under pytest-xdist each worker gets databases of its own, named after the given
+ones plus the worker id (``etl_ci`` -> ``etl_ci_gw0``) on the same server and
+created on first use, so parallel tests never empty each other's tables.  The
+URL's user must be allowed to create databases (CI connects as the PostgreSQL
+superuser and MariaDB root).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from datetime import timedelta
 from decimal import Decimal
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from etl import Etl, db
+from etl.clock import utcnow
 from etl.config import Settings
 from etl.sync import RunStats
 from etl.testing import FakeOpenPhone
+from etl.testing.clock import FakeClock
 
 BACKENDS = ("sqlite", "postgresql", "mysql")
 ENV_FOR = {"postgresql": "ETL_TEST_POSTGRES_URL", "mysql": "ETL_TEST_MYSQL_URL"}
@@ -37,7 +47,8 @@ _migrated: set[str] = set()
 
 
 def server_url(backend: str) -> str:
-    """The test database URL of a server backend; skips (or fails under CI) without it."""
+    """The test database URL of a server backend (this xdist worker's own), migrated to head once per
+    process; skips (or fails under CI) without it."""
     env = ENV_FOR[backend]
     url = os.environ.get(env)
     if not url:
@@ -45,7 +56,47 @@ def server_url(backend: str) -> str:
         if os.environ.get("ETL_TEST_REQUIRE_ALL_DBS") == "1":
             pytest.fail(message + " (required: ETL_TEST_REQUIRE_ALL_DBS=1)")
         pytest.skip(message)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        url = _worker_database(url, worker)
+    if url not in _migrated:  # at head whichever test asks first, whatever ran before on this server
+        db.upgrade(url)
+        _migrated.add(url)
     return url
+
+
+@cache
+def _worker_database(url: str, worker: str) -> str:
+    """``url`` with ``_<worker>`` appended to its database name, the database created if missing.
+
+    The new database takes the given one's character set (MariaDB) so that
+    both behave alike; PostgreSQL databases here all use the server's UTF-8.
+    """
+    given = make_url(url)
+    name = f"{given.database}_{worker}"
+    admin = sa.create_engine(given.set(database="postgres" if backend_of(url) == "postgresql" else None),
+                             isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if backend_of(url) == "postgresql":
+                exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+                if not exists:
+                    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            else:
+                charset = conn.execute(sa.text(
+                    "SELECT default_character_set_name, default_collation_name FROM information_schema.schemata "
+                    "WHERE schema_name = :n"), {"n": given.database}).first()
+                character_set, collation = charset if charset else ("utf8mb4", "utf8mb4_unicode_ci")
+                conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS `{name}` "
+                                     f"CHARACTER SET {character_set} COLLATE {collation}"))
+    finally:
+        admin.dispose()
+    return given.set(database=name).render_as_string(hide_password=False)
+
+
+def backend_of(url: str) -> str:
+    """``postgresql`` or ``mysql`` (MariaDB) for a server URL."""
+    return "postgresql" if make_url(url).get_backend_name() == "postgresql" else "mysql"
 
 
 def empty_tables(url: str) -> None:
@@ -65,11 +116,13 @@ def fresh_url(backend: str, tmp_path: Path, sqlite_template: Path) -> str:
         shutil.copy(sqlite_template, target)
         return f"sqlite:///{target}"
     url = server_url(backend)
-    if url not in _migrated:
-        db.upgrade(url)
-        _migrated.add(url)
     empty_tables(url)
     return url
+
+
+def clock_after_enqueue() -> FakeClock:
+    """A FakeClock on the whole second after now: ids just enqueued (due at the database's now) are due on it."""
+    return FakeClock(utcnow().replace(microsecond=0) + timedelta(seconds=1))
 
 
 def run(engine: Engine, settings: Settings, fake: FakeOpenPhone, **options: Any) -> RunStats:

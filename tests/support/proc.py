@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.engine import Engine
 
 from etl import Etl
@@ -79,6 +80,29 @@ def run_etl(args: Iterable[str], env: Mapping[str, str], timeout: float = 120,
                           input=stdin if stdin is not None else b"", check=False)
     return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode("utf-8", "replace"),
                                        proc.stderr.decode("utf-8", "replace"))
+
+
+def cli_run(args: Iterable[str], env: Mapping[str, str], stdin: bytes | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+    """``etl ARGS`` in this process (click's CliRunner) with exactly ``env`` as its environment.
+
+    The same answer as :func:`run_etl` without a process start-up, for commands
+    whose test is about what they print and exit with, not about being a process.
+    """
+    from click.testing import CliRunner
+
+    from etl.cli import cli
+
+    overrides: dict[str, str | None] = {k: None for k in os.environ if k not in env}
+    overrides.update(env)
+    try:
+        result = CliRunner(env=overrides).invoke(cli, list(args), input=stdin if stdin is not None else b"",
+                                                 prog_name="etl")
+    finally:
+        structlog.reset_defaults()  # the CLI pointed the log at CliRunner's stderr, closed now
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(["etl", *args], result.exit_code, result.stdout, result.stderr)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
