@@ -197,6 +197,9 @@ def configure_logging(fmt: LogFormat = "auto", level: str = "info", secrets: lis
     )
     for noisy in ("httpx", "httpcore", "hpack", "sqlalchemy", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A connection cut by an outage fails its reset on return to the pool, which SQLAlchemy logs
+    # with a traceback; the outage itself is already one line of ours (etl serve, sync).
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
 
 
 class _Through:

@@ -151,8 +151,10 @@ def test_current_webhook_register_then_pushed_deliveries_land(db_url: str, engin
         try:
             wait_for(lambda: healthy(receiver), 30, "etl serve to answer /healthz", proc)
             call = fake.workspace.synth_call("ACdated2e1").to_json()
-            pushed = webhooks.push(fake.webhooks, webhooks.dated_call_completed(call))
-            pushed += webhooks.push(fake.webhooks, webhooks.dated_summary_completed("ACdated2e1"))
+            # The summary first: a call.completed first queues the id, and the engine could fetch it
+            # before the summary's delivery lands (a race, not what this test is about).
+            pushed = webhooks.push(fake.webhooks, webhooks.dated_summary_completed("ACdated2e1"))
+            pushed += webhooks.push(fake.webhooks, webhooks.dated_call_completed(call))
             pushed += webhooks.push(fake.webhooks, webhooks.dated_transcript_completed("ACdated2e2"))
             # A legacy body reaches no current webhook (Quo sends each webhook its own version).
             assert webhooks.push(fake.webhooks, webhooks.summary_completed("ACdated2e3")) == []

@@ -30,7 +30,8 @@ BACKOFF = Backoff()
 
 
 def item(**changes: Any) -> ClaimedItem:
-    base = ClaimedItem(CALL, 0, 0, None, NOW - timedelta(minutes=5), enqueued_at=NOW - timedelta(hours=1),
+    base = ClaimedItem(call_id=CALL, attempts=0, consecutive_errors=0, incomplete_since=None,
+                       next_attempt_at=NOW - timedelta(minutes=5), enqueued_at=NOW - timedelta(hours=1),
                        queue="transcript")
     return ClaimedItem(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, **changes})
 
@@ -41,11 +42,13 @@ def segment(status: str = "completed", segment_id: str = V1_SEGMENT_ID, started:
 
 
 def ok(*segments: TranscriptSegment) -> ApiResult[Transcript]:
-    return ApiResult("GET", "ok", 200, 1, 3.0, data=Transcript(CALL, segments, "h" * 64))
+    return ApiResult(what="GET", kind="ok", http_status=200, tries=1, latency_ms=3.0,
+                     data=Transcript(CALL, segments, "h" * 64))
 
 
 def failed(kind: Any, status: int | None, error: str = "boom", retry_after: float | None = None) -> ApiResult[Any]:
-    return ApiResult("GET", kind, status, 1, 3.0, error=error, retry_after=retry_after)
+    return ApiResult(what="GET", kind=kind, http_status=status, tries=1, latency_ms=3.0, error=error,
+                     retry_after=retry_after)
 
 
 # --- decide_transcript ---------------------------------------------------------------
