@@ -30,7 +30,6 @@ import collections
 import datetime as dt
 import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -38,6 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 
+from etl.clock import SYSTEM
 from etl.testing._data import CALL_ID_RE, STATUSES, dumps, sample_body, sample_summary
 from etl.testing._dated import DATED_ENDPOINTS, DATED_VERSION, DatedEndpoints, match_dated
 from etl.testing._endpoints import WEBHOOK_EVENTS, BadRequest, WorkspaceEndpoints
@@ -132,7 +132,7 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints):
         self._flight: dict[str, list[Reply]] = {}
         self._flight_total = 0
         self._tokens = float(burst)
-        self._refilled = time.monotonic()
+        self._refilled = SYSTEM.monotonic()
         self._latency_rng = random.Random(seed)
         self._webhook_n = 0
         self._init_transcripts()
@@ -210,7 +210,7 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints):
                            version=request.headers.get("quo-api-version"))
         try:
             if reply.delay:
-                time.sleep(reply.delay)
+                SYSTEM.sleep(reply.delay)
             if reply.action == DROP:
                 raise httpx.RemoteProtocolError(
                     "Server disconnected without sending a response.", request=request
@@ -264,7 +264,7 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints):
             endpoint, arg = _match(method, path)
             if endpoint is None:
                 endpoint, arg = match_dated(method, path)
-        now = time.time()
+        now = SYSTEM.time()
         with self._lock:
             self.request_log.append((method, path, version))
             self.total_requests += 1
@@ -477,7 +477,7 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints):
         return Reply(status, dumps(payload), headers, str(status))
 
     def _take_token(self) -> bool:
-        now = time.monotonic()
+        now = SYSTEM.monotonic()
         self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * self.rate)
         self._refilled = now
         if self._tokens >= 1.0:

@@ -19,6 +19,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 
+from etl.clock import SYSTEM
 from etl.testing._data import rng_for
 
 UTC = dt.UTC
@@ -59,7 +60,7 @@ class ApiClock:
 
     def now(self) -> dt.datetime:
         with self._lock:
-            base = self._start if self._start is not None else dt.datetime.now(UTC)
+            base = self._start if self._start is not None else SYSTEM.utcnow().replace(tzinfo=UTC)
             return base + self._offset
 
     def advance(self, seconds: float) -> dt.datetime:

@@ -29,13 +29,13 @@ import hashlib
 import hmac
 import itertools
 import json
-import time
 from collections.abc import Mapping
 from typing import Literal
 
 import httpx
 from standardwebhooks import Webhook
 
+from etl.clock import SYSTEM
 from etl.testing._data import sample_summary
 
 API_VERSION = "v4"  # as in the docs' sample payloads
@@ -45,11 +45,11 @@ _event_n = itertools.count(1)
 
 
 def _event_id() -> str:
-    return "EV" + hashlib.blake2b(f"{time.time_ns()}:{next(_event_n)}".encode(), digest_size=16).hexdigest()
+    return "EV" + hashlib.blake2b(f"{SYSTEM.time():.9f}:{next(_event_n)}".encode(), digest_size=16).hexdigest()
 
 
 def _now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return SYSTEM.utcnow().replace(tzinfo=dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 Shape = Literal["object", "resource"]
@@ -223,7 +223,7 @@ def body_bytes(body: Mapping[str, object] | bytes) -> bytes:
 def sign_v1(body: bytes, key: str, timestamp_ms: int | None = None) -> dict[str, str]:
     """The ``openphone-signature`` header of a v1 webhook for ``body``, signed with ``key``
     (the webhook's base64 signing key); ``timestamp_ms`` defaults to now, in milliseconds."""
-    stamp = str(timestamp_ms if timestamp_ms is not None else time.time_ns() // 1_000_000)
+    stamp = str(timestamp_ms if timestamp_ms is not None else int(SYSTEM.time() * 1000))
     digest = hmac.new(base64.b64decode(key), stamp.encode() + b"." + body, hashlib.sha256).digest()
     return {"openphone-signature": f"hmac;1;{stamp};{base64.b64encode(digest).decode()}"}
 
@@ -234,7 +234,7 @@ def sign_standard(
     """The Standard Webhooks headers for ``body``, signed by ``standardwebhooks`` with
     ``secret`` (``whsec_<base64>`` or bare base64)."""
     msg_id = msg_id or "msg_" + _event_id()[2:]
-    when = timestamp or dt.datetime.now(dt.UTC)
+    when = timestamp or SYSTEM.utcnow().replace(tzinfo=dt.UTC)
     signature = Webhook(secret).sign(msg_id, when, body.decode())
     return {
         "webhook-id": msg_id,
@@ -245,7 +245,7 @@ def sign_standard(
 
 def new_standard_secret(seed: bytes | None = None) -> str:
     """A ``whsec_`` secret (32 bytes; from ``seed`` when given, for reproducible tests)."""
-    raw = hashlib.sha256(seed).digest() if seed is not None else hashlib.sha256(str(time.time_ns()).encode()).digest()
+    raw = hashlib.sha256(seed).digest() if seed is not None else hashlib.sha256(repr(SYSTEM.time()).encode()).digest()
     return "whsec_" + base64.b64encode(raw).decode()
 
 

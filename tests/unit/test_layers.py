@@ -1,0 +1,37 @@
+"""The house rules of docs/architecture.md, checked on the source: who reads the clock, who writes
+tables, what the CLI may import.  A module that breaks a rule fails here with the line to look at."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "etl"
+
+
+def modules() -> Iterator[tuple[str, ast.Module]]:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        yield rel, ast.parse(path.read_text(), rel)
+
+
+def attribute_calls(tree: ast.AST) -> Iterator[tuple[int, str, str]]:
+    """``(line, owner, attribute)`` of every call ``owner.attribute(...)`` (``a.b.c()``: owner ``b``)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            name = owner.id if isinstance(owner, ast.Name) else owner.attr if isinstance(owner, ast.Attribute) else ""
+            yield node.lineno, name, node.func.attr
+
+
+CLOCK_READS = {("time", "monotonic"), ("time", "time"), ("time", "sleep"), ("time", "perf_counter"),
+               ("time", "time_ns"), ("time", "monotonic_ns"), ("datetime", "now"), ("datetime", "utcnow"),
+               ("date", "today")}
+
+
+def test_only_the_clock_module_reads_the_system_clock() -> None:
+    found = [f"{rel}:{line} {owner}.{attr}()" for rel, tree in modules() if rel != "etl/clock.py"
+             for line, owner, attr in attribute_calls(tree) if (owner, attr) in CLOCK_READS]
+    assert found == []
