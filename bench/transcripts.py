@@ -82,7 +82,9 @@ def one(url: str, surface: str, calls: int, rate: float) -> dict[str, Any]:
     total = requests(*per)
     return {
         "calls": len(ids), "exit": stats.exit_code, "transcripts": int(done), "lines": int(lines),
-        "call req": requests("call"), "summary req": requests("call-summaries"), "transcript req": transcript,
+        # The dated surface answers the call and its summary in one request (GET /calls/{id}).
+        "call req": requests("call"), "summary req": requests("call-summaries"),
+        "call+summary req": requests("dated-call"), "transcript req": transcript,
         "req/call": round(total / len(ids), 2), "transcript req/call": round(transcript / len(ids), 2),
         "seconds": round(seconds, 1), "transcripts/s": round(int(done) / seconds, 1) if seconds else 0.0,
     }
