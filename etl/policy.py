@@ -136,12 +136,21 @@ def decide(item: ClaimedItem, result: SummaryResult, now: datetime, backoff: Bac
                 return done("absent", "failed", f"no summary after {elapsed / 3600:.0f} h")
             delay = _grow(elapsed, backoff.absent_first, backoff.absent_cap)
         return later(delay, None, since)
+    return _not_answered(item, result, api_status, now, backoff, rng)
+
+
+def _not_answered(item: ClaimedItem, result: ApiResult[Any], api_status: str, now: datetime, backoff: Backoff,
+                  rng: random.Random) -> QueueUpdate:
+    """Either queue's item when the API gave no answer about its content: 404, 400, a refused body, transient."""
     if result.kind == "not_found":
         return _not_found(item, result.error, api_status, now, backoff)
-    if result.kind == "invalid":
-        return done("invalid", "failed", result.error)
-    if result.kind == "rejected":
-        return done("error", "error", result.error)
+    if result.kind in ("invalid", "rejected"):
+        state: QueueState = "invalid" if result.kind == "invalid" else "error"
+        return QueueUpdate(
+            call_id=item.call_id, state=state, outcome="failed" if state == "invalid" else "error",
+            attempts=item.attempts + 1, consecutive_errors=0, next_attempt_at=now, last_api_status=api_status,
+            last_error=result.error[:_MAX_ERROR] if result.error else None, incomplete_since=None, finished_at=now,
+        )
     return _transient(item, result.error, result.retry_after, api_status, now, backoff, rng)
 
 
@@ -233,13 +242,7 @@ def decide_transcript(item: ClaimedItem, result: ApiResult[Transcript], now: dat
         )
     if result.http_status == 403:
         return done("forbidden", "failed", result.error or "HTTP 403: the plan has no transcripts")
-    if result.kind == "not_found":
-        return _not_found(item, result.error, api_status, now, backoff)
-    if result.kind == "invalid":
-        return done("invalid", "failed", result.error)
-    if result.kind == "rejected":
-        return done("error", "error", result.error)
-    return _transient(item, result.error, result.retry_after, api_status, now, backoff, rng)
+    return _not_answered(item, result, api_status, now, backoff, rng)
 
 
 def unexpected(item: ClaimedItem, now: datetime, error: str) -> QueueUpdate:
