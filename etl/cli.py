@@ -1,4 +1,7 @@
-"""The `etl` command line: every command is "open the database, fetch, save".
+"""The `etl` command line: each command parses its options, calls one method of :class:`etl.Etl` and prints.
+
+It is a client of the public API like any other: it imports only what ``etl.__all__``
+names, :mod:`etl.logs` and click (``tests/unit/test_layers.py``).
 
 Expected failures become one line ``Error: …`` on stderr and the exit codes
 of docs/contract.md: 0 finished, 1 some items hit an unexpected error (or the run was

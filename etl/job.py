@@ -186,11 +186,11 @@ class Etl:
         from etl.running import run_sync
         from etl.sync import RunOptions
 
-        require_api_key(self.settings)
         transport = transport or self.transport
+        settings = self._api_settings(transport)
         with self._database_errors():
             options = RunOptions(command=command, limit=limit, max_runtime=max_runtime)
-            return run_sync(self.engine, self._api_settings(transport), options,
+            return run_sync(self.engine, settings, options,
                             transport=transport, on_progress=on_progress, clock=self.clock)
 
     def discover(self, since: datetime | date | str | None = None, phone_numbers: Iterable[str] = (), *,
@@ -212,12 +212,12 @@ class Etl:
         from etl.running import run_discover
 
         start = utc_time(since, "since")
-        require_api_key(self.settings)
+        transport = transport or self.transport
+        settings = self._api_settings(transport)
         options = DiscoverOptions(since=start, phone_numbers=parse_phone_numbers(tuple(phone_numbers)),
                                   dry_run=dry_run, command=command)
-        transport = transport or self.transport
         with self._database_errors(), DiscoveryProgress(progress) as bar:
-            return run_discover(self.engine, self._api_settings(transport), options, transport=transport,
+            return run_discover(self.engine, settings, options, transport=transport,
                                 on_page=bar.update, page_log_level=bar.page_log_level, clock=self.clock)
 
     def backfill(self, *, file: BinaryIO | None = None, requeue: Selection | None = None,
@@ -238,7 +238,7 @@ class Etl:
         discover_since = utc_time(discover_since, "discover_since")
         check_sources(file, discover, discover_since)
         if not dry_run or discover:
-            require_api_key(self.settings)
+            self._api_settings(transport or self.transport)  # no key: refused before anything changes
         result = BackfillResult()
         if discover:
             result.discovery = self.discover(discover_since, dry_run=dry_run, transport=transport,
@@ -315,13 +315,13 @@ class Etl:
         if retention.total_seconds() < 2 * tolerance:
             raise UsageError("--delivery-retention must be at least twice --tolerance, or a replay could outlive "
                              "its record")
-        require_api_key(self.settings)
+        settings = self._api_settings(self.transport)
         receiver = ReceiverConfig(secrets, tolerance, max_body_bytes, retention, body_timeout=read_timeout,
                                   transcripts=self.settings.transcripts)
         options = ServeOptions(host, port, poll_interval, header_timeout=read_timeout,
                                max_connections=max_connections)
         with self._database_errors():
-            run_server(self.engine, self._api_settings(self.transport), receiver, options,
+            run_server(self.engine, settings, receiver, options,
                        transport=self.transport, clock=self.clock)
 
     @property
@@ -369,7 +369,10 @@ class Etl:
     # -- internals ------------------------------------------------------------------
 
     def _api_settings(self, transport: httpx.BaseTransport | None) -> Settings:
-        """The settings a run uses: with a replaced transport and no base URL given, the in-process one."""
+        """The settings of a method that talks to the API, its key checked here for every one of them
+        (:class:`UsageError` without a usable key); with a replaced transport and no base URL given,
+        the in-process base URL."""
+        require_api_key(self.settings)
         if transport is not None and not self._base_url_given:
             return self.settings.replace(base_url=IN_PROCESS_BASE_URL)
         return self.settings
@@ -465,9 +468,7 @@ class Webhooks:
                                   on_step=on_step, transport=job.transport)
 
     def _settings(self) -> Settings:
-        job = self._job
-        require_api_key(job.settings)
-        return job._api_settings(job.transport)
+        return self._job._api_settings(self._job.transport)
 
 
 @dataclass(frozen=True)
