@@ -238,7 +238,7 @@ def enqueue(ids: tuple[str, ...], file: BinaryIO | None, database_url: str) -> N
 
 
 def _invalid_printer(source: str) -> Callable[[Any, int], None]:
-    """One stderr line per bad id (the first few hundred), as enqueue and backfill print them."""
+    """One stderr line per bad id (up to `invalid_printer`'s limit), as enqueue and backfill print them."""
     return invalid_printer(source, functools.partial(click.echo, err=True))
 
 

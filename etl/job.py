@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 
 class Etl:
-    """One database and one API key: enqueue, sync, backfill, discover, status.
+    """One database and one API key: enqueue, sync, backfill, discover, prune, status, serve, webhooks, demo.
 
     Pass a :class:`etl.config.Settings`, keyword overrides, or both
     (``not_found_window`` in hours; ``transcripts``: also sync every answered
