@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from etl._version import __version__
 from etl.backfill import Plan as BackfillPlan
-from etl.config import Backoff, Settings
-from etl.enqueue import EnqueueCounts
+from etl.backfill import requeue_selection
+from etl.config import API_VERSIONS, Backoff, Settings
+from etl.enqueue import EnqueueCounts, invalid_printer, invalid_rest_message, no_valid_ids_message, source_name
 from etl.errors import AuthError, DatabaseError, EtlError, SchemaBehindError, UsageError
 from etl.health import Limits as HealthLimits
-from etl.job import BackfillResult, Etl, Requeued
+from etl.job import BackfillResult, Etl, Requeued, Webhooks
+from etl.ratelimit import rate_problem
 from etl.report import Selection
 from etl.status import Status
 
@@ -32,8 +34,10 @@ if TYPE_CHECKING:
     from etl.discover import DiscoveryStats
     from etl.prune import PruneResult
     from etl.sync import RunStats, StopReason
+    from etl.webhooks.manage import Migrated, MigrationError, Registered
 
 __all__ = [
+    "API_VERSIONS",
     "AuthError",
     "BackfillPlan",
     "BackfillResult",
@@ -44,7 +48,10 @@ __all__ = [
     "Etl",
     "EtlError",
     "HealthLimits",
+    "Migrated",
+    "MigrationError",
     "PruneResult",
+    "Registered",
     "Requeued",
     "RunStats",
     "SchemaBehindError",
@@ -53,13 +60,21 @@ __all__ = [
     "Status",
     "StopReason",
     "UsageError",
+    "Webhooks",
     "__version__",
+    "invalid_printer",
+    "invalid_rest_message",
+    "no_valid_ids_message",
+    "rate_problem",
+    "requeue_selection",
+    "source_name",
 ]
 
 # Imported on first use: the engine pulls in httpx and tenacity, which
 # `etl status` and `etl enqueue` do not need at start-up.
 _LAZY = {"RunStats": "etl.sync", "StopReason": "etl.sync", "DiscoveryStats": "etl.discover",
-         "PruneResult": "etl.prune"}
+         "PruneResult": "etl.prune", "Migrated": "etl.webhooks.manage", "MigrationError": "etl.webhooks.manage",
+         "Registered": "etl.webhooks.manage"}
 
 
 def __getattr__(name: str) -> Any:

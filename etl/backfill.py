@@ -58,3 +58,9 @@ class Plan:
     requeue: dict[str, int] = field(default_factory=dict)  # items per end state that would be re-queued
     file: IdCounts | None = None  # what the id file holds, when one was given
     source: str | None = None  # the id file's name
+
+
+def requeue_selection(states: str | None, since: datetime | None = None, until: datetime | None = None,
+                      force: bool = False) -> Selection | None:
+    """:func:`selection` from ``backfill --status`` text (``"failed,error"``)."""
+    return selection(parse_states(states), since, until, force)

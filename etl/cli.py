@@ -1,4 +1,7 @@
-"""The `etl` command line: every command is "open the database, fetch, save".
+"""The `etl` command line: each command parses its options, calls one method of :class:`etl.Etl` and prints.
+
+It is a client of the public API like any other: it imports only what ``etl.__all__``
+names, :mod:`etl.logs` and click (``tests/unit/test_layers.py``).
 
 Expected failures become one line ``Error: …`` on stderr and the exit codes
 of docs/contract.md: 0 finished, 1 some items hit an unexpected error (or the run was
@@ -9,36 +12,34 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 import click
 
-from etl import __version__, health
-from etl import backfill as backfill_mod
-from etl.config import (
+from etl import (
     API_VERSIONS,
-    DEFAULT_BASE_URL,
-    DEFAULT_DATABASE_URL,
+    EnqueueCounts,
+    Etl,
+    EtlError,
+    HealthLimits,
+    Requeued,
     Settings,
-    check_api_version,
-    command_hint,
-    make_settings,
-    redact_url,
-    require_api_key,
+    UsageError,
+    __version__,
+    invalid_printer,
+    invalid_rest_message,
+    no_valid_ids_message,
+    rate_problem,
+    requeue_selection,
+    source_name,
 )
-from etl.db import open_database
-from etl.enqueue import MAX_REPORTED_INVALID, EnqueueCounts, invalid_rest_message, no_valid_ids_message, source_name
-from etl.errors import EtlError, UsageError
-from etl.ids import InvalidId
-from etl.job import Etl, Requeued, check_sources
 from etl.logs import configure_logging
-from etl.states import run_counts
 
 if TYPE_CHECKING:
-    from etl.discover import DiscoveryStats
-    from etl.sync import RunStats
+    from etl import DiscoveryStats, Registered, RunStats
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,9 +55,15 @@ class CliError(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]  # per instance, by design
 
 
-def handle_errors(fn: F) -> F:
+def command(fn: F) -> F:
+    """What every command does around its body, in one place: logging configured from
+    ``--log-format``/``--log-level`` (for the commands that have them, with the API key kept out
+    of every line), and an :class:`EtlError` turned into ``Error: …`` and its exit code."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if "log_format" in kwargs:
+            configure_logging(cast(Any, kwargs.pop("log_format")), kwargs.pop("log_level"),
+                              secrets=[kwargs.get("api_key") or ""])
         try:
             return fn(*args, **kwargs)
         except EtlError as exc:
@@ -65,7 +72,7 @@ def handle_errors(fn: F) -> F:
     return cast(F, wrapper)
 
 
-# --- shared options ---------------------------------------------------------------
+# --- shared options (each declared once) ------------------------------------------
 
 
 class RateType(click.ParamType):  # type: ignore[type-arg]
@@ -74,8 +81,6 @@ class RateType(click.ParamType):  # type: ignore[type-arg]
     name = "rate"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        from etl.ratelimit import rate_problem
-
         if isinstance(value, float):
             return value
         try:
@@ -90,25 +95,40 @@ class RateType(click.ParamType):  # type: ignore[type-arg]
 
 RATE = RateType()
 
+LOG_LEVEL = click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+                         default="info", show_default=True, help="Lowest log level shown.")
+LOG_FORMAT = click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
+                          show_default=True, envvar="ETL_LOG_FORMAT",
+                          help="auto: console on a terminal, JSON lines otherwise (cron).")
+DATABASE_URL = click.option("--database-url", envvar="ETL_DATABASE_URL", default=Settings.database_url,
+                            show_default=True, metavar="URL",
+                            help="SQLAlchemy URL: sqlite:///…, postgresql+psycopg://…, mysql+pymysql://… "
+                                 "[env: ETL_DATABASE_URL]")
+API_KEY = click.option("--api-key", envvar="OPENPHONE_API_KEY", default=None, show_default=False,
+                       help="OpenPhone API key [env: OPENPHONE_API_KEY]; never logged.")
+BASE_URL = click.option("--base-url", envvar="OPENPHONE_BASE_URL", default=Settings.base_url,
+                        show_default=True, help="API base URL [env: OPENPHONE_BASE_URL]")
+RATE_OPTION = click.option("--rate", type=RATE, default=Settings.rate, show_default=True,
+                           help="Requests per second for every etl process using this key and database "
+                                "together (0.1 to 1000); 0 = no throttle. OpenPhone allows 10 per key.")
+CONCURRENCY = click.option("--concurrency", type=click.IntRange(1, 256), default=Settings.concurrency,
+                           show_default=True, help="Requests in flight at once (one connection pool).")
+
+
+def api_version_option(help_text: str, *, choice: bool = False) -> Callable[[F], F]:
+    """``--api-version``: checked by the job (run commands), or a choice (``etl webhooks``, whose help differs)."""
+    return click.option("--api-version", type=click.Choice(API_VERSIONS) if choice else None,
+                        envvar="OPENPHONE_API_VERSION", default=Settings.api_version, show_default=True,
+                        metavar=None if choice else "v1|2026-03-30", help=help_text)
+
+
+API_VERSION = api_version_option(
+    "API surface: v1, or the dated API 2026-03-30 (a call with its summary in one request, the workspace in "
+    "pages of 50) [env: OPENPHONE_API_VERSION]")
+
 
 def database_options(fn: F) -> F:
-    fn = click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-                      default="info", show_default=True, help="Lowest log level shown.")(fn)
-    fn = click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
-                      show_default=True, envvar="ETL_LOG_FORMAT",
-                      help="auto: console on a terminal, JSON lines otherwise (cron).")(fn)
-    fn = click.option("--database-url", envvar="ETL_DATABASE_URL", default=DEFAULT_DATABASE_URL,
-                      show_default=True, metavar="URL",
-                      help="SQLAlchemy URL: sqlite:///…, postgresql+psycopg://…, mysql+pymysql://… "
-                           "[env: ETL_DATABASE_URL]")(fn)
-    return fn
-
-
-def api_version_option(fn: F) -> F:
-    return click.option("--api-version", envvar="OPENPHONE_API_VERSION", default=Settings.api_version,
-                        show_default=True, metavar="v1|2026-03-30",
-                        help="API surface: v1, or the dated API 2026-03-30 (a call with its summary in one "
-                             "request, the workspace in pages of 50) [env: OPENPHONE_API_VERSION]")(fn)
+    return DATABASE_URL(LOG_FORMAT(LOG_LEVEL(fn)))
 
 
 def calls_option(fn: F) -> F:
@@ -120,17 +140,7 @@ def calls_option(fn: F) -> F:
 
 
 def api_options(fn: F) -> F:
-    fn = api_version_option(fn)
-    fn = click.option("--concurrency", type=click.IntRange(1, 256), default=Settings.concurrency, show_default=True,
-                      help="Requests in flight at once (one connection pool).")(fn)
-    fn = click.option("--rate", type=RATE, default=Settings.rate, show_default=True,
-                      help="Requests per second for every etl process using this key and database "
-                           "together (0.1 to 1000); 0 = no throttle. OpenPhone allows 10 per key.")(fn)
-    fn = click.option("--base-url", envvar="OPENPHONE_BASE_URL", default=DEFAULT_BASE_URL,
-                      show_default=True, help="API base URL [env: OPENPHONE_BASE_URL]")(fn)
-    fn = click.option("--api-key", envvar="OPENPHONE_API_KEY", default=None, show_default=False,
-                      help="OpenPhone API key [env: OPENPHONE_API_KEY]; never logged.")(fn)
-    return fn
+    return API_KEY(BASE_URL(RATE_OPTION(CONCURRENCY(API_VERSION(fn)))))
 
 
 def run_limit_options(fn: F) -> F:
@@ -180,23 +190,22 @@ def db_group() -> None:
 @db_group.command("upgrade")
 @database_options
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
-@handle_errors
-def db_upgrade(database_url: str, log_format: str, log_level: str, revision: str) -> None:
+@command
+def db_upgrade(database_url: str, revision: str) -> None:
     """Apply migrations (same as `alembic upgrade head`)."""
-    configure_logging(cast(Any, log_format), log_level)
     with Etl(database_url=database_url) as job:
         before, after = job.upgrade(revision)
-    click.echo(f"Database {redact_url(database_url)} is at revision {after} (was {before or 'empty'}).")
+    click.echo(f"Database {job.database} is at revision {after} (was {before or 'empty'}).")
 
 
 @db_group.command("current")
 @database_options
-@handle_errors
-def db_current(database_url: str, log_format: str, log_level: str) -> None:
+@command
+def db_current(database_url: str) -> None:
     """Show the schema revision of the database and of this version."""
     with Etl(database_url=database_url, read_only=True) as job:
         current, head = job.current()
-    state = "up to date" if current == head else f"behind: run {command_hint('etl db upgrade', database_url)}"
+    state = "up to date" if current == head else f"behind: run {job.hint('etl db upgrade')}"
     click.echo(f"database: {current or 'empty'}  code: {head}  ({state})")
 
 
@@ -208,15 +217,13 @@ def db_current(database_url: str, log_format: str, log_level: str) -> None:
 @click.option("--file", "-f", "file", type=click.File("rb"), default=None,
               help="File with one call id per line ('-' for stdin); blank lines and # comments skipped.")
 @database_options
-@handle_errors
-def enqueue(ids: tuple[str, ...], file: BinaryIO | None, database_url: str, log_format: str,
-            log_level: str) -> None:
+@command
+def enqueue(ids: tuple[str, ...], file: BinaryIO | None, database_url: str) -> None:
     """Add call ids to the queue.  Idempotent: queued ids are left as they are.
 
     Invalid ids (not AC + 1-64 letters/digits) are reported with their line
     number and skipped; the valid ones are still enqueued.
     """
-    configure_logging(cast(Any, log_format), log_level)
     if not ids and file is None:
         raise UsageError("no ids given: pass ids as arguments or use --file FILE (or --file - for stdin)")
     source = source_name(file)
@@ -230,13 +237,9 @@ def enqueue(ids: tuple[str, ...], file: BinaryIO | None, database_url: str, log_
         raise CliError(no_valid_ids_message(source, invalid), 2)
 
 
-def _invalid_printer(source: str) -> Callable[[InvalidId, int], None]:
-    """One stderr line per bad id (the first MAX_REPORTED_INVALID), as enqueue and backfill print them."""
-    def report(item: InvalidId, count: int) -> None:
-        if count <= MAX_REPORTED_INVALID:
-            click.echo(f"{item.message(source)} (skipped)", err=True)
-
-    return report
+def _invalid_printer(source: str) -> Callable[[Any, int], None]:
+    """One stderr line per bad id (up to `invalid_printer`'s limit), as enqueue and backfill print them."""
+    return invalid_printer(source, functools.partial(click.echo, err=True))
 
 
 def _print_invalid_rest(invalid: int) -> None:
@@ -256,19 +259,17 @@ def _print_invalid_rest(invalid: int) -> None:
 @not_found_window_option
 @transcripts_option
 @database_options
-@handle_errors
+@command
 def sync(api_key: str | None, base_url: str, rate: float, concurrency: int, api_version: str, fetch_calls: bool,
          limit: int | None, max_runtime: float | None, dry_run: bool, not_found_window: float, transcripts: bool,
-         database_url: str, log_format: str, log_level: str) -> None:
+         database_url: str) -> None:
     """Fetch due summaries, upsert their rows, reschedule incomplete ones (the cron job)."""
-    configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window, transcripts,
-                             api_version, fetch_calls)
-    with Etl(settings, read_only=dry_run) as job:  # a dry run never creates a database
+    with Etl(database_url=database_url, api_key=api_key, base_url=base_url, rate=rate, concurrency=concurrency,
+             not_found_window=not_found_window, transcripts=transcripts, api_version=api_version,
+             fetch_calls=fetch_calls, read_only=dry_run) as job:  # a dry run never creates a database
         if dry_run:
             _print_due(job, limit)
             return
-        require_api_key(settings)
         stats = job.sync(limit, max_runtime)
     _exit_for(stats)
 
@@ -318,26 +319,22 @@ def _exit_for(stats: RunStats) -> None:
 @calls_option
 @run_limit_options
 @database_options
-@handle_errors
+@command
 def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | None, until: datetime | None,
              force: bool, dry_run: bool, discover_first: bool, discover_since: datetime | None,
              not_found_window: float, transcripts: bool, api_key: str | None, base_url: str, rate: float,
              concurrency: int, api_version: str, fetch_calls: bool, limit: int | None, max_runtime: float | None,
-             database_url: str, log_format: str, log_level: str) -> None:
+             database_url: str) -> None:
     """Enqueue and/or re-queue items, then sync until nothing is due, with progress.
 
     Interrupt it with Ctrl-C at any time: in-flight work is saved and running
     `etl backfill` again continues with whatever is still due.
     """
-    configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
-    selection = backfill_mod.selection(backfill_mod.parse_states(status_list), since, until, force)
-    check_sources(file, discover_first, discover_since)
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency, not_found_window, transcripts,
-                             api_version, fetch_calls)
-    if not dry_run or discover_first:
-        require_api_key(settings)
+    selection = requeue_selection(status_list, since, until, force)
     source = "-" if file is None else getattr(file, "name", "-")
-    with Etl(settings, read_only=dry_run and not discover_first) as job:
+    with Etl(database_url=database_url, api_key=api_key, base_url=base_url, rate=rate, concurrency=concurrency,
+             not_found_window=not_found_window, transcripts=transcripts, api_version=api_version,
+             fetch_calls=fetch_calls, read_only=dry_run and not discover_first) as job:
         result = job.backfill(file=file, requeue=selection, discover=discover_first, discover_since=discover_since,
                               dry_run=dry_run, limit=limit, max_runtime=max_runtime, progress=None,
                               on_invalid=_invalid_printer(source), on_step=_print_backfill_step)
@@ -384,10 +381,10 @@ def _print_backfill_step(step: EnqueueCounts | Requeued) -> None:
 @transcripts_option
 @api_options
 @database_options
-@handle_errors
+@command
 def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run: bool, transcripts: bool,
                  api_key: str | None, base_url: str, rate: float, concurrency: int, api_version: str,
-                 database_url: str, log_format: str, log_level: str) -> None:
+                 database_url: str) -> None:
     """Find calls in the workspace, store their context, enqueue the completed ones.
 
     v1 walks phone numbers -> conversations updated since each line's watermark ->
@@ -396,11 +393,8 @@ def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run
     are ready from the page.  Safe to interrupt and re-run at any point:
     committed pages stay, nothing is enqueued twice.
     """
-    configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency, transcripts=transcripts,
-                             api_version=api_version)
-    require_api_key(settings)
-    with Etl(settings) as job:
+    with Etl(database_url=database_url, api_key=api_key, base_url=base_url, rate=rate, concurrency=concurrency,
+             transcripts=transcripts, api_version=api_version) as job:
         stats = job.discover(since, phone_numbers, dry_run=dry_run, progress=None)
     click.echo(stats.summary(dry_run))
     _exit_for_discovery(stats)
@@ -428,11 +422,10 @@ def _exit_for_discovery(stats: DiscoveryStats) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, metavar="N",
               help="Calls per transaction (short transactions: safe next to a running sync).")
 @database_options
-@handle_errors
+@command
 def prune(transcripts_older_than: float | None, raw_json_older_than: float | None, dry_run: bool, batch_size: int,
-          database_url: str, log_format: str, log_level: str) -> None:
+          database_url: str) -> None:
     """Forget on schedule: transcript lines and raw JSON payloads of old calls (cron: daily)."""
-    configure_logging(cast(Any, log_format), log_level)
     with Etl(database_url=database_url) as job:
         result = job.prune(transcripts_older_than=transcripts_older_than, raw_json_older_than=raw_json_older_than,
                            dry_run=dry_run, batch_size=batch_size)
@@ -456,63 +449,20 @@ def prune(transcripts_older_than: float | None, raw_json_older_than: float | Non
               help="With --check: the last successful run must have finished within this many seconds.")
 @click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="With --check: the last finished run may have at most N errors.")
-@click.option("--max-fetch-gap", type=click.IntRange(min=1), default=health.DEFAULT_MAX_FETCH_GAP_S,
+@click.option("--max-fetch-gap", type=click.IntRange(min=1), default=HealthLimits.max_fetch_gap_s,
               show_default=True, metavar="SECONDS",
               help="With --check: unhealthy once runs with work have fetched nothing for this long "
                    "(the API unreachable, timing out or answering 5xx/429).")
 @database_options
-@handle_errors
-def status(as_json: bool, check: bool, max_age: int, max_errors: int, max_fetch_gap: int, database_url: str,
-           log_format: str, log_level: str) -> None:
+@command
+def status(as_json: bool, check: bool, max_age: int, max_errors: int, max_fetch_gap: int,
+           database_url: str) -> None:
     """Queue counts by state, what is due, oldest due item, last runs, top errors."""
     with Etl(database_url=database_url, read_only=True) as job:
-        report = job.status(health.Limits(max_age, max_errors, max_fetch_gap))
-    data = report.as_dict()
-    if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
-    else:
-        _print_status(data)
+        report = job.status(HealthLimits(max_age, max_errors, max_fetch_gap))
+    click.echo(json.dumps(report.as_dict(), indent=2, default=str) if as_json else report.text())
     if check and report.problems:
         raise CliError("unhealthy: " + "; ".join(report.problems), 1)
-
-
-def _print_status(data: dict[str, Any]) -> None:
-    echo = click.echo
-    echo(f"Database: {data['database']}")
-    echo(f"Queue ({data['total']} items):")
-    for state, n in data["queue"].items():
-        echo(f"  {state:<10} {n:>10}")
-    age = data["oldest_due_age_s"]
-    since = f" (oldest due {age} s ago, since {data['oldest_due_at']})" if age is not None else ""
-    echo(f"Due now: {data['due_now']}{since}")
-    if data.get("transcript_queue"):
-        counts = data["transcript_queue"]
-        echo(f"Transcripts ({sum(counts.values())} items): "
-             + ", ".join(f"{state} {n}" for state, n in counts.items() if n))
-    if data["fetch"]:
-        echo(f"API: {data['fetch']}")
-    echo("Last runs:")
-    if not data["last_runs"]:
-        echo("  none yet")
-    for r in data["last_runs"]:
-        state = "running or crashed" if r["finished_at"] is None else f"exit {r['exit_code']}"
-        echo(f"  #{r['id']} {r['command']:<8} {r['started_at']}  {state}: {r['claimed']} claimed, "
-             + run_counts(r) + (f" — {r['stop_reason']}" if r.get("stop_reason") else "")
-             + (f" — {health.NOTHING_FETCHED}" if health.nothing_fetched(r) else ""))
-    d = data.get("last_discovery")
-    if d is None:
-        echo("Last discovery: none yet")
-    else:
-        state = "running or crashed" if d["finished_at"] is None else f"exit {d['exit_code']}"
-        echo(f"Last discovery: #{d['id']} {d['command']} {d['started_at']}  {state}: "
-             f"{d['phone_numbers']} phone numbers, {d['conversations']} conversations, {d['pages']} pages, "
-             f"{d['calls_seen']} calls seen, {d['enqueued']} enqueued, {d['errors']} errors"
-             + (f" — {d['stop_reason']}" if d.get("stop_reason") else ""))
-    if data["top_errors"]:
-        echo("Top errors:")
-        for e in data["top_errors"]:
-            echo(f"  {e['count']:>6}  {e['state']:<10} {str(e['last_error'])[:120]}")
-    echo("Health: " + ("OK" if data["healthy"] else "; ".join(data["problems"])))
 
 
 # --- demo -------------------------------------------------------------------------
@@ -520,12 +470,11 @@ def _print_status(data: dict[str, Any]) -> None:
 
 @cli.command()
 @transcripts_option
-@api_version_option
+@API_VERSION
 @database_options
 @click.pass_context
-@handle_errors
-def demo(ctx: click.Context, transcripts: bool, api_version: str, database_url: str, log_format: str,
-         log_level: str) -> None:
+@command
+def demo(ctx: click.Context, transcripts: bool, api_version: str, database_url: str) -> None:
     """Run the real sync against a built-in simulated API (no API key needed).
 
     It writes to a fresh SQLite file in the temporary directory (each demo
@@ -533,14 +482,10 @@ def demo(ctx: click.Context, transcripts: bool, api_version: str, database_url: 
     to run it in a database of your choice.  Demo ids that end
     pending are removed, so no real sync ever sends them.
     """
-    from etl import demo as demo_mod
-
-    configure_logging(cast(Any, log_format), log_level)
     explicit = ctx.get_parameter_source("database_url") == click.core.ParameterSource.COMMANDLINE
-    url = database_url if explicit else demo_mod.sandbox_url()
-    check_api_version(api_version)
-    with open_database(url) as engine:
-        demo_mod.run_demo(engine, url, sandbox=not explicit, transcripts=transcripts, api_version=api_version)
+    url = database_url if explicit else Etl.demo_database_url()
+    with Etl(database_url=url, transcripts=transcripts, api_version=api_version) as job:
+        job.demo(sandbox=not explicit)
 
 
 # --- serve (webhook receiver) ------------------------------------------------------
@@ -548,14 +493,8 @@ def demo(ctx: click.Context, transcripts: bool, api_version: str, database_url: 
 
 def _webhook_secrets(given: tuple[str, ...]) -> list[str]:
     """Secrets from repeatable --webhook-secret plus OPENPHONE_WEBHOOK_SECRETS (comma-separated)."""
-    import os
-
     from_env = os.environ.get("OPENPHONE_WEBHOOK_SECRETS", "")
-    values = [v.strip() for v in (*given, *from_env.split(",")) if v.strip()]
-    if not values:
-        raise UsageError("no webhook secret: set OPENPHONE_WEBHOOK_SECRETS (comma-separated) or pass "
-                         "--webhook-secret (repeatable); `etl webhooks register` prints them")
-    return values
+    return [v.strip() for v in (*given, *from_env.split(",")) if v.strip()]
 
 
 @cli.command()
@@ -580,11 +519,11 @@ def _webhook_secrets(given: tuple[str, ...]) -> list[str]:
 @api_options
 @calls_option
 @database_options
-@handle_errors
+@command
 def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: float, max_body_bytes: int,
           delivery_retention: float, poll_interval: float, read_timeout: float, max_connections: int,
           transcripts: bool, api_key: str | None, base_url: str, rate: float, concurrency: int, api_version: str,
-          fetch_calls: bool, database_url: str, log_format: str, log_level: str) -> None:
+          fetch_calls: bool, database_url: str) -> None:
     """Receive signed OpenPhone webhooks and sync each summary seconds after it is ready.
 
     POST /webhooks/openphone, GET /healthz, GET /metrics.  Needs the API key
@@ -597,31 +536,11 @@ def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: flo
       export OPENPHONE_API_KEY=... OPENPHONE_WEBHOOK_SECRETS=...,...
       etl serve --host 127.0.0.1 --port 8080
     """
-    from datetime import timedelta
-
-    from etl.webhooks.app import ReceiverConfig
-    from etl.webhooks.server import ServeOptions
-    from etl.webhooks.server import serve as run_server
-    from etl.webhooks.signatures import SecretError, load_secrets
-
-    secrets = _webhook_secrets(webhook_secrets)
-    configure_logging(cast(Any, log_format), log_level, secrets=[api_key or "", *secrets])
-    try:
-        load_secrets(secrets)
-    except SecretError as exc:
-        raise UsageError(str(exc)) from None
-    retention = timedelta(hours=delivery_retention)
-    if retention.total_seconds() < 2 * tolerance:
-        raise UsageError("--delivery-retention must be at least twice --tolerance, or a replay could outlive "
-                         "its record")
-    settings = make_settings(database_url, api_key, base_url, rate, concurrency, transcripts=transcripts,
-                             api_version=api_version, fetch_calls=fetch_calls)
-    require_api_key(settings)
-    receiver = ReceiverConfig(secrets, tolerance, max_body_bytes, retention, body_timeout=read_timeout,
-                              transcripts=transcripts)
-    options = ServeOptions(host, port, poll_interval, header_timeout=read_timeout, max_connections=max_connections)
-    with open_database(database_url) as engine:
-        run_server(engine, settings, receiver, options)
+    with Etl(database_url=database_url, api_key=api_key, base_url=base_url, rate=rate, concurrency=concurrency,
+             transcripts=transcripts, api_version=api_version, fetch_calls=fetch_calls) as job:
+        job.serve(_webhook_secrets(webhook_secrets), host=host, port=port, tolerance=tolerance,
+                  max_body_bytes=max_body_bytes, delivery_retention=delivery_retention, poll_interval=poll_interval,
+                  read_timeout=read_timeout, max_connections=max_connections)
 
 
 # --- webhooks (register / list / delete / migrate) -------------------------------------
@@ -645,21 +564,9 @@ def webhooks_group() -> None:
 
 def _key_options(fn: F) -> F:
     """--api-key, --base-url and --api-version: a management request needs no --rate or --concurrency."""
-    fn = click.option("--api-version", type=click.Choice(API_VERSIONS), envvar="OPENPHONE_API_VERSION",
-                      default="v1", show_default=True,
-                      help="v1: the legacy webhooks (/v1/webhooks/…); 2026-03-30: the current ones "
-                           "(/webhooks, header Quo-Api-Version) [env: OPENPHONE_API_VERSION]")(fn)
-    fn = click.option("--base-url", envvar="OPENPHONE_BASE_URL", default=DEFAULT_BASE_URL,
-                      show_default=True, help="API base URL [env: OPENPHONE_BASE_URL]")(fn)
-    fn = click.option("--api-key", envvar="OPENPHONE_API_KEY", default=None, show_default=False,
-                      help="OpenPhone API key [env: OPENPHONE_API_KEY]; never logged.")(fn)
-    return fn
-
-
-def _management_settings(api_key: str | None, base_url: str, api_version: str = "v1") -> Settings:
-    settings = make_settings(DEFAULT_DATABASE_URL, api_key, base_url).replace(api_version=api_version)
-    require_api_key(settings)
-    return settings
+    return API_KEY(BASE_URL(api_version_option(
+        "v1: the legacy webhooks (/v1/webhooks/…); 2026-03-30: the current ones (/webhooks, header "
+        "Quo-Api-Version) [env: OPENPHONE_API_VERSION]", choice=True)(fn)))
 
 
 _URL_HELP = ("Public URL of `etl serve`: https://HOST[:PORT]/webhooks/openphone "
@@ -671,7 +578,7 @@ _URL_HELP = ("Public URL of `etl serve`: https://HOST[:PORT]/webhooks/openphone 
 @click.option("--label", default="openphone-summary-sync", show_default=True,
               help="Label of the webhooks in OpenPhone.")
 @_key_options
-@handle_errors
+@command
 def webhooks_register(url: str, label: str, api_key: str | None, base_url: str, api_version: str) -> None:
     """Create the webhooks `etl serve` needs; print their signing secrets.
 
@@ -681,17 +588,14 @@ def webhooks_register(url: str, label: str, api_key: str | None, base_url: str, 
     those events is reused, not made twice.  New secrets are shown once:
     store them in OPENPHONE_WEBHOOK_SECRETS.
     """
-    from etl.webhooks import manage
-
-    manage.check_receiver_url(url)
-    settings = _management_settings(api_key, base_url, api_version)
-    hooks: list[manage.Registered] = []
+    hooks: list[Registered] = []
     try:
-        manage.register(settings, url, label, on_created=hooks.append)
+        Etl(api_key=api_key, base_url=base_url, api_version=api_version).webhooks.register(
+            url, label, on_created=hooks.append)
     finally:
         # Also when the second webhook fails: the first one's secret is shown only once.
         for hook in hooks:
-            click.echo(manage.registered_line(hook))
+            click.echo(hook.line)
         created = [h for h in hooks if not h.reused]
         if created:
             click.echo("Store the signing secrets (shown once) for `etl serve`:")
@@ -700,12 +604,10 @@ def webhooks_register(url: str, label: str, api_key: str | None, base_url: str, 
 
 @webhooks_group.command("list")
 @_key_options
-@handle_errors
+@command
 def webhooks_list(api_key: str | None, base_url: str, api_version: str) -> None:
     """List the workspace's API webhooks of --api-version (id, status, events, URL)."""
-    from etl.webhooks import manage
-
-    hooks = manage.list_all(_management_settings(api_key, base_url, api_version))
+    hooks = Etl(api_key=api_key, base_url=base_url, api_version=api_version).webhooks.list()
     if not hooks:
         click.echo("No webhooks.")
     for h in hooks:
@@ -715,12 +617,10 @@ def webhooks_list(api_key: str | None, base_url: str, api_version: str) -> None:
 @webhooks_group.command("delete")
 @click.argument("webhook_id")
 @_key_options
-@handle_errors
+@command
 def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str, api_version: str) -> None:
     """Delete one API webhook of --api-version by id (as `etl webhooks list` shows it)."""
-    from etl.webhooks import manage
-
-    manage.delete(_management_settings(api_key, base_url, api_version), webhook_id)
+    Etl(api_key=api_key, base_url=base_url, api_version=api_version).webhooks.delete(webhook_id)
     click.echo(f"Deleted webhook {webhook_id}.")
 
 
@@ -730,14 +630,12 @@ def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str, api_ver
               help="Label of the current webhook in OpenPhone.")
 @click.option("--wait", type=click.FloatRange(min=1), default=120.0, show_default=True, metavar="SECONDS",
               help="How long to wait for `etl serve` to record the test event (sent again every 15 s).")
-@click.option("--api-key", envvar="OPENPHONE_API_KEY", default=None, show_default=False,
-              help="OpenPhone API key [env: OPENPHONE_API_KEY]; never logged.")
-@click.option("--base-url", envvar="OPENPHONE_BASE_URL", default=DEFAULT_BASE_URL,
-              show_default=True, help="API base URL [env: OPENPHONE_BASE_URL]")
+@API_KEY
+@BASE_URL
 @database_options
-@handle_errors
-def webhooks_migrate(url: str, label: str, wait: float, api_key: str | None, base_url: str, database_url: str,
-                     log_format: str, log_level: str) -> None:
+@command
+def webhooks_migrate(url: str, label: str, wait: float, api_key: str | None, base_url: str,
+                     database_url: str) -> None:
     """Move --url from the legacy webhooks to a current (2026-03-30) one without a gap.
 
     \b
@@ -751,13 +649,8 @@ def webhooks_migrate(url: str, label: str, wait: float, api_key: str | None, bas
     Events sent through both meanwhile are stored once (the second is a
     duplicate).  If no test event arrives: exit 1, nothing deleted.
     """
-    from etl.webhooks import manage
-
-    configure_logging(cast(Any, log_format), log_level, secrets=[api_key or ""])
-    manage.check_receiver_url(url)
-    settings = _management_settings(api_key, base_url)
-    with open_database(database_url) as engine:
-        result = manage.migrate(settings, url, engine, label=label, wait=wait, on_step=click.echo)
+    with Etl(database_url=database_url, api_key=api_key, base_url=base_url) as job:
+        result = job.webhooks.migrate(url, label=label, wait=wait, on_step=click.echo)
     click.echo(f"Migrated {url} to webhook {result.current.id}; deleted {len(result.deleted)} legacy webhook(s).")
 
 

@@ -152,24 +152,6 @@ def check_api_version(value: str) -> str:
     return value
 
 
-def make_settings(database_url: str = DEFAULT_DATABASE_URL, api_key: str | None = None,
-                  base_url: str = DEFAULT_BASE_URL, rate: float = Settings.rate,
-                  concurrency: int = Settings.concurrency, not_found_window: float | None = None,
-                  transcripts: bool = False, api_version: str = Settings.api_version,
-                  fetch_calls: bool = Settings.fetch_calls) -> Settings:
-    """Settings from the values a user gives (options, keyword arguments); ``base_url`` and ``api_version`` are checked.
-
-    ``not_found_window`` is in hours (``--not-found-window``); None keeps :class:`Backoff`'s default.
-    """
-    settings = Settings(database_url=database_url, api_key=api_key, base_url=check_base_url(base_url),
-                        rate=rate, concurrency=concurrency, transcripts=transcripts,
-                        api_version=check_api_version(api_version), fetch_calls=fetch_calls)
-    if not_found_window is not None:
-        settings = settings.replace(backoff=dataclasses.replace(settings.backoff,
-                                                                not_found_window=not_found_window * 3600.0))
-    return settings
-
-
 def require_api_key(settings: Settings) -> None:
     """Refuse to talk to the API without a usable key (a :class:`UsageError`, exit 2)."""
     if not settings.api_key or not settings.api_key.strip():

@@ -17,8 +17,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -357,24 +355,3 @@ def ensure_schema(engine: Engine, url: str) -> None:
 
 def env_database_url() -> str | None:
     return os.environ.get("ETL_DATABASE_URL")
-
-
-@contextmanager
-def open_database(url: str, *, migrate_sqlite: bool = True, read_only: bool = False) -> Iterator[Engine]:
-    """Open the database and check (or, for SQLite, bring up) its schema; disposed on exit.
-
-    A URL that cannot be used is a :class:`UsageError` (exit 2); a database
-    lost while the block runs is a :class:`DatabaseError` whose message names it.
-    """
-    try:
-        engine = create_engine(url, read_only=read_only)
-    except DatabaseError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        if migrate_sqlite:
-            ensure_schema(engine, url)
-        yield engine
-    except OperationalError as exc:
-        raise DatabaseError(describe_db_error(url, exc)) from None
-    finally:
-        engine.dispose()

@@ -70,6 +70,15 @@ def invalid_rest_message(invalid: int) -> str | None:
     return None
 
 
+def invalid_printer(source: str, echo: Callable[[str], object]) -> OnInvalid:
+    """An ``on_invalid`` that hands ``echo`` one line per bad id, the first :data:`MAX_REPORTED_INVALID` of them."""
+    def report(item: InvalidId, count: int) -> None:
+        if count <= MAX_REPORTED_INVALID:
+            echo(f"{item.message(source)} (skipped)")
+
+    return report
+
+
 def enqueue_stream(engine: Engine, items: Iterable[str | InvalidId | None],
                    on_invalid: OnInvalid | None = None) -> EnqueueCounts:
     """Enqueue valid ids in batches (queued ids stay as they are); report invalid ones."""

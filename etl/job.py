@@ -18,7 +18,7 @@ Expected failures raise :class:`etl.errors.EtlError` subclasses (each with its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -37,6 +37,7 @@ from etl.config import (
     Settings,
     check_api_version,
     check_base_url,
+    command_hint,
     redact_url,
     require_api_key,
 )
@@ -53,10 +54,11 @@ if TYPE_CHECKING:
     from etl.discover import DiscoveryStats
     from etl.prune import PruneResult
     from etl.sync import RunStats
+    from etl.webhooks.manage import Migrated, Registered
 
 
 class Etl:
-    """One database and one API key: enqueue, sync, backfill, discover, status.
+    """One database and one API key: enqueue, sync, backfill, discover, prune, status, serve, webhooks, demo.
 
     Pass a :class:`etl.config.Settings`, keyword overrides, or both
     (``not_found_window`` in hours; ``transcripts``: also sync every answered
@@ -184,11 +186,11 @@ class Etl:
         from etl.running import run_sync
         from etl.sync import RunOptions
 
-        require_api_key(self.settings)
         transport = transport or self.transport
+        settings = self._api_settings(transport)
         with self._database_errors():
             options = RunOptions(command=command, limit=limit, max_runtime=max_runtime)
-            return run_sync(self.engine, self._api_settings(transport), options,
+            return run_sync(self.engine, settings, options,
                             transport=transport, on_progress=on_progress, clock=self.clock)
 
     def discover(self, since: datetime | date | str | None = None, phone_numbers: Iterable[str] = (), *,
@@ -210,12 +212,12 @@ class Etl:
         from etl.running import run_discover
 
         start = utc_time(since, "since")
-        require_api_key(self.settings)
+        transport = transport or self.transport
+        settings = self._api_settings(transport)
         options = DiscoverOptions(since=start, phone_numbers=parse_phone_numbers(tuple(phone_numbers)),
                                   dry_run=dry_run, command=command)
-        transport = transport or self.transport
         with self._database_errors(), DiscoveryProgress(progress) as bar:
-            return run_discover(self.engine, self._api_settings(transport), options, transport=transport,
+            return run_discover(self.engine, settings, options, transport=transport,
                                 on_page=bar.update, page_log_level=bar.page_log_level, clock=self.clock)
 
     def backfill(self, *, file: BinaryIO | None = None, requeue: Selection | None = None,
@@ -236,7 +238,7 @@ class Etl:
         discover_since = utc_time(discover_since, "discover_since")
         check_sources(file, discover, discover_since)
         if not dry_run or discover:
-            require_api_key(self.settings)
+            self._api_settings(transport or self.transport)  # no key: refused before anything changes
         result = BackfillResult()
         if discover:
             result.discovery = self.discover(discover_since, dry_run=dry_run, transport=transport,
@@ -281,6 +283,73 @@ class Etl:
             return prune(self.engine, self.clock.utcnow(), transcripts_older_than=transcripts_older_than,
                          raw_json_older_than=raw_json_older_than, dry_run=dry_run, batch_size=batch_size)
 
+    # -- the webhook receiver ---------------------------------------------------------
+
+    def serve(self, webhook_secrets: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080,
+              tolerance: float = 300.0, max_body_bytes: int = 1024 * 1024, delivery_retention: float = 168.0,
+              poll_interval: float = 30.0, read_timeout: float = 10.0, max_connections: int = 100) -> None:
+        """Receive signed webhooks and sync each summary as it is ready (``etl serve``), until SIGTERM/SIGINT.
+
+        ``webhook_secrets``: the signing secrets ``webhooks.register`` printed (never logged);
+        ``delivery_retention`` in hours, at least twice ``tolerance`` (seconds).  See
+        :mod:`etl.webhooks.server` for the limits a client meets.
+        """
+        from datetime import timedelta
+
+        from etl.webhooks.app import ReceiverConfig
+        from etl.webhooks.server import ServeOptions
+        from etl.webhooks.server import serve as run_server
+        from etl.webhooks.signatures import SecretError, load_secrets
+
+        secrets = [s for s in webhook_secrets if s]
+        if not secrets:
+            raise UsageError("no webhook secret: set OPENPHONE_WEBHOOK_SECRETS (comma-separated) or pass "
+                             "--webhook-secret (repeatable); `etl webhooks register` prints them")
+        for secret in secrets:
+            keep_secret(secret)
+        try:
+            load_secrets(secrets)
+        except SecretError as exc:
+            raise UsageError(str(exc)) from None
+        retention = timedelta(hours=delivery_retention)
+        if retention.total_seconds() < 2 * tolerance:
+            raise UsageError("--delivery-retention must be at least twice --tolerance, or a replay could outlive "
+                             "its record")
+        settings = self._api_settings(self.transport)
+        receiver = ReceiverConfig(secrets, tolerance, max_body_bytes, retention, body_timeout=read_timeout,
+                                  transcripts=self.settings.transcripts)
+        options = ServeOptions(host, port, poll_interval, header_timeout=read_timeout,
+                               max_connections=max_connections)
+        with self._database_errors():
+            run_server(self.engine, settings, receiver, options,
+                       transport=self.transport, clock=self.clock)
+
+    @property
+    def webhooks(self) -> Webhooks:
+        """The API webhooks ``etl serve`` receives: ``register``, ``list``, ``delete``, ``migrate``."""
+        return Webhooks(self)
+
+    # -- the demo -------------------------------------------------------------------
+
+    @staticmethod
+    def demo_database_url() -> str:
+        """A fresh SQLite file in the temporary directory for :meth:`demo` (each call replaces the last one's)."""
+        from etl.demo import sandbox_url
+
+        return sandbox_url()
+
+    def demo(self, *, sandbox: bool = False) -> None:
+        """``etl demo``: discover, sync and a BI query against the built-in simulated API, printed on stdout.
+
+        Needs no key; the settings' ``api_version`` and ``transcripts`` apply.  ``sandbox``: the
+        database is :meth:`demo_database_url`'s throwaway file (the closing line says so).
+        """
+        from etl.demo import run_demo
+
+        with self._database_errors():
+            run_demo(self.engine, self.settings.database_url, sandbox=sandbox, transcripts=self.settings.transcripts,
+                     api_version=self.settings.api_version)
+
     # -- health ---------------------------------------------------------------------
 
     def status(self, limits: Limits | None = None) -> Status:
@@ -288,10 +357,22 @@ class Etl:
         with self._database_errors(), self.engine.connect() as conn:
             return gather(conn, self.settings.database_url, self.clock.utcnow(), limits or Limits())
 
+    @property
+    def database(self) -> str:
+        """The database URL as it may be shown (password hidden)."""
+        return redact_url(self.settings.database_url)
+
+    def hint(self, command: str) -> str:
+        """``command`` as a user can paste it, with the ``--database-url`` this database needs."""
+        return command_hint(command, self.settings.database_url)
+
     # -- internals ------------------------------------------------------------------
 
     def _api_settings(self, transport: httpx.BaseTransport | None) -> Settings:
-        """The settings a run uses: with a replaced transport and no base URL given, the in-process one."""
+        """The settings of a method that talks to the API, its key checked here for every one of them
+        (:class:`UsageError` without a usable key); with a replaced transport and no base URL given,
+        the in-process base URL."""
+        require_api_key(self.settings)
         if transport is not None and not self._base_url_given:
             return self.settings.replace(base_url=IN_PROCESS_BASE_URL)
         return self.settings
@@ -337,6 +418,57 @@ class Etl:
             total = min(total, limit)
         with Progress(total, progress, self.clock) as bar:
             return self.sync(limit, max_runtime, transport=transport, on_progress=bar.update, command="backfill")
+
+
+class Webhooks:
+    """``Etl.webhooks``: the workspace's API webhooks of ``settings.api_version`` (:mod:`etl.webhooks.manage`)."""
+
+    def __init__(self, job: Etl) -> None:
+        self._job = job
+
+    def register(self, url: str, label: str | None = None, *,
+                 on_created: Callable[[Registered], None] | None = None) -> list[Registered]:
+        """Create (or reuse) the webhooks ``etl serve`` needs at ``url``; new ones carry their secret.
+
+        ``on_created`` sees each as soon as it exists: a failure on the second leaves the first's
+        secret with the caller.
+        """
+        from etl.webhooks import manage
+
+        manage.check_receiver_url(url)
+        settings = self._settings()
+        return manage.register(settings, url, label, on_created=on_created, transport=self._job.transport)
+
+    def list(self) -> list[dict[str, Any]]:
+        """The webhooks of ``settings.api_version`` (``id``, ``status``, ``events``, ``url``)."""
+        from etl.webhooks import manage
+
+        return manage.list_all(self._settings(), transport=self._job.transport)
+
+    def delete(self, webhook_id: str) -> None:
+        """Delete one webhook of ``settings.api_version`` by id."""
+        from etl.webhooks import manage
+
+        manage.delete(self._settings(), webhook_id, transport=self._job.transport)
+
+    def migrate(self, url: str, *, label: str | None = None, wait: float = 60.0,
+                on_step: Callable[[str], None] | None = None) -> Migrated:
+        """Move ``url`` from the legacy webhooks to a current one without a gap (:func:`etl.webhooks.manage.migrate`).
+
+        The receiver's database is this object's; no test event recorded within ``wait`` seconds raises
+        :class:`MigrationError` and deletes nothing.
+        """
+        from etl.webhooks import manage
+
+        manage.check_receiver_url(url)
+        settings = self._settings().replace(api_version="v1")
+        job = self._job
+        with job._database_errors():
+            return manage.migrate(settings, url, job.engine, label=label, wait=wait, clock=job.clock,
+                                  on_step=on_step, transport=job.transport)
+
+    def _settings(self) -> Settings:
+        return self._job._api_settings(self._job.transport)
 
 
 @dataclass(frozen=True)
@@ -388,4 +520,4 @@ def check_sources(file: BinaryIO | None, discover: bool, discover_since: datetim
         raise UsageError("--discover-since needs --discover")
 
 
-__all__ = ["BackfillResult", "Etl", "Requeued", "check_sources", "selection", "utc_time"]
+__all__ = ["BackfillResult", "Etl", "Requeued", "Webhooks", "check_sources", "selection", "utc_time"]

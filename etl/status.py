@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from etl import health, report
 from etl.clock import iso_z
 from etl.config import redact_url
+from etl.states import run_counts
 
 
 def iso(value: datetime | None) -> str | None:
@@ -58,6 +59,10 @@ class Status:
         """One line about reaching the API, or None when there is nothing to say."""
         return health.fetch_line(self.fetch)
 
+    def text(self) -> str:
+        """The ``etl status`` report for a person, one fact a line (``as_dict`` is the JSON one)."""
+        return "\n".join(text_lines(self.as_dict()))
+
     def as_dict(self) -> dict[str, Any]:
         """The ``etl status --json`` document (times as ISO 8601 strings)."""
         return {
@@ -96,3 +101,43 @@ def gather(conn: Connection, database_url: str, now: datetime, limits: health.Li
                   last_runs=runs, last_successful_run_finished_at=last_ok["finished_at"] if last_ok else None,
                   fetch=fetches, top_errors=errors, last_discovery=discovery, problems=problems,
                   transcripts=transcripts if any(transcripts.values()) else None)
+
+
+def text_lines(data: dict[str, Any]) -> list[str]:
+    """The lines of :meth:`Status.text` from its ``as_dict`` document."""
+    lines = [f"Database: {data['database']}", f"Queue ({data['total']} items):"]
+    echo = lines.append
+    for state, n in data["queue"].items():
+        echo(f"  {state:<10} {n:>10}")
+    age = data["oldest_due_age_s"]
+    since = f" (oldest due {age} s ago, since {data['oldest_due_at']})" if age is not None else ""
+    echo(f"Due now: {data['due_now']}{since}")
+    if data.get("transcript_queue"):
+        counts = data["transcript_queue"]
+        echo(f"Transcripts ({sum(counts.values())} items): "
+             + ", ".join(f"{state} {n}" for state, n in counts.items() if n))
+    if data["fetch"]:
+        echo(f"API: {data['fetch']}")
+    echo("Last runs:")
+    if not data["last_runs"]:
+        echo("  none yet")
+    for r in data["last_runs"]:
+        state = "running or crashed" if r["finished_at"] is None else f"exit {r['exit_code']}"
+        echo(f"  #{r['id']} {r['command']:<8} {r['started_at']}  {state}: {r['claimed']} claimed, "
+             + run_counts(r) + (f" — {r['stop_reason']}" if r.get("stop_reason") else "")
+             + (f" — {health.NOTHING_FETCHED}" if health.nothing_fetched(r) else ""))
+    d = data.get("last_discovery")
+    if d is None:
+        echo("Last discovery: none yet")
+    else:
+        state = "running or crashed" if d["finished_at"] is None else f"exit {d['exit_code']}"
+        echo(f"Last discovery: #{d['id']} {d['command']} {d['started_at']}  {state}: "
+             f"{d['phone_numbers']} phone numbers, {d['conversations']} conversations, {d['pages']} pages, "
+             f"{d['calls_seen']} calls seen, {d['enqueued']} enqueued, {d['errors']} errors"
+             + (f" — {d['stop_reason']}" if d.get("stop_reason") else ""))
+    if data["top_errors"]:
+        echo("Top errors:")
+        for e in data["top_errors"]:
+            echo(f"  {e['count']:>6}  {e['state']:<10} {str(e['last_error'])[:120]}")
+    echo("Health: " + ("OK" if data["healthy"] else "; ".join(data["problems"])))
+    return lines

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy.engine import Engine
 
 from etl import db
@@ -19,6 +20,14 @@ from etl.config import Settings
 from etl.testing import FakeOpenPhone
 from etl.testing.clock import FakeClock
 from tests.support.db import API_KEY, BACKENDS, fresh_url
+
+
+@pytest.fixture(autouse=True)
+def _unconfigured_logging() -> Iterator[None]:
+    """Every test starts as a library user would: a command run in process (CliRunner) configures
+    structlog for the process, onto a stderr that is closed once the command returns."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

@@ -64,6 +64,11 @@ class Registered:
     secret: str = field(repr=False)  # "" when reused: the API shows a secret only at creation
     reused: bool = False
 
+    @property
+    def line(self) -> str:
+        """What ``register`` and ``migrate`` print for it (never its secret)."""
+        return registered_line(self)
+
 
 def check_receiver_url(url: str) -> str:
     """``url`` if Quo can deliver to it and ``etl serve`` receives there; :class:`UsageError` otherwise."""

@@ -31,7 +31,7 @@ def test_the_readme_example_runs_and_prints_what_its_comments_say(tmp_path: Path
     code = python_example()
     # Each print(...) line documents its output in a trailing comment.
     expected = [line.split("#", 1)[1].strip() for line in code.splitlines() if line.strip().startswith("print(")]
-    assert len(expected) == 3
+    assert len(expected) == 4
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     # A library never writes to the caller's stdout: exactly what the example prints (issue 20, item 9).
@@ -45,7 +45,7 @@ def test_the_readme_example_logs_through_the_callers_logging_and_names_the_in_pr
     code = "import logging, sys\nlogging.basicConfig(level=logging.INFO, stream=sys.stderr)\n" + python_example()
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert len(done.stdout.splitlines()) == 3
+    assert len(done.stdout.splitlines()) == 4
     log = done.stderr.splitlines()
     [started] = [line for line in log if line.startswith("INFO:etl:run started")]
     assert "base_url=http://in-process.invalid" in started
@@ -131,3 +131,45 @@ def test_expected_failures_are_the_exception_tree(tmp_path: Path):
     assert issubclass(UsageError, EtlError) and UsageError.exit_code == 2
     assert "password" not in repr(Etl(database_url="postgresql+psycopg://u:password@h/db"))
     job.close()
+
+
+def test_webhooks_are_managed_through_the_object_and_need_a_key(tmp_path: Path):
+    fake = FakeOpenPhone(api_key="hook-key")
+    url = "https://etl.example.com/webhooks/openphone"
+    with Etl(database_url=f"sqlite:///{tmp_path / 'hooks.db'}", api_key="hook-key",
+             transport=fake.transport()) as job:
+        seen: list[etl.Registered] = []
+        created = job.webhooks.register(url, "etl", on_created=seen.append)
+        assert seen == created and [h.events for h in created] == [["call.completed"], ["call.summary.completed"]]
+        assert all(h.secret and not h.reused for h in created)
+        assert created[0].line == f"Created webhook {created[0].id} for call.completed"
+        assert sorted(h["id"] for h in job.webhooks.list()) == sorted(h.id for h in created)
+        job.webhooks.delete(created[0].id)
+        assert [h["id"] for h in job.webhooks.list()] == [created[1].id]
+    with pytest.raises(UsageError, match="no API key"):
+        Etl(transport=fake.transport()).webhooks.list()
+    with pytest.raises(UsageError, match="--url must end in /webhooks/openphone"):
+        Etl(api_key="hook-key", transport=fake.transport()).webhooks.register("https://etl.example.com/hooks")
+
+
+@pytest.mark.parametrize(("secrets", "options", "message"), [
+    ([], {}, "no webhook secret: set OPENPHONE_WEBHOOK_SECRETS"),
+    (["whsec_" + "QUJD" * 8], {"tolerance": 300.0, "delivery_retention": 0.1},
+     "--delivery-retention must be at least twice --tolerance"),
+])
+def test_serve_refuses_a_configuration_it_cannot_run_before_listening(tmp_path: Path, secrets: list[str],
+                                                                      options: dict[str, float], message: str):
+    with Etl(database_url=f"sqlite:///{tmp_path / 'serve.db'}", api_key="serve-key") as job, \
+            pytest.raises(UsageError, match=re.escape(message)):
+        job.serve(secrets, port=1, **options)  # type: ignore[arg-type]
+    assert not (tmp_path / "serve.db").exists()  # refused before the database was opened
+
+
+def test_the_demo_runs_on_the_objects_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    with Etl(database_url=url) as job:
+        job.demo()
+    out = capsys.readouterr().out
+    assert "Summaries per user per week" in out and f"into {url}." in out
+    with Etl(database_url=url, read_only=True) as job:
+        assert job.status().queue["done"] > 0

@@ -7,6 +7,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import etl
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "etl"
 
@@ -34,4 +36,21 @@ CLOCK_READS = {("time", "monotonic"), ("time", "time"), ("time", "sleep"), ("tim
 def test_only_the_clock_module_reads_the_system_clock() -> None:
     found = [f"{rel}:{line} {owner}.{attr}()" for rel, tree in modules() if rel != "etl/clock.py"
              for line, owner, attr in attribute_calls(tree) if (owner, attr) in CLOCK_READS]
+    assert found == []
+
+
+def test_the_cli_imports_only_the_public_api() -> None:
+    tree = ast.parse((PACKAGE / "cli.py").read_text())
+    allowed = {"etl", "etl.logs"}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("etl"):
+            if node.module not in allowed:
+                found.append(f"etl/cli.py:{node.lineno} from {node.module}")
+            elif node.module == "etl":
+                found += [f"etl/cli.py:{node.lineno} {a.name} (not in etl.__all__)" for a in node.names
+                          if a.name not in etl.__all__]
+        elif isinstance(node, ast.Import):
+            found += [f"etl/cli.py:{node.lineno} import {a.name}" for a in node.names
+                      if a.name.startswith("etl") and a.name not in allowed]
     assert found == []
