@@ -131,8 +131,11 @@ def text_lines(data: dict[str, Any]) -> list[str]:
         echo("Last discovery: none yet")
     else:
         state = "running or crashed" if d["finished_at"] is None else f"exit {d['exit_code']}"
+        # The dated API lists the workspace's calls directly: no lines or conversations to count.
+        walked = (f"{d['phone_numbers']} phone numbers, {d['conversations']} conversations, "
+                  if d["phone_numbers"] or d["conversations"] else "")
         echo(f"Last discovery: #{d['id']} {d['command']} {d['started_at']}  {state}: "
-             f"{d['phone_numbers']} phone numbers, {d['conversations']} conversations, {d['pages']} pages, "
+             f"{walked}{d['pages']} pages, "
              f"{d['calls_seen']} calls seen, {d['enqueued']} enqueued, {d['errors']} errors"
              + (f" — {d['stop_reason']}" if d.get("stop_reason") else ""))
     if data["top_errors"]:
