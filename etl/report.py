@@ -42,7 +42,7 @@ def due_now(conn: Connection, now: datetime) -> tuple[int, datetime | None]:
     q = queue_t.c
     row = conn.execute(
         sa.select(sa.func.count(), sa.func.min(q.next_attempt_at))
-        .where(q.state == "pending", q.next_attempt_at <= now)
+        .where(store.due(queue_t, now))
     ).one()
     return int(row[0]), row[1]
 
@@ -51,7 +51,7 @@ def due_ids(conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]
     q = queue_t.c
     rows = conn.execute(
         sa.select(q.call_id, q.attempts, q.next_attempt_at, q.last_error)
-        .where(q.state == "pending", q.next_attempt_at <= now)
+        .where(store.due(queue_t, now))
         .order_by(q.next_attempt_at)
         .limit(limit)
     )

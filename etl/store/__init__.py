@@ -34,6 +34,7 @@ from etl.store.queue import (
     anything_due,
     claim,
     drop_pending,
+    due,
     end_waiting,
     ended,
     enqueue_ids,
@@ -72,7 +73,7 @@ from etl.store.tx import is_lost, is_retryable, transaction
 __all__ = [
     "CallsSaved", "Entry", "TranscriptEntry",
     "add_discovery_counts", "add_run_counts", "analyze_queue", "anything_due", "call_watermarks", "claim",
-    "clear_raw_json", "conversation_marks", "create_budget", "drop_discovery_run", "drop_pending", "end_waiting",
+    "clear_raw_json", "conversation_marks", "create_budget", "drop_discovery_run", "drop_pending", "due", "end_waiting",
     "ended", "enqueue_ids", "enqueue_transcripts", "event_seen", "finish_discovery_run", "finish_run",
     "forget_calls", "insert_ended", "is_lost", "is_retryable", "lease_holder", "make_due_first",
     "make_transcript_due", "mark_done", "owned", "prune_deliveries", "prune_transcript_lines", "queue_states",

@@ -120,7 +120,7 @@ def replace_changed(conn: Connection, parent: sa.Table, children: Sequence[sa.Ta
     key, content_hash = parent.c.call_id, parent.c.content_hash
     stored: dict[str, str] = {}
     for chunk in chunks(ids):
-        stored.update(conn.execute(sa.select(key, content_hash).where(key.in_(chunk))).tuples().all())
+        stored.update(conn.execute(sa.select(key, content_hash).where(key.in_(chunk))).all())
     unchanged = [i for i in ids if i in stored and stored[i] == by_id[i].parent["content_hash"]]
     changed = [i for i in ids if i not in stored or stored[i] != by_id[i].parent["content_hash"]]
     for chunk in chunks(unchanged):

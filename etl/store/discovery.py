@@ -15,7 +15,7 @@ from etl.tables import call_marks_t, conversation_marks_t, watermarks_t
 def watermarks(conn: Connection) -> dict[str, datetime]:
     """``{phone_number_id: conversations_updated_after}``."""
     w = watermarks_t.c
-    return dict(conn.execute(sa.select(w.phone_number_id, w.conversations_updated_after)).tuples().all())
+    return dict(conn.execute(sa.select(w.phone_number_id, w.conversations_updated_after)).all())
 
 
 def set_watermark(conn: Connection, phone_number_id: str, number: str | None, value: datetime,
@@ -31,7 +31,7 @@ def conversation_marks(conn: Connection, phone_number_id: str) -> dict[str, date
     m = conversation_marks_t.c
     return dict(conn.execute(
         sa.select(m.participant, m.calls_created_after).where(m.phone_number_id == phone_number_id)
-    ).tuples().all())
+    ).all())
 
 
 def set_conversation_mark(conn: Connection, phone_number_id: str, participant: str, conversation_id: str | None,

@@ -29,6 +29,11 @@ def queue_table(queue: QueueName) -> sa.Table:
     return transcript_queue_t if queue == "transcript" else queue_t
 
 
+def due(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
+    """What makes an item of a queue due: what a claim takes (on the ``(state, next_attempt_at)`` index)."""
+    return sa.and_(table.c.state == "pending", table.c.next_attempt_at <= now)
+
+
 # --- enqueue ----------------------------------------------------------------------
 
 
@@ -99,7 +104,7 @@ def queue_states(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
     q = queue_t.c
     states: dict[str, str] = {}
     for chunk in chunks(ids):
-        states.update(conn.execute(sa.select(q.call_id, q.state).where(q.call_id.in_(chunk))).tuples().all())
+        states.update(conn.execute(sa.select(q.call_id, q.state).where(q.call_id.in_(chunk))).all())
     return states
 
 
@@ -109,15 +114,13 @@ def ended(conn: Connection, ids: Sequence[str]) -> list[tuple[str, str, datetime
     rows: list[tuple[str, str, datetime | None]] = []
     for chunk in chunks(ids):
         rows += conn.execute(sa.select(q.call_id, q.state, q.finished_at)
-                             .where(q.call_id.in_(chunk), q.state != "pending")).tuples().all()
+                             .where(q.call_id.in_(chunk), q.state != "pending")).all()
     return rows
 
 
 def anything_due(conn: Connection, now: datetime) -> bool:
     """Whether a run would claim a summary item now."""
-    q = queue_t.c
-    return conn.execute(sa.select(q.call_id).where(q.state == "pending", q.next_attempt_at <= now)
-                        .limit(1)).first() is not None
+    return conn.execute(sa.select(queue_t.c.call_id).where(due(queue_t, now)).limit(1)).first() is not None
 
 
 # --- claim / release --------------------------------------------------------------
@@ -138,7 +141,7 @@ def claim(conn: Connection, run_id: str, limit: int, now: datetime, lease_second
     # table scan plus sort, which locks every due row and starves other runs.
     pick = (
         sa.select(q.call_id)
-        .where(q.state == "pending", q.next_attempt_at <= now)
+        .where(due(table, now))
         .order_by(q.next_attempt_at)
         .limit(limit)
     )
