@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.engine import Engine, make_url
 
 from etl import db
@@ -110,6 +111,9 @@ def test_engine_survives_a_database_outage_and_healthz_recovers(db_url: str, eng
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     """Issue 18 #2 and #7: after the outage the engine resumes by itself (before: the thread died,
     deliveries were answered 200 and never fetched, /healthz stayed 503 with the full error text)."""
+    # Whatever test ran before in this process may have configured structlog onto a stream of its
+    # own: start from the library's default (the standard library logger `etl`), read below.
+    structlog.reset_defaults()
     with outage_for(db_url) as outage:
         served = db.create_engine(outage.url)
         try:
