@@ -20,22 +20,20 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import TypeVar, cast
+from typing import TypeVar
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from etl import store
 from etl.clock import Clock
 from etl.config import Settings
 from etl.db import describe_db_error
 from etl.errors import DatabaseError
-from etl.models import RateBudgetRow
 from etl.ratelimit import BudgetState, LocalBudget, RateBudget, SlotBudget, penalized, reserve
 
 T = TypeVar("T")
 
-_table = cast(sa.Table, RateBudgetRow.__table__)
 _MAX_CONFLICTS = 200
 
 
@@ -77,27 +75,24 @@ class DatabaseBudget(SlotBudget):
 
     def _update(self, change: Callable[[BudgetState], tuple[BudgetState, T]]) -> T:
         """Apply ``change`` to the row (compare-and-set on ``version``); caller holds the lock."""
-        c = _table.c
+        # Not store.transaction: the budget keeps one connection for the process (a reservation
+        # every quarter second must not pay a pool checkout), and a conflict here is no error to
+        # back off from but the compare-and-set saying "read again", at once.
         for _ in range(_MAX_CONFLICTS):
             if self._conn is None or self._conn.invalidated:
                 self._conn = self._connect()
             conn = self._conn
             try:
                 with conn.begin():
-                    row = conn.execute(sa.select(_table).where(c.key_hash == self.key_hash)).first()
-                    if row is None:
+                    found = store.read_budget(conn, self.key_hash)
+                    if found is None:
                         state, out = change(BudgetState())
-                        conn.execute(sa.insert(_table).values(key_hash=self.key_hash, version=1,
-                                                              **_columns(state)))
+                        store.create_budget(conn, self.key_hash, state)
                         return out
-                    state, out = change(BudgetState(row.next_slot_at, row.paused_until,
-                                                    row.slowed_at, row.slowdown))
-                    written = conn.execute(
-                        sa.update(_table)
-                        .where(c.key_hash == self.key_hash, c.version == row.version)
-                        .values(version=row.version + 1, **_columns(state))
-                    ).rowcount
-                if written == 1:
+                    version, state = found
+                    state, out = change(state)
+                    written = store.write_budget(conn, self.key_hash, version, state)
+                if written:
                     return out
             except IntegrityError:
                 continue  # another process inserted the row first: read it
@@ -114,7 +109,3 @@ class DatabaseBudget(SlotBudget):
         except DBAPIError as exc:
             raise DatabaseError(describe_db_error(str(self.engine.url), exc)) from None
 
-
-def _columns(state: BudgetState) -> dict[str, float]:
-    return {"next_slot_at": state.next_slot, "paused_until": state.paused_until,
-            "slowed_at": state.slowed_at, "slowdown": state.slowdown}

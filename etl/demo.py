@@ -33,8 +33,7 @@ from etl import store
 from etl.clock import utcnow
 from etl.config import Backoff, Settings, command_hint, redact_url
 from etl.discover import DiscoverOptions, discover
-from etl.models import CallSummary, SummaryQueue
-from etl.tables import call_lookups_t, fields_t, queue_t, summaries_t, transcript_queue_t, transcripts_t
+from etl.tables import fields_t, queue_t, summaries_t
 from etl.testing import FakeOpenPhone, sample_summary
 
 DEMO_KEY = "demo-key-not-secret"
@@ -156,11 +155,7 @@ def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True, transcr
     ids = list(SAMPLES)
     with engine.begin() as conn:
         # A re-run of the demo starts the sample ids afresh.
-        conn.execute(sa.delete(summaries_t).where(CallSummary.call_id.in_(ids)))
-        conn.execute(sa.delete(queue_t).where(SummaryQueue.call_id.in_(ids)))
-        conn.execute(sa.delete(call_lookups_t).where(call_lookups_t.c.call_id.in_(ids)))
-        conn.execute(sa.delete(transcripts_t).where(transcripts_t.c.call_id.in_(ids)))
-        conn.execute(sa.delete(transcript_queue_t).where(transcript_queue_t.c.call_id.in_(ids)))
+        store.forget_calls(conn, ids)
         store.enqueue_ids(conn, ids)
     settings = Settings(database_url=database_url, api_key=DEMO_KEY, base_url="https://demo.invalid",
                         rate=0, concurrency=4, backoff=Backoff(), transcripts=transcripts, api_version=api_version)
@@ -184,15 +179,8 @@ def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True, transcr
 
 def _remove_pending(engine: Engine, ids: list[str]) -> list[str]:
     """Delete the demo ids still pending: a real sync must never send a made-up id to the real API."""
-    q = queue_t.c
-    t = transcript_queue_t.c
     with engine.begin() as conn:
-        pending = sorted(conn.execute(sa.select(q.call_id).where(q.call_id.in_(ids), q.state == "pending"))
-                         .scalars())
-        if pending:
-            conn.execute(sa.delete(queue_t).where(q.call_id.in_(pending), q.state == "pending"))
-        conn.execute(sa.delete(transcript_queue_t).where(t.call_id.in_(ids), t.state == "pending"))
-    return pending
+        return store.drop_pending(conn, ids)
 
 
 def _print_results(engine: Engine, ids: list[str], shows: dict[str, str]) -> None:

@@ -48,7 +48,6 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 import httpx
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
@@ -64,7 +63,6 @@ from etl.policy import ClaimedItem, QueueUpdate, decide
 from etl.ratelimit import RateBudget
 from etl.results import ApiResult
 from etl.schema import CallData, DatedCall, PhoneNumberData
-from etl.tables import queue_t
 
 # Call statuses after which a call can no longer change into a completed one.
 ENDED_STATUSES = frozenset(
@@ -346,8 +344,7 @@ class Discoverer:
         """One calls page: calls, queue ids, counters and (on the last page) the conversation's watermark."""
         if self.options.dry_run:
             with self.engine.connect() as conn:
-                queued = set(conn.execute(sa.select(queue_t.c.call_id).where(queue_t.c.call_id.in_(completed)))
-                             .scalars()) if completed else set()
+                queued = store.queued(conn, completed)
             self.stats.would_enqueue += len(set(completed) - queued)
             return 0
         now = self.clock.utcnow()
@@ -491,8 +488,7 @@ class Discoverer:
         self.stats.pages += 1
         if self.options.dry_run:
             with self.engine.connect() as conn:
-                known = set(conn.execute(sa.select(queue_t.c.call_id).where(queue_t.c.call_id.in_(queued)))
-                            .scalars()) if queued else set()
+                known = store.queued(conn, queued)
             self.stats.would_enqueue += len(set(queued) - known)
             return oldest
         with self.engine.begin() as conn:

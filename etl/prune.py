@@ -29,8 +29,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
+from etl import store
 from etl.logs import get_logger
 from etl.tables import calls_t, summaries_t, transcript_lines_t, transcripts_t
 
@@ -114,17 +115,10 @@ def _prune_transcripts(engine: Engine, result: PruneResult, before: datetime, no
                 old.where(ages.c.call_id > last).order_by(ages.c.call_id).limit(batch_size)).scalars())
             if not ids:
                 return
-            result.transcript_lines += _delete_lines(conn, ids)
-            t = transcripts_t.c
-            conn.execute(sa.update(transcripts_t).where(t.call_id.in_(ids), t.pruned_at.is_(None))
-                         .values(pruned_at=now))
+            result.transcript_lines += store.prune_transcript_lines(conn, ids, now)
         result.transcript_calls += len(ids)
         result.batches += 1
         last = ids[-1]
-
-
-def _delete_lines(conn: Connection, ids: list[str]) -> int:
-    return int(conn.execute(sa.delete(transcript_lines_t).where(transcript_lines_t.c.call_id.in_(ids))).rowcount)
 
 
 def _clear_payloads(engine: Engine, result: PruneResult, table: sa.Table, started: Any, before: datetime,
@@ -142,6 +136,6 @@ def _clear_payloads(engine: Engine, result: PruneResult, table: sa.Table, starte
             ids = list(conn.execute(pick.where(key > last).order_by(key).limit(batch_size)).scalars())
             if not ids:
                 return cleared
-            cleared += int(conn.execute(sa.update(table).where(key.in_(ids)).values(raw_json="")).rowcount)
+            cleared += store.clear_raw_json(conn, table, ids)
         result.batches += 1
         last = ids[-1]

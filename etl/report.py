@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from etl import store
 from etl.health import FetchHistory
 from etl.states import ENDED_BADLY, QUEUE_STATES, TERMINAL_STATES, TRANSCRIPT_STATES
 from etl.tables import discovery_runs_t, queue_t, runs_t, transcript_queue_t
@@ -41,7 +42,7 @@ def due_now(conn: Connection, now: datetime) -> tuple[int, datetime | None]:
     q = queue_t.c
     row = conn.execute(
         sa.select(sa.func.count(), sa.func.min(q.next_attempt_at))
-        .where(q.state == "pending", q.next_attempt_at <= now)
+        .where(store.due(queue_t, now))
     ).one()
     return int(row[0]), row[1]
 
@@ -50,7 +51,7 @@ def due_ids(conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]
     q = queue_t.c
     rows = conn.execute(
         sa.select(q.call_id, q.attempts, q.next_attempt_at, q.last_error)
-        .where(q.state == "pending", q.next_attempt_at <= now)
+        .where(store.due(queue_t, now))
         .order_by(q.next_attempt_at)
         .limit(limit)
     )
@@ -130,14 +131,7 @@ def count_selected(conn: Connection, selection: Selection) -> dict[str, int]:
 def requeue(conn: Connection, selection: Selection, now: datetime) -> int:
     """Make selected terminal items due now, with fresh counters."""
     assert all(s in TERMINAL_STATES for s in selection.states)
-    stmt = (
-        sa.update(queue_t)
-        .where(*selection.where())
-        .values(state="pending", next_attempt_at=now, attempts=0, consecutive_errors=0,
-                incomplete_since=None, finished_at=None, updated_at=now,
-                lease_owner=None, lease_expires_at=None)
-    )
-    return conn.execute(stmt).rowcount
+    return store.requeue(conn, selection.where(), now)
 
 
 def last_discovery(conn: Connection) -> dict[str, Any] | None:

@@ -39,7 +39,6 @@ import os
 import queue
 import random
 import socket
-import sqlite3
 import threading
 import uuid
 from collections.abc import Callable
@@ -49,14 +48,12 @@ from typing import Any, TypeVar
 import httpx
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
 
 from etl import store
 from etl.api import OpenPhoneClient
 from etl.budget import budget_for
 from etl.clock import SYSTEM, Clock
 from etl.config import Settings
-from etl.db import describe_db_error
 from etl.errors import AuthError, DatabaseError
 from etl.health import NOTHING_FETCHED, is_answer, nothing_fetched
 from etl.logs import batched, call_log_level, get_logger, run_end_level
@@ -75,7 +72,6 @@ T = TypeVar("T")
 # Do not start a fetch on an item whose lease ends sooner than this.
 _LEASE_SAFETY_S = 15.0
 _FLUSH_INTERVAL_S = 0.25
-_DEADLOCK_RETRIES = 3
 
 
 class StopReason(enum.Enum):
@@ -652,27 +648,7 @@ class Syncer:
 
     def _tx(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in a transaction; retry deadlocks; a lost database is fatal."""
-        retrying = Retrying(
-            stop=stop_after_attempt(_DEADLOCK_RETRIES + 1),
-            wait=wait_random(0.02, 0.1),
-            retry=retry_if_exception(_is_retryable),
-            reraise=True,
-        )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    try:
-                        conn = self.engine.connect()
-                    except DBAPIError as exc:
-                        # No connection at all (server down, refused, bad file): the database is lost.
-                        raise DatabaseError(describe_db_error(str(self.engine.url), exc)) from None
-                    with conn, conn.begin():
-                        return fn(conn, *args)
-        except DBAPIError as exc:
-            if _is_lost(exc):
-                raise DatabaseError(describe_db_error(str(self.engine.url), exc)) from None
-            raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return store.transaction(self.engine, fn, *args, clock=self.clock)
 
 
 def _count_outcomes(entries: list[_Saved]) -> dict[str, int]:
@@ -694,33 +670,3 @@ def _answered(entry: _Saved) -> bool:
 def _short(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     return " ".join(str(orig).split())[:300]
-
-
-# SQLite primary result codes meaning the database file itself is gone or
-# unusable.  SQLite has no connection to lose, so SQLAlchemy never sets
-# ``connection_invalidated`` for it; these codes are its equivalent.
-_SQLITE_LOST = {10: "SQLITE_IOERR", 11: "SQLITE_CORRUPT", 14: "SQLITE_CANTOPEN", 26: "SQLITE_NOTADB"}
-# Deadlocks and serialisation failures: PostgreSQL SQLSTATEs, MySQL error numbers.
-_RETRYABLE_SQLSTATES = {"40P01", "40001"}
-_RETRYABLE_MYSQL = {1213, 1205}
-_SQLITE_BUSY = 5
-
-
-def _is_lost(exc: DBAPIError) -> bool:
-    """The database went away (server gone, connection refused, file unusable)."""
-    if exc.connection_invalidated:
-        return True
-    orig = exc.orig
-    if isinstance(orig, sqlite3.Error):
-        return (getattr(orig, "sqlite_errorcode", 0) & 0xFF) in _SQLITE_LOST
-    return False
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    if not isinstance(exc, DBAPIError) or _is_lost(exc):
-        return False
-    orig = exc.orig
-    if isinstance(orig, sqlite3.Error):
-        return (getattr(orig, "sqlite_errorcode", 0) & 0xFF) == _SQLITE_BUSY
-    code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig is not None and orig.args else None)
-    return code in _RETRYABLE_SQLSTATES or code in _RETRYABLE_MYSQL

@@ -55,22 +55,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from etl import store
 from etl.clock import SYSTEM, Clock
 from etl.logs import get_logger
 from etl.normalize import CallContextRows, call_json, clean_text, normalize, normalize_call
 from etl.schema import CallData, SummaryData
-from etl.tables import deliveries_t, queue_t, transcript_queue_t
 from etl.webhooks.events import Event
 from etl.webhooks.signatures import Verified
 
@@ -135,7 +132,6 @@ def _call_rows(call: dict[str, Any], now: datetime, sent: dict[str, Any]) -> Cal
 
 # A busy SQLite database (or a deadlock) is retried this long in all, then answered 503.
 MAX_WAIT_S = 3.0
-_AHEAD = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,49 +149,26 @@ def accept(engine: Engine, verified: Verified, event: Event, now: datetime, *, c
     A :class:`DBAPIError` escapes when the database is unreachable, or stayed
     busy for ``max_wait_s``: the caller answers 503.
     """
-    started = clock.monotonic()
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            with engine.connect() as conn:
-                try:
-                    with conn.begin():
-                        return _accept(conn, verified, event, now, transcripts)
-                except OperationalError as exc:
-                    if not _is_retryable(exc):
-                        conn.invalidate()  # do not hand this connection to the next delivery
-                    raise
-        except IntegrityError:
-            # A concurrent delivery of the same message or event committed first:
-            # the next pass sees its row and answers replay or duplicate.
-            if attempt > 3:
-                raise
-        except DBAPIError as exc:
-            # A deadlock with the engine's claim (both touch the due index) is normal under
-            # load on PostgreSQL/MariaDB, and SQLite may be busy: back off briefly and retry.
-            pause = 0.02 * 2 ** min(attempt, 6) * (0.5 + random.random())
-            if not _is_retryable(exc) or clock.monotonic() - started + pause > max_wait_s:
-                raise
-            clock.sleep(pause)
+    # A concurrent delivery of the same message or event may commit first (an IntegrityError):
+    # the next pass sees its row and answers replay or duplicate.
+    return store.transaction(engine, _accept, verified, event, now, transcripts, clock=clock, retries=None,
+                             max_wait_s=max_wait_s, conflicts=3, fatal=False)
 
 
 def _accept(conn: Connection, verified: Verified, event: Event, now: datetime, transcripts: bool) -> Accepted:
-    d = deliveries_t.c
-    seen = conn.execute(sa.select(d.signed_at).where(d.message_key == verified.message_key)).first()
+    seen = store.signed_at_of(conn, verified.message_key)
     if seen is not None:
         # Standard Webhooks: the same webhook-id signed at another time is the sender's retry.
-        if verified.scheme == "standard" and seen.signed_at != verified.signed_at:
+        if verified.scheme == "standard" and seen[0] != verified.signed_at:
             return Accepted("duplicate", event.call_id)
         return Accepted("replay", event.call_id)
-    duplicate = event.event_key is not None and conn.execute(
-        sa.select(d.message_key).where(d.event_key == event.event_key)).first() is not None
+    duplicate = event.event_key is not None and store.event_seen(conn, event.event_key)
     outcome: Outcome = "duplicate" if duplicate else ("ignored" if event.action == "ignore" else "queued")
-    conn.execute(sa.insert(deliveries_t).values(
-        message_key=verified.message_key, event_key=None if duplicate else event.event_key,
+    store.record_delivery(
+        conn, message_key=verified.message_key, event_key=None if duplicate else event.event_key,
         event_type=None if event.type is None else clean_text(event.type)[:64], call_id=event.call_id,
         scheme=verified.scheme, outcome=outcome, signed_at=verified.signed_at, received_at=now,
-    ))
+    )
     if outcome == "queued":
         apply_event(conn, event, now, transcripts=transcripts)
     return Accepted(outcome, event.call_id)
@@ -203,23 +176,7 @@ def _accept(conn: Connection, verified: Verified, event: Event, now: datetime, t
 
 def summary_ready(conn: Connection, call_id: str, now: datetime) -> None:
     """Make ``call_id`` due at the head of the due line (module docstring)."""
-    q = queue_t.c
-    store.enqueue_ids(conn, [call_id])
-    oldest = conn.execute(sa.select(sa.func.min(q.next_attempt_at)).where(q.state == "pending")).scalar()
-    # Strictly before the oldest: ids enqueued by one statement share one timestamp,
-    # and a tie would leave the order among them to the database.
-    head = min(now, oldest - _AHEAD) if oldest is not None else now
-    conn.execute(
-        sa.update(queue_t)
-        .where(q.call_id == call_id, q.state == "pending", q.lease_owner.is_(None), q.next_attempt_at > head)
-        .values(next_attempt_at=head)
-    )
-    conn.execute(
-        sa.update(queue_t)
-        .where(q.call_id == call_id, q.state.in_(REQUEUE_STATES))
-        .values(state="pending", next_attempt_at=head, consecutive_errors=0, incomplete_since=None,
-                finished_at=None, last_error=None, updated_at=now, lease_owner=None, lease_expires_at=None)
-    )
+    store.make_due_first(conn, call_id, now, REQUEUE_STATES)
 
 
 # --- what an accepted event does (both envelopes; docs/webhooks.md "What each event does") ---
@@ -246,17 +203,8 @@ def transcript_ready(conn: Connection, call_id: str, now: datetime, *, transcrip
     ``done`` item stays done); with ``transcripts`` on, its transcript item too, due at the head of the
     line (re-queued from an end state other than ``done``: the API now says a transcript exists)."""
     summary_ready(conn, call_id, now)
-    if not transcripts:
-        return
-    store.enqueue_transcripts(conn, [call_id], now)
-    t = transcript_queue_t.c
-    conn.execute(
-        sa.update(transcript_queue_t)
-        .where(t.call_id == call_id, t.lease_owner.is_(None),
-               sa.or_(sa.and_(t.state == "pending", t.next_attempt_at > now), t.state.in_(TRANSCRIPT_REQUEUE)))
-        .values(state="pending", next_attempt_at=now, consecutive_errors=0, incomplete_since=None,
-                finished_at=None, updated_at=now)
-    )
+    if transcripts:
+        store.make_transcript_due(conn, call_id, now, TRANSCRIPT_REQUEUE)
 
 
 def save_carried_summary(conn: Connection, call_id: str, summary: dict[str, Any], now: datetime) -> bool:
@@ -283,12 +231,7 @@ def save_carried_summary(conn: Connection, call_id: str, summary: dict[str, Any]
                     call_id=call_id, error=str(exc.errors(include_url=False, include_input=False)[:1])[:300])
         return False
     store.enqueue_ids(conn, [call_id])
-    q = queue_t.c
-    held = sa.select(q.lease_owner, q.lease_expires_at).where(q.call_id == call_id)
-    if conn.dialect.name != "sqlite":
-        held = held.with_for_update()  # a claim (SKIP LOCKED) passes this row by until commit
-    owner, expires = conn.execute(held).one()
-    if owner is not None and expires is not None and expires > now:
+    if store.lease_holder(conn, call_id, now) is not None:
         return False
     rows = normalize(data, raw, hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest(), now)
     try:
@@ -299,23 +242,11 @@ def save_carried_summary(conn: Connection, call_id: str, summary: dict[str, Any]
         log.warning("database refused the summary of a call.summary.completed event; fetched instead",
                     call_id=call_id, error=type(getattr(exc, "orig", None) or exc).__name__)
         return False
-    conn.execute(
-        sa.update(queue_t).where(q.call_id == call_id)
-        .values(state="done", consecutive_errors=0, last_api_status="completed", last_error=None,
-                incomplete_since=None, finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None)
-    )
+    store.mark_done(conn, call_id, now)
     return True
 
 
 def prune(engine: Engine, now: datetime, retention: timedelta) -> int:
     """Delete delivery rows received before ``now - retention``; returns how many."""
     with engine.begin() as conn:
-        return conn.execute(
-            sa.delete(deliveries_t).where(deliveries_t.c.received_at < now - retention)).rowcount
-
-
-def _is_retryable(exc: DBAPIError) -> bool:
-    """Deadlock / serialization failure / lock wait / SQLite busy: worth one more try."""
-    orig = getattr(exc, "orig", None)
-    code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig is not None and orig.args else None)
-    return code in ("40P01", "40001", 1213, 1205) or "database is locked" in str(orig)
+        return store.prune_deliveries(conn, now - retention)

@@ -37,10 +37,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from etl import store
 from etl.budget import budget_for
 from etl.clock import SYSTEM, Clock
 from etl.config import Settings
@@ -49,7 +49,6 @@ from etl.errors import AuthError, DatabaseError
 from etl.logs import get_logger
 from etl.ratelimit import RateBudget
 from etl.sync import RunOptions, RunStats, StopReason, Syncer
-from etl.tables import queue_t
 from etl.webhooks import intake
 from etl.webhooks.metrics import Metrics
 
@@ -203,11 +202,8 @@ class SyncWorker:
 
     def _anything_due(self) -> bool:
         """Whether a run would claim something (raises when the database cannot say)."""
-        q = queue_t.c
         with reader(self.engine).connect() as conn:
-            return conn.execute(sa.select(q.call_id).where(q.state == "pending",
-                                                           q.next_attempt_at <= self.clock.utcnow())
-                                .limit(1)).first() is not None
+            return store.anything_due(conn, self.clock.utcnow())
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -335,11 +331,9 @@ class Housekeeper:
             while self._tracked and next(iter(self._tracked.values())) < expired:
                 self._tracked.popitem(last=False)  # still not landed: in progress for long
             ids = list(self._tracked)
-        q = queue_t.c
         for start in range(0, len(ids), 500):
             with reader(self.engine).connect() as conn:
-                rows = conn.execute(sa.select(q.call_id, q.state, q.finished_at)
-                                    .where(q.call_id.in_(ids[start:start + 500]), q.state != "pending")).all()
+                rows = store.ended(conn, ids[start:start + 500])
             with self._lock:
                 for call_id, state, finished_at in rows:
                     received = self._tracked.pop(call_id, None)

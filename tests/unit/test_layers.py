@@ -28,6 +28,26 @@ def attribute_calls(tree: ast.AST) -> Iterator[tuple[int, str, str]]:
             yield node.lineno, name, node.func.attr
 
 
+WRITES = {"insert", "update", "delete"}
+
+
+def test_only_the_store_writes_tables() -> None:
+    """Migrations live outside ``etl/``; inside it, only ``etl/store/`` inserts, updates or deletes."""
+    found = []
+    for rel, tree in modules():
+        if rel.startswith("etl/store/"):
+            continue
+        for line, owner, attr in attribute_calls(tree):
+            if attr in WRITES and owner in {"sa", "sqlalchemy", "pg_dialect", "sqlite_dialect", "mysql_dialect"}:
+                found.append(f"{rel}:{line} {owner}.{attr}()")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                head = node.value.lstrip().upper()
+                if head.startswith(("INSERT INTO", "UPDATE ", "DELETE FROM")):
+                    found.append(f"{rel}:{node.lineno} SQL {head[:30]!r}")
+    assert found == []
+
+
 CLOCK_READS = {("time", "monotonic"), ("time", "time"), ("time", "sleep"), ("time", "perf_counter"),
                ("time", "time_ns"), ("time", "monotonic_ns"), ("datetime", "now"), ("datetime", "utcnow"),
                ("date", "today")}
