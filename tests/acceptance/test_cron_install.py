@@ -1,4 +1,4 @@
-"""Issue 13 part 4: cron/README.md's install steps work from a clone, copy-pasted as written.
+"""cron/README.md's install steps work from a clone, copy-pasted as written.
 
 The ```sh block under "## Install" is read from the README (not re-typed here)
 and run with bash from the root of this checkout, in a temporary prefix: the

@@ -1,4 +1,4 @@
-"""Issue 10's "Done means": `etl discover --since … && etl sync` on a fresh database.
+"""`etl discover --since … && etl sync` on a fresh database.
 
 Real ``etl`` processes against the simulated API (``etl.testing``) served
 over real HTTP: every call of the workspace lands with its participants, every

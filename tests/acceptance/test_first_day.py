@@ -1,4 +1,4 @@
-"""Issue 20: what a new operator tripped over on the first day, each driven the way they typed it.
+"""What a new operator tripped over on the first day, each driven the way they typed it.
 
 Every command runs through click's CliRunner (or a subprocess) with the exact
 ``Error: …`` line and exit code asserted; commands that fetch talk to the

@@ -1,4 +1,4 @@
-"""Issue 13 part 5, re-tried as written: logs on a real terminal (a pty) are for people.
+"""Logs on a real terminal (a pty) are for people.
 
 `etl backfill` and `etl sync` run as a user runs them, stdout/stderr on a
 pseudo-terminal 120 columns wide, against the simulated API over HTTP.

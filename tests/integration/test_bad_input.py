@@ -1,4 +1,4 @@
-"""Issue 13 part 3: every bad input says what to do — exact message and exit code, sqlite-utils style.
+"""Every bad input says what to do — exact message and exit code, sqlite-utils style.
 
 Through click's CliRunner, except where file permissions matter: those run the
 installed `etl` as an unprivileged user in a subprocess (root ignores modes).

@@ -1,4 +1,4 @@
-"""Issue 13 part 2, re-tried as written: `etl demo` is a sandbox.
+"""`etl demo` is a sandbox.
 
 With ETL_DATABASE_URL exported (as the README's "Use" section does), the demo
 must not write a single row there; with an explicit --database-url it may,

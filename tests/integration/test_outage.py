@@ -1,4 +1,4 @@
-"""Issue 13 part 1, re-tried as written: with the API unreachable an outage is loud.
+"""With the API unreachable an outage is loud.
 
 `etl sync` against a closed port over real TCP, then `etl status` / `--check`
 as an operator runs them, on every database.  Time passing is simulated by

@@ -1,4 +1,4 @@
-"""Issue 18's findings against a real running receiver (uvicorn with `etl serve`'s configuration,
+"""What must not take `etl serve` down, against a real running receiver (uvicorn with `etl serve`'s configuration,
 on a thread) over real HTTP, on every database: a database outage the engine must survive, a
 locked SQLite file, the webhook-id as the Standard Webhooks idempotency key, hostile signed
 payloads, and the one clock seam (FakeClock) for signature windows and retention.
@@ -109,7 +109,7 @@ def outage_for(db_url: str) -> Iterator[Outage]:
 def test_engine_survives_a_database_outage_and_healthz_recovers(db_url: str, engine: Engine,
                                                                  capsys: pytest.CaptureFixture[str],
                                                                  caplog: pytest.LogCaptureFixture) -> None:
-    """Issue 18 #2 and #7: after the outage the engine resumes by itself (before: the thread died,
+    """After a database outage the engine resumes by itself (before: the thread died,
     deliveries were answered 200 and never fetched, /healthz stayed 503 with the full error text)."""
     # Library mode: the lines go to the standard library logger `etl` (caplog), whatever an earlier
     # test of this worker configured structlog to write to.
@@ -166,7 +166,7 @@ def test_engine_survives_a_database_outage_and_healthz_recovers(db_url: str, eng
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_locked_sqlite_answers_503_quickly_and_reads_take_no_write_lock(db_url: str, engine: Engine) -> None:
-    """Issue 18 #5: before, a delivery waited 60 s x 6 tries for the lock, and /healthz waited too."""
+    """A locked SQLite database answers 503 at once (before, a delivery waited 60 s x 6 tries for the lock, and /healthz waited too."""
     with running_receiver(engine, db_url) as r:
         path = make_url(db_url).database
         assert path is not None
@@ -195,7 +195,7 @@ def test_locked_sqlite_answers_503_quickly_and_reads_take_no_write_lock(db_url: 
 
 
 def test_standard_webhooks_dedupe_on_webhook_id(db_url: str, engine: Engine) -> None:
-    """Issue 18 #4: `webhook-timestamp: 0<ts>` made a new replay key, so a captured message was
+    """Standard Webhooks deliveries are deduplicated on `webhook-id` (`webhook-timestamp: 0<ts>` made a new replay key, so a captured message was
     accepted again; and a re-signed retry of a body without an event id was queued twice."""
     with running_receiver(engine, db_url) as r:
         body = summary("ACwid1")
@@ -244,7 +244,7 @@ HOSTILE_CALLS: dict[str, dict[str, object]] = {
 
 
 def test_hostile_signed_payloads_queue_the_call_id_and_never_500(db_url: str, engine: Engine) -> None:
-    """Issue 18 #6 and #8: each of these failed on every retry (500) before, or stored a control
+    """Hostile signed payloads queue the call id and never answer 500: each of these failed on every retry (500) before, or stored a control
     byte as a metric label; now the call id is queued, the answer is 2xx or a 4xx that says why."""
     config = ReceiverConfig([SECRET_A, WHSEC])  # the default 1 MiB body limit
     with running_receiver(engine, db_url, rate=100, config=config) as r:

@@ -204,7 +204,7 @@ def test_huge_timestamps_and_a_client_gone_mid_body_are_one_line_each_and_sigter
 
 
 def test_ctrl_c_is_a_clean_stop_with_exit_0(tmp_path: Path) -> None:
-    """Issue 20 #3: Ctrl-C printed `Aborted!` and exited 1."""
+    """Ctrl-C is a clean stop of the service: exit 0, no `Aborted!` (it printed that and exited 1)."""
     fake = FakeOpenPhone(api_key=API_KEY)
     with serve(fake) as api_url:
         proc, _ = _serve_proc(tmp_path, api_url, "ctrl-c")
@@ -230,7 +230,7 @@ def _accepted(port: int) -> int:
 
 
 def test_slow_and_idle_clients_are_cut_off_and_bounded(tmp_path: Path) -> None:
-    """Issue 18 #3: idle sockets and bodies trickled a byte at a time stayed open for ever, until
+    """Slow clients are cut off: idle sockets and bodies trickled a byte at a time stayed open for ever, until
     the file limit made valid deliveries and /healthz time out."""
     fake = FakeOpenPhone(api_key=API_KEY)
     with serve(fake) as api_url:

@@ -1,4 +1,4 @@
-"""Issue 11 end to end, as an operator sets it up: real processes, the simulated API over real HTTP.
+"""The webhook receiver end to end, as an operator sets it up: real processes, the simulated API over real HTTP.
 
 * `etl webhooks register --url` creates the webhooks on the simulator and prints their secrets;
   `etl serve` starts with exactly those; the simulator then ``push()``es a signed

@@ -1,4 +1,4 @@
-"""Issue 20's pure pieces: the v1 signature's encoding as docs/webhooks.md states it.
+"""The v1 signature's encoding as docs/webhooks.md states it.
 
 A webhook sender written from the docs must produce what the receiver accepts:
 the base64 of the HMAC-SHA256 digest, never its hex form.
