@@ -166,7 +166,8 @@ def test_engine_survives_a_database_outage_and_healthz_recovers(db_url: str, eng
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_locked_sqlite_answers_503_quickly_and_reads_take_no_write_lock(db_url: str, engine: Engine) -> None:
-    """A locked SQLite database answers 503 at once (before, a delivery waited 60 s x 6 tries for the lock, and /healthz waited too."""
+    """A locked SQLite database answers 503 at once (before, a delivery waited 60 s x 6 tries for the lock, and
+    /healthz waited too."""
     with running_receiver(engine, db_url) as r:
         path = make_url(db_url).database
         assert path is not None
@@ -195,7 +196,8 @@ def test_locked_sqlite_answers_503_quickly_and_reads_take_no_write_lock(db_url: 
 
 
 def test_standard_webhooks_dedupe_on_webhook_id(db_url: str, engine: Engine) -> None:
-    """Standard Webhooks deliveries are deduplicated on `webhook-id` (`webhook-timestamp: 0<ts>` made a new replay key, so a captured message was
+    """Standard Webhooks deliveries are deduplicated on `webhook-id` (`webhook-timestamp: 0<ts>` made a new replay
+    key, so a captured message was
     accepted again; and a re-signed retry of a body without an event id was queued twice."""
     with running_receiver(engine, db_url) as r:
         body = summary("ACwid1")
@@ -244,7 +246,8 @@ HOSTILE_CALLS: dict[str, dict[str, object]] = {
 
 
 def test_hostile_signed_payloads_queue_the_call_id_and_never_500(db_url: str, engine: Engine) -> None:
-    """Hostile signed payloads queue the call id and never answer 500: each of these failed on every retry (500) before, or stored a control
+    """Hostile signed payloads queue the call id and never answer 500: each of these failed on every retry (500)
+    before, or stored a control
     byte as a metric label; now the call id is queued, the answer is 2xx or a 4xx that says why."""
     config = ReceiverConfig([SECRET_A, WHSEC])  # the default 1 MiB body limit
     with running_receiver(engine, db_url, rate=100, config=config) as r:

@@ -164,7 +164,8 @@ def test_verification_uses_the_given_now_not_the_system_clock() -> None:
     {"webhook-id": "m", "webhook-timestamp": "0", "webhook-signature": "v1,AAAA"},
 ])
 def test_timestamps_no_calendar_holds_are_stale_not_a_crash(headers: dict[str, str]) -> None:
-    """Timestamps no calendar holds are stale, not a crash: these raised OverflowError/ValueError (a 500) before the HMAC check."""
+    """Timestamps no calendar holds are stale, not a crash: these raised OverflowError/ValueError (a 500) before the
+    HMAC check."""
     with pytest.raises(SignatureError) as info:
         check(headers)
     assert info.value.reason == "stale_timestamp"
