@@ -167,7 +167,7 @@ def test_engine_survives_a_database_outage_and_healthz_recovers(db_url: str, eng
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_locked_sqlite_answers_503_quickly_and_reads_take_no_write_lock(db_url: str, engine: Engine) -> None:
     """A locked SQLite database answers 503 at once (before, a delivery waited 60 s x 6 tries for the lock, and
-    /healthz waited too."""
+    /healthz waited too)."""
     with running_receiver(engine, db_url) as r:
         path = make_url(db_url).database
         assert path is not None
