@@ -309,8 +309,10 @@ def test_sigkill_mid_sync_then_rerun_lands_every_transcript_once(engine, db_url,
     def scalar(sql: str) -> int:
         return int(rows(engine, sql)[0][0])
 
-    fake = FakeOpenPhone(api_key=API_KEY, latency_ms=15)
-    ids = [f"ACkilltr{i:03d}" for i in range(100)]
+    # Slow enough answers that a run is still going when the test has seen 20 more transcripts land
+    # (with 15 ms and 100 ids a loaded machine saw a run finish before it could be killed).
+    fake = FakeOpenPhone(api_key=API_KEY, latency_ms=40)
+    ids = [f"ACkilltr{i:03d}" for i in range(150)]
     enqueue(engine, ids)
     sync = ["sync", "--rate", "0", "--concurrency", "4"]
     with serve(fake) as url:
