@@ -33,7 +33,8 @@ from etl.status import Status
 if TYPE_CHECKING:
     from etl.discover import DiscoveryStats
     from etl.prune import PruneResult
-    from etl.sync import RunStats, StopReason
+    from etl.runs import StopReason
+    from etl.sync import RunStats
     from etl.webhooks.manage import Migrated, MigrationError, Registered
 
 __all__ = [
@@ -72,7 +73,7 @@ __all__ = [
 
 # Imported on first use: the engine pulls in httpx and tenacity, which
 # `etl status` and `etl enqueue` do not need at start-up.
-_LAZY = {"RunStats": "etl.sync", "StopReason": "etl.sync", "DiscoveryStats": "etl.discover",
+_LAZY = {"RunStats": "etl.sync", "StopReason": "etl.runs", "DiscoveryStats": "etl.discover",
          "PruneResult": "etl.prune", "Migrated": "etl.webhooks.manage", "MigrationError": "etl.webhooks.manage",
          "Registered": "etl.webhooks.manage"}
 

@@ -286,13 +286,22 @@ def _print_due(job: Etl, limit: int | None) -> None:
         click.echo(f"  … and {count - len(rows)} more")
 
 
-def _exit_for(stats: RunStats) -> None:
-    if stats.exit_code == 3:
-        raise CliError(f"{stats.stop_reason}; the run stopped and every claimed item was left as it was. "
-                       "Check OPENPHONE_API_KEY.", 3)
-    if stats.exit_code != 0:
-        reason = stats.stop_reason or f"{stats.errors} item(s) hit an unexpected error; see the log"
-        raise CliError(f"run {stats.run_id} did not finish cleanly: {reason}", stats.exit_code)
+def _exit_for(stats: RunStats | DiscoveryStats) -> None:
+    """Exit 0, or the run's exit code with one ``Error:`` line saying why (a sync's and a discovery's wording)."""
+    if stats.exit_code == 0:
+        return
+    from etl import RunStats as SyncStats  # already imported: the run just used it
+    from etl import StopReason
+
+    if isinstance(stats, SyncStats):
+        run, stopped = f"run {stats.run_id}", "the run stopped and every claimed item was left as it was"
+    else:
+        run = "discovery" if stats.run_id is None else f"discovery run {stats.run_id}"
+        stopped = "discovery stopped"
+    if stats.stop is StopReason.AUTH_REFUSED:
+        raise CliError(f"{stats.stop_reason}; {stopped}. Check OPENPHONE_API_KEY.", stats.exit_code)
+    reason = stats.stop_reason or f"{stats.errors} item(s) hit an unexpected error; see the log"
+    raise CliError(f"{run} did not finish cleanly: {reason}", stats.exit_code)
 
 
 # --- backfill ---------------------------------------------------------------------
@@ -339,7 +348,7 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
                               dry_run=dry_run, limit=limit, max_runtime=max_runtime, progress=None,
                               on_invalid=_invalid_printer(source), on_step=_print_backfill_step)
     if result.discovery is not None and result.discovery.exit_code != 0:
-        _exit_for_discovery(result.discovery)
+        _exit_for(result.discovery)
     if result.plan is not None:
         plan = result.plan
         if plan.file is not None:
@@ -397,15 +406,7 @@ def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run
              transcripts=transcripts, api_version=api_version) as job:
         stats = job.discover(since, phone_numbers, dry_run=dry_run, progress=None)
     click.echo(stats.summary(dry_run))
-    _exit_for_discovery(stats)
-
-
-def _exit_for_discovery(stats: DiscoveryStats) -> None:
-    if stats.exit_code == 3:
-        raise CliError(f"{stats.stop_reason}; discovery stopped. Check OPENPHONE_API_KEY.", 3)
-    if stats.exit_code != 0:
-        run = "" if stats.run_id is None else f"run {stats.run_id} "
-        raise CliError(f"discovery {run}did not finish cleanly: {stats.stop_reason}", stats.exit_code)
+    _exit_for(stats)
 
 
 # --- prune ----------------------------------------------------------------------

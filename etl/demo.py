@@ -32,7 +32,7 @@ from sqlalchemy.engine import Engine
 from etl import store
 from etl.clock import utcnow
 from etl.config import Backoff, Settings, command_hint, redact_url
-from etl.discover import DiscoverOptions, discover
+from etl.discover import DiscoverOptions
 from etl.tables import fields_t, queue_t, summaries_t
 from etl.testing import FakeOpenPhone, sample_summary
 
@@ -148,7 +148,7 @@ def sandbox_url() -> str:
 
 def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True, transcripts: bool = False,
              api_version: str = "v1") -> None:
-    from etl.running import run_sync
+    from etl.running import run_discover, run_sync
     from etl.sync import RunOptions
 
     fake = build_fake(api_version)
@@ -160,8 +160,8 @@ def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True, transcr
     settings = Settings(database_url=database_url, api_key=DEMO_KEY, base_url="https://demo.invalid",
                         rate=0, concurrency=4, backoff=Backoff(), transcripts=transcripts, api_version=api_version)
     since = utcnow() - dt.timedelta(days=DISCOVER_DAYS)
-    found = discover(engine, settings, DiscoverOptions(since=since, command="demo"), transport=fake.transport(),
-                     page_log_level="debug")
+    found = run_discover(engine, settings, DiscoverOptions(since=since, command="demo"), transport=fake.transport(),
+                         page_log_level="debug")
     click.echo(found.summary() + "\n")
     stats = run_sync(engine, settings, RunOptions(command="demo"), transport=fake.transport())
     _print_results(engine, ids, DATED_SAMPLES if api_version != "v1" else {})

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -62,6 +62,7 @@ from etl.normalize import CallContextRows, CallRows, call_json, is_e164, normali
 from etl.policy import ClaimedItem, QueueUpdate, decide
 from etl.ratelimit import RateBudget
 from etl.results import ApiResult
+from etl.runs import RunOutcome, StopReason
 from etl.schema import CallData, DatedCall, PhoneNumberData
 
 # Call statuses after which a call can no longer change into a completed one.
@@ -86,27 +87,17 @@ class DiscoverOptions:
 
 
 @dataclass
-class DiscoveryStats:
+class DiscoveryStats(RunOutcome):
     run_id: int | None = None
     phone_numbers: int = 0
     conversations: int = 0
     pages: int = 0
     calls_seen: int = 0
     enqueued: int = 0
-    errors: int = 0
     skipped_conversations: int = 0
     would_enqueue: int = 0  # dry run: completed calls not queued yet
     stored: int = 0  # summaries stored straight from a listing (dated surface)
     restarts: int = 0  # listings restarted after an expired cursor (dated surface)
-    stop_reason: str | None = None
-    exit_code: int = 0
-    # The run's clock: ``duration_s`` is measured on it (a FakeClock in tests).
-    clock: Clock = field(default=SYSTEM, repr=False, compare=False)
-    started: float = field(default=-1.0, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.started < 0:
-            self.started = self.clock.monotonic()
 
     def summary(self, dry_run: bool = False) -> str:
         """The one-line summary `etl discover` and `etl demo` print (one wording for both)."""
@@ -124,9 +115,7 @@ class DiscoveryStats:
             "run_id": self.run_id, "phone_numbers": self.phone_numbers, "conversations": self.conversations,
             "pages": self.pages, "calls_seen": self.calls_seen, "enqueued": self.enqueued,
             "errors": self.errors, "skipped_conversations": self.skipped_conversations,
-            "stored": self.stored, "restarts": self.restarts,
-            "exit_code": self.exit_code, "stop_reason": self.stop_reason,
-            "duration_s": round(self.clock.monotonic() - self.started, 3),
+            "stored": self.stored, "restarts": self.restarts, **super().as_dict(),
         }
 
 
@@ -160,9 +149,14 @@ class Discoverer:
     def request_stop(self, reason: str) -> None:
         """Stop after the request in flight (signals); committed pages stay, watermarks stay put."""
         if not self._stop.is_set():
-            self.stats.stop_reason = self.stats.stop_reason or reason
+            self._stopped(StopReason.SIGNAL, reason)
             self.log.warning("stopping", reason=reason)
             self._stop.set()
+
+    def _stopped(self, reason: StopReason, text: str) -> None:
+        """The first reason a run stops is the one it reports."""
+        if self.stats.stop is None:
+            self.stats.stop, self.stats.stop_reason = reason, text
 
     # -- the run --------------------------------------------------------------------
 
@@ -187,7 +181,8 @@ class Discoverer:
                 self._walk_all()
         except UsageError as exc:
             # A refusal (no --since for a new line, an unknown --phone-number) is no run: no row.
-            stats.exit_code, stats.stop_reason = 2, str(exc)
+            stats.stop, stats.stop_reason = StopReason.REFUSED, str(exc)
+            stats.exit_code = StopReason.REFUSED.exit_code
             if stats.run_id is not None:
                 with self.engine.begin() as conn:
                     store.drop_discovery_run(conn, stats.run_id)
@@ -195,18 +190,17 @@ class Discoverer:
             self._finish()
             raise
         except AuthError as exc:
-            stats.exit_code = 3
-            stats.stop_reason = f"the API refused the key (HTTP {exc.http_status}): {exc}"
+            stats.stop, stats.stop_reason = (StopReason.AUTH_REFUSED,
+                                             f"the API refused the key (HTTP {exc.http_status}): {exc}")
         except _Stopped:
             pass
         finally:
             client.close()
             if self._own_budget:
                 self.budget.close()
-        if stats.exit_code == 0 and (stats.errors or self._stop.is_set()):
-            stats.exit_code = 1
-            if stats.stop_reason is None:
-                stats.stop_reason = f"{stats.errors} walk(s) stopped on an error; see the log"
+        if stats.errors:
+            self._stopped(StopReason.WALK_ERRORS, f"{stats.errors} walk(s) stopped on an error; see the log")
+        stats.exit_code = 0 if stats.stop is None else stats.stop.exit_code
         self._finish()
         return stats
 
@@ -555,7 +549,8 @@ class Discoverer:
             with self.engine.begin() as conn:
                 store.add_discovery_counts(conn, self.stats.run_id, errors=1)
         if fatal:
-            self.stats.stop_reason = message
+            # The error that ends the whole run is its reason, even after a signal.
+            self.stats.stop, self.stats.stop_reason = StopReason.WALK_ERRORS, message
             raise _Stopped
         raise _WalkFailed(message)
 
@@ -573,18 +568,6 @@ def _plural(n: int, word: str) -> str:
 
 def _still_open(call: CallData | DatedCall) -> bool:
     return call.completedAt is None and (call.status or "") not in ENDED_STATUSES
-
-
-def discover(engine: Engine, settings: Settings, options: DiscoverOptions, *,
-             transport: httpx.BaseTransport | None = None,
-             on_page: Callable[[DiscoveryStats], None] | None = None,
-             page_log_level: str = "info",
-             stopper: Callable[[Discoverer], object] | None = None) -> DiscoveryStats:
-    """Run one discovery (``stopper`` receives the discoverer, e.g. to wire signals to it)."""
-    discoverer = Discoverer(engine, settings, transport=transport, on_page=on_page, page_log_level=page_log_level)
-    if stopper is not None:
-        stopper(discoverer)
-    return discoverer.run(options)
 
 
 def parse_phone_numbers(values: Sequence[str]) -> tuple[str, ...]:

@@ -48,7 +48,8 @@ def run_sync(engine: Engine, settings: Settings, options: RunOptions, *,
              transport: httpx.BaseTransport | None = None,
              on_progress: Callable[[RunStats], None] | None = None, clock: Clock = SYSTEM) -> RunStats:
     """Run one sync on this thread; SIGTERM/SIGINT stop it (when this is the main thread)."""
-    from etl.sync import StopReason, Syncer
+    from etl.runs import StopReason
+    from etl.sync import Syncer
 
     # Everything imported so far lives for the whole run: keep it out of the
     # garbage collector's scans.

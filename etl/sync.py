@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import os
 import queue
 import random
@@ -42,7 +41,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -61,6 +60,7 @@ from etl.normalize import CallContextRows, call_json, normalize, normalize_call,
 from etl.policy import CallLookupState, ClaimedItem, call_not_found, decide, decide_transcript, unexpected
 from etl.ratelimit import NotSent, RateBudget
 from etl.results import SummaryResult
+from etl.runs import RunOutcome, StopReason
 from etl.schema import CallData, DatedCall
 from etl.states import RUN_COUNTER, run_counts
 from etl.store import Entry, TranscriptEntry
@@ -74,24 +74,6 @@ _LEASE_SAFETY_S = 15.0
 _FLUSH_INTERVAL_S = 0.25
 
 
-class StopReason(enum.Enum):
-    """Why a run ended before the queue ran dry; each has its exit code."""
-
-    LIMIT = "limit"
-    MAX_RUNTIME = "max_runtime"
-    SIGNAL = "signal"
-    ABORTED = "aborted"
-    AUTH_REFUSED = "auth_refused"
-    DATABASE_LOST = "database_lost"
-    UNEXPECTED = "unexpected"
-
-    @property
-    def exit_code(self) -> int:
-        if self is StopReason.AUTH_REFUSED:
-            return 3
-        return 0 if self in (StopReason.LIMIT, StopReason.MAX_RUNTIME) else 1
-
-
 @dataclass(kw_only=True)
 class RunOptions:
     command: str = "sync"
@@ -100,7 +82,7 @@ class RunOptions:
 
 
 @dataclass
-class RunStats:
+class RunStats(RunOutcome):
     """A run's counters; each item it processed counts once, under the queue state it ended in.
 
     ``completed`` ended ``done``, ``rescheduled`` is ``pending`` again, ``errors``
@@ -116,21 +98,10 @@ class RunStats:
     absent: int = 0
     not_found: int = 0
     invalid: int = 0
-    errors: int = 0
     fetched: int = 0  # items the API answered (etl.health.is_answer); 0 of many = an outage
     released: int = 0
     lost_leases: int = 0
-    stop: StopReason | None = None
-    stop_reason: str | None = None  # the text stored in sync_runs.stop_reason
-    exit_code: int = 0
     fatal: BaseException | None = None
-    # The run's clock: ``duration_s`` is measured on it (a FakeClock in tests).
-    clock: Clock = field(default=SYSTEM, repr=False, compare=False)
-    started: float = field(default=-1.0, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.started < 0:
-            self.started = self.clock.monotonic()
 
     @property
     def processed(self) -> int:
@@ -145,8 +116,7 @@ class RunStats:
             "run_id": self.run_id, "claimed": self.claimed, "completed": self.completed,
             "rescheduled": self.rescheduled, "failed": self.failed, "absent": self.absent,
             "not_found": self.not_found, "invalid": self.invalid, "errors": self.errors, "fetched": self.fetched,
-            "released": self.released, "exit_code": self.exit_code, "stop_reason": self.stop_reason,
-            "duration_s": round(self.clock.monotonic() - self.started, 3),
+            "released": self.released, **super().as_dict(),
         }
 
 

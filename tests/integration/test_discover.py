@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from etl import StopReason
 from etl.config import Settings
 from etl.discover import Discoverer, DiscoverOptions, DiscoveryStats
 from etl.errors import UsageError
@@ -227,6 +228,7 @@ def test_calls_listing_that_keeps_failing_stops_that_conversation_only(engine, s
     fake.faults["/v1/calls"].extend([reply(503, {"message": "down"})] * 3)  # every try of the first listing
     stats = discover(engine, settings, fake)
     assert (stats.exit_code, stats.errors) == (1, 1)
+    assert stats.stop is StopReason.WALK_ERRORS
     assert stats.stop_reason == "1 walk(s) stopped on an error; see the log"
     errors = [e for e in _json_log(capsys) if e["level"] == "error"]
     assert [e["event"] for e in errors] == ["walk stopped"]
@@ -250,14 +252,14 @@ def test_phone_numbers_failing_ends_the_run(engine, settings, fake, capsys):
     configure_logging("json", "info")
     fake.faults["/v1/phone-numbers"].extend([reply(200, b"garbage")] * 3)
     stats = discover(engine, settings, fake)
-    assert stats.exit_code == 1
+    assert (stats.exit_code, stats.stop) == (1, StopReason.WALK_ERRORS)
     assert stats.stop_reason == "listing phone numbers failed: 200 with a body that is not JSON"
     assert rows(engine, "SELECT COUNT(*) FROM calls") == [(0,)]
 
 
 def test_the_api_refusing_the_key_stops_at_once(engine, settings, fake):
     stats = discover(engine, settings.replace(api_key="wrong-key-000"), fake)
-    assert stats.exit_code == 3
+    assert (stats.exit_code, stats.stop) == (3, StopReason.AUTH_REFUSED)
     assert stats.stop_reason == "the API refused the key (HTTP 401): HTTP 401 Unauthorized: Unauthorized"
     assert sum(fake.requests.values()) == 1
 
