@@ -512,14 +512,18 @@ class OpenPhoneClient:
             params["pageToken"] = page_token
         return self._get("/v1/calls", params, _whole(CallList))
 
+    def _headers_for(self, dated: bool) -> httpx.Headers:
+        """This client's headers, with ``Quo-Api-Version`` for a dated path whatever its own surface."""
+        if not dated or "Quo-Api-Version" in self._headers:
+            return self._headers
+        headers = self._headers.copy()
+        headers["Quo-Api-Version"] = DATED_VERSION
+        return headers
+
     def _get(self, path: str, params: dict[str, Any], parse: _Parse[_M], *,
              max_wait: float | None = None, dated: bool = False) -> ApiResult[_M]:
         """``dated``: a path of the dated surface, whatever this client's surface (its version header)."""
-        headers = self._headers
-        if dated and "Quo-Api-Version" not in headers:
-            headers = headers.copy()
-            headers["Quo-Api-Version"] = DATED_VERSION
-        request = httpx.Request("GET", self._base + path, params=params or None, headers=headers,
+        request = httpx.Request("GET", self._base + path, params=params or None, headers=self._headers_for(dated),
                                 extensions=self._extensions)
         started = self.clock.monotonic()
         what = f"GET {path}"
@@ -607,9 +611,7 @@ class OpenPhoneClient:
         """
         dated = self.settings.api_version == DATED_VERSION if dated is None else dated
         path = self._webhook_path(path, dated)
-        headers = self._headers.copy()
-        if dated:
-            headers["Quo-Api-Version"] = DATED_VERSION
+        headers = self._headers_for(dated).copy()
         content = None
         if body is not None:
             content = json.dumps(body).encode()

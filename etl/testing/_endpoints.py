@@ -19,6 +19,7 @@ import binascii
 import datetime as dt
 import json
 import threading
+from collections.abc import Collection
 from urllib.parse import unquote
 
 import httpx
@@ -191,19 +192,8 @@ class WorkspaceEndpoints:
         return 200, {"data": hook}
 
     def _create_dated_webhook(self, body: bytes) -> dict[str, object]:
-        spec = _json_object(body)
-        url = spec.get("url")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise BadRequest("url must be an http(s) URL", "/url")
-        events = spec.get("events")
-        if not isinstance(events, list) or not events or not all(e in DATED_WEBHOOK_EVENTS for e in events):
-            raise BadRequest("events must be a non-empty list of supported event types", "/events")
-        label = spec.get("label")
-        if label is not None and not isinstance(label, str):
-            raise BadRequest("label must be a string", "/label")
-        resource_ids = spec.get("resourceIds", ["*"])
-        if not isinstance(resource_ids, list) or not all(isinstance(r, str) for r in resource_ids):
-            raise BadRequest("resourceIds must be a list of strings", "/resourceIds")
+        _spec, url, events, label, resource_ids = _webhook_spec(
+            body, DATED_WEBHOOK_EVENTS, "events must be a non-empty list of supported event types")
         self._webhook_n += 1
         rng = rng_for("webhook", self.seed, self._webhook_n)
         now = iso(self.clock.now())
@@ -254,27 +244,12 @@ class WorkspaceEndpoints:
         return list(self.test_deliveries)
 
     def _create_webhook(self, kind: str, body: bytes) -> dict[str, object]:
-        try:
-            spec = json.loads(body)
-        except ValueError as exc:
-            raise BadRequest("Body is not JSON") from exc
-        if not isinstance(spec, dict):
-            raise BadRequest("Body must be an object")
-        url = spec.get("url")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise BadRequest("url must be an http(s) URL", "/url")
-        events = spec.get("events")
         allowed = WEBHOOK_EVENTS[kind]
-        if not isinstance(events, list) or not events or not all(e in allowed for e in events):
-            raise BadRequest(f"events must be a non-empty list of {', '.join(allowed)}", "/events")
-        label, user_id = spec.get("label"), spec.get("userId")
-        if label is not None and not isinstance(label, str):
-            raise BadRequest("label must be a string", "/label")
+        spec, url, events, label, resource_ids = _webhook_spec(
+            body, allowed, f"events must be a non-empty list of {', '.join(allowed)}")
+        user_id = spec.get("userId")
         if user_id is not None and not isinstance(user_id, str):
             raise BadRequest("userId must be a string", "/userId")
-        resource_ids = spec.get("resourceIds", ["*"])
-        if not isinstance(resource_ids, list) or not all(isinstance(r, str) for r in resource_ids):
-            raise BadRequest("resourceIds must be a list of strings", "/resourceIds")
         status = spec.get("status", "enabled")
         if status not in ("enabled", "disabled"):
             raise BadRequest("status must be enabled or disabled", "/status")
@@ -298,6 +273,25 @@ class WorkspaceEndpoints:
         }
         self.webhooks[str(hook["id"])] = hook
         return hook
+
+
+def _webhook_spec(body: bytes, allowed: Collection[str], events_message: str
+                  ) -> tuple[dict[str, object], str, list[object], str | None, list[object]]:
+    """A webhook's creation body, checked as both API versions check it: (body, url, events, label, resourceIds)."""
+    spec = _json_object(body)
+    url = spec.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise BadRequest("url must be an http(s) URL", "/url")
+    events = spec.get("events")
+    if not isinstance(events, list) or not events or not all(e in allowed for e in events):
+        raise BadRequest(events_message, "/events")
+    label = spec.get("label")
+    if label is not None and not isinstance(label, str):
+        raise BadRequest("label must be a string", "/label")
+    resource_ids = spec.get("resourceIds", ["*"])
+    if not isinstance(resource_ids, list) or not all(isinstance(r, str) for r in resource_ids):
+        raise BadRequest("resourceIds must be a list of strings", "/resourceIds")
+    return spec, url, events, label, resource_ids
 
 
 def _json_object(body: bytes) -> dict[str, object]:
