@@ -129,7 +129,7 @@ def test_sigkill_mid_discover_then_rerun_loses_nothing_and_enqueues_nothing_twic
 
 def test_the_receiver_on_the_dated_api_lands_a_pushed_summary_with_one_request(engine, db_url, tmp_path):
     from etl.testing import webhooks
-    from tests.support.proc import free_port, healthy
+    from tests.support.proc import free_port, healthy, webhook_secrets
 
     fake = FakeOpenPhone(api_key=API_KEY)
     port = free_port()
@@ -138,8 +138,7 @@ def test_the_receiver_on_the_dated_api_lands_a_pushed_summary_with_one_request(e
         env = etl_env(db_url, api_url, API_KEY)
         registered = run_etl(["webhooks", "register", "--url", receiver + "/webhooks/openphone"], env)
         assert registered.returncode == 0, registered.stderr
-        (line,) = [x for x in registered.stdout.splitlines() if x.startswith("OPENPHONE_WEBHOOK_SECRETS=")]
-        secrets = line.removeprefix("OPENPHONE_WEBHOOK_SECRETS=")
+        secrets = ",".join(webhook_secrets(registered.stdout))
         before = len(fake.request_log)
         proc = start_etl(["serve", "--port", str(port), "--api-version", DATED],
                          {**env, "OPENPHONE_WEBHOOK_SECRETS": secrets}, tmp_path, "serve")

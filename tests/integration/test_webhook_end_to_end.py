@@ -32,6 +32,7 @@ from tests.support.proc import (
     start_etl,
     stop,
     wait_for,
+    webhook_secrets,
 )
 
 API_KEY = "test-key-0123456789"
@@ -52,8 +53,7 @@ def test_register_then_pushed_deliveries_land(db_url: str, engine: Engine, tmp_p
         env = etl_env(db_url, api_url, API_KEY)
         registered = run_etl(["webhooks", "register", "--url", receiver + "/webhooks/openphone"], env)
         assert registered.returncode == 0, registered.stderr
-        (line,) = [x for x in registered.stdout.splitlines() if x.startswith("OPENPHONE_WEBHOOK_SECRETS=")]
-        secrets = line.removeprefix("OPENPHONE_WEBHOOK_SECRETS=")
+        secrets = ",".join(webhook_secrets(registered.stdout))
         assert len(secrets.split(",")) == 2
         proc = start_etl(["serve", "--port", str(port)], {**env, "OPENPHONE_WEBHOOK_SECRETS": secrets}, tmp_path,
                          "serve")
@@ -130,11 +130,6 @@ def test_serve_and_cron_sync_share_one_budget(db_url: str, engine: Engine, tmp_p
 # --- issue 18 items 9-11: the current webhooks, end to end ---------------------------------
 
 
-def _secrets_of(stdout: str) -> list[str]:
-    (line,) = [x for x in stdout.splitlines() if x.startswith("OPENPHONE_WEBHOOK_SECRETS=")]
-    return line.removeprefix("OPENPHONE_WEBHOOK_SECRETS=").split(",")
-
-
 def test_current_webhook_register_then_pushed_deliveries_land(db_url: str, engine: Engine, tmp_path: Path) -> None:
     fake = FakeOpenPhone(api_key=API_KEY)
     port = free_port()
@@ -144,7 +139,7 @@ def test_current_webhook_register_then_pushed_deliveries_land(db_url: str, engin
         registered = run_etl(["webhooks", "register", "--api-version", "2026-03-30", "--url",
                               receiver + "/webhooks/openphone"], env)
         assert registered.returncode == 0, registered.stderr
-        (secret,) = _secrets_of(registered.stdout)
+        (secret,) = webhook_secrets(registered.stdout)
         assert secret.startswith("whsec_")
         proc = start_etl(["serve", "--port", str(port)], {**env, "OPENPHONE_WEBHOOK_SECRETS": secret}, tmp_path,
                          "serve")
@@ -185,7 +180,7 @@ def test_migrate_from_legacy_webhooks_without_a_gap(db_url: str, engine: Engine,
         assert legacy.returncode == current.returncode == 0, legacy.stderr + current.stderr
         legacy_ids = [h["id"] for h in fake.webhooks.values() if "apiVersion" not in h]
         (current_id,) = [h["id"] for h in fake.webhooks.values() if h.get("apiVersion") == "2026-03-30"]
-        secrets = _secrets_of(legacy.stdout) + _secrets_of(current.stdout)
+        secrets = webhook_secrets(legacy.stdout) + webhook_secrets(current.stdout)
         proc = start_etl(["serve", "--port", str(port)], {**env, "OPENPHONE_WEBHOOK_SECRETS": ",".join(secrets)},
                          tmp_path, "serve")
         try:
@@ -231,7 +226,7 @@ def test_migrate_deletes_nothing_when_the_test_event_never_arrives(db_url: str, 
         legacy_ids = sorted(fake.webhooks)
         # etl serve knows only the legacy secrets: the current webhook's test events are refused.
         proc = start_etl(["serve", "--port", str(port)],
-                         {**env, "OPENPHONE_WEBHOOK_SECRETS": ",".join(_secrets_of(legacy.stdout))}, tmp_path,
+                         {**env, "OPENPHONE_WEBHOOK_SECRETS": ",".join(webhook_secrets(legacy.stdout))}, tmp_path,
                          "serve")
         try:
             wait_for(lambda: healthy(receiver.removesuffix("/webhooks/openphone")), 30, "etl serve", proc)
@@ -264,7 +259,7 @@ def test_migrate_in_one_go_while_the_operator_restarts_etl_serve(db_url: str, en
     with serve(fake) as api_url:
         env = etl_env(db_url, api_url, API_KEY)
         legacy = run_etl(["webhooks", "register", "--url", receiver], env)
-        old = _secrets_of(legacy.stdout)
+        old = webhook_secrets(legacy.stdout)
         server = start_etl(["serve", "--port", str(port)], {**env, "OPENPHONE_WEBHOOK_SECRETS": ",".join(old)},
                            tmp_path, "serve-old")
         migrating = None

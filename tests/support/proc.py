@@ -281,3 +281,9 @@ def read_terminal(fd: int) -> bytes:
             break
         out += chunk
     return out
+
+
+def webhook_secrets(stdout: str) -> list[str]:
+    """The signing secrets `etl webhooks register` printed (its one `OPENPHONE_WEBHOOK_SECRETS=` line)."""
+    (line,) = [x for x in stdout.splitlines() if x.startswith("OPENPHONE_WEBHOOK_SECRETS=")]
+    return line.removeprefix("OPENPHONE_WEBHOOK_SECRETS=").split(",")
