@@ -87,6 +87,16 @@ class CallSource(Protocol):
         ...
 
 
+class Source:
+    """What both call sources hold of their run."""
+
+    def __init__(self, run: WalkRun) -> None:
+        self.run = run
+        self.client = run.client
+        self.options = run.options
+        self.stats = run.stats
+
+
 class WalkStopped(Exception):
     """The walk must end now (a signal, or the API refused the key)."""
 

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from etl import store
 from etl.api import PagingError, TokenPages
-from etl.callsource import WalkFailed, WalkRun, WalkStopped, still_open
+from etl.callsource import Source, WalkFailed, WalkStopped, still_open
 from etl.clock import iso_z
 from etl.dimensions import Line
 from etl.errors import UsageError
@@ -37,14 +37,8 @@ from etl.results import ApiResult, Page
 T = TypeVar("T")
 
 
-class LineWalk:
+class LineWalk(Source):
     """The lines walk of one discovery run."""
-
-    def __init__(self, run: WalkRun) -> None:
-        self.run = run
-        self.client = run.client
-        self.options = run.options
-        self.stats = run.stats
 
     def walk(self) -> None:
         run = self.run

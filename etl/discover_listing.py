@@ -19,7 +19,7 @@ from typing import Any
 
 from etl import store
 from etl.api import PagingError
-from etl.callsource import WalkFailed, WalkRun, WalkStopped, still_open
+from etl.callsource import Source, WalkFailed, WalkStopped, still_open
 from etl.clock import iso_z
 from etl.errors import UsageError
 from etl.ids import is_valid_call_id
@@ -29,14 +29,8 @@ from etl.ratelimit import NotSent
 from etl.results import Call, SummaryAnswer
 
 
-class WorkspaceListing:
+class WorkspaceListing(Source):
     """The workspace listing of one discovery run."""
-
-    def __init__(self, run: WalkRun) -> None:
-        self.run = run
-        self.client = run.client
-        self.options = run.options
-        self.stats = run.stats
 
     def walk(self) -> None:
         run = self.run

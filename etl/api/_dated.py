@@ -18,15 +18,23 @@ from typing import Any
 from etl.api._dimensions import contacts_page, lines_page, listing, users_page
 from etl.api._http import Parse, Transient, api_time, whole
 from etl.api._paging import CursorPages, PagingError
-from etl.api._surface import Sender, Surface, WebhookSpec, as_float, dialogue, json_hash, naive_utc
+from etl.api._surface import (
+    Sender,
+    Surface,
+    WebhookSpec,
+    about_call,
+    as_float,
+    dialogue,
+    jobs_of,
+    json_hash,
+    naive_utc,
+)
 from etl.config import DATED_API_VERSION
 from etl.dimensions import Contact, Line, Listing, User
 from etl.ratelimit import NotSent
 from etl.results import (
     ApiResult,
     Call,
-    Job,
-    JobField,
     Kind,
     Page,
     Party,
@@ -53,8 +61,7 @@ def summary_of(data: DatedSummary, call_id: str) -> Summary:
         call_id=call_id, status=data.status,
         lines=None if data.summary is None else tuple(data.summary),
         next_steps=None if data.nextSteps is None else tuple(data.nextSteps),
-        jobs=tuple(Job(j.name, j.icon, tuple(JobField(f.name, f.value) for f in j.result.data))
-                   for j in data.jobs or ()),
+        jobs=jobs_of(data.jobs),
         type=data.type, title=data.title)
 
 
@@ -158,11 +165,14 @@ class Dated(Surface):
         return "/calls/" + call_id, {"include": _CALL_INCLUDE}
 
     def read_summary(self, call_id: str) -> Parse[SummaryAnswer]:
-        def parse(body: bytes) -> tuple[SummaryAnswer, Any]:
-            raw = json.loads(body)
+        def read(raw: Any) -> tuple[str, DatedCall, Any]:
             call = DatedCallEnvelope.model_validate(raw).data
-            if call.id != call_id:
-                raise Transient(f"200 for another call id ({call.id[:80]!r})", 200)
+            return call.id, call, raw
+
+        checked = about_call(call_id, read)
+
+        def parse(body: bytes) -> tuple[SummaryAnswer, Any]:
+            call, raw = checked(body)
             if call.summary is None:
                 raise Transient("200 without the summary that include=summary asks for", 200)
             return dated_answer(call, raw["data"]), raw
@@ -172,15 +182,8 @@ class Dated(Surface):
     def call_route(self, call_id: str) -> tuple[str, dict[str, Any]]:
         return "/calls/" + call_id, {"include": _CALL_INCLUDE}
 
-    def read_call(self, call_id: str) -> Parse[Call]:
-        def parse(body: bytes) -> tuple[Call, Any]:
-            raw = json.loads(body)
-            call = DatedCallEnvelope.model_validate(raw).data
-            if call.id != call_id:
-                raise Transient(f"200 for another call id ({call.id[:80]!r})", 200)
-            return call_of(call), raw["data"]
-
-        return parse
+    def call_in_answer(self, raw: Any) -> Call:
+        return call_of(DatedCallEnvelope.model_validate(raw).data)
 
     def transcript(self, sender: Sender, call_id: str, *, max_wait: float | None,
                    page_size: int) -> ApiResult[Transcript]:

@@ -13,18 +13,20 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
-from etl.api._http import Parse
+from etl.api._http import Parse, Transient
 from etl.dimensions import Contact, Line, Listing, User
 from etl.errors import EtlError
-from etl.results import ApiResult, Call, DialogueLine, Page, SummaryAnswer, Transcript
+from etl.results import ApiResult, Call, DialogueLine, Job, JobField, Page, SummaryAnswer, Transcript
 from etl.schema import DialogueData
+from etl.schema import Job as JobData
 
 M = TypeVar("M")
+T = TypeVar("T")
 
 # How discovery finds calls on a surface: walking lines -> conversations -> calls (v1),
 # or listing the workspace's calls (GET /calls).
@@ -76,9 +78,17 @@ class Surface(ABC):
     def call_route(self, call_id: str) -> tuple[str, dict[str, Any]]:
         """The path and parameters of a call."""
 
-    @abstractmethod
     def read_call(self, call_id: str) -> Parse[Call]:
         """A parser of the call's 200 answer (``raw``: the call object)."""
+        def read(raw: Any) -> tuple[str, Call, Any]:
+            call = self.call_in_answer(raw)
+            return call.id, call, raw["data"]
+
+        return about_call(call_id, read)
+
+    @abstractmethod
+    def call_in_answer(self, raw: Any) -> Call:
+        """The call a call's answer (its JSON) holds, validated and mapped."""
 
     @abstractmethod
     def transcript(self, sender: Sender, call_id: str, *, max_wait: float | None,
@@ -147,6 +157,23 @@ class Surface(ABC):
 
 
 # --- what the adapters share -------------------------------------------------------------
+
+def about_call(call_id: str, read: Callable[[Any], tuple[str, T, Any]]) -> Parse[T]:
+    """A parser of an answer about one call: ``read(json)`` gives the call id the answer names, its value and
+    the JSON to keep; an answer about another call is no answer (transient)."""
+    def parse(body: bytes) -> tuple[T, Any]:
+        answered, value, raw = read(json.loads(body))
+        if answered != call_id:
+            raise Transient(f"200 for another call id ({answered[:80]!r})", 200)
+        return value, raw
+
+    return parse
+
+
+def jobs_of(jobs: list[JobData] | None) -> tuple[Job, ...]:
+    """A summary's jobs, values exactly as sent."""
+    return tuple(Job(j.name, j.icon, tuple(JobField(f.name, f.value) for f in j.result.data)) for j in jobs or ())
+
 
 def naive_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is None:

@@ -24,9 +24,11 @@ from etl.api._surface import (
     Sender,
     Surface,
     WebhookSpec,
+    about_call,
     as_float,
     dialogue,
     items_of,
+    jobs_of,
     json_hash,
     naive_utc,
 )
@@ -36,8 +38,6 @@ from etl.results import (
     ApiResult,
     Call,
     Conversation,
-    Job,
-    JobField,
     Page,
     Party,
     Summary,
@@ -66,8 +66,7 @@ def summary_of(data: SummaryData) -> Summary:
         call_id=data.callId, status=data.status,
         lines=None if data.summary is None else tuple(data.summary),
         next_steps=None if data.nextSteps is None else tuple(data.nextSteps),
-        jobs=tuple(Job(j.name, j.icon, tuple(JobField(f.name, f.value) for f in j.result.data))
-                   for j in data.jobs or ()))
+        jobs=jobs_of(data.jobs))
 
 
 def call_of(data: CallData) -> Call:
@@ -128,30 +127,21 @@ class V1(Surface):
     def call_route(self, call_id: str) -> tuple[str, dict[str, Any]]:
         return "/v1/calls/" + call_id, {}
 
-    def read_call(self, call_id: str) -> Parse[Call]:
-        def parse(body: bytes) -> tuple[Call, Any]:
-            raw = json.loads(body)
-            call = CallEnvelope.model_validate(raw).data
-            if call.id != call_id:
-                raise Transient(f"200 for another call id ({call.id[:80]!r})", 200)
-            return call_of(call), raw["data"]
-
-        return parse
+    def call_in_answer(self, raw: Any) -> Call:
+        return call_of(CallEnvelope.model_validate(raw).data)
 
     def transcript(self, sender: Sender, call_id: str, *, max_wait: float | None,
                    page_size: int) -> ApiResult[Transcript]:
         """``GET /v1/call-transcripts/{id}``: one merged transcript (segment ``merged``)."""
-        def parse(body: bytes) -> tuple[Transcript, Any]:
-            parsed = json.loads(body)
+        def read(parsed: Any) -> tuple[str, Transcript, Any]:
             data = TranscriptV1Envelope.model_validate(parsed).data
-            if data.callId != call_id:
-                raise Transient(f"200 for another call id ({data.callId[:80]!r})", 200)
             raw = parsed["data"]
             segment = TranscriptSegment(V1_SEGMENT_ID, data.status, None, naive_utc(data.createdAt),
                                         as_float(data.duration), dialogue(data.dialogue))
-            return Transcript(call_id, (segment,), json_hash(raw)), raw
+            return data.callId, Transcript(call_id, (segment,), json_hash(raw)), raw
 
-        return sender.get("/v1/call-transcripts/" + call_id, {}, parse, surface=self, max_wait=max_wait)
+        return sender.get("/v1/call-transcripts/" + call_id, {}, about_call(call_id, read), surface=self,
+                          max_wait=max_wait)
 
     # --- the lines walk (discovery) ---------------------------------------------------------
     def line_page(self, sender: Sender, params: dict[str, Any]) -> ApiResult[Page[Line]]:
