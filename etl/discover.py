@@ -3,8 +3,8 @@
 Where the calls come from is the surface's to say (:attr:`etl.api.OpenPhoneClient.discovery`),
 never its version name: the lines walk (:mod:`etl.discover_lines`: lines ->
 conversations -> calls, v1) or the workspace listing (:mod:`etl.discover_listing`:
-``GET /calls`` pages, the dated API).  Both are :class:`etl.callsource.CallSource`
-s driven by :class:`Discoverer`, which owns the run: its record, counters, stop
+``GET /calls`` pages, the dated API).  Each is an :class:`etl.callsource.CallSource`
+driven by :class:`Discoverer`, which owns the run: its record, counters, stop
 signal, error lines and progress.
 
 Watermarks are the walk's start time, never later than the creation time of a
