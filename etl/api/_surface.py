@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal, Protocol, TypeVar
 from etl.api._http import Parse, Transient
 from etl.dimensions import Contact, Line, Listing, User
 from etl.errors import EtlError
-from etl.results import ApiResult, Call, DialogueLine, Job, JobField, Page, SummaryAnswer, Transcript
+from etl.results import ApiResult, Call, Conversation, DialogueLine, Job, JobField, Page, SummaryAnswer, Transcript
 from etl.schema import DialogueData
 from etl.schema import Job as JobData
 
@@ -101,7 +101,7 @@ class Surface(ABC):
         raise self._cannot("walk the workspace's lines")
 
     def conversation_page(self, sender: Sender, line_id: str, updated_after: datetime | None,
-                          params: dict[str, Any], max_results: int) -> ApiResult[Page[Any]]:
+                          params: dict[str, Any], max_results: int) -> ApiResult[Page[Conversation]]:
         raise self._cannot("list conversations")
 
     def line_call_page(self, sender: Sender, line_id: str, participant: str, created_after: datetime | None,
