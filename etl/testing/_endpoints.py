@@ -85,7 +85,7 @@ class WorkspaceEndpoints:
         if endpoint == "phone-numbers":
             user = _one(params, "userId")
             with ws.lock:
-                numbers = [ws.people.line_json(p) for p in ws.phone_numbers.values() if user is None or user in p.users]
+                numbers = [ws.line_json(p) for p in ws.phone_numbers.values() if user is None or user in p.users]
             return 200, {"data": numbers}
         if endpoint == "conversations":
             return 200, self._conversations(params)

@@ -2,9 +2,10 @@
 
 ``People`` (``workspace.people``) holds the users (``US…``) and contacts of a
 simulated workspace.  Every user the workspace's lines and calls name exists
-(``sync_users`` makes a record, deterministic from the id, for any it does not
-know yet); the AI agent's system actor (``SYU…``) never has one, as in the API.
-``generate`` (called by ``Workspace.generate``) adds what a real workspace shows:
+(``sync_users`` makes a record, deterministic from the id, for any not known
+yet); the AI agent's system actor (``SYU…``) never has one, as in the API.
+``generate`` (called by ``Workspace.generate``, which passes what its lines and
+calls name) adds what a real workspace shows:
 a user on a line who has no calls, contacts for most of the other parties'
 numbers (some have none), one number on two contacts, a contact with two
 numbers, emails, companies and custom fields of every type (address, boolean,
@@ -23,12 +24,9 @@ import threading
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from etl.testing._data import iso, make_id, rng_for
-
-if TYPE_CHECKING:
-    from etl.testing._workspace import PhoneNumber, Workspace
 
 # The names of a workspace's lines, in the order lines are added (then "Line N").
 LINE_NAMES = ("Sales", "Support", "Billing", "Front desk", "After hours")
@@ -185,28 +183,18 @@ class People:
             self.users[uid] = user
             return user
 
-    def sync_users(self, ws: Workspace) -> None:
-        """Give every user the workspace's lines and calls name a record (never a system actor)."""
+    def sync_users(self, named: Iterable[str]) -> None:
+        """Give every user id in ``named`` (the workspace's lines and calls) a record, never a system actor."""
         with self.lock:
-            named: list[str] = [u for pn in ws.phone_numbers.values() for u in pn.users]
-            for call in ws.calls.values():
-                named += [u for u in (call.user_id, call.answered_by, call.initiated_by) if u]
             for uid in dict.fromkeys(named):
                 if uid not in self.users and not uid.startswith(SYSTEM_ACTOR_PREFIX):
                     self.add_user(uid)
 
-    def user_list(self, ws: Workspace) -> list[User]:
-        """Every user, in the order they were added (the lines' and calls' users first)."""
-        self.sync_users(ws)
+    def user_list(self, named: Iterable[str]) -> list[User]:
+        """Every user, in the order they were added (``named``, the lines' and calls' users, first)."""
+        self.sync_users(named)
         with self.lock:
             return list(self.users.values())
-
-    def line_json(self, pn: PhoneNumber) -> dict[str, object]:
-        """A line as ``GET /v1/phone-numbers`` shows it, its ``users[]`` named from the user records."""
-        with self.lock:
-            body = pn.to_json()
-            body["users"] = [self.add_user(uid).member_json() for uid in pn.users]
-            return body
 
     # -- contacts ----------------------------------------------------------------------
 
@@ -274,24 +262,23 @@ class People:
 
     # -- a realistic workspace ---------------------------------------------------------
 
-    def generate(self, ws: Workspace, *, users: int = 0, contacts: int = 0) -> None:
-        """Users and contacts for ``ws`` (after its lines and calls): see the module docstring.
+    def generate(self, *, named: Iterable[str], first_line: list[str] | None, parties: Iterable[str],
+                 users: int = 0, contacts: int = 0) -> None:
+        """Users and contacts for a workspace (after its lines and calls): see the module docstring.
 
+        ``named``: the user ids its lines and calls name; ``first_line``: the first line's member
+        list (the user without calls joins it); ``parties``: the other parties' numbers, in order;
         ``users``/``contacts``: pad to this many in total (0: only what the workspace itself needs).
         """
         with self.lock:
-            self.sync_users(ws)
-            lines = list(ws.phone_numbers.values())
+            self.sync_users(named)
             quiet = self.add_user(make_id("US", self.seed, "no-calls")[:12], first_name="Nora",
                                   last_name="Newhire", role="member")
-            if lines and quiet.id not in lines[0].users:
-                lines[0].users.append(quiet.id)  # on a line, never its first user: no call is hers
+            if first_line is not None and quiet.id not in first_line:
+                first_line.append(quiet.id)  # on a line, never its first user: no call is hers
             while len(self.users) < users:
                 self.add_user()
-            own = {pn.number for pn in lines}
-            others = [p for conv in ws.conversations.values() for p in conv.participants
-                      if p.startswith("+") and p not in own]
-            for i, number in enumerate(dict.fromkeys(others)):
+            for i, number in enumerate(dict.fromkeys(p for p in parties if p.startswith("+"))):
                 if i % 4 == 3:
                     continue  # a caller nobody saved
                 if i == 0:

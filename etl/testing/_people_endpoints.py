@@ -4,7 +4,7 @@ v1: ``GET /v1/users`` (``maxResults`` 1-50, ``pageToken``/``nextPageToken``,
 ``totalItems``), ``GET /v1/users/{id}``, ``GET /v1/contacts`` (``maxResults``
 1-50, ``pageToken``, ``externalIds[]``, ``sources[]``; ``totalItems``) and
 ``GET /v1/contacts/{id}``.  (``GET /v1/phone-numbers`` stays in ``_endpoints``;
-its ``users[]`` come from ``People.line_json``.)
+its ``users[]`` come from ``Workspace.line_json``.)
 
 Dated (2026-03-30, header ``Quo-Api-Version`` required as on every dated path):
 ``GET /users`` (``limit`` 1-50, ``after``/``nextCursor``), ``GET /users/{id}``,
@@ -76,13 +76,13 @@ class PeopleEndpoints:
         people = ws.people
         key = unquote(arg)
         if endpoint in ("users", "dated-users"):
-            users = [u.to_json() for u in people.user_list(ws)]
+            users = [u.to_json() for u in people.user_list(ws.named_users())]
             if endpoint == "users":
                 page, token = self._page(users, _max_results(params, top=50), _one(params, "pageToken"))
                 return 200, {"data": page, "totalItems": len(users), "nextPageToken": token}
             return 200, self._cursor_page(users, params)
         if endpoint in ("user", "dated-user"):
-            people.sync_users(ws)
+            people.sync_users(ws.named_users())
             user = people.users.get(key)
             return (404, None) if user is None else (200, {"data": user.to_json()})
         if endpoint in ("contact", "dated-contact"):
@@ -122,7 +122,7 @@ class PeopleEndpoints:
     def dated_line(self, pn: PhoneNumber, includes: frozenset[str]) -> dict[str, object]:
         """A line as the dated ``GET /phone-numbers`` shows it: ``phoneNumber`` for ``number``;
         ``users`` and ``restrictions`` only when included."""
-        body = self.workspace.people.line_json(pn)
+        body = self.workspace.line_json(pn)
         body["phoneNumber"] = body.pop("number")
         body.pop("object", None)
         body.pop("portRequestId", None)

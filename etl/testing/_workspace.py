@@ -353,9 +353,28 @@ class Workspace:
         if missing_summaries:
             completed = [c.id for c in self.calls.values() if c.status == "completed"]
             self.summary_missing.update(completed[:missing_summaries])
-        self.people.generate(self, users=users, contacts=contacts)
+        lines = list(self.phone_numbers.values())
+        own = {pn.number for pn in lines}
+        parties = [p for conv in self.conversations.values() for p in conv.participants if p not in own]
+        self.people.generate(named=self.named_users(), first_line=lines[0].users if lines else None,
+                             parties=parties, users=users, contacts=contacts)
 
     # -- reading ------------------------------------------------------------
+
+    def named_users(self) -> list[str]:
+        """The user ids the lines and calls name (members, then each call's user, answerer, initiator)."""
+        with self.lock:
+            named = [u for pn in self.phone_numbers.values() for u in pn.users]
+            for call in self.calls.values():
+                named += [u for u in (call.user_id, call.answered_by, call.initiated_by) if u]
+            return named
+
+    def line_json(self, pn: PhoneNumber) -> dict[str, object]:
+        """A line as ``GET /v1/phone-numbers`` shows it, its ``users[]`` named from the user records."""
+        with self.lock:
+            body = pn.to_json()
+            body["users"] = [self.people.add_user(uid).member_json() for uid in pn.users]
+            return body
 
     def synth_call(self, call_id: str) -> Call:
         """A completed call for an id the workspace does not hold, deterministic from the id.
