@@ -267,3 +267,14 @@ def test_contact_changes_and_signed_contact_webhooks() -> None:
     assert bodies[0]["data"]["resource"]["defaultFields"]["company"] == "Renamed Ltd"
     assert bodies[1]["data"]["resource"]["id"] == target.id
     assert set(bodies[1]["data"]) == {"resource", "context", "links"}
+
+
+def test_the_command_line_sizes_and_quirk() -> None:
+    from etl.testing._cli import _parse_args, build
+
+    fake = build(_parse_args(["--api-key", KEY, "--users", "12", "--contacts", "300",
+                              "--quirk-contacts-need-external-ids"], "sim"))
+    assert (len(fake.workspace.people.users), len(fake.workspace.people.contacts)) == (12, 300)
+    with httpx.Client(transport=fake.transport(), base_url="https://x", headers={"authorization": KEY}) as client:
+        assert client.get("/v1/contacts").status_code == 400
+        assert len(_walk_v1(client, "/v1/users", 5)[0]) == 12
