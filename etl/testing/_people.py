@@ -161,10 +161,10 @@ class People:
                  role: str | None = None, email: str | None = None, at: dt.datetime | None = None) -> User:
         """A user (deterministic from its id and the seed where not given); an existing id is returned as is."""
         with self.lock:
+            if user_id is not None and user_id in self.users:
+                return self.users[user_id]  # counts nothing: ids stay independent of what was read
             self._n += 1
             uid = user_id or make_id("US", self.seed, "extra-user", self._n)[:12]
-            if uid in self.users:
-                return self.users[uid]
             rng = rng_for("user", uid)
             first = first_name if first_name is not None else rng.choice(_FIRST)
             last = last_name if last_name is not None else rng.choice(_LAST)

@@ -149,7 +149,9 @@ def test_contacts_pages_numbers_without_contacts_and_a_number_on_two(
     parties = {p for conv in fake.workspace.conversations.values() for p in conv.participants
                if p.startswith("+") and p not in lines}
     assert parties - set(by_number), "some callers have no contact"
-    assert [n for n, ids in by_number.items() if len(ids) > 1 and n in parties], "a number on two contacts"
+    shared = [n for n, ids in by_number.items() if len(ids) > 1 and n in parties]
+    assert shared, "a number on two contacts"
+    assert [c.id for c in fake.workspace.people.contacts_of(shared[0])] == by_number[shared[0]]
     assert any(len(c["defaultFields"]["phoneNumbers"]) == 2 for c in contacts)  # type: ignore[arg-type,index]
     assert any(c["defaultFields"]["emails"] for c in contacts)  # type: ignore[index]
     assert any(c["defaultFields"]["company"] for c in contacts)  # type: ignore[index]
@@ -230,6 +232,8 @@ def test_sizes_for_a_benchmark_are_options() -> None:
     assert (len(contacts), pages, len(users), user_pages) == (5000, 100, 50, 1)
     again = FakeOpenPhone(api_key=KEY)
     again.workspace.generate(phone_numbers=10, conversations=2, calls=1, users=50, contacts=5000)
+    again.workspace.people.add_contact(["+15550000001"])
+    people.add_contact(["+15550000001"])  # after listings on one and none on the other: the same ids
     assert [c.to_json() for c in again.workspace.people.contacts.values()] == \
         [c.to_json() for c in people.contacts.values()]  # seeded: the same workspace every time
 
