@@ -4,7 +4,7 @@ Text is cleaned as the summaries' is (:func:`etl.normalize.clean_text`: NUL and
 unpaired surrogates become U+FFFD); ids, emails, numbers and labels are cut at
 255 characters; free text (names, companies, field values) is kept whole.
 ``raw_json`` is the object as received (escaped JSON where a character cannot
-be stored), or, when an adapter kept no raw object, the canonical fields.
+be stored), or, when an adapter kept no raw object, the modelled rows.
 Each parent row carries a ``content_hash`` over itself and its child rows, so
 an unchanged row is not rewritten.  A contact's phone numbers get their E.164
 form (:func:`e164`), the key calls are matched on (docs/schema.md "Matching").
@@ -12,7 +12,6 @@ form (:func:`e164`), the key calls are matched on (docs/schema.md "Matching").
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
@@ -82,16 +81,23 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-def raw_json(raw: Any, canonical: Any) -> str:
+def raw_json(raw: Any) -> str:
     """Compact JSON of the object as received (non-ASCII kept), escaped where a character cannot be stored."""
-    if raw is None:
-        raw = {k: v for k, v in dataclasses.asdict(canonical).items() if k != "raw"}
     text = json.dumps(raw, separators=(",", ":"), ensure_ascii=False, default=_json_default)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: keep it as its JSON escape
         text = json.dumps(raw, separators=(",", ":"), ensure_ascii=True, default=_json_default)
     return text
+
+
+def _finish(key: str, raw: Any, parent: Row, children: dict[str, list[Row]]) -> Tree:
+    """The tree with its ``raw_json`` (the modelled rows when the adapter kept no raw object) and hash."""
+    if raw is None:
+        raw = {"modelled": parent, **children}
+    parent["raw_json"] = raw_json(raw)
+    parent["content_hash"] = _hash(parent, children)
+    return Tree(key=key, parent=parent, children=children)
 
 
 def _hash(parent: Row, children: dict[str, list[Row]]) -> str:
@@ -114,10 +120,8 @@ def user_tree(user: User) -> Tree:
         "email": _short(user.email), "first_name": _text(user.first_name), "last_name": _text(user.last_name),
         "role": _short(user.role), "group_id": _short(user.group_id), "picture_url": _text(user.picture_url),
         "created_at": _utc(user.created_at), "updated_at": _utc(user.updated_at),
-        "raw_json": raw_json(user.raw, user),
     }
-    parent["content_hash"] = _hash(parent, {})
-    return Tree(key=parent["user_id"], parent=parent)
+    return _finish(parent["user_id"], user.raw, parent, {})
 
 
 def line_tree(line: Line) -> Tree:
@@ -126,7 +130,6 @@ def line_tree(line: Line) -> Tree:
         "phone_number_id": _short(line.id), "name": _text(line.name), "number": _short(line.number),
         "formatted_number": _short(line.formatted_number), "symbol": _short(line.symbol),
         "group_id": _short(line.group_id), "created_at": _utc(line.created_at), "updated_at": _utc(line.updated_at),
-        "raw_json": raw_json(line.raw, line),
     }
     children: dict[str, list[Row]] = {}
     if line.members is not None:
@@ -140,8 +143,7 @@ def line_tree(line: Line) -> Tree:
             members.append({"phone_number_id": parent["phone_number_id"], "user_id": user_id,
                             "position": len(members), "email": _short(member.email), "role": _short(member.role)})
         children["phone_number_users"] = members
-    parent["content_hash"] = _hash(parent, children)
-    return Tree(key=parent["phone_number_id"], parent=parent, children=children)
+    return _finish(parent["phone_number_id"], line.raw, parent, children)
 
 
 def _typed(value: Any) -> tuple[str, str | None, float | None, bool | None]:
@@ -154,7 +156,7 @@ def _typed(value: Any) -> tuple[str, str | None, float | None, bool | None]:
         return "number", None, float(value), None
     if isinstance(value, str):
         return "string", clean_text(value), None, None
-    return "json", raw_json(value, None), None, None
+    return "json", raw_json(value), None, None
 
 
 def custom_field_rows(contact_id: str, position: int, custom: ContactField) -> list[Row]:
@@ -181,7 +183,6 @@ def contact_tree(contact: Contact) -> Tree:
         "source": _short(contact.source), "source_url": _text(contact.source_url),
         "created_by_user_id": _short(contact.created_by_user_id),
         "created_at": _utc(contact.created_at), "updated_at": _utc(contact.updated_at),
-        "raw_json": raw_json(contact.raw, contact),
     }
     numbers = [{"contact_id": contact_id, "position": i, "label": _short(v.label), "value": _short(v.value) or "",
                 "number_e164": e164(clean_text(v.value)), "value_id": _short(v.id)}
@@ -190,5 +191,4 @@ def contact_tree(contact: Contact) -> Tree:
                "value_id": _short(v.id)} for i, v in enumerate(contact.emails)]
     fields = [row for i, f in enumerate(contact.custom_fields) for row in custom_field_rows(contact_id, i, f)]
     children = {"contact_phone_numbers": numbers, "contact_emails": emails, "contact_custom_fields": fields}
-    parent["content_hash"] = _hash(parent, children)
-    return Tree(key=contact_id, parent=parent, children=children)
+    return _finish(contact_id, contact.raw, parent, children)
