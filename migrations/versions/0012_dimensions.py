@@ -47,22 +47,30 @@ def _revision(file_name: str) -> ModuleType:
     return module
 
 
-# The one contact each E.164 number stands for: present contacts before gone ones, then the most
+# The one contact an E.164 number stands for: present contacts before gone ones, then the most
 # recently updated (an unknown updatedAt last), then the smallest id.  docs/schema.md "Matching".
-_CONTACT_NUMBER_MATCHES = """\
+# A correlated lookup on ix_contact_phone_numbers_number_e164 (a few rows per number), not a window
+# over every contact: MariaDB would scan the materialised window once per call.
+def _pick_contact(number: str) -> str:
+    return ("(SELECT cpn.contact_id FROM contact_phone_numbers cpn JOIN contacts pick "  # noqa: S608
+            "ON pick.contact_id = cpn.contact_id "
+            f"WHERE cpn.number_e164 = {number} "
+            "ORDER BY CASE WHEN pick.gone_at IS NULL THEN 0 ELSE 1 END, "
+            "CASE WHEN pick.updated_at IS NULL THEN 1 ELSE 0 END, pick.updated_at DESC, pick.contact_id LIMIT 1)")
+
+
+def _contacts_with(number: str) -> str:
+    return ("(SELECT COUNT(DISTINCT cpn.contact_id) FROM contact_phone_numbers cpn "  # noqa: S608
+            f"WHERE cpn.number_e164 = {number})")
+
+
+_CONTACT_NUMBER_MATCHES = f"""\
 CREATE VIEW contact_number_matches AS
-SELECT ranked.number_e164, ranked.contact_id, ranked.contacts_with_number
-FROM (
-    SELECT n.number_e164, n.contact_id,
-           COUNT(*) OVER (PARTITION BY n.number_e164) AS contacts_with_number,
-           ROW_NUMBER() OVER (PARTITION BY n.number_e164
-                              ORDER BY CASE WHEN ct.gone_at IS NULL THEN 0 ELSE 1 END,
-                                       CASE WHEN ct.updated_at IS NULL THEN 1 ELSE 0 END,
-                                       ct.updated_at DESC, ct.contact_id) AS pick
-    FROM (SELECT DISTINCT contact_id, number_e164 FROM contact_phone_numbers WHERE number_e164 IS NOT NULL) n
-    JOIN contacts ct ON ct.contact_id = n.contact_id
-) ranked
-WHERE ranked.pick = 1"""
+SELECT n.number_e164, {_pick_contact("n.number_e164")} AS contact_id,
+       COUNT(DISTINCT n.contact_id) AS contacts_with_number
+FROM contact_phone_numbers n
+WHERE n.number_e164 IS NOT NULL
+GROUP BY n.number_e164"""  # noqa: S608
 
 # Who handled a call: a stored user; the AI agent (a system actor SYU..., or aiHandled without a user);
 # an id no users row has ("unknown user"); or nobody (NULL).
@@ -79,15 +87,14 @@ LEFT JOIN users u ON u.user_id = COALESCE(c.user_id, c.actor_id)
 LEFT JOIN phone_numbers pn ON pn.phone_number_id = c.phone_number_id
 LEFT JOIN call_participants op ON op.call_id = c.call_id
      AND op.position = (SELECT MIN(p.position) FROM call_participants p WHERE p.call_id = c.call_id AND {_OUTSIDE})
-LEFT JOIN contact_number_matches m ON m.number_e164 = op.number AND op.is_e164
-LEFT JOIN contacts ct ON ct.contact_id = m.contact_id"""  # noqa: S608
+LEFT JOIN contacts ct ON ct.contact_id = {_pick_contact("op.number")}"""  # noqa: S608
 
 _NAME_COLUMNS = (f"{_USER_NAME} AS user_name, u.email AS user_email, {_USER_KIND} AS user_kind,\n"
                  "       pn.name AS phone_number_name, pn.number AS phone_number, op.number AS other_party_number,\n"
                  "       ct.contact_id, ct.name AS contact_name, ct.company AS contact_company")
 
 # One row per party of a call (group calls have several), named.
-_CALL_PARTY_OVERVIEW = """\
+_CALL_PARTY_OVERVIEW = f"""\
 CREATE VIEW call_party_overview AS
 SELECT p.call_id, p.position, p.number, p.is_e164, p.actor_id, p.is_own_number,
        CASE WHEN SUBSTR(p.actor_id, 1, 3) = 'SYU' THEN 'agent'
@@ -97,15 +104,15 @@ SELECT p.call_id, p.position, p.number, p.is_e164, p.actor_id, p.is_own_number,
             ELSE 'unknown' END AS party_kind,
        u.user_id, CASE WHEN SUBSTR(p.actor_id, 1, 3) = 'SYU' THEN 'AI agent' ELSE COALESCE(u.name, u.email) END AS user_name,
        u.email AS user_email,
-       ct.contact_id, ct.name AS contact_name, ct.company AS contact_company, m.contacts_with_number,
-       c.created_at AS call_created_at, {day} AS call_date, c.direction, c.phone_number_id,
+       ct.contact_id, ct.name AS contact_name, ct.company AS contact_company,
+       CASE WHEN ct.contact_id IS NOT NULL THEN {_contacts_with("p.number")} END AS contacts_with_number,
+       c.created_at AS call_created_at, {{day}} AS call_date, c.direction, c.phone_number_id,
        pn.name AS phone_number_name
 FROM call_participants p
 JOIN calls c ON c.call_id = p.call_id
 LEFT JOIN users u ON u.user_id = p.actor_id
 LEFT JOIN phone_numbers pn ON pn.phone_number_id = c.phone_number_id
-LEFT JOIN contact_number_matches m ON m.number_e164 = p.number AND p.is_e164 AND p.actor_id IS NULL
-LEFT JOIN contacts ct ON ct.contact_id = m.contact_id"""
+LEFT JOIN contacts ct ON p.actor_id IS NULL AND ct.contact_id = {_pick_contact("p.number")}"""  # noqa: S608
 
 # The measures of both daily views, over calls c and call_summaries s.
 _DAILY_MEASURES = """\
