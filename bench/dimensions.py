@@ -12,6 +12,11 @@ one where every 10th contact changed.  The source counts requests as the API
 pages them (50 per page; v1 lists lines in one answer): what a refresh costs
 against the key once the client's listings land (measure those through the
 simulator then).  Times are wall-clock seconds of the whole refresh.
+
+A second table times the analysts' views over ``--calls`` calls (one outside
+party each, about half of them a contact's number) with those contacts stored:
+``call_overview`` whole and for one call, ``call_party_overview`` and
+``daily_user_stats``.
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ from etl.refresh import RefreshOptions, refresh  # noqa: E402
 from etl.testing.clock import FakeClock  # noqa: E402
 
 PAGE = 50
-TABLES = ("phone_number_users", "phone_numbers", "users", "contact_phone_numbers", "contact_emails",
-          "contact_custom_fields", "contacts", "dimension_refreshes")
+TABLES = ("call_participants", "calls", "phone_number_users", "phone_numbers", "users", "contact_phone_numbers",
+          "contact_emails", "contact_custom_fields", "contacts", "dimension_refreshes")
 
 
 class Source:
@@ -107,11 +112,45 @@ def measure(name: str, url: str, args: argparse.Namespace) -> list[str]:
     return rows
 
 
+VIEW_QUERIES = (
+    ("call_overview, all calls", "SELECT COUNT(*), COUNT(contact_name), COUNT(user_name) FROM call_overview"),
+    ("call_overview, one call", "SELECT contact_name, user_name FROM call_overview WHERE call_id = 'ACb777'"),
+    ("call_party_overview, matched parties", "SELECT COUNT(*) FROM call_party_overview WHERE contact_id IS NOT NULL"),
+    ("daily_user_stats, all days", "SELECT SUM(calls), SUM(talk_seconds) FROM daily_user_stats"),
+)
+
+
+def measure_views(name: str, url: str, args: argparse.Namespace) -> list[str]:
+    engine = db.create_engine(url)
+    n, users, contacts = args.calls, max(args.users, 1), max(args.contacts, 1)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO calls (call_id, created_at, answered_at, direction, user_id, phone_number_id, "
+                "duration_seconds, participant_count, content_hash, raw_json, first_synced_at, last_synced_at) "
+                "VALUES (:c, :t, :t, 'incoming', :u, :p, 60, 1, 'h', '{}', :t, :t)"),
+                [{"c": f"ACb{i}", "t": datetime(2026, 11, 1 + i % 28, 10), "u": f"US{i % users:06d}",
+                  "p": f"PN{i % max(args.lines, 1):04d}"} for i in range(n)])
+            conn.execute(sa.text("INSERT INTO call_participants (call_id, position, number, is_e164) "
+                                 "VALUES (:c, 0, :n, :e)"),
+                         [{"c": f"ACb{i}", "n": f"+1666{(i * 7) % (2 * contacts):07d}", "e": True} for i in range(n)])
+        rows = []
+        for label, sql in VIEW_QUERIES:
+            started = time.perf_counter()
+            with engine.connect() as conn:
+                conn.execute(sa.text(sql)).all()
+            rows.append(f"| {name} | {label} | {time.perf_counter() - started:.2f} |")
+        return rows
+    finally:
+        engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--lines", type=int, default=10)
     parser.add_argument("--contacts", type=int, default=5000)
+    parser.add_argument("--calls", type=int, default=20000, help="calls for the views' timings")
     parser.add_argument("--postgres", help="a throwaway PostgreSQL database URL")
     parser.add_argument("--mysql", help="a throwaway MariaDB/MySQL database URL")
     args = parser.parse_args()
@@ -124,6 +163,12 @@ def main() -> None:
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for name, url in targets:
             for row in measure(name, url, args):
+                print(row, flush=True)
+        print(f"\nViews over {args.calls} calls and {args.contacts} contacts")
+        print("| database | query | seconds |")
+        print("| --- | --- | --- |")
+        for name, url in targets:
+            for row in measure_views(name, url, args):
                 print(row, flush=True)
 
 
