@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -153,7 +154,13 @@ def _typed(value: Any) -> tuple[str, str | None, float | None, bool | None]:
     if isinstance(value, bool):  # before int: True must never become the number 1
         return "boolean", None, None, value
     if isinstance(value, int | float):
-        return "number", None, float(value), None
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond a double: kept exactly, as text
+            number = math.inf
+        if math.isfinite(number):
+            return "number", None, number, None
+        return "string", str(value), None, None  # MariaDB stores no infinity or NaN
     if isinstance(value, str):
         return "string", clean_text(value), None, None
     return "json", raw_json(value), None, None

@@ -43,6 +43,10 @@ def test_multi_select_is_one_row_per_value_and_a_bool_is_never_a_number():
                                (2, "boolean", None, None, True)]
     (empty,) = custom_field_rows("CT1", 0, ContactField(key="k", name="Tags", type="multi-select", value=[]))
     assert (empty["value_position"], empty["value_type"]) == (0, "null")
+    huge = [custom_field_rows("CT1", 0, ContactField(key="k", name="N", type="number", value=v))[0]
+            for v in (10**400, float("inf"), float("nan"))]
+    assert [(r["value_type"], r["value_text"], r["value_number"]) for r in huge] == [
+        ("string", str(10**400), None), ("string", "inf", None), ("string", "nan", None)]
     (listed,) = custom_field_rows("CT1", 0, ContactField(key="k", name="Odd", type="string", value=["x"]))
     assert (listed["value_type"], listed["value_text"]) == ("json", '["x"]')
 
