@@ -32,6 +32,9 @@ class DiscoverOptions:
     phone_numbers: tuple[str, ...] = ()  # ids (PN…) or E.164 numbers; empty = every line
     dry_run: bool = False
     command: str = "discover"
+    # After the walk, users and lines are refreshed every run and contacts when due (etl.refresh);
+    # ``refresh_contacts`` lists contacts now, in full, whatever their schedule says.
+    refresh_contacts: bool = False
     overlap_seconds: float = 300.0
     page_size: int = 100
     dated_page_size: int = 50  # GET /calls takes at most 50

@@ -425,24 +425,31 @@ def _print_backfill_step(step: EnqueueCounts | Requeued) -> None:
               help="Only this line (its id or E.164 number; on the dated API its id, which maps to "
                    "phoneNumberId); repeat or comma-separate for several.")
 @click.option("--dry-run", is_flag=True, help="List and count; store nothing, enqueue nothing, move no watermark.")
+@click.option("--refresh-contacts", is_flag=True,
+              help="List the workspace's contacts now, in full, whatever their schedule says.")
+@click.option("--contacts-refresh-hours", type=click.FloatRange(min=0), default=Settings.contacts_refresh_hours,
+              show_default=True, metavar="HOURS", envvar="ETL_CONTACTS_REFRESH_HOURS",
+              help="List contacts at most this often (users and lines: every run) "
+                   "[env: ETL_CONTACTS_REFRESH_HOURS].")
 @transcripts_option
 @api_options
 @database_options
 @command
-def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run: bool, transcripts: bool,
-                 api_key: str | None, base_url: str, rate: float, concurrency: int, api_version: str,
-                 database_url: str) -> None:
+def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run: bool, refresh_contacts: bool,
+                 contacts_refresh_hours: float, transcripts: bool, api_key: str | None, base_url: str, rate: float,
+                 concurrency: int, api_version: str, database_url: str) -> None:
     """Find calls in the workspace, store their context, enqueue the completed ones.
 
     v1 walks phone numbers -> conversations updated since each line's watermark ->
     calls created since each conversation's watermark.  The dated API lists
     every call since the watermark in pages of 50 and stores summaries that
-    are ready from the page.  Safe to interrupt and re-run at any point:
-    committed pages stay, nothing is enqueued twice.
+    are ready from the page.  Then the workspace's users and lines (a few
+    requests) are refreshed, and its contacts when due.  Safe to interrupt and
+    re-run at any point: committed pages stay, nothing is enqueued twice.
     """
     with Etl(database_url=database_url, api_key=api_key, base_url=base_url, rate=rate, concurrency=concurrency,
-             transcripts=transcripts, api_version=api_version) as job:
-        stats = job.discover(since, phone_numbers, dry_run=dry_run, progress=None)
+             transcripts=transcripts, api_version=api_version, contacts_refresh_hours=contacts_refresh_hours) as job:
+        stats = job.discover(since, phone_numbers, dry_run=dry_run, progress=None, refresh_contacts=refresh_contacts)
     click.echo(stats.summary(dry_run))
     _exit_for(stats)
 

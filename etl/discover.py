@@ -14,6 +14,12 @@ further to absorb clock skew and late-indexed items.
 
 Requests take slots from the key's :class:`~etl.ratelimit.RateBudget`, shared
 through the database with every sync, through :class:`~etl.api.OpenPhoneClient`.
+
+After the call walk, the same client refreshes the workspace's users and lines
+(every run) and its contacts (when due, or on ``refresh_contacts``) through
+:func:`etl.refresh.refresh`: after, so a refresh never delays the calls a sync
+is waiting for (docs/contract.md "Users, lines and contacts").  A dry run, a
+stopped run and a refused key refresh nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from etl.errors import AuthError, UsageError
 from etl.logs import get_logger, run_end_level
 from etl.normalize import is_e164
 from etl.ratelimit import RateBudget
+from etl.refresh import RefreshOptions, RefreshReport, refresh
 from etl.runs import RunOutcome, StopReason
 
 # Each surface's way to its calls (etl.api.Surface.discovery).
@@ -61,17 +68,22 @@ class DiscoveryStats(RunOutcome):
     would_enqueue: int = 0  # dry run: completed calls not queued yet
     stored: int = 0  # summaries stored straight from a listing (dated surface)
     restarts: int = 0  # listings restarted after an expired cursor (dated surface)
+    refresh: RefreshReport | None = None  # users, lines and contacts after the walk; None: not refreshed
 
     def summary(self, dry_run: bool = False) -> str:
-        """The one-line summary `etl discover` and `etl demo` print (one wording for both)."""
+        """The summary `etl discover` and `etl demo` print (one wording for both): the walk's line, then
+        (when the run refreshed them) what each of users, lines and contacts cost."""
         run = "" if self.run_id is None else f" run {self.run_id}"
         verb, count = ("would enqueue", self.would_enqueue) if dry_run else ("enqueued", self.enqueued)
         # The dated surface lists the workspace's calls directly: no lines or conversations to count.
         walked = (f"{_plural(self.phone_numbers, 'phone number')}, {_plural(self.conversations, 'conversation')}, "
                   if self.phone_numbers or self.conversations else "")
         stored = f"{_plural(self.stored, 'summary')} stored from the listing, " if self.stored else ""
-        return (f"Discovery{run}: {walked}{_plural(self.calls_seen, 'call')} seen, {stored}"
+        line = (f"Discovery{run}: {walked}{_plural(self.calls_seen, 'call')} seen, {stored}"
                 f"{verb} {count}, {_plural(self.errors, 'error')}.")
+        if self.refresh is not None:
+            line += f"\nRefreshed {self.refresh.text()}."
+        return line
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +91,8 @@ class DiscoveryStats(RunOutcome):
             "pages": self.pages, "calls_seen": self.calls_seen, "enqueued": self.enqueued,
             "errors": self.errors, "skipped_conversations": self.skipped_conversations,
             "stored": self.stored, "restarts": self.restarts, **super().as_dict(),
+            **({} if self.refresh is None else {"refresh_requests": self.refresh.requests,
+                                                "refresh": self.refresh.text()}),
         }
 
 
@@ -131,6 +145,7 @@ class Discoverer:
                                                stop=self._stop, clock=self.clock)
         try:
             SOURCES[client.discovery](self).walk()
+            self._refresh(client)
         except UsageError as exc:
             # A refusal (no --since for a new line, an unknown --phone-number) is no run: no row.
             stats.stop, stats.stop_reason = StopReason.REFUSED, str(exc)
@@ -155,6 +170,20 @@ class Discoverer:
         stats.exit_code = 0 if stats.stop is None else stats.stop.exit_code
         self._finish()
         return stats
+
+    def _refresh(self, client: OpenPhoneClient) -> None:
+        """Users and lines, and contacts when due, on the run's client (the key's shared budget).
+
+        After the walk, never before: the calls are enqueued first.  A refused key raises
+        :class:`AuthError` (the run's outcome); a resource that cannot be listed is one warning line.
+        """
+        if self.options.dry_run or self._stop.is_set():
+            return
+        options = RefreshOptions(contacts_every=timedelta(hours=self.settings.contacts_refresh_hours),
+                                 force_contacts=self.options.refresh_contacts)
+        self.stats.refresh = refresh(self.engine, client, options, clock=self.clock)
+        self.log.info("dimensions refreshed", refresh=self.stats.refresh.text(),
+                      refresh_requests=self.stats.refresh.requests)
 
     def _finish(self) -> None:
         stats = self.stats

@@ -72,7 +72,8 @@ class Etl:
     engine (of ``settings.database_url``) instead; it stays the caller's to dispose.
     ``clock``: what every run reads the time from and waits on (``etl.testing.FakeClock`` in tests).
     ``api_version``: the API surface, ``"v1"`` or ``"2026-03-30"`` (docs/contract.md); ``fetch_calls``:
-    on v1, whether sync fetches the call of an id without one (a request of its own).
+    on v1, whether sync fetches the call of an id without one (a request of its own);
+    ``contacts_refresh_hours``: how often ``discover`` lists the workspace's contacts (users and lines: every run).
     """
 
     def __init__(self, settings: Settings | None = None, *, database_url: str | None = None,
@@ -80,10 +81,11 @@ class Etl:
                  concurrency: int | None = None, not_found_window: float | None = None,
                  transcripts: bool | None = None, read_only: bool = False, transport: httpx.BaseTransport | None = None,
                  engine: Engine | None = None, clock: Clock = SYSTEM, api_version: str | None = None,
-                 fetch_calls: bool | None = None) -> None:
+                 fetch_calls: bool | None = None, contacts_refresh_hours: float | None = None) -> None:
         settings = settings or Settings()
         changes: dict[str, Any] = {"database_url": database_url, "api_key": api_key, "rate": rate,
-                                   "concurrency": concurrency, "transcripts": transcripts, "fetch_calls": fetch_calls}
+                                   "concurrency": concurrency, "transcripts": transcripts, "fetch_calls": fetch_calls,
+                                   "contacts_refresh_hours": contacts_refresh_hours}
         if api_version is not None:
             changes["api_version"] = check_api_version(api_version)
         changes = {k: v for k, v in changes.items() if v is not None}
@@ -195,11 +197,14 @@ class Etl:
 
     def discover(self, since: datetime | date | str | None = None, phone_numbers: Iterable[str] = (), *,
                  dry_run: bool = False, transport: httpx.BaseTransport | None = None,
-                 progress: bool | None = False, command: str = "discover") -> DiscoveryStats:
+                 progress: bool | None = False, command: str = "discover",
+                 refresh_contacts: bool = False) -> DiscoveryStats:
         """Find the workspace's calls, store them, enqueue what needs a summary (``etl discover``).
 
         On v1: lines → conversations → calls, enqueueing completed calls; on the
         dated API: ``GET /calls`` pages, storing final summaries from the page.
+        Then users and lines are refreshed, and contacts when due (every
+        ``contacts_refresh_hours``) or when ``refresh_contacts`` asks (``stats.refresh``).
 
         ``since``: where a line without a watermark starts: a datetime (naive
         is UTC), a date, or ISO 8601 text (``"2026-11-20"``,
@@ -215,7 +220,7 @@ class Etl:
         transport = transport or self.transport
         settings = self._api_settings(transport)
         options = DiscoverOptions(since=start, phone_numbers=parse_phone_numbers(tuple(phone_numbers)),
-                                  dry_run=dry_run, command=command)
+                                  dry_run=dry_run, command=command, refresh_contacts=refresh_contacts)
         with self._database_errors(), DiscoveryProgress(progress) as bar:
             return run_discover(self.engine, settings, options, transport=transport,
                                 on_page=bar.update, page_log_level=bar.page_log_level, clock=self.clock)

@@ -24,7 +24,7 @@ surface: callers read capabilities (:attr:`OpenPhoneClient.discovery`,
 
 from etl.api._client import CURRENT, LEGACY, SURFACES, OpenPhoneClient, surface_for
 from etl.api._dated import dated_answer
-from etl.api._events import event_surface, webhook_call, webhook_summary
+from etl.api._events import event_surface, webhook_call, webhook_contact, webhook_summary
 from etl.api._http import USER_AGENT, api_time, parse_retry_after
 from etl.api._paging import CursorPages, PagingError, TokenPages
 from etl.api._surface import Discovery, Surface, WebhookSpec
@@ -56,5 +56,6 @@ __all__ = [
            "parse_retry_after",
            "surface_for",
            "webhook_call",
+           "webhook_contact",
            "webhook_summary",
 ]

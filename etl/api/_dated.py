@@ -274,10 +274,27 @@ class Dated(Surface):
 
     def list_contacts(self, sender: Sender, updated_since: datetime | None) -> Listing[Contact]:
         """``GET /contacts`` (docs/api/dimensions.md), cursor pages of 50.  No "updated since" filter is
-        documented: always the whole set."""
-        found = listing(CursorPages(
-            lambda p: sender.get("/contacts", {"limit": _LIMIT, **p}, contacts_page(_cursor), surface=self),
-            "contacts"))
+        documented: always the whole set.
+
+        The 2026-03-30 reference lists contacts as "in development": where ``GET /contacts`` answers
+        404 on its first page, the contacts are listed from the route that lists them, ``GET
+        /v1/contacts`` (the same key; one request more than the v1 listing, once a refresh).
+        """
+        first: list[str] = []
+
+        def page(params: dict[str, Any]) -> Any:
+            result = sender.get("/contacts", {"limit": _LIMIT, **params}, contacts_page(_cursor), surface=self)
+            if not first:
+                first.append(result.kind)
+            return result
+
+        found = listing(CursorPages(page, "contacts"))
+        if first == ["not_found"] and not found.items:
+            from etl.api._v1 import V1  # the surface that lists contacts today
+
+            on_v1 = V1().list_contacts(sender, updated_since)
+            return Listing(items=on_v1.items, complete=on_v1.complete, requests=found.requests + on_v1.requests,
+                           problem=on_v1.problem)
         if found.problem is not None:
             return Listing(items=found.items, complete=False, requests=found.requests,
                            problem=f"contacts cannot be listed on this workspace: {found.problem}")

@@ -11,10 +11,12 @@ from typing import Any
 
 from etl.api._client import CURRENT, LEGACY
 from etl.api._dated import is_dated_version
+from etl.api._dimensions import contact_of
 from etl.api._surface import Surface
 from etl.api._v1 import call_of, summary_of
+from etl.dimensions import Contact
 from etl.results import Call, Summary
-from etl.schema import CallData, SummaryData
+from etl.schema import CallData, ContactData, SummaryData
 
 
 def event_surface(doc: dict[str, Any], data: dict[str, Any]) -> Surface:
@@ -37,3 +39,9 @@ def webhook_summary(obj: dict[str, Any]) -> Summary:
     """A whole summary a delivery carried (as :meth:`Surface.event_summary` shaped it, with ``callId``) as
     the canonical :class:`Summary`; raises :class:`pydantic.ValidationError` when it does not validate."""
     return summary_of(SummaryData.model_validate(obj))
+
+
+def webhook_contact(obj: dict[str, Any]) -> Contact:
+    """The contact a ``contact.updated`` delivery carried (either surface's shape: v1's ``defaultFields`` or the
+    dated top-level names) as the canonical :class:`Contact`; raises :class:`pydantic.ValidationError`."""
+    return contact_of(ContactData.model_validate(obj), obj)

@@ -135,7 +135,8 @@ def create_app(engine: Engine, config: ReceiverConfig, metrics: Metrics, worker:
             return refuse(401, "replay", "this signed message was received before", call_id=event.call_id)
         metrics.deliveries.labels(type_label(event.type), accepted.outcome).inc()
         log.info("webhook", event_type=shown_type, call_id=event.call_id, outcome=accepted.outcome,
-                 scheme=verified.scheme, **({"note": clean_text(event.note)[:200]} if event.note else {}))
+                 scheme=verified.scheme, **({"note": clean_text(event.note)[:200]} if event.note else {}),
+                 **({"contact_id": clean_text(event.contact_id)[:80]} if event.contact_id else {}))
         if accepted.outcome == "queued":
             if event.action == "summary_completed" and housekeeper is not None and event.call_id:
                 housekeeper.track(event.call_id, now)

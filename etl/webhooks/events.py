@@ -10,9 +10,11 @@ comes in, and where its object sits, is its surface's adapter's business
   2026-03-30``; quo.com/docs/mdx/beta/webhooks-overview):
   ``{id, apiVersion: "2026-03-30", createdAt, type, data: {resource, context, links}}``.
 
-Three event types are used: ``call.completed`` (the resource is the call),
+Five event types are used: ``call.completed`` (the resource is the call),
 ``call.summary.completed`` (also under the ``callSummary`` type the legacy
-docs' sample shows) and ``call.transcript.completed``.  What a delivery
+docs' sample shows), ``call.transcript.completed``, and the dated
+``contact.updated`` / ``contact.deleted`` (the resource is the contact, as
+``GET /v1/contacts/{id}`` shows it; docs/api/dimensions.md).  What a delivery
 carries is handed on as plain dicts and validated by :mod:`.intake`, each part
 apart: a call object or summary that does not validate never stops the call id
 from being queued.  A delivery this job has no use for is not an error: it is
@@ -28,14 +30,20 @@ from typing import Any, Literal
 
 from etl.api import event_surface
 from etl.ids import is_valid_call_id
+from etl.models import API_ID_LENGTH
 
-Action = Literal["call_completed", "summary_completed", "transcript_completed", "ignore"]
+Action = Literal["call_completed", "summary_completed", "transcript_completed", "contact_updated",
+                 "contact_deleted", "ignore"]
 
 CALL_COMPLETED = "call.completed"
 SUMMARY_TYPES = frozenset({"call.summary.completed", "callSummary"})
 TRANSCRIPT_COMPLETED = "call.transcript.completed"
-# The event types a webhook of this job subscribes to (`etl webhooks register`).
-SUBSCRIBED_EVENTS = (CALL_COMPLETED, "call.summary.completed", TRANSCRIPT_COMPLETED)
+CONTACT_UPDATED = "contact.updated"
+CONTACT_DELETED = "contact.deleted"
+# The event types a webhook of this job subscribes to (`etl webhooks register`): the legacy
+# webhooks take the call events (one webhook per resource), a dated one all five.
+SUBSCRIBED_EVENTS = (CALL_COMPLETED, "call.summary.completed", TRANSCRIPT_COMPLETED, CONTACT_UPDATED,
+                     CONTACT_DELETED)
 
 
 class EventError(ValueError):
@@ -57,6 +65,8 @@ class Event:
     # The whole summary a summary event carries (the dated summary object, with ``callId``),
     # to be stored without a request when it validates and is completed; None otherwise.
     summary: dict[str, Any] | None = None
+    # contact.updated / contact.deleted: the contact's id (the object itself is ``payload``).
+    contact_id: str | None = None
 
 
 def parse_event(body: bytes) -> Event:
@@ -95,6 +105,12 @@ def parse_event(body: bytes) -> Event:
             return Event(short_type, key, "transcript_completed", call_id, obj, envelope=envelope)
         summary = surface.event_summary(obj, call_id)
         return Event(short_type, key, "summary_completed", call_id, obj, envelope=envelope, summary=summary)
+    if kind in (CONTACT_UPDATED, CONTACT_DELETED):
+        contact_id = obj.get("id")
+        if not isinstance(contact_id, str) or not contact_id.strip() or len(contact_id) > API_ID_LENGTH:
+            return ignored(f"{kind} without a valid contact id")
+        action: Action = "contact_updated" if kind == CONTACT_UPDATED else "contact_deleted"
+        return Event(short_type, key, action, None, obj, envelope=envelope, contact_id=contact_id)
     return ignored(f"event type {kind!r} is not used by this job")
 
 

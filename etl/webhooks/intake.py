@@ -38,6 +38,12 @@ What an accepted event does to the queue:
   item ends ``done`` (:func:`save_carried_summary`); otherwise as above.
 * ``call.transcript.completed``: for now as a summary event
   (:func:`transcript_ready`, where transcripts will be fetched).
+* ``contact.updated`` (dated): the contact is stored as a refresh stores it
+  (:func:`etl.store.dimensions.save_contact`: numbers, emails and custom fields
+  replaced, ``gone_at`` cleared); ``contact.deleted``: the contact is kept and
+  marked gone (``gone_reason = 'deleted'``).  A contact object that does not
+  validate, or that the database refuses, is one warning line; the delivery
+  is still accepted (:func:`apply_contact`).
 * anything else: recorded as ``ignored``.
 
 Rows older than the retention window are pruned (:func:`prune`); retention
@@ -64,10 +70,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from etl import store
-from etl.api import webhook_call, webhook_summary
+from etl.api import webhook_call, webhook_contact, webhook_summary
 from etl.clock import SYSTEM, Clock
 from etl.logs import get_logger
 from etl.normalize import CallContextRows, call_json, clean_text, normalize, normalize_call
+from etl.store import dimensions as dimension_store
 from etl.webhooks.events import Event
 from etl.webhooks.signatures import Verified
 
@@ -188,6 +195,9 @@ def apply_event(conn: Connection, event: Event, now: datetime, *, transcripts: b
     Each part is validated apart: the id is queued first, whatever the call
     object or summary that came with it looks like.
     """
+    if event.action in ("contact_updated", "contact_deleted"):
+        apply_contact(conn, event, now)
+        return
     assert event.call_id is not None
     if event.action == "call_completed":
         store.enqueue_ids(conn, [event.call_id])
@@ -196,6 +206,33 @@ def apply_event(conn: Connection, event: Event, now: datetime, *, transcripts: b
         transcript_ready(conn, event.call_id, now, transcripts=transcripts)
     elif event.summary is None or not save_carried_summary(conn, event.call_id, event.summary, now):
         summary_ready(conn, event.call_id, now)
+
+
+def apply_contact(conn: Connection, event: Event, now: datetime) -> bool:
+    """Store the contact of a ``contact.updated`` event, or mark the contact of a ``contact.deleted`` gone,
+    in a savepoint of the delivery's transaction; False (one warning line) when the contact object does not
+    validate or the database refuses it, or a deleted contact was not stored (or already gone)."""
+    log = get_logger()
+    contact_id = clean_text(str(event.contact_id))[:80]
+    if event.action == "contact_deleted":
+        gone = dimension_store.mark_contact_deleted(conn, str(event.contact_id), now)
+        if not gone:
+            log.info("contact.deleted for a contact not stored (or already gone)", contact_id=contact_id)
+        return gone
+    try:
+        contact = webhook_contact(event.payload)
+    except ValidationError as exc:
+        log.warning("contact of a contact.updated event does not validate; not stored", contact_id=contact_id,
+                    error=str(exc.errors(include_url=False, include_input=False)[:1])[:300])
+        return False
+    try:
+        with conn.begin_nested():
+            dimension_store.save_contact(conn, contact, now)
+    except (DBAPIError, ValueError, OverflowError) as exc:
+        log.warning("database refused the contact of a contact.updated event; not stored", contact_id=contact_id,
+                    error=type(getattr(exc, "orig", None) or exc).__name__)
+        return False
+    return True
 
 
 def transcript_ready(conn: Connection, call_id: str, now: datetime, *, transcripts: bool = False) -> None:

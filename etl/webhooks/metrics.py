@@ -37,7 +37,8 @@ _BUDGET_WINDOW_S = 10.0
 _QUEUE_CACHE_S = 5.0
 # Event types that are metric labels as they are; every other type is counted as "other".
 KNOWN_TYPES = frozenset({"call.completed", "call.summary.completed", "callSummary", "call.transcript.completed",
-                         "call.ringing", "call.recording.completed", "message.received", "message.delivered"})
+                         "call.ringing", "call.recording.completed", "message.received", "message.delivered",
+                         "contact.updated", "contact.deleted"})
 
 
 def type_label(event_type: str | None) -> str:

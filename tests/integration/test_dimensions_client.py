@@ -56,9 +56,20 @@ def test_contacts_that_cannot_be_listed_are_a_problem_on_either_surface() -> Non
         assert client.list_users().complete  # everything else goes on
     assert (v1.complete, v1.items, v1.requests) == (False, (), 1)
     assert v1.problem is not None and v1.problem.startswith("contacts cannot be listed on this workspace")
+    settings = Settings(api_key=KEY, api_version="2026-03-30")
+    with serve(refused) as url, OpenPhoneClient(settings.replace(base_url=url), clock=FakeClock()) as client:
+        dated = client.list_contacts()
+    # GET /contacts 404 (no dated list), then GET /v1/contacts refused: two requests, one problem.
+    assert (dated.complete, dated.items, dated.requests) == (False, (), 2)
+    assert dated.problem is not None and dated.problem.startswith("contacts cannot be listed on this workspace")
+
+
+def test_dated_contacts_come_from_the_route_that_lists_them() -> None:
     fake = _fake()
     settings = Settings(api_key=KEY, api_version="2026-03-30")
     with serve(fake) as url, OpenPhoneClient(settings.replace(base_url=url), clock=FakeClock()) as client:
         dated = client.list_contacts()
-    assert (dated.complete, dated.items) == (False, ())
-    assert dated.problem is not None and dated.problem.startswith("contacts cannot be listed on this workspace")
+    assert (dated.complete, dated.problem) == (True, None)
+    assert sorted(c.id for c in dated.items) == sorted(fake.workspace.people.contacts)
+    # One 404 from GET /contacts, then the v1 pages of 50.
+    assert dated.requests == 1 + -(-len(dated.items) // 50)

@@ -197,7 +197,8 @@ def test_migrate_from_legacy_webhooks_without_a_gap(db_url: str, engine: Engine,
     assert migrated.returncode == 0, migrated.stderr
     lines = migrated.stdout.splitlines()
     assert lines[:2] == [
-        f"Reusing webhook {current_id} for call.completed, call.summary.completed, call.transcript.completed: "
+        f"Reusing webhook {current_id} for call.completed, call.summary.completed, call.transcript.completed, "
+        "contact.updated, contact.deleted: "
         "it already points at this URL (its secret was shown when it was created)",
         f"Sent test event 1 (call.transcript.completed) to webhook {current_id}; waiting for `etl serve` to "
         "record it (up to 30 s)"]

@@ -180,7 +180,8 @@ def test_register_current_webhook_library_and_cli(tmp_path: Path) -> None:
     (hook,) = manage.register(dated, URL, "etl", clock=SYSTEM, transport=fake.transport())
     stored = fake.webhooks[hook.id]
     assert (stored["url"], stored["events"], stored["apiVersion"], stored["label"]) == (
-        URL, ["call.completed", "call.summary.completed", "call.transcript.completed"], "2026-03-30", "etl")
+        URL, ["call.completed", "call.summary.completed", "call.transcript.completed", "contact.updated",
+              "contact.deleted"], "2026-03-30", "etl")
     assert hook.secret == stored["key"] and hook.secret.startswith("whsec_") and not hook.reused
     # Legacy listing does not show it; the dated one does.
     assert manage.list_all(settings(), clock=SYSTEM, transport=fake.transport()) == []
@@ -192,7 +193,8 @@ def test_register_current_webhook_library_and_cli(tmp_path: Path) -> None:
         listed = run_etl(["webhooks", "list"], env)
         deleted = run_etl(["webhooks", "delete", hook.id], env)
     assert (again.returncode, again.stdout.splitlines()) == (0, [
-        f"Reusing webhook {hook.id} for call.completed, call.summary.completed, call.transcript.completed: "
+        f"Reusing webhook {hook.id} for call.completed, call.summary.completed, call.transcript.completed, "
+        "contact.updated, contact.deleted: "
         "it already points at this URL (its secret was shown when it was created)"])
     assert other.returncode == 0, other.stderr
     created_line, store_line, secret_line = other.stdout.splitlines()
@@ -240,7 +242,7 @@ def test_migrate_gives_up_after_its_wait_and_deletes_nothing(engine: Engine) -> 
     assert [r["webhook_id"] for r in fake.wait_for_test_deliveries()] == [current["id"]] * 4
     assert all("error" in r for r in fake.test_deliveries)
     assert steps[0] == (f"Created webhook {current['id']} for call.completed, call.summary.completed, "
-                        "call.transcript.completed")
+                        "call.transcript.completed, contact.updated, contact.deleted")
     assert sum(s.startswith("Sent test event") for s in steps) == 4
     assert not any(str(current["key"]) in s for s in steps[2:])  # the secret once, in the second line only
 
