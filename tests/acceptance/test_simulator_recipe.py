@@ -71,7 +71,7 @@ def test_the_readme_simulator_recipe_runs_as_written(tmp_path: Path):
         script = [export, "set -e"]
         for n, line in enumerate(commands.splitlines()):
             command = line.split("#", 1)[0].strip()
-            if command.startswith("etl "):
+            if command.startswith(("etl ", "python -c")):
                 script.append(f"{command} > out{n}.txt 2> err{n}.txt")
             elif command:
                 script.append(command)
@@ -82,19 +82,29 @@ def test_the_readme_simulator_recipe_runs_as_written(tmp_path: Path):
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=20) == 0
 
-    for n, line in enumerate(commands.splitlines()):
-        if not line.startswith("etl "):
+    rows = commands.splitlines()
+    checked = []
+    for n, line in enumerate(rows):
+        if not line.startswith(("etl ", "python -c")):
             continue
         out = (tmp_path / f"out{n}.txt").read_text()
-        comment = line.split("#", 1)[1].strip()
-        if line.startswith("etl discover"):
-            assert out == comment + "\n"  # the exact line the README shows
+        # A command's comment, and the comment-only lines under it: its output as the README shows it.
+        shown = [line.split("#", 1)[1].strip()] if "#" in line else []
+        for row in rows[n + 1:]:
+            if not row.lstrip().startswith("#"):
+                break
+            shown.append(row.split("#", 1)[1].strip())
+        if line.startswith(("etl discover", "python -c")):
+            assert out == "\n".join(shown) + "\n", out  # the exact lines the README shows (names included)
         elif line.startswith("etl status"):
-            assert comment == "ends with: Health: OK" and out.endswith("\nHealth: OK\n"), out
+            assert shown == ["ends with: Health: OK"] and out.endswith("\nHealth: OK\n"), out
         else:
             assert out == "", out  # `etl sync` prints nothing on stdout: its log is on stderr
+        checked.append(line.split()[1])
+    assert checked == ["discover", "sync", "status", "-c"]
     assert (tmp_path / "try.db").is_file()
-    status = (tmp_path / "out3.txt").read_text()
+    [status_at] = [n for n, line in enumerate(rows) if line.startswith("etl status")]
+    status = (tmp_path / f"out{status_at}.txt").read_text()
     assert "Queue (21 items):\n  pending             0\n  done               21\n" in status
 
 

@@ -95,7 +95,8 @@ def test_demo_discovers_syncs_and_answers_a_documented_bi_query(db_url, engine):
     assert re.search(r"^Discovery run \d+: 2 phone numbers, 7 conversations, 32 calls seen, enqueued 23, 0 errors\.$",
                      result.stdout, re.M)
     start = lines.index(f"{BI_QUERY_TITLE} (docs/schema.md), from call_overview:")
-    shown = [line.split() for line in lines[start + 2:] if line.startswith("  ")]
+    # Columns are two spaces or more apart (a person's name has one).
+    shown = [re.split(r"\s{2,}", line.strip()) for line in lines[start + 2:] if line.startswith("  ")]
     with engine.connect() as conn:
         expected = [[str(v) for v in row] for row in conn.execute(sa.text(BI_QUERY))]
         # Every completed summary is counted, each with its call's user and week.
@@ -104,6 +105,12 @@ def test_demo_discovers_syncs_and_answers_a_documented_bi_query(db_url, engine):
             "WHERE s.status = 'completed'")).scalar_one()
     assert shown == expected and len(expected) >= 2
     assert sum(int(row[2]) for row in expected) == total == 26
+    # By name: every person is a stored user's name, never an id (issue 24).
+    with engine.connect() as conn:
+        names = {r[0] for r in conn.execute(sa.text("SELECT name FROM users"))}
+    assert {row[1] for row in shown} <= names and all(" " in row[1] for row in shown)
+    assert re.search(r"^Refreshed users 3 \(1 request, 3 new\); lines 2 \(1 request, 2 new\); "
+                     r"contacts \d+ \(1 request, \d+ new\)\.$", result.stdout, re.M)
 
 
 def test_demo_with_transcripts_shows_the_documented_talk_time_query(db_url, engine):
