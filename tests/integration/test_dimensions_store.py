@@ -322,3 +322,30 @@ def test_status_says_when_each_resource_was_last_refreshed_and_what_it_cost(engi
         "  contacts 2026-12-01T09:00:00Z: 3 requests, 1 seen, 1 new, 0 changed, 0 gone",
     ]
     assert found.as_dict()["dimension_refreshes"]["contacts"]["requests"] == 3
+
+
+# --- through the real client and the simulator ----------------------------------------
+
+@pytest.mark.parametrize("api_version", ["v1", "2026-03-30"])
+def test_refresh_through_the_client_stores_every_user_line_and_contact(engine, api_version):
+    from etl.api import OpenPhoneClient
+    from etl.config import Settings
+    from etl.testing import FakeOpenPhone, serve
+
+    fake = FakeOpenPhone(api_key="k")
+    fake.workspace.generate(phone_numbers=3, conversations=3, calls=2, group_calls=2, agent_calls=2)
+    clock = FakeClock(T0)
+    with serve(fake) as url, OpenPhoneClient(Settings(api_key="k", base_url=url, api_version=api_version),
+                                             clock=clock) as client:
+        done = refresh(engine, client, RefreshOptions(), clock=clock)
+    users = sorted(fake.workspace.people.users)
+    assert [r[0] for r in raw_rows(engine, "SELECT user_id FROM users ORDER BY user_id")] == users
+    assert sorted(r[0] for r in raw_rows(engine, "SELECT phone_number_id FROM phone_numbers")) == sorted(
+        fake.workspace.phone_numbers)
+    assert raw_rows(engine, "SELECT COUNT(*) FROM phone_number_users")[0][0] > 0
+    contacts = next(r for r in done.done if r.resource == "contacts")
+    if contacts.problem is None:  # a surface that lists contacts stores every one
+        assert sorted(r[0] for r in raw_rows(engine, "SELECT contact_id FROM contacts")) == sorted(
+            fake.workspace.people.contacts)
+    assert done.requests == sum(r[0] for r in raw_rows(engine, "SELECT requests FROM dimension_refreshes"))
+    assert done.requests <= 10  # a handful of requests for a small workspace
