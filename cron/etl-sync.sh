@@ -95,8 +95,9 @@ to_json_lines() {
         case $line in
             '{'*'}') printf '%s\n' "$line" ;;
             '') ;;
-            # The summary `etl discover` prints on stdout after a normal run: news, not a problem.
-            'Discovery run '[0-9]*': '* | 'Discovery: '*) printf '{"timestamp":"%s","level":"info","logger":"etl","event":"%s"}\n' \
+            # The summary `etl discover` prints on stdout after a normal run (the walk's line and what
+            # the users / lines / contacts refresh cost): news, not a problem.
+            'Discovery run '[0-9]*': '* | 'Discovery: '* | 'Refreshed '*) printf '{"timestamp":"%s","level":"info","logger":"etl","event":"%s"}\n' \
                    "$(now_utc)" "$(json_escape "$line")" ;;
             *) printf '{"timestamp":"%s","level":"error","logger":"etl","event":"%s"}\n' \
                    "$(now_utc)" "$(json_escape "$line")" ;;

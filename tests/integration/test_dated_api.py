@@ -54,6 +54,10 @@ def served_summaries(fake: FakeOpenPhone) -> dict[str, dict[str, Any]]:
     return out
 
 
+# What the users / lines / contacts refresh after each discovery asks (etl.refresh, docs/contract.md).
+REFRESH_ENDPOINTS = {"dated-users", "dated-phone-numbers", "contacts"}
+
+
 def test_discover_then_sync_lands_every_call_and_summary_in_pages_of_50(settings, engine):
     fake = workspace()
     calls = fake.workspace.calls
@@ -66,9 +70,10 @@ def test_discover_then_sync_lands_every_call_and_summary_in_pages_of_50(settings
     assert listed == math.ceil(len(calls) / 50)
     assert fake.endpoint_requests["dated-call"] == 3 == ran.completed
     assert found.enqueued == 3
-    assert set(fake.endpoint_requests) == {"dated-calls", "dated-call"}
-    assert {version for *_, version in fake.request_log} == {DATED}
-    assert not [path for _, path, _ in fake.request_log if path.startswith("/v1")]
+    # Then the users, lines and contacts refresh: contacts from GET /v1/contacts (no dated list route).
+    assert set(fake.endpoint_requests) - REFRESH_ENDPOINTS == {"dated-calls", "dated-call"}
+    assert {version for _, path, version in fake.request_log if path != "/v1/contacts"} == {DATED}
+    assert not [path for _, path, _ in fake.request_log if path.startswith("/v1") and path != "/v1/contacts"]
     # Every summary equal to the API's payload (the summary object, unknown fields kept in raw_json).
     stored = stored_calls(engine)
     expected = served_summaries(fake)
@@ -163,11 +168,12 @@ def test_a_second_run_continues_from_the_watermark(settings, engine):
         fake.clock.advance(3600)
         clock.advance(3600)
         new = fake.workspace.add_call(conv, at=fake.clock.now() - dt.timedelta(minutes=30), status="ringing")
+        before = len(fake.request_log)
         again = etl.discover()
     assert again.enqueued == 1  # a call still live: queued for its sync request
     assert again.calls_seen == 1
-    params = fake.request_log[-1][1]
-    assert params == "/calls"
+    # The walk's one listing, then the users and lines refresh (contacts are not due).
+    assert [path for _, path, _ in fake.request_log[before:]] == ["/calls", "/users", "/phone-numbers"]
     with engine.connect() as conn:
         queued = conn.execute(sa.text("SELECT call_id, state FROM summary_queue WHERE call_id = :c"),
                               {"c": new.id}).one()
@@ -227,9 +233,11 @@ def test_bi_ai_agent_calls_per_line_per_week_with_their_job_fields(settings, eng
     for call in agent:
         monday = (call.created_at - dt.timedelta(days=call.created_at.weekday())).strftime("%Y-%m-%d")
         summary = fake.dated_summary(call)
-        rows = [(call.phone_number_id, monday, call.id, summary["title"], job["name"], fld["name"])
+        # The line by name: discovery stored the workspace's lines (issue 24).
+        line = fake.workspace.phone_numbers[call.phone_number_id].name
+        rows = [(line, monday, call.id, summary["title"], job["name"], fld["name"])
                 for job in summary["jobs"] or [] for fld in job["result"]["data"]]
-        counts = expected.setdefault((call.phone_number_id, monday), [0, 0])
+        counts = expected.setdefault((line, monday), [0, 0])
         counts[0] += 1
         counts[1] += len(rows)
         expected_fields += rows
