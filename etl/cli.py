@@ -271,6 +271,7 @@ def sync(api_key: str | None, base_url: str, rate: float, concurrency: int, api_
             _print_due(job, limit)
             return
         stats = job.sync(limit, max_runtime)
+    click.echo(summary_line(f"Sync run {stats.run_id}: {stats.summary()}.", stats))
     _exit_for(stats)
 
 
@@ -284,6 +285,13 @@ def _print_due(job: Etl, limit: int | None) -> None:
         click.echo(f"  {row['call_id']}  attempts={row['attempts']}{extra}")
     if count > len(rows):
         click.echo(f"  … and {count - len(rows)} more")
+
+
+def summary_line(text: str, stats: RunStats | DiscoveryStats) -> str:
+    """A run's one-line summary, saying why it stopped when it exits non-zero (never a clean-looking line
+    beside exit 3)."""
+    why = stats.stopped_because
+    return text if why is None else f"{text.rstrip('.')}; stopped: {why}."
 
 
 def _exit_for(stats: RunStats | DiscoveryStats) -> None:
@@ -363,7 +371,7 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
     if stats is None:  # no plan, no failed discovery, and nothing due: no run was started
         click.echo("Nothing to sync: no item is due, so no run was recorded.")
         return
-    click.echo(f"Backfill run {stats.run_id}: {stats.summary()}.")
+    click.echo(summary_line(f"Backfill run {stats.run_id}: {stats.summary()}.", stats))
     _exit_for(stats)
 
 
@@ -405,7 +413,7 @@ def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run
     with Etl(database_url=database_url, api_key=api_key, base_url=base_url, rate=rate, concurrency=concurrency,
              transcripts=transcripts, api_version=api_version) as job:
         stats = job.discover(since, phone_numbers, dry_run=dry_run, progress=None)
-    click.echo(stats.summary(dry_run))
+    click.echo(summary_line(stats.summary(dry_run), stats))
     _exit_for(stats)
 
 

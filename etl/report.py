@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl import store
-from etl.health import FetchHistory
+from etl.health import ANSWERED, UNANSWERED, FetchHistory
 from etl.states import ENDED_BADLY, QUEUE_STATES, TERMINAL_STATES, TRANSCRIPT_STATES
 from etl.tables import discovery_runs_t, queue_t, runs_t, transcript_queue_t
 
@@ -63,10 +63,24 @@ def last_runs(conn: Connection, limit: int = 5) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
+def _answered() -> sa.ColumnElement[int]:
+    """A run's items that the API answered, both queues (the rule of etl.health.nothing_fetched, in SQL)."""
+    r = runs_t.c
+    return sum((r[name] for name in ANSWERED[1:]), r[ANSWERED[0]])
+
+
+def _unanswered() -> sa.ColumnElement[int]:
+    r = runs_t.c
+    return sum((r[name] for name in UNANSWERED[1:]), r[UNANSWERED[0]])
+
+
 def last_successful_run(conn: Connection) -> dict[str, Any] | None:
+    """The newest run that finished with exit 0 and reached the API (or had nothing to ask it)."""
     r = runs_t.c
     row = conn.execute(
-        sa.select(runs_t).where(r.exit_code == 0, r.finished_at.is_not(None)).order_by(r.id.desc()).limit(1)
+        sa.select(runs_t).where(r.exit_code == 0, r.finished_at.is_not(None),
+                                sa.or_(_answered() > 0, _unanswered() == 0))
+        .order_by(r.id.desc()).limit(1)
     ).first()
     return dict(row._mapping) if row else None
 
@@ -76,13 +90,11 @@ def fetch_history(conn: Connection) -> FetchHistory:
     r = runs_t.c
     good = conn.execute(
         sa.select(r.id, sa.func.coalesce(r.finished_at, r.started_at))
-        .where(r.fetched + r.completed + r.failed > 0).order_by(r.id.desc()).limit(1)
+        .where(_answered() > 0).order_by(r.id.desc()).limit(1)
     ).first()
-    # The rule of etl.health.nothing_fetched, in SQL.
     failed = conn.execute(
         sa.select(sa.func.count(), sa.func.min(r.started_at))
-        .where(r.id > (good[0] if good else 0), r.fetched + r.completed + r.failed == 0,
-               r.rescheduled + r.errors > 0)
+        .where(r.id > (good[0] if good else 0), _answered() == 0, _unanswered() > 0)
     ).one()
     return FetchHistory(good[1] if good else None, failed[1], int(failed[0]))
 
