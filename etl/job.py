@@ -410,13 +410,14 @@ class Etl:
                             transport: httpx.BaseTransport | None, progress: bool | None) -> RunStats | None:
         from etl.progress import Progress
 
+        transcripts = self.settings.transcripts
         with self._database_errors(), self.engine.begin() as conn:
-            total, _ = report.due_now(conn, self.clock.utcnow())
-        if total == 0:
+            summaries, _ = report.due_now(conn, self.clock.utcnow())
+            due_transcripts = report.transcripts_due_now(conn, self.clock.utcnow()) if transcripts else 0
+        if summaries + due_transcripts == 0:
             return None  # nothing to do: a backfill records no empty run
-        if limit:
-            total = min(total, limit)
-        with Progress(total, progress, self.clock) as bar:
+        with Progress(summaries, progress, self.clock, transcripts=due_transcripts if transcripts else None,
+                      limit=limit) as bar:
             return self.sync(limit, max_runtime, transport=transport, on_progress=bar.update, command="backfill")
 
 

@@ -47,6 +47,11 @@ def due_now(conn: Connection, now: datetime) -> tuple[int, datetime | None]:
     return int(row[0]), row[1]
 
 
+def transcripts_due_now(conn: Connection, now: datetime) -> int:
+    """How many transcript items are due (what a sync with transcripts on claims after the summaries)."""
+    return int(conn.execute(sa.select(sa.func.count()).where(store.due(transcript_queue_t, now))).scalar_one())
+
+
 def due_ids(conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
     q = queue_t.c
     rows = conn.execute(

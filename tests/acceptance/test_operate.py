@@ -586,7 +586,8 @@ def test_backfill_resumes_after_an_interrupt(db_url, engine, tmp_path):
         assert proc.returncode == 1
         assert plain(err)[-1] == (f"Error: run {first['id']} did not finish cleanly: "
                                   "interrupted by SIGINT")
-        assert out == f"Backfill run {first['id']}: {len(done_first)} completed, 0 rescheduled, 0 errors.\n"
+        assert out == (f"Backfill run {first['id']}: {len(done_first)} completed, 0 rescheduled, 0 errors; "
+                       "stopped: interrupted.\n")  # issue 26: the line says why it stopped
         assert first["finished_at"] is not None
         assert len(done_first) <= first["claimed"] <= 40
         assert counts(first)[2:] == (len(done_first), 0, 0, 0, 1, "interrupted by SIGINT")

@@ -1,0 +1,114 @@
+"""Issue 26: a new operator's first week, each item driven as it was typed.
+
+Commands run through click's CliRunner (or as processes where a signal, a
+terminal or a pipe matters) against the simulated API (``etl.testing``) over
+real HTTP, on every database; messages are asserted exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from click.testing import CliRunner, Result
+
+from etl.cli import cli
+from etl.testing import FakeOpenPhone, serve
+
+KEY = "operator-week-key-123"
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def etl(*args: str, key: str = KEY, input: str | None = None) -> Result:
+    env: dict[str, str | None] = {"OPENPHONE_API_KEY": key, "ETL_DATABASE_URL": None, "OPENPHONE_BASE_URL": None,
+                                  "ETL_LOG_FORMAT": None, "NO_COLOR": None, "ETL_TRANSCRIPTS": None}
+    try:
+        return CliRunner(env=env).invoke(cli, list(args), input=input, catch_exceptions=False, prog_name="etl")
+    finally:
+        structlog.reset_defaults()
+
+
+def plain(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith("{")]
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+# --- 1. counters per queue ------------------------------------------------------------
+
+
+def test_a_plan_without_transcripts_is_not_counted_as_failed_summaries(db_url):
+    fake = FakeOpenPhone(api_key=KEY)
+    fake.transcripts_enabled = False  # python -m etl.testing --no-transcripts
+    assert etl("enqueue", "AC1aa", "AC2bb", "AC3cc", "--database-url", db_url).exit_code == 0
+    with serve(fake) as url:
+        sync = etl("sync", "--transcripts", "--database-url", db_url, "--base-url", url, "--concurrency", "1",
+                   "--log-format", "json")
+    assert sync.exit_code == 0, sync.output
+    assert sync.stdout == ("Sync run 1: 3 completed, 0 rescheduled, 0 errors; "
+                           "transcripts: 0 completed, 0 rescheduled, 1 forbidden, 0 errors.\n")
+    [finished] = [line for line in json_lines(sync.stderr) if line["event"] == "run finished"]
+    assert {k: finished[k] for k in ("claimed", "completed", "failed", "fetched", "transcripts_claimed",
+                                     "transcripts_forbidden", "transcripts_failed", "transcripts_fetched")} == {
+        "claimed": 3, "completed": 3, "failed": 0, "fetched": 3, "transcripts_claimed": 3,
+        "transcripts_forbidden": 1, "transcripts_failed": 0, "transcripts_fetched": 1}
+    status = etl("status", "--database-url", db_url)
+    lines = status.stdout.splitlines()
+    assert "  failed              0" in lines
+    [run] = [line for line in lines if line.startswith("  #1 ")]
+    assert run.endswith("exit 0: 3 claimed, 3 completed, 0 rescheduled, 0 errors; "
+                        "transcripts: 0 completed, 0 rescheduled, 1 forbidden, 0 errors")
+    as_json = json.loads(etl("status", "--json", "--database-url", db_url).stdout)
+    assert (as_json["last_runs"][0]["failed"], as_json["last_runs"][0]["transcripts_forbidden"]) == (0, 1)
+
+
+# --- 4. the summary line says why it stopped --------------------------------------------
+
+
+def test_a_refused_key_is_in_the_summary_line_of_discover_and_sync(db_url):
+    fake = FakeOpenPhone(api_key=KEY)
+    fake.workspace.generate(phone_numbers=1, conversations=1, calls=2, days=1)
+    with serve(fake) as url:
+        found = etl("discover", "--since", "2020-01-01", "--database-url", db_url, "--base-url", url,
+                    key="wrong-key-123")
+        assert etl("enqueue", "AC1aa", "--database-url", db_url).exit_code == 0
+        synced = etl("sync", "--database-url", db_url, "--base-url", url, key="wrong-key-123")
+    assert found.exit_code == 3
+    assert found.stdout == ("Discovery run 1: 0 calls seen, enqueued 0, 0 errors; "
+                            "stopped: the API refused the key.\n")
+    assert synced.exit_code == 3
+    assert synced.stdout == "Sync run 1: 0 completed, 0 rescheduled, 0 errors; stopped: the API refused the key.\n"
+
+
+# --- 2. backfill's progress counts transcripts ------------------------------------------
+
+
+def test_backfill_progress_counts_transcripts_and_logs_every_10_s(db_url, tmp_path):
+    ids = [f"AC{n:03d}pg" for n in range(12)]
+    id_file = tmp_path / "ids.txt"
+    id_file.write_text("\n".join(ids) + "\n")
+    with serve(FakeOpenPhone(api_key=KEY)) as url:
+        # 24 requests at 2 a second: about 12 s, so a line at 10 s and one at the end.
+        result = etl("backfill", "--file", str(id_file), "--transcripts", "--rate", "2", "--database-url", db_url,
+                     "--base-url", url, "--log-format", "json")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ("Backfill run 1: 12 completed, 0 rescheduled, 0 errors; "
+                             "transcripts: 12 completed, 0 rescheduled, 0 errors.\n")
+    progress = [line for line in json_lines(result.stderr) if line["event"] == "progress"]
+    # Every line knows the whole: 12 summaries and the 12 transcripts they bring.
+    assert {line["total"] for line in progress} == {24}
+    assert [line["remaining"] for line in progress].count(0) == 1 and progress[-1]["remaining"] == 0
+    assert (progress[-1]["done"], progress[-1]["eta_s"]) == (24, 0)
+    assert all(line["remaining"] > 0 and line["eta_s"] > 0 for line in progress[:-1])
+    assert 2 <= len(progress) <= 3  # one every 10 s, and the last
