@@ -26,6 +26,7 @@ honouring ``Retry-After``, within the item's time.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import hashlib
 import json
@@ -389,19 +390,27 @@ class OpenPhoneClient:
         """Run ``one_try(tries)`` under the budget, retrying transient answers within ``max_wait``."""
         give_up_at = None if max_wait is None else self.clock.monotonic() + max_wait
         sent: list[ApiResult[_M]] = []
+        waited: list[float] = []  # seconds each try waited for its rate slot
         try:
-            result: ApiResult[_M] = self._retrying(self._attempt, one_try, sent, give_up_at=give_up_at)
+            result: ApiResult[_M] = self._retrying(self._attempt, one_try, sent, waited, give_up_at=give_up_at)
         except NotSent:
             if not sent:
                 raise
             result = sent[-1]
-        return result
+        # latency_ms is the API's: the wait for the key's rate budget is reported apart (issue 26).
+        wait_ms = round(sum(waited) * 1000, 1)
+        return dataclasses.replace(result, latency_ms=round(max(0.0, result.latency_ms - wait_ms), 1),
+                                   wait_ms=wait_ms)
 
-    def _attempt(self, one_try: Callable[[int], ApiResult[_M]], sent: list[ApiResult[_M]], *,
-                 give_up_at: float | None) -> ApiResult[_M]:
+    def _attempt(self, one_try: Callable[[int], ApiResult[_M]], sent: list[ApiResult[_M]], waited: list[float],
+                 *, give_up_at: float | None) -> ApiResult[_M]:
         """One try: a rate slot, then the request."""
-        left = None if give_up_at is None else max(0.0, give_up_at - self.clock.monotonic())
-        self.budget.acquire(max_wait=left, stop=self.stop)
+        before = self.clock.monotonic()
+        left = None if give_up_at is None else max(0.0, give_up_at - before)
+        try:
+            self.budget.acquire(max_wait=left, stop=self.stop)
+        finally:
+            waited.append(self.clock.monotonic() - before)
         result = one_try(len(sent) + 1)
         sent.append(result)
         if result.http_status == 429:
@@ -693,9 +702,11 @@ class OpenPhoneClient:
         cursor: str | None = None
         tries = 0
 
+        wait_ms = 0.0
+
         def answer(kind: Kind, http_status: int | None, **extra: Any) -> ApiResult[Transcript]:
             return ApiResult(what=what, kind=kind, http_status=http_status, tries=tries,
-                             latency_ms=self._ms(started), **extra)
+                             latency_ms=round(max(0.0, self._ms(started) - wait_ms), 1), wait_ms=wait_ms, **extra)
 
         for page_number in range(_MAX_TRANSCRIPT_PAGES):
             params: dict[str, Any] = {"limit": max(1, min(page_size, 50))}
@@ -712,6 +723,7 @@ class OpenPhoneClient:
                     raise
                 return answer("transient", None, error="stopped before the last page of transcripts")
             tries += page.tries
+            wait_ms += page.wait_ms
             if page.kind != "ok" or page.data is None:
                 return answer(page.kind if page_number == 0 else "transient", page.http_status,
                               error=page.error, retry_after=page.retry_after)

@@ -594,6 +594,7 @@ class Syncer:
                 "call", call_id=u.call_id, outcome=u.state, http_status=r.http_status if r else None,
                 api_status=u.last_api_status, attempt=u.attempts, tries=r.tries if r else 0,
                 latency_ms=r.latency_ms if r else None,
+                wait_ms=r.wait_ms if r else None,
                 **({"error": u.last_error} if u.last_error else {}),
             )
 
@@ -604,7 +605,8 @@ class Syncer:
         getattr(self.log, "warning" if u.state == "forbidden" else level)(
             "transcript", call_id=u.call_id, outcome=u.state, http_status=r.http_status if r else None,
             api_status=u.last_api_status, attempt=u.attempts, tries=r.tries if r else 0,
-            latency_ms=r.latency_ms if r else None, lines=len(entry.rows.lines) if entry.rows else None,
+            latency_ms=r.latency_ms if r else None,
+            wait_ms=r.wait_ms if r else None, lines=len(entry.rows.lines) if entry.rows else None,
             **({"error": u.last_error} if u.last_error else {}),
         )
 

@@ -8,7 +8,6 @@ real HTTP, on every database; messages are asserted exactly.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -112,3 +111,25 @@ def test_backfill_progress_counts_transcripts_and_logs_every_10_s(db_url, tmp_pa
     assert (progress[-1]["done"], progress[-1]["eta_s"]) == (24, 0)
     assert all(line["remaining"] > 0 and line["eta_s"] > 0 for line in progress[:-1])
     assert 2 <= len(progress) <= 3  # one every 10 s, and the last
+
+
+# --- 3. latency_ms is the API's; the rate budget's wait is apart -------------------------
+
+
+def test_latency_is_the_apis_and_the_budget_wait_is_reported_apart(db_url):
+    ids = [f"AC{n:02d}lat" for n in range(10)]
+    assert etl("enqueue", *ids, "--database-url", db_url).exit_code == 0
+    with serve(FakeOpenPhone(api_key=KEY)) as url:
+        # The default path: throttled (--rate 5 here), 10 items in flight at once.
+        result = etl("sync", "--rate", "5", "--concurrency", "10", "--no-calls", "--database-url", db_url,
+                     "--base-url", url, "--log-format", "json")
+    assert result.exit_code == 0, result.output
+    calls = [line for line in json_lines(result.stderr) if line["event"] == "call"]
+    assert len(calls) == 10
+    waits = sorted(line["wait_ms"] for line in calls)
+    # 10 requests at 5 a second: the last waits about 1.8 s for its slot ...
+    assert waits[-1] >= 1200
+    slowest = max(calls, key=lambda line: line["wait_ms"])
+    # ... which is not the API's latency (the simulator answers at once).
+    assert slowest["latency_ms"] < slowest["wait_ms"]
+    assert sum(line["latency_ms"] for line in calls) < sum(waits)
