@@ -21,6 +21,7 @@ import click
 
 from etl import (
     API_VERSIONS,
+    AuthError,
     EnqueueCounts,
     Etl,
     EtlError,
@@ -66,6 +67,11 @@ def command(fn: F) -> F:
                               secrets=[kwargs.get("api_key") or ""])
         try:
             return fn(*args, **kwargs)
+        except AuthError as exc:  # every command that talks to the API: the same hint
+            message = str(exc)
+            if "OPENPHONE_API_KEY" not in message:
+                message = f"the API refused the key (HTTP {exc.http_status}): {message}. Check OPENPHONE_API_KEY."
+            raise CliError(message, exc.exit_code) from None
         except EtlError as exc:
             raise CliError(str(exc), exc.exit_code) from None
 
@@ -628,9 +634,11 @@ def webhooks_list(api_key: str | None, base_url: str, api_version: str) -> None:
 @_key_options
 @command
 def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str, api_version: str) -> None:
-    """Delete one API webhook of --api-version by id (as `etl webhooks list` shows it)."""
-    Etl(api_key=api_key, base_url=base_url, api_version=api_version).webhooks.delete(webhook_id)
-    click.echo(f"Deleted webhook {webhook_id}.")
+    """Delete one API webhook by id (as `etl webhooks list` shows it): of --api-version, or of the other
+    API version when only that one has the id."""
+    deleted_on = Etl(api_key=api_key, base_url=base_url, api_version=api_version).webhooks.delete(webhook_id)
+    other = "" if deleted_on == api_version else f" (a {deleted_on} webhook: found with --api-version {deleted_on})"
+    click.echo(f"Deleted webhook {webhook_id}{other}.")
 
 
 @webhooks_group.command("migrate", short_help="Move --url from the legacy webhooks to a current one, no gap.")

@@ -446,11 +446,12 @@ class Webhooks:
 
         return manage.list_all(self._settings(), transport=self._job.transport)
 
-    def delete(self, webhook_id: str) -> None:
-        """Delete one webhook of ``settings.api_version`` by id."""
+    def delete(self, webhook_id: str) -> str:
+        """Delete one webhook by id: of ``settings.api_version``, else of the other surface when only it has
+        that id.  Returns the API version whose webhook was deleted."""
         from etl.webhooks import manage
 
-        manage.delete(self._settings(), webhook_id, transport=self._job.transport)
+        return manage.delete(self._settings(), webhook_id, transport=self._job.transport)
 
     def migrate(self, url: str, *, label: str | None = None, wait: float = 60.0,
                 on_step: Callable[[str], None] | None = None) -> Migrated:

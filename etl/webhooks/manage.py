@@ -41,7 +41,7 @@ from sqlalchemy.engine import Engine
 from etl.api import OpenPhoneClient
 from etl.clock import SYSTEM, Clock
 from etl.config import DATED_API_VERSION, Settings
-from etl.errors import EtlError, UsageError
+from etl.errors import AuthError, EtlError, UsageError
 from etl.tables import deliveries_t
 from etl.webhooks.app import WEBHOOK_PATH as RECEIVER_PATH
 from etl.webhooks.events import SUBSCRIBED_EVENTS
@@ -122,9 +122,23 @@ def list_all(settings: Settings, *, transport: httpx.BaseTransport | None = None
         return client.list_webhooks()
 
 
-def delete(settings: Settings, webhook_id: str, *, transport: httpx.BaseTransport | None = None) -> None:
+def delete(settings: Settings, webhook_id: str, *, transport: httpx.BaseTransport | None = None) -> str:
+    """Delete the webhook ``webhook_id`` of ``settings.api_version``, or, when that surface has none,
+    of the other surface (issue 26: a current webhook's id given without ``--api-version``).
+    Returns the API version whose webhook was deleted."""
     with OpenPhoneClient(settings, transport=transport) as client:
-        client.delete_webhook(webhook_id)
+        try:
+            client.delete_webhook(webhook_id)
+            return settings.api_version
+        except AuthError:
+            raise
+        except EtlError as exc:
+            dated = settings.api_version == DATED_API_VERSION
+            if not any(h.get("id") == webhook_id for h in client.list_webhooks(dated=not dated)):
+                raise EtlError(f"{exc}; no webhook of either API version has this id (`etl webhooks list` "
+                               f"and `etl webhooks list --api-version {DATED_API_VERSION}` show them)") from None
+        client.delete_webhook(webhook_id, dated=not dated)
+        return "v1" if dated else DATED_API_VERSION
 
 
 # --- migrate ----------------------------------------------------------------------------

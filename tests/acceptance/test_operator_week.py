@@ -133,3 +133,29 @@ def test_latency_is_the_apis_and_the_budget_wait_is_reported_apart(db_url):
     # ... which is not the API's latency (the simulator answers at once).
     assert slowest["latency_ms"] < slowest["wait_ms"]
     assert sum(line["latency_ms"] for line in calls) < sum(waits)
+
+
+# --- 11. webhooks delete finds the webhook on either surface; 14. list with a wrong key ---------
+
+
+def test_delete_finds_a_current_webhook_without_the_api_version_flag_and_list_hints_at_the_key():
+    fake = FakeOpenPhone(api_key=KEY)
+    receiver = "https://etl.example.com/webhooks/openphone"
+    with serve(fake) as url:
+        created = etl("webhooks", "register", "--api-version", "2026-03-30", "--url", receiver, "--base-url", url)
+        assert created.exit_code == 0, created.output
+        [hook_id] = list(fake.webhooks)
+        deleted = etl("webhooks", "delete", hook_id, "--base-url", url)  # v1, the default surface
+        missing = etl("webhooks", "delete", "WHnosuchhook", "--base-url", url)
+        listed = etl("webhooks", "list", "--base-url", url, key="wrong-key-123")
+    assert deleted.exit_code == 0, deleted.output
+    assert deleted.stdout == (f"Deleted webhook {hook_id} (a 2026-03-30 webhook: found with "
+                              "--api-version 2026-03-30).\n")
+    assert list(fake.webhooks) == []
+    assert missing.exit_code == 1
+    assert plain(missing.stderr) == [
+        "Error: DELETE /v1/webhooks/WHnosuchhook failed: HTTP 404 Not Found: Not Found; no webhook of either API "
+        "version has this id (`etl webhooks list` and `etl webhooks list --api-version 2026-03-30` show them)"]
+    assert listed.exit_code == 3
+    assert plain(listed.stderr) == ["Error: the API refused the key (HTTP 401): HTTP 401 Unauthorized: Missing or "
+                                    "invalid API key. Check OPENPHONE_API_KEY."]
