@@ -28,11 +28,13 @@ from etl import (
     HealthLimits,
     Requeued,
     Settings,
+    TranscriptsQueued,
     UsageError,
     __version__,
     invalid_printer,
     invalid_rest_message,
     no_valid_ids_message,
+    plural,
     rate_problem,
     requeue_selection,
     source_name,
@@ -327,8 +329,13 @@ def _exit_for(stats: RunStats | DiscoveryStats) -> None:
 @click.option("--status", "status_list", default=None, metavar="STATES",
               help="Re-queue items in these end states, comma-separated: "
                    "failed,error,absent,not_found,invalid (done needs --force).")
-@click.option("--since", type=click.DateTime(), default=None, help="Only items finished at or after this UTC time.")
-@click.option("--until", type=click.DateTime(), default=None, help="Only items finished before this UTC time.")
+@click.option("--since", type=click.DateTime(formats=_DATE_FORMATS), default=None, metavar="DATE",
+              help="Only items finished at or after this UTC time.")
+@click.option("--until", type=click.DateTime(formats=_DATE_FORMATS), default=None, metavar="DATE",
+              help="Only items finished before this UTC time.")
+@click.option("--missing-transcripts", is_flag=True,
+              help="First queue the transcript of every call already synced that has none (transcripts turned "
+                   "on later); with --since/--until only of items finished then. Implies --transcripts.")
 @click.option("--force", is_flag=True, help="Also re-fetch `done` items (unchanged content is not rewritten).")
 @click.option("--dry-run", is_flag=True, help="Show what would be re-queued; change nothing.")
 @click.option("--discover", "discover_first", is_flag=True,
@@ -344,7 +351,8 @@ def _exit_for(stats: RunStats | DiscoveryStats) -> None:
 @database_options
 @command
 def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | None, until: datetime | None,
-             force: bool, dry_run: bool, discover_first: bool, discover_since: datetime | None,
+             force: bool, missing_transcripts: bool, dry_run: bool, discover_first: bool,
+             discover_since: datetime | None,
              not_found_window: float, transcripts: bool, api_key: str | None, base_url: str, rate: float,
              concurrency: int, api_version: str, fetch_calls: bool, limit: int | None, max_runtime: float | None,
              database_url: str) -> None:
@@ -353,14 +361,20 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
     Interrupt it with Ctrl-C at any time: in-flight work is saved and running
     `etl backfill` again continues with whatever is still due.
     """
-    selection = requeue_selection(status_list, since, until, force)
+    requeues = bool(status_list or force)
+    # With --missing-transcripts alone, --since/--until pick the calls whose transcripts are queued.
+    window = (since, until) if missing_transcripts else (None, None)
+    selection = requeue_selection(status_list, since, until, force) if requeues or not missing_transcripts else None
     source = "-" if file is None else getattr(file, "name", "-")
     with Etl(database_url=database_url, api_key=api_key, base_url=base_url, rate=rate, concurrency=concurrency,
-             not_found_window=not_found_window, transcripts=transcripts, api_version=api_version,
+             not_found_window=not_found_window, transcripts=transcripts or missing_transcripts,
+             api_version=api_version,
              fetch_calls=fetch_calls, read_only=dry_run and not discover_first) as job:
         result = job.backfill(file=file, requeue=selection, discover=discover_first, discover_since=discover_since,
                               dry_run=dry_run, limit=limit, max_runtime=max_runtime, progress=None,
-                              on_invalid=_invalid_printer(source), on_step=_print_backfill_step)
+                              on_invalid=_invalid_printer(source), on_step=_print_backfill_step,
+                              missing_transcripts=missing_transcripts, transcripts_since=window[0],
+                              transcripts_until=window[1])
     if result.discovery is not None and result.discovery.exit_code != 0:
         _exit_for(result.discovery)
     if result.plan is not None:
@@ -370,8 +384,12 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
             click.echo(f"Would enqueue up to {plan.file.valid} ids from {plan.source} "
                        f"({plan.file.invalid} invalid skipped).")
         for state, n in sorted(plan.requeue.items()):
-            click.echo(f"Would re-queue {n} {state} items.")
-        click.echo(f"Would re-queue {sum(plan.requeue.values())} items in all; {plan.due_now} items are due now.")
+            click.echo(f"Would re-queue {plural(n, f'{state} item')}.")
+        if plan.transcripts is not None:
+            click.echo(f"Would queue {plural(plan.transcripts, 'transcript')} of calls already synced.")
+        due = plan.due_now
+        click.echo(f"Would re-queue {plural(sum(plan.requeue.values()), 'item')} in all; "
+                   f"{plural(due, 'item')} {'is' if due == 1 else 'are'} due now.")
         return
     stats = result.run
     if stats is None:  # no plan, no failed discovery, and nothing due: no run was started
@@ -381,8 +399,10 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
     _exit_for(stats)
 
 
-def _print_backfill_step(step: EnqueueCounts | Requeued) -> None:
-    if isinstance(step, EnqueueCounts):
+def _print_backfill_step(step: EnqueueCounts | Requeued | TranscriptsQueued) -> None:
+    if isinstance(step, TranscriptsQueued):
+        click.echo(f"Queued {plural(step.count, 'transcript')} of calls already synced.", err=True)
+    elif isinstance(step, EnqueueCounts):
         _print_invalid_rest(step.invalid)
         click.echo(f"Enqueued {step.new} new ids ({step.valid - step.new} already queued, "
                    f"{step.invalid} invalid skipped).", err=True)

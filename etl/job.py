@@ -225,9 +225,15 @@ class Etl:
                  limit: int | None = None, max_runtime: float | None = None,
                  transport: httpx.BaseTransport | None = None, progress: bool | None = None,
                  on_invalid: OnInvalid | None = None,
-                 on_step: Callable[[EnqueueCounts | Requeued], None] | None = None) -> BackfillResult:
+                 on_step: Callable[[EnqueueCounts | Requeued | TranscriptsQueued], None] | None = None,
+                 missing_transcripts: bool = False, transcripts_since: datetime | date | str | None = None,
+                 transcripts_until: datetime | date | str | None = None) -> BackfillResult:
         """Discover or enqueue ids, re-queue the ``requeue`` selection, then sync until nothing is due.
 
+        ``missing_transcripts``: first queue the transcript of every call already
+        synced that has none (transcripts turned on later; needs the ``transcripts``
+        setting), only of summary items finished in ``transcripts_since`` ..
+        ``transcripts_until`` when given.
         ``progress``: a bar on stderr (None: when stderr is a terminal; else a
         log line every 10 s).  ``on_step`` hears what was enqueued and
         re-queued before the sync starts.  A failed discovery ends the
@@ -237,6 +243,9 @@ class Etl:
         """
         discover_since = utc_time(discover_since, "discover_since")
         check_sources(file, discover, discover_since)
+        window = (utc_time(transcripts_since, "transcripts_since"), utc_time(transcripts_until, "transcripts_until"))
+        if missing_transcripts and not self.settings.transcripts:
+            raise UsageError("--missing-transcripts queues transcripts: it needs --transcripts (ETL_TRANSCRIPTS=1)")
         if not dry_run or discover:
             self._api_settings(transport or self.transport)  # no key: refused before anything changes
         result = BackfillResult()
@@ -247,7 +256,14 @@ class Etl:
                 return result
         if dry_run:
             result.plan = self._plan(file, requeue, on_invalid)
+            if missing_transcripts:
+                with self._database_errors(), self.engine.begin() as conn:
+                    result.plan = replace(result.plan, transcripts=report.count_without_transcript(conn, *window))
             return result
+        if missing_transcripts:
+            result.transcripts_queued = TranscriptsQueued(self._queue_missing_transcripts(*window))
+            if on_step is not None:
+                on_step(result.transcripts_queued)
         if file is not None:
             result.enqueued = self.enqueue(file=file, on_invalid=on_invalid)
             if on_step is not None:
@@ -406,6 +422,15 @@ class Etl:
         ids = count_ids(id_items((), file), on_invalid) if file is not None else None
         return Plan(due, selected, ids, source_name(file) if file is not None else None)
 
+    def _queue_missing_transcripts(self, since: datetime | None, until: datetime | None) -> int:
+        queued = 0
+        while True:  # short transactions: safe next to a running sync
+            with self._database_errors(), self.engine.begin() as conn:
+                n = report.queue_missing_transcripts(conn, self.clock.utcnow(), since, until)
+            queued += n
+            if n == 0:
+                return queued
+
     def _sync_with_progress(self, limit: int | None, max_runtime: float | None,
                             transport: httpx.BaseTransport | None, progress: bool | None) -> RunStats | None:
         from etl.progress import Progress
@@ -481,6 +506,13 @@ class Requeued:
     states: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class TranscriptsQueued:
+    """How many transcripts of calls already synced a backfill queued (``--missing-transcripts``)."""
+
+    count: int
+
+
 @dataclass
 class BackfillResult:
     """What :meth:`Etl.backfill` did, step by step (None: the step did not run)."""
@@ -489,6 +521,7 @@ class BackfillResult:
     plan: Plan | None = None
     enqueued: EnqueueCounts | None = None
     requeued: Requeued | None = None
+    transcripts_queued: TranscriptsQueued | None = None
     run: RunStats | None = None
 
 
@@ -522,4 +555,5 @@ def check_sources(file: BinaryIO | None, discover: bool, discover_since: datetim
         raise UsageError("--discover-since needs --discover")
 
 
-__all__ = ["BackfillResult", "Etl", "Requeued", "Webhooks", "check_sources", "selection", "utc_time"]
+__all__ = ["BackfillResult", "Etl", "Requeued", "TranscriptsQueued", "Webhooks", "check_sources", "selection",
+           "utc_time"]

@@ -52,6 +52,36 @@ def transcripts_due_now(conn: Connection, now: datetime) -> int:
     return int(conn.execute(sa.select(sa.func.count()).where(store.due(transcript_queue_t, now))).scalar_one())
 
 
+# Summary items whose call the API answered for: their transcript is worth asking for.
+SYNCED_STATES = ("done", "failed", "absent")
+
+
+def without_transcript(since: datetime | None = None, until: datetime | None = None) -> list[sa.ColumnElement[bool]]:
+    """Summary items already synced whose call has no transcript item (transcripts turned on later);
+    ``since``/``until``: only those whose summary item finished in that window."""
+    q, t = queue_t.c, transcript_queue_t.c
+    clauses: list[sa.ColumnElement[bool]] = [
+        q.state.in_(SYNCED_STATES), ~sa.exists().where(t.call_id == q.call_id)]
+    if since is not None:
+        clauses.append(q.finished_at >= since)
+    if until is not None:
+        clauses.append(q.finished_at < until)
+    return clauses
+
+
+def count_without_transcript(conn: Connection, since: datetime | None = None, until: datetime | None = None) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(queue_t)
+                            .where(*without_transcript(since, until))).scalar_one())
+
+
+def queue_missing_transcripts(conn: Connection, now: datetime, since: datetime | None = None,
+                              until: datetime | None = None, batch: int = 1000) -> int:
+    """Queue (due now) the transcripts of up to ``batch`` synced calls that have none; how many were queued."""
+    ids = conn.execute(sa.select(queue_t.c.call_id).where(*without_transcript(since, until))
+                       .order_by(queue_t.c.call_id).limit(batch)).scalars().all()
+    return store.enqueue_transcripts(conn, list(ids), now) if ids else 0
+
+
 def due_ids(conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
     q = queue_t.c
     rows = conn.execute(

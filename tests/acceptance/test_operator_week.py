@@ -159,3 +159,33 @@ def test_delete_finds_a_current_webhook_without_the_api_version_flag_and_list_hi
     assert listed.exit_code == 3
     assert plain(listed.stderr) == ["Error: the API refused the key (HTTP 401): HTTP 401 Unauthorized: Missing or "
                                     "invalid API key. Check OPENPHONE_API_KEY."]
+
+
+# --- 10. transcripts for calls synced before transcripts were turned on; 14. --since ...Z --------
+
+
+def test_backfill_missing_transcripts_fetches_them_for_calls_already_synced(db_url, engine):
+    fake = FakeOpenPhone(api_key=KEY)
+    with serve(fake) as url:
+        api = ["--database-url", db_url, "--base-url", url, "--rate", "0"]
+        assert etl("enqueue", "AC1aa", "AC2bb", "--database-url", db_url).exit_code == 0
+        assert etl("sync", *api).stdout == "Sync run 1: 2 completed, 0 rescheduled, 0 errors.\n"
+        # Turning transcripts on later does nothing for calls already synced ...
+        assert etl("sync", "--transcripts", *api).stdout == "Sync run 2: 0 completed, 0 rescheduled, 0 errors.\n"
+        # ... --missing-transcripts does (--since takes a trailing Z, as discover's does).
+        plan = etl("backfill", "--missing-transcripts", "--since", "2000-01-01T00:00:00Z", "--dry-run", *api)
+        done = etl("backfill", "--missing-transcripts", "--since", "2000-01-01T00:00:00Z", *api)
+        again = etl("backfill", "--missing-transcripts", *api)
+    assert plan.exit_code == 0, plan.output
+    assert plan.stdout == ("Would queue 2 transcripts of calls already synced.\n"
+                           "Would re-queue 0 items in all; 0 items are due now.\n")
+    assert done.exit_code == 0, done.output
+    assert plain(done.stderr) == ["Queued 2 transcripts of calls already synced."]
+    assert done.stdout == ("Backfill run 3: 0 completed, 0 rescheduled, 0 errors; "
+                           "transcripts: 2 completed, 0 rescheduled, 0 errors.\n")
+    with engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT call_id FROM call_transcripts ORDER BY call_id").scalars().all()
+    assert stored == ["AC1aa", "AC2bb"]
+    assert (again.exit_code, plain(again.stderr), again.stdout) == (
+        0, ["Queued 0 transcripts of calls already synced."],
+        "Nothing to sync: no item is due, so no run was recorded.\n")
