@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
@@ -454,14 +455,24 @@ def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run
               help="Clear call_summaries.raw_json and calls.raw_json (set to '') of calls that started more "
                    "than DAYS ago.")
 @click.option("--dry-run", is_flag=True, help="Count what would be removed; change nothing.")
+@click.option("--yes", "-y", is_flag=True,
+              help="Do not ask before a prune that deletes every stored transcript line (off a terminal such a "
+                   "prune is refused without it).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, metavar="N",
               help="Calls per transaction (short transactions: safe next to a running sync).")
 @database_options
 @command
-def prune(transcripts_older_than: float | None, raw_json_older_than: float | None, dry_run: bool, batch_size: int,
-          database_url: str) -> None:
-    """Forget on schedule: transcript lines and raw JSON payloads of old calls (cron: daily)."""
+def prune(transcripts_older_than: float | None, raw_json_older_than: float | None, dry_run: bool, yes: bool,
+          batch_size: int, database_url: str) -> None:
+    """Forget on schedule: transcript lines and raw JSON payloads of old calls (cron: daily).
+
+    A prune that would delete every stored transcript line (e.g.
+    --transcripts-older-than 0) asks first on a terminal and needs --yes
+    elsewhere: pruned transcripts are never fetched again.
+    """
     with Etl(database_url=database_url) as job:
+        if transcripts_older_than is not None and not dry_run and not yes:
+            _confirm_pruning_everything(job, transcripts_older_than)
         result = job.prune(transcripts_older_than=transcripts_older_than, raw_json_older_than=raw_json_older_than,
                            dry_run=dry_run, batch_size=batch_size)
     verb = "Would remove" if dry_run else "Removed"
@@ -472,6 +483,21 @@ def prune(transcripts_older_than: float | None, raw_json_older_than: float | Non
         click.echo(f"{'Would clear' if dry_run else 'Cleared'} {result.summary_payloads} summary payload(s) and "
                    f"{result.call_payloads} call payload(s) of calls that started before "
                    f"{result.raw_json_before:%Y-%m-%d %H:%M:%S} UTC.")
+
+
+def _confirm_pruning_everything(job: Etl, days: float) -> None:
+    """Ask (on a terminal) or refuse (elsewhere) before deleting every stored transcript line."""
+    stored, calls = job.transcript_lines_stored()
+    if stored == 0:
+        return
+    would = job.prune(transcripts_older_than=days, dry_run=True)
+    if would.transcript_lines < stored:
+        return
+    what = (f"every stored transcript line ({plural(stored, 'line')} of {plural(calls, 'call')}), permanently: "
+            "pruned transcripts are never fetched again")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise CliError(f"this prune would delete {what}; pass --yes to confirm", 2)
+    click.confirm(f"This prune deletes {what}. Continue?", abort=True)
 
 
 # --- status -----------------------------------------------------------------------

@@ -299,6 +299,11 @@ class Etl:
             return prune(self.engine, self.clock.utcnow(), transcripts_older_than=transcripts_older_than,
                          raw_json_older_than=raw_json_older_than, dry_run=dry_run, batch_size=batch_size)
 
+    def transcript_lines_stored(self) -> tuple[int, int]:
+        """(transcript lines stored, calls they belong to): a prune that would delete them all asks first."""
+        with self._database_errors(), self.engine.begin() as conn:
+            return report.transcript_lines_stored(conn)
+
     # -- the webhook receiver ---------------------------------------------------------
 
     def serve(self, webhook_secrets: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080,

@@ -82,6 +82,14 @@ def queue_missing_transcripts(conn: Connection, now: datetime, since: datetime |
     return store.enqueue_transcripts(conn, list(ids), now) if ids else 0
 
 
+def transcript_lines_stored(conn: Connection) -> tuple[int, int]:
+    """(transcript lines stored, calls they belong to): what a prune of everything would delete."""
+    from etl.tables import transcript_lines_t
+
+    row = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(transcript_lines_t.c.call_id)))).one()
+    return int(row[0]), int(row[1])
+
+
 def due_ids(conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
     q = queue_t.c
     rows = conn.execute(

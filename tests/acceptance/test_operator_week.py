@@ -8,15 +8,22 @@ real HTTP, on every database; messages are asserted exactly.
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import structlog
 from click.testing import CliRunner, Result
 
+from etl import db
 from etl.cli import cli
 from etl.testing import FakeOpenPhone, serve
+from tests.acceptance.test_cron_prune import store_call_with_transcript
+from tests.support.proc import ETL, etl_env, read_terminal
 
 KEY = "operator-week-key-123"
 
@@ -189,3 +196,60 @@ def test_backfill_missing_transcripts_fetches_them_for_calls_already_synced(db_u
     assert (again.exit_code, plain(again.stderr), again.stdout) == (
         0, ["Queued 0 transcripts of calls already synced."],
         "Nothing to sync: no item is due, so no run was recorded.\n")
+
+
+# --- 12. a prune that would remove every transcript line asks first ---------------------------
+
+
+def _stored_lines(url: str) -> int:
+    engine = db.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT count(*) FROM call_transcript_lines").scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_pruning_every_transcript_line_needs_confirmation(tmp_path):
+    url = f"sqlite:///{tmp_path / 'etl.db'}"
+    db.upgrade(url)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    store_call_with_transcript(url, "ACold1", now - timedelta(days=120), now)
+    store_call_with_transcript(url, "ACnew1", now - timedelta(days=10), now)
+
+    refused = etl("prune", "--transcripts-older-than", "0", "--database-url", url)
+    assert (refused.exit_code, plain(refused.stderr)) == (2, [
+        "Error: this prune would delete every stored transcript line (4 lines of 2 calls), permanently: pruned "
+        "transcripts are never fetched again; pass --yes to confirm"])
+    assert _stored_lines(url) == 4
+
+    # Not everything: no question asked.
+    some = etl("prune", "--transcripts-older-than", "90", "--database-url", url)
+    assert some.exit_code == 0, some.output
+    assert _stored_lines(url) == 2
+
+    # On a terminal it asks; "n" keeps everything.
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen([str(ETL), "prune", "--transcripts-older-than", "0", "--database-url", url],
+                                stdin=terminal, stdout=terminal, stderr=terminal, env=etl_env(url))
+        os.close(terminal)
+        screen = b""
+        while b"Continue? [y/N]" not in screen:
+            chunk = os.read(controller, 4096)
+            assert chunk, screen
+            screen += chunk
+        os.write(controller, b"n\n")
+        screen += read_terminal(controller)
+        assert proc.wait(timeout=60) == 1
+    finally:
+        os.close(controller)
+    assert ("This prune deletes every stored transcript line (2 lines of 1 call), permanently: pruned transcripts "
+            "are never fetched again. Continue? [y/N]") in screen.decode()
+    assert "Aborted!" in screen.decode()
+    assert _stored_lines(url) == 2
+
+    confirmed = etl("prune", "--transcripts-older-than", "0", "--yes", "--database-url", url)
+    assert confirmed.exit_code == 0, confirmed.output
+    assert confirmed.stdout.startswith("Removed 2 transcript line(s) of 1 call(s) that started before ")
+    assert _stored_lines(url) == 0
