@@ -176,7 +176,31 @@ def transcripts_option(fn: F) -> F:
 # --- the group --------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class OneLineErrors(click.Group):
+    """The ``etl`` group: a usage error is one line too (``Error: … Try 'etl sync --help'.``), not click's
+    usage block, hint and error on three lines (docs/contract.md: every expected failure is one line)."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            message = exc.format_message().rstrip()
+            hint = f" Try '{exc.ctx.command_path} --help'." if exc.ctx is not None else ""
+            click.echo(f"Error: {message}{'' if message.endswith('.') else '.'}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="etl")
 def cli() -> None:
     """Keep a SQL database in step with OpenPhone call summaries.

@@ -64,8 +64,10 @@ def test_an_unreachable_api_is_an_outage_not_a_quiet_day(db_url, engine):
     # Issue 26: a run that never reached the API is not a success: exit 4 (docs/contract.md), and its
     # one-line summary says why (the items are rescheduled all the same).
     assert sync.exit_code == 4
-    assert sync.stdout == "Sync run 1: 0 completed, 2 rescheduled, 0 errors; stopped: the API was never reached.\n"
-    assert plain(sync.stderr)[-1] == f"Error: run 1 did not finish cleanly: {UNREACHABLE}"
+    [run_id] = [line["run_id"] for line in json_lines(sync.stderr) if line["event"] == "run finished"]
+    assert sync.stdout == (f"Sync run {run_id}: 0 completed, 2 rescheduled, 0 errors; "
+                           "stopped: the API was never reached.\n")
+    assert plain(sync.stderr)[-1] == f"Error: run {run_id} did not finish cleanly: {UNREACHABLE}"
     lines = json_lines(sync.stderr)
     calls = [line for line in lines if line["event"] == "call"]
     assert sorted((c["call_id"], c["level"], c["outcome"]) for c in calls) == [
