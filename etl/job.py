@@ -212,6 +212,9 @@ class Etl:
         from etl.running import run_discover
 
         start = utc_time(since, "since")
+        if start is not None and start > self.clock.utcnow():
+            raise UsageError(f"--since {start:%Y-%m-%d %H:%M:%S} UTC is in the future: no call can have started "
+                             "after it yet; give a past date")
         transport = transport or self.transport
         settings = self._api_settings(transport)
         options = DiscoverOptions(since=start, phone_numbers=parse_phone_numbers(tuple(phone_numbers)),

@@ -272,3 +272,40 @@ def test_a_usage_error_is_one_line():
         2, "", "Error: No such option '--bogus'. Try 'etl sync --help'.\n")
     result = subprocess.run([str(ETL), "nosuch"], capture_output=True, text=True, timeout=60, check=False)
     assert (result.returncode, result.stderr) == (2, "Error: No such command 'nosuch'. Try 'etl --help'.\n")
+
+
+def test_discover_since_a_future_date_is_refused(db_url):
+    with serve(FakeOpenPhone(api_key=KEY)) as url:
+        result = etl("discover", "--since", "2999-01-01", "--database-url", db_url, "--base-url", url)
+    assert (result.exit_code, result.stdout, plain(result.stderr)) == (2, "", [
+        "Error: --since 2999-01-01 00:00:00 UTC is in the future: no call can have started after it yet; "
+        "give a past date"])
+
+
+def test_counts_of_one_are_singular(db_url):
+    fake = FakeOpenPhone(api_key=KEY)
+    fake.workspace.generate(phone_numbers=1, conversations=1, calls=1, days=1)
+    with serve(fake) as url:
+        found = etl("discover", "--since", "2020-01-01", "--api-version", "2026-03-30", "--database-url", db_url,
+                    "--base-url", url)
+        assert found.exit_code == 0, found.output
+        assert etl("enqueue", "AC1one", "--database-url", db_url).exit_code == 0
+        plan = etl("backfill", "--dry-run", "--database-url", db_url)
+        status = etl("status", "--database-url", db_url)
+    assert plan.stdout == "Would re-queue 0 items in all; 1 item is due now.\n"
+    [line] = [line for line in status.stdout.splitlines() if line.startswith("Last discovery: ")]
+    assert line.endswith("exit 0: 1 page, 1 call seen, 0 enqueued, 0 errors"), line
+
+
+def test_the_demo_table_lines_up_and_no_line_ends_in_spaces(tmp_path):
+    result = etl("demo", "--database-url", f"sqlite:///{tmp_path / 'demo.db'}")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line for line in lines if line != line.rstrip()] == []
+    header = next(line for line in lines if line.startswith("call id "))
+    rows = [line for line in lines if line.startswith("ACdemo")]
+    assert rows
+    column = header.index("what it shows")
+    for row in rows:
+        # The column starts where its heading does: after the counts and one space.
+        assert row[column - 1] == " " and row[column] != " ", (header, row)
