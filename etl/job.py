@@ -371,8 +371,30 @@ class Etl:
         from etl.demo import run_demo
 
         with self._database_errors():
-            run_demo(self.engine, self.settings.database_url, sandbox=sandbox, transcripts=self.settings.transcripts,
-                     api_version=self.settings.api_version)
+            run_demo(self.engine, self.settings.database_url, clock=self.clock, sandbox=sandbox,
+                     transcripts=self.settings.transcripts, api_version=self.settings.api_version)
+
+    # -- dbt --------------------------------------------------------------------------
+
+    def dbt_sources(self, *, name: str = "openphone", schema: str | None = None, warn_after_hours: int = 24,
+                    error_after_hours: int = 72) -> str:
+        """``etl dbt sources``: a dbt sources YAML of every table and view (etl.dbt; docs/bi.md).
+
+        ``schema``: where the tables are (default: ``public`` on PostgreSQL, the database's name on
+        MySQL/MariaDB, ``main`` on SQLite); freshness warns and errors after these many hours since
+        the newest synced-at value.  Reads no database: the tables are this version's models.
+        """
+        from sqlalchemy.engine import make_url
+
+        from etl import dbt
+        from etl.models import VIEWS, Base
+
+        url = make_url(self.settings.database_url)
+        where = schema if schema is not None else dbt.default_schema(url.get_backend_name(), url.database)
+        views = dbt.all_views(VIEWS, dbt.parse_view_docs(dbt.schema_doc_path().read_text(encoding="utf-8")))
+        document = dbt.sources(Base.metadata, views, schema=where, name=name, warn_hours=warn_after_hours,
+                               error_hours=error_after_hours)
+        return dbt.sources_yaml(document)
 
     # -- health ---------------------------------------------------------------------
 
@@ -471,20 +493,21 @@ class Webhooks:
 
         manage.check_receiver_url(url)
         settings = self._settings()
-        return manage.register(settings, url, label, on_created=on_created, transport=self._job.transport)
+        return manage.register(settings, url, label, clock=self._job.clock, on_created=on_created,
+                               transport=self._job.transport)
 
     def list(self) -> list[dict[str, Any]]:
         """The webhooks of ``settings.api_version`` (``id``, ``status``, ``events``, ``url``)."""
         from etl.webhooks import manage
 
-        return manage.list_all(self._settings(), transport=self._job.transport)
+        return manage.list_all(self._settings(), clock=self._job.clock, transport=self._job.transport)
 
     def delete(self, webhook_id: str) -> str:
         """Delete one webhook by id: of ``settings.api_version``, else of the other surface when only it has
         that id.  Returns the API version whose webhook was deleted."""
         from etl.webhooks import manage
 
-        return manage.delete(self._settings(), webhook_id, transport=self._job.transport)
+        return manage.delete(self._settings(), webhook_id, clock=self._job.clock, transport=self._job.transport)
 
     def migrate(self, url: str, *, label: str | None = None, wait: float = 60.0,
                 on_step: Callable[[str], None] | None = None) -> Migrated:
@@ -496,7 +519,7 @@ class Webhooks:
         from etl.webhooks import manage
 
         manage.check_receiver_url(url)
-        settings = self._settings().replace(api_version="v1")
+        settings = self._settings()
         job = self._job
         with job._database_errors():
             return manage.migrate(settings, url, job.engine, label=label, wait=wait, clock=job.clock,
