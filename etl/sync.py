@@ -330,6 +330,8 @@ class Syncer:
     def _exit_code(self) -> int:
         stats = self.stats
         code = 0 if stats.stop is None else stats.stop.exit_code
+        if code == 0 and (stats.errors or stats.transcripts_errors):
+            return 1
         if code == 0 and nothing_fetched(stats.as_dict()):
             # Work was there and the API never answered: not a successful run (issue 26).
             if stats.stop is None:

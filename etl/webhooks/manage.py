@@ -126,11 +126,13 @@ def delete(settings: Settings, webhook_id: str, *, clock: Clock,
         try:
             client.delete_webhook(webhook_id)
             return settings.api_version
-        except AuthError:
+        except (AuthError, UsageError):
             raise
         except EtlError as exc:
             dated = settings.api_version == DATED_API_VERSION
             other = LEGACY if dated else CURRENT
+            if "HTTP 404" not in str(exc):
+                raise
             if not any(h.get("id") == webhook_id for h in client.list_webhooks(surface=other)):
                 raise EtlError(f"{exc}; no webhook of either API version has this id (`etl webhooks list` "
                                f"and `etl webhooks list --api-version {DATED_API_VERSION}` show them)") from None
