@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
-from etl.clock import utcnow
+from etl.clock import Clock
 from etl.config import Backoff, Settings, command_hint, redact_url
 from etl.discover import DiscoverOptions
 from etl.tables import fields_t, queue_t, summaries_t
@@ -146,7 +146,7 @@ def sandbox_url() -> str:
     return f"sqlite:///{path}"
 
 
-def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True, transcripts: bool = False,
+def run_demo(engine: Engine, database_url: str, *, clock: Clock, sandbox: bool = True, transcripts: bool = False,
              api_version: str = "v1") -> None:
     from etl.running import run_discover, run_sync
     from etl.sync import RunOptions
@@ -159,11 +159,11 @@ def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True, transcr
         store.enqueue_ids(conn, ids)
     settings = Settings(database_url=database_url, api_key=DEMO_KEY, base_url="https://demo.invalid",
                         rate=0, concurrency=4, backoff=Backoff(), transcripts=transcripts, api_version=api_version)
-    since = utcnow() - dt.timedelta(days=DISCOVER_DAYS)
+    since = clock.utcnow() - dt.timedelta(days=DISCOVER_DAYS)
     found = run_discover(engine, settings, DiscoverOptions(since=since, command="demo"), transport=fake.transport(),
-                         page_log_level="debug")
+                         page_log_level="debug", clock=clock)
     click.echo(found.summary() + "\n")
-    stats = run_sync(engine, settings, RunOptions(command="demo"), transport=fake.transport())
+    stats = run_sync(engine, settings, RunOptions(command="demo"), transport=fake.transport(), clock=clock)
     _print_results(engine, ids, DATED_SAMPLES if api_version != "v1" else {})
     _print_bi(engine)
     if transcripts:

@@ -347,8 +347,8 @@ class Etl:
         from etl.demo import run_demo
 
         with self._database_errors():
-            run_demo(self.engine, self.settings.database_url, sandbox=sandbox, transcripts=self.settings.transcripts,
-                     api_version=self.settings.api_version)
+            run_demo(self.engine, self.settings.database_url, clock=self.clock, sandbox=sandbox,
+                     transcripts=self.settings.transcripts, api_version=self.settings.api_version)
 
     # -- health ---------------------------------------------------------------------
 
