@@ -328,7 +328,7 @@ class Discoverer:
         now = self.clock.utcnow()
         with self.engine.begin() as conn:
             store.save_calls(conn, rows, now)
-            new = store.enqueue_ids(conn, completed)
+            new = store.enqueue_ids(conn, completed, now)
             if self.settings.transcripts:
                 store.enqueue_transcripts(conn, completed, now)
             assert self.stats.run_id is not None
@@ -472,7 +472,7 @@ class Discoverer:
         with self.engine.begin() as conn:
             store.save_calls(conn, rows, now)
             stored = store.save_listed_summaries(conn, summaries, finals, now, only_queued=absent)
-            new = store.enqueue_ids(conn, queued)
+            new = store.enqueue_ids(conn, queued, now)
             if self.settings.transcripts:
                 # A summary stored from the page is never synced, so its transcript is queued here
                 # (the queued ids get theirs when the sync saves them).

@@ -159,7 +159,7 @@ class Etl:
         Invalid ids are skipped, counted and handed to ``on_invalid``.
         """
         with self._database_errors():
-            return enqueue_stream(self.engine, id_items(ids, file), on_invalid)
+            return enqueue_stream(self.engine, id_items(ids, file), on_invalid, now=self.clock.utcnow())
 
     def due(self, limit: int = 20) -> tuple[int, datetime | None, list[dict[str, Any]]]:
         """(items due now, since when the oldest is due, the first ``limit`` of them)."""

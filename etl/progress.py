@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from etl import logs
-from etl.clock import SYSTEM, Clock
+from etl.clock import Clock
 from etl.logs import get_logger
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class _Bar:
 class Progress(_Bar):
     """A sync's progress towards ``total`` items (done, remaining, rate, ETA)."""
 
-    def __init__(self, total: int, tty: bool | None = None, clock: Clock = SYSTEM) -> None:
+    def __init__(self, total: int, tty: bool | None, clock: Clock) -> None:
         super().__init__(tty, total=total, unit="call", smoothing=0.1)
         self.total = total
         self.clock = clock

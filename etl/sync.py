@@ -261,7 +261,7 @@ class Syncer:
             if self._abandon or ((exhausted or self.stop.is_set()) and self._outstanding == 0):
                 return
             wait = _FLUSH_INTERVAL_S if deadline is None else max(0.0, min(_FLUSH_INTERVAL_S, deadline - now))
-            self._wake.wait(wait)
+            self.clock.idle(wait, self._wake)
             self._wake.clear()
             self._collect(buffer)
             due = buffer and self.clock.monotonic() - last_flush >= _FLUSH_INTERVAL_S
@@ -273,7 +273,7 @@ class Syncer:
         """After a 401/403: collect what is on the wire (bounded by the timeouts), send nothing new."""
         limit = self.clock.monotonic() + self.settings.read_timeout + self.settings.connect_timeout + 5
         while self._outstanding > 0 and not self._abandon and self.clock.monotonic() < limit:
-            self._wake.wait(_FLUSH_INTERVAL_S)
+            self.clock.idle(_FLUSH_INTERVAL_S, self._wake)
             self._wake.clear()
             try:
                 self._collect(buffer)

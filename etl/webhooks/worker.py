@@ -41,7 +41,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from etl import store
 from etl.budget import budget_for
-from etl.clock import SYSTEM, Clock
+from etl.clock import Clock
 from etl.config import Settings
 from etl.db import reader
 from etl.errors import AuthError, DatabaseError
@@ -134,7 +134,7 @@ class SyncWorker:
 
     def __init__(self, engine: Engine, settings: Settings, metrics: Metrics, *,
                  transport: httpx.BaseTransport | None = None, poll_interval: float = 30.0,
-                 clock: Clock = SYSTEM) -> None:
+                 clock: Clock) -> None:
         self.engine = engine
         self.settings = settings
         self.metrics = metrics
@@ -203,7 +203,7 @@ class SyncWorker:
                 if self.clock.wait(min(BACKOFF_S * 2 ** (self.failures - 1), MAX_BACKOFF_S), self._stopping):
                     break
             else:
-                self._wake.wait(self.poll_interval)
+                self.clock.idle(self.poll_interval, self._wake)
                 self._wake.clear()
             if self._stopping.is_set():
                 break
@@ -269,7 +269,7 @@ class Housekeeper:
     TRACK_FOR = timedelta(minutes=15)
 
     def __init__(self, engine: Engine, metrics: Metrics, retention: timedelta, *,
-                 interval: float = 0.25, prune_every: float = 600.0, clock: Clock = SYSTEM) -> None:
+                 interval: float = 0.25, prune_every: float = 600.0, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
         self.metrics = metrics
@@ -298,7 +298,7 @@ class Housekeeper:
 
     def _loop(self) -> None:
         last_prune: float | None = None
-        while not self._stop.wait(self.interval):
+        while not self.clock.idle(self.interval, self._stop):
             with contextlib.suppress(Exception):  # a database blip: try again next tick
                 self._check_landed()
             if last_prune is None or self.clock.monotonic() - last_prune >= self.prune_every:
