@@ -20,13 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from etl._version import __version__
 from etl.backfill import Plan as BackfillPlan
-from etl.backfill import requeue_selection
 from etl.config import API_VERSIONS, Backoff, Settings
-from etl.enqueue import EnqueueCounts, invalid_printer, invalid_rest_message, no_valid_ids_message, source_name
+from etl.enqueue import EnqueueCounts
 from etl.errors import AuthError, DatabaseError, EtlError, SchemaBehindError, UsageError
 from etl.health import Limits as HealthLimits
 from etl.job import BackfillResult, Etl, Requeued, Webhooks
-from etl.ratelimit import rate_problem
 from etl.report import Selection
 from etl.status import Status
 
@@ -63,12 +61,6 @@ __all__ = [
     "UsageError",
     "Webhooks",
     "__version__",
-    "invalid_printer",
-    "invalid_rest_message",
-    "no_valid_ids_message",
-    "rate_problem",
-    "requeue_selection",
-    "source_name",
 ]
 
 # Imported on first use: the engine pulls in httpx and tenacity, which

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Unpack
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -32,11 +32,20 @@ from etl import db, report
 from etl.backfill import Plan, selection
 from etl.clock import SYSTEM, Clock
 from etl.config import (
+    BATCH_SIZE,
     DEFAULT_BASE_URL,
+    DELIVERY_RETENTION,
+    HOST,
     IN_PROCESS_BASE_URL,
+    MAX_CONNECTIONS,
+    POLL_INTERVAL,
+    PORT,
+    SERVE_READ_TIMEOUT,
+    TOLERANCE,
+    WEBHOOK_MAX_BODY_BYTES,
+    SettingOverrides,
     Settings,
-    check_api_version,
-    check_base_url,
+    apply_overrides,
     command_hint,
     redact_url,
     require_api_key,
@@ -60,9 +69,11 @@ if TYPE_CHECKING:
 class Etl:
     """One database and one API key: enqueue, sync, backfill, discover, prune, status, serve, webhooks, demo.
 
-    Pass a :class:`etl.config.Settings`, keyword overrides, or both
-    (``not_found_window`` in hours; ``transcripts``: also sync every answered
-    call's transcript, off by default).  ``read_only``: the caller only reads
+    Pass a :class:`etl.config.Settings`, keyword overrides, or both: the keywords are the declared
+    settings (:data:`etl.config.JOB_SETTINGS`, typed by :class:`etl.config.SettingOverrides`:
+    ``database_url``, ``api_key``, ``base_url``, ``rate``, ``concurrency``, ``api_version``,
+    ``fetch_calls``, ``transcripts``, ``not_found_window`` in hours); None keeps the settings' value.
+    ``read_only``: the caller only reads
     (``status``, ``db current``, dry runs): a SQLite file that does not exist
     is refused (:class:`UsageError`), one this user cannot write is opened
     read-only; ``transport`` replaces the network for every request
@@ -75,23 +86,10 @@ class Etl:
     on v1, whether sync fetches the call of an id without one (a request of its own).
     """
 
-    def __init__(self, settings: Settings | None = None, *, database_url: str | None = None,
-                 api_key: str | None = None, base_url: str | None = None, rate: float | None = None,
-                 concurrency: int | None = None, not_found_window: float | None = None,
-                 transcripts: bool | None = None, read_only: bool = False, transport: httpx.BaseTransport | None = None,
-                 engine: Engine | None = None, clock: Clock = SYSTEM, api_version: str | None = None,
-                 fetch_calls: bool | None = None) -> None:
-        settings = settings or Settings()
-        changes: dict[str, Any] = {"database_url": database_url, "api_key": api_key, "rate": rate,
-                                   "concurrency": concurrency, "transcripts": transcripts, "fetch_calls": fetch_calls}
-        if api_version is not None:
-            changes["api_version"] = check_api_version(api_version)
-        changes = {k: v for k, v in changes.items() if v is not None}
-        if base_url is not None:
-            changes["base_url"] = check_base_url(base_url)
-        if not_found_window is not None:
-            changes["backoff"] = replace(settings.backoff, not_found_window=not_found_window * 3600.0)
-        self.settings: Settings = settings.replace(**changes) if changes else settings
+    def __init__(self, settings: Settings | None = None, *, read_only: bool = False,
+                 transport: httpx.BaseTransport | None = None, engine: Engine | None = None, clock: Clock = SYSTEM,
+                 **overrides: Unpack[SettingOverrides]) -> None:
+        self.settings: Settings = apply_overrides(settings or Settings(), overrides)
         db.check_url(self.settings.database_url)  # a malformed URL is a UsageError now, not at first use
         keep_secret(self.settings.api_key)
         # With a transport and no base URL of its own, requests never reach the default (real) API:
@@ -262,7 +260,7 @@ class Etl:
     # -- retention ------------------------------------------------------------------
 
     def prune(self, *, transcripts_older_than: float | None = None, raw_json_older_than: float | None = None,
-              dry_run: bool = False, batch_size: int = 500) -> PruneResult:
+              dry_run: bool = False, batch_size: int = BATCH_SIZE.default) -> PruneResult:
         """Delete transcript lines, and clear raw JSON payloads, of calls that started more than so many days ago.
 
         Keeps the ``call_transcripts`` rows (marked ``pruned_at``); batches of
@@ -272,22 +270,24 @@ class Etl:
         from etl.prune import prune
 
         if transcripts_older_than is None and raw_json_older_than is None:
-            raise UsageError("nothing to prune: give --transcripts-older-than DAYS and/or --raw-json-older-than DAYS")
-        for name, days in (("transcripts-older-than", transcripts_older_than),
-                           ("raw-json-older-than", raw_json_older_than)):
+            raise UsageError("nothing to prune: give {transcripts_older_than} DAYS and/or {raw_json_older_than} DAYS",
+                             params=("transcripts_older_than", "raw_json_older_than"))
+        for name, days in (("transcripts_older_than", transcripts_older_than),
+                           ("raw_json_older_than", raw_json_older_than)):
             if days is not None and days < 0:
-                raise UsageError(f"--{name} must be 0 or more days (got {days:g})")
+                raise UsageError(f"{{{name}}} must be 0 or more days (got {days:g})", params=(name,))
         if batch_size < 1:
-            raise UsageError("batch_size must be at least 1")
+            raise UsageError("{batch_size} must be at least 1", params=("batch_size",))
         with self._database_errors():
             return prune(self.engine, self.clock.utcnow(), transcripts_older_than=transcripts_older_than,
                          raw_json_older_than=raw_json_older_than, dry_run=dry_run, batch_size=batch_size)
 
     # -- the webhook receiver ---------------------------------------------------------
 
-    def serve(self, webhook_secrets: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080,
-              tolerance: float = 300.0, max_body_bytes: int = 1024 * 1024, delivery_retention: float = 168.0,
-              poll_interval: float = 30.0, read_timeout: float = 10.0, max_connections: int = 100) -> None:
+    def serve(self, webhook_secrets: Sequence[str], *, host: str = HOST.default, port: int = PORT.default,
+              tolerance: float = TOLERANCE.default, max_body_bytes: int = WEBHOOK_MAX_BODY_BYTES.default,
+              delivery_retention: float = DELIVERY_RETENTION.default, poll_interval: float = POLL_INTERVAL.default,
+              read_timeout: float = SERVE_READ_TIMEOUT.default, max_connections: int = MAX_CONNECTIONS.default) -> None:
         """Receive signed webhooks and sync each summary as it is ready (``etl serve``), until SIGTERM/SIGINT.
 
         ``webhook_secrets``: the signing secrets ``webhooks.register`` printed (never logged);
@@ -304,7 +304,8 @@ class Etl:
         secrets = [s for s in webhook_secrets if s]
         if not secrets:
             raise UsageError("no webhook secret: set OPENPHONE_WEBHOOK_SECRETS (comma-separated) or pass "
-                             "--webhook-secret (repeatable); `etl webhooks register` prints them")
+                             "{webhook_secrets} (repeatable); `etl webhooks register` prints them",
+                             params=("webhook_secrets",))
         for secret in secrets:
             keep_secret(secret)
         try:
@@ -313,8 +314,8 @@ class Etl:
             raise UsageError(str(exc)) from None
         retention = timedelta(hours=delivery_retention)
         if retention.total_seconds() < 2 * tolerance:
-            raise UsageError("--delivery-retention must be at least twice --tolerance, or a replay could outlive "
-                             "its record")
+            raise UsageError("{delivery_retention} must be at least twice {tolerance}, or a replay could outlive "
+                             "its record", params=("delivery_retention", "tolerance"))
         settings = self._api_settings(self.transport)
         receiver = ReceiverConfig(secrets, tolerance, max_body_bytes, retention, body_timeout=read_timeout,
                                   transcripts=self.settings.transcripts)
@@ -515,9 +516,10 @@ def utc_time(value: datetime | date | str | None, name: str) -> datetime | None:
 def check_sources(file: BinaryIO | None, discover: bool, discover_since: datetime | None) -> None:
     """Where a backfill's ids come from: an id file or discovery, not both."""
     if discover and file is not None:
-        raise UsageError("--discover and --file are alternatives: discover ids, or read them from a file")
+        raise UsageError("{discover} and {file} are alternatives: discover ids, or read them from a file",
+                         params=("discover", "file"))
     if discover_since is not None and not discover:
-        raise UsageError("--discover-since needs --discover")
+        raise UsageError("{discover_since} needs {discover}", params=("discover_since", "discover"))
 
 
 __all__ = ["BackfillResult", "Etl", "Requeued", "Webhooks", "check_sources", "selection", "utc_time"]
