@@ -17,6 +17,7 @@ import json
 import os
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 import click
@@ -29,6 +30,9 @@ from etl.cli_support import (
     BATCH_SIZE,
     CONCURRENCY,
     DATABASE_URL,
+    DBT_ERROR_AFTER,
+    DBT_SOURCE_NAME,
+    DBT_WARN_AFTER,
     DELIVERY_RETENTION,
     FETCH_CALLS,
     HOST,
@@ -214,6 +218,41 @@ def db_current(database_url: str) -> None:
         current, head = job.current()
     state = "up to date" if current == head else f"behind: run {job.hint('etl db upgrade')}"
     click.echo(f"database: {current or 'empty'}  code: {head}  ({state})")
+
+
+# --- dbt --------------------------------------------------------------------------
+
+
+@cli.group("dbt")
+def dbt_group() -> None:
+    """Files for a dbt project (docs/bi.md)."""
+
+
+@dbt_group.command("sources")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="Write the YAML to FILE (e.g. models/sources.yml; its directory is created). Default: stdout.")
+@option(DBT_SOURCE_NAME)
+@click.option("--schema", default=None,
+              help="Schema holding the tables. Default: public (PostgreSQL), the database (MariaDB), main (SQLite).")
+@option(DBT_WARN_AFTER)
+@option(DBT_ERROR_AFTER)
+@database_options
+@command
+def dbt_sources(output: Path | None, name: str, schema: str | None, warn_after_hours: int, error_after_hours: int,
+                database_url: str) -> None:
+    """Write a dbt sources file of every table and view: descriptions, freshness, key tests."""
+    with Etl(database_url=database_url, read_only=True) as job:
+        text = job.dbt_sources(name=name, schema=schema, warn_after_hours=warn_after_hours,
+                               error_after_hours=error_after_hours)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror}") from None
+    click.echo(f"Wrote dbt sources to {output}.", err=True)
 
 
 # --- enqueue ----------------------------------------------------------------------

@@ -16,6 +16,9 @@ from etl.config import (
     BATCH_SIZE,
     CONCURRENCY,
     DATABASE_URL,
+    DBT_ERROR_AFTER,
+    DBT_SOURCE_NAME,
+    DBT_WARN_AFTER,
     DELIVERY_RETENTION,
     FETCH_CALLS,
     HOST,
@@ -36,7 +39,8 @@ from etl.enqueue import invalid_printer, invalid_rest_message, no_valid_ids_mess
 from etl.ratelimit import rate_problem
 
 __all__ = [
-    "API_KEY", "API_VERSION", "BASE_URL", "BATCH_SIZE", "CONCURRENCY", "DATABASE_URL", "DELIVERY_RETENTION",
+    "API_KEY", "API_VERSION", "BASE_URL", "BATCH_SIZE", "CONCURRENCY", "DATABASE_URL", "DBT_ERROR_AFTER",
+    "DBT_SOURCE_NAME", "DBT_WARN_AFTER", "DELIVERY_RETENTION",
     "FETCH_CALLS", "HOST", "MAX_CONNECTIONS", "NOT_FOUND_WINDOW", "POLL_INTERVAL", "PORT", "RATE",
     "SERVE_READ_TIMEOUT", "TOLERANCE", "TRANSCRIPTS", "WEBHOOK_MAX_BODY_BYTES", "WEBHOOK_SECRETS", "Setting",
     "flag_of", "invalid_printer", "invalid_rest_message", "no_valid_ids_message", "rate_problem",

@@ -118,17 +118,26 @@ MAX_CONNECTIONS = Setting("max_connections", 100, minimum=2,
 BATCH_SIZE = Setting("batch_size", 500, minimum=1, metavar="N",
                      help="Calls per transaction (short transactions: safe next to a running sync).")
 
+# --- etl dbt sources (Etl.dbt_sources keywords) -----------------------------------------------------------
+
+DBT_SOURCE_NAME = Setting("name", "openphone", flag="--source-name", help="The dbt source's name.")
+DBT_WARN_AFTER = Setting("warn_after_hours", 24, flag="--warn-after", metavar="HOURS",
+                         help="Freshness: warn when the newest synced-at value is older than this.")
+DBT_ERROR_AFTER = Setting("error_after_hours", 72, flag="--error-after", metavar="HOURS",
+                          help="Freshness: error when the newest synced-at value is older than this.")
+
 # Etl(...)'s setting keywords, in this order (SettingOverrides types them).
 JOB_SETTINGS: tuple[Setting[Any], ...] = (DATABASE_URL, API_KEY, BASE_URL, RATE, CONCURRENCY, API_VERSION,
                                              FETCH_CALLS, TRANSCRIPTS, NOT_FOUND_WINDOW)
 SERVE_SETTINGS: tuple[Setting[Any], ...] = (HOST, PORT, WEBHOOK_SECRETS, TOLERANCE, WEBHOOK_MAX_BODY_BYTES,
                                                DELIVERY_RETENTION, POLL_INTERVAL, SERVE_READ_TIMEOUT, MAX_CONNECTIONS)
 PRUNE_SETTINGS: tuple[Setting[Any], ...] = (BATCH_SIZE,)
+DBT_SETTINGS: tuple[Setting[Any], ...] = (DBT_SOURCE_NAME, DBT_WARN_AFTER, DBT_ERROR_AFTER)
 
 
 def flag_of(name: str) -> str:
     """The CLI's word for a library parameter: its declared flag, else ``--`` + the name with dashes."""
-    for setting in (*JOB_SETTINGS, *SERVE_SETTINGS, *PRUNE_SETTINGS):
+    for setting in (*JOB_SETTINGS, *SERVE_SETTINGS, *PRUNE_SETTINGS, *DBT_SETTINGS):
         if setting.name == name:
             return setting.option
     return "--" + name.replace("_", "-")

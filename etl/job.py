@@ -33,6 +33,9 @@ from etl.backfill import Plan, selection
 from etl.clock import SYSTEM, Clock
 from etl.config import (
     BATCH_SIZE,
+    DBT_ERROR_AFTER,
+    DBT_SOURCE_NAME,
+    DBT_WARN_AFTER,
     DEFAULT_BASE_URL,
     DELIVERY_RETENTION,
     HOST,
@@ -350,6 +353,29 @@ class Etl:
         with self._database_errors():
             run_demo(self.engine, self.settings.database_url, clock=self.clock, sandbox=sandbox,
                      transcripts=self.settings.transcripts, api_version=self.settings.api_version)
+
+    # -- dbt --------------------------------------------------------------------------
+
+    def dbt_sources(self, *, name: str = DBT_SOURCE_NAME.default, schema: str | None = None,
+                    warn_after_hours: int = DBT_WARN_AFTER.default,
+                    error_after_hours: int = DBT_ERROR_AFTER.default) -> str:
+        """``etl dbt sources``: a dbt sources YAML of every table and view (etl.dbt; docs/bi.md).
+
+        ``schema``: where the tables are (default: ``public`` on PostgreSQL, the database's name on
+        MySQL/MariaDB, ``main`` on SQLite); freshness warns and errors after these many hours since
+        the newest synced-at value.  Reads no database: the tables are this version's models.
+        """
+        from sqlalchemy.engine import make_url
+
+        from etl import dbt
+        from etl.models import VIEWS, Base
+
+        url = make_url(self.settings.database_url)
+        where = schema if schema is not None else dbt.default_schema(url.get_backend_name(), url.database)
+        views = dbt.all_views(VIEWS, dbt.parse_view_docs(dbt.schema_doc_path().read_text(encoding="utf-8")))
+        document = dbt.sources(Base.metadata, views, schema=where, name=name, warn_hours=warn_after_hours,
+                               error_hours=error_after_hours)
+        return dbt.sources_yaml(document)
 
     # -- health ---------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import pytest
 from etl import Etl, Settings, UsageError
 from etl.cli import cli
 from etl.config import (
+    DBT_SETTINGS,
     JOB_SETTINGS,
     NOT_FOUND_WINDOW,
     PRUNE_SETTINGS,
@@ -47,7 +48,8 @@ def test_settings_take_their_defaults_from_the_declarations():
 
 
 def test_serve_and_prune_take_their_defaults_from_the_declarations():
-    for method, declared in ((Etl.serve, SERVE_SETTINGS), (Etl.prune, PRUNE_SETTINGS)):
+    for method, declared in ((Etl.serve, SERVE_SETTINGS), (Etl.prune, PRUNE_SETTINGS),
+                             (Etl.dbt_sources, DBT_SETTINGS)):
         parameters = inspect.signature(method).parameters
         for setting in declared:
             if setting.name in parameters and setting.default != ():
@@ -60,7 +62,8 @@ def test_every_option_of_a_declared_setting_is_built_from_its_declaration():
     seen = 0
     for command in commands():
         serve = command.name == "serve"
-        declared = {s.name: s for s in (*JOB_SETTINGS, *(SERVE_SETTINGS if serve else PRUNE_SETTINGS))}
+        extra = SERVE_SETTINGS if serve else DBT_SETTINGS if command.name == "sources" else PRUNE_SETTINGS
+        declared = {s.name: s for s in (*JOB_SETTINGS, *extra)}
         for param in command.params:
             setting = declared.get(param.name or "")
             if setting is None or not isinstance(param, click.Option):
