@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
+from etl.api import surface_for
 from etl.clock import Clock
 from etl.config import Backoff, Settings, command_hint, redact_url
 from etl.discover import DiscoverOptions
@@ -51,8 +52,9 @@ SAMPLES: dict[str, tuple[str, str]] = {
 }
 
 
-# What the sample ids show on the dated API, where they differ (docs/api/calls-2026-03-30.md).
-DATED_SAMPLES: dict[str, str] = {
+# What the sample ids show where a summary comes inside its call (the dated API), where they differ
+# (docs/api/calls-2026-03-30.md).
+CALL_SUMMARY_SAMPLES: dict[str, str] = {
     "ACdemo05absent": "absent means never on 2026-03-30: ended at once",
     "ACdemo07missing": "404: not in the workspace; retried within the window",
     "ACdemo08bad": "404 (a well-formed id): retried within the window",
@@ -115,8 +117,8 @@ def build_fake(api_version: str = "v1") -> FakeOpenPhone:
     fake.set_response("ACdemo07missing", 404, error)
     fake.set_response("ACdemo08bad", 400, dict(error, message="Invalid call id", code="0500400",
                                                  status=400, title="Bad Request"))
-    if api_version != "v1":
-        # The dated surface answers GET /calls/{id} from the workspace: these ids are not in it.
+    if surface_for(api_version).call_in_summary:
+        # The summary comes with its call from the workspace: these ids are not in it.
         for call_id in ("ACdemo07missing", "ACdemo08bad"):
             del ws.calls[call_id]
     return fake
@@ -164,7 +166,7 @@ def run_demo(engine: Engine, database_url: str, *, clock: Clock, sandbox: bool =
                          page_log_level="debug", clock=clock)
     click.echo(found.summary() + "\n")
     stats = run_sync(engine, settings, RunOptions(command="demo"), transport=fake.transport(), clock=clock)
-    _print_results(engine, ids, DATED_SAMPLES if api_version != "v1" else {})
+    _print_results(engine, ids, CALL_SUMMARY_SAMPLES if surface_for(api_version).call_in_summary else {})
     _print_bi(engine)
     if transcripts:
         _print_bi(engine, TALK_TIME_QUERY_TITLE, TALK_TIME_QUERY, "call_transcript_line_overview")

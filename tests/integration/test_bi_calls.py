@@ -86,7 +86,7 @@ def load(engine: Engine, db_url: str) -> None:
     # The engine is not wired to the 404 window yet; window 0 keeps this test's states exact either way.
     settings = Settings(database_url=db_url, api_key=KEY, base_url="http://fake.test", rate=0, concurrency=2,
                         retry_initial=0.001, retry_max=0.01, backoff=Backoff(not_found_window=0))
-    found = Discoverer(engine, settings, transport=ws.transport(), clock=SYSTEM).run(
+    found = Discoverer(engine, settings, clock=SYSTEM, transport=ws.transport()).run(
         DiscoverOptions(since=datetime(2026, 11, 1)))
     assert (found.exit_code, found.enqueued) == (0, 6)
     stats = Etl(settings, engine=engine).sync(transport=summaries.transport())

@@ -79,7 +79,7 @@ def fake() -> FakeWorkspace:  # the workspace, not the summaries simulator
 
 def discover(engine: Engine, settings: Settings, fake: FakeWorkspace, **options: Any) -> DiscoveryStats:
     opts = DiscoverOptions(**{"since": SINCE, **options})
-    return Discoverer(engine, settings, transport=fake.transport(), clock=SYSTEM).run(opts)
+    return Discoverer(engine, settings, clock=SYSTEM, transport=fake.transport()).run(opts)
 
 
 def rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:

@@ -155,7 +155,7 @@ VERSION_CONSTANTS = {"v1", "2026-03-30"}
 
 def adapter_module(rel: str) -> bool:
     # The simulator serves both surfaces (it is the other side of the wire); config declares them.
-    return rel in ("etl/api.py", "etl/config.py") or rel.startswith(("etl/api/", "etl/testing/"))
+    return rel == "etl/config.py" or rel.startswith(("etl/api/", "etl/testing/"))
 
 
 def version_comparisons(rel: str, tree: ast.Module) -> list[Finding]:
@@ -177,10 +177,6 @@ def version_comparisons(rel: str, tree: ast.Module) -> list[Finding]:
         elif isinstance(node, ast.Match) and is_version(node.subject):
             found.append(f"{rel}:{node.lineno} matches on an API version")
     return found
-
-
-# The adapters helper (issue 23 parts 1-2) removes these on its branch: empty this set at the merge.
-KNOWN_VERSION_OFFENDERS = {"etl/demo.py", "etl/webhooks/manage.py"}
 
 
 # --- 6. imports run down the layers docs/architecture.md draws -----------------------------------
@@ -260,15 +256,8 @@ def test_only_the_clock_module_reads_the_system_clock() -> None:
     assert check(time_reads) == []
 
 
-# The adapters helper (issue 23 parts 1-2) makes the clock required there: empty this set at the merge.
-KNOWN_SYSTEM_CLOCK_OFFENDERS = {"etl/api.py", "etl/webhooks/manage.py"}
-
-
 def test_the_system_clock_is_chosen_at_the_composition_root_only() -> None:
-    found = check(system_clock)
-    assert [f for f in found if f.split(":")[0] not in KNOWN_SYSTEM_CLOCK_OFFENDERS] == []
-    # Each known offender still offends (else it leaves the list): the list only shrinks.
-    assert {f.split(":")[0] for f in found} == KNOWN_SYSTEM_CLOCK_OFFENDERS
+    assert check(system_clock) == []
 
 
 def test_every_timed_wait_goes_through_the_clock() -> None:
@@ -276,11 +265,7 @@ def test_every_timed_wait_goes_through_the_clock() -> None:
 
 
 def test_only_the_api_adapters_compare_api_versions() -> None:
-    found = check(version_comparisons)
-    unexpected = [f for f in found if f.split(":")[0] not in KNOWN_VERSION_OFFENDERS]
-    assert unexpected == []
-    # Each known offender still offends (else it leaves the list): the list only shrinks.
-    assert {f.split(":")[0] for f in found} == KNOWN_VERSION_OFFENDERS
+    assert check(version_comparisons) == []
 
 
 def test_imports_run_down_the_layers_of_the_architecture_page() -> None:
