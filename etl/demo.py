@@ -64,11 +64,12 @@ CALL_SUMMARY_SAMPLES: dict[str, str] = {
 # docs/schema.md, "Summaries per user per week" (tests check the two agree).
 BI_QUERY_TITLE = "Summaries per user per week"
 BI_QUERY = """\
-SELECT call_week, user_id, COUNT(*) AS summaries
+SELECT call_week, COALESCE(user_name, user_id) AS person, COUNT(*) AS summaries,
+       SUM(next_step_count) AS next_steps
 FROM call_overview
 WHERE summary_status = 'completed'
-GROUP BY call_week, user_id
-ORDER BY call_week, user_id;"""
+GROUP BY call_week, COALESCE(user_name, user_id)
+ORDER BY call_week, person;"""
 DISCOVER_DAYS = 14
 
 # docs/schema.md, "Talk time per speaker per call" (shown with `etl demo --transcripts`; tests check they agree).

@@ -17,6 +17,7 @@ from etl import health, report
 from etl.clock import iso_z
 from etl.config import redact_url
 from etl.states import run_counts
+from etl.store.dimensions import last_refreshes
 
 
 def iso(value: datetime | None) -> str | None:
@@ -41,6 +42,7 @@ class Status:
     last_discovery: dict[str, Any] | None
     problems: list[str]  # empty: healthy
     transcripts: dict[str, int] | None = None  # transcript_queue items per state; None: the queue is empty
+    refreshes: dict[str, dict[str, Any]] | None = None  # newest finished refresh per resource (users, lines, contacts)
 
     @property
     def total(self) -> int:
@@ -83,6 +85,7 @@ class Status:
             "healthy": self.healthy,
             "problems": self.problems,
             "transcript_queue": self.transcripts,
+            "dimension_refreshes": {k: _isos(v) for k, v in self.refreshes.items()} if self.refreshes else None,
         }
 
 
@@ -96,11 +99,12 @@ def gather(conn: Connection, database_url: str, now: datetime, limits: health.Li
     errors = report.top_errors(conn)
     discovery = report.last_discovery(conn)
     transcripts = report.transcript_counts(conn)
+    refreshes = last_refreshes(conn)
     problems = health.problems(now, runs, last_ok, fetches, counts["pending"], limits)
     return Status(database=redact_url(database_url), now=now, queue=counts, due_now=due, oldest_due_at=oldest_due,
                   last_runs=runs, last_successful_run_finished_at=last_ok["finished_at"] if last_ok else None,
                   fetch=fetches, top_errors=errors, last_discovery=discovery, problems=problems,
-                  transcripts=transcripts if any(transcripts.values()) else None)
+                  transcripts=transcripts if any(transcripts.values()) else None, refreshes=refreshes or None)
 
 
 def text_lines(data: dict[str, Any]) -> list[str]:
@@ -138,9 +142,24 @@ def text_lines(data: dict[str, Any]) -> list[str]:
              f"{walked}{d['pages']} pages, "
              f"{d['calls_seen']} calls seen, {d['enqueued']} enqueued, {d['errors']} errors"
              + (f" — {d['stop_reason']}" if d.get("stop_reason") else ""))
+    lines += refresh_lines(data.get("dimension_refreshes"))
     if data["top_errors"]:
         echo("Top errors:")
         for e in data["top_errors"]:
             echo(f"  {e['count']:>6}  {e['state']:<10} {str(e['last_error'])[:120]}")
     echo("Health: " + ("OK" if data["healthy"] else "; ".join(data["problems"])))
+    return lines
+
+
+def refresh_lines(refreshes: dict[str, dict[str, Any]] | None) -> list[str]:
+    """When users, lines and contacts were last refreshed and what it cost (``dimension_refreshes``)."""
+    if not refreshes:
+        return []
+    lines = ["Last refreshes:"]
+    for resource, r in refreshes.items():
+        plural = "" if r["requests"] == 1 else "s"
+        how = " (changes only)" if r.get("updated_since") else ""
+        lines.append(f"  {resource:<8} {r['finished_at']}{how}: {r['requests']} request{plural}, "
+                     f"{r['rows_seen']} seen, {r['rows_new']} new, {r['rows_changed']} changed, {r['rows_gone']} gone"
+                     + (f" — {str(r['problem'])[:120]}" if r.get("problem") else ""))
     return lines
