@@ -68,7 +68,8 @@ ALL_COMMANDS = list(command_paths(cli))
 
 
 def test_every_command_is_covered_here():
-    assert ALL_COMMANDS == [(), ("db",), ("db", "upgrade"), ("db", "current"), ("dbt",), ("dbt", "sources"), ("enqueue",), ("sync",),
+    assert ALL_COMMANDS == [(), ("db",), ("db", "upgrade"), ("db", "current"), ("dbt",), ("dbt", "sources"),
+                            ("enqueue",), ("sync",),
                             ("backfill",), ("discover",), ("prune",), ("status",), ("demo",), ("serve",), ("webhooks",),
                             ("webhooks", "register"), ("webhooks", "list"), ("webhooks", "delete"),
                             ("webhooks", "migrate")]
