@@ -188,7 +188,7 @@ class LineWalk(Source):
         now = run.clock.utcnow()
         with run.engine.begin() as conn:
             store.save_calls(conn, rows, now)
-            new = store.enqueue_ids(conn, completed)
+            new = store.enqueue_ids(conn, completed, now)
             if run.settings.transcripts:
                 store.enqueue_transcripts(conn, completed, now)
             assert self.stats.run_id is not None

@@ -156,7 +156,7 @@ class WorkspaceListing(Source):
         with run.engine.begin() as conn:
             store.save_calls(conn, rows, now)
             stored = store.save_listed_summaries(conn, summaries, finals, now, only_queued=absent)
-            new = store.enqueue_ids(conn, queued)
+            new = store.enqueue_ids(conn, queued, now)
             if run.settings.transcripts:
                 # A summary stored from the page is never synced, so its transcript is queued here
                 # (the queued ids get theirs when the sync saves them).
