@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from etl import Etl
 from etl.logs import configure_logging
-from etl.testing import FakeOpenPhone, Quirks
+from etl.testing import FakeOpenPhone, Quirks, serve
 from etl.testing.clock import FakeClock
 
 KEY = "names-e2e-key"
@@ -184,3 +184,27 @@ def test_contacts_that_cannot_be_listed_cost_one_warning_and_nothing_else(
     warnings = [line for line in (logged.out + logged.err).splitlines() if "dimension listing incomplete" in line]
     assert len(warnings) == 1 and "contacts cannot be listed on this workspace" in warnings[0]
     assert "contacts 0 (1 request, incomplete)" in found.summary()
+
+
+def test_the_contacts_options_on_the_command_line(db_url: str, engine: Engine) -> None:
+    from click.testing import CliRunner
+
+    from etl.cli import cli
+
+    fake = _workspace()
+    refused = CliRunner().invoke(cli, ["discover", "--contacts-refresh-hours", "-1", "--database-url", db_url],
+                                 prog_name="etl")
+    assert (refused.exit_code, refused.stderr) == (
+        2, "Error: Invalid value for '--contacts-refresh-hours': -1.0 is not in the range x>=0. "
+           "Try 'etl discover --help'.\n")
+    with serve(fake) as url:
+        args = ["discover", "--since", "2026-01-01", "--api-key", KEY, "--base-url", url, "--rate", "0",
+                "--database-url", db_url, "--log-format", "json"]
+        first = CliRunner().invoke(cli, args)
+        again = CliRunner().invoke(cli, args)
+        forced = CliRunner().invoke(cli, [*args, "--refresh-contacts"])
+    contacts = len(fake.workspace.people.contacts)
+    assert first.exit_code == again.exit_code == forced.exit_code == 0, first.output
+    assert first.stdout.splitlines()[1].endswith(f"; contacts {contacts} (1 request, {contacts} new).")
+    assert "; contacts not due until " in again.stdout.splitlines()[1]
+    assert forced.stdout.splitlines()[1].endswith(f"; contacts {contacts} (1 request).")
