@@ -23,7 +23,7 @@ from etl.backfill import Plan as BackfillPlan
 from etl.backfill import requeue_selection
 from etl.config import API_VERSIONS, Backoff, Settings
 from etl.enqueue import EnqueueCounts, invalid_printer, invalid_rest_message, no_valid_ids_message, source_name
-from etl.errors import AuthError, DatabaseError, EtlError, SchemaBehindError, UsageError
+from etl.errors import AuthError, DatabaseError, EtlError, SchemaAheadError, SchemaBehindError, UsageError
 from etl.health import Limits as HealthLimits
 from etl.job import BackfillResult, Etl, Requeued, Webhooks
 from etl.ratelimit import rate_problem
@@ -55,6 +55,7 @@ __all__ = [
     "Registered",
     "Requeued",
     "RunStats",
+    "SchemaAheadError",
     "SchemaBehindError",
     "Selection",
     "Settings",

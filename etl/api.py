@@ -49,7 +49,7 @@ from tenacity.stop import stop_base
 
 from etl._version import __version__
 from etl.clock import SYSTEM, Clock
-from etl.config import DATED_API_VERSION, Settings
+from etl.config import DATED_API_VERSION, Settings, redact_secret
 from etl.errors import AuthError, EtlError
 from etl.ids import is_valid_call_id
 from etl.normalize import call_json
@@ -214,9 +214,8 @@ def _error_text(response: httpx.Response, body: bytes, secret: str | None = None
     text = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
     if message:
         text += f": {message}"
-    if secret:
-        text = text.replace(secret, "***")
-    return " ".join(text.split())[:_MAX_ERROR_TEXT]
+    # Collapsed first, so that an echo split by a line break is one run for redact_secret.
+    return redact_secret(" ".join(text.split()), secret)[:_MAX_ERROR_TEXT]
 
 
 class OpenPhoneClient:

@@ -96,6 +96,39 @@ class Settings:
 _PASSWORD = re.compile(r"^([^:/?#]*://[^:@/?#]*:)(.*)@")
 
 
+# A run of this many characters of the key, in any case, is taken for a piece of it.
+MIN_SECRET_FRAGMENT = 8
+
+
+def redact_secret(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` and every echo of it replaced by ``***``.
+
+    An API that echoes the key back may change its case or split it (a space,
+    a line break, half of it quoted): any run of at least
+    :data:`MIN_SECRET_FRAGMENT` characters (the whole key, if shorter) that
+    appears in the key, compared case-insensitively, is hidden.
+    """
+    if not secret or not text:
+        return text
+    key = secret.lower()
+    low = text.lower()
+    n = min(MIN_SECRET_FRAGMENT, len(key))
+    grams = {key[i:i + n] for i in range(len(key) - n + 1)}
+    hidden = [False] * len(text)
+    for i in range(len(low) - n + 1):
+        if low[i:i + n] in grams:
+            hidden[i:i + n] = [True] * n
+    if not any(hidden):
+        return text
+    out: list[str] = []
+    for i, ch in enumerate(text):
+        if not hidden[i]:
+            out.append(ch)
+        elif i == 0 or not hidden[i - 1]:
+            out.append("***")
+    return "".join(out)
+
+
 def redact_url(url: str) -> str:
     """The database URL with its password replaced by ``***``, safe for any message."""
     try:

@@ -28,6 +28,8 @@ from typing import Any, Literal, TextIO, cast
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+from etl.config import redact_secret
+
 LogFormat = Literal["auto", "console", "json"]
 
 _secrets: list[str] = []
@@ -115,8 +117,7 @@ def _redact(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
     for key, value in event.items():
         if isinstance(value, str):
             for secret in _secrets:
-                if secret in value:
-                    value = value.replace(secret, "***")
+                value = redact_secret(value, secret)
             event[key] = value
     return event
 
