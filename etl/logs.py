@@ -29,6 +29,7 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 from etl.config import redact_secret
+from etl.storable import on_repair
 
 LogFormat = Literal["auto", "console", "json"]
 
@@ -266,3 +267,13 @@ def get_logger(**bind: Any) -> Any:
         processors=[structlog.stdlib.filter_by_level, _redact, ConsoleLine(colours=False)],
         wrapper_class=structlog.stdlib.BoundLogger,
     ).bind(**bind)
+
+
+def _say_repair(kind: str) -> None:
+    # Once per process and kind (etl.storable): the rows say the rest (U+FFFD, escaped raw_json).
+    what = {"nul": "NUL characters", "surrogate": "unpaired surrogates (\\ud800-\\udfff)"}.get(kind, kind)
+    get_logger().warning("unstorable text in an API answer made storable", what=what,
+                         how="U+FFFD in text columns; escaped in raw_json")
+
+
+on_repair(_say_repair)

@@ -47,5 +47,6 @@ def run_counts(run: Mapping[str, Any]) -> str:
     ``failed``, ``absent``, ``not_found`` and ``invalid`` show only when not 0.
     """
     ended = [f"{run[name]} {name}" for name in ("failed", "absent", "not_found", "invalid") if run.get(name)]
+    rejected = [f"{run['rejected']} rejected"] if run.get("rejected") else []
     return ", ".join([f"{run['completed']} completed", f"{run['rescheduled']} rescheduled", *ended,
-                      f"{run['errors']} errors"])
+                      f"{run['errors']} errors", *rejected])

@@ -41,6 +41,7 @@ class Status:
     last_discovery: dict[str, Any] | None
     problems: list[str]  # empty: healthy
     transcripts: dict[str, int] | None = None  # transcript_queue items per state; None: the queue is empty
+    rejected: int = 0  # rows of rejected_records (issue 25)
 
     @property
     def total(self) -> int:
@@ -83,6 +84,7 @@ class Status:
             "healthy": self.healthy,
             "problems": self.problems,
             "transcript_queue": self.transcripts,
+            "rejected_records": self.rejected,
         }
 
 
@@ -100,7 +102,8 @@ def gather(conn: Connection, database_url: str, now: datetime, limits: health.Li
     return Status(database=redact_url(database_url), now=now, queue=counts, due_now=due, oldest_due_at=oldest_due,
                   last_runs=runs, last_successful_run_finished_at=last_ok["finished_at"] if last_ok else None,
                   fetch=fetches, top_errors=errors, last_discovery=discovery, problems=problems,
-                  transcripts=transcripts if any(transcripts.values()) else None)
+                  transcripts=transcripts if any(transcripts.values()) else None,
+                  rejected=report.rejected_count(conn))
 
 
 def text_lines(data: dict[str, Any]) -> list[str]:
@@ -142,5 +145,8 @@ def text_lines(data: dict[str, Any]) -> list[str]:
         echo("Top errors:")
         for e in data["top_errors"]:
             echo(f"  {e['count']:>6}  {e['state']:<10} {str(e['last_error'])[:120]}")
+    if data.get("rejected_records"):
+        echo(f"Rejected records: {data['rejected_records']} (API records that could not be stored, with the "
+             "reason: table rejected_records)")
     echo("Health: " + ("OK" if data["healthy"] else "; ".join(data["problems"])))
     return lines

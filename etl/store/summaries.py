@@ -14,6 +14,7 @@ from etl.policy import ClaimedItem, QueueUpdate
 from etl.store._sql import Tree, replace_changed
 from etl.store.calls import record_call_not_found, save_calls
 from etl.store.queue import end_waiting, insert_ended, owned, queue_states, update_queue
+from etl.store.rejected import Rejected, record_rejected
 from etl.tables import fields_t, jobs_t, lines_t, steps_t, summaries_t
 
 if TYPE_CHECKING:
@@ -34,8 +35,10 @@ class Entry:
 
     ``call``: the call's context fetched in this attempt (``GET /v1/calls/{id}``,
     or the call that came with the summary on the dated surface);
-    ``call_not_found``: that fetch answered 404 (``(lookup state, error)``).
-    Both land in the transaction of the queue update, only while the lease holds.
+    ``call_not_found``: that fetch answered 404 (``(lookup state, error)``);
+    ``rejected``: a record of this attempt that could not be stored (the call
+    context, refused with its reason).
+    All land in the transaction of the queue update, only while the lease holds.
     """
 
     item: ClaimedItem
@@ -44,6 +47,7 @@ class Entry:
     rows: CallRows | None
     call: CallContextRows | None = None
     call_not_found: tuple[str, str | None] | None = None
+    rejected: Rejected | None = None
 
 
 def save_entries(conn: Connection, run_id: str, entries: Sequence[Entry], now: datetime) -> list[Entry]:
@@ -64,6 +68,9 @@ def save_entries(conn: Connection, run_id: str, entries: Sequence[Entry], now: d
     for e in entries:
         if e.call_not_found is not None:
             record_call_not_found(conn, e.item.call_id, e.call_not_found[0], now, e.call_not_found[1])
+    for e in entries:
+        if e.rejected is not None:
+            record_rejected(conn, e.rejected, now)
     save_summaries(conn, [e.rows for e in entries if e.rows is not None], now)
     update_queue(conn, run_id, [e.update for e in entries], now)
     return entries

@@ -53,6 +53,7 @@ SAMPLE: dict[str, dict[str, Any]] = {
     "transcript_queue": {"state": "done"},
     "call_transcripts": {"status": "completed"},
     "call_transcript_lines": {},
+    "rejected_records": {},
 }
 
 
