@@ -41,14 +41,15 @@ through the database with every sync, through :class:`~etl.api.OpenPhoneClient`.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 import httpx
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from etl import store
 from etl.api import NotSent, OpenPhoneClient, dated_answer
@@ -64,6 +65,7 @@ from etl.ratelimit import RateBudget
 from etl.results import ApiResult
 from etl.runs import RunOutcome, StopReason
 from etl.schema import CallData, DatedCall, PhoneNumberData
+from etl.storable import Malformed, Refused
 
 # Call statuses after which a call can no longer change into a completed one.
 ENDED_STATUSES = frozenset(
@@ -98,6 +100,7 @@ class DiscoveryStats(RunOutcome):
     would_enqueue: int = 0  # dry run: completed calls not queued yet
     stored: int = 0  # summaries stored straight from a listing (dated surface)
     restarts: int = 0  # listings restarted after an expired cursor (dated surface)
+    rejected: int = 0  # calls kept in rejected_records instead of stored (issue 25); the exit code says so
 
     def summary(self, dry_run: bool = False) -> str:
         """The one-line summary `etl discover` and `etl demo` print (one wording for both)."""
@@ -107,16 +110,30 @@ class DiscoveryStats(RunOutcome):
         walked = (f"{_plural(self.phone_numbers, 'phone number')}, {_plural(self.conversations, 'conversation')}, "
                   if self.phone_numbers or self.conversations else "")
         stored = f"{_plural(self.stored, 'summary')} stored from the listing, " if self.stored else ""
+        rejected = f", {self.rejected} rejected (see rejected_records)" if self.rejected else ""
         return (f"Discovery{run}: {walked}{_plural(self.calls_seen, 'call')} seen, {stored}"
-                f"{verb} {count}, {_plural(self.errors, 'error')}.")
+                f"{verb} {count}, {_plural(self.errors, 'error')}{rejected}.")
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id, "phone_numbers": self.phone_numbers, "conversations": self.conversations,
             "pages": self.pages, "calls_seen": self.calls_seen, "enqueued": self.enqueued,
             "errors": self.errors, "skipped_conversations": self.skipped_conversations,
-            "stored": self.stored, "restarts": self.restarts, **super().as_dict(),
+            "stored": self.stored, "restarts": self.restarts, "rejected": self.rejected, **super().as_dict(),
         }
+
+
+@dataclass
+class _ListingPage:
+    """What one ``GET /calls`` page brings, sorted for its transaction."""
+
+    rows: list[CallContextRows] = field(default_factory=list)
+    summaries: list[CallRows] = field(default_factory=list)
+    finals: list[QueueUpdate] = field(default_factory=list)
+    absent: set[str] = field(default_factory=set)
+    queued: list[str] = field(default_factory=list)
+    rejected: list[store.Rejected] = field(default_factory=list)
+    oldest: datetime | None = None
 
 
 class _Stopped(Exception):
@@ -201,6 +218,8 @@ class Discoverer:
         if stats.errors:
             self._stopped(StopReason.WALK_ERRORS, f"{stats.errors} walk(s) stopped on an error; see the log")
         stats.exit_code = 0 if stats.stop is None else stats.stop.exit_code
+        if stats.exit_code == 0 and stats.rejected:
+            stats.exit_code = 1  # the walk went on, but records were set aside: an operator should look
         self._finish()
         return stats
 
@@ -304,9 +323,13 @@ class Discoverer:
         for page, raw, last in pages:
             rows: list[CallContextRows] = []
             completed: list[str] = []
+            rejected: list[store.Rejected] = []
             now = self.clock.utcnow()
             items = raw.get("data") if isinstance(raw, dict) else None
             for call, item in zip(page.data, items or [], strict=False):
+                if isinstance(call, Malformed):
+                    rejected.append(self._reject("GET /v1/calls", item, call.reason, log))
+                    continue
                 if not is_valid_call_id(call.id):
                     log.warning("call skipped: malformed call id", call_id=call.id[:80])
                     continue
@@ -314,7 +337,11 @@ class Discoverer:
                     log.info("call listed twice; stored once", call_id=call.id)
                     continue
                 seen.add(call.id)
-                row = normalize_call(call, call_json(item), now)
+                try:
+                    row = normalize_call(call, call_json(item), now)
+                except Refused as exc:
+                    rejected.append(self._reject("GET /v1/calls", item, str(exc), log))
+                    continue
                 if row.not_e164:
                     log.warning("participants that are not E.164 kept with is_e164 = false",
                                 call_id=call.id, numbers=[n[:80] for n in row.not_e164])
@@ -325,7 +352,8 @@ class Discoverer:
                     created = row.parent["created_at"]
                     oldest_open = created if oldest_open is None else min(oldest_open, created)
             mark = self.walk_started if oldest_open is None else min(self.walk_started, oldest_open)
-            new = self._commit_calls(rows, completed, (line.id, participant, conversation_id, mark) if last else None)
+            new = self._commit_calls(rows, completed, (line.id, participant, conversation_id, mark) if last else None,
+                                     rejected, log)
             self.stats.calls_seen += len(rows)
             self.stats.enqueued += new
             self.stats.pages += 1
@@ -333,17 +361,48 @@ class Discoverer:
                             completed=len(completed), enqueued=new, last_page=last)
         self.stats.conversations += 1
 
+    def _reject(self, endpoint: str, item: Any, reason: str, log: Any) -> store.Rejected:
+        """A call of a page that cannot be stored: said once, kept (with the page), the page goes on."""
+        call_id = str(item.get("id", ""))[:80] if isinstance(item, dict) else ""
+        log.error("record rejected", call_id=call_id, endpoint=endpoint, reason=reason)
+        return store.Rejected("discover", endpoint, call_id, reason, item)
+
     def _commit_calls(self, rows: list[CallContextRows], completed: list[str],
-                      mark: tuple[str, str, str | None, datetime] | None) -> int:
-        """One calls page: calls, queue ids, counters and (on the last page) the conversation's watermark."""
+                      mark: tuple[str, str, str | None, datetime] | None,
+                      rejected: list[store.Rejected] | None = None, log: Any = None) -> int:
+        """One calls page: calls, queue ids, counters and (on the last page) the conversation's watermark.
+
+        Written as one; only when that fails, call by call (:func:`etl.store.each_storable`), the
+        calls the database refuses set aside with its reason and the rest of the page kept.
+        """
+        rejected = list(rejected or [])
         if self.options.dry_run:
             with self.engine.connect() as conn:
                 queued = store.queued(conn, completed)
             self.stats.would_enqueue += len(set(completed) - queued)
             return 0
         now = self.clock.utcnow()
+        try:
+            new = self._write_calls_page(rows, completed, mark, rejected, now, one_by_one=False)
+        except store.RECORD_ERRORS:
+            new = self._write_calls_page(rows, completed, mark, rejected, now, one_by_one=True, log=log)
+        return new
+
+    def _write_calls_page(self, rows: list[CallContextRows], completed: list[str],
+                          mark: tuple[str, str, str | None, datetime] | None, rejected: list[store.Rejected],
+                          now: datetime, *, one_by_one: bool, log: Any = None) -> int:
         with self.engine.begin() as conn:
-            store.save_calls(conn, rows, now)
+            if one_by_one:
+                _, refused = store.each_storable(conn, rows, lambda c, r: store.save_calls(c, [r], now))
+                bad = {r.call_id for r, _ in refused}
+                rejected = rejected + [self._reject("GET /v1/calls", json.loads(r.parent["raw_json"]),
+                                                    f"the database refused it: {why}", log or self.log)
+                                       for r, why in refused]
+                completed = [c for c in completed if c not in bad]
+            else:
+                store.save_calls(conn, rows, now)
+            for r in rejected:
+                store.record_rejected(conn, r, now)
             new = store.enqueue_ids(conn, completed)
             if self.settings.transcripts:
                 store.enqueue_transcripts(conn, completed, now)
@@ -352,6 +411,7 @@ class Discoverer:
                                        conversations=1 if mark else 0)
             if mark is not None:
                 store.set_conversation_mark(conn, *mark, now)
+        self.stats.rejected += len(rejected)  # counted once the page is committed
         return new
 
     # -- the whole workspace at once (GET /calls) ----------------------------------------
@@ -388,6 +448,7 @@ class Discoverer:
         cursor: str | None = None
         cursors: set[str] = set()
         seen: set[str] = set()
+        listed: set[str] = set()  # every id any page of this walk listed (rejected ones too)
         restarts = empty = 0
         while True:
             if self._stop.is_set():
@@ -413,6 +474,9 @@ class Discoverer:
             page = result.data
             next_cursor = page.nextCursor or None
             last = next_cursor is None
+            page_ids = set(_ids(page.data))
+            brought_new = bool(page_ids - listed)
+            listed |= page_ids
             oldest = self._commit_listing(page.data, result.raw, seen, scope if last else None, log)
             if oldest is not None:
                 committed = oldest if committed is None else min(committed, oldest)
@@ -422,84 +486,127 @@ class Discoverer:
                     log.info("calls listed", watermark=iso_z(self.walk_started))
                 return
             assert next_cursor is not None
-            empty = empty + 1 if not page.data else 0
+            # A page of calls already listed (fresh cursors over the same calls) brings nothing: empty.
+            empty = empty + 1 if not brought_new else 0
             if next_cursor in cursors:
                 self._walk_error(f"listing calls of {scope}: the API sent cursor {next_cursor[:40]!r} twice; stopped",
                                  what="calls", scope=scope)
             if empty > self.options.max_empty_pages:
-                self._walk_error(f"listing calls of {scope}: {empty} empty pages in a row with a next cursor; "
-                                 "stopped", what="calls", scope=scope)
+                self._walk_error(f"listing calls of {scope}: {empty} pages in a row with a next cursor brought no "
+                                 "call not listed before; stopped", what="calls", scope=scope)
             cursors.add(next_cursor)
             cursor = next_cursor
 
-    def _commit_listing(self, calls: list[DatedCall], raw: Any, seen: set[str], last_scope: str | None,
-                        log: Any) -> datetime | None:
+    def _commit_listing(self, calls: list[DatedCall | Malformed], raw: Any, seen: set[str],
+                        last_scope: str | None, log: Any) -> datetime | None:
         """One page: calls, final summaries, queue ids and (last page) the watermark, in one transaction.
 
+        A call that cannot be stored (its model refused it, a date out of range, or the database
+        refused it) is set aside in ``rejected_records``; the page's other calls are stored.
         Returns the oldest ``createdAt`` on the page (where a restarted listing may resume).
         """
         now = self.clock.utcnow()
-        rows: list[CallContextRows] = []
-        summaries: list[CallRows] = []
-        finals: list[QueueUpdate] = []
-        absent: set[str] = set()
-        queued: list[str] = []
-        oldest: datetime | None = None
+        page = _ListingPage()
         items = raw.get("data") if isinstance(raw, dict) else None
         for call, item in zip(calls, items or [], strict=False):
+            if isinstance(call, Malformed):
+                page.rejected.append(self._reject("GET /calls", item, call.reason, log))
+                continue
             if not is_valid_call_id(call.id):
                 log.warning("call skipped: malformed call id", call_id=call.id[:80])
                 continue
-            answer = dated_answer(call, item) if call.summary is not None else None
-            row = normalize_call(call, answer.call_json if answer and answer.call_json else call_json(item), now)
-            created = row.parent["created_at"]
-            if created is not None:
-                oldest = created if oldest is None else min(oldest, created)
-            if call.id in seen:
-                log.info("call listed twice; stored once", call_id=call.id)
-                continue
-            seen.add(call.id)
-            rows.append(row)
-            if answer is None:
-                if call.status == "completed" or _still_open(call):
-                    queued.append(call.id)  # no summary object: one request will tell
-                continue
-            status = answer.status
-            if status == "in-progress" or (status != "completed" and _still_open(call)):
-                queued.append(call.id)
-                continue
-            fresh = ClaimedItem(call_id=call.id, attempts=0, consecutive_errors=0, incomplete_since=None,
-                                next_attempt_at=now)
-            update = decide(fresh, ApiResult(what="GET /calls", kind="ok", http_status=200, tries=1,
-                                             latency_ms=0.0, data=answer), now, self.settings.backoff)
-            finals.append(update)
-            if status == "absent":
-                absent.add(call.id)  # never a summary: only a queued id is ended, none is added
-            else:
-                summaries.append(normalize(answer.summary, answer.raw_json, answer.content_hash, now,
-                                           call_id=call.id))
-        self.stats.calls_seen += len(rows)
+            try:
+                self._listed_call(page, call, item, seen, now, log)
+            except Refused as exc:
+                page.rejected.append(self._reject("GET /calls", item, str(exc), log))
+        self.stats.calls_seen += len(page.rows)
         self.stats.pages += 1
         if self.options.dry_run:
             with self.engine.connect() as conn:
-                known = store.queued(conn, queued)
-            self.stats.would_enqueue += len(set(queued) - known)
-            return oldest
+                known = store.queued(conn, page.queued)
+            self.stats.would_enqueue += len(set(page.queued) - known)
+            return page.oldest
+        try:
+            new, stored = self._write_listing(page, last_scope, now, one_by_one=False, log=log)
+        except store.RECORD_ERRORS:
+            new, stored = self._write_listing(page, last_scope, now, one_by_one=True, log=log)
+        self.stats.enqueued += new
+        self.stats.stored += stored
+        return page.oldest
+
+    def _listed_call(self, page: _ListingPage, call: DatedCall, item: Any, seen: set[str], now: datetime,
+                     log: Any) -> None:
+        answer = dated_answer(call, item) if call.summary is not None else None
+        row = normalize_call(call, answer.call_json if answer and answer.call_json else call_json(item), now)
+        created = row.parent["created_at"]
+        if created is not None:
+            page.oldest = created if page.oldest is None else min(page.oldest, created)
+        if call.id in seen:
+            log.info("call listed twice; stored once", call_id=call.id)
+            return
+        summary = None
+        if answer is not None and answer.status not in ("in-progress", "absent") and not (
+                answer.status != "completed" and _still_open(call)):
+            summary = normalize(answer.summary, answer.raw_json, answer.content_hash, now, call_id=call.id)
+        seen.add(call.id)
+        page.rows.append(row)
+        if answer is None:
+            if call.status == "completed" or _still_open(call):
+                page.queued.append(call.id)  # no summary object: one request will tell
+            return
+        status = answer.status
+        if status == "in-progress" or (status != "completed" and _still_open(call)):
+            page.queued.append(call.id)
+            return
+        fresh = ClaimedItem(call_id=call.id, attempts=0, consecutive_errors=0, incomplete_since=None,
+                            next_attempt_at=now)
+        update = decide(fresh, ApiResult(what="GET /calls", kind="ok", http_status=200, tries=1,
+                                         latency_ms=0.0, data=answer), now, self.settings.backoff)
+        page.finals.append(update)
+        if status == "absent":
+            page.absent.add(call.id)  # never a summary: only a queued id is ended, none is added
+        elif summary is not None:
+            page.summaries.append(summary)
+
+    def _write_listing(self, page: _ListingPage, last_scope: str | None, now: datetime, *, one_by_one: bool,
+                       log: Any) -> tuple[int, int]:
+        rows, summaries, finals, queued = page.rows, page.summaries, page.finals, page.queued
+        rejected = list(page.rejected)
         with self.engine.begin() as conn:
-            store.save_calls(conn, rows, now)
-            stored = store.save_listed_summaries(conn, summaries, finals, now, only_queued=absent)
+            if one_by_one:
+                # The page failed as a whole: call by call, each call with its summary, in savepoints.
+                by_id = {s.parent["call_id"]: s for s in summaries}
+
+                def write(c: Connection, r: CallContextRows) -> None:
+                    store.save_calls(c, [r], now)
+                    if r.call_id in by_id:
+                        store.save_summaries(c, [by_id[r.call_id]], now)
+
+                _, refused = store.each_storable(conn, rows, write)
+                bad = {r.call_id for r, _ in refused}
+                rejected += [self._reject("GET /calls", json.loads(r.parent["raw_json"]),
+                                          f"the database refused it: {why}", log) for r, why in refused]
+                summaries = [s for s in summaries if s.parent["call_id"] not in bad]
+                finals = [u for u in finals if u.call_id not in bad]
+                queued = [c for c in queued if c not in bad]
+            else:
+                store.save_calls(conn, rows, now)
+            stored = store.save_listed_summaries(conn, [] if one_by_one else summaries, finals, now,
+                                                 only_queued=page.absent)
+            for r in rejected:
+                store.record_rejected(conn, r, now)
             new = store.enqueue_ids(conn, queued)
             if self.settings.transcripts:
-                # A summary stored from the page is never synced, so its transcript is queued here
-                # (the queued ids get theirs when the sync saves them).
-                store.enqueue_transcripts(conn, [rows.parent["call_id"] for rows in summaries], now)
+                # Every call answered on the page gets its transcript, whatever its summary's state
+                # (completed, failed or absent: those are never synced); the queued ids get theirs
+                # when the sync saves them.
+                store.enqueue_transcripts(conn, [u.call_id for u in finals], now)
             assert self.stats.run_id is not None
             store.add_discovery_counts(conn, self.stats.run_id, pages=1, calls_seen=len(rows), enqueued=new)
             if last_scope is not None:
                 store.set_call_watermark(conn, last_scope, self.walk_started, now)
-        self.stats.enqueued += new
-        self.stats.stored += stored
-        return oldest
+        self.stats.rejected += len(rejected)
+        return new, stored
 
     # -- paging -----------------------------------------------------------------------
 
@@ -513,6 +620,7 @@ class Discoverer:
         """
         token: str | None = None
         tokens: set[str] = set()
+        listed: set[str] = set()
         empty = 0
         while True:
             if self._stop.is_set():
@@ -529,9 +637,13 @@ class Discoverer:
             problem = None
             if next_token is not None and next_token in tokens:
                 problem = f"listing {what}: the API sent page token {next_token[:40]!r} twice; stopped"
-            empty = empty + 1 if not page.data else 0
+            # A page of items already listed (fresh tokens over the same items) brings nothing: empty.
+            page_ids = set(_ids(page.data))
+            empty = empty + 1 if not page_ids - listed else 0
+            listed |= page_ids
             if next_token is not None and empty > self.options.max_empty_pages:
-                problem = f"listing {what}: {empty} empty pages in a row with a next page token; stopped"
+                problem = (f"listing {what}: {empty} pages in a row with a next page token brought nothing not "
+                           "listed before; stopped")
             last = next_token is None
             yield (page, result.raw, last) if raw_pages else page
             if problem is not None:
@@ -558,6 +670,15 @@ class Discoverer:
         getattr(self.log, self.page_log_level)(event, **fields)
         if self.on_page is not None:
             self.on_page(self.stats)
+
+
+def _ids(items: Sequence[Any]) -> Iterator[str]:
+    """The id of each listed item (a malformed one's id as sent), for telling a page that brings nothing new."""
+    for item in items:
+        if isinstance(item, Malformed):
+            yield repr(item.raw.get("id") if isinstance(item.raw, dict) else item.raw)[:200]
+        else:
+            yield str(getattr(item, "id", item))
 
 
 def _plural(n: int, word: str) -> str:

@@ -10,6 +10,9 @@ lone surrogate (``"\\ud800"``), a ``\\u0000``, and any date.  So:
   :func:`json_text`: as received where that is storable, else with every
   non-ASCII character escaped, which keeps a lone surrogate as its escape,
   losslessly;
+* an item of a listing page that its model refuses (``participants:
+  "nobody"``) becomes a :class:`Malformed` in its place (:func:`each_item`),
+  instead of failing the page;
 * a timestamp outside :data:`EARLIEST` … :data:`LATEST` (year 1, year 9999,
   one that overflows when shifted to UTC) is refused with :class:`Refused`,
   whose message names the field: the caller keeps the record aside
@@ -26,7 +29,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["EARLIEST", "LATEST", "REPLACEMENT", "Refused", "clean_text", "json_text", "on_repair", "utc_in_range"]
+from pydantic import BaseModel, ConfigDict, ValidationError, WrapValidator
+
+__all__ = ["EARLIEST", "LATEST", "REPLACEMENT", "Malformed", "Refused", "clean_text", "each_item", "json_text",
+           "on_repair", "utc_in_range", "validation_reason"]
 
 REPLACEMENT = "\ufffd"
 # No call, summary or delivery this job stores is older than OpenPhone or centuries ahead.
@@ -100,3 +106,37 @@ def utc_in_range(value: datetime | None, field: str) -> datetime | None:
     if not EARLIEST <= utc < LATEST:
         raise Refused(f"{field}: {value.isoformat()} is outside {EARLIEST.year}-{LATEST.year - 1}")
     return utc
+
+
+class Malformed(BaseModel):
+    """An item of a listing page that its model refused: kept (``raw``, ``reason``) in the page's place,
+    so that one bad call costs only itself and the page's other calls line up with the raw JSON."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    raw: Any
+    reason: str
+
+
+def validation_reason(exc: ValidationError) -> str:
+    """A pydantic error in one line: the first field and its message, and how many more."""
+    errors = exc.errors(include_url=False, include_input=False)
+    if not errors:
+        return str(exc)[:500]
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "item"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first.get('msg', '')}{more}"[:500]
+
+
+def each_item(model: type[BaseModel]) -> WrapValidator:
+    """For ``list[Annotated[Model | Malformed, each_item(Model)]]``: each item validated alone; one the
+    model refuses becomes a :class:`Malformed` in its place instead of failing the whole list."""
+    def validate(value: Any, _handler: Any) -> Any:
+        if isinstance(value, model | Malformed):
+            return value
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            return Malformed(raw=value, reason=validation_reason(exc))
+    return WrapValidator(validate)

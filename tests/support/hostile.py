@@ -19,14 +19,16 @@ from etl.testing import FakeOpenPhone
 Rewrite = Callable[[httpx.Request, bytes], bytes]
 
 
-def rewriting(fake: FakeOpenPhone, rewrite: Rewrite) -> httpx.MockTransport:
+def rewriting(fake: FakeOpenPhone, rewrite: Rewrite,
+              request: Callable[[httpx.Request], httpx.Request] | None = None) -> httpx.MockTransport:
+    """``fake``'s transport with each 200 body rewritten (and each request first, by ``request``)."""
     inner = fake.transport()
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        response = inner.handle_request(request)
+    def handle(sent: httpx.Request) -> httpx.Response:
+        response = inner.handle_request(sent if request is None else request(sent))
         body = response.read()
         if response.status_code == 200:
-            body = rewrite(request, body)
+            body = rewrite(sent, body)
         headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length",
                                                                                   "content-encoding")}
         return httpx.Response(response.status_code, headers=headers, content=body)
