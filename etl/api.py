@@ -426,6 +426,9 @@ class OpenPhoneClient:
         raises :class:`_Transient` for what is worth retrying and
         :class:`AuthError` for 401/403.
         """
+        # One deadline for the whole request (connect, headers, body), not per read: a server that
+        # drips a byte a second never times a read out (issue 25, finding 6).
+        deadline = self.clock.monotonic() + self.settings.connect_timeout + self.settings.read_timeout
         try:
             response = self._transport.handle_request(request)
         except httpx.TimeoutException as exc:
@@ -433,7 +436,7 @@ class OpenPhoneClient:
         except httpx.TransportError as exc:
             raise _Transient(f"connection error ({type(exc).__name__}: {exc})") from None
         try:
-            body = self._read_body(response)
+            body = self._read_body(response, deadline)
         except httpx.TimeoutException as exc:
             raise _Transient(f"timeout reading body ({type(exc).__name__})", response.status_code) from None
         except httpx.TransportError as exc:
@@ -459,14 +462,15 @@ class OpenPhoneClient:
     def _ms(self, started: float) -> float:
         return round((self.clock.monotonic() - started) * 1000, 1)
 
-    def _read_body(self, response: httpx.Response) -> bytes | None:
+    def _read_body(self, response: httpx.Response, deadline: float | None = None) -> bytes | None:
+        """The body, or None over the size limit; read chunk by chunk so that the request's
+        ``deadline`` (a :meth:`Clock.monotonic` time) and a stop end it mid-body (:class:`_Transient`)."""
         limit = self.settings.max_body_bytes
         declared = response.headers.get("Content-Length")
         # A compressed body's Content-Length says nothing about its decoded size.
-        if declared is not None and declared.isdigit() and "Content-Encoding" not in response.headers:
-            if int(declared) > limit:
-                return None
-            return response.read()
+        if (declared is not None and declared.isdigit() and "Content-Encoding" not in response.headers
+                and int(declared) > limit):
+            return None
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_bytes():
@@ -474,6 +478,12 @@ class OpenPhoneClient:
             if size > limit:
                 return None
             chunks.append(chunk)
+            if self.stop.is_set():
+                raise _Transient("stopped while the body was still arriving", response.status_code)
+            if deadline is not None and self.clock.monotonic() > deadline:
+                whole = self.settings.connect_timeout + self.settings.read_timeout
+                raise _Transient(f"the whole request took over {whole:g} s (the body was still arriving)",
+                                 response.status_code)
         return b"".join(chunks)
 
     # --- v1 lists: phone numbers, conversations, calls of one conversation ----------
