@@ -212,6 +212,12 @@ class CallSummary(Base):
     )
     first_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the summary was first stored.")
     last_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the summary was last fetched.")
+    # Migration 0010 (issue 25): the newer summary wins, whichever way it arrives.
+    as_of: Mapped[datetime | None] = mapped_column(
+        UtcDateTime,
+        comment="UTC time the stored summary is as of: when the API answered (sync, discovery) or the webhook "
+                "event's createdAt; an older one is not written over it. NULL for rows stored before 0010.",
+    )
 
 
 def _parent_fk() -> ForeignKey:

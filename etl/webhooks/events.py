@@ -23,9 +23,11 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from etl.ids import is_valid_call_id
+from etl.storable import utc_in_range
 
 Action = Literal["call_completed", "summary_completed", "transcript_completed", "ignore"]
 Envelope = Literal["legacy", "dated"]
@@ -58,6 +60,18 @@ class Event:
     # The whole summary a summary event carries (the dated summary object, with ``callId``),
     # to be stored without a request when it validates and is completed; None otherwise.
     summary: dict[str, Any] | None = None
+    # The event's createdAt (naive UTC), when sent and sane: how new a carried summary is.
+    created_at: datetime | None = None
+
+
+def _created_at(doc: dict[str, Any]) -> datetime | None:
+    value = doc.get("createdAt")
+    if not isinstance(value, str):
+        return None
+    try:
+        return utc_in_range(datetime.fromisoformat(value.replace("Z", "+00:00")), "createdAt")
+    except ValueError:  # not ISO 8601, or out of range (etl.storable.Refused)
+        return None
 
 
 def parse_event(body: bytes) -> Event:
@@ -96,7 +110,8 @@ def parse_event(body: bytes) -> Event:
         if kind == TRANSCRIPT_COMPLETED:
             return Event(short_type, key, "transcript_completed", call_id, obj, envelope=envelope)
         summary = _whole_summary(obj, call_id) if envelope == "dated" else None
-        return Event(short_type, key, "summary_completed", call_id, obj, envelope=envelope, summary=summary)
+        return Event(short_type, key, "summary_completed", call_id, obj, envelope=envelope, summary=summary,
+                     created_at=_created_at(doc))
     return ignored(f"event type {kind!r} is not used by this job")
 
 

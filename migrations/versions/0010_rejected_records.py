@@ -1,4 +1,4 @@
-"""rejected records
+"""rejected records, and the time a stored summary is as of
 
 Revision ID: 0010
 Revises: 0009
@@ -7,7 +7,9 @@ Create Date: 2026-12-07
 Issue 25: a record the API sent that cannot be stored (a date no database
 holds, a malformed field, a database refusal) is kept here with its reason,
 instead of stalling the queue or a discovery walk, or vanishing.  `etl status`
-counts the rows.  Its downgrade drops the table, so it refuses while the table
+counts the rows.  `call_summaries.as_of` is when the stored summary was
+answered (or its webhook event created): an older summary is not written over
+a newer one, whichever way they arrive.  Its downgrade drops the table, so it refuses while the table
 holds rows (migrations/env.py) unless `-x allow-data-loss=1`.
 """
 
@@ -42,8 +44,15 @@ def upgrade() -> None:
     comment='API records that could not be stored, with the reason; `etl status` counts them.'
     )
     op.create_index('ix_rejected_records_last_seen_at', 'rejected_records', ['last_seen_at'], unique=False)
+    with op.batch_alter_table('call_summaries', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('as_of', _DATETIME, nullable=True, comment="UTC time the stored summary is as of: when the API answered (sync, discovery) or the webhook event's createdAt; an older one is not written over it. NULL for rows stored before 0010."))
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == 'sqlite':
+        # SQLite 3.35+ drops a column in place: no table rebuild, so the BI views over it stay valid.
+        op.execute('ALTER TABLE call_summaries DROP COLUMN as_of')
+    else:
+        op.drop_column('call_summaries', 'as_of')
     op.drop_index('ix_rejected_records_last_seen_at', table_name='rejected_records')
     op.drop_table('rejected_records')
