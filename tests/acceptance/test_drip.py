@@ -10,7 +10,6 @@ stop: ``--max-runtime``, SIGTERM, SIGINT.
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ SLACK_S = 6.0  # a loaded CI machine: start-up and shut-down, well under the 20 
 
 
 class _Drip(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Connection", "close")
