@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 import click
@@ -212,6 +213,43 @@ def db_current(database_url: str) -> None:
     else:
         state = f"behind: run {job.hint('etl db upgrade')}"
     click.echo(f"database: {current or 'empty'}  code: {head}  ({state})")
+
+
+# --- dbt --------------------------------------------------------------------------
+
+
+@cli.group("dbt")
+def dbt_group() -> None:
+    """Files for a dbt project (docs/bi.md)."""
+
+
+@dbt_group.command("sources")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="Write the YAML to FILE (e.g. models/sources.yml; its directory is created). Default: stdout.")
+@click.option("--source-name", default="openphone", show_default=True, help="The dbt source's name.")
+@click.option("--schema", default=None,
+              help="Schema holding the tables. Default: public (PostgreSQL), the database (MariaDB), main (SQLite).")
+@click.option("--warn-after", type=int, default=24, show_default=True, metavar="HOURS",
+              help="Freshness: warn when the newest synced-at value is older than this.")
+@click.option("--error-after", type=int, default=72, show_default=True, metavar="HOURS",
+              help="Freshness: error when the newest synced-at value is older than this.")
+@database_options
+@command
+def dbt_sources(output: Path | None, source_name: str, schema: str | None, warn_after: int, error_after: int,
+                database_url: str) -> None:
+    """Write a dbt sources file of every table and view: descriptions, freshness, key tests."""
+    with Etl(database_url=database_url, read_only=True) as job:
+        text = job.dbt_sources(name=source_name, schema=schema, warn_after_hours=warn_after,
+                               error_after_hours=error_after)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror}") from None
+    click.echo(f"Wrote dbt sources to {output}.", err=True)
 
 
 # --- enqueue ----------------------------------------------------------------------

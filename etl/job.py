@@ -354,6 +354,28 @@ class Etl:
             run_demo(self.engine, self.settings.database_url, sandbox=sandbox, transcripts=self.settings.transcripts,
                      api_version=self.settings.api_version)
 
+    # -- dbt --------------------------------------------------------------------------
+
+    def dbt_sources(self, *, name: str = "openphone", schema: str | None = None, warn_after_hours: int = 24,
+                    error_after_hours: int = 72) -> str:
+        """``etl dbt sources``: a dbt sources YAML of every table and view (etl.dbt; docs/bi.md).
+
+        ``schema``: where the tables are (default: ``public`` on PostgreSQL, the database's name on
+        MySQL/MariaDB, ``main`` on SQLite); freshness warns and errors after these many hours since
+        the newest synced-at value.  Reads no database: the tables are this version's models.
+        """
+        from sqlalchemy.engine import make_url
+
+        from etl import dbt
+        from etl.models import VIEWS, Base
+
+        url = make_url(self.settings.database_url)
+        where = schema if schema is not None else dbt.default_schema(url.get_backend_name(), url.database)
+        views = dbt.all_views(VIEWS, dbt.parse_view_docs(dbt.schema_doc_path().read_text(encoding="utf-8")))
+        document = dbt.sources(Base.metadata, views, schema=where, name=name, warn_hours=warn_after_hours,
+                               error_hours=error_after_hours)
+        return dbt.sources_yaml(document)
+
     # -- health ---------------------------------------------------------------------
 
     def status(self, limits: Limits | None = None) -> Status:

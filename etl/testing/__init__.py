@@ -16,7 +16,10 @@ paging), call transcripts on both surfaces (``GET /v1/call-transcripts/{id}``
 and the dated ``GET /calls/{id}/transcripts``: segments, states through
 ``fake.transcript_status``, a plan without them through
 ``fake.transcripts_enabled = False``), webhooks CRUD (legacy ``/v1/webhooks`` and the dated version's
-``/webhooks`` with signed test events), with the key check, a token-bucket rate limit,
+``/webhooks`` with signed test events), the workspace's users, named lines with members and
+contacts on both surfaces (``GET /v1/users``, ``/v1/contacts``, the dated ``/users``,
+``/phone-numbers?include=users``, ``/contacts/{id}``; ``fake.workspace.people`` changes and
+deletes contacts; docs/api/dimensions.md), with the key check, a token-bucket rate limit,
 reproducible ``Faults`` and list ``Quirks`` on every endpoint, and statistics
 (``fake.stats()``, ``fake.request_times()``). The ``webhooks`` names build and
 sign deliveries as OpenPhone sends them. The published shapes it follows are in
@@ -35,6 +38,7 @@ from etl.testing._cli import main
 from etl.testing._data import STATUSES, sample_summary
 from etl.testing._fake import API_PATH_PREFIX, FakeOpenPhone
 from etl.testing._faults import ENDPOINTS, Faults, Quirks
+from etl.testing._people import People
 from etl.testing._server import serve
 from etl.testing._workspace import E164_RE, ApiClock, Call, Conversation, PhoneNumber, Workspace
 from etl.testing.clock import FakeClock
@@ -50,6 +54,7 @@ __all__ = [
     "FakeClock",
     "FakeOpenPhone",
     "Faults",
+    "People",
     "PhoneNumber",
     "Quirks",
     "Workspace",

@@ -89,11 +89,17 @@ def _parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     w.add_argument("--busy-calls", type=int, default=0, help="add one conversation with this many calls")
     w.add_argument("--non-e164", action="store_true", help="add a conversation whose participants are not E.164")
     w.add_argument("--missing-summaries", type=int, default=0, help="completed calls whose summary 404s")
+    w.add_argument("--users", type=int, default=0,
+                   help="pad the workspace's users to this many (0: those the calls name and one without calls)")
+    w.add_argument("--contacts", type=int, default=0,
+                   help="pad the contacts to this many (0: contacts for most of the calls' other parties)")
     w.add_argument("--clock-start", type=_when, help="freeze the fake's clock here (default: wall clock)")
     q = p.add_argument_group("list and timing quirks")
     q.add_argument("--quirk-repeat-item", action="store_true", help="pages repeat the previous page's last item")
     q.add_argument("--quirk-empty-page", action="store_true", help="an empty page with a next token after page 1")
     q.add_argument("--quirk-listed-twice", action="append", default=[], help="call id listed twice (repeatable)")
+    q.add_argument("--quirk-contacts-need-external-ids", action="store_true",
+                   help="GET /v1/contacts without externalIds answers 400 (contacts cannot be listed)")
     q.add_argument("--summary-pending-seconds", type=float, default=0.0,
                    help="workspace summaries answer 404 until this long after the call completed")  # fmt: skip
     d = Faults()
@@ -140,6 +146,7 @@ def build(args: argparse.Namespace) -> FakeOpenPhone:
         empty_page=args.quirk_empty_page,
         listed_twice=frozenset(args.quirk_listed_twice),
         summary_pending_seconds=args.summary_pending_seconds,
+        contacts_need_external_ids=args.quirk_contacts_need_external_ids,
     )
     fake = FakeOpenPhone(
         api_key=args.api_key,
@@ -163,6 +170,8 @@ def build(args: argparse.Namespace) -> FakeOpenPhone:
             busy_calls=args.busy_calls,
             non_e164=args.non_e164,
             missing_summaries=args.missing_summaries,
+            users=args.users,
+            contacts=args.contacts,
         )
     return fake
 
@@ -179,7 +188,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m etl.testing")
     if not args.quiet:
         lines = len(fake.workspace.phone_numbers)
         calls = len(fake.workspace.calls)
-        print(f"API key: {args.api_key}   workspace: {lines} phone numbers, {calls} calls\n"
+        people = fake.workspace.people
+        print(f"API key: {args.api_key}   workspace: {lines} phone numbers, {calls} calls, "
+              f"{len(people.users)} users, {len(people.contacts)} contacts\n"
               f"Point etl at it (paste in another terminal):\n"
               f"export OPENPHONE_BASE_URL={running.url} OPENPHONE_API_KEY={args.api_key}",
               file=sys.stderr, flush=True)

@@ -1,4 +1,4 @@
-"""Sample call summaries, deterministic from the call id.
+"""Sample call summaries, deterministic from the call id, and the simulator's id and time helpers.
 
 The summary generator of the simulated API: ``sample_summary(call_id)`` gives
 the ``data`` object the real ``GET /v1/call-summaries/{callId}`` would return,
@@ -8,6 +8,7 @@ always the same for the same id, with the variety a loader must cope with
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import json
@@ -26,6 +27,21 @@ CALL_ID_RE = re.compile("AC[^\n\r\u2028\u2029]*")
 def dumps(obj: object) -> bytes:
     """Compact UTF-8 JSON, as the API sends it (not ASCII-escaped)."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def iso(when: dt.datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z``, as the API writes times (milliseconds only when present)."""
+    if when is None:
+        return None
+    when = when.astimezone(dt.UTC)
+    spec = "milliseconds" if when.microsecond else "seconds"
+    return when.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+def make_id(prefix: str, *parts: object) -> str:
+    """A deterministic API-style id: ``prefix`` and a hash of ``parts``."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=16).hexdigest()
+    return prefix + digest
 
 
 def rng_for(*parts: object) -> random.Random:

@@ -28,10 +28,10 @@ import datetime as dt
 from urllib.parse import unquote
 
 from etl.clock import SYSTEM
-from etl.testing._data import CALL_ID_RE, rng_for, sample_summary
+from etl.testing._data import CALL_ID_RE, iso, rng_for, sample_summary
 from etl.testing._endpoints import BadRequest, _many, _one, _time
 from etl.testing._faults import Quirks
-from etl.testing._workspace import ApiClock, Call, Workspace, iso
+from etl.testing._workspace import ApiClock, Call, Workspace
 
 DATED_VERSION = "2026-03-30"
 DATED_ENDPOINTS = ("dated-calls", "dated-call")

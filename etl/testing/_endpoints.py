@@ -20,14 +20,17 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Collection
+from typing import TypeVar
 from urllib.parse import unquote
 
 import httpx
 
-from etl.testing._data import CALL_ID_RE, rng_for
+from etl.testing._data import CALL_ID_RE, iso, rng_for
 from etl.testing._faults import Quirks
-from etl.testing._workspace import ApiClock, Call, Workspace, iso, parse_time
+from etl.testing._workspace import ApiClock, Call, Workspace, parse_time
 from etl.testing.webhooks import DATED_API_VERSION, deliver, sample_dated_event
+
+T = TypeVar("T")
 
 WEBHOOK_EVENTS = {
     "calls": ("call.completed", "call.ringing", "call.recording.completed"),
@@ -82,7 +85,7 @@ class WorkspaceEndpoints:
         if endpoint == "phone-numbers":
             user = _one(params, "userId")
             with ws.lock:
-                numbers = [p.to_json() for p in ws.phone_numbers.values() if user is None or user in p.users]
+                numbers = [ws.line_json(p) for p in ws.phone_numbers.values() if user is None or user in p.users]
             return 200, {"data": numbers}
         if endpoint == "conversations":
             return 200, self._conversations(params)
@@ -139,9 +142,7 @@ class WorkspaceEndpoints:
         page, token = self._page(items, limit, _one(params, "pageToken"))
         return {"data": page, "totalItems": len(items), "nextPageToken": token}
 
-    def _page(
-        self, items: list[dict[str, object]], limit: int, token: str | None
-    ) -> tuple[list[dict[str, object]], str | None]:
+    def _page(self, items: list[T], limit: int, token: str | None) -> tuple[list[T], str | None]:
         offset, empty = _decode_token(token) if token else (0, False)
         if empty:
             return [], _encode_token(offset, False)
@@ -324,12 +325,12 @@ def _time(params: dict[str, list[str]], name: str) -> dt.datetime | None:
         raise BadRequest(f"{name} must be an ISO 8601 date-time", f"/{name}") from exc
 
 
-def _max_results(params: dict[str, list[str]]) -> int:
+def _max_results(params: dict[str, list[str]], top: int = 100) -> int:
     text = _one(params, "maxResults")
     if text is None:
         return 10
-    if not text.isdigit() or not 1 <= int(text) <= 100:
-        raise BadRequest("maxResults must be an integer from 1 to 100", "/maxResults")
+    if not text.isdigit() or not 1 <= int(text) <= top:
+        raise BadRequest(f"maxResults must be an integer from 1 to {top}", "/maxResults")
     return int(text)
 
 

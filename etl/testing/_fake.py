@@ -11,6 +11,9 @@ sockets) or the real HTTP server of ``etl.testing._server``. Endpoints:
   transcripts (``etl.testing._transcripts``);
 * ``GET /calls``, ``GET /calls/{callId}``: the dated surface 2026-03-30
   (``etl.testing._dated``; header ``Quo-Api-Version`` required);
+* users, lines and contacts: ``GET /v1/users[/{id}]``, ``GET /v1/contacts[/{id}]`` and the
+  dated ``GET /users[/{id}]``, ``GET /phone-numbers``, ``GET /contacts/{id}``
+  (``etl.testing._people_endpoints``);
 * ``POST /v1/webhooks/calls|call-summaries|call-transcripts``,
   ``GET /v1/webhooks[/{id}]``, ``DELETE /v1/webhooks/{id}``: webhooks CRUD
   (the answers of these two groups are in ``etl.testing._endpoints``);
@@ -42,6 +45,7 @@ from etl.testing._data import CALL_ID_RE, STATUSES, dumps, sample_body, sample_s
 from etl.testing._dated import DATED_ENDPOINTS, DATED_VERSION, DatedEndpoints, match_dated
 from etl.testing._endpoints import WEBHOOK_EVENTS, BadRequest, WorkspaceEndpoints
 from etl.testing._faults import DROP, ENDPOINTS, HANG, Faults, Quirks, draw_fault
+from etl.testing._people_endpoints import DATED_PEOPLE, PEOPLE_ENDPOINTS, PeopleEndpoints, match_people
 from etl.testing._transcripts import DATED_TRANSCRIPTS, TRANSCRIPT_ENDPOINTS, TranscriptEndpoints, match_transcripts
 from etl.testing._workspace import ApiClock, Workspace
 
@@ -84,7 +88,7 @@ class Reply:
     landed: bool = False
 
 
-class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints):
+class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints, PeopleEndpoints):
     """In-memory OpenPhone API: routing, auth, rate limiting, faults, statistics."""
 
     def __init__(
@@ -264,6 +268,8 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints):
             endpoint, arg = _match(method, path)
             if endpoint is None:
                 endpoint, arg = match_dated(method, path)
+            if endpoint is None:
+                endpoint, arg = match_people(method, path)
         now = SYSTEM.time()
         with self._lock:
             self.request_log.append((method, path, version))
@@ -294,7 +300,8 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints):
                         self.endpoint_429[endpoint] += 1  # the token bucket's; injected ones count in _fault
                 elif call_id is not None:
                     reply = self._decide_summary(call_id)
-                elif (endpoint in DATED_ENDPOINTS or endpoint == DATED_TRANSCRIPTS or arg.startswith("/")) \
+                elif (endpoint in DATED_ENDPOINTS or endpoint in DATED_PEOPLE or endpoint == DATED_TRANSCRIPTS
+                      or arg.startswith("/")) \
                         and version != DATED_VERSION:
                     # A dated path (no /v1) without the version header: the API has no default version.
                     reply = self._error(400, f"the Quo-Api-Version header is required ({DATED_VERSION}); "
@@ -434,6 +441,8 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints):
                 status, payload = self._transcript_answer(endpoint, arg, params)
             elif endpoint in DATED_ENDPOINTS:
                 status, payload = self._dated_answer(endpoint, arg, params)
+            elif endpoint in PEOPLE_ENDPOINTS:
+                status, payload = self._people_answer(endpoint, arg, params)
             else:
                 status, payload = self._answer(endpoint, method, arg, params, body)
         except BadRequest as exc:

@@ -21,7 +21,8 @@ DROP, HANG = "drop", "hang"
 
 # Every endpoint of the simulated API, as named in statistics and Faults.endpoints.
 ENDPOINTS = ("call-summaries", "calls", "call", "conversations", "phone-numbers", "webhooks", "call-transcripts",
-             "transcripts", "dated-calls", "dated-call")
+             "transcripts", "dated-calls", "dated-call", "users", "user", "contacts", "contact", "dated-users",
+             "dated-user", "dated-phone-numbers", "dated-contact")
 
 
 @dataclass
@@ -73,13 +74,16 @@ class Quirks:
     * ``listed_twice``: these call ids appear twice in a call listing;
     * ``summary_pending_seconds``: a workspace call's summary answers 404
       ("not generated yet") until this long after the call completed, on the
-      fake's clock, then 200.
+      fake's clock, then 200;
+    * ``contacts_need_external_ids``: ``GET /v1/contacts`` without ``externalIds``
+      answers 400 naming it (a workspace whose contacts cannot be listed).
     """
 
     repeat_item: bool = False
     empty_page: bool = False
     listed_twice: frozenset[str] = field(default_factory=frozenset)
     summary_pending_seconds: float = 0.0
+    contacts_need_external_ids: bool = False
 
 
 def draw_fault(faults: Faults, key: str, nth: int) -> tuple[str, random.Random] | None:

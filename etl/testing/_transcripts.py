@@ -27,9 +27,9 @@ import binascii
 import datetime as dt
 from urllib.parse import unquote
 
-from etl.testing._data import CALL_ID_RE, rng_for
+from etl.testing._data import CALL_ID_RE, iso, rng_for
 from etl.testing._endpoints import BadRequest
-from etl.testing._workspace import Call, Workspace, iso
+from etl.testing._workspace import Call, Workspace
 
 # Endpoint names (statistics, Faults.endpoints).
 V1_TRANSCRIPTS = "call-transcripts"

@@ -13,14 +13,15 @@ are included on purpose, as the real API adds fields over time.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import itertools
 import re
 import threading
 from dataclasses import dataclass, field
 
 from etl.clock import SYSTEM
-from etl.testing._data import rng_for
+from etl.testing._data import iso, rng_for
+from etl.testing._data import make_id as _id
+from etl.testing._people import LINE_NAMES, People
 
 UTC = dt.UTC
 E164_RE = re.compile(r"\+[1-9][0-9]{1,14}")
@@ -28,15 +29,6 @@ CALL_STATUSES = (
     "queued", "initiated", "ringing", "in-progress", "completed", "busy", "failed",
     "no-answer", "canceled", "missed", "answered", "forwarded", "abandoned",
 )  # fmt: skip
-
-
-def iso(when: dt.datetime | None) -> str | None:
-    """ISO 8601 in UTC with a ``Z``, as the API writes times (milliseconds only when present)."""
-    if when is None:
-        return None
-    when = when.astimezone(UTC)
-    spec = "milliseconds" if when.microsecond else "seconds"
-    return when.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -68,11 +60,6 @@ class ApiClock:
         with self._lock:
             self._offset += dt.timedelta(seconds=seconds)
         return self.now()
-
-
-def _id(prefix: str, *parts: object) -> str:
-    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=16).hexdigest()
-    return prefix + digest
 
 
 @dataclass
@@ -178,6 +165,10 @@ class Call:
         }
 
 
+def _line_name(index: int) -> str:
+    return LINE_NAMES[index] if index < len(LINE_NAMES) else f"Line {index + 1}"
+
+
 class Workspace:
     """Phone numbers, conversations and calls, all addressable by id; thread-safe to add to."""
 
@@ -191,6 +182,8 @@ class Workspace:
         self.summary_missing: set[str] = set()
         self._n = itertools.count()
         self.lock = threading.RLock()
+        # Users and contacts (etl.testing._people): who the lines and calls name, and who they talk to.
+        self.people = People(seed, self.lock)
 
     # -- building ---------------------------------------------------------
 
@@ -203,7 +196,7 @@ class Workspace:
             pn = PhoneNumber(
                 id=_id("PN", self.seed, "pn", n),
                 number=number or f"+1{rng.randint(201, 989)}{rng.randint(200, 999)}{rng.randint(0, 9999):04d}",
-                name=name or f"Line {len(self.phone_numbers) + 1}",
+                name=name or _line_name(len(self.phone_numbers)),
                 users=users if users is not None else [_id("US", self.seed, "user", n % 3)[:12]],
                 created_at=self.clock.now() - dt.timedelta(days=365),
                 group_id=_id("GR", self.seed, "group")[:12],
@@ -310,6 +303,8 @@ class Workspace:
         missing_summaries: int = 0,
         group_calls: int = 0,
         agent_calls: int = 0,
+        users: int = 0,
+        contacts: int = 0,
     ) -> None:
         """Fill the workspace deterministically from the seed and the clock's now.
 
@@ -320,7 +315,9 @@ class Workspace:
         not E.164 (with one call), and ``missing_summaries`` completed calls
         whose summary answers 404 for good; ``group_calls`` calls in one group
         conversation (three other parties: v1 cannot list them, the dated API
-        does) and ``agent_calls`` incoming calls the AI agent answered.
+        does) and ``agent_calls`` incoming calls the AI agent answered.  Then the people
+        (``People.generate``): a user for everyone the calls name, one on a line without calls,
+        contacts for most other parties; ``users``/``contacts`` pad them to these totals.
         """
         now = self.clock.now().replace(microsecond=0)
         rng = rng_for("workspace", self.seed)
@@ -356,8 +353,28 @@ class Workspace:
         if missing_summaries:
             completed = [c.id for c in self.calls.values() if c.status == "completed"]
             self.summary_missing.update(completed[:missing_summaries])
+        lines = list(self.phone_numbers.values())
+        own = {pn.number for pn in lines}
+        parties = [p for conv in self.conversations.values() for p in conv.participants if p not in own]
+        self.people.generate(named=self.named_users(), first_line=lines[0].users if lines else None,
+                             parties=parties, users=users, contacts=contacts)
 
     # -- reading ------------------------------------------------------------
+
+    def named_users(self) -> list[str]:
+        """The user ids the lines and calls name (members, then each call's user, answerer, initiator)."""
+        with self.lock:
+            named = [u for pn in self.phone_numbers.values() for u in pn.users]
+            for call in self.calls.values():
+                named += [u for u in (call.user_id, call.answered_by, call.initiated_by) if u]
+            return named
+
+    def line_json(self, pn: PhoneNumber) -> dict[str, object]:
+        """A line as ``GET /v1/phone-numbers`` shows it, its ``users[]`` named from the user records."""
+        with self.lock:
+            body = pn.to_json()
+            body["users"] = [self.people.add_user(uid).member_json() for uid in pn.users]
+            return body
 
     def synth_call(self, call_id: str) -> Call:
         """A completed call for an id the workspace does not hold, deterministic from the id.

@@ -15,7 +15,9 @@ Webhooks of the dated API version (created with ``POST /webhooks``, header
 ``Quo-Api-Version: 2026-03-30``) send another envelope,
 ``{id, apiVersion: "2026-03-30", createdAt, type, data: {resource, context, links}}``
 (quo.com/docs/mdx/beta/webhooks-overview): the ``dated_*`` builders make those
-bodies, and ``push`` signs each webhook's delivery in its own scheme.
+bodies (calls, summaries, transcripts, and ``contact.updated`` / ``contact.deleted``
+with the contact as ``data.resource``), and ``push`` signs each webhook's delivery in
+its own scheme.
 
 ``deliver`` POSTs a body over real HTTP. Verifying signatures is the
 receiver's job (``etl serve``), not this module's.
@@ -200,6 +202,31 @@ def dated_transcript_completed(
     return dated_event(TRANSCRIPT_COMPLETED, resource, event_id=event_id, created_at=created_at)
 
 
+def dated_contact_updated(
+    contact: Mapping[str, object], *, event_id: str | None = None, created_at: str | None = None
+) -> dict[str, object]:
+    """Dated ``contact.updated`` (a contact was created or changed): ``data.resource`` is the contact
+    as ``GET /v1/contacts/{id}`` shows it (``Contact.to_json()``); contact events are workspace-wide."""
+    return dated_event("contact.updated", contact, event_id=event_id, created_at=created_at)
+
+
+def dated_contact_deleted(
+    contact: Mapping[str, object], *, event_id: str | None = None, created_at: str | None = None
+) -> dict[str, object]:
+    """Dated ``contact.deleted``: the resource has the shape of ``contact.updated``'s (the contact as it was)."""
+    return dated_event("contact.deleted", contact, event_id=event_id, created_at=created_at)
+
+
+_SAMPLE_CONTACT: dict[str, object] = {
+    "id": "CT" + "0" * 22 + "5a", "externalId": None, "source": "public-api", "sourceUrl": None,
+    "defaultFields": {"company": "Acme Corp", "emails": [{"name": "work", "value": "sample@example.com", "id": "CE1"}],
+                      "firstName": "Sample", "lastName": "Contact", "role": None,
+                      "phoneNumbers": [{"name": "mobile", "value": "+15555550100", "id": "CP1"}]},
+    "customFields": [], "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z",
+    "createdByUserId": None,
+}
+
+
 def sample_dated_event(event_type: str) -> dict[str, object]:
     """The sample body a dated webhook's test event carries (``POST /webhooks/{id}/events/test``):
     a fresh event id, a fixed sample call."""
@@ -210,6 +237,8 @@ def sample_dated_event(event_type: str) -> dict[str, object]:
         return dated_transcript_completed(call_id)
     if event_type.startswith("call."):
         return dated_event(event_type, {"id": call_id, "status": event_type.removeprefix("call.")})
+    if event_type.startswith("contact."):
+        return dated_event(event_type, _SAMPLE_CONTACT)
     return dated_event(event_type, {"id": "sample"})
 
 
