@@ -22,8 +22,8 @@ def test_runs_that_claim_and_save_nothing_make_the_engine_unhealthy_until_one_sa
         worker._attempt()
         assert worker.last_run is not None and worker.last_run["claimed"] == 2
     assert worker.error is not None
-    assert worker.error.as_dict() == {
-        "type": "NoProgress", "reason": f"no progress: {NO_PROGRESS_RUNS} runs in a row claimed due work and saved none"}
+    reason = f"no progress: {NO_PROGRESS_RUNS} runs in a row claimed due work and saved none"
+    assert worker.error.as_dict() == {"type": "NoProgress", "reason": reason}
     # Put right, the next run saves the items and the engine is healthy again.
     worker.settings = settings
     worker._attempt()
