@@ -218,6 +218,10 @@ def _error_text(response: httpx.Response, body: bytes, secret: str | None = None
     return redact_secret(" ".join(text.split()), secret)[:_MAX_ERROR_TEXT]
 
 
+# After a stop, how long a body still arriving may take before the request is abandoned.
+STOP_GRACE_S = 2.0
+
+
 class OpenPhoneClient:
     """Fetches call summaries, calls and workspace lists from any number of threads at once, on either surface.
 
@@ -473,13 +477,19 @@ class OpenPhoneClient:
             return None
         chunks: list[bytes] = []
         size = 0
+        stopped_at: float | None = None
         for chunk in response.iter_bytes():
             size += len(chunk)
             if size > limit:
                 return None
             chunks.append(chunk)
             if self.stop.is_set():
-                raise _Transient("stopped while the body was still arriving", response.status_code)
+                # In-flight answers land (a stop saves them); one still arriving after a grace is
+                # abandoned as never answered: its item is released unchanged.
+                now = self.clock.monotonic()
+                stopped_at = now if stopped_at is None else stopped_at
+                if now - stopped_at > STOP_GRACE_S:
+                    raise NotSent("the run stopped while the body was still arriving")
             if deadline is not None and self.clock.monotonic() > deadline:
                 whole = self.settings.connect_timeout + self.settings.read_timeout
                 raise _Transient(f"the whole request took over {whole:g} s (the body was still arriving)",

@@ -118,14 +118,21 @@ def redact_secret(text: str, secret: str | None) -> str:
     for i in range(len(low) - n + 1):
         if low[i:i + n] in grams:
             hidden[i:i + n] = [True] * n
-    if not any(hidden):
-        return text
     out: list[str] = []
-    for i, ch in enumerate(text):
+    i = 0
+    while i < len(text):
         if not hidden[i]:
-            out.append(ch)
-        elif i == 0 or not hidden[i - 1]:
-            out.append("***")
+            out.append(text[i])
+            i += 1
+            continue
+        j = i
+        while j < len(text) and hidden[j]:
+            j += 1
+        run = text[i:j]
+        # A word that happens to be part of the key ("Forbidden" of "forbidden-key-1") stays: a
+        # piece of a key has a digit or a sign in it, or is long.
+        out.append("***" if len(run) >= 12 or len(key) < MIN_SECRET_FRAGMENT or not run.isalpha() else run)
+        i = j
     return "".join(out)
 
 
