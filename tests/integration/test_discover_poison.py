@@ -126,3 +126,19 @@ def test_dated_fresh_cursors_over_the_same_calls_end_the_walk(engine, settings):
     assert stats.exit_code == 1
     assert pages == 22  # the first page, then 21 that brought nothing new
 
+
+
+def test_dated_every_call_answered_on_the_page_gets_its_transcript_whatever_its_summary(engine, settings):
+    """Issue 25, finding 12: calls whose summary came on the page as absent or failed get their transcript too."""
+    from etl.testing import sample_summary
+
+    fake, ids = dated_workspace(6)
+    fake.set_summary(ids[0], sample_summary(ids[0], "failed"))
+    fake.set_summary(ids[1], sample_summary(ids[1], "absent"))
+    dated = settings.replace(api_version="2026-03-30", transcripts=True)
+    Etl(dated, engine=engine).discover(SINCE, transport=fake.transport())
+    with engine.connect() as conn:
+        summaries = dict(conn.execute(sa.text("SELECT call_id, state FROM summary_queue")).all())
+        transcripts = {r[0] for r in conn.execute(sa.text("SELECT call_id FROM transcript_queue"))}
+    assert summaries.get(ids[0]) == "failed" and summaries.get(ids[1]) in (None, "absent")
+    assert transcripts == set(ids)
