@@ -84,6 +84,9 @@ class Settings:
     # its own); off spends the whole budget on summaries.  The dated surface's
     # summary answer carries its call, so there it costs nothing either way.
     fetch_calls: bool = True
+    # Contacts (tens of thousands, 50 per request) are listed at most this often (etl.refresh);
+    # users and lines every run.
+    contacts_refresh_hours: float = 24.0
 
     def __post_init__(self) -> None:
         check_api_version(self.api_version)

@@ -30,7 +30,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
-from etl.clock import utcnow
+from etl.api import surface_for
+from etl.clock import Clock
 from etl.config import Backoff, Settings, command_hint, redact_url
 from etl.discover import DiscoverOptions
 from etl.tables import fields_t, queue_t, summaries_t
@@ -51,8 +52,9 @@ SAMPLES: dict[str, tuple[str, str]] = {
 }
 
 
-# What the sample ids show on the dated API, where they differ (docs/api/calls-2026-03-30.md).
-DATED_SAMPLES: dict[str, str] = {
+# What the sample ids show where a summary comes inside its call (the dated API), where they differ
+# (docs/api/calls-2026-03-30.md).
+CALL_SUMMARY_SAMPLES: dict[str, str] = {
     "ACdemo05absent": "absent means never on 2026-03-30: ended at once",
     "ACdemo07missing": "404: not in the workspace; retried within the window",
     "ACdemo08bad": "404 (a well-formed id): retried within the window",
@@ -62,11 +64,12 @@ DATED_SAMPLES: dict[str, str] = {
 # docs/schema.md, "Summaries per user per week" (tests check the two agree).
 BI_QUERY_TITLE = "Summaries per user per week"
 BI_QUERY = """\
-SELECT call_week, user_id, COUNT(*) AS summaries
+SELECT call_week, COALESCE(user_name, user_id) AS person, COUNT(*) AS summaries,
+       SUM(next_step_count) AS next_steps
 FROM call_overview
 WHERE summary_status = 'completed'
-GROUP BY call_week, user_id
-ORDER BY call_week, user_id;"""
+GROUP BY call_week, COALESCE(user_name, user_id)
+ORDER BY call_week, person;"""
 DISCOVER_DAYS = 14
 
 # docs/schema.md, "Talk time per speaker per call" (shown with `etl demo --transcripts`; tests check they agree).
@@ -115,8 +118,8 @@ def build_fake(api_version: str = "v1") -> FakeOpenPhone:
     fake.set_response("ACdemo07missing", 404, error)
     fake.set_response("ACdemo08bad", 400, dict(error, message="Invalid call id", code="0500400",
                                                  status=400, title="Bad Request"))
-    if api_version != "v1":
-        # The dated surface answers GET /calls/{id} from the workspace: these ids are not in it.
+    if surface_for(api_version).call_in_summary:
+        # The summary comes with its call from the workspace: these ids are not in it.
         for call_id in ("ACdemo07missing", "ACdemo08bad"):
             del ws.calls[call_id]
     return fake
@@ -146,7 +149,7 @@ def sandbox_url() -> str:
     return f"sqlite:///{path}"
 
 
-def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True, transcripts: bool = False,
+def run_demo(engine: Engine, database_url: str, *, clock: Clock, sandbox: bool = True, transcripts: bool = False,
              api_version: str = "v1") -> None:
     from etl.running import run_discover, run_sync
     from etl.sync import RunOptions
@@ -159,12 +162,12 @@ def run_demo(engine: Engine, database_url: str, *, sandbox: bool = True, transcr
         store.enqueue_ids(conn, ids)
     settings = Settings(database_url=database_url, api_key=DEMO_KEY, base_url="https://demo.invalid",
                         rate=0, concurrency=4, backoff=Backoff(), transcripts=transcripts, api_version=api_version)
-    since = utcnow() - dt.timedelta(days=DISCOVER_DAYS)
+    since = clock.utcnow() - dt.timedelta(days=DISCOVER_DAYS)
     found = run_discover(engine, settings, DiscoverOptions(since=since, command="demo"), transport=fake.transport(),
-                         page_log_level="debug")
+                         page_log_level="debug", clock=clock)
     click.echo(found.summary() + "\n")
-    stats = run_sync(engine, settings, RunOptions(command="demo"), transport=fake.transport())
-    _print_results(engine, ids, DATED_SAMPLES if api_version != "v1" else {})
+    stats = run_sync(engine, settings, RunOptions(command="demo"), transport=fake.transport(), clock=clock)
+    _print_results(engine, ids, CALL_SUMMARY_SAMPLES if surface_for(api_version).call_in_summary else {})
     _print_bi(engine)
     if transcripts:
         _print_bi(engine, TALK_TIME_QUERY_TITLE, TALK_TIME_QUERY, "call_transcript_line_overview")

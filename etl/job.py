@@ -351,8 +351,8 @@ class Etl:
         from etl.demo import run_demo
 
         with self._database_errors():
-            run_demo(self.engine, self.settings.database_url, sandbox=sandbox, transcripts=self.settings.transcripts,
-                     api_version=self.settings.api_version)
+            run_demo(self.engine, self.settings.database_url, clock=self.clock, sandbox=sandbox,
+                     transcripts=self.settings.transcripts, api_version=self.settings.api_version)
 
     # -- dbt --------------------------------------------------------------------------
 
@@ -463,19 +463,20 @@ class Webhooks:
 
         manage.check_receiver_url(url)
         settings = self._settings()
-        return manage.register(settings, url, label, on_created=on_created, transport=self._job.transport)
+        return manage.register(settings, url, label, clock=self._job.clock, on_created=on_created,
+                               transport=self._job.transport)
 
     def list(self) -> list[dict[str, Any]]:
         """The webhooks of ``settings.api_version`` (``id``, ``status``, ``events``, ``url``)."""
         from etl.webhooks import manage
 
-        return manage.list_all(self._settings(), transport=self._job.transport)
+        return manage.list_all(self._settings(), clock=self._job.clock, transport=self._job.transport)
 
     def delete(self, webhook_id: str) -> None:
         """Delete one webhook of ``settings.api_version`` by id."""
         from etl.webhooks import manage
 
-        manage.delete(self._settings(), webhook_id, transport=self._job.transport)
+        manage.delete(self._settings(), webhook_id, clock=self._job.clock, transport=self._job.transport)
 
     def migrate(self, url: str, *, label: str | None = None, wait: float = 60.0,
                 on_step: Callable[[str], None] | None = None) -> Migrated:
@@ -487,7 +488,7 @@ class Webhooks:
         from etl.webhooks import manage
 
         manage.check_receiver_url(url)
-        settings = self._settings().replace(api_version="v1")
+        settings = self._settings()
         job = self._job
         with job._database_errors():
             return manage.migrate(settings, url, job.engine, label=label, wait=wait, clock=job.clock,

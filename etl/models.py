@@ -56,7 +56,8 @@ API_ID_LENGTH = 255
 
 
 # The BI views created by migrations (docs/schema.md); not tables of this metadata.
-VIEWS = ("call_job_field_values", "call_summary_overview", "call_overview", "call_transcript_line_overview")
+VIEWS = ("call_job_field_values", "call_summary_overview", "call_overview", "call_transcript_line_overview",
+         "contact_number_matches", "call_party_overview", "daily_user_stats", "daily_line_stats")
 
 # Job and field names are unbounded API text: a plain btree index fails on
 # PostgreSQL for values over ~2.7 kB and MySQL cannot index LONGTEXT without a
@@ -212,11 +213,11 @@ class CallSummary(Base):
     )
     first_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the summary was first stored.")
     last_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the summary was last fetched.")
-    # Migration 0010 (issue 25): the newer summary wins, whichever way it arrives.
+    # Migration 0013 (issue 25): the newer summary wins, whichever way it arrives.
     as_of: Mapped[datetime | None] = mapped_column(
         UtcDateTime,
         comment="UTC time the stored summary is as of: when the API answered (sync, discovery) or the webhook "
-                "event's createdAt; an older one is not written over it. NULL for rows stored before 0010.",
+                "event's createdAt; an older one is not written over it. NULL for rows stored before 0013.",
     )
 
 
@@ -790,7 +791,265 @@ class CallTranscriptLine(Base):
     text: Mapped[str] = mapped_column(LongText, comment="What was said; NUL and unpaired surrogates become U+FFFD.")
 
 
-# --- rejected records (migration 0010, issue 25) --------------------------------------
+# --- users, lines and contacts (migration 0012, issue 24) ----------------------------
+
+# Why a row has gone_at set: a complete listing no longer returned it, or a contact.deleted webhook said so.
+GONE_REASONS = ("unlisted", "deleted")
+# The value types of a contact's custom field row (call_job_fields' three, plus a JSON object and no value).
+CONTACT_VALUE_TYPES = ("string", "number", "boolean", "json", "null")
+DIMENSION_RESOURCES = ("users", "lines", "contacts")
+
+
+class _SeenColumns:
+    """What every users / phone_numbers / contacts row shares: its content hash, raw JSON and when it was seen."""
+
+    content_hash: Mapped[str] = mapped_column(
+        String(64), sort_order=90,
+        comment="SHA-256 (hex) of the row's content and its child rows; unchanged: only last_seen_at moves.",
+    )
+    raw_json: Mapped[str] = mapped_column(
+        LongText, sort_order=91, comment="The object exactly as the API listed it (JSON text), keys not modelled too.",
+    )
+    first_seen_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, sort_order=92, comment="UTC time a refresh (or webhook) first stored the row.",
+    )
+    last_seen_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, sort_order=93, comment="UTC time a listing (or webhook) last returned the row.",
+    )
+    gone_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, sort_order=94,
+        comment="UTC time a complete listing first no longer returned it (or it was deleted); NULL while present. "
+                "The row is kept, so history keeps its name.",
+    )
+
+
+class User(_SeenColumns, Base):
+    """A person in the workspace (``US…``): ``GET /v1/users`` or ``GET /users``."""
+
+    __tablename__ = "users"
+    __table_args__ = ({"comment": "Workspace users (US...): names and emails beside every call."},)
+
+    user_id: Mapped[str] = mapped_column(String(API_ID_LENGTH), primary_key=True, comment="The user's id (US...).")
+    name: Mapped[str | None] = mapped_column(
+        LongText, comment="first_name and last_name joined by a space; NULL when the API sent neither.",
+    )
+    email: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The user's email, as sent.")
+    first_name: Mapped[str | None] = mapped_column(LongText, comment="firstName, after text cleaning.")
+    last_name: Mapped[str | None] = mapped_column(LongText, comment="lastName, after text cleaning.")
+    role: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="owner, admin or member (others kept as sent).",
+    )
+    group_id: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="groupId, when the API sends one.")
+    picture_url: Mapped[str | None] = mapped_column(Text, comment="pictureUrl as sent; NULL when none.")
+    created_at: Mapped[datetime | None] = mapped_column(UtcDateTime, comment="UTC createdAt of the user.")
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, comment="UTC updatedAt of the user.")
+
+
+class PhoneNumber(_SeenColumns, Base):
+    """One of the workspace's own lines (``PN…``), e.g. "Sales"."""
+
+    __tablename__ = "phone_numbers"
+    __table_args__ = ({"comment": "The workspace's own phone numbers (lines, PN...): name and number."},)
+
+    phone_number_id: Mapped[str] = mapped_column(
+        String(API_ID_LENGTH), primary_key=True, comment="The line's id (PN...), as in calls.phone_number_id.",
+    )
+    name: Mapped[str | None] = mapped_column(LongText, comment="The line's label, e.g. Sales, after text cleaning.")
+    number: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="The line's number in E.164 (v1 number, dated phoneNumber).",
+    )
+    formatted_number: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="formattedNumber as sent, e.g. (555) 000-0001.",
+    )
+    symbol: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The line's symbol (an emoji).")
+    group_id: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="groupId, when the API sends one.")
+    created_at: Mapped[datetime | None] = mapped_column(UtcDateTime, comment="UTC createdAt of the line.")
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, comment="UTC updatedAt of the line.")
+
+
+class PhoneNumberUser(Base):
+    """Who is on a line, as the line's listing last named them (replaced as a whole with the line)."""
+
+    __tablename__ = "phone_number_users"
+    __table_args__ = (
+        Index("ix_phone_number_users_user_id", "user_id"),
+        {"comment": "Members of each line (users on phone_numbers), as the last listing named them."},
+    )
+
+    phone_number_id: Mapped[str] = mapped_column(
+        String(API_ID_LENGTH), ForeignKey("phone_numbers.phone_number_id", ondelete="CASCADE"), primary_key=True,
+        comment="The line (phone_numbers.phone_number_id).",
+    )
+    user_id: Mapped[str] = mapped_column(
+        String(API_ID_LENGTH), primary_key=True, comment="The member (users.user_id; no foreign key).",
+    )
+    position: Mapped[int] = mapped_column(Integer, comment="0-based position in the line's users array.")
+    email: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The member's email as the line lists it.")
+    role: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The member's role as the line lists it.")
+
+
+class Contact(_SeenColumns, Base):
+    """A person outside the workspace: ``GET /v1/contacts`` and the ``contact.*`` webhooks."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (
+        CheckConstraint(f"gone_reason IN ({_in(GONE_REASONS)})", name="gone_reason"),
+        {"comment": "Contacts (people outside the workspace): names and companies of the other parties."},
+    )
+
+    contact_id: Mapped[str] = mapped_column(String(API_ID_LENGTH), primary_key=True, comment="The contact's id.")
+    name: Mapped[str | None] = mapped_column(
+        LongText, comment="first_name and last_name joined by a space; NULL when the API sent neither.",
+    )
+    first_name: Mapped[str | None] = mapped_column(LongText, comment="defaultFields.firstName, after text cleaning.")
+    last_name: Mapped[str | None] = mapped_column(LongText, comment="defaultFields.lastName, after text cleaning.")
+    company: Mapped[str | None] = mapped_column(LongText, comment="defaultFields.company, after text cleaning.")
+    role: Mapped[str | None] = mapped_column(LongText, comment="defaultFields.role, after text cleaning.")
+    external_id: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="externalId (a CRM's id).")
+    source: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="Where the contact came from (public-api, a CRM); NULL for app contacts.",
+    )
+    source_url: Mapped[str | None] = mapped_column(Text, comment="sourceUrl as sent.")
+    created_by_user_id: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="The user (US...) who created the contact.",
+    )
+    created_at: Mapped[datetime | None] = mapped_column(UtcDateTime, comment="UTC createdAt of the contact.")
+    updated_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="UTC updatedAt of the contact; the newest wins when a number is on several contacts.",
+    )
+    gone_reason: Mapped[str | None] = mapped_column(
+        String(16), sort_order=95,
+        comment="unlisted (a complete listing no longer returned it) or deleted (contact.deleted); NULL while present.",
+    )
+
+
+def _contact_fk() -> ForeignKey:
+    return ForeignKey("contacts.contact_id", ondelete="CASCADE")
+
+
+class ContactPhoneNumber(Base):
+    """A contact's phone numbers, in the API's order, with the E.164 form the calls are matched on."""
+
+    __tablename__ = "contact_phone_numbers"
+    __table_args__ = (
+        Index("ix_contact_phone_numbers_number_e164", "number_e164"),
+        {"comment": "Phone numbers of a contact, position 0 first; number_e164 matches call_participants.number."},
+    )
+
+    contact_id: Mapped[str] = mapped_column(
+        String(API_ID_LENGTH), _contact_fk(), primary_key=True, comment="The contact (contacts.contact_id).",
+    )
+    position: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="0-based position in defaultFields.phoneNumbers.",
+    )
+    label: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The number's name, e.g. mobile.")
+    value: Mapped[str] = mapped_column(String(API_ID_LENGTH), comment="The number as sent, after text cleaning.")
+    number_e164: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH), comment="value as E.164 (docs/schema.md: Matching); NULL when it cannot be read as one.",
+    )
+    value_id: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The value's id, as sent.")
+
+
+class ContactEmail(Base):
+    """A contact's emails, in the API's order."""
+
+    __tablename__ = "contact_emails"
+    __table_args__ = ({"comment": "Emails of a contact, position 0 first."},)
+
+    contact_id: Mapped[str] = mapped_column(
+        String(API_ID_LENGTH), _contact_fk(), primary_key=True, comment="The contact (contacts.contact_id).",
+    )
+    position: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="0-based position in defaultFields.emails.",
+    )
+    label: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The email's name, e.g. work.")
+    value: Mapped[str] = mapped_column(LongText, comment="The email as sent, after text cleaning.")
+    value_id: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The value's id, as sent.")
+
+
+class ContactCustomField(Base):
+    """One value of a contact's custom field, typed into the column matching its JSON type.
+
+    A multi-select field has one row per selected value (``value_position`` 0, 1, …); every other
+    field one row at ``value_position`` 0 (``value_type`` ``null`` when it has no value).
+    """
+
+    __tablename__ = "contact_custom_fields"
+    __table_args__ = (
+        CheckConstraint(f"value_type IN ({_in(CONTACT_VALUE_TYPES)})", name="value_type"),
+        {"comment": "Custom fields of a contact: one row per value (multi-select: one per selected value)."},
+    )
+
+    contact_id: Mapped[str] = mapped_column(
+        String(API_ID_LENGTH), _contact_fk(), primary_key=True, comment="The contact (contacts.contact_id).",
+    )
+    field_position: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="0-based position in the customFields array.",
+    )
+    value_position: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False,
+        comment="0-based position of the value in a multi-select's list; 0 for every other field.",
+    )
+    field_key: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The field's key, as sent.")
+    field_id: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The field's id, as sent.")
+    name: Mapped[str | None] = mapped_column(LongText, comment="The field's name, e.g. Plan, after text cleaning.")
+    field_type: Mapped[str | None] = mapped_column(
+        String(API_ID_LENGTH),
+        comment="The API's type: address, boolean, date, multi-select, number, string or url (others as sent).",
+    )
+    value_type: Mapped[str] = mapped_column(
+        String(8), comment="string, number, boolean, json (an object or list as JSON text) or null (no value).",
+    )
+    value_text: Mapped[str | None] = mapped_column(
+        LongText, comment="The value when value_type is string (dates and urls too) or json, else NULL.",
+    )
+    value_number: Mapped[float | None] = mapped_column(
+        Double, comment="The value when value_type = 'number', else NULL.",
+    )
+    value_boolean: Mapped[bool | None] = mapped_column(
+        Boolean, comment="The value when value_type = 'boolean', else NULL.",
+    )
+
+
+class DimensionRefresh(Base):
+    """One row per refresh of users, lines or contacts: what it cost and what it found."""
+
+    __tablename__ = "dimension_refreshes"
+    __table_args__ = (
+        Index("ix_dimension_refreshes_resource", "resource", "started_at"),
+        {"comment": "History of users / lines / contacts refreshes: requests spent, rows seen, new, changed, gone."},
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True,
+        comment="Refresh number, increasing.",
+    )
+    resource: Mapped[str] = mapped_column(String(16), comment="users, lines or contacts.")
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the refresh started.")
+    finished_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="UTC time the refresh ended; NULL while running or if it crashed.",
+    )
+    updated_since: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, comment="Incremental refresh: only rows updated since this UTC time were asked; NULL: all.",
+    )
+    requests: Mapped[int] = mapped_column(Integer, server_default="0", comment="API requests the listing cost.")
+    rows_seen: Mapped[int] = mapped_column(Integer, server_default="0", comment="Rows the listing returned.")
+    rows_new: Mapped[int] = mapped_column(Integer, server_default="0", comment="Rows stored for the first time.")
+    rows_changed: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Rows stored before whose content changed.",
+    )
+    rows_gone: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Rows a complete listing no longer returned (marked gone now).",
+    )
+    complete: Mapped[bool] = mapped_column(
+        Boolean, comment="Whether the listing was the whole set (then rows it did not return were marked gone).",
+    )
+    problem: Mapped[str | None] = mapped_column(
+        Text, comment="Why the listing is incomplete or unavailable (at most 2000 characters); NULL when fine.",
+    )
+
+
+# --- rejected records (migration 0013, issue 25) --------------------------------------
 
 class RejectedRecord(Base):
     """A record the API sent that could not be stored (a date no database holds, a malformed field, a

@@ -1,4 +1,7 @@
-"""Turn one validated summary (or call) into the rows of docs/contract.md's tables (pure, no I/O).
+"""Turn one canonical summary, call or transcript into the rows of docs/contract.md's tables (pure, no I/O).
+
+It sees the job's own types (:mod:`etl.results`) only: which API surface
+served them is the adapters' business (:mod:`etl.api`).
 
 Text that a database cannot hold is replaced, the same way on every database:
 a NUL character (PostgreSQL ``text`` refuses it) and an unpaired surrogate
@@ -15,8 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from etl.models import API_ID_LENGTH
-from etl.results import Transcript
-from etl.schema import CallData, DatedCall, DatedSummary, SummaryData
+from etl.results import Call, Summary, Transcript
 from etl.storable import REPLACEMENT, clean_text, json_text, utc_in_range
 
 __all__ = ["REPLACEMENT", "clean_text"]  # re-exported: their home is etl.storable
@@ -49,21 +51,12 @@ def typed_value(value: str | int | float | bool) -> tuple[str, str | None, float
     return "string", clean_text(value), None, None
 
 
-def normalize(data: SummaryData | DatedSummary, raw_json: str, content_hash: str, now: datetime, *,
-              call_id: str | None = None) -> CallRows:
-    """One validated summary -> its rows; ``call_id`` is needed for a dated summary (it has no ``callId``).
-
-    ``type`` and ``title`` come with the dated surface only; v1 summaries leave them NULL.
-    """
-    if isinstance(data, SummaryData):
-        call_id = data.callId
-    if call_id is None:
-        raise ValueError("a dated summary needs its call id")
-    kind = data.type if isinstance(data, DatedSummary) else None
-    title = data.title if isinstance(data, DatedSummary) else None
-    summary = data.summary
-    steps = data.nextSteps
-    jobs = data.jobs or []
+def normalize(data: Summary, raw_json: str, content_hash: str, now: datetime) -> CallRows:
+    """One summary -> its rows (``type`` and ``title`` stay NULL where the surface has none)."""
+    call_id = data.call_id
+    summary = data.lines
+    steps = data.next_steps
+    jobs = data.jobs
     rows = CallRows(
         parent={
             "call_id": call_id,
@@ -72,8 +65,8 @@ def normalize(data: SummaryData | DatedSummary, raw_json: str, content_hash: str
             "line_count": len(summary or ()),
             "next_step_count": len(steps or ()),
             "job_count": len(jobs),
-            "type": _short(kind),
-            "title": None if title is None else clean_text(title),
+            "type": _short(data.type),
+            "title": None if data.title is None else clean_text(data.title),
             "content_hash": content_hash,
             "raw_json": raw_json,
             "first_synced_at": now,
@@ -90,7 +83,7 @@ def normalize(data: SummaryData | DatedSummary, raw_json: str, content_hash: str
         rows.jobs.append(
             {"call_id": call_id, "job_position": j, "name": clean_text(job.name), "icon": clean_text(job.icon)}
         )
-        for f, fld in enumerate(job.result.data):
+        for f, fld in enumerate(job.fields):
             value_type, text, number, boolean = typed_value(fld.value)
             rows.job_fields.append({
                 "call_id": call_id,
@@ -150,74 +143,53 @@ class CallContextRows:
         return [p["number"] for p in self.participants if not p["is_e164"]]
 
 
-def normalize_call(data: CallData | DatedCall, raw_json: str, now: datetime) -> CallContextRows:
-    """One validated call (either surface) -> its rows.  ``raw_json`` is the call object's JSON text.
+def normalize_call(data: Call, raw_json: str, now: datetime) -> CallContextRows:
+    """One call -> its rows.  ``raw_json`` is the call object's JSON text.
 
     A participant that is not E.164 is kept, flagged ``is_e164 = false``: the
     list is the API's own and its positions must stay the API's; analysts
-    filter on the flag.  A dated call lists every party (the workspace's own
-    number too, with the actor on it); v1 lists the other parties only, and
-    leaves the dated columns NULL.
+    filter on the flag.  A party's actor and whether its number is the
+    workspace's own are NULL where the surface does not say (v1).
     """
-    dated = data if isinstance(data, DatedCall) else None
     rows = CallContextRows(parent={
         "call_id": data.id,
-        "created_at": _utc(data.createdAt, "createdAt"),
-        "answered_at": _utc(data.answeredAt, "answeredAt"),
-        "completed_at": _utc(data.completedAt, "completedAt"),
-        "updated_at": _utc(data.updatedAt, "updatedAt"),
+        "created_at": _utc(data.created_at, "createdAt"),
+        "answered_at": _utc(data.answered_at, "answeredAt"),
+        "completed_at": _utc(data.completed_at, "completedAt"),
+        "updated_at": _utc(data.updated_at, "updatedAt"),
         "direction": _short(data.direction),
         "status": _short(data.status),
         "duration_seconds": data.duration,
-        "phone_number_id": _short(data.phoneNumberId),
-        "user_id": _short(_user_of(data)),
-        "answered_by": _short(data.answeredBy),
-        "initiated_by": _short(data.initiatedBy),
-        "forwarded_from": _short(data.forwardedFrom),
-        "forwarded_to": _short(data.forwardedTo),
-        "actor_id": _short(dated.actorId) if dated else None,
-        "call_route": _short(dated.callRoute) if dated else None,
-        "ai_handled": _short(dated.aiHandled) if dated else None,
+        "phone_number_id": _short(data.phone_number_id),
+        "user_id": _short(data.user_id),
+        "answered_by": _short(data.answered_by),
+        "initiated_by": _short(data.initiated_by),
+        "forwarded_from": _short(data.forwarded_from),
+        "forwarded_to": _short(data.forwarded_to),
+        "actor_id": _short(data.actor_id),
+        "call_route": _short(data.call_route),
+        "ai_handled": _short(data.ai_handled),
         "participant_count": len(data.participants or ()),
         "content_hash": hashlib.sha256(raw_json.encode("utf-8", "surrogatepass")).hexdigest(),
         "raw_json": raw_json,
         "first_synced_at": now,
         "last_synced_at": now,
     })
-    if isinstance(data, DatedCall):
-        parties = data.participants or []
-        # The API marks the workspace's side with its actor (a user, or a system
-        # actor such as the AI agent); the other parties have none.  A number
-        # seen with an actor anywhere in the call is the workspace's own.
-        own = {p.phoneNumber for p in parties if p.actorId is not None}
-        for position, party in enumerate(parties):
-            rows.participants.append({
-                "call_id": data.id, "position": position,
-                "number": clean_text(party.phoneNumber)[:API_ID_LENGTH], "is_e164": is_e164(party.phoneNumber),
-                "actor_id": _short(party.actorId), "is_own_number": party.phoneNumber in own,
-            })
-        vm = data.voicemail
-        if vm is not None:
-            rows.voicemails.append({
-                "call_id": data.id, "voicemail_id": _short(vm.id), "status": _short(vm.status),
-                "duration_seconds": vm.duration, "recording_url": None if vm.recordingUrl is None
-                else clean_text(vm.recordingUrl),
-                "transcript": None if vm.transcript is None else clean_text(vm.transcript),
-            })
-        return rows
-    for position, number in enumerate(data.participants or []):
-        text = clean_text(number)[:API_ID_LENGTH]
-        rows.participants.append({"call_id": data.id, "position": position, "number": text,
-                                  "is_e164": is_e164(number), "actor_id": None, "is_own_number": None})
+    for position, party in enumerate(data.participants or ()):
+        rows.participants.append({
+            "call_id": data.id, "position": position,
+            "number": clean_text(party.number)[:API_ID_LENGTH], "is_e164": is_e164(party.number),
+            "actor_id": _short(party.actor_id), "is_own_number": party.is_own,
+        })
+    vm = data.voicemail
+    if vm is not None:
+        rows.voicemails.append({
+            "call_id": data.id, "voicemail_id": _short(vm.id), "status": _short(vm.status),
+            "duration_seconds": vm.duration,
+            "recording_url": None if vm.recording_url is None else clean_text(vm.recording_url),
+            "transcript": None if vm.transcript is None else clean_text(vm.transcript),
+        })
     return rows
-
-
-def _user_of(data: CallData | DatedCall) -> str | None:
-    """``calls.user_id``: v1's ``userId``; on the dated surface the actor when it is a user (US…)."""
-    if isinstance(data, CallData):
-        return data.userId
-    actor = data.actorId
-    return actor if actor is not None and actor.startswith("US") else None
 
 
 # --- transcripts (issue 19) -------------------------------------------------------------

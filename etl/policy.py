@@ -26,7 +26,7 @@ from etl.config import Backoff
 from etl.states import QueueState, TranscriptState
 
 if TYPE_CHECKING:
-    from etl.results import ApiResult, SummaryResult, Transcript
+    from etl.results import ApiResult, SummaryAnswer, SummaryResult, Transcript
 
 Outcome = Literal["completed", "rescheduled", "failed", "error"]
 QueueName = Literal["summary", "transcript"]
@@ -94,6 +94,32 @@ def _grow(elapsed: float, first: float, cap: float) -> float:
 NEVER_SUMMARISED = "the API reports that no summary will be generated for this call"
 
 
+def _final(answer: SummaryAnswer) -> tuple[QueueState, Outcome, str | None] | None:
+    """The end state a summary's answer puts its item in, or None while a summary may still come."""
+    if answer.status == "completed":
+        return "done", "completed", None
+    if answer.status == "failed":
+        return "failed", "failed", "the API reports that the summary failed"
+    if answer.status == "absent" and answer.absent_is_final:
+        # The answer's surface says absent means never (elsewhere absent may still turn into a summary).
+        return "absent", "failed", NEVER_SUMMARISED
+    return None
+
+
+def settle_listed(answer: SummaryAnswer, now: datetime) -> QueueUpdate | None:
+    """The queue row of a summary that arrived final in a listing (discovery's ``GET /calls`` pages), as if
+    its first fetch had answered it; None when it is not final (the id is queued instead)."""
+    final = _final(answer)
+    if final is None:
+        return None
+    state, outcome, error = final
+    return QueueUpdate(
+        call_id=answer.call_id, state=state, outcome=outcome, attempts=1, consecutive_errors=0,
+        next_attempt_at=now, last_api_status=answer.status, last_error=error[:_MAX_ERROR] if error else None,
+        incomplete_since=None, finished_at=now,
+    )
+
+
 def decide(item: ClaimedItem, result: SummaryResult, now: datetime, backoff: Backoff,
            rng: random.Random | None = None) -> QueueUpdate:
     rng = rng or random.Random()
@@ -118,13 +144,9 @@ def decide(item: ClaimedItem, result: SummaryResult, now: datetime, backoff: Bac
         answer = result.data
         assert answer is not None
         status = answer.status
-        if status == "completed":
-            return done("done", "completed")
-        if status == "failed":
-            return done("failed", "failed", "the API reports that the summary failed")
-        if status == "absent" and answer.absent_is_final:
-            # The dated surface: absent means never (v1's absent may still turn into a summary).
-            return done("absent", "failed", NEVER_SUMMARISED)
+        final = _final(answer)
+        if final is not None:
+            return done(*final)
         since = item.incomplete_since or now
         elapsed = (now - since).total_seconds()
         if status == "in-progress":

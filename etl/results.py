@@ -1,10 +1,13 @@
-"""What the API answered for one request: the one result type of every endpoint.
+"""What the API answered, in the job's own terms: the result type of every request and the canonical
+call, summary and transcript.
 
 :mod:`etl.api` produces an :class:`ApiResult` per request (after in-run
 retries): a summary for an id (``data`` a :class:`SummaryAnswer`), a call, a
-page of calls, lines or conversations.  :mod:`etl.policy` turns a summary's
-result into a queue update and :mod:`etl.store` writes it.  It lives here, not
-in the HTTP client, so those pure modules need no HTTP.
+:class:`Page` of a listing.  Each API surface's adapter maps its wire models
+(:mod:`etl.schema`) to the canonical :class:`Call`, :class:`Summary` and
+:class:`Transcript` here; :mod:`etl.normalize`, :mod:`etl.policy` and the store
+see only these, never a surface.  It lives here, not in the HTTP client, so
+those pure modules need no HTTP.
 """
 
 from __future__ import annotations
@@ -13,11 +16,111 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from etl.schema import CallData, DatedCall, DatedSummary, SummaryData
-
 Kind = Literal["ok", "not_found", "invalid", "transient", "rejected"]
 
 M = TypeVar("M")
+
+
+JobValue = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class JobField:
+    """One field of a job's result: ``value`` exactly as sent (never coerced: ``true`` is no ``1``)."""
+
+    name: str
+    value: JobValue
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One AI job run on a call (e.g. lead qualification) and its fields."""
+
+    name: str
+    icon: str
+    fields: tuple[JobField, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Summary:
+    """A call's AI summary, whichever surface served it.
+
+    ``lines``/``next_steps``: None when the API sent null.  ``type`` (human or
+    agent) and ``title`` exist on the dated surface only (None on v1).
+    """
+
+    call_id: str
+    status: str
+    lines: tuple[str, ...] | None
+    next_steps: tuple[str, ...] | None
+    jobs: tuple[Job, ...] = ()
+    type: str | None = None
+    title: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Party:
+    """One party of a call: its number as sent and, where the surface says, its actor and whether the
+    number is the workspace's own (None: the surface does not say, as on v1)."""
+
+    number: str
+    actor_id: str | None = None
+    is_own: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Voicemail:
+    """A voicemail left on a call (the dated surface's ``include=voicemail``)."""
+
+    id: str | None = None
+    status: str | None = None
+    duration: int | None = None
+    recording_url: str | None = None
+    transcript: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Call:
+    """A call, whichever surface served it.  Times as sent (aware or naive UTC); ``user_id``: the
+    user who handled it (v1 ``userId``; dated: the actor when it is a user)."""
+
+    id: str
+    created_at: datetime | None = None
+    answered_at: datetime | None = None
+    completed_at: datetime | None = None
+    updated_at: datetime | None = None
+    direction: str | None = None
+    status: str | None = None
+    duration: int | None = None
+    phone_number_id: str | None = None
+    user_id: str | None = None
+    answered_by: str | None = None
+    initiated_by: str | None = None
+    forwarded_from: str | None = None
+    forwarded_to: str | None = None
+    actor_id: str | None = None  # dated surface only
+    call_route: str | None = None  # dated surface only
+    ai_handled: str | None = None  # dated surface only
+    participants: tuple[Party, ...] | None = None
+    voicemail: Voicemail | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Conversation:
+    """A conversation of one line (the v1 walk's middle step): its id and the other parties' numbers."""
+
+    id: str | None
+    participants: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[M]):
+    """One page of a listing: its items (canonical, or a surface's own for the v1 walk's lines and
+    conversations), each item's JSON as received, and the token or cursor of the next page (None: last)."""
+
+    items: tuple[M, ...]
+    raws: tuple[Any, ...]
+    next: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,10 +166,10 @@ class SummaryAnswer:
     """
 
     call_id: str
-    summary: SummaryData | DatedSummary
+    summary: Summary
     raw_json: str
     content_hash: str
-    call: CallData | DatedCall | None = None
+    call: Call | None = None
     call_json: str | None = None
     absent_is_final: bool = False
 
@@ -131,5 +234,6 @@ class Transcript:
         return "absent"
 
 
-__all__ = ["V1_SEGMENT_ID", "ApiResult", "DialogueLine", "Kind", "SummaryAnswer", "SummaryResult", "Transcript",
-           "TranscriptSegment"]
+__all__ = ["V1_SEGMENT_ID", "ApiResult", "Call", "Conversation", "DialogueLine", "Job", "JobField", "JobValue",
+           "Kind", "Page", "Party", "Summary", "SummaryAnswer", "SummaryResult", "Transcript", "TranscriptSegment",
+           "Voicemail"]

@@ -93,14 +93,6 @@ class CallEnvelope(_Lenient):
     data: CallData
 
 
-class PhoneNumberData(_Lenient):
-    """An item of ``GET /v1/phone-numbers``: one OpenPhone line."""
-
-    id: StrictStr
-    number: StrictStr | None = None
-    name: StrictStr | None = None
-
-
 class ConversationData(_Lenient):
     """An item of ``GET /v1/conversations``."""
 
@@ -111,13 +103,6 @@ class ConversationData(_Lenient):
     updatedAt: datetime | None = None
     lastActivityAt: datetime | None = None
     deletedAt: datetime | None = None
-
-
-class PhoneNumberList(_Lenient):
-    """``GET /v1/phone-numbers``: the workspace's lines (the docs show no paging; a token is followed if sent)."""
-
-    data: list[PhoneNumberData]
-    nextPageToken: StrictStr | None = None
 
 
 class ConversationList(_Lenient):
@@ -252,3 +237,112 @@ class TranscriptPage(_Lenient):
 
     data: list[TranscriptSegmentData]
     nextCursor: StrictStr | None = None
+
+
+# --- users, phone numbers with members, contacts (docs/api/dimensions.md) ---------------------
+#
+# Read leniently (context, not the summary): unknown keys ignored, a field left
+# out is None.  The two surfaces name a few fields differently (v1 ``number`` /
+# dated ``phoneNumber``; v1 contact ``defaultFields`` / dated top-level names):
+# both spellings are optional here and the adapters pick.
+
+
+class UserData(_Lenient):
+    """A user (``GET /v1/users``, dated ``GET /users``)."""
+
+    id: StrictStr
+    email: StrictStr | None = None
+    firstName: StrictStr | None = None
+    lastName: StrictStr | None = None
+    pictureUrl: StrictStr | None = None
+    role: StrictStr | None = None
+    groupId: StrictStr | None = None
+    createdAt: datetime | None = None
+    updatedAt: datetime | None = None
+
+
+class UserList(_Lenient):
+    data: list[UserData]
+    nextPageToken: StrictStr | None = None  # v1
+    nextCursor: StrictStr | None = None  # dated
+
+
+class LineMemberData(_Lenient):
+    """An item of a phone number's ``users[]``."""
+
+    id: StrictStr
+    email: StrictStr | None = None
+    firstName: StrictStr | None = None
+    lastName: StrictStr | None = None
+    role: StrictStr | None = None
+
+
+class LineData(_Lenient):
+    """A phone number with its members (v1 ``GET /v1/phone-numbers``; dated ``GET /phone-numbers?include=users``)."""
+
+    id: StrictStr
+    name: StrictStr | None = None
+    number: StrictStr | None = None  # v1
+    phoneNumber: StrictStr | None = None  # dated
+    formattedNumber: StrictStr | None = None
+    symbol: StrictStr | None = None
+    groupId: StrictStr | None = None
+    createdAt: datetime | None = None
+    updatedAt: datetime | None = None
+    users: list[LineMemberData] | None = None
+
+
+class LineList(_Lenient):
+    data: list[LineData]
+    nextPageToken: StrictStr | None = None  # v1
+    nextCursor: StrictStr | None = None  # dated
+
+
+class ContactValueData(_Lenient):
+    """One of a contact's ``phoneNumbers`` or ``emails``: ``name`` is the label ("mobile")."""
+
+    value: StrictStr
+    name: StrictStr | None = None
+    id: StrictStr | None = None
+
+
+class ContactFieldData(_Lenient):
+    """A custom field; ``value`` typed by ``type`` (a list for multi-select), kept as sent."""
+
+    name: StrictStr | None = None
+    key: StrictStr | None = None
+    id: StrictStr | None = None
+    type: StrictStr | None = None
+    value: object = None
+
+
+class ContactDefaults(_Lenient):
+    """v1 ``defaultFields`` of a contact."""
+
+    firstName: StrictStr | None = None
+    lastName: StrictStr | None = None
+    company: StrictStr | None = None
+    role: StrictStr | None = None
+    emails: list[ContactValueData] | None = None
+    phoneNumbers: list[ContactValueData] | None = None
+
+
+class ContactData(ContactDefaults):
+    """A contact: v1 keeps names under ``defaultFields``, the dated surface at the top level."""
+
+    id: StrictStr
+    externalId: StrictStr | None = None
+    source: StrictStr | None = None
+    sourceUrl: StrictStr | None = None
+    defaultFields: ContactDefaults | None = None
+    customFields: list[ContactFieldData] | None = None
+    createdByUserId: StrictStr | None = None
+    actorId: StrictStr | None = None  # dated: who created it
+    createdAt: datetime | None = None
+    updatedAt: datetime | None = None
+
+
+class ContactList(_Lenient):
+    data: list[ContactData]
+    nextPageToken: StrictStr | None = None  # v1
+    nextCursor: StrictStr | None = None  # dated

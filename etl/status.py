@@ -17,6 +17,7 @@ from etl import health, report
 from etl.clock import iso_z
 from etl.config import redact_url
 from etl.states import run_counts
+from etl.store.dimensions import last_refreshes
 
 
 def iso(value: datetime | None) -> str | None:
@@ -42,6 +43,7 @@ class Status:
     problems: list[str]  # empty: healthy
     transcripts: dict[str, int] | None = None  # transcript_queue items per state; None: the queue is empty
     rejected: int = 0  # rows of rejected_records (issue 25)
+    refreshes: dict[str, dict[str, Any]] | None = None  # newest finished refresh per resource (users, lines, contacts)
 
     @property
     def total(self) -> int:
@@ -85,6 +87,7 @@ class Status:
             "problems": self.problems,
             "transcript_queue": self.transcripts,
             "rejected_records": self.rejected,
+            "dimension_refreshes": {k: _isos(v) for k, v in self.refreshes.items()} if self.refreshes else None,
         }
 
 
@@ -98,11 +101,12 @@ def gather(conn: Connection, database_url: str, now: datetime, limits: health.Li
     errors = report.top_errors(conn)
     discovery = report.last_discovery(conn)
     transcripts = report.transcript_counts(conn)
+    refreshes = last_refreshes(conn)
     problems = health.problems(now, runs, last_ok, fetches, counts["pending"], limits)
     return Status(database=redact_url(database_url), now=now, queue=counts, due_now=due, oldest_due_at=oldest_due,
                   last_runs=runs, last_successful_run_finished_at=last_ok["finished_at"] if last_ok else None,
                   fetch=fetches, top_errors=errors, last_discovery=discovery, problems=problems,
-                  transcripts=transcripts if any(transcripts.values()) else None,
+                  transcripts=transcripts if any(transcripts.values()) else None, refreshes=refreshes or None,
                   rejected=report.rejected_count(conn))
 
 
@@ -141,6 +145,7 @@ def text_lines(data: dict[str, Any]) -> list[str]:
              f"{walked}{d['pages']} pages, "
              f"{d['calls_seen']} calls seen, {d['enqueued']} enqueued, {d['errors']} errors"
              + (f" — {d['stop_reason']}" if d.get("stop_reason") else ""))
+    lines += refresh_lines(data.get("dimension_refreshes"))
     if data["top_errors"]:
         echo("Top errors:")
         for e in data["top_errors"]:
@@ -149,4 +154,18 @@ def text_lines(data: dict[str, Any]) -> list[str]:
         echo(f"Rejected records: {data['rejected_records']} (API records that could not be stored, with the "
              "reason: table rejected_records)")
     echo("Health: " + ("OK" if data["healthy"] else "; ".join(data["problems"])))
+    return lines
+
+
+def refresh_lines(refreshes: dict[str, dict[str, Any]] | None) -> list[str]:
+    """When users, lines and contacts were last refreshed and what it cost (``dimension_refreshes``)."""
+    if not refreshes:
+        return []
+    lines = ["Last refreshes:"]
+    for resource, r in refreshes.items():
+        plural = "" if r["requests"] == 1 else "s"
+        how = " (changes only)" if r.get("updated_since") else ""
+        lines.append(f"  {resource:<8} {r['finished_at']}{how}: {r['requests']} request{plural}, "
+                     f"{r['rows_seen']} seen, {r['rows_new']} new, {r['rows_changed']} changed, {r['rows_gone']} gone"
+                     + (f" — {str(r['problem'])[:120]}" if r.get("problem") else ""))
     return lines

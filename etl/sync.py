@@ -60,9 +60,8 @@ from etl.logs import batched, call_log_level, get_logger, run_end_level
 from etl.normalize import CallContextRows, call_json, normalize, normalize_call, normalize_transcript
 from etl.policy import CallLookupState, ClaimedItem, call_not_found, decide, decide_transcript, unexpected
 from etl.ratelimit import NotSent, RateBudget
-from etl.results import SummaryResult
+from etl.results import Call, SummaryResult
 from etl.runs import RunOutcome, StopReason
-from etl.schema import CallData, DatedCall
 from etl.states import RUN_COUNTER, run_counts
 from etl.storable import Refused
 from etl.store import Entry, TranscriptEntry
@@ -462,7 +461,7 @@ class Syncer:
                          error=answer.error)
         return item, _CallOutcome(seconds=seconds)
 
-    def _call_rows(self, item: ClaimedItem, data: CallData | DatedCall, raw_json: str,
+    def _call_rows(self, item: ClaimedItem, data: Call, raw_json: str,
                    seconds: float) -> tuple[ClaimedItem, _CallOutcome]:
         """A call's rows; the item's not-found window now runs from the call's completion."""
         try:
@@ -489,7 +488,7 @@ class Syncer:
             rows = None
             answer = result.data
             if answer is not None and update.state in ("done", "failed"):
-                rows = normalize(answer.summary, answer.raw_json, answer.content_hash, now, call_id=item.call_id)
+                rows = normalize(answer.summary, answer.raw_json, answer.content_hash, now)
         except Exception as exc:
             self.log.exception("unexpected error normalising", call_id=item.call_id)
             return Entry(item=item, result=result, rows=None, call=call.rows, call_not_found=call.not_found,

@@ -107,30 +107,32 @@ class Tree:
 
 
 def replace_changed(conn: Connection, parent: sa.Table, children: Sequence[sa.Table], trees: Sequence[Tree],
-                    update: Sequence[str], now: datetime) -> Replaced:
+                    update: Sequence[str], now: datetime, *, key: str = "call_id",
+                    touch: Mapping[str, Any] | None = None) -> Replaced:
     """Store ``trees`` whose ``content_hash`` changed, in the caller's transaction: upsert the parent,
     replace its children as a whole.  An unchanged one only gets ``last_synced_at = now``.
 
     ``children``: child tables in the order deletes must run (children of children first); inserts
     run in the reverse order.  A call listed twice is stored once (the last one wins).  Every
-    ``IN`` list is chunked (:data:`IN_CHUNK`).
+    ``IN`` list is chunked (:data:`IN_CHUNK`).  ``key``: the parent's key column, which every child
+    table shares; ``touch``: what an unchanged row gets instead of ``last_synced_at = now``.
     """
-    by_id = {t.parent["call_id"]: t for t in trees}
+    by_id = {t.parent[key]: t for t in trees}
     ids = list(by_id)
-    key, content_hash = parent.c.call_id, parent.c.content_hash
+    key_column, content_hash = parent.c[key], parent.c.content_hash
     stored: dict[str, str] = {}
     for chunk in chunks(ids):
-        stored.update(conn.execute(sa.select(key, content_hash).where(key.in_(chunk))).all())
+        stored.update(conn.execute(sa.select(key_column, content_hash).where(key_column.in_(chunk))).all())
     unchanged = [i for i in ids if i in stored and stored[i] == by_id[i].parent["content_hash"]]
     changed = [i for i in ids if i not in stored or stored[i] != by_id[i].parent["content_hash"]]
     for chunk in chunks(unchanged):
-        conn.execute(sa.update(parent).where(key.in_(chunk)).values(last_synced_at=now))
+        conn.execute(sa.update(parent).where(key_column.in_(chunk)).values(touch or {"last_synced_at": now}))
     if changed:
         upsert(conn, parent, [by_id[i].parent for i in changed], update)
         rewritten = [i for i in changed if i in stored]
         for chunk in chunks(rewritten):
             for table in children:
-                conn.execute(sa.delete(table).where(table.c.call_id.in_(chunk)))
+                conn.execute(sa.delete(table).where(table.c[key].in_(chunk)))
         for table in reversed(children):
             bulk_insert(conn, table, [row for i in changed for row in by_id[i].children.get(table, ())])
     new = sum(1 for i in ids if i not in stored)

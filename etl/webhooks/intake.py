@@ -64,10 +64,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from etl import store
+from etl.api import webhook_call, webhook_summary
 from etl.clock import SYSTEM, Clock
 from etl.logs import get_logger
 from etl.normalize import CallContextRows, call_json, clean_text, normalize, normalize_call
-from etl.schema import CallData, SummaryData
 from etl.webhooks.events import Event
 from etl.webhooks.signatures import Verified
 
@@ -113,7 +113,7 @@ def save_call(conn: Connection, call: dict[str, Any], now: datetime, raw: dict[s
 
 
 def _call_rows(call: dict[str, Any], now: datetime, sent: dict[str, Any]) -> CallContextRows:
-    data = CallData.model_validate(call)
+    data = webhook_call(call)
     raw = call_json(sent)
     try:
         raw.encode("utf-8")
@@ -223,7 +223,7 @@ def save_carried_summary(conn: Connection, call_id: str, summary: dict[str, Any]
         return False
     raw = call_json({"data": summary})  # storable: a lone surrogate stays escaped (etl.storable.json_text)
     try:
-        data = SummaryData.model_validate(summary)
+        data = webhook_summary(summary)
     except ValidationError as exc:
         log.warning("summary of a call.summary.completed event does not validate; fetched instead",
                     call_id=call_id, error=str(exc.errors(include_url=False, include_input=False)[:1])[:300])

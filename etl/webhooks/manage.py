@@ -38,9 +38,9 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.api import OpenPhoneClient
-from etl.clock import SYSTEM, Clock
-from etl.config import DATED_API_VERSION, Settings
+from etl.api import CURRENT, LEGACY, OpenPhoneClient, Surface
+from etl.clock import Clock
+from etl.config import Settings
 from etl.errors import EtlError, UsageError
 from etl.tables import deliveries_t
 from etl.webhooks.app import WEBHOOK_PATH as RECEIVER_PATH
@@ -48,10 +48,6 @@ from etl.webhooks.events import SUBSCRIBED_EVENTS
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1"})  # http:// allowed (tests); the help and errors name both
 
-REGISTRATIONS: tuple[tuple[str, list[str]], ...] = (
-    ("calls", ["call.completed"]),
-    ("call-summaries", ["call.summary.completed"]),
-)
 # The test event `migrate` asks for: the cheapest event for the receiver (the sample call's
 # id is only made due; no call row or summary rows are written for it).
 TEST_EVENT_TYPE = "call.transcript.completed"
@@ -90,40 +86,39 @@ def check_receiver_url(url: str) -> str:
     return url.strip()
 
 
-def register(settings: Settings, url: str, label: str | None = None, *,
+def register(settings: Settings, url: str, label: str | None = None, *, clock: Clock,
              on_created: Callable[[Registered], None] | None = None,
-             transport: httpx.BaseTransport | None = None) -> list[Registered]:
-    """Create (or reuse) the webhooks of ``settings.api_version`` for ``url``.  ``on_created``
-    sees each one as soon as it exists (or is found), so a failure on the second still leaves
-    the first one's secret in the caller's hands."""
+             transport: httpx.BaseTransport | None = None, surface: Surface | None = None) -> list[Registered]:
+    """Create (or reuse) the webhooks that deliver :data:`SUBSCRIBED_EVENTS` for ``url`` on ``surface``
+    (default: ``settings.api_version``'s; the surface says how many webhooks that takes).  ``on_created``
+    sees each one as soon as it exists (or is found), so a failure on the second still leaves the first
+    one's secret in the caller's hands."""
     url = check_receiver_url(url)
-    dated = settings.api_version == DATED_API_VERSION
-    with OpenPhoneClient(settings, transport=transport) as client:
-        existing = [h for h in client.list_webhooks(dated=dated) if h.get("url") == url]
-        wanted: tuple[tuple[str, list[str]], ...] = (
-            (("", list(SUBSCRIBED_EVENTS)),) if dated else REGISTRATIONS)
+    with OpenPhoneClient(settings, clock=clock, transport=transport, surface=surface) as client:
+        existing = [h for h in client.list_webhooks() if h.get("url") == url]
         done = []
-        for resource, events in wanted:
-            found = next((h for h in existing if set(events) <= set(h.get("events") or ())), None)
+        for spec in client.webhook_specs(SUBSCRIBED_EVENTS):
+            found = next((h for h in existing if set(spec.events) <= set(h.get("events") or ())), None)
             if found is not None:
-                hook = Registered(str(found.get("id", "")), list(found.get("events") or events), "", reused=True)
+                hook = Registered(str(found.get("id", "")), list(found.get("events") or spec.events), "",
+                                  reused=True)
             else:
-                data = (client.create_dated_webhook(url, events, label) if dated
-                        else client.create_webhook(resource, url, events, label))  # type: ignore[arg-type]
-                hook = Registered(str(data.get("id", "")), list(data.get("events") or events), str(data.get("key", "")))
+                data = client.create_webhook(spec, url, label)
+                hook = Registered(str(data.get("id", "")), list(data.get("events") or spec.events),
+                                  str(data.get("key", "")))
             done.append(hook)
             if on_created is not None:
                 on_created(hook)
         return done
 
 
-def list_all(settings: Settings, *, transport: httpx.BaseTransport | None = None) -> list[dict[str, Any]]:
-    with OpenPhoneClient(settings, transport=transport) as client:
+def list_all(settings: Settings, *, clock: Clock, transport: httpx.BaseTransport | None = None) -> list[dict[str, Any]]:
+    with OpenPhoneClient(settings, clock=clock, transport=transport) as client:
         return client.list_webhooks()
 
 
-def delete(settings: Settings, webhook_id: str, *, transport: httpx.BaseTransport | None = None) -> None:
-    with OpenPhoneClient(settings, transport=transport) as client:
+def delete(settings: Settings, webhook_id: str, *, clock: Clock, transport: httpx.BaseTransport | None = None) -> None:
+    with OpenPhoneClient(settings, clock=clock, transport=transport) as client:
         client.delete_webhook(webhook_id)
 
 
@@ -155,7 +150,7 @@ def test_event_received(engine: Engine, event_ids: list[str], since: datetime) -
 
 
 def migrate(settings: Settings, url: str, engine: Engine, *, label: str | None = None, wait: float = 60.0,
-            resend_every: float = 15.0, poll: float = 0.5, clock: Clock = SYSTEM,
+            resend_every: float = 15.0, poll: float = 0.5, clock: Clock,
             on_step: Callable[[str], None] | None = None,
             transport: httpx.BaseTransport | None = None) -> Migrated:
     """Current webhook first, test event until the receiver recorded one, then delete the legacy ones.
@@ -167,8 +162,8 @@ def migrate(settings: Settings, url: str, engine: Engine, *, label: str | None =
     """
     say = on_step or (lambda _line: None)
     url = check_receiver_url(url)
-    (current,) = register(settings.replace(api_version=DATED_API_VERSION), url, label,
-                          on_created=lambda h: say(registered_line(h)), transport=transport)
+    (current,) = register(settings, url, label, clock=clock, on_created=lambda h: say(registered_line(h)),
+                          transport=transport, surface=CURRENT)
     if not current.reused:
         say("Add its secret to OPENPHONE_WEBHOOK_SECRETS of `etl serve` and restart it (old and new secrets "
             "together): OPENPHONE_WEBHOOK_SECRETS=…," + current.secret)
@@ -176,7 +171,7 @@ def migrate(settings: Settings, url: str, engine: Engine, *, label: str | None =
     started = clock.monotonic()
     sent: list[str] = []
     n = 0
-    with OpenPhoneClient(settings, transport=transport) as client:
+    with OpenPhoneClient(settings, clock=clock, transport=transport, surface=CURRENT) as client:
         next_send = started
         while True:
             now = clock.monotonic()
@@ -201,9 +196,9 @@ def migrate(settings: Settings, url: str, engine: Engine, *, label: str | None =
         waited = clock.monotonic() - started
         say(f"`etl serve` received the test event after {waited:.1f} s")
         deleted = []
-        for hook in client.list_webhooks(dated=False):
+        for hook in client.list_webhooks(surface=LEGACY):
             if hook.get("url") == url:
-                client.delete_webhook(str(hook.get("id", "")), dated=False)
+                client.delete_webhook(str(hook.get("id", "")), surface=LEGACY)
                 deleted.append(str(hook.get("id")))
                 say(f"Deleted legacy webhook {hook.get('id')} ({', '.join(hook.get('events') or [])})")
     return Migrated(current, n, waited, deleted)

@@ -13,9 +13,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from etl import db, store
+from etl.api import webhook_call
 from etl.normalize import call_json, normalize_call, normalize_transcript
 from etl.results import V1_SEGMENT_ID, DialogueLine, Transcript, TranscriptSegment
-from etl.schema import CallData
 from tests.support.proc import ETL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def store_call_with_transcript(url: str, call_id: str, started: datetime, now: d
     engine = db.create_engine(url)
     try:
         with engine.begin() as conn:
-            store.save_calls(conn, [normalize_call(CallData.model_validate(raw), call_json(raw), now)], now)
+            store.save_calls(conn, [normalize_call(webhook_call(raw), call_json(raw), now)], now)
             store.save_transcripts(conn, [normalize_transcript(transcript, started, now)], now)
     finally:
         engine.dispose()

@@ -167,8 +167,6 @@ def load_fixture(engine: Engine, settings: Any, fake: Any) -> None:
 
 NOT_FOUND = "HTTP 404 Not Found: Call summary not found"
 EXPECTED: dict[str, list[tuple[Any, ...]]] = {
-    "calls-mentioning-a-word-this-week": [("ACbi01", "completed"), ("ACbi02", "completed")],
-    "next-steps-per-day": [("2026-11-16", 1), ("2026-11-23", 2), ("2026-11-24", 1)],
     "lead-qualification-pivot": [
         ("ACbi01", "true", 87.0, 1250.5, "positive"),
         ("ACbi02", "false", 2.0, None, "neutral"),

@@ -19,9 +19,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import Etl
+from etl.clock import SYSTEM
 from etl.config import Backoff, Settings
+from etl.dimensions import Line, LineMember, Listing, User
 from etl.discover import Discoverer, DiscoverOptions
 from etl.logs import configure_logging
+from etl.store import dimensions
 from etl.testing import FakeOpenPhone
 from tests.integration.calls_fake import FakeWorkspace, make_call
 from tests.support.db import raw_rows
@@ -70,6 +73,14 @@ CALLS: list[tuple[str, str, str, str, str, str, list[str] | None, bool | None, s
 ]
 
 
+# The people and lines the calls name (revision 0012), as a refresh stores them.
+USERS = (User(id="USalice", email="alice@example.com", first_name="Alice", last_name="Ng", role="owner"),
+         User(id="USbob", email="bob@example.com", first_name="Bob", last_name="Ray", role="member"))
+LINES = (Line(id="PNsales", name="Sales", number="+15550000001", members=(LineMember(user_id="USalice"),)),
+         Line(id="PNsupport", name="Support", number="+15550000002", members=(LineMember(user_id="USbob"),)))
+NAMES_SEEN = datetime(2026, 11, 26, 12, 0, 0)
+
+
 def load(engine: Engine, db_url: str) -> None:
     ws = FakeWorkspace(KEY)
     ws.add_line("PNsales", "+15550000001", "Sales")
@@ -85,7 +96,8 @@ def load(engine: Engine, db_url: str) -> None:
     # The engine is not wired to the 404 window yet; window 0 keeps this test's states exact either way.
     settings = Settings(database_url=db_url, api_key=KEY, base_url="http://fake.test", rate=0, concurrency=2,
                         retry_initial=0.001, retry_max=0.01, backoff=Backoff(not_found_window=0))
-    found = Discoverer(engine, settings, transport=ws.transport()).run(DiscoverOptions(since=datetime(2026, 11, 1)))
+    found = Discoverer(engine, settings, clock=SYSTEM, transport=ws.transport()).run(
+        DiscoverOptions(since=datetime(2026, 11, 1)))
     assert (found.exit_code, found.enqueued) == (0, 6)
     stats = Etl(settings, engine=engine).sync(transport=summaries.transport())
     assert (stats.completed, stats.failed, stats.not_found) == (5, 0, 1)
@@ -97,6 +109,8 @@ def load(engine: Engine, db_url: str) -> None:
             stored = datetime.fromisoformat(created) + timedelta(minutes=int(minutes), seconds=60 + int(seconds))
             conn.execute(sa.text("UPDATE call_summaries SET first_synced_at = :s, last_synced_at = :s "
                                  "WHERE call_id = :c"), {"s": stored, "c": call_id})
+        dimensions.save_users(conn, Listing(items=USERS, complete=True, requests=1), NAMES_SEEN)
+        dimensions.save_lines(conn, Listing(items=LINES, complete=True, requests=1), NAMES_SEEN)
 
 
 
@@ -104,13 +118,13 @@ def load(engine: Engine, db_url: str) -> None:
 
 EXPECTED: dict[str, list[tuple[Any, ...]]] = {
     "summaries-per-user-per-week": [
-        ("2026-11-16", "USalice", 2), ("2026-11-16", "USbob", 1), ("2026-11-23", "USbob", 2),
+        ("2026-11-16", "Alice Ng", 2, 2), ("2026-11-16", "Bob Ray", 1, 1), ("2026-11-23", "Bob Ray", 2, 1),
     ],
     # ACq1, ACq3, ACq4, ACq5 are inbound with a summary; ACq4 has no next steps.
     "inbound-calls-with-next-steps": [(4, 3, 75)],
     # Lags 3:00, 5:00, 7:30, 10:00, 20:00: the middle one.
     "median-minutes-to-summary": [(7.5,)],
-    "leads-per-phone-line": [("PNsales", "+15550000001", 2), ("PNsupport", "+15550000002", 1)],
+    "leads-per-phone-line": [("Sales", "+15550000001", 2), ("Support", "+15550000002", 1)],
 }
 
 

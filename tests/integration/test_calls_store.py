@@ -16,11 +16,11 @@ import pytest
 import sqlalchemy as sa
 
 from etl import store
+from etl.api import webhook_call
 from etl.config import Backoff
 from etl.logs import configure_logging
 from etl.normalize import call_json, normalize_call
 from etl.policy import ClaimedItem, call_not_found, decide
-from etl.schema import CallData
 from tests.integration.calls_fake import make_call
 
 NOW = datetime(2026, 11, 25, 12, 0, 0)
@@ -34,7 +34,7 @@ def _fresh_logging() -> None:
 
 
 def rows_for(raw: dict, now: datetime = NOW):
-    return normalize_call(CallData.model_validate(raw), call_json(raw), now)
+    return normalize_call(webhook_call(raw), call_json(raw), now)
 
 
 def participants(engine, call_id: str) -> list[tuple[int, str, bool]]:

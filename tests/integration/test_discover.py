@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import StopReason
+from etl.clock import SYSTEM
 from etl.config import Settings
 from etl.discover import Discoverer, DiscoverOptions, DiscoveryStats
 from etl.errors import UsageError
@@ -78,7 +79,7 @@ def fake() -> FakeWorkspace:  # the workspace, not the summaries simulator
 
 def discover(engine: Engine, settings: Settings, fake: FakeWorkspace, **options: Any) -> DiscoveryStats:
     opts = DiscoverOptions(**{"since": SINCE, **options})
-    return Discoverer(engine, settings, transport=fake.transport()).run(opts)
+    return Discoverer(engine, settings, clock=SYSTEM, transport=fake.transport()).run(opts)
 
 
 def rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:

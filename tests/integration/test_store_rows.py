@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
+from etl.api import webhook_summary
 from etl.clock import utcnow
 from etl.normalize import CallRows, normalize
-from etl.schema import SummaryData
 from etl.testing import sample_summary
 
 IDS = [f"ACbig{n:05d}" for n in range(1200)]  # more than two chunks of an IN list
@@ -22,7 +22,7 @@ IDS = [f"ACbig{n:05d}" for n in range(1200)]  # more than two chunks of an IN li
 def _rows(call_id: str, content_of: str, now: datetime) -> CallRows:
     data = dict(sample_summary(content_of), callId=call_id)
     raw = json.dumps({"data": data}, sort_keys=True)
-    return normalize(SummaryData.model_validate(data), raw, hashlib.sha256(raw.encode()).hexdigest(), now)
+    return normalize(webhook_summary(data), raw, hashlib.sha256(raw.encode()).hexdigest(), now)
 
 
 def _children(engine: Engine) -> dict[str, int]:

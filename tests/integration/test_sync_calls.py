@@ -20,12 +20,12 @@ import pytest
 import sqlalchemy as sa
 
 from etl import store
+from etl.api import webhook_call
 from etl.clock import utcnow
 from etl.config import Backoff
 from etl.logs import configure_logging
 from etl.normalize import call_json, normalize_call
 from etl.policy import unexpected
-from etl.schema import CallData
 from etl.store import Entry
 from etl.tables import calls_t
 from etl.testing import FakeOpenPhone, Quirks, serve
@@ -71,7 +71,7 @@ def test_bare_insert_gets_its_call_and_summary_and_a_known_call_costs_no_request
         store.enqueue_ids(conn, [known])
         # `known` was discovered: its call row is stored already.
         raw = fake.workspace.synth_call(known).to_json()
-        store.save_calls(conn, [normalize_call(CallData.model_validate(raw), call_json(raw), utcnow())], utcnow())
+        store.save_calls(conn, [normalize_call(webhook_call(raw), call_json(raw), utcnow())], utcnow())
     stats = run(engine, settings, fake)
     assert (stats.completed, stats.errors) == (2, 0)
     assert call_requests(fake) == 1  # only the id without a call row
@@ -99,7 +99,7 @@ def test_call_and_summary_are_written_only_while_the_run_holds_the_lease(engine,
         (item,) = store.claim(conn, "run-a", 10, utcnow(), 300)
     assert item.needs_call and item.enqueued_at is not None
     raw = call.to_json()
-    rows_ = normalize_call(CallData.model_validate(raw), call_json(raw), utcnow())
+    rows_ = normalize_call(webhook_call(raw), call_json(raw), utcnow())
     # The lease expired and another run took the item: run-a's result lands nowhere.
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE summary_queue SET lease_owner = 'run-b'"))

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
+from etl.clock import SYSTEM
 from etl.config import Settings
 from etl.errors import AuthError, EtlError, UsageError
 from etl.testing import FakeOpenPhone, serve
@@ -26,7 +27,7 @@ def settings(key: str = API_KEY) -> Settings:
 
 def test_register_list_delete_library() -> None:
     fake = FakeOpenPhone(api_key=API_KEY)
-    created = manage.register(settings(), URL, "etl", transport=fake.transport())
+    created = manage.register(settings(), URL, "etl", clock=SYSTEM, transport=fake.transport())
     assert [h.events for h in created] == [["call.completed"], ["call.summary.completed"]]
     # What the API stored: one webhook per resource, for every line, enabled, with its key
     # (the fake refuses any Authorization but the bare key, so no "Bearer" was sent).
@@ -36,22 +37,23 @@ def test_register_list_delete_library() -> None:
         (URL, ["call.summary.completed"], ["*"], "enabled", "etl")]
     assert [h.secret for h in created] == [w["key"] for w in stored]
     assert fake.endpoint_requests["webhooks"] == 3  # the list (anything to reuse?), then two creates
-    listed = manage.list_all(settings(), transport=fake.transport())
+    listed = manage.list_all(settings(), clock=SYSTEM, transport=fake.transport())
     assert sorted(h["id"] for h in listed) == sorted(h.id for h in created)
-    manage.delete(settings(), created[0].id, transport=fake.transport())
+    manage.delete(settings(), created[0].id, clock=SYSTEM, transport=fake.transport())
     assert list(fake.webhooks) == [created[1].id]
 
 
 def test_api_errors_are_clear() -> None:
     fake = FakeOpenPhone(api_key=API_KEY)
     with pytest.raises(AuthError):
-        manage.list_all(settings("wrong-key-0123"), transport=fake.transport())
+        manage.list_all(settings("wrong-key-0123"), clock=SYSTEM, transport=fake.transport())
     with pytest.raises(UsageError, match=r"^--url must start with https://"):
-        manage.register(settings(), "ftp://etl.example.com/webhooks/openphone", transport=fake.transport())
+        manage.register(settings(), "ftp://etl.example.com/webhooks/openphone", clock=SYSTEM,
+                        transport=fake.transport())
     with pytest.raises(EtlError, match=r"^DELETE /v1/webhooks/WH9999 failed: HTTP 404 Not Found: Not Found$"):
-        manage.delete(settings(), "WH9999", transport=fake.transport())
+        manage.delete(settings(), "WH9999", clock=SYSTEM, transport=fake.transport())
     with pytest.raises(EtlError, match="not a webhook id"):
-        manage.delete(settings(), "../phone-numbers", transport=fake.transport())
+        manage.delete(settings(), "../phone-numbers", clock=SYSTEM, transport=fake.transport())
     assert fake.webhooks == {}
 
 
@@ -175,14 +177,14 @@ def test_register_twice_reuses_the_webhooks(tmp_path: Path) -> None:
 def test_register_current_webhook_library_and_cli(tmp_path: Path) -> None:
     fake = FakeOpenPhone(api_key=API_KEY)
     dated = settings().replace(api_version="2026-03-30")
-    (hook,) = manage.register(dated, URL, "etl", transport=fake.transport())
+    (hook,) = manage.register(dated, URL, "etl", clock=SYSTEM, transport=fake.transport())
     stored = fake.webhooks[hook.id]
     assert (stored["url"], stored["events"], stored["apiVersion"], stored["label"]) == (
         URL, ["call.completed", "call.summary.completed", "call.transcript.completed"], "2026-03-30", "etl")
     assert hook.secret == stored["key"] and hook.secret.startswith("whsec_") and not hook.reused
     # Legacy listing does not show it; the dated one does.
-    assert manage.list_all(settings(), transport=fake.transport()) == []
-    assert [h["id"] for h in manage.list_all(dated, transport=fake.transport())] == [hook.id]
+    assert manage.list_all(settings(), clock=SYSTEM, transport=fake.transport()) == []
+    assert [h["id"] for h in manage.list_all(dated, clock=SYSTEM, transport=fake.transport())] == [hook.id]
     with serve(fake) as api_url:
         env = etl_env(f"sqlite:///{tmp_path / 'x.db'}", api_url, API_KEY, OPENPHONE_API_VERSION="2026-03-30")
         again = run_etl(["webhooks", "register", "--url", URL], env)
@@ -208,7 +210,7 @@ def test_dated_requests_carry_the_version_header_and_no_v1() -> None:
     assert without.status_code == 400 and "Quo-Api-Version" in without.json()["message"]
     with_header = client.get("/webhooks", headers={"Authorization": API_KEY, "Quo-Api-Version": "2026-03-30"})
     assert with_header.json() == {"data": [], "nextCursor": None}
-    hooks = manage.register(settings().replace(api_version="2026-03-30"), URL, transport=fake.transport())
+    hooks = manage.register(settings().replace(api_version="2026-03-30"), URL, clock=SYSTEM, transport=fake.transport())
     assert len(hooks) == 1 and fake.endpoint_requests["webhooks"] == 4
 
 
@@ -221,7 +223,7 @@ def test_migrate_gives_up_after_its_wait_and_deletes_nothing(engine: Engine) -> 
     fake = FakeOpenPhone(api_key=API_KEY)
     # Nothing listens on this port: every test event fails to arrive.
     dead = f"http://127.0.0.1:{free_port()}/webhooks/openphone"
-    legacy = manage.register(settings(), dead, transport=fake.transport())
+    legacy = manage.register(settings(), dead, clock=SYSTEM, transport=fake.transport())
     clock = FakeClock()
     steps: list[str] = []
     with pytest.raises(manage.MigrationError) as refused:

@@ -28,7 +28,9 @@ TABLES = {"summary_queue", "call_summaries", "call_summary_lines", "call_next_st
           "call_job_fields", "sync_runs", "rate_budgets",
           "calls", "call_participants", "call_lookups", "discovery_watermarks", "discovery_conversations",
           "discovery_runs", "webhook_deliveries", "transcript_queue", "call_transcripts", "call_transcript_lines",
-          "call_voicemails", "discovery_call_watermarks", "rejected_records"}
+          "call_voicemails", "discovery_call_watermarks", "rejected_records",
+          "users", "phone_numbers", "phone_number_users", "contacts", "contact_phone_numbers", "contact_emails",
+          "contact_custom_fields", "dimension_refreshes"}
 
 
 @pytest.fixture(autouse=True)

@@ -54,6 +54,15 @@ SAMPLE: dict[str, dict[str, Any]] = {
     "call_transcripts": {"status": "completed"},
     "call_transcript_lines": {},
     "rejected_records": {},
+    # Migration 0012 (users, lines, contacts): children share their parent's key by column name.
+    "users": {},
+    "phone_numbers": {},
+    "phone_number_users": {},
+    "contacts": {"gone_reason": "unlisted"},
+    "contact_phone_numbers": {},
+    "contact_emails": {},
+    "contact_custom_fields": {"value_type": "string"},
+    "dimension_refreshes": {"resource": "users"},
 }
 
 

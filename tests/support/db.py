@@ -37,7 +37,9 @@ BACKENDS = ("sqlite", "postgresql", "mysql")
 ENV_FOR = {"postgresql": "ETL_TEST_POSTGRES_URL", "mysql": "ETL_TEST_MYSQL_URL"}
 API_KEY = "test-key-0123456789"
 # Children before parents, so deletes never trip a foreign key.
-TABLES = ("rejected_records", "call_transcript_lines", "call_transcripts", "transcript_queue",
+TABLES = ("rejected_records", "phone_number_users", "phone_numbers", "users", "contact_phone_numbers", "contact_emails",
+          "contact_custom_fields", "contacts", "dimension_refreshes",
+          "call_transcript_lines", "call_transcripts", "transcript_queue",
           "webhook_deliveries", "rate_budgets", "call_participants", "call_voicemails", "discovery_call_watermarks",
           "calls", "call_lookups", "discovery_conversations", "discovery_watermarks", "discovery_runs",
           "call_job_fields", "call_jobs", "call_next_steps", "call_summary_lines", "call_summaries", "summary_queue",

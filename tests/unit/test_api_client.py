@@ -1,4 +1,4 @@
-"""The OpenPhone API client (etl/api.py) against the simulated API (etl.testing).
+"""The OpenPhone API client (etl/api/) against the simulated API (etl.testing).
 
 Every answer of docs/contract.md's queue table as the client reports it: headers sent,
 200 validation, 401/403, 404/400, 429 with Retry-After, oversize bodies and
@@ -19,12 +19,15 @@ import pytest
 
 from etl import __version__
 from etl.api import USER_AGENT, OpenPhoneClient, SummaryResult, parse_retry_after
+from etl.clock import SYSTEM
 from etl.config import Settings
 from etl.errors import AuthError
+from etl.results import Summary
 from etl.testing import FakeOpenPhone, Faults, serve
 
 KEY = "key-0123456789abcdef"
 SETTINGS = Settings(api_key=KEY, base_url="http://fake.test", rate=0, retry_initial=0.001, retry_max=0.01)
+NOW = datetime(2015, 10, 21, 7, 27, 0, tzinfo=UTC)
 GOOD = {"callId": "AC1", "status": "completed", "summary": ["Hello."], "nextSteps": ["Call back."]}
 ERROR_404 = {"message": "Call not found", "code": "0500404", "status": 404, "docs": "https://openphone.com/docs",
              "title": "Not Found"}
@@ -53,7 +56,7 @@ class Recorder(httpx.BaseTransport):
 
 
 def fetch(fake: FakeOpenPhone | Recorder, call_id: str, settings: Settings = SETTINGS, **kw: Any) -> SummaryResult:
-    with OpenPhoneClient(settings, transport=fake.transport()) as client:
+    with OpenPhoneClient(settings, clock=SYSTEM, transport=fake.transport()) as client:
         return client.fetch_summary(call_id, **kw)
 
 
@@ -79,7 +82,7 @@ def test_headers_bare_key_and_user_agent(fake):
 
 def test_client_requires_api_key():
     with pytest.raises(ValueError, match="an API key is required"):
-        OpenPhoneClient(Settings(api_key=None))
+        OpenPhoneClient(clock=SYSTEM, settings=Settings(api_key=None))
 
 
 # -- 200 ---------------------------------------------------------------------------
@@ -92,7 +95,8 @@ def test_200_completed(fake):
     [body] = rec.bodies
     assert (result.kind, result.http_status, result.tries, result.error) == ("ok", 200, 1, None)
     assert result.data is not None
-    assert result.data.summary.model_dump() == {**GOOD, "jobs": None}
+    assert result.data.summary == Summary(call_id="AC1", status="completed", lines=("Hello.",),
+                                          next_steps=("Call back.",), jobs=())
     assert result.data.raw_json == body.decode("utf-8")
     assert result.data.content_hash == hashlib.sha256(body).hexdigest()
     assert result.api_status == "completed"
@@ -159,7 +163,7 @@ def test_boolean_job_value_stays_boolean(fake):
         {"name": "b", "value": True}, {"name": "i", "value": 1}, {"name": "f", "value": 1.5},
         {"name": "s", "value": "1"}]}}]})
     result = fetch(fake, "AC1")
-    values = [f.value for f in result.data.summary.jobs[0].result.data]
+    values = [f.value for f in result.data.summary.jobs[0].fields]
     assert values == [True, 1, 1.5, "1"]
     assert [type(v) for v in values] == [bool, int, float, str]
 
@@ -266,9 +270,9 @@ def test_retry_after_longer_than_budget_gives_up_for_this_run(fake):
 
 
 def test_parse_retry_after_seconds():
-    assert parse_retry_after("120") == 120.0
-    assert parse_retry_after(" 2.5 ") == 2.5
-    assert parse_retry_after("99999") == 3600.0  # never park a worker for more than an hour
+    assert parse_retry_after("120", NOW) == 120.0
+    assert parse_retry_after(" 2.5 ", NOW) == 2.5
+    assert parse_retry_after("99999", NOW) == 3600.0  # never park a worker for more than an hour
 
 
 def test_parse_retry_after_http_date():
@@ -281,7 +285,7 @@ def test_parse_retry_after_http_date():
 
 @pytest.mark.parametrize("value", [None, "", "0", "-5", "-0.1", "nan", "soon", "Wed, 99 Foo 2015"])
 def test_parse_retry_after_useless_values(value):
-    assert parse_retry_after(value) is None
+    assert parse_retry_after(value, NOW) is None
 
 
 # -- oversize bodies -------------------------------------------------------------------
@@ -348,7 +352,7 @@ def test_retry_attempts_setting_is_honoured(fake):
 
 def test_real_http_server_round_trip(fake):
     fake.set_summary("AC1", GOOD)
-    with serve(fake) as url, OpenPhoneClient(SETTINGS.replace(base_url=url)) as client:
+    with serve(fake) as url, OpenPhoneClient(clock=SYSTEM, settings=SETTINGS.replace(base_url=url)) as client:
         result = client.fetch_summary("AC1")
-    assert (result.kind, result.data.summary.summary) == ("ok", ["Hello."])
+    assert (result.kind, result.data.summary.lines) == ("ok", ("Hello.",))
     assert result.data.raw_json == json.dumps({"data": GOOD}, separators=(",", ":"), ensure_ascii=False)

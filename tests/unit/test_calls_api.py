@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from etl.api import OpenPhoneClient, api_time
+from etl.clock import SYSTEM
 from etl.config import Settings
 from etl.errors import AuthError
 
@@ -26,7 +27,7 @@ CALL = {"id": "AC1", "createdAt": "2026-11-25T10:00:00Z", "completedAt": "2026-1
 def client(handler, **changes) -> OpenPhoneClient:
     settings = Settings(api_key=KEY, base_url="http://api.test", rate=0, retry_attempts=3, retry_initial=0.001,
                         retry_max=0.01, **changes)
-    return OpenPhoneClient(settings, transport=httpx.MockTransport(handler))
+    return OpenPhoneClient(settings, clock=SYSTEM, transport=httpx.MockTransport(handler))
 
 
 def answers(*replies: httpx.Response):
@@ -94,8 +95,8 @@ def test_list_calls_sends_the_documented_parameters():
     handler, seen = answers(httpx.Response(200, json=page))
     result = client(handler).list_calls("PN1", "+15555550123", datetime(2026, 11, 1, 0, 0, 0, 500000), "tok1")
     assert result.kind == "ok" and result.data is not None
-    assert (result.data.nextPageToken, [c.id for c in result.data.data]) == ("tok2", ["AC1"])
-    assert result.raw["data"][0] == CALL
+    assert (result.data.next, [c.id for c in result.data.items]) == ("tok2", ["AC1"])
+    assert result.raw["data"][0] == CALL and result.data.raws[0] == CALL
     params = dict(seen[0].url.params.multi_items())
     assert params == {"phoneNumberId": "PN1", "participants[]": "+15555550123", "maxResults": "100",
                       "createdAfter": "2026-11-01T00:00:00.500Z", "pageToken": "tok1"}
@@ -108,12 +109,12 @@ def test_list_conversations_and_phone_numbers():
                             httpx.Response(200, json={"data": [{"id": "PN1", "number": "+15550000001"}]}))
     c = client(handler)
     result = c.list_conversations("PN1", datetime(2026, 11, 2))
-    assert result.data is not None and result.data.data[0].participants == ["+15555550123"]
+    assert result.data is not None and result.data.items[0].participants == ("+15555550123",)
     assert dict(seen[0].url.params.multi_items()) == {
         "phoneNumbers[]": "PN1", "maxResults": "100", "updatedAfter": "2026-11-02T00:00:00.000Z"}
     lines = c.list_phone_numbers()
-    assert lines.data is not None and [(x.id, x.number) for x in lines.data.data] == [("PN1", "+15550000001")]
-    assert lines.data.nextPageToken is None
+    assert lines.data is not None and [(x.id, x.number) for x in lines.data.items] == [("PN1", "+15550000001")]
+    assert lines.data.next is None
 
 
 def test_api_time():

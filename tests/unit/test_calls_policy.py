@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from etl.api import webhook_call
 from etl.config import Backoff
 from etl.normalize import is_e164, normalize_call
 from etl.policy import ClaimedItem, call_not_found, decide, not_found_retry_at, not_found_window_start
 from etl.results import ApiResult
-from etl.schema import CallData
 
 NOW = datetime(2026, 11, 25, 12, 0)
 NOT_FOUND = ApiResult(what="GET /v1/call-summaries/" + "ACx", kind="not_found", http_status=404, tries=1,
@@ -76,7 +76,7 @@ def test_normalize_call_times_to_naive_utc_and_cuts_long_text():
     raw = {"id": "ACn", "createdAt": "2026-11-25T10:00:00+02:00", "completedAt": None, "direction": "incoming",
            "status": "completed", "duration": 7, "userId": "US" + "x" * 400, "participants": ["+15555550123", "\x00"],
            "unknown": {"nested": True}}
-    rows = normalize_call(CallData.model_validate(raw), '{"id":"ACn"}', NOW)
+    rows = normalize_call(webhook_call(raw), '{"id":"ACn"}', NOW)
     assert rows.parent["created_at"] == datetime(2026, 11, 25, 8, 0)
     assert rows.parent["completed_at"] is None and rows.parent["answered_at"] is None
     assert len(rows.parent["user_id"]) == 255

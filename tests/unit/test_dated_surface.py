@@ -17,7 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from etl.api import OpenPhoneClient, dated_answer
+from etl.api._dated import call_of
 from etl.cli import cli
+from etl.clock import SYSTEM
 from etl.config import Settings
 from etl.errors import EtlError, UsageError
 from etl.normalize import normalize, normalize_call
@@ -59,7 +61,8 @@ def call_model(raw: dict[str, Any] = CALL) -> DatedCall:
 def test_a_dated_call_normalises_every_party_its_actor_route_and_voicemail():
     answer = dated_answer(call_model(), CALL)
     assert answer.call_json is not None
-    rows = normalize_call(call_model(), answer.call_json, NOW)
+    assert answer.call is not None
+    rows = normalize_call(answer.call, answer.call_json, NOW)
     parent = rows.parent
     assert (parent["actor_id"], parent["call_route"], parent["ai_handled"]) == ("SYUaiagent1", "phone-menu",
                                                                                  "ai-agent")
@@ -79,7 +82,7 @@ def test_a_dated_call_normalises_every_party_its_actor_route_and_voicemail():
 
 def test_a_users_call_fills_user_id_from_its_actor_and_a_call_without_voicemail_has_none():
     raw = {**CALL, "actorId": "USbob", "aiHandled": None, "voicemail": None}
-    rows = normalize_call(call_model(raw), json.dumps(raw), NOW)
+    rows = normalize_call(call_of(call_model(raw)), json.dumps(raw), NOW)
     assert (rows.parent["user_id"], rows.parent["ai_handled"], rows.voicemails) == ("USbob", None, [])
 
 
@@ -88,7 +91,7 @@ def test_the_dated_summary_is_stored_as_its_own_object_with_type_and_title():
     summary_json = json.dumps(CALL["summary"], separators=(",", ":"), ensure_ascii=False)
     assert (answer.raw_json, answer.content_hash, answer.absent_is_final) == (
         summary_json, hashlib.sha256(summary_json.encode()).hexdigest(), True)
-    rows = normalize(answer.summary, answer.raw_json, answer.content_hash, NOW, call_id="ACgroup1")
+    rows = normalize(answer.summary, answer.raw_json, answer.content_hash, NOW)
     assert {k: rows.parent[k] for k in ("call_id", "status", "type", "title", "next_step_count", "job_count")} == {
         "call_id": "ACgroup1", "status": "completed", "type": "agent", "title": "Booking request",
         "next_step_count": 0, "job_count": 1}
@@ -96,14 +99,15 @@ def test_the_dated_summary_is_stored_as_its_own_object_with_type_and_title():
         ("visitors", "number", 2.0, None), ("confirmed", "boolean", None, True)]
 
 
-def test_a_dated_summary_needs_its_call_id():
-    with pytest.raises(ValueError, match="a dated summary needs its call id"):
-        normalize(call_model().summary, "{}", "0" * 64, NOW)  # type: ignore[arg-type]
+def test_a_dated_summary_takes_its_call_id_from_its_call():
+    answer = dated_answer(call_model(), CALL)
+    assert (answer.call_id, answer.summary.call_id) == ("ACgroup1", "ACgroup1")
+    assert normalize(answer.summary, "{}", "0" * 64, NOW).parent["call_id"] == "ACgroup1"
 
 
 def test_unknown_values_are_stored_but_a_job_field_value_is_still_strict():
     raw = {**CALL, "callRoute": "ivr-v2", "summary": {**CALL["summary"], "type": "hybrid"}}
-    assert dated_answer(call_model(raw), raw).summary.type == "hybrid"  # type: ignore[union-attr]
+    assert dated_answer(call_model(raw), raw).summary.type == "hybrid"
     bad = {**CALL, "summary": {**CALL["summary"], "jobs": [{"icon": "x", "name": "n", "result": {"data": [
         {"name": "f", "value": {"not": "a scalar"}}]}}]}}
     with pytest.raises(ValueError, match="value"):
@@ -152,7 +156,7 @@ def test_an_unknown_api_version_is_a_usage_error_everywhere():
 def client(fake: FakeOpenPhone, version: str = "2026-03-30", **kw: Any) -> OpenPhoneClient:
     settings = Settings(api_key=KEY, base_url="http://fake.test", rate=0, retry_attempts=2, retry_initial=0.001,
                         retry_max=0.001, api_version=version, **kw)
-    return OpenPhoneClient(settings, transport=fake.transport())
+    return OpenPhoneClient(settings, clock=SYSTEM, transport=fake.transport())
 
 
 def test_a_summary_on_the_dated_surface_is_one_request_with_the_version_header_and_its_call():

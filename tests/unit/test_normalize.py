@@ -11,16 +11,18 @@ import json
 from datetime import datetime
 from typing import Any
 
+from etl.api._v1 import summary_of
 from etl.normalize import REPLACEMENT, clean_text, normalize, typed_value
+from etl.results import Summary
 from etl.schema import SummaryData, SummaryEnvelope
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 123456)
 HASH = "ab" * 32
 
 
-def validated(data: dict[str, Any]) -> SummaryData:
-    """Through the same JSON validation as the API client."""
-    return SummaryEnvelope.model_validate_json(json.dumps({"data": data})).data
+def validated(data: dict[str, Any]) -> Summary:
+    """Through the same JSON validation and mapping as the API client's v1 adapter."""
+    return summary_of(SummaryEnvelope.model_validate_json(json.dumps({"data": data})).data)
 
 
 def parent(call_id: str, status: str, summary_text: str | None, lines: int, steps: int, jobs: int,
@@ -133,7 +135,7 @@ def test_json_true_is_not_validated_as_int():
     body = b'{"data":{"callId":"ACb","status":"completed","summary":[],"nextSteps":[],' \
            b'"jobs":[{"icon":"i","name":"n","result":{"data":[{"name":"t","value":true},' \
            b'{"name":"one","value":1},{"name":"f","value":1.0}]}}]}}'
-    data = SummaryEnvelope.model_validate_json(body).data
+    data = summary_of(SummaryEnvelope.model_validate_json(body).data)
     rows = normalize(data, body.decode(), HASH, NOW)
     assert [(f["value_type"], f["value_number"], f["value_boolean"]) for f in rows.job_fields] == [
         ("boolean", None, True), ("number", 1.0, None), ("number", 1.0, None),
@@ -156,13 +158,13 @@ def test_nul_bytes_replaced_everywhere():
     assert rows.parent["raw_json"] == "raw"
 
 
-def lone_surrogate_payload() -> SummaryData:
+def lone_surrogate_payload() -> Summary:
     # Lone surrogates cannot come through pydantic's JSON parser; built in Python instead.
-    return SummaryData.model_validate({
+    return summary_of(SummaryData.model_validate({
         "callId": "ACsur", "status": "completed",
         "summary": ["a\ud800b", "\udc00", "ok 😀"], "nextSteps": ["Zoë \udfff"],
         "jobs": [{"icon": "\ud83d", "name": "n", "result": {"data": [{"name": "é\udc80", "value": "\ud800"}]}}],
-    })
+    }))
 
 
 def all_texts(rows: Any) -> list[str]:

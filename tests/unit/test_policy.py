@@ -13,8 +13,7 @@ import pytest
 
 from etl.config import Backoff
 from etl.policy import ClaimedItem, QueueUpdate, decide, unexpected
-from etl.results import ApiResult, SummaryAnswer, SummaryResult
-from etl.schema import SummaryData
+from etl.results import ApiResult, Summary, SummaryAnswer, SummaryResult
 
 NOW = datetime(2026, 3, 1, 12, 0, 0)
 BACKOFF = Backoff()
@@ -42,7 +41,7 @@ def item(attempts: int = 0, consecutive_errors: int = 0, incomplete_since: datet
 
 
 def summary(status: str) -> SummaryResult:
-    data = SummaryData.model_validate({"callId": CALL, "status": status, "summary": None, "nextSteps": None})
+    data = Summary(call_id=CALL, status=status, lines=None, next_steps=None)
     answer = SummaryAnswer(call_id=CALL, summary=data, raw_json="{}", content_hash="0" * 64)
     return ApiResult(what="GET /v1/call-summaries/" + CALL, kind="ok", http_status=200, tries=1, latency_ms=12.0,
                      data=answer)

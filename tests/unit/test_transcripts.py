@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from etl.api import ApiResult, OpenPhoneClient
+from etl.clock import SYSTEM
 from etl.config import Backoff, Settings
 from etl.errors import AuthError
 from etl.normalize import REPLACEMENT, normalize_transcript
@@ -164,7 +165,7 @@ def test_transcript_status_of_a_call_is_the_most_telling_segment():
 def client(fake: FakeOpenPhone, api_version: str = "v1", **changes: Any) -> OpenPhoneClient:
     settings = Settings(api_key=KEY, base_url="http://api.test", rate=0, retry_attempts=3, retry_initial=0.001,
                         retry_max=0.01, api_version=api_version, **changes)
-    return OpenPhoneClient(settings, transport=fake.transport())
+    return OpenPhoneClient(settings, clock=SYSTEM, transport=fake.transport())
 
 
 def recording(fake: FakeOpenPhone) -> tuple[httpx.MockTransport, list[httpx.Request]]:
@@ -180,7 +181,7 @@ def recording(fake: FakeOpenPhone) -> tuple[httpx.MockTransport, list[httpx.Requ
 def test_v1_asks_one_merged_transcript_with_offsets_from_the_call_start():
     fake = FakeOpenPhone(api_key=KEY)
     transport, seen = recording(fake)
-    c = OpenPhoneClient(Settings(api_key=KEY, base_url="http://api.test", rate=0), transport=transport)
+    c = OpenPhoneClient(Settings(api_key=KEY, base_url="http://api.test", rate=0), clock=SYSTEM, transport=transport)
     result = c.fetch_transcript(CALL)
     assert result.kind == "ok" and result.data is not None
     assert [s.segment_id for s in result.data.segments] == [V1_SEGMENT_ID]
@@ -197,8 +198,8 @@ def test_dated_pages_are_followed_with_the_version_header_and_no_v1_path():
     call_id = next(f"AC{n:08d}" for n in range(100) if len(fake.transcript_segments(f"AC{n:08d}") or []) == 3)
     transport, seen = recording(fake)
     c = OpenPhoneClient(Settings(api_key=KEY, base_url="http://api.test", rate=0, api_version="2026-03-30"),
-                        transport=transport)
-    result = c.list_call_transcripts(call_id, page_size=2)
+                        clock=SYSTEM, transport=transport)
+    result = c.fetch_transcript(call_id, page_size=2)
     assert result.kind == "ok" and result.data is not None and result.tries == 2
     served = fake.transcript_segments(call_id) or []
     assert [s.segment_id for s in result.data.segments] == [s["recordingId"] for s in served]
@@ -206,7 +207,7 @@ def test_dated_pages_are_followed_with_the_version_header_and_no_v1_path():
     assert all(r.headers["quo-api-version"] == "2026-03-30" for r in seen)
     assert seen[0].url.params.get("limit") == "2" and "after" in seen[1].url.params
     # The same transcript hashes alike whatever the page size.
-    assert c.list_call_transcripts(call_id).data.content_hash == result.data.content_hash  # type: ignore[union-attr]
+    assert c.fetch_transcript(call_id).data.content_hash == result.data.content_hash  # type: ignore[union-attr]
 
 
 def test_a_403_is_the_plans_answer_and_a_401_still_refuses_the_key():
@@ -237,7 +238,7 @@ def test_a_cursor_that_expired_between_pages_makes_the_answer_transient():
         return fake.handle_sync(request)
 
     settings = Settings(api_key=KEY, base_url="http://api.test", rate=0, api_version="2026-03-30")
-    result = OpenPhoneClient(settings, transport=httpx.MockTransport(handler)).list_call_transcripts(call_id,
+    result = OpenPhoneClient(settings, clock=SYSTEM, transport=httpx.MockTransport(handler)).fetch_transcript(call_id,
                                                                                                      page_size=1)
     assert (result.kind, result.http_status) == ("transient", 400)
 
@@ -246,8 +247,8 @@ def test_an_answer_for_another_call_is_transient_and_unknown_fields_are_ignored(
     body = {"data": {"callId": "ACother", "status": "completed", "dialogue": [], "createdAt": None, "duration": 1,
                      "newField": True}}
     settings = Settings(api_key=KEY, base_url="http://api.test", rate=0, retry_attempts=1)
-    c = OpenPhoneClient(settings, transport=httpx.MockTransport(lambda r: httpx.Response(200, json=body)))
-    assert c.get_call_transcript(CALL).kind == "transient"
+    c = OpenPhoneClient(settings, clock=SYSTEM, transport=httpx.MockTransport(lambda r: httpx.Response(200, json=body)))
+    assert c.fetch_transcript(CALL).kind == "transient"
     body["data"]["callId"] = CALL
-    result = c.get_call_transcript(CALL)
+    result = c.fetch_transcript(CALL)
     assert result.kind == "ok" and result.data is not None and result.data.status == "completed"

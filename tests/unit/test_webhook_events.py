@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from etl.api._dated import dated_call_as_v1
 from etl.testing import webhooks
 from etl.testing._workspace import ApiClock, Workspace
-from etl.webhooks.events import dated_call_as_v1, parse_event
+from etl.webhooks.events import parse_event
 
 
 def body(doc: dict[str, object]) -> bytes:
