@@ -10,15 +10,22 @@
 #      (so extra arguments go to `etl sync`, e.g. --limit 5000) and appends every
 #      line it writes to $ETL_LOG_FILE as JSON (plain-text lines such as click's
 #      "Error: ..." are wrapped into JSON at level error, so `jq` never meets a
-#      non-JSON line; the summary line of `etl discover` is wrapped at level info);
+#      non-JSON line; the summary lines of `etl discover`, `etl sync` and
+#      `etl prune` are wrapped at level info);
 #   4. exits with etl's exit code: 0 ok, 1 item errors or interrupted, 2 config,
-#      3 the API refused the key (see cron/README.md).
+#      3 the API refused the key, 4 the API was never reached (see cron/README.md).
+#
+# `etl-sync.sh prune ARGS` runs `etl prune --log-format json ARGS` instead (no
+# lock: a prune is safe next to a sync), with the same JSON-only log: the
+# crontab's daily prune line uses it, so prune.log is JSON lines too.
 #
 # Settings (environment or env file):
 #   ETL_ENV_FILE      env file to load (shell syntax, KEY=value); "" loads none
 #   ETL_BIN           the etl executable (default: `etl` on PATH)
 #   ETL_LOG_FILE      JSON-lines log to append to; "-" = stderr (systemd journal)
 #                     (default /var/log/openphone-summary-sync/sync.jsonl)
+#   ETL_PRUNE_LOG_FILE  the log of `etl-sync.sh prune` (default
+#                     /var/log/openphone-summary-sync/prune.log)
 #   ETL_LOCK_FILE     lock file shared by every invocation (default /tmp/openphone-summary-sync.lock)
 #   ETL_MAX_RUNTIME   seconds before etl stops claiming work (default 240: cron every 5 min)
 #   ETL_DISCOVER      1 = run `etl discover` (fill the queue from the workspace) before
@@ -95,8 +102,10 @@ to_json_lines() {
         case $line in
             '{'*'}') printf '%s\n' "$line" ;;
             '') ;;
-            # The summary `etl discover` prints on stdout after a normal run: news, not a problem.
-            'Discovery run '[0-9]*': '* | 'Discovery: '*) printf '{"timestamp":"%s","level":"info","logger":"etl","event":"%s"}\n' \
+            # The summaries etl prints on stdout after a run: news, not a problem.
+            'Discovery run '[0-9]*': '* | 'Discovery: '* | 'Sync run '[0-9]*': '* \
+                | 'Removed '*' transcript line'* | 'Cleared '*' payload'* \
+                | 'Would remove '*' transcript line'* | 'Would clear '*' payload'*) printf '{"timestamp":"%s","level":"info","logger":"etl","event":"%s"}\n' \
                    "$(now_utc)" "$(json_escape "$line")" ;;
             *) printf '{"timestamp":"%s","level":"error","logger":"etl","event":"%s"}\n' \
                    "$(now_utc)" "$(json_escape "$line")" ;;
@@ -125,6 +134,9 @@ fi
 
 ETL_BIN=${ETL_BIN:-etl}
 ETL_LOG_FILE=${ETL_LOG_FILE:-/var/log/openphone-summary-sync/sync.jsonl}
+if [ "${1:-}" = prune ]; then
+    ETL_LOG_FILE=${ETL_PRUNE_LOG_FILE:-/var/log/openphone-summary-sync/prune.log}
+fi
 ETL_LOCK_FILE=${ETL_LOCK_FILE:-/tmp/openphone-summary-sync.lock}
 ETL_MAX_RUNTIME=${ETL_MAX_RUNTIME:-240}
 ETL_STDERR_ON=${ETL_STDERR_ON-2 3}
@@ -147,6 +159,22 @@ fi
     || die 2 "ETL_DATABASE_URL is not set (put it in the env file): refusing to use a default SQLite file"
 command -v "$ETL_BIN" >/dev/null 2>&1 || die 2 "etl executable '$ETL_BIN' not found (set ETL_BIN)"
 command -v flock >/dev/null 2>&1 || die 2 "flock(1) not found (install util-linux)"
+
+# --- prune (no lock: short transactions, safe next to a sync) ------------------------
+
+if [ "${1:-}" = prune ]; then
+    shift
+    trap ':' INT TERM HUP
+    set +e
+    "$ETL_BIN" prune --log-format json "$@" 2>&1 | to_json_lines >&3
+    status=("${PIPESTATUS[@]}")
+    set -e
+    rc=${status[0]}
+    if [ "$rc" -ne 0 ] && [ "$LOG_TO_FILE" = 1 ]; then
+        printf '%s: etl prune exited %s; see %s\n' "$PROG" "$rc" "$ETL_LOG_FILE" >&2
+    fi
+    exit "$rc"
+fi
 
 # --- one run at a time -------------------------------------------------------------
 
@@ -174,15 +202,17 @@ fi
 status=("${PIPESTATUS[@]}")
 set -e
 rc=${status[0]}
+failed_command=sync
 if [ "$rc" -eq 0 ] && [ "$discover_rc" -ne 0 ]; then
     rc=$discover_rc  # sync went fine; the discovery's problem is the run's result
+    failed_command=discover
 fi
 
 if [ "$rc" -gt 128 ]; then
     # etl turns INT/TERM into a clean stop once its run has begun, so dying of a
     # signal means it was still starting up, or got SIGKILL (its sync_runs row
     # then stays unfinished and its leases expire by themselves).
-    log error "etl sync was killed by signal $((rc - 128))" exit_code "$rc"
+    log error "etl $failed_command was killed by signal $((rc - 128))" exit_code "$rc"
 fi
 if [ "${status[1]}" -ne 0 ]; then
     printf '%s: could not write the log to %s\n' "$PROG" "$ETL_LOG_FILE" >&2
@@ -190,7 +220,7 @@ fi
 if [ "$LOG_TO_FILE" = 1 ]; then
     for code in $ETL_STDERR_ON; do
         if [ "$code" = "$rc" ]; then
-            printf '%s: etl sync exited %s; see %s\n' "$PROG" "$rc" "$ETL_LOG_FILE" >&2
+            printf '%s: etl %s exited %s; see %s\n' "$PROG" "$failed_command" "$rc" "$ETL_LOG_FILE" >&2
         fi
     done
 fi

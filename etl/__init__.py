@@ -25,9 +25,10 @@ from etl.config import API_VERSIONS, Backoff, Settings
 from etl.enqueue import EnqueueCounts, invalid_printer, invalid_rest_message, no_valid_ids_message, source_name
 from etl.errors import AuthError, DatabaseError, EtlError, SchemaAheadError, SchemaBehindError, UsageError
 from etl.health import Limits as HealthLimits
-from etl.job import BackfillResult, Etl, Requeued, Webhooks
+from etl.job import BackfillResult, Etl, Requeued, TranscriptsQueued, Webhooks
 from etl.ratelimit import rate_problem
 from etl.report import Selection
+from etl.states import plural
 from etl.status import Status
 
 if TYPE_CHECKING:
@@ -61,12 +62,14 @@ __all__ = [
     "Settings",
     "Status",
     "StopReason",
+    "TranscriptsQueued",
     "UsageError",
     "Webhooks",
     "__version__",
     "invalid_printer",
     "invalid_rest_message",
     "no_valid_ids_message",
+    "plural",
     "rate_problem",
     "requeue_selection",
     "source_name",

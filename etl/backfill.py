@@ -58,6 +58,7 @@ class Plan:
     requeue: dict[str, int] = field(default_factory=dict)  # items per end state that would be re-queued
     file: IdCounts | None = None  # what the id file holds, when one was given
     source: str | None = None  # the id file's name
+    transcripts: int | None = None  # transcripts of synced calls that would be queued (--missing-transcripts)
 
 
 def requeue_selection(states: str | None, since: datetime | None = None, until: datetime | None = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -22,17 +23,20 @@ import click
 
 from etl import (
     API_VERSIONS,
+    AuthError,
     EnqueueCounts,
     Etl,
     EtlError,
     HealthLimits,
     Requeued,
     Settings,
+    TranscriptsQueued,
     UsageError,
     __version__,
     invalid_printer,
     invalid_rest_message,
     no_valid_ids_message,
+    plural,
     rate_problem,
     requeue_selection,
     source_name,
@@ -67,6 +71,11 @@ def command(fn: F) -> F:
                               secrets=[kwargs.get("api_key") or ""])
         try:
             return fn(*args, **kwargs)
+        except AuthError as exc:  # every command that talks to the API: the same hint
+            message = str(exc)
+            if "OPENPHONE_API_KEY" not in message:
+                message = f"the API refused the key (HTTP {exc.http_status}): {message}. Check OPENPHONE_API_KEY."
+            raise CliError(message, exc.exit_code) from None
         except EtlError as exc:
             raise CliError(str(exc), exc.exit_code) from None
 
@@ -168,7 +177,31 @@ def transcripts_option(fn: F) -> F:
 # --- the group --------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class OneLineErrors(click.Group):
+    """The ``etl`` group: a usage error is one line too (``Error: … Try 'etl sync --help'.``), not click's
+    usage block, hint and error on three lines (docs/contract.md: every expected failure is one line)."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            message = exc.format_message().rstrip()
+            hint = f" Try '{exc.ctx.command_path} --help'." if exc.ctx is not None else ""
+            click.echo(f"Error: {message}{'' if message.endswith('.') else '.'}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="etl")
 def cli() -> None:
     """Keep a SQL database in step with OpenPhone call summaries.
@@ -314,6 +347,7 @@ def sync(api_key: str | None, base_url: str, rate: float, concurrency: int, api_
             _print_due(job, limit)
             return
         stats = job.sync(limit, max_runtime)
+    click.echo(summary_line(f"Sync run {stats.run_id}: {stats.summary()}.", stats))
     _exit_for(stats)
 
 
@@ -327,6 +361,13 @@ def _print_due(job: Etl, limit: int | None) -> None:
         click.echo(f"  {row['call_id']}  attempts={row['attempts']}{extra}")
     if count > len(rows):
         click.echo(f"  … and {count - len(rows)} more")
+
+
+def summary_line(text: str, stats: RunStats | DiscoveryStats) -> str:
+    """A run's one-line summary, saying why it stopped when it exits non-zero (never a clean-looking line
+    beside exit 3)."""
+    why = stats.stopped_because
+    return text if why is None else f"{text.rstrip('.')}; stopped: {why}."
 
 
 def _exit_for(stats: RunStats | DiscoveryStats) -> None:
@@ -356,8 +397,13 @@ def _exit_for(stats: RunStats | DiscoveryStats) -> None:
 @click.option("--status", "status_list", default=None, metavar="STATES",
               help="Re-queue items in these end states, comma-separated: "
                    "failed,error,absent,not_found,invalid (done needs --force).")
-@click.option("--since", type=click.DateTime(), default=None, help="Only items finished at or after this UTC time.")
-@click.option("--until", type=click.DateTime(), default=None, help="Only items finished before this UTC time.")
+@click.option("--since", type=click.DateTime(formats=_DATE_FORMATS), default=None, metavar="DATE",
+              help="Only items finished at or after this UTC time.")
+@click.option("--until", type=click.DateTime(formats=_DATE_FORMATS), default=None, metavar="DATE",
+              help="Only items finished before this UTC time.")
+@click.option("--missing-transcripts", is_flag=True,
+              help="First queue the transcript of every call already synced that has none (transcripts turned "
+                   "on later); with --since/--until only of items finished then. Implies --transcripts.")
 @click.option("--force", is_flag=True, help="Also re-fetch `done` items (unchanged content is not rewritten).")
 @click.option("--dry-run", is_flag=True, help="Show what would be re-queued; change nothing.")
 @click.option("--discover", "discover_first", is_flag=True,
@@ -373,7 +419,8 @@ def _exit_for(stats: RunStats | DiscoveryStats) -> None:
 @database_options
 @command
 def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | None, until: datetime | None,
-             force: bool, dry_run: bool, discover_first: bool, discover_since: datetime | None,
+             force: bool, missing_transcripts: bool, dry_run: bool, discover_first: bool,
+             discover_since: datetime | None,
              not_found_window: float, transcripts: bool, api_key: str | None, base_url: str, rate: float,
              concurrency: int, api_version: str, fetch_calls: bool, limit: int | None, max_runtime: float | None,
              database_url: str) -> None:
@@ -382,14 +429,20 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
     Interrupt it with Ctrl-C at any time: in-flight work is saved and running
     `etl backfill` again continues with whatever is still due.
     """
-    selection = requeue_selection(status_list, since, until, force)
+    requeues = bool(status_list or force)
+    # With --missing-transcripts alone, --since/--until pick the calls whose transcripts are queued.
+    window = (since, until) if missing_transcripts else (None, None)
+    selection = requeue_selection(status_list, since, until, force) if requeues or not missing_transcripts else None
     source = "-" if file is None else getattr(file, "name", "-")
     with Etl(database_url=database_url, api_key=api_key, base_url=base_url, rate=rate, concurrency=concurrency,
-             not_found_window=not_found_window, transcripts=transcripts, api_version=api_version,
+             not_found_window=not_found_window, transcripts=transcripts or missing_transcripts,
+             api_version=api_version,
              fetch_calls=fetch_calls, read_only=dry_run and not discover_first) as job:
         result = job.backfill(file=file, requeue=selection, discover=discover_first, discover_since=discover_since,
                               dry_run=dry_run, limit=limit, max_runtime=max_runtime, progress=None,
-                              on_invalid=_invalid_printer(source), on_step=_print_backfill_step)
+                              on_invalid=_invalid_printer(source), on_step=_print_backfill_step,
+                              missing_transcripts=missing_transcripts, transcripts_since=window[0],
+                              transcripts_until=window[1])
     if result.discovery is not None and result.discovery.exit_code != 0:
         _exit_for(result.discovery)
     if result.plan is not None:
@@ -399,19 +452,25 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
             click.echo(f"Would enqueue up to {plan.file.valid} ids from {plan.source} "
                        f"({plan.file.invalid} invalid skipped).")
         for state, n in sorted(plan.requeue.items()):
-            click.echo(f"Would re-queue {n} {state} items.")
-        click.echo(f"Would re-queue {sum(plan.requeue.values())} items in all; {plan.due_now} items are due now.")
+            click.echo(f"Would re-queue {plural(n, f'{state} item')}.")
+        if plan.transcripts is not None:
+            click.echo(f"Would queue {plural(plan.transcripts, 'transcript')} of calls already synced.")
+        due = plan.due_now
+        click.echo(f"Would re-queue {plural(sum(plan.requeue.values()), 'item')} in all; "
+                   f"{plural(due, 'item')} {'is' if due == 1 else 'are'} due now.")
         return
     stats = result.run
     if stats is None:  # no plan, no failed discovery, and nothing due: no run was started
         click.echo("Nothing to sync: no item is due, so no run was recorded.")
         return
-    click.echo(f"Backfill run {stats.run_id}: {stats.summary()}.")
+    click.echo(summary_line(f"Backfill run {stats.run_id}: {stats.summary()}.", stats))
     _exit_for(stats)
 
 
-def _print_backfill_step(step: EnqueueCounts | Requeued) -> None:
-    if isinstance(step, EnqueueCounts):
+def _print_backfill_step(step: EnqueueCounts | Requeued | TranscriptsQueued) -> None:
+    if isinstance(step, TranscriptsQueued):
+        click.echo(f"Queued {plural(step.count, 'transcript')} of calls already synced.", err=True)
+    elif isinstance(step, EnqueueCounts):
         _print_invalid_rest(step.invalid)
         click.echo(f"Enqueued {step.new} new ids ({step.valid - step.new} already queued, "
                    f"{step.invalid} invalid skipped).", err=True)
@@ -448,7 +507,7 @@ def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run
     with Etl(database_url=database_url, api_key=api_key, base_url=base_url, rate=rate, concurrency=concurrency,
              transcripts=transcripts, api_version=api_version) as job:
         stats = job.discover(since, phone_numbers, dry_run=dry_run, progress=None)
-    click.echo(stats.summary(dry_run))
+    click.echo(summary_line(stats.summary(dry_run), stats))
     _exit_for(stats)
 
 
@@ -463,14 +522,24 @@ def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run
               help="Clear call_summaries.raw_json and calls.raw_json (set to '') of calls that started more "
                    "than DAYS ago.")
 @click.option("--dry-run", is_flag=True, help="Count what would be removed; change nothing.")
+@click.option("--yes", "-y", is_flag=True,
+              help="Do not ask before a prune that deletes every stored transcript line (off a terminal such a "
+                   "prune is refused without it).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, metavar="N",
               help="Calls per transaction (short transactions: safe next to a running sync).")
 @database_options
 @command
-def prune(transcripts_older_than: float | None, raw_json_older_than: float | None, dry_run: bool, batch_size: int,
-          database_url: str) -> None:
-    """Forget on schedule: transcript lines and raw JSON payloads of old calls (cron: daily)."""
+def prune(transcripts_older_than: float | None, raw_json_older_than: float | None, dry_run: bool, yes: bool,
+          batch_size: int, database_url: str) -> None:
+    """Forget on schedule: transcript lines and raw JSON payloads of old calls (cron: daily).
+
+    A prune that would delete every stored transcript line (e.g.
+    --transcripts-older-than 0) asks first on a terminal and needs --yes
+    elsewhere: pruned transcripts are never fetched again.
+    """
     with Etl(database_url=database_url) as job:
+        if transcripts_older_than is not None and not dry_run and not yes:
+            _confirm_pruning_everything(job, transcripts_older_than)
         result = job.prune(transcripts_older_than=transcripts_older_than, raw_json_older_than=raw_json_older_than,
                            dry_run=dry_run, batch_size=batch_size)
     verb = "Would remove" if dry_run else "Removed"
@@ -481,6 +550,21 @@ def prune(transcripts_older_than: float | None, raw_json_older_than: float | Non
         click.echo(f"{'Would clear' if dry_run else 'Cleared'} {result.summary_payloads} summary payload(s) and "
                    f"{result.call_payloads} call payload(s) of calls that started before "
                    f"{result.raw_json_before:%Y-%m-%d %H:%M:%S} UTC.")
+
+
+def _confirm_pruning_everything(job: Etl, days: float) -> None:
+    """Ask (on a terminal) or refuse (elsewhere) before deleting every stored transcript line."""
+    stored, calls = job.transcript_lines_stored()
+    if stored == 0:
+        return
+    would = job.prune(transcripts_older_than=days, dry_run=True)
+    if would.transcript_lines < stored:
+        return
+    what = (f"every stored transcript line ({plural(stored, 'line')} of {plural(calls, 'call')}), permanently: "
+            "pruned transcripts are never fetched again")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise CliError(f"this prune would delete {what}; pass --yes to confirm", 2)
+    click.confirm(f"This prune deletes {what}. Continue?", abort=True)
 
 
 # --- status -----------------------------------------------------------------------
@@ -663,9 +747,11 @@ def webhooks_list(api_key: str | None, base_url: str, api_version: str) -> None:
 @_key_options
 @command
 def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str, api_version: str) -> None:
-    """Delete one API webhook of --api-version by id (as `etl webhooks list` shows it)."""
-    Etl(api_key=api_key, base_url=base_url, api_version=api_version).webhooks.delete(webhook_id)
-    click.echo(f"Deleted webhook {webhook_id}.")
+    """Delete one API webhook by id (as `etl webhooks list` shows it): of --api-version, or of the other
+    API version when only that one has the id."""
+    deleted_on = Etl(api_key=api_key, base_url=base_url, api_version=api_version).webhooks.delete(webhook_id)
+    other = "" if deleted_on == api_version else f" (a {deleted_on} webhook: found with --api-version {deleted_on})"
+    click.echo(f"Deleted webhook {webhook_id}{other}.")
 
 
 @webhooks_group.command("migrate", short_help="Move --url from the legacy webhooks to a current one, no gap.")

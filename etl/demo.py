@@ -197,13 +197,14 @@ def _print_results(engine: Engine, ids: list[str], shows: dict[str, str]) -> Non
         fields = conn.execute(
             sa.select(f.name, f.value_type, f.value_text, f.value_number, f.value_boolean)
             .where(f.call_id == "ACdemo03jobs").order_by(f.field_position)).all()
-    click.echo(f"{'call id':<20} {'queue state':<11} {'API said':<12} rows (lines/steps/jobs)  what it shows")
+    # One space between columns, each as wide as its widest cell; no line ends in spaces.
+    click.echo(f"{'call id':<20} {'queue state':<11} {'API said':<12} {'rows (lines/steps/jobs)':<23} what it shows")
     for call_id in ids:
         row: Any = queue.get(call_id)
         summ: Any = sums.get(call_id)
         counts = f"{summ.line_count}/{summ.next_step_count}/{summ.job_count}" if summ else "-"
         click.echo(f"{call_id:<20} {row.state:<11} {row.last_api_status or '':<12} {counts:<23} "
-                   f"{shows.get(call_id, SAMPLES[call_id][1])}")
+                   f"{shows.get(call_id, SAMPLES[call_id][1])}".rstrip())
     click.echo("\nJob fields of ACdemo03jobs (typed columns):")
     for fld in fields:
         value = {"string": fld.value_text, "number": fld.value_number, "boolean": fld.value_boolean}[fld.value_type]
@@ -220,6 +221,6 @@ def _print_bi(engine: Engine, title: str = BI_QUERY_TITLE, query: str = BI_QUERY
     rows = rows[:limit]
     click.echo(f"\n{title} (docs/schema.md), from {source}{more}:")
     widths = [max(12, len(c), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
-    click.echo("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    click.echo(("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))).rstrip())
     for row in rows:
-        click.echo("  " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))
+        click.echo(("  " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True))).rstrip())

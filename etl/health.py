@@ -29,6 +29,11 @@ NOTHING_FETCHED = ("nothing could be fetched: every attempt failed to connect, t
                    "or a 404 from a route the API does not have (is --base-url right?)")
 
 
+# The stop reason of a run that had work and never reached the API (exit 4, docs/contract.md).
+UNREACHABLE = ("the API was never reached: every request failed to connect, timed out or got a 5xx/429 "
+               "(is --base-url right? is the network up?)")
+
+
 def is_answer(result: SummaryResult | None) -> bool:
     """True when the API gave a definitive answer for the item (200, 400, 404, an oversized body).
 
@@ -42,10 +47,16 @@ def nothing_fetched(run: Mapping[str, Any]) -> bool:
     """A run (a ``sync_runs`` row or ``RunStats.as_dict()``) that processed items and got no answer.
 
     ``completed`` and ``failed`` items were answered by definition, which also
-    reads rows written before ``fetched`` existed correctly.
+    reads rows written before ``fetched`` existed correctly.  Items of both
+    queues count (a run that only fetched transcripts reached the API).
     """
-    answered = run["fetched"] + run["completed"] + run["failed"]
-    return bool(answered == 0 and run["rescheduled"] + run["errors"] > 0)
+    answered = sum(run.get(name) or 0 for name in ANSWERED)
+    return bool(answered == 0 and sum(run.get(name) or 0 for name in UNANSWERED) > 0)
+
+
+# The run counters that prove an answer, and those of items that may have had none.
+ANSWERED = ("fetched", "completed", "failed", "transcripts_fetched", "transcripts_completed", "transcripts_failed")
+UNANSWERED = ("rescheduled", "errors", "transcripts_rescheduled", "transcripts_errors")
 
 
 @dataclass(frozen=True)

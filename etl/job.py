@@ -216,6 +216,9 @@ class Etl:
         from etl.running import run_discover
 
         start = utc_time(since, "since")
+        if start is not None and start > self.clock.utcnow():
+            raise UsageError(f"--since {start:%Y-%m-%d %H:%M:%S} UTC is in the future: no call can have started "
+                             "after it yet; give a past date")
         transport = transport or self.transport
         settings = self._api_settings(transport)
         options = DiscoverOptions(since=start, phone_numbers=parse_phone_numbers(tuple(phone_numbers)),
@@ -229,9 +232,15 @@ class Etl:
                  limit: int | None = None, max_runtime: float | None = None,
                  transport: httpx.BaseTransport | None = None, progress: bool | None = None,
                  on_invalid: OnInvalid | None = None,
-                 on_step: Callable[[EnqueueCounts | Requeued], None] | None = None) -> BackfillResult:
+                 on_step: Callable[[EnqueueCounts | Requeued | TranscriptsQueued], None] | None = None,
+                 missing_transcripts: bool = False, transcripts_since: datetime | date | str | None = None,
+                 transcripts_until: datetime | date | str | None = None) -> BackfillResult:
         """Discover or enqueue ids, re-queue the ``requeue`` selection, then sync until nothing is due.
 
+        ``missing_transcripts``: first queue the transcript of every call already
+        synced that has none (transcripts turned on later; needs the ``transcripts``
+        setting), only of summary items finished in ``transcripts_since`` ..
+        ``transcripts_until`` when given.
         ``progress``: a bar on stderr (None: when stderr is a terminal; else a
         log line every 10 s).  ``on_step`` hears what was enqueued and
         re-queued before the sync starts.  A failed discovery ends the
@@ -241,6 +250,9 @@ class Etl:
         """
         discover_since = utc_time(discover_since, "discover_since")
         check_sources(file, discover, discover_since)
+        window = (utc_time(transcripts_since, "transcripts_since"), utc_time(transcripts_until, "transcripts_until"))
+        if missing_transcripts and not self.settings.transcripts:
+            raise UsageError("--missing-transcripts queues transcripts: it needs --transcripts (ETL_TRANSCRIPTS=1)")
         if not dry_run or discover:
             self._api_settings(transport or self.transport)  # no key: refused before anything changes
         result = BackfillResult()
@@ -251,7 +263,14 @@ class Etl:
                 return result
         if dry_run:
             result.plan = self._plan(file, requeue, on_invalid)
+            if missing_transcripts:
+                with self._database_errors(), self.engine.begin() as conn:
+                    result.plan = replace(result.plan, transcripts=report.count_without_transcript(conn, *window))
             return result
+        if missing_transcripts:
+            result.transcripts_queued = TranscriptsQueued(self._queue_missing_transcripts(*window))
+            if on_step is not None:
+                on_step(result.transcripts_queued)
         if file is not None:
             result.enqueued = self.enqueue(file=file, on_invalid=on_invalid)
             if on_step is not None:
@@ -286,6 +305,11 @@ class Etl:
         with self._database_errors():
             return prune(self.engine, self.clock.utcnow(), transcripts_older_than=transcripts_older_than,
                          raw_json_older_than=raw_json_older_than, dry_run=dry_run, batch_size=batch_size)
+
+    def transcript_lines_stored(self) -> tuple[int, int]:
+        """(transcript lines stored, calls they belong to): a prune that would delete them all asks first."""
+        with self._database_errors(), self.engine.begin() as conn:
+            return report.transcript_lines_stored(conn)
 
     # -- the webhook receiver ---------------------------------------------------------
 
@@ -432,17 +456,27 @@ class Etl:
         ids = count_ids(id_items((), file), on_invalid) if file is not None else None
         return Plan(due, selected, ids, source_name(file) if file is not None else None)
 
+    def _queue_missing_transcripts(self, since: datetime | None, until: datetime | None) -> int:
+        queued = 0
+        while True:  # short transactions: safe next to a running sync
+            with self._database_errors(), self.engine.begin() as conn:
+                n = report.queue_missing_transcripts(conn, self.clock.utcnow(), since, until)
+            queued += n
+            if n == 0:
+                return queued
+
     def _sync_with_progress(self, limit: int | None, max_runtime: float | None,
                             transport: httpx.BaseTransport | None, progress: bool | None) -> RunStats | None:
         from etl.progress import Progress
 
+        transcripts = self.settings.transcripts
         with self._database_errors(), self.engine.begin() as conn:
-            total, _ = report.due_now(conn, self.clock.utcnow())
-        if total == 0:
+            summaries, _ = report.due_now(conn, self.clock.utcnow())
+            due_transcripts = report.transcripts_due_now(conn, self.clock.utcnow()) if transcripts else 0
+        if summaries + due_transcripts == 0:
             return None  # nothing to do: a backfill records no empty run
-        if limit:
-            total = min(total, limit)
-        with Progress(total, progress, self.clock) as bar:
+        with Progress(summaries, progress, self.clock, transcripts=due_transcripts if transcripts else None,
+                      limit=limit) as bar:
             return self.sync(limit, max_runtime, transport=transport, on_progress=bar.update, command="backfill")
 
 
@@ -472,11 +506,12 @@ class Webhooks:
 
         return manage.list_all(self._settings(), clock=self._job.clock, transport=self._job.transport)
 
-    def delete(self, webhook_id: str) -> None:
-        """Delete one webhook of ``settings.api_version`` by id."""
+    def delete(self, webhook_id: str) -> str:
+        """Delete one webhook by id: of ``settings.api_version``, else of the other surface when only it has
+        that id.  Returns the API version whose webhook was deleted."""
         from etl.webhooks import manage
 
-        manage.delete(self._settings(), webhook_id, clock=self._job.clock, transport=self._job.transport)
+        return manage.delete(self._settings(), webhook_id, clock=self._job.clock, transport=self._job.transport)
 
     def migrate(self, url: str, *, label: str | None = None, wait: float = 60.0,
                 on_step: Callable[[str], None] | None = None) -> Migrated:
@@ -506,6 +541,13 @@ class Requeued:
     states: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class TranscriptsQueued:
+    """How many transcripts of calls already synced a backfill queued (``--missing-transcripts``)."""
+
+    count: int
+
+
 @dataclass
 class BackfillResult:
     """What :meth:`Etl.backfill` did, step by step (None: the step did not run)."""
@@ -514,6 +556,7 @@ class BackfillResult:
     plan: Plan | None = None
     enqueued: EnqueueCounts | None = None
     requeued: Requeued | None = None
+    transcripts_queued: TranscriptsQueued | None = None
     run: RunStats | None = None
 
 
@@ -547,4 +590,5 @@ def check_sources(file: BinaryIO | None, discover: bool, discover_since: datetim
         raise UsageError("--discover-since needs --discover")
 
 
-__all__ = ["BackfillResult", "Etl", "Requeued", "Webhooks", "check_sources", "selection", "utc_time"]
+__all__ = ["BackfillResult", "Etl", "Requeued", "TranscriptsQueued", "Webhooks", "check_sources", "selection",
+           "utc_time"]

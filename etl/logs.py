@@ -153,7 +153,9 @@ class ConsoleLine:
         exc = event.pop("exception", None)
         if text == "call":
             text = call_line(event)
-        rest = " ".join(f"{k}={v}" for k, v in event.items() if k not in _HIDDEN and v is not None)
+        # A run without transcripts: its ten zero transcript counters would only widen the line.
+        rest = " ".join(f"{k}={v}" for k, v in event.items() if k not in _HIDDEN and v is not None
+                        and not (k.startswith("transcripts_") and v == 0))
         line = (f"{level.upper()} " if level != "info" else "") + text + (f"  {rest}" if rest else "")
         if exc:
             line += "\n" + str(exc)
@@ -163,15 +165,19 @@ class ConsoleLine:
 
 
 def call_line(event: EventDict) -> str:
-    """``done AC123 200 12ms`` (and the error, if any); pops the fields it shows."""
+    """``done AC123 200 12ms`` (the rate budget's wait when there was one, and the error, if any); pops the
+    fields it shows."""
     outcome = event.pop("outcome", "?")
     call_id = event.pop("call_id", "?")
     status = event.pop("http_status", None)
     latency = event.pop("latency_ms", None)
+    wait = event.pop("wait_ms", None)
     error = event.pop("error", None)
     parts = [f"{outcome:<9}", str(call_id), str(status) if status is not None else "-"]
     if latency is not None:
         parts.append(f"{latency:.0f}ms")
+    if wait is not None and wait >= 1:
+        parts.append(f"(+{wait:.0f}ms waiting for the rate budget)")
     if error:
         parts.append(f"— {error}")
     return " ".join(parts)

@@ -213,11 +213,11 @@ class CallSummary(Base):
     )
     first_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the summary was first stored.")
     last_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the summary was last fetched.")
-    # Migration 0013 (issue 25): the newer summary wins, whichever way it arrives.
+    # Migration 0014 (issue 25): the newer summary wins, whichever way it arrives.
     as_of: Mapped[datetime | None] = mapped_column(
         UtcDateTime,
         comment="UTC time the stored summary is as of: when the API answered (sync, discovery) or the webhook "
-                "event's createdAt; an older one is not written over it. NULL for rows stored before 0013.",
+                "event's createdAt; an older one is not written over it. NULL for rows stored before 0014.",
     )
 
 
@@ -331,8 +331,12 @@ class SyncRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(
         UtcDateTime, comment="UTC time the run ended; NULL while running or if it crashed.",
     )
-    command: Mapped[str] = mapped_column(String(32), comment="The command that ran: sync or backfill.")
-    claimed: Mapped[int] = mapped_column(Integer, server_default="0", comment="Queue items the run claimed.")
+    command: Mapped[str] = mapped_column(
+        String(32), comment="The command that ran: sync, backfill, serve (the webhook receiver) or demo.",
+    )
+    claimed: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Summary items the run claimed (before revision 0013: transcripts too).",
+    )
     completed: Mapped[int] = mapped_column(
         Integer, server_default="0", comment="Items that ended done (summary stored).",
     )
@@ -341,8 +345,8 @@ class SyncRun(Base):
     )
     failed: Mapped[int] = mapped_column(
         Integer, server_default="0",
-        comment="Items that ended failed (the API says the summary failed); before revision 0009 also "
-                "absent, not_found and invalid.",
+        comment="Summary items that ended failed (the API says the summary failed); before revision 0009 "
+                "also absent, not_found and invalid, before 0013 also transcripts.",
     )
     absent: Mapped[int] = mapped_column(
         Integer, server_default="0", comment="Items that ended absent (revision 0009).",
@@ -358,10 +362,43 @@ class SyncRun(Base):
     )
     fetched: Mapped[int] = mapped_column(
         Integer, server_default="0",
-        comment="Items the API answered (200, 400 or 404); 0 with items processed means nothing could be fetched.",
+        comment="Summary items the API answered (200, 400 or 404); 0 with items processed means nothing could "
+                "be fetched.",
+    )
+    transcripts_claimed: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Transcript items the run claimed (revision 0013).",
+    )
+    transcripts_completed: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Transcript items that ended done (revision 0013).",
+    )
+    transcripts_rescheduled: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Transcript items put back as pending (revision 0013).",
+    )
+    transcripts_failed: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Transcript items that ended failed (revision 0013).",
+    )
+    transcripts_forbidden: Mapped[int] = mapped_column(
+        Integer, server_default="0",
+        comment="Transcript items that ended forbidden: the plan has no transcripts (revision 0013).",
+    )
+    transcripts_absent: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Transcript items that ended absent (revision 0013).",
+    )
+    transcripts_not_found: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Transcript items that ended not_found (revision 0013).",
+    )
+    transcripts_invalid: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Transcript items that ended invalid (revision 0013).",
+    )
+    transcripts_errors: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Transcript items that ended error (revision 0013).",
+    )
+    transcripts_fetched: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Transcript items the API answered (revision 0013).",
     )
     exit_code: Mapped[int | None] = mapped_column(
-        Integer, comment="Process exit code (0 ok, 1 item errors, 3 API refused the key); NULL while running.",
+        Integer, comment="Process exit code (0 ok, 1 item errors, 3 API refused the key, 4 API never reached); "
+                         "NULL while running.",
     )
     stop_reason: Mapped[str | None] = mapped_column(
         Text, comment="Why the run stopped early (signal, max runtime, API refused the key); NULL otherwise.",
@@ -630,7 +667,9 @@ class DiscoveryRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(
         UtcDateTime, comment="UTC time the run ended; NULL while running or if it crashed.",
     )
-    command: Mapped[str] = mapped_column(String(32), comment="The command that ran: discover or backfill.")
+    command: Mapped[str] = mapped_column(
+        String(32), comment="The command that ran: discover, backfill or demo.",
+    )
     phone_numbers: Mapped[int] = mapped_column(Integer, server_default="0", comment="Phone numbers walked.")
     conversations: Mapped[int] = mapped_column(Integer, server_default="0", comment="Conversations walked.")
     pages: Mapped[int] = mapped_column(
@@ -1049,7 +1088,7 @@ class DimensionRefresh(Base):
     )
 
 
-# --- rejected records (migration 0013, issue 25) --------------------------------------
+# --- rejected records (migration 0014, issue 25) --------------------------------------
 
 class RejectedRecord(Base):
     """A record the API sent that could not be stored (a date no database holds, a malformed field, a

@@ -52,34 +52,55 @@ class _Bar:
 
 
 class Progress(_Bar):
-    """A sync's progress towards ``total`` items (done, remaining, rate, ETA)."""
+    """A sync's progress over the items of both queues (done, remaining, rate, ETA).
 
-    def __init__(self, total: int, tty: bool | None = None, clock: Clock = SYSTEM) -> None:
-        super().__init__(tty, total=total, unit="call", smoothing=0.1)
-        self.total = total
+    ``summaries`` due at the start; ``transcripts`` due at the start, or None when the run
+    syncs no transcripts.  With transcripts, every summary still to do may queue one more
+    item, so the total is the summaries and transcripts due, plus the transcripts the run
+    queued, plus one for each summary not done yet; it is exact once the summaries are done
+    (issue 26: the bar used to reach ``21/21`` halfway).  ``limit``: the run claims at most
+    that many items.  Off a terminal: one log line every :data:`LOG_EVERY_S` seconds, and one
+    when the last item is done.
+    """
+
+    def __init__(self, summaries: int, tty: bool | None = None, clock: Clock = SYSTEM, *,
+                 transcripts: int | None = None, limit: int | None = None) -> None:
+        self.summaries = summaries
+        self.transcripts = transcripts
+        self.limit = limit
+        self.total = self._expected(0, 0)
+        super().__init__(tty, total=self.total, unit="item", smoothing=0.1)
         self.clock = clock
         self.started = clock.monotonic()
         self.last_log = self.started
         self.done = 0
+        self._logged_done = False
+
+    def _expected(self, summaries_done: int, queued: int) -> int:
+        total = self.summaries
+        if self.transcripts is not None:
+            total += self.transcripts + queued + max(0, self.summaries - summaries_done)
+        return total if self.limit is None else min(total, self.limit)
 
     def update(self, stats: RunStats) -> None:
         delta = stats.processed - self.done
         self.done = stats.processed
-        if self.done > self.total:
-            self.total = self.done
+        self.total = max(self.done, self._expected(stats.summaries_processed, stats.transcripts_queued))
         if self.bar is not None:
             self.bar.total = self.total
             self.bar.update(delta)
             return
         now = self.clock.monotonic()
-        if now - self.last_log >= LOG_EVERY_S or self.done >= self.total:
+        finished = self.done >= self.total
+        if now - self.last_log >= LOG_EVERY_S or (finished and not self._logged_done):
             self.last_log = now
+            self._logged_done = finished
             elapsed = now - self.started
             rate = self.done / elapsed if elapsed > 0 else 0.0
             remaining = max(0, self.total - self.done)
             eta = remaining / rate if rate > 0 else None
-            get_logger().info("progress", done=self.done, remaining=remaining, rate_per_s=round(rate, 2),
-                              eta_s=round(eta) if eta is not None else None)
+            get_logger().info("progress", done=self.done, total=self.total, remaining=remaining,
+                              rate_per_s=round(rate, 2), eta_s=round(eta) if eta is not None else None)
 
 
 class DiscoveryProgress(_Bar):

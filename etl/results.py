@@ -131,13 +131,15 @@ class ApiResult(Generic[M]):
     ``not_found`` (404), ``invalid`` (400), ``transient`` (retries exhausted;
     reschedule), ``rejected`` (a permanent problem with the answer, e.g. a body
     over the size limit).  ``what`` names the request (``GET /v1/calls/AC1``).
+    ``latency_ms`` is the API's latency; ``wait_ms`` the rate budget's wait before it.
     """
 
     what: str
     kind: Kind
     http_status: int | None
     tries: int
-    latency_ms: float
+    latency_ms: float  # the API's: from the first request sent to the answer (retries included)
+    wait_ms: float = 0.0  # time this request waited for slots of the key's rate budget, apart from latency_ms
     data: M | None = None
     raw: Any = None
     error: str | None = None

@@ -30,6 +30,8 @@ class StopReason(enum.Enum):
     WALK_ERRORS = "walk_errors"
     # Discovery refused before it walked anything (no --since for a new line, an unknown line): no run.
     REFUSED = "refused"
+    # Items were there and the API never answered one (connection refused, timeouts, 5xx/429): exit 4.
+    UNREACHABLE = "unreachable"
 
     @property
     def exit_code(self) -> int:
@@ -37,6 +39,8 @@ class StopReason(enum.Enum):
             return 3
         if self is StopReason.REFUSED:
             return 2
+        if self is StopReason.UNREACHABLE:
+            return 4
         return 0 if self in (StopReason.LIMIT, StopReason.MAX_RUNTIME) else 1
 
 
@@ -59,6 +63,20 @@ class RunOutcome:
     def duration_s(self) -> float:
         return round(self.clock.monotonic() - self.started, 3)
 
+    @property
+    def stopped_because(self) -> str | None:
+        """Why a run that exits non-zero stopped, in a few words for its summary line; None when it exits 0
+        or when its item errors (counted in the line already) are the reason."""
+        if self.exit_code == 0 or self.stop is None:
+            return None
+        return _STOPPED.get(self.stop) or self.stop_reason or self.stop.value
+
     def as_dict(self) -> dict[str, Any]:
         """The outcome fields, last in every run's ``… finished`` log line and ``--json`` output."""
         return {"exit_code": self.exit_code, "stop_reason": self.stop_reason, "duration_s": self.duration_s}
+
+
+# What a summary line says after "stopped:" (discovery's walk errors and refusals say their own reason).
+_STOPPED = {StopReason.AUTH_REFUSED: "the API refused the key", StopReason.SIGNAL: "interrupted",
+            StopReason.ABORTED: "interrupted", StopReason.UNREACHABLE: "the API was never reached",
+            StopReason.DATABASE_LOST: "the database was lost", StopReason.UNEXPECTED: "an unexpected error"}

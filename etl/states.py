@@ -41,12 +41,39 @@ RUN_COUNTER: dict[QueueState, str] = {
 }
 
 
+# The same for an item of transcript_queue (revision 0013): its own columns, so that a
+# plan without transcripts (``forbidden``) never reads as summaries that failed.
+TRANSCRIPT_RUN_COUNTER: dict[TranscriptState, str] = {
+    "done": "transcripts_completed", "pending": "transcripts_rescheduled", "failed": "transcripts_failed",
+    "absent": "transcripts_absent", "forbidden": "transcripts_forbidden", "not_found": "transcripts_not_found",
+    "invalid": "transcripts_invalid", "error": "transcripts_errors",
+}
+# Every transcript counter of a run (RunStats field and sync_runs column), claimed and fetched included.
+TRANSCRIPT_COUNTERS: tuple[str, ...] = ("transcripts_claimed", *TRANSCRIPT_RUN_COUNTER.values(),
+                                        "transcripts_fetched")
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 page``, ``2 pages``: a count and its noun (``many``: an irregular plural)."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
 def run_counts(run: Mapping[str, Any]) -> str:
     """``2 completed, 0 rescheduled, 1 not_found, 0 errors``: a run's counters (RunStats.as_dict() or a row).
 
-    ``failed``, ``absent``, ``not_found`` and ``invalid`` show only when not 0.
+    ``failed``, ``absent``, ``not_found`` and ``invalid`` show only when not 0.  A run that
+    handled transcripts adds their counters after ``; transcripts:`` (``forbidden``: the
+    plan has none), so each queue's items are counted on their own.
     """
     ended = [f"{run[name]} {name}" for name in ("failed", "absent", "not_found", "invalid") if run.get(name)]
-    rejected = [f"{run['rejected']} rejected"] if run.get("rejected") else []
-    return ", ".join([f"{run['completed']} completed", f"{run['rescheduled']} rescheduled", *ended,
-                      f"{run['errors']} errors", *rejected])
+    text = ", ".join([f"{run['completed']} completed", f"{run['rescheduled']} rescheduled", *ended,
+                      plural(run["errors"], "error")])
+    if run.get("rejected"):
+        text += f", {run['rejected']} rejected"
+    if any(run.get(name) for name in TRANSCRIPT_COUNTERS):
+        t_ended = [f"{run[f'transcripts_{name}']} {name}" for name in
+                   ("failed", "forbidden", "absent", "not_found", "invalid") if run.get(f"transcripts_{name}")]
+        text += "; transcripts: " + ", ".join([
+            f"{run['transcripts_completed']} completed", f"{run['transcripts_rescheduled']} rescheduled",
+            *t_ended, plural(run["transcripts_errors"], "error")])
+    return text

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from etl import health, report
 from etl.clock import iso_z
 from etl.config import redact_url
-from etl.states import run_counts
+from etl.states import plural, run_counts
 from etl.store.dimensions import last_refreshes
 
 
@@ -139,11 +139,11 @@ def text_lines(data: dict[str, Any]) -> list[str]:
     else:
         state = "running or crashed" if d["finished_at"] is None else f"exit {d['exit_code']}"
         # The dated API lists the workspace's calls directly: no lines or conversations to count.
-        walked = (f"{d['phone_numbers']} phone numbers, {d['conversations']} conversations, "
+        walked = (f"{plural(d['phone_numbers'], 'phone number')}, {plural(d['conversations'], 'conversation')}, "
                   if d["phone_numbers"] or d["conversations"] else "")
         echo(f"Last discovery: #{d['id']} {d['command']} {d['started_at']}  {state}: "
-             f"{walked}{d['pages']} pages, "
-             f"{d['calls_seen']} calls seen, {d['enqueued']} enqueued, {d['errors']} errors"
+             f"{walked}{plural(d['pages'], 'page')}, "
+             f"{plural(d['calls_seen'], 'call')} seen, {d['enqueued']} enqueued, {plural(d['errors'], 'error')}"
              + (f" — {d['stop_reason']}" if d.get("stop_reason") else ""))
     lines += refresh_lines(data.get("dimension_refreshes"))
     if data["top_errors"]:

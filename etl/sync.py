@@ -55,14 +55,14 @@ from etl.budget import budget_for
 from etl.clock import SYSTEM, Clock
 from etl.config import Settings
 from etl.errors import AuthError, DatabaseError
-from etl.health import NOTHING_FETCHED, is_answer, nothing_fetched
+from etl.health import NOTHING_FETCHED, UNREACHABLE, is_answer, nothing_fetched
 from etl.logs import batched, call_log_level, get_logger, run_end_level
 from etl.normalize import CallContextRows, call_json, normalize, normalize_call, normalize_transcript
 from etl.policy import CallLookupState, ClaimedItem, call_not_found, decide, decide_transcript, unexpected
 from etl.ratelimit import NotSent, RateBudget
 from etl.results import Call, SummaryResult
 from etl.runs import RunOutcome, StopReason
-from etl.states import RUN_COUNTER, run_counts
+from etl.states import RUN_COUNTER, TRANSCRIPT_COUNTERS, TRANSCRIPT_RUN_COUNTER, run_counts
 from etl.storable import Refused
 from etl.store import Entry, TranscriptEntry
 
@@ -88,7 +88,9 @@ class RunStats(RunOutcome):
 
     ``completed`` ended ``done``, ``rescheduled`` is ``pending`` again, ``errors``
     ended ``error``; ``failed``, ``absent``, ``not_found`` and ``invalid`` count
-    the states of those names (``sync_runs`` has the same columns).
+    the states of those names (``sync_runs`` has the same columns).  They count
+    summary items; a transcript item counts under ``transcripts_<name>``
+    (``transcripts_forbidden``: the plan has none), never as a summary.
     """
 
     run_id: int = 0
@@ -100,6 +102,17 @@ class RunStats(RunOutcome):
     not_found: int = 0
     invalid: int = 0
     fetched: int = 0  # items the API answered (etl.health.is_answer); 0 of many = an outage
+    transcripts_claimed: int = 0
+    transcripts_completed: int = 0
+    transcripts_rescheduled: int = 0
+    transcripts_failed: int = 0
+    transcripts_forbidden: int = 0
+    transcripts_absent: int = 0
+    transcripts_not_found: int = 0
+    transcripts_invalid: int = 0
+    transcripts_errors: int = 0
+    transcripts_fetched: int = 0
+    transcripts_queued: int = 0  # transcript items this run queued (a backfill's progress counts them)
     released: int = 0
     lost_leases: int = 0
     rejected: int = 0  # records kept in rejected_records instead of stored (issue 25); the exit code says so
@@ -107,7 +120,12 @@ class RunStats(RunOutcome):
 
     @property
     def processed(self) -> int:
-        return sum(getattr(self, name) for name in RUN_COUNTER.values())
+        """Items of both queues that ended this run in some state."""
+        return self.summaries_processed + sum(int(getattr(self, name)) for name in TRANSCRIPT_RUN_COUNTER.values())
+
+    @property
+    def summaries_processed(self) -> int:
+        return sum(int(getattr(self, name)) for name in RUN_COUNTER.values())
 
     def summary(self) -> str:
         """The counters in one line, as `etl backfill` and `etl demo` print them (etl.states.run_counts)."""
@@ -118,6 +136,7 @@ class RunStats(RunOutcome):
             "run_id": self.run_id, "claimed": self.claimed, "completed": self.completed,
             "rescheduled": self.rescheduled, "failed": self.failed, "absent": self.absent,
             "not_found": self.not_found, "invalid": self.invalid, "errors": self.errors, "fetched": self.fetched,
+            **{name: getattr(self, name) for name in TRANSCRIPT_COUNTERS},
             "released": self.released, "rejected": self.rejected, **super().as_dict(),
         }
 
@@ -313,8 +332,18 @@ class Syncer:
             self._tx(store.finish_run, stats.run_id, self.clock.utcnow(), stats.exit_code, stats.stop_reason)
 
     def _exit_code(self) -> int:
-        code = 0 if self.stats.stop is None else self.stats.stop.exit_code
-        return 1 if code == 0 and (self.stats.errors or self.stats.rejected) else code
+        stats = self.stats
+        code = 0 if stats.stop is None else stats.stop.exit_code
+        # A record set aside (rejected_records) is an item error: an operator should look.
+        if code == 0 and (stats.errors or stats.transcripts_errors or stats.rejected):
+            return 1
+        if code == 0 and nothing_fetched(stats.as_dict()):
+            # Work was there and the API never answered: not a successful run (issue 26).
+            if stats.stop is None:
+                stats.stop_reason = UNREACHABLE
+            stats.stop = StopReason.UNREACHABLE
+            return stats.stop.exit_code
+        return 1 if code == 0 and (stats.errors or stats.transcripts_errors or stats.rejected) else code
 
     # -- claiming ----------------------------------------------------------------------
 
@@ -330,7 +359,7 @@ class Syncer:
 
     def _claim(self, limit: int | None) -> bool:
         """Claim one batch; True when nothing more is to be claimed."""
-        remaining = None if limit is None else limit - self.stats.claimed
+        remaining = None if limit is None else limit - self.stats.claimed - self.stats.transcripts_claimed
         if remaining is not None and remaining <= 0:
             # Claimed all it may: the claimed items are still fetched (no stop signal).
             if self.stats.stop is None:
@@ -338,7 +367,9 @@ class Syncer:
             return True
         n = self._claim_batch() if remaining is None else min(self._claim_batch(), remaining)
         items = self._tx(self._claim_and_count, n)
-        self.stats.claimed += len(items)
+        transcripts = sum(1 for item in items if item.queue == "transcript")
+        self.stats.claimed += len(items) - transcripts
+        self.stats.transcripts_claimed += transcripts
         claimed_at = self.clock.monotonic()
         for item in items:
             self._claimed[_key(item)] = item
@@ -352,7 +383,9 @@ class Syncer:
         if len(items) < n and self.settings.transcripts and not self._no_transcripts.is_set():
             # Transcripts after summaries, from the same claim budget (issue 19).
             items += store.claim(conn, self.owner, n - len(items), now, self.settings.lease_seconds, "transcript")
-        store.add_run_counts(conn, self.stats.run_id, claimed=len(items))
+        transcripts = sum(1 for item in items if item.queue == "transcript")
+        store.add_run_counts(conn, self.stats.run_id, claimed=len(items) - transcripts,
+                             transcripts_claimed=transcripts)
         return items
 
     def _collect(self, buffer: list[_Saved]) -> None:
@@ -572,6 +605,7 @@ class Syncer:
                 "call", call_id=u.call_id, outcome=u.state, http_status=r.http_status if r else None,
                 api_status=u.last_api_status, attempt=u.attempts, tries=r.tries if r else 0,
                 latency_ms=r.latency_ms if r else None,
+                wait_ms=r.wait_ms if r else None,
                 **({"error": u.last_error} if u.last_error else {}),
             )
 
@@ -582,7 +616,8 @@ class Syncer:
         getattr(self.log, "warning" if u.state == "forbidden" else level)(
             "transcript", call_id=u.call_id, outcome=u.state, http_status=r.http_status if r else None,
             api_status=u.last_api_status, attempt=u.attempts, tries=r.tries if r else 0,
-            latency_ms=r.latency_ms if r else None, lines=len(entry.rows.lines) if entry.rows else None,
+            latency_ms=r.latency_ms if r else None,
+            wait_ms=r.wait_ms if r else None, lines=len(entry.rows.lines) if entry.rows else None,
             **({"error": u.last_error} if u.last_error else {}),
         )
 
@@ -627,8 +662,10 @@ class Syncer:
         if self.settings.transcripts:
             # Every call the API answered a summary for gets its transcript, in this transaction.
             answered = [e.item.call_id for e in saved if is_answer(e.result) and e.update.state != "invalid"]
-            if store.enqueue_transcripts(conn, answered, now):
+            queued = store.enqueue_transcripts(conn, answered, now)
+            if queued:
                 self._new_transcripts = True
+                self.stats.transcripts_queued += queued
         transcripts = [e for e in batch if isinstance(e, TranscriptEntry)]
         written += store.save_transcript_entries(conn, self.owner, transcripts, now)
         store.add_run_counts(conn, self.stats.run_id, **_count_outcomes(written))
@@ -642,12 +679,16 @@ class Syncer:
 
 
 def _count_outcomes(entries: list[_Saved]) -> dict[str, int]:
-    counts = dict.fromkeys(RUN_COUNTER.values(), 0)
+    """The run counters of saved entries: each queue's items under its own names (etl.states)."""
+    counts = dict.fromkeys([*RUN_COUNTER.values(), "fetched", *TRANSCRIPT_RUN_COUNTER.values(),
+                            "transcripts_fetched"], 0)
     for entry in entries:
-        # A transcript the plan does not have counts with the failed ones.
-        state = "failed" if entry.update.state == "forbidden" else entry.update.state
-        counts[RUN_COUNTER[state]] += 1
-    counts["fetched"] = sum(1 for entry in entries if _answered(entry))
+        if isinstance(entry, TranscriptEntry):
+            counts[TRANSCRIPT_RUN_COUNTER[entry.update.state]] += 1
+            counts["transcripts_fetched"] += _answered(entry)
+        else:
+            counts[RUN_COUNTER[entry.update.state]] += 1  # type: ignore[index]  # a summary's state
+            counts["fetched"] += _answered(entry)
     return counts
 
 

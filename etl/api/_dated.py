@@ -201,10 +201,12 @@ class Dated(Surface):
         segments: list[TranscriptSegment] = []
         raws: list[Any] = []
         tries = 0
+        wait_ms = 0.0  # the pages' waits for the rate budget, apart from the API's latency
 
         def answer(kind: Kind, http_status: int | None, **extra: Any) -> ApiResult[Transcript]:
-            return ApiResult(what=what, kind=kind, http_status=http_status, tries=tries,
-                             latency_ms=round((sender.monotonic() - started) * 1000, 1), **extra)
+            latency = round(max(0.0, (sender.monotonic() - started) * 1000 - wait_ms), 1)
+            return ApiResult(what=what, kind=kind, http_status=http_status, tries=tries, latency_ms=latency,
+                             wait_ms=round(wait_ms, 1), **extra)
 
         def parse(body: bytes) -> tuple[Page[TranscriptSegment], Any]:
             raw = json.loads(body)
@@ -214,11 +216,12 @@ class Dated(Surface):
             return Page(items, tuple(raw.get("data", [])), page.nextCursor or None), raw
 
         def fetch(params: dict[str, Any]) -> ApiResult[Page[TranscriptSegment]]:
-            nonlocal tries
+            nonlocal tries, wait_ms
             left = None if give_up_at is None else max(0.0, give_up_at - sender.monotonic())
             page = sender.get(f"/calls/{call_id}/transcripts", {"limit": max(1, min(page_size, _LIMIT)), **params},
                               parse, surface=self, max_wait=left)
             tries += page.tries
+            wait_ms += page.wait_ms
             return page
 
         try:

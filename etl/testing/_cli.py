@@ -1,8 +1,8 @@
 """``python -m etl.testing``: serve the simulated API over HTTP until SIGTERM/SIGINT.
 
-Prints one line on stdout, ``listening on http://127.0.0.1:PORT`` (what
-scripts read), and on stderr what a person needs to point ``etl`` at it: the
-base URL and the API key, as an ``export`` line to paste.  Then it serves; on
+Prints ``listening on http://127.0.0.1:PORT`` first on stdout (what scripts
+read), then, unless ``--quiet``, what a person needs to point ``etl`` at it: the
+API key and an ``export`` line to paste (stdout too, so ``> sim.log`` keeps them).  Then it serves; on
 the signal it stops and (``--stats-file``) writes the statistics as JSON.  By
 default the workspace holds 2 phone numbers with 3 conversations of 4 calls
 each, so ``etl discover`` finds calls (README, "Try the commands on the
@@ -16,7 +16,6 @@ import datetime as dt
 import json
 import os
 import signal
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,11 +57,23 @@ def _when(text: str) -> dt.datetime:
         raise argparse.ArgumentTypeError(f"{text} is not an ISO 8601 date-time") from exc
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default once: not again after a help that names its own, and ``none``, not ``None``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text:
+            return text
+        if action.default is None and action.option_strings:
+            return text + " (default: none)"
+        return super()._get_help_string(action)
+
+
 def _parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog=prog,
         description="Serve a simulated OpenPhone API over HTTP/1.1; it prints the base URL and the API key to use.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     p.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free port")
@@ -75,6 +86,7 @@ def _parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         type=_optional_str,
         default="completed",
         choices=[*STATUSES, None],
+        metavar="{" + ",".join([*STATUSES, "none"]) + "}",
         help="status of generated summaries for unknown ids; 'none' answers 404",
     )
     p.add_argument("--rate", type=float, default=0.0, help="requests/s allowed; 0 = unlimited")
@@ -193,7 +205,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m etl.testing")
               f"{len(people.users)} users, {len(people.contacts)} contacts\n"
               f"Point etl at it (paste in another terminal):\n"
               f"export OPENPHONE_BASE_URL={running.url} OPENPHONE_API_KEY={args.api_key}",
-              file=sys.stderr, flush=True)
+              flush=True)
     while not stop.wait(0.5):
         pass
     running.stop()

@@ -32,6 +32,7 @@ from etl.testing._data import CALL_ID_RE, iso, rng_for, sample_summary
 from etl.testing._endpoints import BadRequest, _many, _one, _time
 from etl.testing._faults import Quirks
 from etl.testing._workspace import ApiClock, Call, Workspace
+from etl.testing.webhooks import SAMPLE_CALL_ID
 
 DATED_VERSION = "2026-03-30"
 DATED_ENDPOINTS = ("dated-calls", "dated-call")
@@ -83,7 +84,8 @@ class DatedEndpoints:
                 raise BadRequest("Expected string to match '^AC(.*)$'", "/callId")
             with self.workspace.lock:
                 call = self.workspace.calls.get(call_id)
-            if call is None and (self.default_status is not None or call_id in self.summaries):
+            if call is None and call_id != SAMPLE_CALL_ID and (self.default_status is not None
+                                                               or call_id in self.summaries):
                 call = self.workspace.synth_call(call_id)
             if call is None:
                 return 404, None

@@ -28,7 +28,7 @@ import httpx
 from etl.testing._data import CALL_ID_RE, iso, rng_for
 from etl.testing._faults import Quirks
 from etl.testing._workspace import ApiClock, Call, Workspace, parse_time
-from etl.testing.webhooks import DATED_API_VERSION, deliver, sample_dated_event
+from etl.testing.webhooks import DATED_API_VERSION, SAMPLE_CALL_ID, deliver, sample_dated_event
 
 T = TypeVar("T")
 
@@ -79,7 +79,7 @@ class WorkspaceEndpoints:
                 raise BadRequest("Invalid call id", "/callId")
             with ws.lock:
                 call = ws.calls.get(call_id)
-            if call is None and self.default_status is not None:
+            if call is None and self.default_status is not None and call_id != SAMPLE_CALL_ID:
                 call = ws.synth_call(call_id)
             return (404, None) if call is None else (200, {"data": call.to_json()})
         if endpoint == "phone-numbers":

@@ -48,6 +48,7 @@ from etl.testing._faults import DROP, ENDPOINTS, HANG, Faults, Quirks, draw_faul
 from etl.testing._people_endpoints import DATED_PEOPLE, PEOPLE_ENDPOINTS, PeopleEndpoints, match_people
 from etl.testing._transcripts import DATED_TRANSCRIPTS, TRANSCRIPT_ENDPOINTS, TranscriptEndpoints, match_transcripts
 from etl.testing._workspace import ApiClock, Workspace
+from etl.testing.webhooks import SAMPLE_CALL_ID
 
 API_PATH_PREFIX = "/v1/call-summaries/"
 DOCS_URL = "https://openphone.com/docs"
@@ -405,7 +406,7 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints, Peo
             if pending and ready_at is not None and self.clock.now() < ready_at:
                 return None  # "not generated yet": a 404 that later turns into a 200
             return sample_body(call_id, "completed")
-        if self.default_status is not None:
+        if self.default_status is not None and call_id != SAMPLE_CALL_ID:
             return sample_body(call_id, self.default_status)
         return None
 

@@ -30,6 +30,7 @@ from urllib.parse import unquote
 from etl.testing._data import CALL_ID_RE, iso, rng_for
 from etl.testing._endpoints import BadRequest
 from etl.testing._workspace import Call, Workspace
+from etl.testing.webhooks import SAMPLE_CALL_ID
 
 # Endpoint names (statistics, Faults.endpoints).
 V1_TRANSCRIPTS = "call-transcripts"
@@ -70,7 +71,7 @@ class TranscriptEndpoints:
         """The call a transcript belongs to (a synthesised one with ``default_status``), or None: 404."""
         with self.workspace.lock:
             call = self.workspace.calls.get(call_id)
-        if call is None and self.default_status is not None:
+        if call is None and self.default_status is not None and call_id != SAMPLE_CALL_ID:
             call = self.workspace.synth_call(call_id)
         return call
 

@@ -202,6 +202,12 @@ def dated_transcript_completed(
     return dated_event(TRANSCRIPT_COMPLETED, resource, event_id=event_id, created_at=created_at)
 
 
+# The call of every test event's sample payload: not a call of the workspace, so the simulated API
+# answers 404 for it on every route (no summary, call or transcript is ever served for it), as the
+# API does for an id that is no call.  `etl webhooks migrate`'s test event only makes it due.
+SAMPLE_CALL_ID = "AC" + "0" * 30 + "5a"
+
+
 def dated_contact_updated(
     contact: Mapping[str, object], *, event_id: str | None = None, created_at: str | None = None
 ) -> dict[str, object]:
@@ -229,8 +235,8 @@ _SAMPLE_CONTACT: dict[str, object] = {
 
 def sample_dated_event(event_type: str) -> dict[str, object]:
     """The sample body a dated webhook's test event carries (``POST /webhooks/{id}/events/test``):
-    a fresh event id, a fixed sample call."""
-    call_id = "AC" + "0" * 30 + "5a"
+    a fresh event id, a fixed sample call (:data:`SAMPLE_CALL_ID`)."""
+    call_id = SAMPLE_CALL_ID
     if event_type == "call.summary.completed":
         return dated_summary_completed(call_id)
     if event_type == TRANSCRIPT_COMPLETED:

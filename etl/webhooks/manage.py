@@ -40,8 +40,8 @@ from sqlalchemy.engine import Engine
 
 from etl.api import CURRENT, LEGACY, OpenPhoneClient, Surface
 from etl.clock import Clock
-from etl.config import Settings
-from etl.errors import EtlError, UsageError
+from etl.config import DATED_API_VERSION, Settings
+from etl.errors import AuthError, EtlError, UsageError
 from etl.tables import deliveries_t
 from etl.webhooks.app import WEBHOOK_PATH as RECEIVER_PATH
 from etl.webhooks.events import SUBSCRIBED_EVENTS
@@ -117,9 +117,27 @@ def list_all(settings: Settings, *, clock: Clock, transport: httpx.BaseTransport
         return client.list_webhooks()
 
 
-def delete(settings: Settings, webhook_id: str, *, clock: Clock, transport: httpx.BaseTransport | None = None) -> None:
+def delete(settings: Settings, webhook_id: str, *, clock: Clock,
+           transport: httpx.BaseTransport | None = None) -> str:
+    """Delete the webhook ``webhook_id`` of ``settings.api_version``, or, when that surface has none,
+    of the other surface (issue 26: a current webhook's id given without ``--api-version``).
+    Returns the API version whose webhook was deleted."""
     with OpenPhoneClient(settings, clock=clock, transport=transport) as client:
-        client.delete_webhook(webhook_id)
+        try:
+            client.delete_webhook(webhook_id)
+            return settings.api_version
+        except (AuthError, UsageError):
+            raise
+        except EtlError as exc:
+            dated = settings.api_version == DATED_API_VERSION
+            other = LEGACY if dated else CURRENT
+            if "HTTP 404" not in str(exc):
+                raise
+            if not any(h.get("id") == webhook_id for h in client.list_webhooks(surface=other)):
+                raise EtlError(f"{exc}; no webhook of either API version has this id (`etl webhooks list` "
+                               f"and `etl webhooks list --api-version {DATED_API_VERSION}` show them)") from None
+        client.delete_webhook(webhook_id, surface=other)
+        return "v1" if dated else DATED_API_VERSION
 
 
 # --- migrate ----------------------------------------------------------------------------

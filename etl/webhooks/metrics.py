@@ -1,7 +1,8 @@
 """Prometheus metrics of ``etl serve``, on a registry of their own (not the process-global one).
 
-Deliveries by type and outcome, refusals by reason, queue depth by state (read
-from the database at scrape time, cached a few seconds), API requests by
+Deliveries by type and outcome, refusals by reason, queue depth by state of both
+queues and the newest run that fetched anything (read from the database at scrape
+time, cached a few seconds), API requests by
 outcome, the rate budget and its use over the last 10 s, engine runs, and the
 landing latency: from a ``call.summary.completed`` delivery to its summary's
 rows committed.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -51,26 +53,59 @@ class _QueueDepth(Collector):
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self.engine = reader(engine)  # a scrape never takes SQLite's write lock
         self.clock = clock
-        self._cached: tuple[float, dict[str, int]] | None = None
+        self._cached: tuple[float, dict[str, dict[str, int]]] | None = None
         self._lock = threading.Lock()
 
     def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily("etl_queue_items", "Queue rows by state.", labels=["state"])
         counts = self._counts()
-        for state, n in counts.items():
+        family = GaugeMetricFamily("etl_queue_items", "Queue rows by state.", labels=["state"])
+        for state, n in counts.get("summaries", {}).items():
             family.add_metric([state], n)
         yield family
+        family = GaugeMetricFamily("etl_transcript_queue_items", "transcript_queue rows by state.",
+                                   labels=["state"])
+        for state, n in counts.get("transcripts", {}).items():
+            family.add_metric([state], n)
+        yield family
+        yield GaugeMetricFamily("etl_queue_oldest_due_seconds", "How long the oldest due summary item has waited "
+                                "past its due time (0: none due): the queue's lag.",
+                                value=counts.get("lag", {}).get("s", 0))
+        last = counts.get("last_fetch")
+        if last:
+            yield GaugeMetricFamily(
+                "etl_runs_last_fetch_timestamp_seconds", "Unix time of the end of the newest run of any etl "
+                "process (this server or a cron sync) that fetched anything, from sync_runs.", value=last["at"])
 
-    def _counts(self) -> dict[str, int]:
+    def _counts(self) -> dict[str, dict[str, int]]:
         with self._lock:
             now = self.clock.monotonic()
             if self._cached is None or now - self._cached[0] > _QUEUE_CACHE_S:
                 try:
                     with self.engine.connect() as conn:
-                        self._cached = (now, report.queue_counts(conn))
+                        fetched = report.fetch_history(conn).last_fetch_ok_at
+                        _, oldest = report.due_now(conn, self.clock.utcnow())
+                        lag = max(0, int((self.clock.utcnow() - oldest).total_seconds())) if oldest else 0
+                        self._cached = (now, {"summaries": report.queue_counts(conn), "lag": {"s": lag},
+                                              "transcripts": report.transcript_counts(conn),
+                                              "last_fetch": {"at": unix(fetched)} if fetched else {}})
                 except Exception:  # an unreachable database shows in /healthz, not as a failed scrape
                     return self._cached[1] if self._cached else {}
             return self._cached[1]
+
+
+def unix(naive_utc: datetime) -> int:
+    """Unix seconds of a naive UTC time (as the database stores them)."""
+    return int(naive_utc.replace(tzinfo=UTC).timestamp())
+
+
+def last_fetch_unix(engine: Engine) -> float | None:
+    """When any etl process last got an answer from the API, from ``sync_runs`` (None: never, or unreadable)."""
+    try:
+        with reader(engine).connect() as conn:
+            fetched = report.fetch_history(conn).last_fetch_ok_at
+    except Exception:  # a database down at start shows in /healthz; the gauge then starts empty
+        return None
+    return float(unix(fetched)) if fetched else None
 
 
 class Metrics:
@@ -107,6 +142,12 @@ class Metrics:
         self._lock = threading.Lock()
         if engine is not None:
             r.register(_QueueDepth(engine, clock))
+            # Not 0 at start (a staleness alert would fire at every restart): the last answer any
+            # etl process recorded, until this server gets one of its own (issue 26).
+            started_from = last_fetch_unix(engine)
+            if started_from is not None:
+                self.last_success_unix = started_from
+                self.last_success.set(started_from)
 
     def request_sent(self, outcome: str, ok: bool) -> None:
         self.fetches.labels(outcome).inc()

@@ -96,9 +96,10 @@ def test_cli_exits_3_with_explanation(engine, settings, db_url, status, tmp_path
         f"Error: {stop_reason(status)}; the run stopped and every claimed item was left as it was. "
         "Check OPENPHONE_API_KEY."
     ]
-    assert out == ""
     assert queue(engine) == before
     last = runs(engine)[-1]
+    # The one-line summary says why the run stopped (issue 26).
+    assert out == f"Sync run {last['id']}: 0 completed, 0 rescheduled, 0 errors; stopped: the API refused the key.\n"
     assert (last["exit_code"], last["stop_reason"], last["claimed"]) == (3, stop_reason(status), len(due))
 
 
@@ -120,7 +121,8 @@ def test_key_revoked_mid_run_keeps_saved_work_and_leaves_the_rest(engine, db_url
             fake.api_key = "revoked"  # every later request is refused
         rc = stop(proc)
     out, err = output_of(tmp_path, "sync")
-    assert (rc, out) == (3, ""), err
+    assert rc == 3, err
+    assert out.endswith("; stopped: the API refused the key.\n"), out
     assert error_lines(err) == [
         f"Error: {stop_reason(401)}; the run stopped and every claimed item was left as it was. "
         "Check OPENPHONE_API_KEY."

@@ -205,9 +205,10 @@ def test_wrapper_refuses_to_overlap_and_a_term_stops_etl_cleanly(sqlite_url, tmp
         [run] = fetch(sqlite_url, RUNS)
         assert (run["exit_code"], run["stop_reason"]) == (1, "interrupted by SIGTERM")
         errors = [r for r in wrapper.log() if r.get("logger") == "etl"]
-        assert [e["event"] for e in errors] == [
-            f"Error: run {run['id']} did not finish cleanly: interrupted by SIGTERM"]
-        assert wrapper.log()[-1] == errors[0]  # nothing lost after etl's last words
+        events = [e["event"] for e in errors]
+        assert events[-1] == f"Error: run {run['id']} did not finish cleanly: interrupted by SIGTERM"
+        assert events[0].endswith("; stopped: interrupted.")
+        assert wrapper.log()[-1] == errors[-1]  # nothing lost after etl's last words
         done_first = [i for i, s in states(sqlite_url).items() if s == "done"]
         assert 1 <= len(done_first) < 30
 
@@ -232,11 +233,28 @@ def test_refused_key_exits_3_tells_cron_and_never_shows_the_key(sqlite_url, tmp_
     assert result.returncode == 3
     assert result.stdout == ""
     assert result.stderr == f"etl-sync.sh: etl sync exited 3; see {wrapper.log_file}\n"
-    errors = [r for r in wrapper.log() if r.get("logger") == "etl"]
-    assert len(errors) == 1 and errors[0]["level"] == "error"
+    wrapped = [r for r in wrapper.log() if r.get("logger") == "etl"]
+    # The run's summary line (news: info) says why it stopped; the Error: line is the alarm.
+    assert (wrapped[0]["level"], wrapped[0]["event"]) == (
+        "info", "Sync run 1: 0 completed, 0 rescheduled, 0 errors; stopped: the API refused the key.")
+    errors = [r for r in wrapped if r["level"] == "error"]
+    assert len(errors) == 1
     assert errors[0]["event"].startswith("Error: the API refused the key (HTTP 401)")
     assert wrong not in wrapper.log_text() + result.stdout + result.stderr
     assert states(sqlite_url) == {"AC1": "pending"}
+
+
+def test_a_failed_discovery_is_blamed_on_discover_not_on_sync(sqlite_url, tmp_path, fake, url):
+    # Issue 26: ETL_DISCOVER=1 and no watermark yet: discover exits 2, sync succeeds.
+    fake.workspace.generate(phone_numbers=1, conversations=1, calls=1, days=1)
+    enqueue(sqlite_url, ["AC1"])
+    wrapper = Wrapper(tmp_path, sqlite_url, url, ETL_DISCOVER="1")
+    result = wrapper.run("--rate", "0")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"etl-sync.sh: etl discover exited 2; see {wrapper.log_file}\n"
+    assert states(sqlite_url) == {"AC1": "done"}
+    [finished] = wrapper.events("run finished")
+    assert finished["exit_code"] == 0
 
 
 def test_stderr_alerts_can_be_turned_off(sqlite_url, tmp_path, fake, url):
@@ -371,7 +389,9 @@ def test_log_to_stderr_for_systemd(sqlite_url, tmp_path, fake, url):
     result = wrapper.run("--rate", "0")
     assert (result.returncode, result.stdout) == (0, "")
     records = [json.loads(line) for line in result.stderr.splitlines()]
-    assert [r["event"] for r in records] == ["run started", "call", "run finished"]
+    assert [r["event"] for r in records] == ["run started", "call", "run finished",
+                                             "Sync run 1: 1 completed, 0 rescheduled, 0 errors."]
+    assert records[-1]["level"] == "info"
     assert not wrapper.log_file.exists()
 
 
@@ -409,7 +429,7 @@ def test_schedules_leave_room_for_the_max_runtime():
     max_runtime = int(default.group(1))
 
     jobs = [line.split() for line in (CRON / "crontab").read_text().splitlines()
-            if line and not line.startswith("#") and "etl-sync.sh" in line]
+            if line and not line.startswith("#") and "etl-sync.sh" in line and " prune " not in line]
     assert len(jobs) == 1 and jobs[0][5].endswith("/cron/etl-sync.sh")
     cron_interval = _minutes(jobs[0][0]) * 60
 

@@ -123,7 +123,7 @@ def test_the_documented_install_runs_from_a_clone(tmp_path):
     with engine.begin() as conn:
         store.enqueue_ids(conn, ["ACinst3"])
     outage = subprocess.run(["bash", "-c", wrapper_line], env=env, capture_output=True, text=True, timeout=120)
-    assert outage.stdout == "exit 0\n"
+    assert (outage.stdout, outage.stderr) == ("exit 4\n", "")  # never reached: exit 4, no mail (issue 26)
     blip = subprocess.run(["sh", "-c", check], env=env, capture_output=True, text=True, timeout=60)
     assert blip.returncode == 0, blip.stderr  # one failed run pages nobody
     with engine.begin() as conn:
@@ -131,13 +131,15 @@ def test_the_documented_install_runs_from_a_clone(tmp_path):
         for run_id, started, finished_at in rows:  # 40 minutes pass
             conn.execute(sa.update(runs_t).where(runs_t.c.id == run_id).values(
                 started_at=started - timedelta(minutes=40), finished_at=finished_at - timedelta(minutes=40)))
-        # The item is due again and cron runs on: a recent run, exit 0, still nothing fetched.
+        # The item is due again and cron runs on: a recent run, exit 4, still nothing fetched.
         conn.execute(sa.update(queue_t).values(next_attempt_at=rows[0][1] - timedelta(hours=1)))
     engine.dispose()
     again = subprocess.run(["bash", "-c", wrapper_line], env=env, capture_output=True, text=True, timeout=120)
-    assert again.stdout == "exit 0\n"
+    assert again.stdout == "exit 4\n"
     paged = subprocess.run(["sh", "-c", check], env=env, capture_output=True, text=True, timeout=60)
     assert paged.returncode == 1
-    assert re.fullmatch(r"Error: unhealthy: no successful fetch since \S+Z \(\d+ s ago, more than 1800 s; "
+    # A run that reached nothing is no successful run: both rules page.
+    assert re.fullmatch(r"Error: unhealthy: last successful run finished \d+ s ago \(more than 1200 s\); "
+                        r"no successful fetch since \S+Z \(\d+ s ago, more than 1800 s; "
                         r"2 runs fetched nothing\) while 1 item waits: is the API reachable\?\n",
                         paged.stderr), paged.stderr

@@ -6,6 +6,7 @@ it) when it fails; it prunes exactly the transcripts of calls older than its bou
 
 from __future__ import annotations
 
+import json
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,8 +27,8 @@ def prune_line(prefix: Path, env_file: Path) -> str:
     [line] = [line for line in CRONTAB.read_text().splitlines()
               if line and not line.startswith("#") and " prune " in line]
     command = line.split(None, 5)[5]
-    return (command.replace("/etc/openphone-summary-sync/env", str(env_file))
-            .replace("/var/log/openphone-summary-sync", str(prefix)))
+    return f"ETL_ENV_FILE={env_file} " + (command.replace("/opt/openphone-summary-sync", str(ROOT))
+                                          .replace("/var/log/openphone-summary-sync", str(prefix)))
 
 
 def store_call_with_transcript(url: str, call_id: str, started: datetime, now: datetime) -> None:
@@ -56,7 +57,10 @@ def test_the_crontab_prune_line_prunes_old_transcripts_silently_and_mails_a_fail
                           timeout=120, check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     report = (tmp_path / "prune.log").read_text()
-    assert "Removed 2 transcript line(s) of 1 call(s) that started before " in report
+    # JSON lines only (issue 26): jq reads every line; the report is one of them, at level info.
+    [removed] = [line for line in map(json.loads, report.splitlines())
+                 if line["event"].startswith("Removed 2 transcript line(s) of 1 call(s) that started before ")]
+    assert removed["level"] == "info"
     engine = db.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -70,4 +74,7 @@ def test_the_crontab_prune_line_prunes_old_transcripts_silently_and_mails_a_fail
     env_file.write_text(f"ETL_DATABASE_URL='postgresql://nobody@127.0.0.1:1/none'\nETL_BIN='{ETL}'\n")
     failed = subprocess.run(["sh", "-c", prune_line(tmp_path, env_file)], capture_output=True, text=True,
                             timeout=120, check=False)
-    assert failed.stdout == f"etl prune failed (exit 2): see {tmp_path}/prune.log\n"
+    assert (failed.returncode, failed.stdout) == (2, "")
+    assert failed.stderr == f"etl-sync.sh: etl prune exited 2; see {tmp_path}/prune.log\n"
+    lines = [json.loads(line) for line in (tmp_path / "prune.log").read_text().splitlines()]
+    assert lines[-1]["level"] == "error" and lines[-1]["event"].startswith("Error: ")

@@ -141,7 +141,7 @@ def test_a_run_where_every_answer_is_a_route_level_404_reached_nothing(db_url, e
     assert etl("enqueue", *ids, "--database-url", db_url).exit_code == 0
     with serve(fake) as url:
         result = etl("sync", "--database-url", db_url, "--log-format", "json", *api(url))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 4, result.output  # the API was never reached (issue 26)
     [outage] = events(result.stderr, NOTHING_FETCHED)
     assert outage["level"] == "warning"
     [finished] = events(result.stderr, "run finished")

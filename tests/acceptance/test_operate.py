@@ -33,6 +33,7 @@ from etl import Etl, db
 from etl.cli import cli
 from etl.clock import utcnow
 from etl.config import Settings
+from etl.states import TRANSCRIPT_COUNTERS
 from etl.tables import fields_t, jobs_t, lines_t, queue_t, runs_t, steps_t, summaries_t
 from etl.testing import FakeOpenPhone, Faults, sample_summary, serve
 from tests.support.db import API_KEY, fresh_url, make_due
@@ -160,7 +161,9 @@ def test_sync_limit_claims_exactly_n_and_leaves_the_rest_pending(db_url, engine,
 
     result = etl(db_url, "sync", "--limit", 3, *api(url))
 
-    assert (result.exit_code, result.stdout, plain(result.stderr)) == (0, "", [])
+    [run] = runs(engine)
+    assert (result.exit_code, result.stdout, plain(result.stderr)) == (
+        0, f"Sync run {run['id']}: 3 completed, 0 rescheduled, 0 errors.\n", [])
     assert states(engine) == {"AC1": "done", "AC2": "done", "AC3": "done",
                               "AC4": "pending", "AC5": "pending"}
     after = queue(engine)
@@ -189,7 +192,9 @@ def test_sync_max_runtime_stops_early_releases_the_rest_and_exits_0(db_url, engi
         result = etl(db_url, "sync", "--max-runtime", 2, "--concurrency", 2, *api(slow_url))
         elapsed = time.monotonic() - started
 
-    assert (result.exit_code, result.stdout, plain(result.stderr)) == (0, "", [])
+    assert (result.exit_code, plain(result.stderr)) == (0, [])
+    # Stopped by --max-runtime: exit 0, so the summary line has no "stopped:".
+    assert re.fullmatch(r"Sync run \d+: \d+ completed, 0 rescheduled, 0 errors\.\n", result.stdout), result.stdout
     # 60 requests of ~0.5 s two at a time would take ~15 s.
     assert elapsed < 8, elapsed
     rows = queue(engine)
@@ -470,18 +475,18 @@ def test_backfill_dry_run_counts_and_changes_nothing(db_url, engine, tmp_path):
     assert (r.exit_code, plain(r.stderr)) == (0, [f"{ids}:2: does not start with AC: 'not-an-id' (skipped)"])
     assert r.stdout == (
         f"Would enqueue up to 2 ids from {ids} (1 invalid skipped).\n"
-        "Would re-queue 1 error items.\n"
+        "Would re-queue 1 error item.\n"
         "Would re-queue 2 failed items.\n"
-        "Would re-queue 3 items in all; 1 items are due now.\n"
+        "Would re-queue 3 items in all; 1 item is due now.\n"
     )
     r = etl(db_url, "backfill", "--dry-run", "--force", "--status", "absent")
     assert r.stdout == (
-        "Would re-queue 1 absent items.\n"
-        "Would re-queue 1 done items.\n"
-        "Would re-queue 2 items in all; 1 items are due now.\n"
+        "Would re-queue 1 absent item.\n"
+        "Would re-queue 1 done item.\n"
+        "Would re-queue 2 items in all; 1 item is due now.\n"
     )
     r = etl(db_url, "backfill", "--dry-run", "--status", "failed", "--since", "2024-06-01")
-    assert r.stdout == "Would re-queue 0 items in all; 1 items are due now.\n"
+    assert r.stdout == "Would re-queue 0 items in all; 1 item is due now.\n"
     assert queue(engine) == before
     assert runs(engine) == []
 
@@ -586,7 +591,8 @@ def test_backfill_resumes_after_an_interrupt(db_url, engine, tmp_path):
         assert proc.returncode == 1
         assert plain(err)[-1] == (f"Error: run {first['id']} did not finish cleanly: "
                                   "interrupted by SIGINT")
-        assert out == f"Backfill run {first['id']}: {len(done_first)} completed, 0 rescheduled, 0 errors.\n"
+        assert out == (f"Backfill run {first['id']}: {len(done_first)} completed, 0 rescheduled, 0 errors; "
+                       "stopped: interrupted.\n")  # issue 26: the line says why it stopped
         assert first["finished_at"] is not None
         assert len(done_first) <= first["claimed"] <= 40
         assert counts(first)[2:] == (len(done_first), 0, 0, 0, 1, "interrupted by SIGINT")
@@ -674,7 +680,8 @@ STATUS_KEYS = {"database", "now", "queue", "total", "due_now", "oldest_due_at", 
                "last_fetch_ok_at", "runs_without_fetch", "fetch", "last_discovery", "transcript_queue",
                "dimension_refreshes"}
 RUN_KEYS = {"id", "started_at", "finished_at", "command", "claimed", "completed", "rescheduled",
-            "failed", "absent", "not_found", "invalid", "errors", "fetched", "exit_code", "stop_reason"}
+            "failed", "absent", "not_found", "invalid", "errors", "fetched", "exit_code", "stop_reason",
+            *TRANSCRIPT_COUNTERS}
 
 
 def test_status_json_reports_counts_due_runs_and_errors(db_url, engine):
@@ -710,7 +717,7 @@ def test_status_json_reports_counts_due_runs_and_errors(db_url, engine):
         "id": recent, "command": "sync", "started_at": f"{(base - timedelta(seconds=90)).isoformat()}Z",
         "finished_at": f"{(base - timedelta(seconds=60)).isoformat()}Z", "claimed": 4, "completed": 3,
         "rescheduled": 1, "failed": 0, "absent": 0, "not_found": 0, "invalid": 0, "errors": 0, "fetched": 0,
-        "exit_code": 0, "stop_reason": None}
+        **dict.fromkeys(TRANSCRIPT_COUNTERS, 0), "exit_code": 0, "stop_reason": None}
     assert data["last_runs"][1]["id"] == old
     assert data["last_successful_run_finished_at"] == f"{(base - timedelta(seconds=60)).isoformat()}Z"
     assert data["top_errors"] == [

@@ -55,7 +55,7 @@ def test_a_backfill_shows_its_bar_and_only_what_needs_a_look(tmp_path, api, no_c
     lines = [part.strip() for part in re.split(r"[\r\n]+", out) if part.strip()]
     # No call line for the 39 that went well: the bar counts them.
     assert not any("ACbar" in line for line in lines), lines
-    assert any(re.fullmatch(r"100%\|█+\| 40/40 .*call/s\]", line) for line in lines), lines
+    assert any(re.fullmatch(r"100%\|█+\| 40/40 .*item/s\]", line) for line in lines), lines
     error = "ERROR not_found ACgone 404 \\d+ms — HTTP 404 Not Found: Call not found"
     if no_color:
         assert "\x1b[" not in out

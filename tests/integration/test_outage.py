@@ -22,7 +22,7 @@ from click.testing import CliRunner, Result
 from etl import store
 from etl.cli import cli
 from etl.clock import utcnow
-from etl.health import NOTHING_FETCHED
+from etl.health import NOTHING_FETCHED, UNREACHABLE
 from etl.tables import runs_t
 from etl.testing import FakeOpenPhone, serve
 
@@ -48,6 +48,10 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"  # nothing listens there any more: connection refused
 
 
+def plain(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith("{")]
+
+
 def json_lines(stderr: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
@@ -57,7 +61,13 @@ def test_an_unreachable_api_is_an_outage_not_a_quiet_day(db_url, engine):
         store.enqueue_ids(conn, ["ACdown1", "ACdown2"])
 
     sync = etl("sync", "--database-url", db_url, "--base-url", closed_port_url(), "--log-format", "json")
-    assert sync.exit_code == 0  # the items are rescheduled, as designed: the alarm is status --check
+    # Issue 26: a run that never reached the API is not a success: exit 4 (docs/contract.md), and its
+    # one-line summary says why (the items are rescheduled all the same).
+    assert sync.exit_code == 4
+    [run_id] = [line["run_id"] for line in json_lines(sync.stderr) if line["event"] == "run finished"]
+    assert sync.stdout == (f"Sync run {run_id}: 0 completed, 2 rescheduled, 0 errors; "
+                           "stopped: the API was never reached.\n")
+    assert plain(sync.stderr)[-1] == f"Error: run {run_id} did not finish cleanly: {UNREACHABLE}"
     lines = json_lines(sync.stderr)
     calls = [line for line in lines if line["event"] == "call"]
     assert sorted((c["call_id"], c["level"], c["outcome"]) for c in calls) == [
@@ -66,23 +76,41 @@ def test_an_unreachable_api_is_an_outage_not_a_quiet_day(db_url, engine):
     [outage] = [line for line in lines if line["event"] == NOTHING_FETCHED]
     assert outage["level"] == "warning" and outage["processed"] == 2
     [finished] = [line for line in lines if line["event"] == "run finished"]
-    assert (finished["fetched"], finished["rescheduled"], finished["exit_code"]) == (0, 2, 0)
+    assert (finished["fetched"], finished["rescheduled"], finished["exit_code"]) == (0, 2, 4)
 
-    # One failed run is a blip: status says so, --check pages nobody.
+    # Every run so far reached nothing: that is no successful run, and --check says so.
+    never = etl("status", "--database-url", db_url, "--check")
+    assert never.exit_code == 1, never.output
+    assert plain(never.stderr) == ["Error: unhealthy: no successful run recorded"]
+    assert never.stdout.splitlines()[-1] == "Health: no successful run recorded"
+
+    # After a run that reached the API, one failed run is a blip: status says so, --check pages nobody.
+    fake = FakeOpenPhone(api_key=KEY)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM summary_queue"))
+        conn.execute(sa.text("DELETE FROM sync_runs"))
+        store.enqueue_ids(conn, ["ACup1"])
+    with serve(fake) as url:
+        assert etl("sync", "--database-url", db_url, "--base-url", url, "--rate", "0").exit_code == 0
+    with engine.begin() as conn:
+        store.enqueue_ids(conn, ["ACdown1", "ACdown2"])
+    assert etl("sync", "--database-url", db_url, "--base-url", closed_port_url()).exit_code == 4
     status = etl("status", "--database-url", db_url, "--check")
     assert status.exit_code == 0, status.output
     out = status.stdout.splitlines()
     [api_line] = [line for line in out if line.startswith("API: ")]
     assert re.fullmatch(r"API: no successful fetch since \S+Z: the last 1 run with work fetched nothing", api_line)
-    assert any(line.endswith(f"0 errors — {NOTHING_FETCHED}") for line in out)
+    assert any(line.endswith(f"0 errors — {UNREACHABLE} — {NOTHING_FETCHED}") for line in out)
     top = out[out.index("Top errors:") + 1]
     assert re.fullmatch(r"\s+2  pending    connection error \(ConnectError: .*\)", top)
 
     # 40 minutes later, still nothing fetched: --check fails with what to look at.
     with engine.begin() as conn:
-        started, finished_at = conn.execute(sa.select(runs_t.c.started_at, runs_t.c.finished_at)).one()
-        since = started - timedelta(minutes=40)
-        conn.execute(sa.update(runs_t).values(started_at=since, finished_at=finished_at - timedelta(minutes=40)))
+        rows = conn.execute(sa.select(runs_t.c.id, runs_t.c.started_at, runs_t.c.finished_at)).all()
+        for run_id, started, finished_at in rows:
+            conn.execute(sa.update(runs_t).where(runs_t.c.id == run_id).values(
+                started_at=started - timedelta(minutes=40), finished_at=finished_at - timedelta(minutes=40)))
+        since = conn.execute(sa.select(runs_t.c.finished_at).order_by(runs_t.c.id).limit(1)).scalar_one()
     since_text = since.replace(microsecond=0).isoformat() + "Z"
     failing = etl("status", "--database-url", db_url, "--check", "--max-age", "86400")
     assert failing.exit_code == 1
@@ -98,7 +126,6 @@ def test_an_unreachable_api_is_an_outage_not_a_quiet_day(db_url, engine):
                "--max-fetch-gap", "7200").exit_code == 0
 
     # The API comes back: one answered fetch ends the alarm.
-    fake = FakeOpenPhone(api_key=KEY)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE summary_queue SET next_attempt_at = :t"), {"t": utcnow() - timedelta(hours=1)})
     with serve(fake) as url:

@@ -66,7 +66,7 @@ def test_each_end_state_has_its_own_counter_everywhere(engine, settings, fake, d
     [finished] = [json.loads(line) for line in capsys.readouterr().err.splitlines()
                   if line.startswith("{") and json.loads(line)["event"] == "run finished"]
     assert {name: finished[name] for name in expected} == expected
-    assert stats.summary() == "1 completed, 1 rescheduled, 1 failed, 1 absent, 1 not_found, 1 invalid, 1 errors"
+    assert stats.summary() == "1 completed, 1 rescheduled, 1 failed, 1 absent, 1 not_found, 1 invalid, 1 error"
 
     structlog.reset_defaults()
     status = CliRunner().invoke(cli, ["status", "--database-url", db_url], env={"ETL_DATABASE_URL": None})
@@ -75,4 +75,4 @@ def test_each_end_state_has_its_own_counter_everywhere(engine, settings, fake, d
         assert f"  {state:<10} {1:>10}" in lines, state  # the queue says 1 ...
     [last] = [line for line in lines if line.startswith(f"  #{stats.run_id} ")]
     assert last.endswith(": 7 claimed, 1 completed, 1 rescheduled, 1 failed, 1 absent, 1 not_found, 1 invalid, "
-                         "1 errors")  # ... and so does the run, under the same names
+                         "1 error")  # ... and so does the run, under the same names

@@ -541,7 +541,7 @@ def test_serve_stops_cleanly_even_with_a_hanging_request() -> None:
 def test_cli_serves_until_sigterm_and_writes_stats(tmp_path: Path) -> None:
     stats_file = tmp_path / "stats.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "etl.testing", "--port", "0", "--api-key", "K"]
+    cmd = [sys.executable, "-m", "etl.testing", "--port", "0", "--api-key", "K", "--quiet"]
     cmd += [
         "--rate",
         "100",
@@ -565,7 +565,7 @@ def test_cli_serves_until_sigterm_and_writes_stats(tmp_path: Path) -> None:
             check_error(client.get(url("AC1")), 401)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
-        assert proc.stdout.read() == ""  # exactly one line on stdout
+        assert proc.stdout.read() == ""  # --quiet: exactly one line on stdout
     finally:
         if proc.poll() is None:
             proc.kill()

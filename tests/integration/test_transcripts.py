@@ -160,7 +160,8 @@ def test_states_in_progress_failed_absent_404_and_retry_until_done(engine, setti
         progress: "pending", failed: "failed", absent: "absent", missing: "not_found", late: "pending"}
     assert q[progress]["last_api_status"] == "in-progress" and q[progress]["incomplete_since"] is not None
     assert "retrying until" in q[late]["last_error"]
-    assert stats.completed == 0 and stats.rescheduled == 2
+    assert stats.transcripts_completed == 0 and stats.transcripts_rescheduled == 2
+    assert stats.completed == stats.rescheduled == stats.claimed == 0  # no summary was touched
     # Ended items are never fetched again; the rescheduled ones are, and land when ready.
     fake.transcript_status.pop(progress)
     fake.transcript_status.pop(late)

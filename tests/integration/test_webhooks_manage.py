@@ -50,7 +50,9 @@ def test_api_errors_are_clear() -> None:
     with pytest.raises(UsageError, match=r"^--url must start with https://"):
         manage.register(settings(), "ftp://etl.example.com/webhooks/openphone", clock=SYSTEM,
                         transport=fake.transport())
-    with pytest.raises(EtlError, match=r"^DELETE /v1/webhooks/WH9999 failed: HTTP 404 Not Found: Not Found$"):
+    with pytest.raises(EtlError, match=r"^DELETE /v1/webhooks/WH9999 failed: HTTP 404 Not Found: Not Found; no "
+                                       r"webhook of either API version has this id \(`etl webhooks list` and "
+                                       r"`etl webhooks list --api-version 2026-03-30` show them\)$"):
         manage.delete(settings(), "WH9999", clock=SYSTEM, transport=fake.transport())
     with pytest.raises(EtlError, match="not a webhook id"):
         manage.delete(settings(), "../phone-numbers", clock=SYSTEM, transport=fake.transport())
@@ -82,11 +84,14 @@ def test_cli_register_list_delete(tmp_path: Path) -> None:
         missing = cli_run(["webhooks", "delete", str(calls_hook["id"])], env)
         assert missing.returncode == 1
         assert error_lines(missing.stderr) == [f"Error: DELETE /v1/webhooks/{calls_hook['id']} failed: "
-                                               "HTTP 404 Not Found: Not Found"]
+                                               "HTTP 404 Not Found: Not Found; no webhook of either API version "
+                                               "has this id (`etl webhooks list` and `etl webhooks list "
+                                               "--api-version 2026-03-30` show them)"]
         refused = cli_run(["webhooks", "list"], etl_env(db, api_url, "bad-key-0123"))
         assert refused.returncode == 3
-        assert error_lines(refused.stderr) == [
-            "Error: HTTP 401 Unauthorized: Missing or invalid API key"]
+        assert error_lines(refused.stderr) == [  # the key hint of every command (issue 26)
+            "Error: the API refused the key (HTTP 401): HTTP 401 Unauthorized: Missing or invalid API key. "
+            "Check OPENPHONE_API_KEY."]
         no_key = cli_run(["webhooks", "list"], etl_env(db, api_url))
         assert (no_key.returncode, error_lines(no_key.stderr)) == (
             2, ["Error: no API key: set OPENPHONE_API_KEY or pass --api-key"])

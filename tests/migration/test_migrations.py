@@ -189,3 +189,25 @@ def test_0009_splits_run_counters_and_its_downgrade_folds_them_back(restore_head
     with open_engine(url) as engine, engine.connect() as conn:
         row = conn.execute(sa.text("SELECT failed, absent, not_found, invalid FROM sync_runs")).one()
         assert tuple(row) == (14, 0, 0, 0)  # an old row keeps its sum in failed (docs/schema.md)
+
+
+def test_0011_counts_transcripts_apart_and_its_downgrade_folds_them_back(restore_head):
+    """Revision 0013 counts transcript items in their own columns; going back adds them to the shared ones."""
+    url = restore_head
+    with open_engine(url) as engine, engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM sync_runs"))
+        conn.execute(sa.text(
+            "INSERT INTO sync_runs (started_at, command, claimed, completed, failed, fetched, transcripts_claimed, "
+            "transcripts_completed, transcripts_failed, transcripts_forbidden, transcripts_fetched) "
+            "VALUES (:t, 'sync', 3, 3, 0, 3, 3, 1, 0, 2, 3)"), {"t": "2026-12-01 10:00:00"})
+    db.downgrade(url, "0009", allow_data_loss=True)  # the per-queue split is data only 0013 holds
+    with open_engine(url) as engine, engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT * FROM sync_runs")).one()._mapping
+        # As the code before 0013 counted them: both queues together, forbidden with failed.
+        assert (row["claimed"], row["completed"], row["failed"], row["fetched"]) == (6, 4, 2, 6)
+        assert not [name for name in row if name.startswith("transcripts_")]
+    db.upgrade(url)
+    with open_engine(url) as engine, engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT claimed, failed, transcripts_claimed, transcripts_forbidden "
+                                   "FROM sync_runs")).one()
+        assert tuple(row) == (6, 2, 0, 0)  # an old row keeps its mixed sums (docs/schema.md)

@@ -17,8 +17,9 @@ from etl.cli import cli
 ])
 @pytest.mark.parametrize("command", ["sync", "backfill"])
 def test_bad_rate_is_refused(tmp_path, command, value, message):
-    result = CliRunner().invoke(cli, [command, "--rate", value, "--api-key", "k",
-                                      "--database-url", f"sqlite:///{tmp_path / 'x.db'}"])
+    result = CliRunner().invoke(cli, [command, "--rate", value, "--api-key", "k", "--log-format", "json",
+                                      "--database-url", f"sqlite:///{tmp_path / 'x.db'}"], prog_name="etl")
     assert result.exit_code == 2
-    assert result.output.splitlines()[-1] == f"Error: Invalid value for '--rate': {message}"
+    # One line (issue 26), with where to look.
+    assert result.output.splitlines() == [f"Error: Invalid value for '--rate': {message}. Try 'etl {command} --help'."]
     assert not (tmp_path / "x.db").exists()

@@ -11,7 +11,7 @@ def test_each_stop_reason_has_its_exit_code():
     assert codes == {
         StopReason.LIMIT: 0, StopReason.MAX_RUNTIME: 0, StopReason.SIGNAL: 1, StopReason.ABORTED: 1,
         StopReason.AUTH_REFUSED: 3, StopReason.DATABASE_LOST: 1, StopReason.UNEXPECTED: 1,
-        StopReason.WALK_ERRORS: 1, StopReason.REFUSED: 2,
+        StopReason.WALK_ERRORS: 1, StopReason.REFUSED: 2, StopReason.UNREACHABLE: 4,
     }
 
 

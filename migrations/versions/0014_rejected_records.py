@@ -1,7 +1,7 @@
 """rejected records, and the time a stored summary is as of
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-07
 
 Issue 25: a record the API sent that cannot be stored (a date no database
@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision: str = '0013'
-down_revision: str | None = '0012'
+revision: str = '0014'
+down_revision: str | None = '0013'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -45,7 +45,7 @@ def upgrade() -> None:
     )
     op.create_index('ix_rejected_records_last_seen_at', 'rejected_records', ['last_seen_at'], unique=False)
     with op.batch_alter_table('call_summaries', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('as_of', _DATETIME, nullable=True, comment="UTC time the stored summary is as of: when the API answered (sync, discovery) or the webhook event's createdAt; an older one is not written over it. NULL for rows stored before 0013."))
+        batch_op.add_column(sa.Column('as_of', _DATETIME, nullable=True, comment="UTC time the stored summary is as of: when the API answered (sync, discovery) or the webhook event's createdAt; an older one is not written over it. NULL for rows stored before 0014."))
 
 
 def downgrade() -> None:
