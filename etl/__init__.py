@@ -20,15 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from etl._version import __version__
 from etl.backfill import Plan as BackfillPlan
-from etl.backfill import requeue_selection
 from etl.config import API_VERSIONS, Backoff, Settings
-from etl.enqueue import EnqueueCounts, invalid_printer, invalid_rest_message, no_valid_ids_message, source_name
+from etl.enqueue import EnqueueCounts
 from etl.errors import AuthError, DatabaseError, EtlError, SchemaAheadError, SchemaBehindError, UsageError
 from etl.health import Limits as HealthLimits
 from etl.job import BackfillResult, Etl, Requeued, TranscriptsQueued, Webhooks
-from etl.ratelimit import rate_problem
 from etl.report import Selection
-from etl.states import plural
 from etl.status import Status
 
 if TYPE_CHECKING:
@@ -36,7 +33,7 @@ if TYPE_CHECKING:
     from etl.prune import PruneResult
     from etl.runs import StopReason
     from etl.sync import RunStats
-    from etl.webhooks.manage import Migrated, MigrationError, Registered
+    from etl.webhooks.manage import Deleted, Migrated, MigrationError, Registered
 
 __all__ = [
     "API_VERSIONS",
@@ -45,6 +42,7 @@ __all__ = [
     "BackfillResult",
     "Backoff",
     "DatabaseError",
+    "Deleted",
     "DiscoveryStats",
     "EnqueueCounts",
     "Etl",
@@ -66,20 +64,13 @@ __all__ = [
     "UsageError",
     "Webhooks",
     "__version__",
-    "invalid_printer",
-    "invalid_rest_message",
-    "no_valid_ids_message",
-    "plural",
-    "rate_problem",
-    "requeue_selection",
-    "source_name",
 ]
 
 # Imported on first use: the engine pulls in httpx and tenacity, which
 # `etl status` and `etl enqueue` do not need at start-up.
 _LAZY = {"RunStats": "etl.sync", "StopReason": "etl.runs", "DiscoveryStats": "etl.discover",
          "PruneResult": "etl.prune", "Migrated": "etl.webhooks.manage", "MigrationError": "etl.webhooks.manage",
-         "Registered": "etl.webhooks.manage"}
+         "Registered": "etl.webhooks.manage", "Deleted": "etl.webhooks.manage"}
 
 
 def __getattr__(name: str) -> Any:

@@ -42,7 +42,7 @@ def key_hash(api_key: str) -> str:
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
 
-def budget_for(settings: Settings, engine: Engine | None, clock: Clock | None = None) -> RateBudget:
+def budget_for(settings: Settings, engine: Engine | None, clock: Clock) -> RateBudget:
     """The budget a process should use: shared through ``engine`` when throttled,
     in memory when ``--rate 0`` (unthrottled: nothing to share but 429 pauses)."""
     if settings.rate == 0 or engine is None or not settings.api_key:
@@ -53,7 +53,7 @@ def budget_for(settings: Settings, engine: Engine | None, clock: Clock | None = 
 class DatabaseBudget(SlotBudget):
     """The key's budget kept in ``rate_budgets``; thread-safe, one per process and key."""
 
-    def __init__(self, engine: Engine, api_key: str, rate: float, clock: Clock | None = None) -> None:
+    def __init__(self, engine: Engine, api_key: str, rate: float, clock: Clock) -> None:
         super().__init__(rate, clock)
         self.engine = engine
         self.key_hash = key_hash(api_key)

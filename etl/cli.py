@@ -1,7 +1,9 @@
 """The `etl` command line: each command parses its options, calls one method of :class:`etl.Etl` and prints.
 
 It is a client of the public API like any other: it imports only what ``etl.__all__``
-names, :mod:`etl.logs` and click (``tests/unit/test_layers.py``).
+names, :mod:`etl.logs`, :mod:`etl.cli_support` (the setting declarations its options are
+built from, the helpers it prints with) and click (``tests/unit/test_layers.py``).  A
+library error names a parameter (``base_url``); here it names the flag (``--base-url``).
 
 Expected failures become one line ``Error: …`` on stderr and the exit codes
 of docs/contract.md: 0 finished, 1 some items hit an unexpected error (or the run was
@@ -22,17 +24,41 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 import click
 
 from etl import (
-    API_VERSIONS,
     AuthError,
     EnqueueCounts,
     Etl,
     EtlError,
     HealthLimits,
     Requeued,
-    Settings,
     TranscriptsQueued,
     UsageError,
     __version__,
+)
+from etl.cli_support import (
+    API_KEY,
+    API_VERSION,
+    BASE_URL,
+    BATCH_SIZE,
+    CONCURRENCY,
+    DATABASE_URL,
+    DBT_ERROR_AFTER,
+    DBT_SOURCE_NAME,
+    DBT_WARN_AFTER,
+    DELIVERY_RETENTION,
+    FETCH_CALLS,
+    HOST,
+    MAX_CONNECTIONS,
+    NOT_FOUND_WINDOW,
+    POLL_INTERVAL,
+    PORT,
+    RATE,
+    SERVE_READ_TIMEOUT,
+    TOLERANCE,
+    TRANSCRIPTS,
+    WEBHOOK_MAX_BODY_BYTES,
+    WEBHOOK_SECRETS,
+    Setting,
+    flag_of,
     invalid_printer,
     invalid_rest_message,
     no_valid_ids_message,
@@ -76,13 +102,34 @@ def command(fn: F) -> F:
             if "OPENPHONE_API_KEY" not in message:
                 message = f"the API refused the key (HTTP {exc.http_status}): {message}. Check OPENPHONE_API_KEY."
             raise CliError(message, exc.exit_code) from None
+        except UsageError as exc:
+            raise CliError(exc.worded(flag_of), exc.exit_code) from None  # the flags, not the parameters
         except EtlError as exc:
             raise CliError(str(exc), exc.exit_code) from None
 
     return cast(F, wrapper)
 
 
-# --- shared options (each declared once) ------------------------------------------
+# --- options, built from the setting declarations (etl.config) --------------------------------
+
+
+def option(setting: Setting[Any], **overrides: Any) -> Callable[[F], F]:
+    """The click option of a declared setting: its flag, environment variable, default, bounds and help
+    (``overrides`` for what one command words differently, e.g. ``etl webhooks``'s ``--api-version``;
+    an override of ``...`` leaves that attribute to click)."""
+    kind: Any = None
+    low, high = setting.minimum, setting.maximum
+    if isinstance(setting.default, bool):
+        kind = None  # a --x/--no-x switch
+    elif isinstance(setting.default, int) and (low is not None or high is not None):
+        kind = click.IntRange(None if low is None else int(low), None if high is None else int(high))
+    elif isinstance(setting.default, float) and (low is not None or high is not None):
+        kind = click.FloatRange(low, high)
+    attrs: dict[str, Any] = {"type": kind, "default": setting.default, "show_default": setting.show_default,
+                             "envvar": setting.env, "metavar": setting.metavar, "help": setting.help}
+    attrs.update(overrides)
+    return click.option(setting.flag or setting.option, setting.name,
+                        **{k: v for k, v in attrs.items() if v is not ...})
 
 
 class RateType(click.ParamType):  # type: ignore[type-arg]
@@ -103,54 +150,30 @@ class RateType(click.ParamType):  # type: ignore[type-arg]
         return rate
 
 
-RATE = RateType()
-
 LOG_LEVEL = click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
                          default="info", show_default=True, help="Lowest log level shown.")
 LOG_FORMAT = click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
                           show_default=True, envvar="ETL_LOG_FORMAT",
                           help="auto: console on a terminal, JSON lines otherwise (cron).")
-DATABASE_URL = click.option("--database-url", envvar="ETL_DATABASE_URL", default=Settings.database_url,
-                            show_default=True, metavar="URL",
-                            help="SQLAlchemy URL: sqlite:///…, postgresql+psycopg://…, mysql+pymysql://… "
-                                 "[env: ETL_DATABASE_URL]")
-API_KEY = click.option("--api-key", envvar="OPENPHONE_API_KEY", default=None, show_default=False,
-                       help="OpenPhone API key [env: OPENPHONE_API_KEY]; never logged.")
-BASE_URL = click.option("--base-url", envvar="OPENPHONE_BASE_URL", default=Settings.base_url,
-                        show_default=True, help="API base URL [env: OPENPHONE_BASE_URL]")
-RATE_OPTION = click.option("--rate", type=RATE, default=Settings.rate, show_default=True,
-                           help="Requests per second for every etl process using this key and database "
-                                "together (0.1 to 1000); 0 = no throttle. OpenPhone allows 10 per key.")
-CONCURRENCY = click.option("--concurrency", type=click.IntRange(1, 256), default=Settings.concurrency,
-                           show_default=True, help="Requests in flight at once (one connection pool).")
-
-
-def api_version_option(help_text: str, *, choice: bool = False) -> Callable[[F], F]:
-    """``--api-version``: checked by the job (run commands), or a choice (``etl webhooks``, whose help differs)."""
-    return click.option("--api-version", type=click.Choice(API_VERSIONS) if choice else None,
-                        envvar="OPENPHONE_API_VERSION", default=Settings.api_version, show_default=True,
-                        metavar=None if choice else "v1|2026-03-30", help=help_text)
-
-
-API_VERSION = api_version_option(
-    "API surface: v1, or the dated API 2026-03-30 (a call with its summary in one request, the workspace in "
-    "pages of 50) [env: OPENPHONE_API_VERSION]")
+DATABASE_URL_OPTION = option(DATABASE_URL)
+API_KEY_OPTION = option(API_KEY)
+BASE_URL_OPTION = option(BASE_URL)
+RATE_OPTION = option(RATE, type=RateType())
+CONCURRENCY_OPTION = option(CONCURRENCY)
+# Run commands: the job checks the value (one message for the CLI and the library).
+API_VERSION_OPTION = option(API_VERSION, type=None)
 
 
 def database_options(fn: F) -> F:
-    return DATABASE_URL(LOG_FORMAT(LOG_LEVEL(fn)))
+    return DATABASE_URL_OPTION(LOG_FORMAT(LOG_LEVEL(fn)))
 
 
 def calls_option(fn: F) -> F:
-    return click.option("--calls/--no-calls", "fetch_calls", envvar="ETL_FETCH_CALLS", default=Settings.fetch_calls,
-                        show_default=True,
-                        help="v1: fetch the call of an id that has none (a request of its own); --no-calls "
-                             "spends the budget on summaries only. The dated API brings the call with the "
-                             "summary either way [env: ETL_FETCH_CALLS]")(fn)
+    return option(FETCH_CALLS)(fn)
 
 
 def api_options(fn: F) -> F:
-    return API_KEY(BASE_URL(RATE_OPTION(CONCURRENCY(API_VERSION(fn)))))
+    return API_KEY_OPTION(BASE_URL_OPTION(RATE_OPTION(CONCURRENCY_OPTION(API_VERSION_OPTION(fn)))))
 
 
 def run_limit_options(fn: F) -> F:
@@ -162,16 +185,11 @@ def run_limit_options(fn: F) -> F:
 
 
 def not_found_window_option(fn: F) -> F:
-    return click.option("--not-found-window", type=click.FloatRange(min=0), default=24.0, show_default=True,
-                        metavar="HOURS",
-                        help="A 404 for a summary or call within this many hours of the call's end (else of "
-                             "enqueueing) is retried with backoff; after it, the item ends not_found. 0 = at once.")(fn)
+    return option(NOT_FOUND_WINDOW)(fn)
 
 
 def transcripts_option(fn: F) -> F:
-    return click.option("--transcripts/--no-transcripts", default=False, show_default=True, envvar="ETL_TRANSCRIPTS",
-                        help="Also sync the transcript of every call the API answers (one more request per call; "
-                             "Business and Scale plans) [env: ETL_TRANSCRIPTS=1].")(fn)
+    return option(TRANSCRIPTS)(fn)
 
 
 # --- the group --------------------------------------------------------------------
@@ -259,21 +277,19 @@ def dbt_group() -> None:
 @dbt_group.command("sources")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
               help="Write the YAML to FILE (e.g. models/sources.yml; its directory is created). Default: stdout.")
-@click.option("--source-name", default="openphone", show_default=True, help="The dbt source's name.")
+@option(DBT_SOURCE_NAME)
 @click.option("--schema", default=None,
               help="Schema holding the tables. Default: public (PostgreSQL), the database (MariaDB), main (SQLite).")
-@click.option("--warn-after", type=int, default=24, show_default=True, metavar="HOURS",
-              help="Freshness: warn when the newest synced-at value is older than this.")
-@click.option("--error-after", type=int, default=72, show_default=True, metavar="HOURS",
-              help="Freshness: error when the newest synced-at value is older than this.")
+@option(DBT_WARN_AFTER)
+@option(DBT_ERROR_AFTER)
 @database_options
 @command
-def dbt_sources(output: Path | None, source_name: str, schema: str | None, warn_after: int, error_after: int,
+def dbt_sources(output: Path | None, name: str, schema: str | None, warn_after_hours: int, error_after_hours: int,
                 database_url: str) -> None:
     """Write a dbt sources file of every table and view: descriptions, freshness, key tests."""
     with Etl(database_url=database_url, read_only=True) as job:
-        text = job.dbt_sources(name=source_name, schema=schema, warn_after_hours=warn_after,
-                               error_after_hours=error_after)
+        text = job.dbt_sources(name=name, schema=schema, warn_after_hours=warn_after_hours,
+                               error_after_hours=error_after_hours)
     if output is None:
         click.echo(text, nl=False)
         return
@@ -525,8 +541,7 @@ def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run
 @click.option("--yes", "-y", is_flag=True,
               help="Do not ask before a prune that deletes every stored transcript line (off a terminal such a "
                    "prune is refused without it).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, metavar="N",
-              help="Calls per transaction (short transactions: safe next to a running sync).")
+@option(BATCH_SIZE)
 @database_options
 @command
 def prune(transcripts_older_than: float | None, raw_json_older_than: float | None, dry_run: bool, yes: bool,
@@ -598,7 +613,7 @@ def status(as_json: bool, check: bool, max_age: int, max_errors: int, max_fetch_
 
 @cli.command()
 @transcripts_option
-@API_VERSION
+@API_VERSION_OPTION
 @database_options
 @click.pass_context
 @command
@@ -621,29 +636,22 @@ def demo(ctx: click.Context, transcripts: bool, api_version: str, database_url: 
 
 def _webhook_secrets(given: tuple[str, ...]) -> list[str]:
     """Secrets from repeatable --webhook-secret plus OPENPHONE_WEBHOOK_SECRETS (comma-separated)."""
-    from_env = os.environ.get("OPENPHONE_WEBHOOK_SECRETS", "")
+    from_env = os.environ.get(WEBHOOK_SECRETS.env or "", "")
     return [v.strip() for v in (*given, *from_env.split(",")) if v.strip()]
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port to listen on.")
-@click.option("--webhook-secret", "webhook_secrets", multiple=True, metavar="SECRET",
-              help="A webhook signing secret (repeatable) [env: OPENPHONE_WEBHOOK_SECRETS, comma-separated]; "
-                   "never logged.")
-@click.option("--tolerance", type=click.FloatRange(min=1), default=300.0, show_default=True, metavar="SECONDS",
-              help="Refuse signatures whose timestamp is further than this from now.")
-@click.option("--max-body-bytes", type=click.IntRange(min=1024), default=1024 * 1024, show_default=True,
-              help="Refuse larger deliveries with 413.")
-@click.option("--delivery-retention", type=click.FloatRange(min=1), default=168.0, show_default=True,
-              metavar="HOURS", help="Keep delivery records (replay and redelivery checks) this long.")
-@click.option("--poll-interval", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-              metavar="SECONDS", help="Also sync what became due by itself this often.")
+@option(HOST)
+@option(PORT)
+# Repeatable; the environment variable is comma-separated, read by _webhook_secrets.
+@option(WEBHOOK_SECRETS, multiple=True, envvar=None, default=..., show_default=...)
+@option(TOLERANCE)
+@option(WEBHOOK_MAX_BODY_BYTES)
+@option(DELIVERY_RETENTION)
+@option(POLL_INTERVAL)
 @transcripts_option
-@click.option("--read-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
-              metavar="SECONDS", help="A request's headers, and then its body, must each arrive within this.")
-@click.option("--max-connections", type=click.IntRange(min=2), default=100, show_default=True,
-              help="Open connections at most; beyond it the oldest idle one is closed.")
+@option(SERVE_READ_TIMEOUT)
+@option(MAX_CONNECTIONS)
 @api_options
 @calls_option
 @database_options
@@ -692,9 +700,10 @@ def webhooks_group() -> None:
 
 def _key_options(fn: F) -> F:
     """--api-key, --base-url and --api-version: a management request needs no --rate or --concurrency."""
-    return API_KEY(BASE_URL(api_version_option(
-        "v1: the legacy webhooks (/v1/webhooks/…); 2026-03-30: the current ones (/webhooks, header "
-        "Quo-Api-Version) [env: OPENPHONE_API_VERSION]", choice=True)(fn)))
+    return API_KEY_OPTION(BASE_URL_OPTION(option(
+        API_VERSION, type=click.Choice(API_VERSION.choices), metavar=None,
+        help="v1: the legacy webhooks (/v1/webhooks/…); 2026-03-30: the current ones (/webhooks, header "
+             "Quo-Api-Version) [env: OPENPHONE_API_VERSION]")(fn)))
 
 
 _URL_HELP = ("Public URL of `etl serve`: https://HOST[:PORT]/webhooks/openphone "
@@ -749,8 +758,9 @@ def webhooks_list(api_key: str | None, base_url: str, api_version: str) -> None:
 def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str, api_version: str) -> None:
     """Delete one API webhook by id (as `etl webhooks list` shows it): of --api-version, or of the other
     API version when only that one has the id."""
-    deleted_on = Etl(api_key=api_key, base_url=base_url, api_version=api_version).webhooks.delete(webhook_id)
-    other = "" if deleted_on == api_version else f" (a {deleted_on} webhook: found with --api-version {deleted_on})"
+    deleted = Etl(api_key=api_key, base_url=base_url, api_version=api_version).webhooks.delete(webhook_id)
+    on = deleted.api_version
+    other = f" (a {on} webhook: found with --api-version {on})" if deleted.elsewhere else ""
     click.echo(f"Deleted webhook {webhook_id}{other}.")
 
 
@@ -760,8 +770,8 @@ def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str, api_ver
               help="Label of the current webhook in OpenPhone.")
 @click.option("--wait", type=click.FloatRange(min=1), default=120.0, show_default=True, metavar="SECONDS",
               help="How long to wait for `etl serve` to record the test event (sent again every 15 s).")
-@API_KEY
-@BASE_URL
+@API_KEY_OPTION
+@BASE_URL_OPTION
 @database_options
 @command
 def webhooks_migrate(url: str, label: str, wait: float, api_key: str | None, base_url: str,

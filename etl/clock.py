@@ -1,10 +1,18 @@
 """The one clock: naive UTC datetimes, as every timestamp column stores them.
 
-``utcnow()`` is what code without a seam calls.  Code that waits or measures
-time takes a :class:`Clock` (default :data:`SYSTEM`), so tests can hand it
-``etl.testing.clock.FakeClock`` and move time forward without sleeping.  The
-rate budget (:mod:`etl.ratelimit`) uses the same seam: :meth:`Clock.time` for
-wall-clock slots shared between processes, :meth:`Clock.wait` to wait for one.
+This is the only module that reads the system's time or waits on it
+(``tests/unit/test_layers.py``).  :data:`SYSTEM` is chosen at the composition
+root (:class:`etl.Etl`, and the simulator's own entry points in
+``etl.testing``); everything below takes a :class:`Clock` as a required
+argument, so tests hand it ``etl.testing.clock.FakeClock`` and move time
+forward without sleeping.  The rate budget (:mod:`etl.ratelimit`) uses the
+same seam: :meth:`Clock.time` for wall-clock slots shared between processes,
+:meth:`Clock.wait` to wait for one.
+
+Two kinds of wait, both here: :meth:`Clock.wait` is time the code means to
+let pass (a backoff, a rate slot: a fake clock advances instead);
+:meth:`Clock.idle` is a heartbeat while other threads work (a fake clock
+waits for real, because those threads do, and its time stands still).
 """
 
 from __future__ import annotations
@@ -38,6 +46,11 @@ class Clock(Protocol):
         """Wait up to ``seconds`` or until ``stop`` is set; True if it was set (at once or meanwhile)."""
         ...
 
+    def idle(self, seconds: float, wake: threading.Event) -> bool:
+        """Wait up to ``seconds`` of real time for another thread to set ``wake`` (a heartbeat, not time
+        the code means to pass); True if it was set."""
+        ...
+
 
 class SystemClock:
     """The real clock: datetime, time.monotonic and time.sleep."""
@@ -58,12 +71,16 @@ class SystemClock:
     def wait(self, seconds: float, stop: threading.Event) -> bool:
         return stop.wait(max(0.0, seconds))
 
+    def idle(self, seconds: float, wake: threading.Event) -> bool:
+        return wake.wait(max(0.0, seconds))
+
 
 SYSTEM: Clock = SystemClock()
 
 
 def utcnow() -> datetime:
-    """Now as a naive UTC datetime, from the system clock."""
+    """Now as a naive UTC datetime, from the system clock: for tests and scripts outside the package
+    (inside it, only the composition root names the system clock)."""
     return SYSTEM.utcnow()
 
 

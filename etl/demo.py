@@ -159,7 +159,7 @@ def run_demo(engine: Engine, database_url: str, *, clock: Clock, sandbox: bool =
     with engine.begin() as conn:
         # A re-run of the demo starts the sample ids afresh.
         store.forget_calls(conn, ids)
-        store.enqueue_ids(conn, ids)
+        store.enqueue_ids(conn, ids, clock.utcnow())
     settings = Settings(database_url=database_url, api_key=DEMO_KEY, base_url="https://demo.invalid",
                         rate=0, concurrency=4, backoff=Backoff(), transcripts=transcripts, api_version=api_version)
     since = clock.utcnow() - dt.timedelta(days=DISCOVER_DAYS)

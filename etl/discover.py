@@ -18,7 +18,6 @@ through the database with every sync, through :class:`~etl.api.OpenPhoneClient`.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,10 +35,10 @@ from etl.config import Settings
 from etl.discover_lines import LineWalk
 from etl.discover_listing import WorkspaceListing
 from etl.errors import AuthError, UsageError
-from etl.logs import get_logger, run_end_level
+from etl.logs import get_logger
 from etl.normalize import is_e164
 from etl.ratelimit import RateBudget
-from etl.runs import RunOutcome, StopReason
+from etl.runs import DISCOVERY_RECORD, Lifecycle, RunOutcome, StopReason
 
 # Each surface's way to its calls (etl.api.Surface.discovery).
 SOURCES: dict[Discovery, Callable[[WalkRun], CallSource]] = {
@@ -62,6 +61,11 @@ class DiscoveryStats(RunOutcome):
     stored: int = 0  # summaries stored straight from a listing (dated surface)
     restarts: int = 0  # listings restarted after an expired cursor (dated surface)
     rejected: int = 0  # calls kept in rejected_records instead of stored (issue 25); the exit code says so
+
+    @property
+    def item_errors(self) -> int:
+        # Calls set aside (rejected_records) count: the walk went on, but an operator should look (exit 1).
+        return self.errors + self.rejected
 
     def summary(self, dry_run: bool = False) -> str:
         """The one-line summary `etl discover` and `etl demo` print (one wording for both)."""
@@ -100,20 +104,20 @@ class Discoverer:
         self.on_page = on_page
         self.page_log_level = page_log_level
         self.stats = DiscoveryStats(clock=clock)
-        self.log = get_logger(command="discover")
-        self._stop = threading.Event()
+        self.lifecycle = Lifecycle(self.stats, engine, DISCOVERY_RECORD, clock, get_logger(command="discover"))
+        self._stop = self.lifecycle.stop
 
-    def request_stop(self, reason: str) -> None:
+    @property
+    def log(self) -> Any:
+        return self.lifecycle.log
+
+    @log.setter
+    def log(self, value: Any) -> None:
+        self.lifecycle.log = value
+
+    def request_stop(self, reason: StopReason, text: str) -> None:
         """Stop after the request in flight (signals); committed pages stay, watermarks stay put."""
-        if not self._stop.is_set():
-            self._stopped(StopReason.SIGNAL, reason)
-            self.log.warning("stopping", reason=reason)
-            self._stop.set()
-
-    def _stopped(self, reason: StopReason, text: str) -> None:
-        """The first reason a run stops is the one it reports."""
-        if self.stats.stop is None:
-            self.stats.stop, self.stats.stop_reason = reason, text
+        self.lifecycle.request_stop(reason, text)
 
     # -- the run --------------------------------------------------------------------
 
@@ -122,30 +126,24 @@ class Discoverer:
         self.options = options
         self.walk_started = self.clock.utcnow()
         self.overlap = timedelta(seconds=options.overlap_seconds)
-        if not options.dry_run:
-            with self.engine.begin() as conn:
-                stats.run_id = store.start_discovery_run(conn, options.command, self.walk_started)
-            self.log = self.log.bind(discovery_run_id=stats.run_id)
         since = None if options.since is None else iso_z(options.since)
-        self.log.info("discovery started", since=since, phone_numbers=list(options.phone_numbers),
-                      dry_run=options.dry_run, rate=self.settings.rate)
+        stats.run_id = self.lifecycle.start(options.command, self.walk_started, record=not options.dry_run,
+                                            bind="discovery_run_id", since=since,
+                                            phone_numbers=list(options.phone_numbers), dry_run=options.dry_run,
+                                            rate=self.settings.rate)
         client = self.client = OpenPhoneClient(self.settings, transport=self.transport, budget=self.budget,
                                                stop=self._stop, clock=self.clock)
         try:
             SOURCES[client.discovery](self).walk()
         except UsageError as exc:
             # A refusal (no --since for a new line, an unknown --phone-number) is no run: no row.
-            stats.stop, stats.stop_reason = StopReason.REFUSED, str(exc)
-            stats.exit_code = StopReason.REFUSED.exit_code
-            if stats.run_id is not None:
-                with self.engine.begin() as conn:
-                    store.drop_discovery_run(conn, stats.run_id)
-                stats.run_id = None
+            self.lifecycle.fail(StopReason.REFUSED, str(exc))
+            self.lifecycle.forget()
+            stats.run_id = None
             self._finish()
             raise
         except AuthError as exc:
-            stats.stop, stats.stop_reason = (StopReason.AUTH_REFUSED,
-                                             f"the API refused the key (HTTP {exc.http_status}): {exc}")
+            self.lifecycle.fail(StopReason.AUTH_REFUSED, f"the API refused the key (HTTP {exc.http_status}): {exc}")
         except WalkStopped:
             pass
         finally:
@@ -153,21 +151,14 @@ class Discoverer:
             if self._own_budget:
                 self.budget.close()
         if stats.errors:
-            self._stopped(StopReason.WALK_ERRORS, f"{stats.errors} walk(s) stopped on an error; see the log")
-        stats.exit_code = 0 if stats.stop is None else stats.stop.exit_code
-        if stats.exit_code == 0 and stats.rejected:
-            stats.exit_code = 1  # the walk went on, but records were set aside: an operator should look
+            # A walk's error is recorded as the run's stop reason (its text says where to look).
+            stats.record_stop(StopReason.WALK_ERRORS, f"{stats.errors} walk(s) stopped on an error; see the log")
         self._finish()
         return stats
 
     def _finish(self) -> None:
-        stats = self.stats
-        if stats.run_id is not None:
-            with self.engine.begin() as conn:
-                store.finish_discovery_run(conn, stats.run_id, self.clock.utcnow(), stats.exit_code,
-                                           stats.stop_reason)
-        extra = {"would_enqueue": stats.would_enqueue} if self.options.dry_run else {}
-        getattr(self.log, run_end_level(stats.exit_code))("discovery finished", **stats.as_dict(), **extra)
+        extra = {"would_enqueue": self.stats.would_enqueue} if self.options.dry_run else {}
+        self.lifecycle.finish(extra)
 
     # -- what the call sources report to the run -------------------------------------------
 
@@ -183,7 +174,7 @@ class Discoverer:
                 store.add_discovery_counts(conn, self.stats.run_id, errors=1)
         if fatal:
             # The error that ends the whole run is its reason, even after a signal.
-            self.stats.stop, self.stats.stop_reason = StopReason.WALK_ERRORS, message
+            self.lifecycle.fail(StopReason.WALK_ERRORS, message)
             raise WalkStopped
         raise WalkFailed(message)
 

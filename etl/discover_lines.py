@@ -224,7 +224,7 @@ class LineWalk(Source):
                 store.save_calls(conn, rows, now)
             for r in rejected:
                 store.record_rejected(conn, r, now)
-            new = store.enqueue_ids(conn, completed)
+            new = store.enqueue_ids(conn, completed, now)
             if run.settings.transcripts:
                 store.enqueue_transcripts(conn, completed, now)
             assert self.stats.run_id is not None

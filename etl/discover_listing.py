@@ -223,7 +223,7 @@ class WorkspaceListing(Source):
                                                  only_queued=page.absent)
             for r in rejected:
                 store.record_rejected(conn, r, now)
-            new = store.enqueue_ids(conn, queued)
+            new = store.enqueue_ids(conn, queued, now)
             if run.settings.transcripts:
                 # Every call answered on the page gets its transcript, whatever its summary's state
                 # (completed, failed or absent: those are never synced); the queued ids get theirs

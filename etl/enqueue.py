@@ -8,6 +8,7 @@ prints it with its line number) and counted.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import Any, BinaryIO, NamedTuple
 
 from sqlalchemy import event as sa_event
@@ -80,8 +81,8 @@ def invalid_printer(source: str, echo: Callable[[str], object]) -> OnInvalid:
 
 
 def enqueue_stream(engine: Engine, items: Iterable[str | InvalidId | None],
-                   on_invalid: OnInvalid | None = None) -> EnqueueCounts:
-    """Enqueue valid ids in batches (queued ids stay as they are); report invalid ones."""
+                   on_invalid: OnInvalid | None = None, *, now: datetime) -> EnqueueCounts:
+    """Enqueue valid ids in batches, due at ``now`` (queued ids stay as they are); report invalid ones."""
     valid = new = invalid = 0
     batch: list[str] = []
     seen_in_batch: set[str] = set()
@@ -90,7 +91,7 @@ def enqueue_stream(engine: Engine, items: Iterable[str | InvalidId | None],
         nonlocal new
         if batch:
             with engine.begin() as conn:
-                new += store.enqueue_ids(conn, batch)
+                new += store.enqueue_ids(conn, batch, now)
             batch.clear()
             seen_in_batch.clear()
 

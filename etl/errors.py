@@ -17,13 +17,29 @@ Per-item API problems are not exceptions past the API client: they become
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class EtlError(Exception):
     exit_code = 1
 
 
 class UsageError(EtlError):
+    """A bad setting or input.  ``params``: the parameters the message names, as ``{name}`` fields of
+    ``message``; the library shows the parameter's name (``rate``), the CLI its flag (``--rate``)."""
+
     exit_code = 2
+
+    def __init__(self, message: str, *, params: tuple[str, ...] = ()) -> None:
+        self.template = message
+        self.params = params
+        super().__init__(self.worded(lambda name: name))
+
+    def worded(self, word: Callable[[str], str]) -> str:
+        """The message with each parameter named by ``word`` (the CLI passes the flag of each)."""
+        if not self.params:
+            return self.template
+        return self.template.format_map({name: word(name) for name in self.params})
 
 
 class DatabaseError(EtlError):

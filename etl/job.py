@@ -23,7 +23,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Unpack
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -32,11 +32,23 @@ from etl import db, report
 from etl.backfill import Plan, selection
 from etl.clock import SYSTEM, Clock
 from etl.config import (
+    BATCH_SIZE,
+    DBT_ERROR_AFTER,
+    DBT_SOURCE_NAME,
+    DBT_WARN_AFTER,
     DEFAULT_BASE_URL,
+    DELIVERY_RETENTION,
+    HOST,
     IN_PROCESS_BASE_URL,
+    MAX_CONNECTIONS,
+    POLL_INTERVAL,
+    PORT,
+    SERVE_READ_TIMEOUT,
+    TOLERANCE,
+    WEBHOOK_MAX_BODY_BYTES,
+    SettingOverrides,
     Settings,
-    check_api_version,
-    check_base_url,
+    apply_overrides,
     command_hint,
     redact_url,
     require_api_key,
@@ -54,15 +66,17 @@ if TYPE_CHECKING:
     from etl.discover import DiscoveryStats
     from etl.prune import PruneResult
     from etl.sync import RunStats
-    from etl.webhooks.manage import Migrated, Registered
+    from etl.webhooks.manage import Deleted, Migrated, Registered
 
 
 class Etl:
     """One database and one API key: enqueue, sync, backfill, discover, prune, status, serve, webhooks, demo.
 
-    Pass a :class:`etl.config.Settings`, keyword overrides, or both
-    (``not_found_window`` in hours; ``transcripts``: also sync every answered
-    call's transcript, off by default).  ``read_only``: the caller only reads
+    Pass a :class:`etl.config.Settings`, keyword overrides, or both: the keywords are the declared
+    settings (:data:`etl.config.JOB_SETTINGS`, typed by :class:`etl.config.SettingOverrides`:
+    ``database_url``, ``api_key``, ``base_url``, ``rate``, ``concurrency``, ``api_version``,
+    ``fetch_calls``, ``transcripts``, ``not_found_window`` in hours); None keeps the settings' value.
+    ``read_only``: the caller only reads
     (``status``, ``db current``, dry runs): a SQLite file that does not exist
     is refused (:class:`UsageError`), one this user cannot write is opened
     read-only; ``transport`` replaces the network for every request
@@ -75,23 +89,10 @@ class Etl:
     on v1, whether sync fetches the call of an id without one (a request of its own).
     """
 
-    def __init__(self, settings: Settings | None = None, *, database_url: str | None = None,
-                 api_key: str | None = None, base_url: str | None = None, rate: float | None = None,
-                 concurrency: int | None = None, not_found_window: float | None = None,
-                 transcripts: bool | None = None, read_only: bool = False, transport: httpx.BaseTransport | None = None,
-                 engine: Engine | None = None, clock: Clock = SYSTEM, api_version: str | None = None,
-                 fetch_calls: bool | None = None) -> None:
-        settings = settings or Settings()
-        changes: dict[str, Any] = {"database_url": database_url, "api_key": api_key, "rate": rate,
-                                   "concurrency": concurrency, "transcripts": transcripts, "fetch_calls": fetch_calls}
-        if api_version is not None:
-            changes["api_version"] = check_api_version(api_version)
-        changes = {k: v for k, v in changes.items() if v is not None}
-        if base_url is not None:
-            changes["base_url"] = check_base_url(base_url)
-        if not_found_window is not None:
-            changes["backoff"] = replace(settings.backoff, not_found_window=not_found_window * 3600.0)
-        self.settings: Settings = settings.replace(**changes) if changes else settings
+    def __init__(self, settings: Settings | None = None, *, read_only: bool = False,
+                 transport: httpx.BaseTransport | None = None, engine: Engine | None = None, clock: Clock = SYSTEM,
+                 **overrides: Unpack[SettingOverrides]) -> None:
+        self.settings: Settings = apply_overrides(settings or Settings(), overrides)
         db.check_url(self.settings.database_url)  # a malformed URL is a UsageError now, not at first use
         keep_secret(self.settings.api_key)
         # With a transport and no base URL of its own, requests never reach the default (real) API:
@@ -163,7 +164,7 @@ class Etl:
         Invalid ids are skipped, counted and handed to ``on_invalid``.
         """
         with self._database_errors():
-            return enqueue_stream(self.engine, id_items(ids, file), on_invalid)
+            return enqueue_stream(self.engine, id_items(ids, file), on_invalid, now=self.clock.utcnow())
 
     def due(self, limit: int = 20) -> tuple[int, datetime | None, list[dict[str, Any]]]:
         """(items due now, since when the oldest is due, the first ``limit`` of them)."""
@@ -285,7 +286,7 @@ class Etl:
     # -- retention ------------------------------------------------------------------
 
     def prune(self, *, transcripts_older_than: float | None = None, raw_json_older_than: float | None = None,
-              dry_run: bool = False, batch_size: int = 500) -> PruneResult:
+              dry_run: bool = False, batch_size: int = BATCH_SIZE.default) -> PruneResult:
         """Delete transcript lines, and clear raw JSON payloads, of calls that started more than so many days ago.
 
         Keeps the ``call_transcripts`` rows (marked ``pruned_at``); batches of
@@ -295,13 +296,14 @@ class Etl:
         from etl.prune import prune
 
         if transcripts_older_than is None and raw_json_older_than is None:
-            raise UsageError("nothing to prune: give --transcripts-older-than DAYS and/or --raw-json-older-than DAYS")
-        for name, days in (("transcripts-older-than", transcripts_older_than),
-                           ("raw-json-older-than", raw_json_older_than)):
+            raise UsageError("nothing to prune: give {transcripts_older_than} DAYS and/or {raw_json_older_than} DAYS",
+                             params=("transcripts_older_than", "raw_json_older_than"))
+        for name, days in (("transcripts_older_than", transcripts_older_than),
+                           ("raw_json_older_than", raw_json_older_than)):
             if days is not None and days < 0:
-                raise UsageError(f"--{name} must be 0 or more days (got {days:g})")
+                raise UsageError(f"{{{name}}} must be 0 or more days (got {days:g})", params=(name,))
         if batch_size < 1:
-            raise UsageError("batch_size must be at least 1")
+            raise UsageError("{batch_size} must be at least 1", params=("batch_size",))
         with self._database_errors():
             return prune(self.engine, self.clock.utcnow(), transcripts_older_than=transcripts_older_than,
                          raw_json_older_than=raw_json_older_than, dry_run=dry_run, batch_size=batch_size)
@@ -313,9 +315,10 @@ class Etl:
 
     # -- the webhook receiver ---------------------------------------------------------
 
-    def serve(self, webhook_secrets: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080,
-              tolerance: float = 300.0, max_body_bytes: int = 1024 * 1024, delivery_retention: float = 168.0,
-              poll_interval: float = 30.0, read_timeout: float = 10.0, max_connections: int = 100) -> None:
+    def serve(self, webhook_secrets: Sequence[str], *, host: str = HOST.default, port: int = PORT.default,
+              tolerance: float = TOLERANCE.default, max_body_bytes: int = WEBHOOK_MAX_BODY_BYTES.default,
+              delivery_retention: float = DELIVERY_RETENTION.default, poll_interval: float = POLL_INTERVAL.default,
+              read_timeout: float = SERVE_READ_TIMEOUT.default, max_connections: int = MAX_CONNECTIONS.default) -> None:
         """Receive signed webhooks and sync each summary as it is ready (``etl serve``), until SIGTERM/SIGINT.
 
         ``webhook_secrets``: the signing secrets ``webhooks.register`` printed (never logged);
@@ -332,7 +335,8 @@ class Etl:
         secrets = [s for s in webhook_secrets if s]
         if not secrets:
             raise UsageError("no webhook secret: set OPENPHONE_WEBHOOK_SECRETS (comma-separated) or pass "
-                             "--webhook-secret (repeatable); `etl webhooks register` prints them")
+                             "{webhook_secrets} (repeatable); `etl webhooks register` prints them",
+                             params=("webhook_secrets",))
         for secret in secrets:
             keep_secret(secret)
         try:
@@ -341,8 +345,8 @@ class Etl:
             raise UsageError(str(exc)) from None
         retention = timedelta(hours=delivery_retention)
         if retention.total_seconds() < 2 * tolerance:
-            raise UsageError("--delivery-retention must be at least twice --tolerance, or a replay could outlive "
-                             "its record")
+            raise UsageError("{delivery_retention} must be at least twice {tolerance}, or a replay could outlive "
+                             "its record", params=("delivery_retention", "tolerance"))
         settings = self._api_settings(self.transport)
         receiver = ReceiverConfig(secrets, tolerance, max_body_bytes, retention, body_timeout=read_timeout,
                                   transcripts=self.settings.transcripts)
@@ -380,8 +384,9 @@ class Etl:
 
     # -- dbt --------------------------------------------------------------------------
 
-    def dbt_sources(self, *, name: str = "openphone", schema: str | None = None, warn_after_hours: int = 24,
-                    error_after_hours: int = 72) -> str:
+    def dbt_sources(self, *, name: str = DBT_SOURCE_NAME.default, schema: str | None = None,
+                    warn_after_hours: int = DBT_WARN_AFTER.default,
+                    error_after_hours: int = DBT_ERROR_AFTER.default) -> str:
         """``etl dbt sources``: a dbt sources YAML of every table and view (etl.dbt; docs/bi.md).
 
         ``schema``: where the tables are (default: ``public`` on PostgreSQL, the database's name on
@@ -506,9 +511,9 @@ class Webhooks:
 
         return manage.list_all(self._settings(), clock=self._job.clock, transport=self._job.transport)
 
-    def delete(self, webhook_id: str) -> str:
+    def delete(self, webhook_id: str) -> Deleted:
         """Delete one webhook by id: of ``settings.api_version``, else of the other surface when only it has
-        that id.  Returns the API version whose webhook was deleted."""
+        that id.  Says which API version's webhook it was (``Deleted``)."""
         from etl.webhooks import manage
 
         return manage.delete(self._settings(), webhook_id, clock=self._job.clock, transport=self._job.transport)
@@ -585,9 +590,10 @@ def utc_time(value: datetime | date | str | None, name: str) -> datetime | None:
 def check_sources(file: BinaryIO | None, discover: bool, discover_since: datetime | None) -> None:
     """Where a backfill's ids come from: an id file or discovery, not both."""
     if discover and file is not None:
-        raise UsageError("--discover and --file are alternatives: discover ids, or read them from a file")
+        raise UsageError("{discover} and {file} are alternatives: discover ids, or read them from a file",
+                         params=("discover", "file"))
     if discover_since is not None and not discover:
-        raise UsageError("--discover-since needs --discover")
+        raise UsageError("{discover_since} needs {discover}", params=("discover_since", "discover"))
 
 
 __all__ = ["BackfillResult", "Etl", "Requeued", "TranscriptsQueued", "Webhooks", "check_sources", "selection",

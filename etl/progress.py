@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from etl import logs
-from etl.clock import SYSTEM, Clock
+from etl.clock import Clock
 from etl.logs import get_logger
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class Progress(_Bar):
     when the last item is done.
     """
 
-    def __init__(self, summaries: int, tty: bool | None = None, clock: Clock = SYSTEM, *,
+    def __init__(self, summaries: int, tty: bool | None, clock: Clock, *,
                  transcripts: int | None = None, limit: int | None = None) -> None:
         self.summaries = summaries
         self.transcripts = transcripts

@@ -34,7 +34,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from etl.clock import SYSTEM, Clock
+from etl.clock import Clock
 
 # Rates a user may ask for; 0 switches the throttle off (429 pauses still apply).
 MIN_RATE = 0.1
@@ -132,12 +132,12 @@ class SlotBudget:
     and waits.  ``rate`` 0 means unthrottled: only 429 pauses apply.
     """
 
-    def __init__(self, rate: float, clock: Clock | None = None) -> None:
+    def __init__(self, rate: float, clock: Clock) -> None:
         problem = rate_problem(rate)
         if problem:
             raise ValueError(f"rate {problem}")
         self.rate = rate
-        self.clock: Clock = clock or SYSTEM
+        self.clock = clock
         self._lock = threading.Lock()
         self._slots: deque[float] = deque()
         self._reserved_until = 0.0
@@ -222,7 +222,7 @@ class SlotBudget:
 class LocalBudget(SlotBudget):
     """One process's budget, in memory (``etl sync`` without a database budget, tests)."""
 
-    def __init__(self, rate: float, clock: Clock | None = None) -> None:
+    def __init__(self, rate: float, clock: Clock) -> None:
         super().__init__(rate, clock)
         self.state = BudgetState()
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from etl.clock import SYSTEM, Clock
+from etl.clock import Clock
 from etl.dimensions import DimensionSource, Listing
 from etl.errors import AuthError
 from etl.logs import get_logger
@@ -105,7 +105,7 @@ def contacts_plan(last_attempt: dict[str, Any] | None, last_good: datetime | Non
 
 
 def refresh(engine: Engine, source: DimensionSource, options: RefreshOptions = RefreshOptions(), *,
-            clock: Clock = SYSTEM) -> RefreshReport:
+            clock: Clock) -> RefreshReport:
     """Refresh users and lines, and contacts when due; record each in ``dimension_refreshes``."""
     log = get_logger(command="refresh")
     done = [

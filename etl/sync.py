@@ -32,7 +32,6 @@ wire land, nothing new is sent, and every unsaved item is released unchanged.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -52,16 +51,16 @@ from sqlalchemy.exc import DBAPIError
 from etl import store
 from etl.api import OpenPhoneClient
 from etl.budget import budget_for
-from etl.clock import SYSTEM, Clock
+from etl.clock import Clock
 from etl.config import Settings
 from etl.errors import AuthError, DatabaseError
 from etl.health import NOTHING_FETCHED, UNREACHABLE, is_answer, nothing_fetched
-from etl.logs import batched, call_log_level, get_logger, run_end_level
+from etl.logs import batched, call_log_level, get_logger
 from etl.normalize import CallContextRows, call_json, normalize, normalize_call, normalize_transcript
 from etl.policy import CallLookupState, ClaimedItem, call_not_found, decide, decide_transcript, unexpected
 from etl.ratelimit import NotSent, RateBudget
 from etl.results import Call, SummaryResult
-from etl.runs import RunOutcome, StopReason
+from etl.runs import SYNC_RECORD, Lifecycle, RunOutcome, StopReason
 from etl.states import RUN_COUNTER, TRANSCRIPT_COUNTERS, TRANSCRIPT_RUN_COUNTER, run_counts
 from etl.storable import Refused
 from etl.store import Entry, TranscriptEntry
@@ -127,6 +126,11 @@ class RunStats(RunOutcome):
     def summaries_processed(self) -> int:
         return sum(int(getattr(self, name)) for name in RUN_COUNTER.values())
 
+    @property
+    def item_errors(self) -> int:
+        # A record set aside (rejected_records) counts too: the run exits 1, an operator should look.
+        return self.errors + self.transcripts_errors + self.rejected
+
     def summary(self) -> str:
         """The counters in one line, as `etl backfill` and `etl demo` print them (etl.states.run_counts)."""
         return run_counts(self.as_dict())
@@ -177,7 +181,7 @@ class Syncer:
     def __init__(self, engine: Engine, settings: Settings, *,
                  transport: httpx.BaseTransport | None = None,
                  on_progress: Callable[[RunStats], None] | None = None,
-                 budget: RateBudget | None = None, claim_ahead_s: float = 10.0, clock: Clock = SYSTEM) -> None:
+                 budget: RateBudget | None = None, claim_ahead_s: float = 10.0, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
         self.claim_ahead_s = claim_ahead_s
@@ -185,11 +189,11 @@ class Syncer:
         self.transport = transport
         self.on_progress = on_progress
         self.stats = RunStats(clock=clock)
-        self.log = get_logger()
+        self.lifecycle = Lifecycle(self.stats, engine, SYNC_RECORD, clock, get_logger())
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._own_budget = budget is None
         self.budget = budget if budget is not None else budget_for(settings, engine, clock)
-        self.stop = threading.Event()  # the one stop signal
+        self.stop = self.lifecycle.stop  # the one stop signal
         self._abandon = False  # second signal: stop waiting for in-flight requests
         self._claimed: dict[tuple[str, str], ClaimedItem] = {}  # leased and not yet saved or released
         self._work: queue.SimpleQueue[tuple[ClaimedItem, float] | None] = queue.SimpleQueue()
@@ -207,13 +211,13 @@ class Syncer:
 
     # -- public (any thread, signal handlers included) ---------------------------------
 
+    @property
+    def log(self) -> Any:
+        return self.lifecycle.log
+
     def request_stop(self, reason: StopReason, text: str) -> None:
-        """Stop claiming and finish in-flight work."""
-        if not self.stop.is_set():
-            if self.stats.stop is None:
-                self.stats.stop, self.stats.stop_reason = reason, text
-            self.log.warning("stopping", reason=text)
-            self.stop.set()
+        """Stop claiming and finish in-flight work (:meth:`etl.runs.Lifecycle.request_stop`)."""
+        self.lifecycle.request_stop(reason, text)
 
     def abort(self) -> None:
         """Second Ctrl-C: abandon in-flight requests too (their items are released)."""
@@ -223,13 +227,12 @@ class Syncer:
     # -- the run -------------------------------------------------------------------------
 
     def run(self, options: RunOptions) -> RunStats:
+        """The run: from its ``sync_runs`` record to its ``run finished`` line (:class:`etl.runs.Lifecycle`)."""
         stats = self.stats
         deadline = None if not options.max_runtime else self.clock.monotonic() + options.max_runtime
-        stats.run_id = self._tx(store.start_run, options.command, self.clock.utcnow())
-        self.log = self.log.bind(run_id=stats.run_id)
-        self.log.info("run started", command=options.command, limit=options.limit,
-                      max_runtime=options.max_runtime, rate=self.settings.rate,
-                      concurrency=self.settings.concurrency, base_url=self.settings.base_url)
+        stats.run_id = self.lifecycle.start(options.command, self.clock.utcnow(), command=options.command,
+                                      limit=options.limit, max_runtime=options.max_runtime, rate=self.settings.rate,
+                                      concurrency=self.settings.concurrency, base_url=self.settings.base_url) or 0
         client = OpenPhoneClient(self.settings, transport=self.transport, budget=self.budget, stop=self.stop,
                                  clock=self.clock)
         threads = [threading.Thread(target=self._worker, args=(client, deadline), name=f"etl-fetch-{n}",
@@ -256,16 +259,13 @@ class Syncer:
             if self._own_budget:
                 self.budget.close()
         try:
-            if db_ok:
-                self._finish(buffer)
-            else:
-                stats.exit_code = self._exit_code()
+            saved = db_ok and self._finish(buffer)
         finally:
             client.close()
         if nothing_fetched(stats.as_dict()):
             self.log.warning(NOTHING_FETCHED, processed=stats.processed, base_url=self.settings.base_url)
-        getattr(self.log, run_end_level(stats.exit_code))("run finished", **stats.as_dict(),
-                                                          lost_leases=stats.lost_leases)
+        self._classify_unreachable()
+        self.lifecycle.finish({"lost_leases": stats.lost_leases}, record=saved)
         return stats
 
     def _coordinate(self, limit: int | None, deadline: float | None, buffer: list[_Saved]) -> None:
@@ -289,7 +289,7 @@ class Syncer:
             if self._abandon or ((exhausted or self.stop.is_set()) and self._outstanding == 0):
                 return
             wait = _FLUSH_INTERVAL_S if deadline is None else max(0.0, min(_FLUSH_INTERVAL_S, deadline - now))
-            self._wake.wait(wait)
+            self.clock.idle(wait, self._wake)
             self._wake.clear()
             self._collect(buffer)
             due = buffer and self.clock.monotonic() - last_flush >= _FLUSH_INTERVAL_S
@@ -301,7 +301,7 @@ class Syncer:
         """After a 401/403: collect what is on the wire (bounded by the timeouts), send nothing new."""
         limit = self.clock.monotonic() + self.settings.read_timeout + self.settings.connect_timeout + 5
         while self._outstanding > 0 and not self._abandon and self.clock.monotonic() < limit:
-            self._wake.wait(_FLUSH_INTERVAL_S)
+            self.clock.idle(_FLUSH_INTERVAL_S, self._wake)
             self._wake.clear()
             try:
                 self._collect(buffer)
@@ -309,11 +309,11 @@ class Syncer:
                 continue  # another request refused: same reason, item released
 
     def _fail(self, reason: StopReason, text: str, exc: BaseException) -> None:
-        stats = self.stats
-        stats.stop, stats.stop_reason, stats.fatal = reason, text, exc
-        self.stop.set()
+        self.stats.fatal = exc
+        self.lifecycle.fail(reason, text)
 
-    def _finish(self, buffer: list[_Saved]) -> None:
+    def _finish(self, buffer: list[_Saved]) -> bool:
+        """Save what is left and release what was not fetched; False: the database is lost (no record)."""
         stats = self.stats
         try:
             self._flush(buffer)
@@ -325,25 +325,18 @@ class Syncer:
             if stats.stop is None or stats.stop.exit_code == 0:
                 stats.stop, stats.stop_reason = StopReason.DATABASE_LOST, str(exc)
             stats.fatal = stats.fatal or exc
-            stats.exit_code = self._exit_code()
-            return
-        stats.exit_code = self._exit_code()
-        with contextlib.suppress(DatabaseError):
-            self._tx(store.finish_run, stats.run_id, self.clock.utcnow(), stats.exit_code, stats.stop_reason)
+            return False
+        return True
 
-    def _exit_code(self) -> int:
+    def _classify_unreachable(self) -> None:
+        """Work was there and the API never answered: not a successful run (exit 4), unless items
+        errored (exit 1 says that first) or the run stopped for a reason of its own."""
         stats = self.stats
-        code = 0 if stats.stop is None else stats.stop.exit_code
-        # A record set aside (rejected_records) is an item error: an operator should look.
-        if code == 0 and (stats.errors or stats.transcripts_errors or stats.rejected):
-            return 1
-        if code == 0 and nothing_fetched(stats.as_dict()):
-            # Work was there and the API never answered: not a successful run (issue 26).
+        clean = stats.stop is None or stats.stop.exit_code == 0
+        if clean and not stats.item_errors and nothing_fetched(stats.as_dict()):
             if stats.stop is None:
                 stats.stop_reason = UNREACHABLE
             stats.stop = StopReason.UNREACHABLE
-            return stats.stop.exit_code
-        return 1 if code == 0 and (stats.errors or stats.transcripts_errors or stats.rejected) else code
 
     # -- claiming ----------------------------------------------------------------------
 

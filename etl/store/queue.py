@@ -37,12 +37,14 @@ def due(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
 # --- enqueue ----------------------------------------------------------------------
 
 
-def enqueue_ids(conn: Connection, ids: Sequence[str]) -> int:
-    """Insert ids not yet queued; existing rows (whatever their state) are untouched.
+def enqueue_ids(conn: Connection, ids: Sequence[str], now: datetime | None = None) -> int:
+    """Insert ids not yet queued, due at ``now``; existing rows (whatever their state) are untouched.
 
     Returns how many were new.  One statement per call, whatever the batch size.
+    ``now`` is the app's clock: every caller in ``etl`` passes it (docs/architecture.md
+    "Time"); None leaves the stamps to the server defaults, as for a row made by hand.
     """
-    return _insert_ignore(conn, queue_t, ids, None)
+    return _insert_ignore(conn, queue_t, ids, now)
 
 
 def enqueue_transcripts(conn: Connection, ids: Sequence[str], now: datetime) -> int:
@@ -329,7 +331,7 @@ def make_due_first(conn: Connection, call_id: str, now: datetime, requeue: Seque
     oldest due item); an item ended in one of ``requeue`` is re-queued there with fresh counters.
     An item a run holds is left to that run."""
     q = queue_t.c
-    enqueue_ids(conn, [call_id])
+    enqueue_ids(conn, [call_id], now)
     oldest = conn.execute(sa.select(sa.func.min(q.next_attempt_at)).where(q.state == "pending")).scalar()
     # Strictly before the oldest: ids enqueued by one statement share one timestamp,
     # and a tie would leave the order among them to the database.

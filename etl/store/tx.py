@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from etl.clock import SYSTEM, Clock
+from etl.clock import Clock
 from etl.db import describe_db_error
 from etl.errors import DatabaseError
 
@@ -56,7 +56,7 @@ def is_retryable(exc: BaseException) -> bool:
     return code in _RETRYABLE_SQLSTATES or code in _RETRYABLE_MYSQL
 
 
-def transaction(engine: Engine, fn: Callable[..., T], *args: Any, clock: Clock = SYSTEM,
+def transaction(engine: Engine, fn: Callable[..., T], *args: Any, clock: Clock,
                 retries: int | None = DEADLOCK_RETRIES, max_wait_s: float | None = None, conflicts: int = 0,
                 fatal: bool = True) -> T:
     """Run ``fn(conn, *args)`` in one transaction on a connection of ``engine``; return what it returns.

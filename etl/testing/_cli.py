@@ -20,6 +20,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from etl.clock import SYSTEM
 from etl.testing._data import STATUSES
 from etl.testing._fake import FakeOpenPhone
 from etl.testing._faults import ENDPOINTS, Faults, Quirks
@@ -206,7 +207,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m etl.testing")
               f"Point etl at it (paste in another terminal):\n"
               f"export OPENPHONE_BASE_URL={running.url} OPENPHONE_API_KEY={args.api_key}",
               flush=True)
-    while not stop.wait(0.5):
+    while not SYSTEM.idle(0.5, stop):
         pass
     running.stop()
     if args.stats_file is not None:

@@ -27,7 +27,6 @@ import base64
 import datetime as dt
 from urllib.parse import unquote
 
-from etl.clock import SYSTEM
 from etl.testing._data import CALL_ID_RE, iso, rng_for, sample_summary
 from etl.testing._endpoints import BadRequest, _many, _one, _time
 from etl.testing._faults import Quirks
@@ -145,7 +144,7 @@ class DatedEndpoints:
     def _cursor(self, offset: int, query: str) -> str:
         serial = len(self._cursors) + 1
         token = base64.urlsafe_b64encode(f"dc:{serial}".encode()).decode().rstrip("=")
-        self._cursors[token] = (offset, query, SYSTEM.monotonic())
+        self._cursors[token] = (offset, query, self.clock.clock.monotonic())
         return token
 
     def _take_cursor(self, token: str | None, query: str) -> int:
@@ -154,7 +153,7 @@ class DatedEndpoints:
         found = self._cursors.get(token)
         if found is None or found[1] != query:
             raise BadRequest("Invalid cursor: pass the nextCursor of the same query", "/after")
-        if self.expire_cursors > 0 or SYSTEM.monotonic() - found[2] > self.cursor_ttl_seconds:
+        if self.expire_cursors > 0 or self.clock.clock.monotonic() - found[2] > self.cursor_ttl_seconds:
             self.expire_cursors = max(0, self.expire_cursors - 1)
             raise BadRequest("Cursor expired: list again without after", "/after")
         return found[0]

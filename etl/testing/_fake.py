@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 
-from etl.clock import SYSTEM
+from etl.clock import Clock
 from etl.testing._data import CALL_ID_RE, STATUSES, dumps, sample_body, sample_summary
 from etl.testing._dated import DATED_ENDPOINTS, DATED_VERSION, DatedEndpoints, match_dated
 from etl.testing._endpoints import WEBHOOK_EVENTS, BadRequest, WorkspaceEndpoints
@@ -104,7 +104,7 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints, Peo
         latency_ms: float = 0.0,
         seed: int = 0,
         forbidden_keys: frozenset[str] = frozenset(),
-        clock: ApiClock | None = None,
+        clock: ApiClock | Clock | None = None,
     ) -> None:
         if default_status is not None and default_status not in STATUSES:
             raise ValueError(f"default_status must be one of {STATUSES} or None")
@@ -117,7 +117,9 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints, Peo
         self.latency_ms = latency_ms
         self.seed = seed
         self.forbidden_keys = forbidden_keys
-        self.clock = clock if clock is not None else ApiClock()
+        # An etl Clock (a FakeClock the job also runs on) becomes the simulator's clock too.
+        self.clock = clock if isinstance(clock, ApiClock) else ApiClock(clock=clock) if clock is not None \
+            else ApiClock()
         self.workspace = Workspace(self.clock, seed)
         self.summaries: dict[str, dict[str, object]] = {}
         self.webhooks: dict[str, dict[str, object]] = {}
@@ -137,7 +139,7 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints, Peo
         self._flight: dict[str, list[Reply]] = {}
         self._flight_total = 0
         self._tokens = float(burst)
-        self._refilled = SYSTEM.monotonic()
+        self._refilled = self.clock.clock.monotonic()
         self._latency_rng = random.Random(seed)
         self._webhook_n = 0
         self._init_transcripts()
@@ -215,7 +217,7 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints, Peo
                            version=request.headers.get("quo-api-version"))
         try:
             if reply.delay:
-                SYSTEM.sleep(reply.delay)
+                self.clock.clock.sleep(reply.delay)
             if reply.action == DROP:
                 raise httpx.RemoteProtocolError(
                     "Server disconnected without sending a response.", request=request
@@ -271,7 +273,7 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints, Peo
                 endpoint, arg = match_dated(method, path)
             if endpoint is None:
                 endpoint, arg = match_people(method, path)
-        now = SYSTEM.time()
+        now = self.clock.clock.time()
         with self._lock:
             self.request_log.append((method, path, version))
             self.total_requests += 1
@@ -487,7 +489,7 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints, Peo
         return Reply(status, dumps(payload), headers, str(status))
 
     def _take_token(self) -> bool:
-        now = SYSTEM.monotonic()
+        now = self.clock.clock.monotonic()
         self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * self.rate)
         self._refilled = now
         if self._tokens >= 1.0:

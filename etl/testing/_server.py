@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from etl.clock import SYSTEM
 from etl.testing._fake import FakeOpenPhone, Reply
 from etl.testing._faults import DROP
 
@@ -119,8 +118,9 @@ class _Handler(BaseHTTPRequestHandler):
         A client that timed out and retries must not find its first request
         still "in flight" (the fake counts overlapping requests per id).
         """
-        deadline = SYSTEM.monotonic() + seconds
-        while (left := deadline - SYSTEM.monotonic()) > 0:
+        clock = self.server.fake.clock.clock
+        deadline = clock.monotonic() + seconds
+        while (left := deadline - clock.monotonic()) > 0:
             readable, _, _ = select.select([self.connection], [], [], left)
             if not readable:
                 break
@@ -130,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 return False
             # A pipelined request is waiting: nothing more to learn from the socket.
-            return not self.server.stopping.wait(max(0.0, deadline - SYSTEM.monotonic()))
+            return not clock.idle(deadline - clock.monotonic(), self.server.stopping)
         return not self.server.stopping.is_set()
 
     def _write(self, reply: Reply) -> None:

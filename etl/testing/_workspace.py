@@ -18,7 +18,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 
-from etl.clock import SYSTEM
+from etl.clock import SYSTEM, Clock
 from etl.testing._data import iso, rng_for
 from etl.testing._data import make_id as _id
 from etl.testing._people import LINE_NAMES, People
@@ -40,19 +40,23 @@ def parse_time(text: str) -> dt.datetime:
 class ApiClock:
     """The fake's notion of now.
 
-    Without ``start`` it follows the wall clock (so summaries that are "not
-    generated yet" become ready as real time passes in subprocess tests);
-    with ``start`` it is frozen there. ``advance`` moves it either way.
+    Without ``start`` it follows ``clock`` (so summaries that are "not
+    generated yet" become ready as time passes: the real clock in subprocess
+    tests, the job's ``FakeClock`` when the test shares one); with ``start`` it
+    is frozen there. ``advance`` moves it either way.  ``clock`` also times the
+    simulator's own waits, rate limit and cursors: the simulator runs on the
+    same :class:`etl.clock.Clock` as the job when it is given that clock.
     """
 
-    def __init__(self, start: dt.datetime | None = None) -> None:
+    def __init__(self, start: dt.datetime | None = None, *, clock: Clock = SYSTEM) -> None:
+        self.clock = clock
         self._start = start.astimezone(UTC) if start is not None else None
         self._offset = dt.timedelta()
         self._lock = threading.Lock()
 
     def now(self) -> dt.datetime:
         with self._lock:
-            base = self._start if self._start is not None else SYSTEM.utcnow().replace(tzinfo=UTC)
+            base = self._start if self._start is not None else self.clock.utcnow().replace(tzinfo=UTC)
             return base + self._offset
 
     def advance(self, seconds: float) -> dt.datetime:

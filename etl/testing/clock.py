@@ -50,6 +50,10 @@ class FakeClock:
         self.sleep(max(0.0, seconds))
         return False
 
+    def idle(self, seconds: float, wake: threading.Event) -> bool:
+        """Waits for real (other threads do real work meanwhile); fake time stands still."""
+        return wake.wait(max(0.0, seconds))
+
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` pass without anyone sleeping."""
         if seconds < 0:

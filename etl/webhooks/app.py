@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from etl import report
-from etl.clock import SYSTEM, Clock
+from etl.clock import Clock
 from etl.db import reader
 from etl.health import FetchHistory
 from etl.logs import get_logger
@@ -81,7 +81,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 
 def create_app(engine: Engine, config: ReceiverConfig, metrics: Metrics, worker: SyncWorker | None,
-               housekeeper: Housekeeper | None = None, *, clock: Clock = SYSTEM,
+               housekeeper: Housekeeper | None = None, *, clock: Clock,
                intake_engine: Engine | None = None) -> Starlette:
     """The ASGI app; ``worker``/``housekeeper`` are started and stopped with it (lifespan).
 

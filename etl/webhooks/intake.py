@@ -65,7 +65,7 @@ from sqlalchemy.exc import DBAPIError
 
 from etl import store
 from etl.api import webhook_call, webhook_summary
-from etl.clock import SYSTEM, Clock
+from etl.clock import Clock
 from etl.logs import get_logger
 from etl.normalize import CallContextRows, call_json, clean_text, normalize, normalize_call
 from etl.webhooks.events import Event
@@ -140,7 +140,7 @@ class Accepted:
     call_id: str | None
 
 
-def accept(engine: Engine, verified: Verified, event: Event, now: datetime, *, clock: Clock = SYSTEM,
+def accept(engine: Engine, verified: Verified, event: Event, now: datetime, *, clock: Clock,
            max_wait_s: float = MAX_WAIT_S, transcripts: bool = False) -> Accepted:
     """Record the delivery and apply its event; ``replay`` means nothing was stored.
 
@@ -189,7 +189,7 @@ def apply_event(conn: Connection, event: Event, now: datetime, *, transcripts: b
     """
     assert event.call_id is not None
     if event.action == "call_completed":
-        store.enqueue_ids(conn, [event.call_id])
+        store.enqueue_ids(conn, [event.call_id], now)
         save_call(conn, event.call if event.call is not None else event.payload, now, raw=event.payload)
     elif event.action == "transcript_completed":
         transcript_ready(conn, event.call_id, now, transcripts=transcripts)
@@ -228,7 +228,7 @@ def save_carried_summary(conn: Connection, call_id: str, summary: dict[str, Any]
         log.warning("summary of a call.summary.completed event does not validate; fetched instead",
                     call_id=call_id, error=str(exc.errors(include_url=False, include_input=False)[:1])[:300])
         return False
-    store.enqueue_ids(conn, [call_id])
+    store.enqueue_ids(conn, [call_id], now)
     if store.lease_holder(conn, call_id, now) is not None:
         return False
     rows = normalize(data, raw, hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest(), now)

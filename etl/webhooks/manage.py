@@ -38,9 +38,9 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.api import CURRENT, LEGACY, OpenPhoneClient, Surface
+from etl.api import CURRENT, LEGACY, SURFACES, OpenPhoneClient, Surface
 from etl.clock import Clock
-from etl.config import DATED_API_VERSION, Settings
+from etl.config import Settings
 from etl.errors import AuthError, EtlError, UsageError
 from etl.tables import deliveries_t
 from etl.webhooks.app import WEBHOOK_PATH as RECEIVER_PATH
@@ -117,27 +117,35 @@ def list_all(settings: Settings, *, clock: Clock, transport: httpx.BaseTransport
         return client.list_webhooks()
 
 
+@dataclass(frozen=True)
+class Deleted:
+    """Which API version's webhook was deleted; ``elsewhere``: not the one asked for (found on the other)."""
+
+    api_version: str
+    elsewhere: bool
+
+
 def delete(settings: Settings, webhook_id: str, *, clock: Clock,
-           transport: httpx.BaseTransport | None = None) -> str:
+           transport: httpx.BaseTransport | None = None) -> Deleted:
     """Delete the webhook ``webhook_id`` of ``settings.api_version``, or, when that surface has none,
-    of the other surface (issue 26: a current webhook's id given without ``--api-version``).
-    Returns the API version whose webhook was deleted."""
+    of the other surface (issue 26: a current webhook's id given without ``--api-version``)."""
     with OpenPhoneClient(settings, clock=clock, transport=transport) as client:
         try:
             client.delete_webhook(webhook_id)
-            return settings.api_version
+            return Deleted(client.surface.version, elsewhere=False)
         except (AuthError, UsageError):
             raise
         except EtlError as exc:
-            dated = settings.api_version == DATED_API_VERSION
-            other = LEGACY if dated else CURRENT
             if "HTTP 404" not in str(exc):
                 raise
-            if not any(h.get("id") == webhook_id for h in client.list_webhooks(surface=other)):
+            others = [s for s in SURFACES if s is not client.surface]
+            other = next((s for s in others
+                          if any(h.get("id") == webhook_id for h in client.list_webhooks(surface=s))), None)
+            if other is None:
                 raise EtlError(f"{exc}; no webhook of either API version has this id (`etl webhooks list` "
-                               f"and `etl webhooks list --api-version {DATED_API_VERSION}` show them)") from None
+                               f"and `etl webhooks list --api-version {CURRENT.version}` show them)") from None
         client.delete_webhook(webhook_id, surface=other)
-        return "v1" if dated else DATED_API_VERSION
+        return Deleted(other.version, elsewhere=True)
 
 
 # --- migrate ----------------------------------------------------------------------------

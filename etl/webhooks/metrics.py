@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 
 from etl import report
-from etl.clock import SYSTEM, Clock
+from etl.clock import Clock
 from etl.db import reader
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -109,7 +109,7 @@ def last_fetch_unix(engine: Engine) -> float | None:
 
 
 class Metrics:
-    def __init__(self, engine: Engine | None = None, rate: float = 0.0, clock: Clock = SYSTEM) -> None:
+    def __init__(self, engine: Engine | None, rate: float, clock: Clock) -> None:
         self.clock = clock
         self.registry = CollectorRegistry()
         r = self.registry

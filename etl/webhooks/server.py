@@ -53,7 +53,7 @@ from sqlalchemy.engine import Engine
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from etl import db
-from etl.clock import SYSTEM, Clock
+from etl.clock import Clock
 from etl.config import Settings
 from etl.errors import UsageError
 from etl.logs import get_logger
@@ -190,7 +190,7 @@ def route_uvicorn_logs() -> None:
 
 
 def serve(engine: Engine, settings: Settings, receiver: ReceiverConfig, options: ServeOptions, *,
-          transport: httpx.BaseTransport | None = None, clock: Clock = SYSTEM) -> None:
+          transport: httpx.BaseTransport | None = None, clock: Clock) -> None:
     """Serve until SIGTERM/SIGINT."""
     sock = listen(options.host, options.port)
     route_uvicorn_logs()

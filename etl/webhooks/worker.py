@@ -1,12 +1,11 @@
 """The sync engine inside ``etl serve``: a background thread woken by every stored delivery.
 
-:func:`run_engine` is the one place that drives the engine.  It builds the
-:class:`~etl.sync.Syncer` the way ``etl sync`` does, on the key's rate budget
-shared through the database (one budget for the server's life, so a cron sync
-and this server together stay within the key's rate), minus two things that are
-right for a one-shot CLI run and wrong here: ``gc.freeze()`` (in a long-running server every later
-call would make the objects alive at that moment immortal) and signal
-handlers (uvicorn owns SIGTERM; this module gets :meth:`SyncWorker.stop`).
+:meth:`SyncWorker._attempt` starts each engine run through
+:func:`etl.running.run_in_server`, the way every sync starts, on the key's rate
+budget shared through the database (one budget for the server's life, so a cron
+sync and this server together stay within the key's rate), on the server's clock,
+without the signal handlers and ``gc.freeze()`` of a one-shot CLI run (uvicorn
+owns SIGTERM; this module gets :meth:`SyncWorker.stop`).
 
 The worker runs the engine until nothing is due, then sleeps until a delivery
 wakes it or ``poll_interval`` passes (items rescheduled as in-progress become
@@ -44,17 +43,16 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from etl import store
 from etl.budget import budget_for
-from etl.clock import SYSTEM, Clock
+from etl.clock import Clock
 from etl.config import Settings
 from etl.db import reader
 from etl.errors import AuthError, DatabaseError
 from etl.logs import get_logger
 from etl.ratelimit import RateBudget
-from etl.sync import RunOptions, RunStats, StopReason, Syncer
+from etl.running import run_in_server
+from etl.runs import StopReason
 from etl.webhooks import intake
 from etl.webhooks.metrics import Metrics
-
-StopHook = Callable[[Callable[[], None]], None]
 
 # Work claimed per claim, in seconds at the rate (``etl sync`` claims 10 s).  A summary
 # event jumps to the head of the due line, but not ahead of what the engine has claimed
@@ -91,14 +89,6 @@ class EngineError:
 
     def as_dict(self) -> dict[str, str]:
         return {"type": self.type, "reason": self.reason}
-
-
-def run_engine(engine: Engine, settings: Settings, transport: httpx.BaseTransport, budget: RateBudget,
-               on_start: StopHook) -> RunStats:
-    """One engine run until nothing is due.  ``on_start(stop)`` receives a thread-safe stop function."""
-    syncer = Syncer(engine, settings, transport=transport, budget=budget, claim_ahead_s=CLAIM_AHEAD_S)
-    on_start(lambda: syncer.request_stop(StopReason.SIGNAL, "server stopping"))
-    return syncer.run(RunOptions(command="serve"))
 
 
 class MeteredBudget:
@@ -149,7 +139,7 @@ class SyncWorker:
 
     def __init__(self, engine: Engine, settings: Settings, metrics: Metrics, *,
                  transport: httpx.BaseTransport | None = None, poll_interval: float = 30.0,
-                 clock: Clock = SYSTEM) -> None:
+                 clock: Clock) -> None:
         self.engine = engine
         self.settings = settings
         self.metrics = metrics
@@ -219,7 +209,7 @@ class SyncWorker:
                 if self.clock.wait(min(BACKOFF_S * 2 ** (self.failures - 1), MAX_BACKOFF_S), self._stopping):
                     break
             else:
-                self._wake.wait(self.poll_interval)
+                self.clock.idle(self.poll_interval, self._wake)
                 self._wake.clear()
             if self._stopping.is_set():
                 break
@@ -233,8 +223,10 @@ class SyncWorker:
             self._recovered()
             return  # no sync_runs row for a run that would claim nothing
         self.metrics.runs.inc()
-        stats = run_engine(self.engine, self.settings, InstrumentedTransport(self._new_transport(), self.metrics),
-                           self.budget, self._on_start)
+        stats = run_in_server(self.engine, self.settings,
+                              transport=InstrumentedTransport(self._new_transport(), self.metrics),
+                              budget=self.budget, claim_ahead_s=CLAIM_AHEAD_S, on_start=self._on_start,
+                              clock=self.clock)
         with self._lock:
             self._stop_current = None
         run = stats.as_dict()  # as_dict's duration counts until it is called
@@ -295,7 +287,7 @@ class Housekeeper:
     TRACK_FOR = timedelta(minutes=15)
 
     def __init__(self, engine: Engine, metrics: Metrics, retention: timedelta, *,
-                 interval: float = 0.25, prune_every: float = 600.0, clock: Clock = SYSTEM) -> None:
+                 interval: float = 0.25, prune_every: float = 600.0, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
         self.metrics = metrics
@@ -324,7 +316,7 @@ class Housekeeper:
 
     def _loop(self) -> None:
         last_prune: float | None = None
-        while not self._stop.wait(self.interval):
+        while not self.clock.idle(self.interval, self._stop):
             with contextlib.suppress(Exception):  # a database blip: try again next tick
                 self._check_landed()
             if last_prune is None or self.clock.monotonic() - last_prune >= self.prune_every:

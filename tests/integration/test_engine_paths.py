@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
+from etl.clock import SYSTEM
 from etl.sync import RunOptions, StopReason, Syncer
 from etl.testing import FakeOpenPhone
 
@@ -58,7 +59,7 @@ def test_second_interrupt_abandons_in_flight_requests(engine, fake, settings):
         arrived.release()
         release.wait(60)  # a request that would take a minute
 
-    syncer = Syncer(engine, settings.replace(concurrency=4), transport=Hook(fake, hang))
+    syncer = Syncer(engine, settings.replace(concurrency=4), transport=Hook(fake, hang), clock=SYSTEM)
     result: list[Any] = []
     runner = threading.Thread(target=lambda: result.append(syncer.run(RunOptions())))
     runner.start()
@@ -91,7 +92,7 @@ def test_a_lost_lease_discards_the_result(engine, fake, settings):
                 conn.execute(sa.text("UPDATE summary_queue SET lease_owner = 'other-run' "
                                      "WHERE call_id = 'ACstolen'"))
 
-    stats = Syncer(engine, settings, transport=Hook(fake, steal)).run(RunOptions())
+    stats = Syncer(engine, settings, transport=Hook(fake, steal), clock=SYSTEM).run(RunOptions())
     assert (stats.completed, stats.lost_leases, stats.exit_code) == (1, 1, 0)
     rows = queue(engine)
     assert (rows["ACkeep1"]["state"], rows["ACstolen"]["state"], rows["ACstolen"]["lease_owner"]) == (
@@ -136,7 +137,8 @@ def test_one_entry_the_database_rejects_is_isolated_from_its_batch(engine, fake,
     good = [f"ACgood{i:02d}" for i in range(20)]
     enqueue(engine, [*good, "ACbad"])
     with trigger(engine, REJECT, DROP_REJECT):
-        stats = Syncer(engine, settings.replace(concurrency=2), transport=fake.transport()).run(RunOptions())
+        stats = Syncer(engine, settings.replace(concurrency=2), transport=fake.transport(),
+                       clock=SYSTEM).run(RunOptions())
     assert (stats.completed, stats.errors, stats.exit_code) == (20, 1, 1)
     rows = queue(engine)
     assert {i for i, r in rows.items() if r["state"] == "done"} == set(good)
@@ -174,7 +176,7 @@ def test_a_deadlock_is_retried(engine, fake, settings):
     ids = [f"ACdead{i:02d}" for i in range(10)]
     enqueue(engine, ids)
     with trigger(engine, DEADLOCK_ONCE, DROP_DEADLOCK):
-        stats = Syncer(engine, settings, transport=fake.transport()).run(RunOptions())
+        stats = Syncer(engine, settings, transport=fake.transport(), clock=SYSTEM).run(RunOptions())
         with engine.connect() as conn:
             calls = conn.execute(sa.text(
                 "SELECT nextval('s_deadlock')" if engine.dialect.name == "postgresql"
@@ -189,7 +191,7 @@ def test_limit_fetches_every_item_it_claimed(engine, fake, settings):
     ids = [f"AClimit{i:02d}" for i in range(20)]
     enqueue(engine, ids)
     slow = Hook(fake, lambda _call_id: time.sleep(0.05))  # items wait in the backlog meanwhile
-    stats = Syncer(engine, settings.replace(concurrency=2), transport=slow).run(RunOptions(limit=7))
+    stats = Syncer(engine, settings.replace(concurrency=2), transport=slow, clock=SYSTEM).run(RunOptions(limit=7))
     assert (stats.claimed, stats.completed, stats.released, stats.exit_code, stats.stop_reason) == (
         7, 7, 0, 0, "limit reached")
     states = [r["state"] for r in queue(engine).values()]

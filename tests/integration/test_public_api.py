@@ -155,7 +155,7 @@ def test_webhooks_are_managed_through_the_object_and_need_a_key(tmp_path: Path):
 @pytest.mark.parametrize(("secrets", "options", "message"), [
     ([], {}, "no webhook secret: set OPENPHONE_WEBHOOK_SECRETS"),
     (["whsec_" + "QUJD" * 8], {"tolerance": 300.0, "delivery_retention": 0.1},
-     "--delivery-retention must be at least twice --tolerance"),
+     "delivery_retention must be at least twice tolerance"),  # the parameters' names (the CLI's: the flags)
 ])
 def test_serve_refuses_a_configuration_it_cannot_run_before_listening(tmp_path: Path, secrets: list[str],
                                                                       options: dict[str, float], message: str):

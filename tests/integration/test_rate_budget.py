@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from etl import Etl, store
 from etl.budget import DatabaseBudget, budget_for
+from etl.clock import SYSTEM
 from etl.config import Settings
 from etl.ratelimit import DEFAULT_PAUSE, LocalBudget, NotSent, block_size
 from etl.sync import RunStats
@@ -79,7 +80,7 @@ def test_slow_rate_takes_the_time_it_should(engine, fake, settings):
 
 
 def test_the_shared_budget_row_names_the_key_by_its_hash_only(engine, settings):
-    budget = budget_for(settings.replace(rate=5.0), engine)
+    budget = budget_for(settings.replace(rate=5.0), engine, SYSTEM)
     assert isinstance(budget, DatabaseBudget)
     budget.acquire()
     budget.close()
@@ -87,7 +88,7 @@ def test_the_shared_budget_row_names_the_key_by_its_hash_only(engine, settings):
         rows = [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM rate_budgets"))]
     assert [r["key_hash"] for r in rows] == [hashlib.sha256(settings.api_key.encode()).hexdigest()]
     assert settings.api_key not in repr(rows)
-    assert isinstance(budget_for(settings.replace(rate=0.0), engine), LocalBudget)
+    assert isinstance(budget_for(settings.replace(rate=0.0), engine, SYSTEM), LocalBudget)
 
 
 def test_two_processes_budgets_interleave_without_exceeding_the_rate(engine, settings):

@@ -80,7 +80,7 @@ def running_receiver(engine: Engine, db_url: str, *, rate: float = 10.0, clock: 
     settings = Settings(database_url=db_url, api_key=API_KEY, base_url="http://fake.test", rate=rate,
                         concurrency=4, retry_initial=0.001, retry_max=0.01)
     metrics = Metrics(engine, settings.rate, clock)
-    worker = SyncWorker(engine, settings, metrics, transport=fake.transport(), poll_interval=poll_interval)
+    worker = SyncWorker(engine, settings, metrics, transport=fake.transport(), poll_interval=poll_interval, clock=clock)
     housekeeper = Housekeeper(engine, metrics, timedelta(days=7), clock=clock)
     config = config or ReceiverConfig([SECRET_A, SECRET_B, WHSEC], max_body_bytes=64 * 1024)
     app = create_app(engine, config, metrics, worker, housekeeper, clock=clock, intake_engine=intake_engine)

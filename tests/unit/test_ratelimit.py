@@ -131,4 +131,4 @@ def test_rate_problem(rate, problem):
     assert rate_problem(rate) == problem
     if problem:
         with pytest.raises(ValueError, match="rate must"):
-            LocalBudget(rate)
+            LocalBudget(rate, FakeClock())

@@ -31,3 +31,24 @@ def test_the_old_import_path_of_stop_reason_is_the_same_enum():
     from etl.sync import StopReason as FromSync
 
     assert FromSync is StopReason
+
+
+def test_the_first_stop_wins_and_a_failure_replaces_only_a_stop_that_is_not_one():
+    stats = RunStats(clock=FakeClock())
+    assert stats.record_stop(StopReason.SIGNAL, "interrupted by SIGTERM")
+    assert not stats.record_stop(StopReason.MAX_RUNTIME, "max runtime reached")
+    assert stats.record_failure(StopReason.AUTH_REFUSED, "the API refused the key")
+    assert not stats.record_failure(StopReason.DATABASE_LOST, "gone")
+    assert not stats.record_stop(StopReason.SIGNAL, "interrupted by SIGINT")
+    assert (stats.stop, stats.stop_reason, stats.settle()) == (StopReason.AUTH_REFUSED, "the API refused the key", 3)
+
+
+def test_one_exit_code_rule_for_every_run():
+    cases = [(None, 0, 0), (None, 2, 1), (StopReason.LIMIT, 0, 0), (StopReason.MAX_RUNTIME, 1, 1),
+             (StopReason.SIGNAL, 0, 1), (StopReason.AUTH_REFUSED, 5, 3), (StopReason.REFUSED, 0, 2)]
+    for make in (RunStats, DiscoveryStats):
+        for stop, errors, code in cases:
+            stats = make(clock=FakeClock(), errors=errors)
+            if stop is not None:
+                stats.record_stop(stop, stop.value)
+            assert (stop, errors, stats.settle(), stats.exit_code) == (stop, errors, code, code)
