@@ -8,6 +8,7 @@ read timeout) makes the engine release every item it claims unsent, run after ru
 from __future__ import annotations
 
 from etl import store
+from etl.clock import SYSTEM
 from etl.webhooks.metrics import Metrics
 from etl.webhooks.worker import NO_PROGRESS_RUNS, SyncWorker
 
@@ -16,7 +17,9 @@ def test_runs_that_claim_and_save_nothing_make_the_engine_unhealthy_until_one_sa
     with engine.begin() as conn:
         store.enqueue_ids(conn, ["ACstall1", "ACstall2"])
     stuck = settings.replace(lease_seconds=5, read_timeout=20)
-    worker = SyncWorker(engine, stuck, Metrics(engine), transport=fake.transport(), poll_interval=3600)
+    # The system clock, as `etl serve` runs: nothing here waits (the lease check releases before sending).
+    worker = SyncWorker(engine, stuck, Metrics(engine, stuck.rate, SYSTEM), transport=fake.transport(),
+                        poll_interval=3600, clock=SYSTEM)
     for n in range(1, NO_PROGRESS_RUNS + 1):
         assert worker.error is None, n
         worker._attempt()
