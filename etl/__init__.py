@@ -22,7 +22,7 @@ from etl._version import __version__
 from etl.backfill import Plan as BackfillPlan
 from etl.config import API_VERSIONS, Backoff, Settings
 from etl.enqueue import EnqueueCounts
-from etl.errors import AuthError, DatabaseError, EtlError, SchemaBehindError, UsageError
+from etl.errors import AuthError, DatabaseError, EtlError, SchemaAheadError, SchemaBehindError, UsageError
 from etl.health import Limits as HealthLimits
 from etl.job import BackfillResult, Etl, Requeued, TranscriptsQueued, Webhooks
 from etl.report import Selection
@@ -54,6 +54,7 @@ __all__ = [
     "Registered",
     "Requeued",
     "RunStats",
+    "SchemaAheadError",
     "SchemaBehindError",
     "Selection",
     "Settings",

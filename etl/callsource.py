@@ -15,6 +15,7 @@ from typing import Any, NoReturn, Protocol
 
 from sqlalchemy.engine import Engine
 
+from etl import store
 from etl.api import OpenPhoneClient
 from etl.clock import Clock
 from etl.config import Settings
@@ -57,6 +58,7 @@ class WalkCounts(Protocol):
     would_enqueue: int
     stored: int
     restarts: int
+    rejected: int
 
 
 class WalkRun(Protocol):
@@ -77,6 +79,10 @@ class WalkRun(Protocol):
     def stop_requested(self) -> bool: ...
 
     def walk_error(self, message: str, *, fatal: bool = False, **fields: Any) -> NoReturn: ...
+
+    def reject(self, endpoint: str, item: Any, reason: str, log: Any) -> store.Rejected:
+        """A call that cannot be stored (``item``: its JSON as listed): logged, to be kept with its page."""
+        ...
 
     def page_done(self, event: str, **fields: Any) -> None: ...
 

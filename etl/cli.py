@@ -258,7 +258,12 @@ def db_current(database_url: str) -> None:
     """Show the schema revision of the database and of this version."""
     with Etl(database_url=database_url, read_only=True) as job:
         current, head = job.current()
-    state = "up to date" if current == head else f"behind: run {job.hint('etl db upgrade')}"
+    if current == head:
+        state = "up to date"
+    elif current is not None and not job.knows_revision(current):
+        state = "ahead: a newer release of etl migrated this database"
+    else:
+        state = f"behind: run {job.hint('etl db upgrade')}"
     click.echo(f"database: {current or 'empty'}  code: {head}  ({state})")
 
 

@@ -252,6 +252,46 @@ def apply_overrides(settings: Settings, overrides: SettingOverrides) -> Settings
 _PASSWORD = re.compile(r"^([^:/?#]*://[^:@/?#]*:)(.*)@")
 
 
+# A run of this many characters of the key, in any case, is taken for a piece of it.
+MIN_SECRET_FRAGMENT = 8
+
+
+def redact_secret(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` and every echo of it replaced by ``***``.
+
+    An API that echoes the key back may change its case or split it (a space,
+    a line break, half of it quoted): any run of at least
+    :data:`MIN_SECRET_FRAGMENT` characters (the whole key, if shorter) that
+    appears in the key, compared case-insensitively, is hidden.
+    """
+    if not secret or not text:
+        return text
+    key = secret.lower()
+    low = text.lower()
+    n = min(MIN_SECRET_FRAGMENT, len(key))
+    grams = {key[i:i + n] for i in range(len(key) - n + 1)}
+    hidden = [False] * len(text)
+    for i in range(len(low) - n + 1):
+        if low[i:i + n] in grams:
+            hidden[i:i + n] = [True] * n
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if not hidden[i]:
+            out.append(text[i])
+            i += 1
+            continue
+        j = i
+        while j < len(text) and hidden[j]:
+            j += 1
+        run = text[i:j]
+        # A word that happens to be part of the key ("Forbidden" of "forbidden-key-1") stays: a
+        # piece of a key has a digit or a sign in it, or is long.
+        out.append("***" if len(run) >= 12 or len(key) < MIN_SECRET_FRAGMENT or not run.isalpha() else run)
+        i = j
+    return "".join(out)
+
+
 def redact_url(url: str) -> str:
     """The database URL with its password replaced by ``***``, safe for any message."""
     try:

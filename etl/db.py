@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from etl.config import command_hint, redact_url
-from etl.errors import DatabaseError, SchemaBehindError, UsageError
+from etl.errors import DatabaseError, SchemaAheadError, SchemaBehindError, UsageError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 # The newest alembic revision this code expects.  Kept here so that commands
 # check the schema without importing alembic and reading every migration
 # script; tests/unit/test_schema_head.py keeps it equal to the scripts' head.
-SCHEMA_HEAD = "0013"
+SCHEMA_HEAD = "0014"
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 # Execution option: this engine only reads (see :func:`reader`).
@@ -315,19 +315,53 @@ def current_revision(engine: Engine) -> str | None:
     return rows[0] if len(rows) == 1 else None
 
 
+def is_known_revision(url: str, revision: str) -> bool:
+    """Whether ``revision`` is one of this code's migration scripts (False: the database is ahead of the code)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory.from_config(alembic_config(url)).get_revision(revision) is not None
+    except (CommandError, KeyError):
+        return False
+
+
+def ahead_message(url: str, current: str) -> str:
+    """The one line for a database at a revision this code does not know (a newer release migrated it)."""
+    return (f"database {redact_url(url)} is at schema revision {current}, which this version of etl does not "
+            f"know (its newest is {SCHEMA_HEAD}): a newer release migrated it; run that release, or downgrade "
+            f"the database with it")
+
+
+def check_not_ahead(engine: Engine, url: str) -> None:
+    """Refuse (:class:`SchemaAheadError`) a database whose revision this code has no script for."""
+    current = current_revision(engine)
+    if current is not None and current != SCHEMA_HEAD and not is_known_revision(url, current):
+        raise SchemaAheadError(ahead_message(url, current))
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
     try:
+        engine = create_engine(url)
+        try:
+            check_not_ahead(engine, url)
+        finally:
+            engine.dispose()
         command.upgrade(alembic_config(url), revision)
     except OperationalError as exc:
         raise DatabaseError(describe_db_error(url, exc)) from None
 
 
-def downgrade(url: str, revision: str) -> None:
+def downgrade(url: str, revision: str, *, allow_data_loss: bool = False) -> None:
+    """Migrate down to ``revision``; a step that would drop data is refused (:class:`DatabaseError`,
+    nothing of that step changed) unless ``allow_data_loss``."""
     from alembic import command
 
-    command.downgrade(alembic_config(url), revision)
+    cfg = alembic_config(url)
+    cfg.attributes["etl_allow_data_loss"] = allow_data_loss
+    command.downgrade(cfg, revision)
 
 
 def ensure_schema(engine: Engine, url: str) -> None:
@@ -344,6 +378,8 @@ def ensure_schema(engine: Engine, url: str) -> None:
     head = SCHEMA_HEAD
     if current == head:
         return
+    if current is not None and not is_known_revision(url, current):
+        raise SchemaAheadError(ahead_message(url, current))
     if engine.dialect.name == "sqlite" and engine.url.query.get("mode") != "ro":
         upgrade(url)
         return

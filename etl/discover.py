@@ -67,7 +67,13 @@ class DiscoveryStats(RunOutcome):
     would_enqueue: int = 0  # dry run: completed calls not queued yet
     stored: int = 0  # summaries stored straight from a listing (dated surface)
     restarts: int = 0  # listings restarted after an expired cursor (dated surface)
+    rejected: int = 0  # calls kept in rejected_records instead of stored (issue 25); the exit code says so
     refresh: RefreshReport | None = None  # users, lines and contacts after the walk; None: not refreshed
+
+    @property
+    def item_errors(self) -> int:
+        # Calls set aside (rejected_records) count: the walk went on, but an operator should look (exit 1).
+        return self.errors + self.rejected
 
     def summary(self, dry_run: bool = False) -> str:
         """The summary `etl discover` and `etl demo` print (one wording for both): the walk's line, then
@@ -78,8 +84,9 @@ class DiscoveryStats(RunOutcome):
         walked = (f"{_plural(self.phone_numbers, 'phone number')}, {_plural(self.conversations, 'conversation')}, "
                   if self.phone_numbers or self.conversations else "")
         stored = f"{_plural(self.stored, 'summary')} stored from the listing, " if self.stored else ""
+        rejected = f", {self.rejected} rejected (see rejected_records)" if self.rejected else ""
         line = (f"Discovery{run}: {walked}{_plural(self.calls_seen, 'call')} seen, {stored}"
-                f"{verb} {count}, {_plural(self.errors, 'error')}.")
+                f"{verb} {count}, {_plural(self.errors, 'error')}{rejected}.")
         if self.refresh is not None:
             line += f"\nRefreshed {self.refresh.text()}."
         return line
@@ -89,7 +96,7 @@ class DiscoveryStats(RunOutcome):
             "run_id": self.run_id, "phone_numbers": self.phone_numbers, "conversations": self.conversations,
             "pages": self.pages, "calls_seen": self.calls_seen, "enqueued": self.enqueued,
             "errors": self.errors, "skipped_conversations": self.skipped_conversations,
-            "stored": self.stored, "restarts": self.restarts, **super().as_dict(),
+            "stored": self.stored, "restarts": self.restarts, "rejected": self.rejected, **super().as_dict(),
             **({} if self.refresh is None else {"refresh_requests": self.refresh.requests,
                                                 "refresh": self.refresh.text()}),
         }
@@ -199,6 +206,12 @@ class Discoverer:
             self.lifecycle.fail(StopReason.WALK_ERRORS, message)
             raise WalkStopped
         raise WalkFailed(message)
+
+    def reject(self, endpoint: str, item: Any, reason: str, log: Any) -> store.Rejected:
+        """A call of a page that cannot be stored: said once, kept (with the page), the page goes on."""
+        call_id = str(item.get("id", ""))[:80] if isinstance(item, dict) else ""
+        log.error("record rejected", call_id=call_id, endpoint=endpoint, reason=reason)
+        return store.Rejected("discover", endpoint, call_id, reason, item)
 
     def page_done(self, event: str, **fields: Any) -> None:
         getattr(self.log, self.page_log_level)(event, **fields)

@@ -19,6 +19,7 @@ is lost and nothing is enqueued twice.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, TypeVar
@@ -33,8 +34,11 @@ from etl.ids import is_valid_call_id
 from etl.normalize import CallContextRows, call_json, is_e164, normalize_call
 from etl.ratelimit import NotSent
 from etl.results import ApiResult, Page
+from etl.storable import Malformed, Refused
 
 T = TypeVar("T")
+
+_ENDPOINT = "GET /v1/calls"
 
 
 class LineWalk(Source):
@@ -148,8 +152,12 @@ class LineWalk(Source):
             page = result.data
             rows: list[CallContextRows] = []
             completed: list[str] = []
+            rejected: list[store.Rejected] = []
             now = run.clock.utcnow()
             for call, item in zip(page.items, page.raws, strict=False):
+                if isinstance(call, Malformed):
+                    rejected.append(run.reject(_ENDPOINT, item, call.reason, log))
+                    continue
                 if not is_valid_call_id(call.id):
                     log.warning("call skipped: malformed call id", call_id=call.id[:80])
                     continue
@@ -157,7 +165,11 @@ class LineWalk(Source):
                     log.info("call listed twice; stored once", call_id=call.id)
                     continue
                 seen.add(call.id)
-                row = normalize_call(call, call_json(item), now)
+                try:
+                    row = normalize_call(call, call_json(item), now)
+                except Refused as exc:
+                    rejected.append(run.reject(_ENDPOINT, item, str(exc), log))
+                    continue
                 if row.not_e164:
                     log.warning("participants that are not E.164 kept with is_e164 = false",
                                 call_id=call.id, numbers=[n[:80] for n in row.not_e164])
@@ -168,7 +180,8 @@ class LineWalk(Source):
                     created = row.parent["created_at"]
                     oldest_open = created if oldest_open is None else min(oldest_open, created)
             mark = run.walk_started if oldest_open is None else min(run.walk_started, oldest_open)
-            new = self._commit_calls(rows, completed, (line.id, participant, conversation_id, mark) if last else None)
+            new = self._commit_calls(rows, completed, (line.id, participant, conversation_id, mark) if last else None,
+                                     rejected, log)
             self.stats.calls_seen += len(rows)
             self.stats.enqueued += new
             self.stats.pages += 1
@@ -177,8 +190,13 @@ class LineWalk(Source):
         self.stats.conversations += 1
 
     def _commit_calls(self, rows: list[CallContextRows], completed: list[str],
-                      mark: tuple[str, str, str | None, datetime] | None) -> int:
-        """One calls page: calls, queue ids, counters and (on the last page) the conversation's watermark."""
+                      mark: tuple[str, str, str | None, datetime] | None,
+                      rejected: list[store.Rejected], log: Any) -> int:
+        """One calls page: calls, queue ids, counters and (on the last page) the conversation's watermark.
+
+        Written as one; only when that fails, call by call (:func:`etl.store.each_storable`), the
+        calls the database refuses set aside with its reason and the rest of the page kept.
+        """
         run = self.run
         if self.options.dry_run:
             with run.engine.connect() as conn:
@@ -186,8 +204,26 @@ class LineWalk(Source):
             self.stats.would_enqueue += len(set(completed) - queued)
             return 0
         now = run.clock.utcnow()
+        try:
+            return self._write_calls_page(rows, completed, mark, rejected, now, one_by_one=False, log=log)
+        except store.RECORD_ERRORS:
+            return self._write_calls_page(rows, completed, mark, rejected, now, one_by_one=True, log=log)
+
+    def _write_calls_page(self, rows: list[CallContextRows], completed: list[str],
+                          mark: tuple[str, str, str | None, datetime] | None, rejected: list[store.Rejected],
+                          now: datetime, *, one_by_one: bool, log: Any) -> int:
+        run = self.run
         with run.engine.begin() as conn:
-            store.save_calls(conn, rows, now)
+            if one_by_one:
+                _, refused = store.each_storable(conn, rows, lambda c, r: store.save_calls(c, [r], now))
+                bad = {r.call_id for r, _ in refused}
+                rejected = rejected + [run.reject(_ENDPOINT, json.loads(r.parent["raw_json"]),
+                                                  f"the database refused it: {why}", log) for r, why in refused]
+                completed = [c for c in completed if c not in bad]
+            else:
+                store.save_calls(conn, rows, now)
+            for r in rejected:
+                store.record_rejected(conn, r, now)
             new = store.enqueue_ids(conn, completed, now)
             if run.settings.transcripts:
                 store.enqueue_transcripts(conn, completed, now)
@@ -196,4 +232,5 @@ class LineWalk(Source):
                                        conversations=1 if mark else 0)
             if mark is not None:
                 store.set_conversation_mark(conn, *mark, now)
+        self.stats.rejected += len(rejected)  # counted once the page is committed
         return new

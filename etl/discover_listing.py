@@ -14,8 +14,12 @@ already committed.  The scope's watermark (``*``, or one line for
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy.engine import Connection
 
 from etl import store
 from etl.api import PagingError
@@ -27,6 +31,22 @@ from etl.normalize import CallContextRows, CallRows, call_json, normalize, norma
 from etl.policy import QueueUpdate, settle_listed
 from etl.ratelimit import NotSent
 from etl.results import Call, SummaryAnswer
+from etl.storable import Malformed, Refused
+
+_ENDPOINT = "GET /calls"
+
+
+@dataclass
+class _ListingPage:
+    """What one ``GET /calls`` page brings, sorted for its transaction."""
+
+    rows: list[CallContextRows] = field(default_factory=list)
+    summaries: list[CallRows] = field(default_factory=list)
+    finals: list[QueueUpdate] = field(default_factory=list)
+    absent: set[str] = field(default_factory=set)
+    queued: list[str] = field(default_factory=list)
+    rejected: list[store.Rejected] = field(default_factory=list)
+    oldest: datetime | None = None
 
 
 class WorkspaceListing(Source):
@@ -102,69 +122,116 @@ class WorkspaceListing(Source):
                                                                     "tries": failed.tries}
                 run.walk_error(exc.message, what="calls", scope=scope, **fields)
 
-    def _commit_listing(self, items: tuple[SummaryAnswer | Call, ...], raws: tuple[Any, ...], seen: set[str],
-                        last_scope: str | None, log: Any) -> datetime | None:
+    def _commit_listing(self, items: tuple[SummaryAnswer | Call | Malformed, ...], raws: tuple[Any, ...],
+                        seen: set[str], last_scope: str | None, log: Any) -> datetime | None:
         """One page: calls, final summaries, queue ids and (last page) the watermark, in one transaction.
 
+        A call that cannot be stored (its model refused it, a date out of range, or the database
+        refused it) is set aside in ``rejected_records``; the page's other calls are stored.
         Returns the oldest ``createdAt`` on the page (where a restarted listing may resume).
         """
         run = self.run
         now = run.clock.utcnow()
-        rows: list[CallContextRows] = []
-        summaries: list[CallRows] = []
-        finals: list[QueueUpdate] = []
-        absent: set[str] = set()
-        queued: list[str] = []
-        oldest: datetime | None = None
+        page = _ListingPage()
         for listed, item in zip(items, raws, strict=False):
-            answer = listed if isinstance(listed, SummaryAnswer) else None
-            call = answer.call if answer is not None else listed
-            assert isinstance(call, Call)
-            if not is_valid_call_id(call.id):
-                log.warning("call skipped: malformed call id", call_id=call.id[:80])
+            if isinstance(listed, Malformed):
+                page.rejected.append(run.reject(_ENDPOINT, item, listed.reason, log))
                 continue
-            row = normalize_call(call, answer.call_json if answer and answer.call_json else call_json(item), now)
-            created = row.parent["created_at"]
-            if created is not None:
-                oldest = created if oldest is None else min(oldest, created)
-            if call.id in seen:
-                log.info("call listed twice; stored once", call_id=call.id)
-                continue
-            seen.add(call.id)
-            rows.append(row)
-            if answer is None:
-                if call.status == "completed" or still_open(call):
-                    queued.append(call.id)  # no summary object: one request will tell
-                continue
-            status = answer.status
-            update = None if status != "completed" and still_open(call) else settle_listed(answer, now)
-            if update is None:
-                queued.append(call.id)
-                continue
-            finals.append(update)
-            if status == "absent":
-                absent.add(call.id)  # never a summary: only a queued id is ended, none is added
-            else:
-                summaries.append(normalize(answer.summary, answer.raw_json, answer.content_hash, now))
-        self.stats.calls_seen += len(rows)
+            try:
+                self._listed_call(page, listed, item, seen, now, log)
+            except Refused as exc:
+                page.rejected.append(run.reject(_ENDPOINT, item, str(exc), log))
+        self.stats.calls_seen += len(page.rows)
         self.stats.pages += 1
         if self.options.dry_run:
             with run.engine.connect() as conn:
-                known = store.queued(conn, queued)
-            self.stats.would_enqueue += len(set(queued) - known)
-            return oldest
+                known = store.queued(conn, page.queued)
+            self.stats.would_enqueue += len(set(page.queued) - known)
+            return page.oldest
+        try:
+            new, stored = self._write_listing(page, last_scope, now, one_by_one=False, log=log)
+        except store.RECORD_ERRORS:
+            new, stored = self._write_listing(page, last_scope, now, one_by_one=True, log=log)
+        self.stats.enqueued += new
+        self.stats.stored += stored
+        return page.oldest
+
+    def _listed_call(self, page: _ListingPage, listed: SummaryAnswer | Call, item: Any, seen: set[str],
+                     now: datetime, log: Any) -> None:
+        """One call of the page sorted into ``page``; raises :class:`Refused` (``page`` unchanged) when
+        the call or its summary cannot be stored."""
+        answer = listed if isinstance(listed, SummaryAnswer) else None
+        call = answer.call if answer is not None else listed
+        assert isinstance(call, Call)
+        if not is_valid_call_id(call.id):
+            log.warning("call skipped: malformed call id", call_id=call.id[:80])
+            return
+        row = normalize_call(call, answer.call_json if answer and answer.call_json else call_json(item), now)
+        created = row.parent["created_at"]
+        if created is not None:
+            page.oldest = created if page.oldest is None else min(page.oldest, created)
+        if call.id in seen:
+            log.info("call listed twice; stored once", call_id=call.id)
+            return
+        update = None
+        summary = None
+        if answer is not None:
+            update = None if answer.status != "completed" and still_open(call) else settle_listed(answer, now)
+            if update is not None and answer.status != "absent":
+                # Normalised before the call is taken: a summary that cannot be stored refuses the call.
+                summary = normalize(answer.summary, answer.raw_json, answer.content_hash, now)
+        seen.add(call.id)
+        page.rows.append(row)
+        if answer is None:
+            if call.status == "completed" or still_open(call):
+                page.queued.append(call.id)  # no summary object: one request will tell
+            return
+        if update is None:
+            page.queued.append(call.id)
+            return
+        page.finals.append(update)
+        if answer.status == "absent":
+            page.absent.add(call.id)  # never a summary: only a queued id is ended, none is added
+        elif summary is not None:
+            page.summaries.append(summary)
+
+    def _write_listing(self, page: _ListingPage, last_scope: str | None, now: datetime, *, one_by_one: bool,
+                       log: Any) -> tuple[int, int]:
+        run = self.run
+        rows, summaries, finals, queued = page.rows, page.summaries, page.finals, page.queued
+        rejected = list(page.rejected)
         with run.engine.begin() as conn:
-            store.save_calls(conn, rows, now)
-            stored = store.save_listed_summaries(conn, summaries, finals, now, only_queued=absent)
+            if one_by_one:
+                # The page failed as a whole: call by call, each call with its summary, in savepoints.
+                by_id = {s.parent["call_id"]: s for s in summaries}
+
+                def write(c: Connection, r: CallContextRows) -> None:
+                    store.save_calls(c, [r], now)
+                    if r.call_id in by_id:
+                        store.save_summaries(c, [by_id[r.call_id]], now)
+
+                _, refused = store.each_storable(conn, rows, write)
+                bad = {r.call_id for r, _ in refused}
+                rejected += [run.reject(_ENDPOINT, json.loads(r.parent["raw_json"]),
+                                        f"the database refused it: {why}", log) for r, why in refused]
+                summaries = [s for s in summaries if s.parent["call_id"] not in bad]
+                finals = [u for u in finals if u.call_id not in bad]
+                queued = [c for c in queued if c not in bad]
+            else:
+                store.save_calls(conn, rows, now)
+            stored = store.save_listed_summaries(conn, [] if one_by_one else summaries, finals, now,
+                                                 only_queued=page.absent)
+            for r in rejected:
+                store.record_rejected(conn, r, now)
             new = store.enqueue_ids(conn, queued, now)
             if run.settings.transcripts:
-                # A summary stored from the page is never synced, so its transcript is queued here
-                # (the queued ids get theirs when the sync saves them).
-                store.enqueue_transcripts(conn, [rows.parent["call_id"] for rows in summaries], now)
+                # Every call answered on the page gets its transcript, whatever its summary's state
+                # (completed, failed or absent: those are never synced); the queued ids get theirs
+                # when the sync saves them.
+                store.enqueue_transcripts(conn, [u.call_id for u in finals], now)
             assert self.stats.run_id is not None
             store.add_discovery_counts(conn, self.stats.run_id, pages=1, calls_seen=len(rows), enqueued=new)
             if last_scope is not None:
                 store.set_call_watermark(conn, last_scope, run.walk_started, now)
-        self.stats.enqueued += new
-        self.stats.stored += stored
-        return oldest
+        self.stats.rejected += len(rejected)
+        return new, stored

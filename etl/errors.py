@@ -4,7 +4,8 @@ each into a one-line ``Error: …`` and the exit code of docs/contract.md.
     EtlError                      exit 1 unless a subclass says otherwise
     ├── UsageError                exit 2: bad option, missing API key, bad input file
     ├── DatabaseError             exit 2: cannot connect before the run starts
-    │   └── SchemaBehindError     exit 2: server database needs `etl db upgrade`
+    │   ├── SchemaBehindError     exit 2: server database needs `etl db upgrade`
+    │   └── SchemaAheadError      exit 2: the database is at a revision this code does not know
     └── AuthError                 exit 3: the API refused the key (401/403)
 
 A database lost in the middle of a run ends that run with exit 1 (see
@@ -46,6 +47,10 @@ class DatabaseError(EtlError):
 
 
 class SchemaBehindError(DatabaseError):
+    pass
+
+
+class SchemaAheadError(DatabaseError):
     pass
 
 

@@ -152,6 +152,10 @@ class Etl:
         """(the database's schema revision, the revision this code expects)."""
         return self._current(self._raw_engine()), db.head_revision(self.settings.database_url)
 
+    def knows_revision(self, revision: str) -> bool:
+        """Whether this code has a migration script for ``revision`` (False: the database is ahead)."""
+        return db.is_known_revision(self.settings.database_url, revision)
+
     # -- the queue ------------------------------------------------------------------
 
     def enqueue(self, ids: Iterable[str] = (), *, file: BinaryIO | None = None,

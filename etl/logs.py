@@ -28,6 +28,9 @@ from typing import Any, Literal, TextIO, cast
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+from etl.config import redact_secret
+from etl.storable import on_repair
+
 LogFormat = Literal["auto", "console", "json"]
 
 _secrets: list[str] = []
@@ -115,8 +118,7 @@ def _redact(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
     for key, value in event.items():
         if isinstance(value, str):
             for secret in _secrets:
-                if secret in value:
-                    value = value.replace(secret, "***")
+                value = redact_secret(value, secret)
             event[key] = value
     return event
 
@@ -271,3 +273,13 @@ def get_logger(**bind: Any) -> Any:
         processors=[structlog.stdlib.filter_by_level, _redact, ConsoleLine(colours=False)],
         wrapper_class=structlog.stdlib.BoundLogger,
     ).bind(**bind)
+
+
+def _say_repair(kind: str) -> None:
+    # Once per process and kind (etl.storable): the rows say the rest (U+FFFD, escaped raw_json).
+    what = {"nul": "NUL characters", "surrogate": "unpaired surrogates (\\ud800-\\udfff)"}.get(kind, kind)
+    get_logger().warning("unstorable text in an API answer made storable", what=what,
+                         how="U+FFFD in text columns; escaped in raw_json")
+
+
+on_repair(_say_repair)

@@ -213,6 +213,12 @@ class CallSummary(Base):
     )
     first_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the summary was first stored.")
     last_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the summary was last fetched.")
+    # Migration 0014 (issue 25): the newer summary wins, whichever way it arrives.
+    as_of: Mapped[datetime | None] = mapped_column(
+        UtcDateTime,
+        comment="UTC time the stored summary is as of: when the API answered (sync, discovery) or the webhook "
+                "event's createdAt; an older one is not written over it. NULL for rows stored before 0014.",
+    )
 
 
 def _parent_fk() -> ForeignKey:
@@ -1080,3 +1086,39 @@ class DimensionRefresh(Base):
     problem: Mapped[str | None] = mapped_column(
         Text, comment="Why the listing is incomplete or unavailable (at most 2000 characters); NULL when fine.",
     )
+
+
+# --- rejected records (migration 0014, issue 25) --------------------------------------
+
+class RejectedRecord(Base):
+    """A record the API sent that could not be stored (a date no database holds, a malformed field, a
+    database refusal): kept, with why, where an operator finds it, instead of stalling the queue or
+    vanishing.  The same record again only moves ``last_seen_at`` and ``times``."""
+
+    __tablename__ = "rejected_records"
+    __table_args__ = (
+        Index("ix_rejected_records_last_seen_at", "last_seen_at"),
+        {"comment": "API records that could not be stored, with the reason; `etl status` counts them."},
+    )
+
+    source: Mapped[str] = mapped_column(
+        String(32), primary_key=True,
+        comment="What met the record: sync, discover, backfill or serve.",
+    )
+    endpoint: Mapped[str] = mapped_column(
+        String(64), primary_key=True,
+        comment="Which answer it came in, e.g. 'GET /v1/calls/{id}', 'GET /calls' or 'webhook call.completed'.",
+    )
+    record_id: Mapped[str] = mapped_column(
+        String(API_ID_LENGTH), primary_key=True,
+        comment="The record's id as sent (cleaned, cut to 255 characters); '' when it had none.",
+    )
+    reason: Mapped[str] = mapped_column(
+        Text, comment="Why it was not stored, e.g. 'createdAt: 0001-01-01T00:00:00+01:00 is outside 1970-2199'.",
+    )
+    payload: Mapped[str] = mapped_column(
+        LongText, comment="The record as received, as storable JSON (non-ASCII escaped where needed).",
+    )
+    first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time it was first refused.")
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time it was last refused.")
+    times: Mapped[int] = mapped_column(Integer, comment="How many times it was refused.")

@@ -12,32 +12,19 @@ received, where such characters are still JSON escapes, so nothing is lost.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from etl.models import API_ID_LENGTH
 from etl.results import Call, Summary, Transcript
+from etl.storable import REPLACEMENT, clean_text, json_text, utc_in_range
 
-REPLACEMENT = "\ufffd"
+__all__ = ["REPLACEMENT", "clean_text"]  # re-exported: their home is etl.storable
+
 
 Row = dict[str, Any]
-
-
-def clean_text(value: str) -> str:
-    """``value`` with NUL and unpaired surrogates replaced by U+FFFD."""
-    if value.isascii():
-        return value.replace("\x00", REPLACEMENT) if "\x00" in value else value
-    if "\x00" in value:
-        value = value.replace("\x00", REPLACEMENT)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        # UTF-16 rejoins valid pairs and gives one U+FFFD per lone surrogate.
-        value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return value
 
 
 @dataclass(slots=True)
@@ -123,11 +110,10 @@ def is_e164(number: str) -> bool:
     return _E164.fullmatch(number) is not None
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """Naive UTC, as every timestamp column stores it; a time without an offset is taken as UTC."""
-    if value is None or value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
+def _utc(value: datetime | None, field: str = "time") -> datetime | None:
+    """Naive UTC, as every timestamp column stores it; a time without an offset is taken as UTC.
+    A time no database stores is refused (:class:`etl.storable.Refused`, naming ``field``)."""
+    return utc_in_range(value, field)
 
 
 def _short(value: str | None) -> str | None:
@@ -135,8 +121,8 @@ def _short(value: str | None) -> str | None:
 
 
 def call_json(raw: Any) -> str:
-    """The call object as stored in ``calls.raw_json``: compact JSON, non-ASCII kept as is."""
-    return json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
+    """The call object as stored in ``calls.raw_json``: compact JSON, non-ASCII kept as is where storable."""
+    return json_text(raw)
 
 
 @dataclass(slots=True)
@@ -167,10 +153,10 @@ def normalize_call(data: Call, raw_json: str, now: datetime) -> CallContextRows:
     """
     rows = CallContextRows(parent={
         "call_id": data.id,
-        "created_at": _utc(data.created_at),
-        "answered_at": _utc(data.answered_at),
-        "completed_at": _utc(data.completed_at),
-        "updated_at": _utc(data.updated_at),
+        "created_at": _utc(data.created_at, "createdAt"),
+        "answered_at": _utc(data.answered_at, "answeredAt"),
+        "completed_at": _utc(data.completed_at, "completedAt"),
+        "updated_at": _utc(data.updated_at, "updatedAt"),
         "direction": _short(data.direction),
         "status": _short(data.status),
         "duration_seconds": data.duration,

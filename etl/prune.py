@@ -24,6 +24,7 @@ order (keyset), so each row is looked at once.  ``dry_run`` counts and changes n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,10 +33,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
+from etl.errors import UsageError
 from etl.logs import get_logger
 from etl.tables import calls_t, summaries_t, transcript_lines_t, transcripts_t
 
-__all__ = ["PruneResult", "prune"]
+__all__ = ["MAX_AGE_DAYS", "PruneResult", "check_age", "prune"]
+
+# An age beyond this is a slip (a number of seconds typed as days, 1e9): nothing here is that old.
+MAX_AGE_DAYS = 36_500.0
 
 
 @dataclass
@@ -60,6 +65,14 @@ class PruneResult:
         }
 
 
+def check_age(option: str, days: float | None) -> None:
+    """Refuse (:class:`UsageError`, exit 2) an age that is not a finite number of days from 0 to 100 years."""
+    if days is None:
+        return
+    if not math.isfinite(days) or not 0 <= days <= MAX_AGE_DAYS:
+        raise UsageError(f"--{option} must be a number of days from 0 to {MAX_AGE_DAYS:g} (got {days:g})")
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat(timespec="seconds")
 
@@ -67,6 +80,8 @@ def _iso(value: datetime | None) -> str | None:
 def prune(engine: Engine, now: datetime, *, transcripts_older_than: float | None = None,
           raw_json_older_than: float | None = None, dry_run: bool = False, batch_size: int = 500) -> PruneResult:
     """Prune what is older than the given numbers of days (None: leave it); see the module docstring."""
+    check_age("transcripts-older-than", transcripts_older_than)
+    check_age("raw-json-older-than", raw_json_older_than)
     result = PruneResult(dry_run)
     log = get_logger()
     if transcripts_older_than is not None:

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from etl import store
 from etl.health import ANSWERED, UNANSWERED, FetchHistory
 from etl.states import ENDED_BADLY, QUEUE_STATES, TERMINAL_STATES, TRANSCRIPT_STATES
-from etl.tables import discovery_runs_t, queue_t, runs_t, transcript_queue_t
+from etl.tables import discovery_runs_t, queue_t, rejected_t, runs_t, transcript_queue_t
 
 
 def queue_counts(conn: Connection) -> dict[str, int]:
@@ -26,6 +26,11 @@ def queue_counts(conn: Connection) -> dict[str, int]:
     for state, n in conn.execute(sa.select(q.state, sa.func.count()).group_by(q.state)):
         counts[state] = int(n)
     return counts
+
+
+def rejected_count(conn: Connection) -> int:
+    """Rows of ``rejected_records``: API records kept aside because they could not be stored."""
+    return int(conn.execute(sa.select(sa.func.count()).select_from(rejected_t)).scalar_one())
 
 
 def transcript_counts(conn: Connection) -> dict[str, int]:

@@ -16,10 +16,12 @@ in ``raw_json``.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from etl.states import SummaryStatus, TranscriptStatus
+from etl.storable import Malformed, each_item
 
 
 class _Strict(BaseModel):
@@ -109,9 +111,10 @@ class ConversationList(_Lenient):
 
 
 class CallList(_Lenient):
-    """``GET /v1/calls``; ``totalItems`` is documented as inaccurate and ignored: page until no token."""
+    """``GET /v1/calls``; ``totalItems`` is documented as inaccurate and ignored: page until no token.
+    A call its model refuses is a :class:`~etl.storable.Malformed` in its place (one bad call costs only itself)."""
 
-    data: list[CallData]
+    data: list[Annotated[CallData | Malformed, each_item(CallData)]]
     nextPageToken: StrictStr | None = None
 
 
@@ -182,7 +185,7 @@ class DatedCallEnvelope(_Lenient):
 class DatedCallList(_Lenient):
     """``GET /calls``: newest first; ``nextCursor`` is short-lived (never stored) and null on the last page."""
 
-    data: list[DatedCall]
+    data: list[Annotated[DatedCall | Malformed, each_item(DatedCall)]]  # as CallList.data
     nextCursor: StrictStr | None = None
 
 

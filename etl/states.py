@@ -68,6 +68,8 @@ def run_counts(run: Mapping[str, Any]) -> str:
     ended = [f"{run[name]} {name}" for name in ("failed", "absent", "not_found", "invalid") if run.get(name)]
     text = ", ".join([f"{run['completed']} completed", f"{run['rescheduled']} rescheduled", *ended,
                       plural(run["errors"], "error")])
+    if run.get("rejected"):
+        text += f", {run['rejected']} rejected"
     if any(run.get(name) for name in TRANSCRIPT_COUNTERS):
         t_ended = [f"{run[f'transcripts_{name}']} {name}" for name in
                    ("failed", "forbidden", "absent", "not_found", "invalid") if run.get(f"transcripts_{name}")]

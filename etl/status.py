@@ -42,6 +42,7 @@ class Status:
     last_discovery: dict[str, Any] | None
     problems: list[str]  # empty: healthy
     transcripts: dict[str, int] | None = None  # transcript_queue items per state; None: the queue is empty
+    rejected: int = 0  # rows of rejected_records (issue 25)
     refreshes: dict[str, dict[str, Any]] | None = None  # newest finished refresh per resource (users, lines, contacts)
 
     @property
@@ -85,6 +86,7 @@ class Status:
             "healthy": self.healthy,
             "problems": self.problems,
             "transcript_queue": self.transcripts,
+            "rejected_records": self.rejected,
             "dimension_refreshes": {k: _isos(v) for k, v in self.refreshes.items()} if self.refreshes else None,
         }
 
@@ -104,7 +106,8 @@ def gather(conn: Connection, database_url: str, now: datetime, limits: health.Li
     return Status(database=redact_url(database_url), now=now, queue=counts, due_now=due, oldest_due_at=oldest_due,
                   last_runs=runs, last_successful_run_finished_at=last_ok["finished_at"] if last_ok else None,
                   fetch=fetches, top_errors=errors, last_discovery=discovery, problems=problems,
-                  transcripts=transcripts if any(transcripts.values()) else None, refreshes=refreshes or None)
+                  transcripts=transcripts if any(transcripts.values()) else None, refreshes=refreshes or None,
+                  rejected=report.rejected_count(conn))
 
 
 def text_lines(data: dict[str, Any]) -> list[str]:
@@ -147,6 +150,9 @@ def text_lines(data: dict[str, Any]) -> list[str]:
         echo("Top errors:")
         for e in data["top_errors"]:
             echo(f"  {e['count']:>6}  {e['state']:<10} {str(e['last_error'])[:120]}")
+    if data.get("rejected_records"):
+        echo(f"Rejected records: {data['rejected_records']} (API records that could not be stored, with the "
+             "reason: table rejected_records)")
     echo("Health: " + ("OK" if data["healthy"] else "; ".join(data["problems"])))
     return lines
 

@@ -33,6 +33,7 @@ wire land, nothing new is sent, and every unsaved item is released unchanged.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import queue
 import random
@@ -61,6 +62,7 @@ from etl.ratelimit import NotSent, RateBudget
 from etl.results import Call, SummaryResult
 from etl.runs import SYNC_RECORD, Lifecycle, RunOutcome, StopReason
 from etl.states import RUN_COUNTER, TRANSCRIPT_COUNTERS, TRANSCRIPT_RUN_COUNTER, run_counts
+from etl.storable import Refused
 from etl.store import Entry, TranscriptEntry
 
 __all__ = ["RunOptions", "RunStats", "StopReason", "Syncer"]
@@ -112,6 +114,7 @@ class RunStats(RunOutcome):
     transcripts_queued: int = 0  # transcript items this run queued (a backfill's progress counts them)
     released: int = 0
     lost_leases: int = 0
+    rejected: int = 0  # records kept in rejected_records instead of stored (issue 25); the exit code says so
     fatal: BaseException | None = None
 
     @property
@@ -125,7 +128,8 @@ class RunStats(RunOutcome):
 
     @property
     def item_errors(self) -> int:
-        return self.errors + self.transcripts_errors
+        # A record set aside (rejected_records) counts too: the run exits 1, an operator should look.
+        return self.errors + self.transcripts_errors + self.rejected
 
     def summary(self) -> str:
         """The counters in one line, as `etl backfill` and `etl demo` print them (etl.states.run_counts)."""
@@ -137,7 +141,7 @@ class RunStats(RunOutcome):
             "rescheduled": self.rescheduled, "failed": self.failed, "absent": self.absent,
             "not_found": self.not_found, "invalid": self.invalid, "errors": self.errors, "fetched": self.fetched,
             **{name: getattr(self, name) for name in TRANSCRIPT_COUNTERS},
-            "released": self.released, **super().as_dict(),
+            "released": self.released, "rejected": self.rejected, **super().as_dict(),
         }
 
 
@@ -148,6 +152,7 @@ class _CallOutcome:
     rows: CallContextRows | None = None
     not_found: tuple[CallLookupState, str] | None = None
     seconds: float = 0.0
+    rejected: store.Rejected | None = None  # the call could not be stored (etl.storable.Refused)
 
 
 # What a fetch thread hands back for an item: its entry, None (never sent:
@@ -487,6 +492,10 @@ class Syncer:
         """A call's rows; the item's not-found window now runs from the call's completion."""
         try:
             rows = normalize_call(data, raw_json, self.clock.utcnow())
+        except Refused as exc:  # a date no database holds: the call is kept aside, the summary goes on
+            self.log.error("record rejected", call_id=item.call_id, record="call", reason=str(exc))
+            return item, _CallOutcome(seconds=seconds, rejected=store.Rejected(
+                "sync", "GET /calls/{id}", item.call_id, str(exc), json.loads(raw_json)))
         except Exception:  # a bug must cost the call context, not the summary
             self.log.exception("unexpected error normalising the call", call_id=item.call_id)
             return item, _CallOutcome(seconds=seconds)
@@ -511,7 +520,7 @@ class Syncer:
             return Entry(item=item, result=result, rows=None, call=call.rows, call_not_found=call.not_found,
                          update=unexpected(item, now, f"unexpected error: {exc!r}"))
         return Entry(item=item, result=result, update=update, rows=rows, call=call.rows,
-                     call_not_found=call.not_found)
+                     call_not_found=call.not_found, rejected=call.rejected)
 
     # -- transcripts (fetch threads; issue 19) ---------------------------------------------
 
@@ -569,6 +578,7 @@ class Syncer:
             self._log_batch(batch, done_ids)
         for key, n in _count_outcomes(written).items():
             setattr(stats, key, getattr(stats, key) + n)
+        stats.rejected += sum(1 for e in written if isinstance(e, Entry) and e.rejected is not None)
         if self.on_progress is not None:
             self.on_progress(stats)
 
@@ -605,24 +615,36 @@ class Syncer:
         )
 
     def _save_batch(self, batch: list[_Saved]) -> list[_Saved]:
-        """Save ``batch``; isolate an entry the database rejects (halving until it is alone)."""
+        """Save ``batch`` as one write; only when that fails, isolate the entry it cannot store (halving
+        until it is alone), which ends ``error`` and is kept in ``rejected_records`` with the reason."""
         try:
             return self._tx(self._save_and_count, batch)
         except DatabaseError:
             raise
-        except DBAPIError as exc:
+        except (DBAPIError, ValueError, ArithmeticError) as exc:
+            # ValueError: a driver refusing a value before the database sees it (UnicodeEncodeError).
             if len(batch) == 1:
                 entry = batch[0]
                 what = "transcript" if isinstance(entry, TranscriptEntry) else "summary"
                 message = f"database rejected this {what}: {_short(exc)}"
                 self.log.error("database rejected item", call_id=entry.item.call_id, error=message)
                 update = unexpected(entry.item, self.clock.utcnow(), message)
+                rejected = store.Rejected("sync", f"GET {what}", entry.item.call_id, message, _payload(entry))
                 failed: _Saved = (TranscriptEntry(entry.item, entry.result, update, None)
                                   if isinstance(entry, TranscriptEntry)
-                                  else Entry(item=entry.item, result=entry.result, rows=None, update=update))
+                                  else Entry(item=entry.item, result=entry.result, rows=None, update=update,
+                                             rejected=rejected))
+                if isinstance(failed, TranscriptEntry):
+                    return self._tx(self._save_rejected_transcript, failed, rejected)
                 return self._tx(self._save_and_count, [failed])
             half = len(batch) // 2
             return self._save_batch(batch[:half]) + self._save_batch(batch[half:])
+
+    def _save_rejected_transcript(self, conn: Connection, entry: TranscriptEntry,
+                                  rejected: store.Rejected) -> list[_Saved]:
+        store.record_rejected(conn, rejected, self.clock.utcnow())
+        self.stats.rejected += 1
+        return self._save_and_count(conn, [entry])
 
     def _save_and_count(self, conn: Connection, batch: list[_Saved]) -> list[_Saved]:
         now = self.clock.utcnow()
@@ -667,6 +689,15 @@ def _answered(entry: _Saved) -> bool:
     if isinstance(entry, TranscriptEntry):
         return entry.result is not None and entry.result.kind != "transient"
     return is_answer(entry.result)
+
+
+def _payload(entry: _Saved) -> dict[str, Any]:
+    """What an entry brought from the API, for ``rejected_records`` (made storable there)."""
+    if isinstance(entry, TranscriptEntry):
+        return {"transcript": None if entry.rows is None else repr(entry.rows)[:100_000]}
+    answer = entry.result.data if entry.result is not None else None
+    return {"summary": getattr(answer, "raw_json", None),
+            "call": None if entry.call is None else entry.call.parent.get("raw_json")}
 
 
 def _short(exc: BaseException) -> str:

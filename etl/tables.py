@@ -51,3 +51,7 @@ from etl.models import CallTranscript, CallTranscriptLine, TranscriptQueue  # no
 transcript_queue_t = cast(Table, TranscriptQueue.__table__)
 transcripts_t = cast(Table, CallTranscript.__table__)
 transcript_lines_t = cast(Table, CallTranscriptLine.__table__)
+
+from etl.models import RejectedRecord  # noqa: E402  (migration 0014)
+
+rejected_t = cast(Table, RejectedRecord.__table__)

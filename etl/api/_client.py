@@ -63,6 +63,7 @@ from etl.errors import AuthError, EtlError
 from etl.ids import is_valid_call_id
 from etl.ratelimit import LocalBudget, NotSent, RateBudget
 from etl.results import ApiResult, Call, Conversation, Kind, Page, SummaryAnswer, SummaryResult, Transcript
+from etl.storable import Malformed
 
 M = TypeVar("M")
 
@@ -70,6 +71,9 @@ LEGACY: Surface = V1()
 CURRENT: Surface = Dated()
 SURFACES: tuple[Surface, ...] = (LEGACY, CURRENT)
 _BY_VERSION = {s.version: s for s in SURFACES}
+
+# After a stop, how long a body still arriving may take before the request is abandoned.
+STOP_GRACE_S = 2.0
 
 
 def surface_for(api_version: str) -> Surface:
@@ -214,15 +218,15 @@ class OpenPhoneClient:
         return self.surface.conversation_page(self, phone_number_id, updated_after, params, max_results)
 
     def list_calls(self, phone_number_id: str, participant: str, created_after: datetime | None,
-                   page_token: str | None = None, *, max_results: int = 100) -> ApiResult[Page[Call]]:
+                   page_token: str | None = None, *, max_results: int = 100) -> ApiResult[Page[Call | Malformed]]:
         """One page of the calls of one line with one participant (the lines walk); ``raws[i]`` is the JSON
-        of ``items[i]``."""
+        of ``items[i]``, a :class:`~etl.storable.Malformed` where the call's model refused it."""
         params = {"pageToken": page_token} if page_token else {}
         return self.surface.line_call_page(self, phone_number_id, participant, created_after, params, max_results)
 
     def list_workspace_calls(self, *, created_gte: datetime, created_lte: datetime | None = None,
                              phone_number_id: str | None = None, cursor: str | None = None,
-                             limit: int = 50) -> ApiResult[Page[SummaryAnswer | Call]]:
+                             limit: int = 50) -> ApiResult[Page[SummaryAnswer | Call | Malformed]]:
         """One page of the workspace's calls, newest first (the workspace listing)."""
         return self.surface.workspace_call_page(
             self, created_gte=created_gte, created_lte=created_lte, phone_number_id=phone_number_id,
@@ -238,14 +242,14 @@ class OpenPhoneClient:
                           f"conversations of {phone_number_id}", max_empty=max_empty)
 
     def call_pages(self, phone_number_id: str, participant: str, created_after: datetime | None, *,
-                   max_results: int, max_empty: int = 20) -> TokenPages[Call]:
+                   max_results: int, max_empty: int = 20) -> TokenPages[Call | Malformed]:
         return TokenPages(lambda p: self.list_calls(phone_number_id, participant, created_after, p.get("pageToken"),
                                                     max_results=max_results),
                           f"calls of {phone_number_id} with {participant}", max_empty=max_empty)
 
     def workspace_call_pages(self, *, created_gte: datetime, created_lte: datetime | None,
                              phone_number_id: str | None, limit: int, what: str,
-                             max_empty: int = 20) -> CursorPages[SummaryAnswer | Call]:
+                             max_empty: int = 20) -> CursorPages[SummaryAnswer | Call | Malformed]:
         return CursorPages(lambda p: self.list_workspace_calls(
             created_gte=created_gte, created_lte=created_lte, phone_number_id=phone_number_id,
             cursor=p.get("after"), limit=limit), what, max_empty=max_empty)
@@ -419,6 +423,9 @@ class OpenPhoneClient:
         raises :class:`Transient` for what is worth retrying and
         :class:`AuthError` for 401/403.
         """
+        # One deadline for the whole request (connect, headers, body), not per read: a server that
+        # drips a byte a second never times a read out (issue 25, finding 6).
+        deadline = self.clock.monotonic() + self.settings.connect_timeout + self.settings.read_timeout
         try:
             response = self._transport.handle_request(request)
         except httpx.TimeoutException as exc:
@@ -426,7 +433,7 @@ class OpenPhoneClient:
         except httpx.TransportError as exc:
             raise Transient(f"connection error ({type(exc).__name__}: {exc})") from None
         try:
-            body = self._read_body(response)
+            body = self._read_body(response, deadline)
         except httpx.TimeoutException as exc:
             raise Transient(f"timeout reading body ({type(exc).__name__})", response.status_code) from None
         except httpx.TransportError as exc:
@@ -452,21 +459,34 @@ class OpenPhoneClient:
     def _ms(self, started: float) -> float:
         return round((self.clock.monotonic() - started) * 1000, 1)
 
-    def _read_body(self, response: httpx.Response) -> bytes | None:
+    def _read_body(self, response: httpx.Response, deadline: float | None = None) -> bytes | None:
+        """The body, or None over the size limit; read chunk by chunk so that the request's
+        ``deadline`` (a :meth:`Clock.monotonic` time) and a stop end it mid-body (:class:`Transient`)."""
         limit = self.settings.max_body_bytes
         declared = response.headers.get("Content-Length")
         # A compressed body's Content-Length says nothing about its decoded size.
-        if declared is not None and declared.isdigit() and "Content-Encoding" not in response.headers:
-            if int(declared) > limit:
-                return None
-            return response.read()
+        if (declared is not None and declared.isdigit() and "Content-Encoding" not in response.headers
+                and int(declared) > limit):
+            return None
         chunks: list[bytes] = []
         size = 0
+        stopped_at: float | None = None
         for chunk in response.iter_bytes():
             size += len(chunk)
             if size > limit:
                 return None
             chunks.append(chunk)
+            if self.stop.is_set():
+                # In-flight answers land (a stop saves them); one still arriving after a grace is
+                # abandoned as never answered: its item is released unchanged.
+                now = self.clock.monotonic()
+                stopped_at = now if stopped_at is None else stopped_at
+                if now - stopped_at > STOP_GRACE_S:
+                    raise NotSent("the run stopped while the body was still arriving")
+            if deadline is not None and self.clock.monotonic() > deadline:
+                whole = self.settings.connect_timeout + self.settings.read_timeout
+                raise Transient(f"the whole request took over {whole:g} s (the body was still arriving)",
+                                response.status_code)
         return b"".join(chunks)
 
 

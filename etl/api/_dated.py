@@ -45,6 +45,7 @@ from etl.results import (
     Voicemail,
 )
 from etl.schema import DatedCall, DatedCallEnvelope, DatedCallList, DatedSummary, TranscriptPage
+from etl.storable import Malformed, json_text
 
 _CALL_INCLUDE = "summary,voicemail"
 _MAX_TRANSCRIPT_PAGES = 100
@@ -52,8 +53,9 @@ _LIMIT = 50  # every dated list takes limit 1..50
 
 
 def _compact(raw: Any) -> str:
-    """A JSON object as stored in ``raw_json``: compact, non-ASCII kept as is."""
-    return json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
+    """A JSON object as stored in ``raw_json``: compact, non-ASCII kept as is where storable
+    (:func:`etl.storable.json_text`: a lone surrogate stays an escape)."""
+    return json_text(raw)
 
 
 def summary_of(data: DatedSummary, call_id: str) -> Summary:
@@ -243,10 +245,11 @@ class Dated(Surface):
     # --- the workspace listing (discovery) -------------------------------------------------
     def workspace_call_page(self, sender: Sender, *, created_gte: datetime, created_lte: datetime | None,
                             phone_number_id: str | None, params: dict[str, Any],
-                            limit: int) -> ApiResult[Page[SummaryAnswer | Call]]:
+                            limit: int) -> ApiResult[Page[SummaryAnswer | Call | Malformed]]:
         """One page of ``GET /calls``: every call of the workspace, newest first, each with its summary and
         voicemail (``include``); bounds are inclusive.  An item is a :class:`SummaryAnswer` (its call inside)
-        when the call came with a summary object, else a :class:`Call`."""
+        when the call came with a summary object, else a :class:`Call`; a call its model refused stays a
+        :class:`~etl.storable.Malformed` in its place (discovery keeps it aside, issue 25)."""
         query: dict[str, Any] = {"createdAt[gte]": api_time(created_gte), "include": _CALL_INCLUDE, "limit": limit}
         if created_lte is not None:
             query["createdAt[lte]"] = api_time(created_lte)
@@ -254,11 +257,11 @@ class Dated(Surface):
             query["phoneNumberId"] = phone_number_id
         query.update(params)
 
-        def parse(body: bytes) -> tuple[Page[SummaryAnswer | Call], Any]:
+        def parse(body: bytes) -> tuple[Page[SummaryAnswer | Call | Malformed], Any]:
             page, raw = whole(DatedCallList)(body)
             raws = raw.get("data") if isinstance(raw, dict) else None
-            items: list[SummaryAnswer | Call] = [
-                dated_answer(c, r) if c.summary is not None else call_of(c)
+            items: list[SummaryAnswer | Call | Malformed] = [
+                c if isinstance(c, Malformed) else dated_answer(c, r) if c.summary is not None else call_of(c)
                 for c, r in zip(page.data, raws or [], strict=False)]
             return Page(tuple(items), tuple(raws or ()), page.nextCursor or None), raw
 

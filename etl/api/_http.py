@@ -23,6 +23,7 @@ from tenacity.stop import stop_base
 
 from etl._version import __version__
 from etl.clock import Clock
+from etl.config import redact_secret
 from etl.results import ApiResult
 
 USER_AGENT = f"openphone-summary-sync/{__version__} (+httpx/{httpx.__version__})"
@@ -122,9 +123,8 @@ def error_text(response: httpx.Response, body: bytes, secret: str | None = None)
     text = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
     if message:
         text += f": {message}"
-    if secret:
-        text = text.replace(secret, "***")
-    return " ".join(text.split())[:MAX_ERROR_TEXT]
+    # Collapsed first, so that an echo split by a line break is one run for redact_secret.
+    return redact_secret(" ".join(text.split()), secret)[:MAX_ERROR_TEXT]
 
 
 _CONNECTION_DETAIL = re.compile(r"^(connection error \(\w+): .*\)$", re.DOTALL)

@@ -7,14 +7,17 @@ builds each page's request and reads its answer into a
 :class:`etl.results.Page` (items and the next token); the paginator sends the
 token back and knows when to stop: the last page, a failed request, a token
 the API sends twice (a loop), too many empty pages in a row, or a page limit.
+A page that lists nothing not listed before on this walk (fresh tokens over the
+same items) counts as empty (issue 25): the walk ends with a reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
 from etl.results import ApiResult, Page
+from etl.storable import Malformed
 
 T = TypeVar("T")
 
@@ -51,6 +54,7 @@ class _Pages(Generic[T]):
     def __iter__(self) -> Iterator[tuple[ApiResult[Page[T]], bool]]:
         token: str | None = None
         seen: set[str] = set()
+        listed: set[str] = set()  # every item any page of this walk listed (malformed ones too)
         empty = pages = 0
         while True:
             if self.max_pages is not None and pages >= self.max_pages:
@@ -64,9 +68,13 @@ class _Pages(Generic[T]):
             problem = None
             if next_token is not None and next_token in seen:
                 problem = f"listing {self.what}: the API sent {self.noun} {next_token[:40]!r} twice; stopped"
-            empty = empty + 1 if not page.items else 0
+            # A page of items already listed (fresh tokens over the same items) brings nothing: empty.
+            page_ids = set(item_ids(page.items))
+            empty = empty + 1 if not page_ids - listed else 0
+            listed |= page_ids
             if next_token is not None and empty > self.max_empty:
-                problem = f"listing {self.what}: {empty} empty pages in a row with a next {self.noun}; stopped"
+                problem = (f"listing {self.what}: {empty} pages in a row with a next {self.noun} brought nothing "
+                           "not listed before; stopped")
             yield result, next_token is None
             if problem is not None:
                 raise PagingError(problem, None, token, pages)
@@ -74,6 +82,17 @@ class _Pages(Generic[T]):
                 return
             seen.add(next_token)
             token = next_token
+
+
+def item_ids(items: Iterable[Any]) -> Iterator[str]:
+    """What tells each listed item apart, for telling a page that brings nothing new: its id (a call's,
+    a summary's call's, a line's …), a malformed item's id as sent, else the item itself."""
+    for item in items:
+        if isinstance(item, Malformed):
+            yield "malformed:" + repr(item.raw.get("id") if isinstance(item.raw, dict) else item.raw)[:200]
+            continue
+        key = getattr(item, "id", None) or getattr(item, "call_id", None) or getattr(item, "segment_id", None)
+        yield str(key) if key is not None else repr(item)[:200]
 
 
 class TokenPages(_Pages[T]):

@@ -24,6 +24,7 @@ from etl.errors import EtlError
 from etl.results import ApiResult, Call, Conversation, DialogueLine, Job, JobField, Page, SummaryAnswer, Transcript
 from etl.schema import DialogueData
 from etl.schema import Job as JobData
+from etl.storable import Malformed
 
 M = TypeVar("M")
 T = TypeVar("T")
@@ -105,12 +106,12 @@ class Surface(ABC):
         raise self._cannot("list conversations")
 
     def line_call_page(self, sender: Sender, line_id: str, participant: str, created_after: datetime | None,
-                       params: dict[str, Any], max_results: int) -> ApiResult[Page[Call]]:
+                       params: dict[str, Any], max_results: int) -> ApiResult[Page[Call | Malformed]]:
         raise self._cannot("list the calls of one conversation")
 
     def workspace_call_page(self, sender: Sender, *, created_gte: datetime, created_lte: datetime | None,
                             phone_number_id: str | None, params: dict[str, Any],
-                            limit: int) -> ApiResult[Page[SummaryAnswer | Call]]:
+                            limit: int) -> ApiResult[Page[SummaryAnswer | Call | Malformed]]:
         raise self._cannot("list the workspace's calls")
 
     # --- users, lines, contacts (docs/api/dimensions.md) -----------------------------------

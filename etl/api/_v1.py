@@ -54,6 +54,7 @@ from etl.schema import (
     SummaryEnvelope,
     TranscriptV1Envelope,
 )
+from etl.storable import Malformed
 
 # The legacy webhooks: one per resource, each with its events.
 _RESOURCES = (("calls", ("call.completed",)), ("call-summaries", ("call.summary.completed",)))
@@ -165,7 +166,7 @@ class V1(Surface):
         return sender.get("/v1/conversations", query, parse, surface=self)
 
     def line_call_page(self, sender: Sender, line_id: str, participant: str, created_after: datetime | None,
-                       params: dict[str, Any], max_results: int) -> ApiResult[Page[Call]]:
+                       params: dict[str, Any], max_results: int) -> ApiResult[Page[Call | Malformed]]:
         """One page of ``GET /v1/calls`` for one line and one participant (one-to-one conversations);
         ``totalItems`` is documented as inaccurate and ignored."""
         query: dict[str, Any] = {"phoneNumberId": line_id, "participants[]": participant, "maxResults": max_results}
@@ -173,10 +174,12 @@ class V1(Surface):
             query["createdAfter"] = api_time(created_after)
         query.update(params)
 
-        def parse(body: bytes) -> tuple[Page[Call], Any]:
+        def parse(body: bytes) -> tuple[Page[Call | Malformed], Any]:
             raw = json.loads(body)
             page = CallList.model_validate(raw)
-            return Page(tuple(call_of(c) for c in page.data), tuple(items_of(raw)), page.nextPageToken or None), raw
+            # A call its model refused stays a Malformed in its place: discovery keeps it aside (issue 25).
+            items = tuple(c if isinstance(c, Malformed) else call_of(c) for c in page.data)
+            return Page(items, tuple(items_of(raw)), page.nextPageToken or None), raw
 
         return sender.get("/v1/calls", query, parse, surface=self)
 

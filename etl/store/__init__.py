@@ -9,6 +9,8 @@
 * :mod:`~etl.store.discovery` — discovery watermarks;
 * :mod:`~etl.store.deliveries` — ``webhook_deliveries``;
 * :mod:`~etl.store.budget` — the rate budget's row;
+* :mod:`~etl.store.rejected` — records that could not be stored, with their reason;
+* :mod:`~etl.store.fallback` — record by record in savepoints, when a batch failed;
 * :mod:`~etl.store.tx` — :func:`transaction`, the one deadlock / lock-wait retry.
 
 Every function but :func:`transaction` takes a :class:`sqlalchemy.engine.Connection` inside a
@@ -29,6 +31,7 @@ from etl.store.discovery import (
     set_watermark,
     watermarks,
 )
+from etl.store.fallback import RECORD_ERRORS, each_storable
 from etl.store.queue import (
     analyze_queue,
     anything_due,
@@ -51,6 +54,7 @@ from etl.store.queue import (
     requeue,
     update_queue,
 )
+from etl.store.rejected import Rejected, record_rejected
 from etl.store.runs import (
     add_discovery_counts,
     add_run_counts,
@@ -71,13 +75,14 @@ from etl.store.transcripts import (
 from etl.store.tx import is_lost, is_retryable, transaction
 
 __all__ = [
-    "CallsSaved", "Entry", "TranscriptEntry",
+    "RECORD_ERRORS", "CallsSaved", "Entry", "Rejected", "TranscriptEntry",
     "add_discovery_counts", "add_run_counts", "analyze_queue", "anything_due", "call_watermarks", "claim",
-    "clear_raw_json", "conversation_marks", "create_budget", "drop_discovery_run", "drop_pending", "due", "end_waiting",
+    "clear_raw_json", "conversation_marks",
+    "create_budget", "drop_discovery_run", "drop_pending", "due", "each_storable", "end_waiting",
     "ended", "enqueue_ids", "enqueue_transcripts", "event_seen", "finish_discovery_run", "finish_run",
     "forget_calls", "insert_ended", "is_lost", "is_retryable", "lease_holder", "make_due_first",
     "make_transcript_due", "mark_done", "owned", "prune_deliveries", "prune_transcript_lines", "queue_states",
-    "queued", "read_budget", "record_call_not_found", "record_delivery", "release", "requeue",
+    "queued", "read_budget", "record_call_not_found", "record_delivery", "record_rejected", "release", "requeue",
     "save_calls", "save_entries", "save_listed_summaries", "save_summaries", "save_transcript_entries",
     "save_transcripts", "set_call_watermark", "set_conversation_mark", "set_watermark", "signed_at_of",
     "start_discovery_run", "start_run", "transaction", "update_queue", "watermarks", "write_budget",

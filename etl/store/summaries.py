@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl.policy import ClaimedItem, QueueUpdate
-from etl.store._sql import Tree, replace_changed
+from etl.store._sql import Tree, chunks, replace_changed
 from etl.store.calls import record_call_not_found, save_calls
 from etl.store.queue import end_waiting, insert_ended, owned, queue_states, update_queue
+from etl.store.rejected import Rejected, record_rejected
 from etl.tables import fields_t, jobs_t, lines_t, steps_t, summaries_t
 
 if TYPE_CHECKING:
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 _CHILD_TABLES = (fields_t, jobs_t, steps_t, lines_t)
 _PARENT_UPDATE_COLUMNS = (
     "status", "summary_text", "line_count", "next_step_count", "job_count", "type", "title",
-    "content_hash", "raw_json", "last_synced_at",
+    "content_hash", "raw_json", "last_synced_at", "as_of",
 )
 
 
@@ -34,8 +36,10 @@ class Entry:
 
     ``call``: the call's context fetched in this attempt (``GET /v1/calls/{id}``,
     or the call that came with the summary on the dated surface);
-    ``call_not_found``: that fetch answered 404 (``(lookup state, error)``).
-    Both land in the transaction of the queue update, only while the lease holds.
+    ``call_not_found``: that fetch answered 404 (``(lookup state, error)``);
+    ``rejected``: a record of this attempt that could not be stored (the call
+    context, refused with its reason).
+    All land in the transaction of the queue update, only while the lease holds.
     """
 
     item: ClaimedItem
@@ -44,6 +48,7 @@ class Entry:
     rows: CallRows | None
     call: CallContextRows | None = None
     call_not_found: tuple[str, str | None] | None = None
+    rejected: Rejected | None = None
 
 
 def save_entries(conn: Connection, run_id: str, entries: Sequence[Entry], now: datetime) -> list[Entry]:
@@ -64,22 +69,45 @@ def save_entries(conn: Connection, run_id: str, entries: Sequence[Entry], now: d
     for e in entries:
         if e.call_not_found is not None:
             record_call_not_found(conn, e.item.call_id, e.call_not_found[0], now, e.call_not_found[1])
+    for e in entries:
+        if e.rejected is not None:
+            record_rejected(conn, e.rejected, now)
     save_summaries(conn, [e.rows for e in entries if e.rows is not None], now)
     update_queue(conn, run_id, [e.update for e in entries], now)
     return entries
 
 
-def save_summaries(conn: Connection, calls: Sequence[CallRows], now: datetime) -> None:
+def save_summaries(conn: Connection, calls: Sequence[CallRows], now: datetime) -> set[str]:
     """Upsert summary rows and replace their children as a whole, in the caller's transaction;
     unchanged content (the same ``content_hash``) only moves ``last_synced_at``.
+
+    The newer summary wins: a row's ``as_of`` (when the API answered it, ``now``
+    unless the caller set it, e.g. to a webhook event's ``createdAt``) older than
+    the stored one's is not written.  Returns the ids not written for that.
 
     The write of :func:`save_entries`, and that of a summary that did not come
     through a claim (a webhook delivery carrying the whole summary).
     """
+    for c in calls:
+        c.parent.setdefault("as_of", now)
+    older = _older_than_stored(conn, calls)
+    calls = [c for c in calls if c.parent["call_id"] not in older]
     if calls:
         replace_changed(conn, summaries_t, _CHILD_TABLES, [Tree(parent=c.parent, children={
             lines_t: c.lines, steps_t: c.next_steps, jobs_t: c.jobs, fields_t: c.job_fields}) for c in calls],
             _PARENT_UPDATE_COLUMNS, now)
+    return older
+
+
+def _older_than_stored(conn: Connection, calls: Sequence[CallRows]) -> set[str]:
+    s = summaries_t.c
+    as_of = {c.parent["call_id"]: c.parent["as_of"] for c in calls}
+    older: set[str] = set()
+    for chunk in chunks(list(as_of)):
+        for call_id, stored in conn.execute(sa.select(s.call_id, s.as_of).where(s.call_id.in_(chunk))):
+            if stored is not None and as_of[call_id] is not None and as_of[call_id] < stored:
+                older.add(call_id)
+    return older
 
 
 def save_listed_summaries(conn: Connection, summaries: Sequence[CallRows], updates: Sequence[QueueUpdate],

@@ -26,11 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from etl.api import event_surface
 from etl.ids import is_valid_call_id
 from etl.models import API_ID_LENGTH
+from etl.storable import utc_in_range
 
 Action = Literal["call_completed", "summary_completed", "transcript_completed", "contact_updated",
                  "contact_deleted", "ignore"]
@@ -65,8 +67,20 @@ class Event:
     # The whole summary a summary event carries (the dated summary object, with ``callId``),
     # to be stored without a request when it validates and is completed; None otherwise.
     summary: dict[str, Any] | None = None
+    # The event's createdAt (naive UTC), when sent and sane: how new a carried summary is.
+    created_at: datetime | None = None
     # contact.updated / contact.deleted: the contact's id (the object itself is ``payload``).
     contact_id: str | None = None
+
+
+def _created_at(doc: dict[str, Any]) -> datetime | None:
+    value = doc.get("createdAt")
+    if not isinstance(value, str):
+        return None
+    try:
+        return utc_in_range(datetime.fromisoformat(value.replace("Z", "+00:00")), "createdAt")
+    except ValueError:  # not ISO 8601, or out of range (etl.storable.Refused)
+        return None
 
 
 def parse_event(body: bytes) -> Event:
@@ -104,7 +118,8 @@ def parse_event(body: bytes) -> Event:
         if kind == TRANSCRIPT_COMPLETED:
             return Event(short_type, key, "transcript_completed", call_id, obj, envelope=envelope)
         summary = surface.event_summary(obj, call_id)
-        return Event(short_type, key, "summary_completed", call_id, obj, envelope=envelope, summary=summary)
+        return Event(short_type, key, "summary_completed", call_id, obj, envelope=envelope, summary=summary,
+                     created_at=_created_at(doc))
     if kind in (CONTACT_UPDATED, CONTACT_DELETED):
         contact_id = obj.get("id")
         if not isinstance(contact_id, str) or not contact_id.strip() or len(contact_id) > API_ID_LENGTH:

@@ -163,11 +163,10 @@ def accept(engine: Engine, verified: Verified, event: Event, now: datetime, *, c
 
 
 def _accept(conn: Connection, verified: Verified, event: Event, now: datetime, transcripts: bool) -> Accepted:
-    seen = store.signed_at_of(conn, verified.message_key)
-    if seen is not None:
-        # Standard Webhooks: the same webhook-id signed at another time is the sender's retry.
-        if verified.scheme == "standard" and seen[0] != verified.signed_at:
-            return Accepted("duplicate", event.call_id)
+    if store.signed_at_of(conn, verified.message_key) is not None:
+        # The exact signed message again (etl.webhooks.signatures keys it by id and timestamp): a replay,
+        # in whatever order it arrives.  A copy signed at another time has a key of its own and is
+        # answered by its event (duplicate once the event was seen).
         return Accepted("replay", event.call_id)
     duplicate = event.event_key is not None and store.event_seen(conn, event.event_key)
     outcome: Outcome = "duplicate" if duplicate else ("ignored" if event.action == "ignore" else "queued")
@@ -204,7 +203,8 @@ def apply_event(conn: Connection, event: Event, now: datetime, *, transcripts: b
         save_call(conn, event.call if event.call is not None else event.payload, now, raw=event.payload)
     elif event.action == "transcript_completed":
         transcript_ready(conn, event.call_id, now, transcripts=transcripts)
-    elif event.summary is None or not save_carried_summary(conn, event.call_id, event.summary, now):
+    elif event.summary is None or not save_carried_summary(conn, event.call_id, event.summary, now,
+                                                           as_of=event.created_at):
         summary_ready(conn, event.call_id, now)
 
 
@@ -244,23 +244,21 @@ def transcript_ready(conn: Connection, call_id: str, now: datetime, *, transcrip
         store.make_transcript_due(conn, call_id, now, TRANSCRIPT_REQUEUE)
 
 
-def save_carried_summary(conn: Connection, call_id: str, summary: dict[str, Any], now: datetime) -> bool:
+def save_carried_summary(conn: Connection, call_id: str, summary: dict[str, Any], now: datetime, *,
+                         as_of: datetime | None = None) -> bool:
     """Store the completed summary a dated ``call.summary.completed`` carries, without a request.
 
     The rows are those sync writes (:func:`etl.normalize.normalize`,
     :func:`etl.store.save_summaries`); the queue item ends ``done`` as if it
     had been fetched.  False (nothing stored, the caller makes the id due
     instead) when the summary is not ``completed``, does not validate, or the
-    item is held by a run right now (that run fetches it).
+    item is held by a run right now (that run fetches it).  ``as_of``: the event's
+    ``createdAt``; a summary older than the stored one is not written (the newer wins).
     """
     log = get_logger()
     if summary.get("status") != "completed":
         return False
-    raw = call_json({"data": summary})
-    try:
-        raw.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate (valid JSON escape): keep it escaped, as sync's raw_json does
-        raw = json.dumps({"data": summary}, separators=(",", ":"))
+    raw = call_json({"data": summary})  # storable: a lone surrogate stays escaped (etl.storable.json_text)
     try:
         data = webhook_summary(summary)
     except ValidationError as exc:
@@ -271,9 +269,13 @@ def save_carried_summary(conn: Connection, call_id: str, summary: dict[str, Any]
     if store.lease_holder(conn, call_id, now) is not None:
         return False
     rows = normalize(data, raw, hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest(), now)
+    rows.parent["as_of"] = as_of or now
     try:
         with conn.begin_nested():
-            store.save_summaries(conn, [rows], now)
+            older = store.save_summaries(conn, [rows], now)
+        if older:
+            log.info("summary of a call.summary.completed event is older than the stored one; not written",
+                     call_id=call_id, event_created_at=None if as_of is None else as_of.isoformat())
     except (DBAPIError, ValueError, OverflowError) as exc:
         # What the database refuses in a carried summary must not cost the delivery: fetch it instead.
         log.warning("database refused the summary of a call.summary.completed event; fetched instead",

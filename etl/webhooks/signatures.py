@@ -156,5 +156,8 @@ def _verify_standard(headers: Mapping[str, str], body: bytes, secrets: Sequence[
         # The library signs the canonical timestamp (an integer), so "0<ts>" verifies like "<ts>".
         expected = secret.standard.sign(msg_id, signed_at.replace(tzinfo=UTC), body).encode()
         if any(hmac.compare_digest(expected, part.encode()) for part in given):
-            return Verified("standard", _digest("standard", msg_id), msg_id, signed_at)
+            # The key names the exact message (id and canonical timestamp): its replay is refused whatever
+            # arrived before it; a re-signed copy (same id, another timestamp) is a new message whose
+            # event was seen, a duplicate (issue 25, finding 8).
+            return Verified("standard", _digest("standard", msg_id, str(int(float(stamp)))), msg_id, signed_at)
     raise SignatureError("bad_signature", "webhook-signature does not match the body with any configured secret")

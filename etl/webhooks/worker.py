@@ -17,7 +17,9 @@ Nothing the database does ends the thread: an outage (a server restart, a
 SQLite file that went away) is one warning line, then the worker backs off
 (:data:`BACKOFF_S`, doubling up to :data:`MAX_BACKOFF_S`), drops its pooled
 connections and its budget connection, and tries again; the first run that
-works clears the error.  ``/healthz`` shows :attr:`SyncWorker.error`: the
+works clears the error.  So do :data:`NO_PROGRESS_RUNS` runs in a row that claim due work and
+save none (a poison the engine cannot pass): unhealthy, not retried in a hot loop, until a run
+saves something.  ``/healthz`` shows :attr:`SyncWorker.error`: the
 error's type and a short fixed reason, never its text (which may hold SQL,
 parameters, host, user and database name).
 
@@ -61,6 +63,9 @@ CLAIM_AHEAD_S = 2.0
 # is back within seconds of the database).
 BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
+# This many runs in a row that claimed due work and saved none: the engine cannot make progress
+# (a poison it cannot pass): /healthz says so instead of healthy while it retries (issue 25).
+NO_PROGRESS_RUNS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +149,7 @@ class SyncWorker:
         self.log = get_logger()
         self.error: EngineError | None = None  # the last attempt failed (cleared by one that works)
         self.failures = 0  # consecutive failed attempts
+        self.no_progress = 0  # consecutive runs that claimed work and saved none
         self.budget: RateBudget = self._new_budget()
         self.last_run: dict[str, Any] | None = None  # the last run's figures, taken when it ended
         self._wake = threading.Event()
@@ -230,6 +236,10 @@ class SyncWorker:
         if stats.stop in (StopReason.DATABASE_LOST, StopReason.UNEXPECTED) and not self._stopping.is_set():
             self._failed(stats.fatal or RuntimeError(stats.stop.value), logged=True)
             return
+        if stats.claimed and not stats.processed and stats.exit_code != 3 and not self._stopping.is_set():
+            self._stalled()
+            return  # not woken again at once: the next delivery or poll tries again
+        self.no_progress = 0
         self._recovered()
         if stats.exit_code == 3:
             self.log.error("the API refused the key; the engine waits for the next delivery or poll",
@@ -254,6 +264,14 @@ class SyncWorker:
         with contextlib.suppress(Exception):
             self.budget.close()
         self.budget = self._new_budget()
+
+    def _stalled(self) -> None:
+        self.no_progress += 1
+        if self.no_progress >= NO_PROGRESS_RUNS:
+            self.error = EngineError("NoProgress", f"no progress: {self.no_progress} runs in a row claimed due "
+                                                   "work and saved none")
+            if self.no_progress == NO_PROGRESS_RUNS or self.no_progress % 20 == 0:
+                self.log.error("sync engine makes no progress; /healthz reports it", runs=self.no_progress)
 
     def _recovered(self) -> None:
         if self.failures:

@@ -327,7 +327,8 @@ def test_endless_empty_pages_stop_with_an_error(engine, settings, fake, capsys):
     fake.page_hooks["/v1/phone-numbers"] = empty
     stats = discover(engine, settings.replace(), fake)
     assert stats.exit_code == 1
-    assert stats.stop_reason == ("listing phone numbers: 21 empty pages in a row with a next page token; stopped")
+    assert stats.stop_reason == ("listing phone numbers: 21 pages in a row with a next page token brought nothing "
+                                 "not listed before; stopped")
 
 
 def test_participants_not_e164_are_kept_flagged_and_logged(engine, settings, fake, capsys):

@@ -138,6 +138,7 @@ def test_rich_payload_exact_rows(engine, settings, fake):
     row = summary_row(engine, "ACrich1")
     synced = row.pop("first_synced_at")
     assert row.pop("last_synced_at") == synced
+    assert before - timedelta(seconds=1) <= row.pop("as_of") <= utcnow()  # when the API answered
     assert before - timedelta(seconds=1) <= synced <= utcnow()
     assert row == {
         "call_id": "ACrich1",

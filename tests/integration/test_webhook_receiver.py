@@ -118,6 +118,24 @@ def test_replay_refused_redelivery_idempotent(receiver: Receiver, scheme: str) -
     assert receiver.fake.requests["ACdup1"] == 1
 
 
+def test_an_exact_replay_is_refused_after_a_re_signed_copy_arrived_first(receiver: Receiver) -> None:
+    """Issue 25, finding 8: the same webhook-id re-signed at another time, then the original and its replay."""
+    body = summary_event("ACorder1", "EVorder")
+    now = int(time.time())
+    original = {**webhooks.sign_standard(body, WHSEC, msg_id="msg_order1", timestamp=datetime.fromtimestamp(now, UTC)),
+                **JSON}
+    resigned = {**webhooks.sign_standard(body, WHSEC, msg_id="msg_order1",
+                                         timestamp=datetime.fromtimestamp(now + 5, UTC)), **JSON}
+    assert receiver.post(body, resigned).json() == {"status": "queued"}
+    assert receiver.post(body, original).json() == {"status": "duplicate"}  # the sender's retry: no work
+    replay = receiver.post(body, original)
+    assert replay.status_code == 401 and replay.json()["error"] == "replay"
+    again = receiver.post(body, resigned)
+    assert again.status_code == 401 and again.json()["error"] == "replay"
+    receiver.wait_done(["ACorder1"])
+    assert receiver.count("summary_queue") == 1
+
+
 def test_out_of_order_and_terminal_states(receiver: Receiver) -> None:
     # Summary first, then the call: one fetch, the call event changes nothing.
     body = summary_event("ACorder1")

@@ -28,7 +28,7 @@ TABLES = {"summary_queue", "call_summaries", "call_summary_lines", "call_next_st
           "call_job_fields", "sync_runs", "rate_budgets",
           "calls", "call_participants", "call_lookups", "discovery_watermarks", "discovery_conversations",
           "discovery_runs", "webhook_deliveries", "transcript_queue", "call_transcripts", "call_transcript_lines",
-          "call_voicemails", "discovery_call_watermarks",
+          "call_voicemails", "discovery_call_watermarks", "rejected_records",
           "users", "phone_numbers", "phone_number_users", "contacts", "contact_phone_numbers", "contact_emails",
           "contact_custom_fields", "dimension_refreshes"}
 
@@ -180,7 +180,7 @@ def test_0009_splits_run_counters_and_its_downgrade_folds_them_back(restore_head
         conn.execute(sa.text("INSERT INTO sync_runs (started_at, command, completed, failed, absent, not_found, "
                              "invalid) VALUES (:t, 'sync', :completed, :failed, :absent, :not_found, :invalid)"),
                      {"t": "2026-12-01 10:00:00", **counts})
-    db.downgrade(url, "0006")
+    db.downgrade(url, "0006", allow_data_loss=True)  # the split of `failed` is data only 0009 holds
     with open_engine(url) as engine, engine.connect() as conn:
         row = conn.execute(sa.text("SELECT * FROM sync_runs")).one()._mapping
         assert (row["completed"], row["failed"]) == (1, 2 + 3 + 4 + 5)
@@ -200,7 +200,7 @@ def test_0011_counts_transcripts_apart_and_its_downgrade_folds_them_back(restore
             "INSERT INTO sync_runs (started_at, command, claimed, completed, failed, fetched, transcripts_claimed, "
             "transcripts_completed, transcripts_failed, transcripts_forbidden, transcripts_fetched) "
             "VALUES (:t, 'sync', 3, 3, 0, 3, 3, 1, 0, 2, 3)"), {"t": "2026-12-01 10:00:00"})
-    db.downgrade(url, "0009")
+    db.downgrade(url, "0009", allow_data_loss=True)  # the per-queue split is data only 0013 holds
     with open_engine(url) as engine, engine.connect() as conn:
         row = conn.execute(sa.text("SELECT * FROM sync_runs")).one()._mapping
         # As the code before 0013 counted them: both queues together, forbidden with failed.

@@ -37,7 +37,7 @@ BACKENDS = ("sqlite", "postgresql", "mysql")
 ENV_FOR = {"postgresql": "ETL_TEST_POSTGRES_URL", "mysql": "ETL_TEST_MYSQL_URL"}
 API_KEY = "test-key-0123456789"
 # Children before parents, so deletes never trip a foreign key.
-TABLES = ("phone_number_users", "phone_numbers", "users", "contact_phone_numbers", "contact_emails",
+TABLES = ("rejected_records", "phone_number_users", "phone_numbers", "users", "contact_phone_numbers", "contact_emails",
           "contact_custom_fields", "contacts", "dimension_refreshes",
           "call_transcript_lines", "call_transcripts", "transcript_queue",
           "webhook_deliveries", "rate_budgets", "call_participants", "call_voicemails", "discovery_call_watermarks",

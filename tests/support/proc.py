@@ -222,8 +222,8 @@ def expected_call(data: Mapping[str, Any], raw_json: str, call_id: str | None = 
 
 
 def comparable(call: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored call without its sync timestamps (they differ run to run by design)."""
-    return {k: v for k, v in call.items() if k not in ("first_synced_at", "last_synced_at")}
+    """A stored call without its sync timestamps (they differ run to run by design; ``as_of`` is one)."""
+    return {k: v for k, v in call.items() if k not in ("first_synced_at", "last_synced_at", "as_of")}
 
 
 def wire_json(data: Mapping[str, Any]) -> str:
