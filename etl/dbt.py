@@ -9,7 +9,8 @@ so a table or view another module adds is included without a change here:
   (the one place views are documented; the wheel ships a copy);
 * freshness: on tables and views with a synced-at column (the first of
   :data:`LOADED_AT_COLUMNS` they have), ``loaded_at_field`` with warn and
-  error thresholds in hours;
+  error thresholds in hours; not on :data:`NO_FRESHNESS` (``rejected_records``
+  logs problems: empty or old is the good case);
 * tests on keys: ``not_null`` on every primary-key column; ``unique`` on a
   one-column key, and on a composite key dbt's documented expression form
   (``unique`` with ``column_name: "concat(a, '|', b)"`` at table level),
@@ -36,6 +37,8 @@ from etl.errors import UsageError
 
 # Columns that say when a row last arrived, in order of preference.
 LOADED_AT_COLUMNS = ("last_synced_at", "last_seen_at", "synced_at")
+# Tables that log problems rather than hold synced data: empty or old is the good case, so no freshness.
+NO_FRESHNESS = frozenset({"rejected_records"})
 DEFAULT_SOURCE_NAME = "openphone"
 DEFAULT_WARN_HOURS = 24
 DEFAULT_ERROR_HOURS = 72
@@ -127,7 +130,7 @@ def sources(metadata: MetaData, views: Mapping[str, ViewDoc | None], *, schema: 
     for table in metadata.sorted_tables:
         table_tests, column_tests = _key_tests(table)
         entry: dict[str, Any] = {"name": str(table.name), "description": str(table.comment or "")}
-        loaded_at = _loaded_at(c.name for c in table.columns)
+        loaded_at = None if table.name in NO_FRESHNESS else _loaded_at(c.name for c in table.columns)
         if loaded_at is not None:
             entry["loaded_at_field"] = loaded_at
             entry["freshness"] = _freshness(warn_hours, error_hours)

@@ -465,8 +465,9 @@ class OpenPhoneClient:
         limit = self.settings.max_body_bytes
         declared = response.headers.get("Content-Length")
         # A compressed body's Content-Length says nothing about its decoded size.
-        if (declared is not None and declared.isdigit() and "Content-Encoding" not in response.headers
-                and int(declared) > limit):
+        expected = (int(declared) if declared is not None and declared.isdigit()
+                    and "Content-Encoding" not in response.headers else None)
+        if expected is not None and expected > limit:
             return None
         chunks: list[bytes] = []
         size = 0
@@ -483,7 +484,9 @@ class OpenPhoneClient:
                 stopped_at = now if stopped_at is None else stopped_at
                 if now - stopped_at > STOP_GRACE_S:
                     raise NotSent("the run stopped while the body was still arriving")
-            if deadline is not None and self.clock.monotonic() > deadline:
+            # A body already whole is kept, however late: the deadline ends waiting, not answers.
+            whole_already = expected is not None and size >= expected
+            if deadline is not None and not whole_already and self.clock.monotonic() > deadline:
                 whole = self.settings.connect_timeout + self.settings.read_timeout
                 raise Transient(f"the whole request took over {whole:g} s (the body was still arriving)",
                                 response.status_code)

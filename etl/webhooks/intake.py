@@ -168,16 +168,27 @@ def _accept(conn: Connection, verified: Verified, event: Event, now: datetime, t
         # in whatever order it arrives.  A copy signed at another time has a key of its own and is
         # answered by its event (duplicate once the event was seen).
         return Accepted("replay", event.call_id)
-    duplicate = event.event_key is not None and store.event_seen(conn, event.event_key)
+    event_key = redelivery_key(verified, event)
+    duplicate = event_key is not None and store.event_seen(conn, event_key)
     outcome: Outcome = "duplicate" if duplicate else ("ignored" if event.action == "ignore" else "queued")
     store.record_delivery(
-        conn, message_key=verified.message_key, event_key=None if duplicate else event.event_key,
+        conn, message_key=verified.message_key, event_key=None if duplicate else event_key,
         event_type=None if event.type is None else clean_text(event.type)[:64], call_id=event.call_id,
         scheme=verified.scheme, outcome=outcome, signed_at=verified.signed_at, received_at=now,
     )
     if outcome == "queued":
         apply_event(conn, event, now, transcripts=transcripts)
     return Accepted(outcome, event.call_id)
+
+
+def redelivery_key(verified: Verified, event: Event) -> str | None:
+    """What tells a redelivery from a new message: the event's id, else (a body without one) the
+    Standard Webhooks ``webhook-id`` the sender re-signs each retry with; None when neither exists."""
+    if event.event_key is not None:
+        return event.event_key
+    if verified.message_id is None:
+        return None
+    return hashlib.sha256(f"webhook-id:{verified.message_id}".encode()).hexdigest()
 
 
 def summary_ready(conn: Connection, call_id: str, now: datetime) -> None:

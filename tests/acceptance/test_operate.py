@@ -678,7 +678,7 @@ def _subprocess_env(tmp_path: Path) -> dict[str, str]:
 STATUS_KEYS = {"database", "now", "queue", "total", "due_now", "oldest_due_at", "oldest_due_age_s",
                "last_runs", "last_successful_run_finished_at", "top_errors", "healthy", "problems",
                "last_fetch_ok_at", "runs_without_fetch", "fetch", "last_discovery", "transcript_queue",
-               "dimension_refreshes"}
+               "dimension_refreshes", "rejected_records"}
 RUN_KEYS = {"id", "started_at", "finished_at", "command", "claimed", "completed", "rescheduled",
             "failed", "absent", "not_found", "invalid", "errors", "fetched", "exit_code", "stop_reason",
             *TRANSCRIPT_COUNTERS}

