@@ -110,12 +110,7 @@ class DatedEndpoints:
         gte, lte = _time(params, "createdAt[gte]"), _time(params, "createdAt[lte]")
         line = _one(params, "phoneNumberId")
         statuses = set(_many(params, "status[in]")) | set(_many(params, "status"))
-        limit_text = _one(params, "limit") or "10"
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 50:
-            raise BadRequest("limit must be an integer from 1 to 50", "/limit")
-        limit = int(limit_text)
-        query = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "after")
-        offset = self._take_cursor(_one(params, "after"), query)
+        limit, query, offset = self._window(params)
         with self.workspace.lock:
             calls = [
                 c for c in self.workspace.calls.values()
@@ -140,6 +135,14 @@ class DatedEndpoints:
         if self.quirks.empty_page and offset == 0:
             return {"data": data, "nextCursor": self._cursor(-following, query)}
         return {"data": data, "nextCursor": self._cursor(following, query)}
+
+    def _window(self, params: dict[str, list[str]]) -> tuple[int, str, int]:
+        """A cursor page's ``limit`` (1-50), its query (what a cursor is bound to) and its offset."""
+        limit_text = _one(params, "limit") or "10"
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 50:
+            raise BadRequest("limit must be an integer from 1 to 50", "/limit")
+        query = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "after")
+        return int(limit_text), query, self._take_cursor(_one(params, "after"), query)
 
     def _cursor(self, offset: int, query: str) -> str:
         serial = len(self._cursors) + 1

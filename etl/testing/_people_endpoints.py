@@ -67,7 +67,7 @@ class PeopleEndpoints:
     # The paging of the other bases of FakeOpenPhone: DatedEndpoints' short-lived cursors
     # and WorkspaceEndpoints' v1 page tokens (one definition each, shared with calls).
     _cursor: Callable[[int, str], str]
-    _take_cursor: Callable[[str | None, str], int]
+    _window: Callable[[dict[str, list[str]]], tuple[int, str, int]]
     _page: Callable[[list[Any], int, str | None], tuple[list[Any], str | None]]
 
     def _people_answer(self, endpoint: str, arg: str,
@@ -136,12 +136,7 @@ class PeopleEndpoints:
         return body
 
     def _cursor_page(self, items: list[dict[str, object]], params: dict[str, list[str]]) -> dict[str, object]:
-        limit_text = _one(params, "limit") or "10"
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 50:
-            raise BadRequest("limit must be an integer from 1 to 50", "/limit")
-        limit = int(limit_text)
-        query = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "after")
-        offset = self._take_cursor(_one(params, "after"), query)
+        limit, query, offset = self._window(params)
         following = offset + limit
         cursor = self._cursor(following, query) if following < len(items) else None
         return {"data": items[offset:following], "nextCursor": cursor}
