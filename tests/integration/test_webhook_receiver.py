@@ -213,6 +213,7 @@ def test_burst_of_1000_deliveries_while_the_engine_syncs(receiver: Receiver) -> 
     total, senders = 1000, 8
     bodies = [summary_event(f"ACburst{n}", f"EVburst{n}") for n in range(total)]
     statuses: dict[int, tuple[int, str]] = {}
+    busy: list[int] = []  # deliveries answered 503 once (then retried)
     started = time.monotonic()
 
     def send(k: int) -> None:
@@ -231,6 +232,10 @@ def test_burst_of_1000_deliveries_while_the_engine_syncs(receiver: Receiver) -> 
                     body = bodies[n]
                     headers = sign("v1", body)
                 r = client.post(receiver.url + "/webhooks/openphone", content=body, headers=headers)
+                if r.status_code == 503:  # the database stayed busy 3 s: the sender retries, as OpenPhone does
+                    busy.append(n)
+                    time.sleep(1.0)
+                    r = client.post(receiver.url + "/webhooks/openphone", content=body, headers=headers)
                 statuses[n] = (r.status_code, r.json().get("status", ""))
 
     threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
@@ -243,6 +248,9 @@ def test_burst_of_1000_deliveries_while_the_engine_syncs(receiver: Receiver) -> 
     # process, while the rest of the suite runs beside it on the same cores: hence the slack).
     assert elapsed < 45, elapsed  # 30 s was exceeded once (31.2 s) in a 1,863-test CI run on 2 cores
     assert all(code == 200 for code, _ in statuses.values()), [v for v in statuses.values() if v[0] != 200][:5]
+    # A 503 is the receiver's documented answer to a database busy for 3 s (a loaded 2-core CI machine):
+    # rare, and never a lost delivery.
+    assert len(busy) <= total // 100, busy
     expected = {f"ACburst{n}" for n in range(total) if n % 10 != 9}
     duplicates = sum(1 for _, outcome in statuses.values() if outcome == "duplicate")
     # A redelivery that arrives before its original is the original (queued), so at most 100.
