@@ -188,6 +188,9 @@ class Workspace:
         self.lock = threading.RLock()
         # Users and contacts (etl.testing._people): who the lines and calls name, and who they talk to.
         self.people = People(seed, self.lock)
+        # When synthesised calls are dated from: fixed at the first one, so that the same id is
+        # the same call on every request (two reads must not straddle a second and disagree).
+        self._synth_epoch: dt.datetime | None = None
 
     # -- building ---------------------------------------------------------
 
@@ -387,7 +390,11 @@ class Workspace:
         answer ``GET /v1/calls/{id}`` consistently too, as the benchmark needs.
         """
         rng = rng_for("synth-call", call_id)
-        created = self.clock.now().replace(microsecond=0) - dt.timedelta(seconds=rng.randint(7200, 86400))
+        with self.lock:
+            if self._synth_epoch is None:
+                self._synth_epoch = self.clock.now().replace(microsecond=0)
+            epoch = self._synth_epoch
+        created = epoch - dt.timedelta(seconds=rng.randint(7200, 86400))
         duration = rng.randint(15, 1800)
         answered = created + dt.timedelta(seconds=rng.randint(5, 20))
         completed = answered + dt.timedelta(seconds=duration)

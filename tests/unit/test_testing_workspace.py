@@ -373,3 +373,19 @@ def test_rate_limit_and_request_log_per_endpoint() -> None:
     assert len(everything) == 8 and everything == sorted(everything)
     assert fake.request_times("phone-numbers") == times["phone-numbers"]
     assert fake.request_times("calls") == []
+
+
+def test_a_synthesised_call_is_the_same_call_on_every_read() -> None:
+    """Two reads of one unknown id straddling a second agree (the v1 transcript read it twice and drifted by 1 s)."""
+    clock = ApiClock(dt.datetime(2026, 3, 30, 12, 0, 0, 900_000, tzinfo=dt.UTC))
+    fake = FakeOpenPhone(clock=clock, default_status="completed")
+    first = fake.workspace.synth_call("ACsynthsame01")
+    clock.advance(0.2)  # past a whole second
+    assert fake.workspace.synth_call("ACsynthsame01") == first
+    data = fake.transcript_v1("ACsynthsame01")
+    assert data is not None and data["dialogue"]
+    segments = fake.transcript_segments("ACsynthsame01")
+    assert segments is not None
+    first_line = segments[0]["dialogue"][0]  # type: ignore[index]
+    offset = (dt.datetime.fromisoformat(str(segments[0]["startTime"])) - first.created_at).total_seconds()
+    assert data["dialogue"][0]["start"] == offset + first_line["start"]  # type: ignore[index]
