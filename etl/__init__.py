@@ -27,6 +27,7 @@ from etl.health import Limits as HealthLimits
 from etl.job import BackfillResult, Etl, Requeued, TranscriptsQueued, Webhooks
 from etl.report import Selection
 from etl.status import Status
+from etl.workspaces import WorkspaceConfig, load_workspaces
 
 if TYPE_CHECKING:
     from etl.discover import DiscoveryStats
@@ -63,7 +64,9 @@ __all__ = [
     "TranscriptsQueued",
     "UsageError",
     "Webhooks",
+    "WorkspaceConfig",
     "__version__",
+    "load_workspaces",
 ]
 
 # Imported on first use: the engine pulls in httpx and tenacity, which

@@ -39,6 +39,9 @@ IN_PROCESS_BASE_URL = "http://in-process.invalid"
 # The API surfaces: "v1" (paths under /v1) and the dated version (paths without /v1, every
 # request with the header Quo-Api-Version: 2026-03-30; docs/api/webhooks-2026-03-30.md).
 DATED_API_VERSION = "2026-03-30"
+# The workspace of a deployment without a workspaces file (etl.workspaces), and of every row
+# stored before workspaces existed.
+DEFAULT_WORKSPACE = "default"
 API_VERSIONS = ("v1", DATED_API_VERSION)
 
 T = TypeVar("T")
@@ -207,6 +210,9 @@ class Settings:
     # Contacts (tens of thousands, 50 per request) are listed at most this often (etl.refresh);
     # users and lines every run.
     contacts_refresh_hours: float = CONTACTS_REFRESH_HOURS.default
+    # The workspace this job runs for (etl.workspaces): every row it writes carries the name,
+    # every queue it claims from is this workspace's.
+    workspace: str = DEFAULT_WORKSPACE
 
     def __post_init__(self) -> None:
         check_api_version(self.api_version)

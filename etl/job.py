@@ -18,7 +18,7 @@ Expected failures raise :class:`etl.errors.EtlError` subclasses (each with its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -59,6 +59,7 @@ from etl.health import Limits
 from etl.logs import keep_secret
 from etl.report import Selection
 from etl.status import Status, gather
+from etl.workspaces import DEFAULT, WorkspaceConfig, select, settings_for
 
 if TYPE_CHECKING:
     import httpx
@@ -92,8 +93,11 @@ class Etl:
 
     def __init__(self, settings: Settings | None = None, *, read_only: bool = False,
                  transport: httpx.BaseTransport | None = None, engine: Engine | None = None, clock: Clock = SYSTEM,
+                 workspaces: Sequence[WorkspaceConfig] | None = None,
                  **overrides: Unpack[SettingOverrides]) -> None:
         self.settings: Settings = apply_overrides(settings or Settings(), overrides)
+        # The deployment's workspaces (etl.workspaces.load_workspaces); without a file, the one default.
+        self.workspaces: tuple[WorkspaceConfig, ...] = tuple(workspaces) if workspaces else (DEFAULT,)
         db.check_url(self.settings.database_url)  # a malformed URL is a UsageError now, not at first use
         keep_secret(self.settings.api_key)
         # With a transport and no base URL of its own, requests never reach the default (real) API:
@@ -137,6 +141,24 @@ class Etl:
     def __repr__(self) -> str:
         # Never the key; the database URL with its password hidden.
         return f"Etl(database_url={redact_url(self.settings.database_url)!r}, base_url={self.settings.base_url!r})"
+
+    # -- workspaces -------------------------------------------------------------------
+
+    @property
+    def workspace_names(self) -> tuple[str, ...]:
+        """The names of the deployment's workspaces, in the file's order (``("default",)`` without one)."""
+        return tuple(w.name for w in self.workspaces)
+
+    def workspace(self, name: str, *, environ: Mapping[str, str] | None = None) -> Etl:
+        """This job as workspace ``name`` runs it: its settings (key read from its variable now; a
+        :class:`UsageError` for an unknown name or an unset variable) on this job's engine, clock and
+        transport.  Every row it writes carries the name; it claims only its own queue items."""
+        chosen = select(self.workspaces, [name])[0]
+        child = Etl(settings_for(self.settings, chosen, environ), read_only=self.read_only,
+                    transport=self.transport, engine=self._raw_engine(), clock=self.clock,
+                    workspaces=(chosen,))
+        child._base_url_given = self._base_url_given or chosen.base_url is not None
+        return child
 
     # -- schema ---------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ def commands(group: click.Group = cli) -> list[click.Command]:
 def test_etl_takes_exactly_the_declared_job_settings_as_keywords():
     assert list(SettingOverrides.__annotations__) == [s.name for s in JOB_SETTINGS]
     keywords = set(inspect.signature(Etl.__init__).parameters) - {"self", "settings", "overrides"}
-    assert keywords == {"read_only", "transport", "engine", "clock"}  # the rest pass through SettingOverrides
+    assert keywords == {"read_only", "transport", "engine", "clock", "workspaces"}  # the rest pass through SettingOverrides
 
 
 def test_settings_take_their_defaults_from_the_declarations():
