@@ -28,8 +28,10 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.compiler import compiles
@@ -37,6 +39,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql import expression
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from etl.config import DEFAULT_WORKSPACE
 from etl.ids import CALL_ID_LENGTH as CALL_ID_LENGTH  # defined with the id rule
 from etl.states import QUEUE_STATES, SUMMARY_STATUSES, TRANSCRIPT_STATES, TRANSCRIPT_STATUSES
 
@@ -70,6 +73,25 @@ CallIdType = String(CALL_ID_LENGTH).with_variant(
 )
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 UtcDateTime = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+# A workspace's name (etl.workspaces: ASCII letters, digits, '-' and '_'): compared byte for byte, as
+# names are case-sensitive and MySQL's default collation is not ("North" and "north" are two workspaces).
+WORKSPACE_LENGTH = 64
+WorkspaceType = String(WORKSPACE_LENGTH).with_variant(
+    mysql.VARCHAR(WORKSPACE_LENGTH, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"
+)
+WORKSPACE_COMMENT = ("Workspace the row belongs to (a name of the workspaces file); 'default' without one "
+                     "and for rows stored before revision 0015.")
+
+
+def workspace_column() -> Mapped[str]:
+    """The ``workspace`` column every data table ends with (migration 0015, issue 27).
+
+    Last in every table (``sort_order``), as ``ALTER TABLE … ADD COLUMN`` put it on existing
+    databases; a row written without one (a bare ``INSERT`` from outside) is in ``default``.
+    Where it is part of the primary key the table says so in a :class:`PrimaryKeyConstraint`.
+    """
+    return mapped_column(WorkspaceType, server_default=DEFAULT_WORKSPACE, sort_order=1000, comment=WORKSPACE_COMMENT)
 
 
 class sql_utcnow(expression.FunctionElement[datetime]):
@@ -153,8 +175,8 @@ class SummaryQueue(_QueueColumns, Base):
     __tablename__ = "summary_queue"
     __table_args__ = (
         CheckConstraint(f"state IN ({_in(QUEUE_STATES)})", name="state"),
-        # The claim query: WHERE state = 'pending' AND next_attempt_at <= now.
-        Index("ix_summary_queue_due", "state", "next_attempt_at"),
+        # The claim query: WHERE workspace = :w AND state = 'pending' AND next_attempt_at <= now.
+        Index("ix_summary_queue_due", "workspace", "state", "next_attempt_at"),
         {"comment": "Work queue: one row per OpenPhone call id to sync."},
     )
 
@@ -170,6 +192,7 @@ class SummaryQueue(_QueueColumns, Base):
         String(32), sort_order=7,
         comment="Last answer: the summary status, 'http <code>' or 'no response'; NULL before the first.",
     )
+    workspace: Mapped[str] = workspace_column()
 
 
 class CallSummary(Base):
@@ -219,6 +242,7 @@ class CallSummary(Base):
         comment="UTC time the stored summary is as of: when the API answered (sync, discovery) or the webhook "
                 "event's createdAt; an older one is not written over it. NULL for rows stored before 0014.",
     )
+    workspace: Mapped[str] = workspace_column()
 
 
 def _parent_fk() -> ForeignKey:
@@ -238,6 +262,7 @@ class CallSummaryLine(Base):
         Integer, primary_key=True, autoincrement=False, comment="0-based position in the API's summary array.",
     )
     text: Mapped[str] = mapped_column(LongText, comment="The line; NUL and unpaired surrogates become U+FFFD.")
+    workspace: Mapped[str] = workspace_column()
 
 
 class CallNextStep(Base):
@@ -253,6 +278,7 @@ class CallNextStep(Base):
         Integer, primary_key=True, autoincrement=False, comment="0-based position in the API's nextSteps array.",
     )
     text: Mapped[str] = mapped_column(LongText, comment="The next step; NUL and unpaired surrogates become U+FFFD.")
+    workspace: Mapped[str] = workspace_column()
 
 
 class CallJob(Base):
@@ -274,6 +300,7 @@ class CallJob(Base):
         LongText, comment="Job name, e.g. 'Lead qualification'; NUL and unpaired surrogates become U+FFFD.",
     )
     icon: Mapped[str] = mapped_column(LongText, comment="Job icon (usually one emoji), as sent.")
+    workspace: Mapped[str] = workspace_column()
 
 
 class CallJobField(Base):
@@ -315,6 +342,7 @@ class CallJobField(Base):
     value_boolean: Mapped[bool | None] = mapped_column(
         Boolean, comment="The value when value_type = 'boolean', else NULL; never a number 0/1 from the API.",
     )
+    workspace: Mapped[str] = workspace_column()
 
 
 class SyncRun(Base):
@@ -403,6 +431,7 @@ class SyncRun(Base):
     stop_reason: Mapped[str | None] = mapped_column(
         Text, comment="Why the run stopped early (signal, max runtime, API refused the key); NULL otherwise.",
     )
+    workspace: Mapped[str] = workspace_column()
 
 
 class RateBudgetRow(Base):
@@ -514,6 +543,7 @@ class Call(Base):
     )
     first_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the call was first stored.")
     last_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the call was last stored.")
+    workspace: Mapped[str] = workspace_column()
 
 
 class CallParticipant(Base):
@@ -548,6 +578,7 @@ class CallParticipant(Base):
         Boolean, comment="Whether number is the workspace's own (it appears with an actor in the call; dated API); "
                          "NULL on v1, whose participants are the other parties only.",
     )
+    workspace: Mapped[str] = workspace_column()
 
 
 class CallVoicemail(Base):
@@ -571,6 +602,7 @@ class CallVoicemail(Base):
     transcript: Mapped[str | None] = mapped_column(
         LongText, comment="The voicemail's transcript; NULL while none is available.",
     )
+    workspace: Mapped[str] = workspace_column()
 
 
 class CallLookup(Base):
@@ -592,16 +624,21 @@ class CallLookup(Base):
     first_not_found_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time of the first 404.")
     last_error: Mapped[str | None] = mapped_column(Text, comment="The last 404's error text (at most 2000 characters).")
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time of the last 404.")
+    workspace: Mapped[str] = workspace_column()
 
 
 class DiscoveryWatermark(Base):
     """Per phone number: conversations updated before this time have been walked."""
 
     __tablename__ = "discovery_watermarks"
-    __table_args__ = ({"comment": "etl discover progress per OpenPhone line."},)
+    __table_args__ = (
+        # Progress is the workspace's own, not the line's: the key names the workspace.
+        PrimaryKeyConstraint("workspace", "phone_number_id"),
+        {"comment": "etl discover progress per OpenPhone line."},
+    )
 
     phone_number_id: Mapped[str] = mapped_column(
-        String(API_ID_LENGTH), primary_key=True, comment="The OpenPhone line (PN...).",
+        String(API_ID_LENGTH), comment="The OpenPhone line (PN...).",
     )
     phone_number: Mapped[str | None] = mapped_column(
         String(API_ID_LENGTH), comment="The line's number (E.164) when discovery last saw it.",
@@ -611,19 +648,23 @@ class DiscoveryWatermark(Base):
         comment="UTC watermark: every conversation updated before it was walked; the next run lists updatedAfter it.",
     )
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the watermark last advanced.")
+    workspace: Mapped[str] = workspace_column()
 
 
 class DiscoveryConversation(Base):
     """Per (phone number, participant): calls created before this time have been listed."""
 
     __tablename__ = "discovery_conversations"
-    __table_args__ = ({"comment": "etl discover progress per one-to-one conversation."},)
+    __table_args__ = (
+        PrimaryKeyConstraint("workspace", "phone_number_id", "participant"),
+        {"comment": "etl discover progress per one-to-one conversation."},
+    )
 
     phone_number_id: Mapped[str] = mapped_column(
-        String(API_ID_LENGTH), primary_key=True, comment="The OpenPhone line (PN...).",
+        String(API_ID_LENGTH), comment="The OpenPhone line (PN...).",
     )
     participant: Mapped[str] = mapped_column(
-        String(API_ID_LENGTH), primary_key=True, comment="The other party (E.164).",
+        String(API_ID_LENGTH), comment="The other party (E.164).",
     )
     conversation_id: Mapped[str | None] = mapped_column(
         String(API_ID_LENGTH), comment="The conversation (CN...) last walked for this pair.",
@@ -633,16 +674,21 @@ class DiscoveryConversation(Base):
         comment="UTC watermark: every call created before it was listed; the next run lists createdAfter it.",
     )
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the watermark last advanced.")
+    workspace: Mapped[str] = workspace_column()
 
 
 class DiscoveryCallWatermark(Base):
     """Per scope of a dated-API discovery: calls created before this time have been listed (migration 0007)."""
 
     __tablename__ = "discovery_call_watermarks"
-    __table_args__ = ({"comment": "etl discover progress on the dated API (GET /calls), per scope."},)
+    __table_args__ = (
+        # '*' is "the whole workspace": every workspace has its own.
+        PrimaryKeyConstraint("workspace", "scope"),
+        {"comment": "etl discover progress on the dated API (GET /calls), per scope."},
+    )
 
     scope: Mapped[str] = mapped_column(
-        String(API_ID_LENGTH), primary_key=True,
+        String(API_ID_LENGTH),
         comment="What was listed: * for the whole workspace, or one line's id (PN...) for --phone-number.",
     )
     calls_created_since: Mapped[datetime] = mapped_column(
@@ -651,6 +697,7 @@ class DiscoveryCallWatermark(Base):
                 "the next run lists createdAt[gte] it (less the overlap).",
     )
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the watermark last advanced.")
+    workspace: Mapped[str] = workspace_column()
 
 
 class DiscoveryRun(Base):
@@ -689,6 +736,7 @@ class DiscoveryRun(Base):
     stop_reason: Mapped[str | None] = mapped_column(
         Text, comment="Why the run stopped early or with errors; NULL when it ran to the end cleanly.",
     )
+    workspace: Mapped[str] = workspace_column()
 class WebhookDelivery(Base):
     """One row per accepted signed webhook delivery: replay and redelivery detection (etl.webhooks)."""
 
@@ -696,15 +744,18 @@ class WebhookDelivery(Base):
     __table_args__ = (
         # Pruning: DELETE ... WHERE received_at < cutoff.
         Index("ix_webhook_deliveries_received_at", "received_at"),
+        # A workspace's receiver checks replays and redeliveries among its own deliveries.
+        PrimaryKeyConstraint("workspace", "message_key"),
+        UniqueConstraint("workspace", "event_key"),
         {"comment": "Signed webhook deliveries accepted by `etl serve`, kept for replay and redelivery checks."},
     )
 
     message_key: Mapped[str] = mapped_column(
-        String(64), primary_key=True,
+        String(64),
         comment="sha256 of the signed message (scheme, id, timestamp, signature): the same key again is a replay.",
     )
     event_key: Mapped[str | None] = mapped_column(
-        String(64), unique=True,
+        String(64),
         comment="sha256 of the event id, on the first delivery of an event only; NULL on redeliveries.",
     )
     event_type: Mapped[str | None] = mapped_column(String(64), comment="The event's type, e.g. call.completed.")
@@ -717,6 +768,7 @@ class WebhookDelivery(Base):
     )
     signed_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time in the signature header.")
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the delivery was accepted.")
+    workspace: Mapped[str] = workspace_column()
 
 
 # --- transcripts (migration 0008, issue 19) ------------------------------------------
@@ -727,8 +779,8 @@ class TranscriptQueue(_QueueColumns, Base):
     __tablename__ = "transcript_queue"
     __table_args__ = (
         CheckConstraint(f"state IN ({_in(TRANSCRIPT_STATES)})", name="state"),
-        # The claim query: WHERE state = 'pending' AND next_attempt_at <= now.
-        Index("ix_transcript_queue_due", "state", "next_attempt_at"),
+        # The claim query: WHERE workspace = :w AND state = 'pending' AND next_attempt_at <= now.
+        Index("ix_transcript_queue_due", "workspace", "state", "next_attempt_at"),
         {"comment": "Work queue of transcripts: one row per OpenPhone call id whose transcript to sync."},
     )
 
@@ -744,6 +796,7 @@ class TranscriptQueue(_QueueColumns, Base):
         String(32), sort_order=7,
         comment="Last answer: the transcript status, 'http <code>' or 'no response'; NULL before the first.",
     )
+    workspace: Mapped[str] = workspace_column()
 
 
 class CallTranscript(Base):
@@ -790,6 +843,7 @@ class CallTranscript(Base):
     )
     first_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the segment was first stored.")
     last_synced_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time the segment was last fetched.")
+    workspace: Mapped[str] = workspace_column()
 
 
 class CallTranscriptLine(Base):
@@ -828,6 +882,7 @@ class CallTranscriptLine(Base):
         Double, comment="When the line ends, in seconds from the call's start (both API surfaces).",
     )
     text: Mapped[str] = mapped_column(LongText, comment="What was said; NUL and unpaired surrogates become U+FFFD.")
+    workspace: Mapped[str] = workspace_column()
 
 
 # --- users, lines and contacts (migration 0012, issue 24) ----------------------------
@@ -882,6 +937,7 @@ class User(_SeenColumns, Base):
     picture_url: Mapped[str | None] = mapped_column(Text, comment="pictureUrl as sent; NULL when none.")
     created_at: Mapped[datetime | None] = mapped_column(UtcDateTime, comment="UTC createdAt of the user.")
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, comment="UTC updatedAt of the user.")
+    workspace: Mapped[str] = workspace_column()
 
 
 class PhoneNumber(_SeenColumns, Base):
@@ -904,6 +960,7 @@ class PhoneNumber(_SeenColumns, Base):
     group_id: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="groupId, when the API sends one.")
     created_at: Mapped[datetime | None] = mapped_column(UtcDateTime, comment="UTC createdAt of the line.")
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, comment="UTC updatedAt of the line.")
+    workspace: Mapped[str] = workspace_column()
 
 
 class PhoneNumberUser(Base):
@@ -925,6 +982,7 @@ class PhoneNumberUser(Base):
     position: Mapped[int] = mapped_column(Integer, comment="0-based position in the line's users array.")
     email: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The member's email as the line lists it.")
     role: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The member's role as the line lists it.")
+    workspace: Mapped[str] = workspace_column()
 
 
 class Contact(_SeenColumns, Base):
@@ -960,6 +1018,7 @@ class Contact(_SeenColumns, Base):
         String(16), sort_order=95,
         comment="unlisted (a complete listing no longer returned it) or deleted (contact.deleted); NULL while present.",
     )
+    workspace: Mapped[str] = workspace_column()
 
 
 def _contact_fk() -> ForeignKey:
@@ -987,6 +1046,7 @@ class ContactPhoneNumber(Base):
         String(API_ID_LENGTH), comment="value as E.164 (docs/schema.md: Matching); NULL when it cannot be read as one.",
     )
     value_id: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The value's id, as sent.")
+    workspace: Mapped[str] = workspace_column()
 
 
 class ContactEmail(Base):
@@ -1004,6 +1064,7 @@ class ContactEmail(Base):
     label: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The email's name, e.g. work.")
     value: Mapped[str] = mapped_column(LongText, comment="The email as sent, after text cleaning.")
     value_id: Mapped[str | None] = mapped_column(String(API_ID_LENGTH), comment="The value's id, as sent.")
+    workspace: Mapped[str] = workspace_column()
 
 
 class ContactCustomField(Base):
@@ -1048,6 +1109,7 @@ class ContactCustomField(Base):
     value_boolean: Mapped[bool | None] = mapped_column(
         Boolean, comment="The value when value_type = 'boolean', else NULL.",
     )
+    workspace: Mapped[str] = workspace_column()
 
 
 class DimensionRefresh(Base):
@@ -1055,7 +1117,8 @@ class DimensionRefresh(Base):
 
     __tablename__ = "dimension_refreshes"
     __table_args__ = (
-        Index("ix_dimension_refreshes_resource", "resource", "started_at"),
+        # The newest refresh of a resource in a workspace (etl status, the contacts schedule).
+        Index("ix_dimension_refreshes_resource", "workspace", "resource", "started_at"),
         {"comment": "History of users / lines / contacts refreshes: requests spent, rows seen, new, changed, gone."},
     )
 
@@ -1086,6 +1149,7 @@ class DimensionRefresh(Base):
     problem: Mapped[str | None] = mapped_column(
         Text, comment="Why the listing is incomplete or unavailable (at most 2000 characters); NULL when fine.",
     )
+    workspace: Mapped[str] = workspace_column()
 
 
 # --- rejected records (migration 0014, issue 25) --------------------------------------
@@ -1098,19 +1162,21 @@ class RejectedRecord(Base):
     __tablename__ = "rejected_records"
     __table_args__ = (
         Index("ix_rejected_records_last_seen_at", "last_seen_at"),
+        # record_id may be '' (a record without one): not a global id, so the workspace is in the key.
+        PrimaryKeyConstraint("workspace", "source", "endpoint", "record_id"),
         {"comment": "API records that could not be stored, with the reason; `etl status` counts them."},
     )
 
     source: Mapped[str] = mapped_column(
-        String(32), primary_key=True,
+        String(32),
         comment="What met the record: sync, discover, backfill or serve.",
     )
     endpoint: Mapped[str] = mapped_column(
-        String(64), primary_key=True,
+        String(64),
         comment="Which answer it came in, e.g. 'GET /v1/calls/{id}', 'GET /calls' or 'webhook call.completed'.",
     )
     record_id: Mapped[str] = mapped_column(
-        String(API_ID_LENGTH), primary_key=True,
+        String(API_ID_LENGTH),
         comment="The record's id as sent (cleaned, cut to 255 characters); '' when it had none.",
     )
     reason: Mapped[str] = mapped_column(
@@ -1122,3 +1188,4 @@ class RejectedRecord(Base):
     first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time it was first refused.")
     last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="UTC time it was last refused.")
     times: Mapped[int] = mapped_column(Integer, comment="How many times it was refused.")
+    workspace: Mapped[str] = workspace_column()

@@ -16,7 +16,11 @@ Two guards hold for every revision, present and future (issue 25):
 * A downgrade that would drop data (a table or column that holds rows, or
   fewer rows in a table that stays) is rolled back unless told:
   ``alembic -x allow-data-loss=1 downgrade …`` (or
-  ``etl.db.downgrade(url, rev, allow_data_loss=True)``).
+  ``etl.db.downgrade(url, rev, allow_data_loss=True)``).  A revision that
+  has checked a column it drops holds nothing but the value its upgrade would
+  give again (0015's ``workspace``, all ``'default'``) says so in
+  ``config.attributes["etl_lossless_columns"]`` (``{(table, column)}``): that
+  drop is no loss.
 """
 
 from __future__ import annotations
@@ -78,9 +82,15 @@ def snapshot(connection: Connection) -> Snapshot:
     return found
 
 
+def lossless() -> set[tuple[str, str]]:
+    """``(table, column)`` a revision checked: dropping them loses nothing (see the module docstring)."""
+    return set(config.attributes.get("etl_lossless_columns", ()))
+
+
 def data_lost(before: Snapshot, after: Snapshot) -> list[str]:
     """What a step dropped that held data, in words (empty: nothing)."""
     lost = []
+    spared = lossless()
     for table, (rows, columns) in sorted(before.items()):
         if rows == 0:
             continue
@@ -88,7 +98,7 @@ def data_lost(before: Snapshot, after: Snapshot) -> list[str]:
             lost.append(f"table {table} ({rows} rows)")
             continue
         rows_after, columns_after = after[table]
-        if gone := sorted(columns - columns_after):
+        if gone := sorted(c for c in columns - columns_after if (table, c) not in spared):
             lost.append(f"{table}.{', '.join(gone)} ({rows} rows)")
         if rows_after < rows:
             lost.append(f"{rows - rows_after} of {rows} rows of {table}")
@@ -138,6 +148,9 @@ def guard_drops(ctx: MigrationContext) -> None:
         drop_table(table, **kw)
 
     def checked_drop_column(table_name: str, column: sa.Column[Any], *args: Any, **kw: Any) -> None:
+        if (table_name, column.name) in lossless():
+            drop_column(table_name, column, *args, **kw)
+            return
         rows = connection.execute(sa.select(sa.func.count()).select_from(sa.table(table_name)).where(
             sa.column(column.name).is_not(None))).scalar_one()
         refuse(f"{table_name}.{column.name}", int(rows))
@@ -181,6 +194,7 @@ def run_migrations_online() -> None:
                 on_version_apply=after_step,
             )
             _before.clear()
+            config.attributes.pop("etl_lossless_columns", None)  # per run: only what this run's revisions checked
             if _is_downgrade(context.get_context()):
                 _before.append(snapshot(connection))
                 if connection.dialect.name != "sqlite":  # SQLite's batch rebuilds drop tables; its DDL rolls back

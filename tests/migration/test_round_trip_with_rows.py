@@ -29,6 +29,8 @@ from etl.errors import DatabaseError
 from etl.models import Base
 
 CALL = "ACround0001"
+# Every sample row is in a workspace of its own (revision 0015): its downgrade must see that it merges.
+WORKSPACE = "north"
 WHEN = datetime(2026, 11, 30, 9, 15, 0)
 
 # Values a table needs beyond the defaults of sample_value (constraints, keys shared with a parent).
@@ -79,6 +81,8 @@ def sample_value(column: sa.Column[Any]) -> Any:
     """A value of the column's type; the same for every key column of that name, so children find parents."""
     if column.name == "call_id":
         return CALL
+    if column.name == "workspace":
+        return WORKSPACE
     try:
         python_type = column.type.python_type
     except NotImplementedError:
