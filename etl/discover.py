@@ -118,7 +118,9 @@ class Discoverer:
         self.on_page = on_page
         self.page_log_level = page_log_level
         self.stats = DiscoveryStats(clock=clock)
-        self.lifecycle = Lifecycle(self.stats, engine, DISCOVERY_RECORD, clock, get_logger(command="discover"))
+        self.workspace = settings.workspace  # what it stores and its watermarks: this workspace's
+        self.lifecycle = Lifecycle(self.stats, engine, DISCOVERY_RECORD, clock, get_logger(command="discover"),
+                                   workspace=self.workspace)
         self._stop = self.lifecycle.stop
 
     @property
@@ -181,7 +183,7 @@ class Discoverer:
             return
         options = RefreshOptions(contacts_every=timedelta(hours=self.settings.contacts_refresh_hours),
                                  force_contacts=self.options.refresh_contacts)
-        self.stats.refresh = refresh(self.engine, client, options, clock=self.clock)
+        self.stats.refresh = refresh(self.engine, client, options, clock=self.clock, workspace=self.workspace)
         self.log.info("dimensions refreshed", refresh=self.stats.refresh.text(),
                       refresh_requests=self.stats.refresh.requests)
 

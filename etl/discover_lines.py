@@ -48,7 +48,7 @@ class LineWalk(Source):
         run = self.run
         lines = self._lines()
         with run.engine.connect() as conn:
-            marks = store.watermarks(conn)
+            marks = store.watermarks(conn, workspace=run.settings.workspace)
         since = self.options.since
         missing = [line.id for line in lines if line.id not in marks]
         if missing and since is None:
@@ -101,7 +101,7 @@ class LineWalk(Source):
         run = self.run
         log = run.log.bind(phone_number_id=line.id)
         with run.engine.connect() as conn:
-            conv_marks = store.conversation_marks(conn, line.id)
+            conv_marks = store.conversation_marks(conn, line.id, workspace=run.settings.workspace)
         done: set[str] = set()
         failed = False
         pages = self.client.conversation_pages(line.id, start - run.overlap, max_results=self.options.page_size,
@@ -136,7 +136,8 @@ class LineWalk(Source):
         if failed or self.options.dry_run:
             return
         with run.engine.begin() as conn:
-            store.set_watermark(conn, line.id, line.number, run.walk_started, run.clock.utcnow())
+            store.set_watermark(conn, line.id, line.number, run.walk_started, run.clock.utcnow(),
+                                workspace=run.settings.workspace)
         log.info("line walked", watermark=iso_z(run.walk_started))
 
     def _walk_conversation(self, line: Line, conversation_id: str | None, participant: str,
@@ -213,24 +214,26 @@ class LineWalk(Source):
                           mark: tuple[str, str, str | None, datetime] | None, rejected: list[store.Rejected],
                           now: datetime, *, one_by_one: bool, log: Any) -> int:
         run = self.run
+        workspace = run.settings.workspace
         with run.engine.begin() as conn:
             if one_by_one:
-                _, refused = store.each_storable(conn, rows, lambda c, r: store.save_calls(c, [r], now))
+                _, refused = store.each_storable(conn, rows,
+                                                 lambda c, r: store.save_calls(c, [r], now, workspace=workspace))
                 bad = {r.call_id for r, _ in refused}
                 rejected = rejected + [run.reject(_ENDPOINT, json.loads(r.parent["raw_json"]),
                                                   f"the database refused it: {why}", log) for r, why in refused]
                 completed = [c for c in completed if c not in bad]
             else:
-                store.save_calls(conn, rows, now)
+                store.save_calls(conn, rows, now, workspace=workspace)
             for r in rejected:
-                store.record_rejected(conn, r, now)
-            new = store.enqueue_ids(conn, completed, now)
+                store.record_rejected(conn, r, now, workspace=workspace)
+            new = store.enqueue_ids(conn, completed, now, workspace=workspace)
             if run.settings.transcripts:
-                store.enqueue_transcripts(conn, completed, now)
+                store.enqueue_transcripts(conn, completed, now, workspace=workspace)
             assert self.stats.run_id is not None
             store.add_discovery_counts(conn, self.stats.run_id, pages=1, calls_seen=len(rows), enqueued=new,
                                        conversations=1 if mark else 0)
             if mark is not None:
-                store.set_conversation_mark(conn, *mark, now)
+                store.set_conversation_mark(conn, *mark, now, workspace=workspace)
         self.stats.rejected += len(rejected)  # counted once the page is committed
         return new

@@ -61,7 +61,7 @@ class WorkspaceListing(Source):
                                  "discovery filters by line id (PN…), not by number")
         scopes = list(wanted) or ["*"]
         with run.engine.connect() as conn:
-            marks = store.call_watermarks(conn)
+            marks = store.call_watermarks(conn, workspace=run.settings.workspace)
         since = self.options.since
         missing = [s for s in scopes if s not in marks]
         if missing and since is None:
@@ -200,15 +200,16 @@ class WorkspaceListing(Source):
         run = self.run
         rows, summaries, finals, queued = page.rows, page.summaries, page.finals, page.queued
         rejected = list(page.rejected)
+        workspace = run.settings.workspace
         with run.engine.begin() as conn:
             if one_by_one:
                 # The page failed as a whole: call by call, each call with its summary, in savepoints.
                 by_id = {s.parent["call_id"]: s for s in summaries}
 
                 def write(c: Connection, r: CallContextRows) -> None:
-                    store.save_calls(c, [r], now)
+                    store.save_calls(c, [r], now, workspace=workspace)
                     if r.call_id in by_id:
-                        store.save_summaries(c, [by_id[r.call_id]], now)
+                        store.save_summaries(c, [by_id[r.call_id]], now, workspace=workspace)
 
                 _, refused = store.each_storable(conn, rows, write)
                 bad = {r.call_id for r, _ in refused}
@@ -218,20 +219,20 @@ class WorkspaceListing(Source):
                 finals = [u for u in finals if u.call_id not in bad]
                 queued = [c for c in queued if c not in bad]
             else:
-                store.save_calls(conn, rows, now)
+                store.save_calls(conn, rows, now, workspace=workspace)
             stored = store.save_listed_summaries(conn, [] if one_by_one else summaries, finals, now,
-                                                 only_queued=page.absent)
+                                                 only_queued=page.absent, workspace=workspace)
             for r in rejected:
-                store.record_rejected(conn, r, now)
-            new = store.enqueue_ids(conn, queued, now)
+                store.record_rejected(conn, r, now, workspace=workspace)
+            new = store.enqueue_ids(conn, queued, now, workspace=workspace)
             if run.settings.transcripts:
                 # Every call answered on the page gets its transcript, whatever its summary's state
                 # (completed, failed or absent: those are never synced); the queued ids get theirs
                 # when the sync saves them.
-                store.enqueue_transcripts(conn, [u.call_id for u in finals], now)
+                store.enqueue_transcripts(conn, [u.call_id for u in finals], now, workspace=workspace)
             assert self.stats.run_id is not None
             store.add_discovery_counts(conn, self.stats.run_id, pages=1, calls_seen=len(rows), enqueued=new)
             if last_scope is not None:
-                store.set_call_watermark(conn, last_scope, run.walk_started, now)
+                store.set_call_watermark(conn, last_scope, run.walk_started, now, workspace=workspace)
         self.stats.rejected += len(rejected)
         return new, stored

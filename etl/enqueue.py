@@ -15,6 +15,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 
 from etl import store
+from etl.config import DEFAULT_WORKSPACE
 from etl.ids import InvalidId, check_ids, read_id_lines
 
 ENQUEUE_BATCH = 10_000
@@ -81,8 +82,10 @@ def invalid_printer(source: str, echo: Callable[[str], object]) -> OnInvalid:
 
 
 def enqueue_stream(engine: Engine, items: Iterable[str | InvalidId | None],
-                   on_invalid: OnInvalid | None = None, *, now: datetime) -> EnqueueCounts:
-    """Enqueue valid ids in batches, due at ``now`` (queued ids stay as they are); report invalid ones."""
+                   on_invalid: OnInvalid | None = None, *, now: datetime,
+                   workspace: str = DEFAULT_WORKSPACE) -> EnqueueCounts:
+    """Enqueue valid ids in batches into ``workspace``'s queue, due at ``now`` (queued ids stay as they are,
+    whatever their workspace); report invalid ones."""
     valid = new = invalid = 0
     batch: list[str] = []
     seen_in_batch: set[str] = set()
@@ -91,7 +94,7 @@ def enqueue_stream(engine: Engine, items: Iterable[str | InvalidId | None],
         nonlocal new
         if batch:
             with engine.begin() as conn:
-                new += store.enqueue_ids(conn, batch, now)
+                new += store.enqueue_ids(conn, batch, now, workspace=workspace)
             batch.clear()
             seen_in_batch.clear()
 

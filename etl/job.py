@@ -187,19 +187,20 @@ class Etl:
         Invalid ids are skipped, counted and handed to ``on_invalid``.
         """
         with self._database_errors():
-            return enqueue_stream(self.engine, id_items(ids, file), on_invalid, now=self.clock.utcnow())
+            return enqueue_stream(self.engine, id_items(ids, file), on_invalid, now=self.clock.utcnow(),
+                                  workspace=self.settings.workspace)
 
     def due(self, limit: int = 20) -> tuple[int, datetime | None, list[dict[str, Any]]]:
         """(items due now, since when the oldest is due, the first ``limit`` of them)."""
         now = self.clock.utcnow()
         with self._database_errors(), self.engine.begin() as conn:
-            count, oldest = report.due_now(conn, now)
-            return count, oldest, report.due_ids(conn, now, limit)
+            count, oldest = report.due_now(conn, now, workspace=self.settings.workspace)
+            return count, oldest, report.due_ids(conn, now, limit, workspace=self.settings.workspace)
 
     def requeue(self, chosen: Selection) -> int:
         """Make the selected items in end states due again (see :func:`etl.backfill.selection`)."""
         with self._database_errors(), self.engine.begin() as conn:
-            return report.requeue(conn, chosen, self.clock.utcnow())
+            return report.requeue(conn, chosen, self.clock.utcnow(), workspace=self.settings.workspace)
 
     # -- runs -----------------------------------------------------------------------
 
@@ -292,7 +293,8 @@ class Etl:
             result.plan = self._plan(file, requeue, on_invalid)
             if missing_transcripts:
                 with self._database_errors(), self.engine.begin() as conn:
-                    result.plan = replace(result.plan, transcripts=report.count_without_transcript(conn, *window))
+                    result.plan = replace(result.plan, transcripts=report.count_without_transcript(
+                        conn, *window, workspace=self.settings.workspace))
             return result
         if missing_transcripts:
             result.transcripts_queued = TranscriptsQueued(self._queue_missing_transcripts(*window))
@@ -332,12 +334,13 @@ class Etl:
             raise UsageError("{batch_size} must be at least 1", params=("batch_size",))
         with self._database_errors():
             return prune(self.engine, self.clock.utcnow(), transcripts_older_than=transcripts_older_than,
-                         raw_json_older_than=raw_json_older_than, dry_run=dry_run, batch_size=batch_size)
+                         raw_json_older_than=raw_json_older_than, dry_run=dry_run, batch_size=batch_size,
+                         workspace=self.settings.workspace)
 
     def transcript_lines_stored(self) -> tuple[int, int]:
         """(transcript lines stored, calls they belong to): a prune that would delete them all asks first."""
         with self._database_errors(), self.engine.begin() as conn:
-            return report.transcript_lines_stored(conn)
+            return report.transcript_lines_stored(conn, workspace=self.settings.workspace)
 
     # -- the webhook receiver ---------------------------------------------------------
 
@@ -375,7 +378,7 @@ class Etl:
                              "its record", params=("delivery_retention", "tolerance"))
         settings = self._api_settings(self.transport)
         receiver = ReceiverConfig(secrets, tolerance, max_body_bytes, retention, body_timeout=read_timeout,
-                                  transcripts=self.settings.transcripts)
+                                  transcripts=self.settings.transcripts, workspace=self.settings.workspace)
         options = ServeOptions(host, port, poll_interval, header_timeout=read_timeout,
                                max_connections=max_connections)
         with self._database_errors():
@@ -436,7 +439,8 @@ class Etl:
     def status(self, limits: Limits | None = None) -> Status:
         """Queue counts, what is due, last runs and discovery, top errors, and the health verdict."""
         with self._database_errors(), self.engine.connect() as conn:
-            return gather(conn, self.settings.database_url, self.clock.utcnow(), limits or Limits())
+            return gather(conn, self.settings.database_url, self.clock.utcnow(), limits or Limits(),
+                          workspace=self.settings.workspace)
 
     @property
     def database(self) -> str:
@@ -482,8 +486,8 @@ class Etl:
 
     def _plan(self, file: BinaryIO | None, chosen: Selection | None, on_invalid: OnInvalid | None) -> Plan:
         with self._database_errors(), self.engine.begin() as conn:
-            due, _ = report.due_now(conn, self.clock.utcnow())
-            selected = report.count_selected(conn, chosen) if chosen else {}
+            due, _ = report.due_now(conn, self.clock.utcnow(), workspace=self.settings.workspace)
+            selected = report.count_selected(conn, chosen, workspace=self.settings.workspace) if chosen else {}
         ids = count_ids(id_items((), file), on_invalid) if file is not None else None
         return Plan(due, selected, ids, source_name(file) if file is not None else None)
 
@@ -491,7 +495,8 @@ class Etl:
         queued = 0
         while True:  # short transactions: safe next to a running sync
             with self._database_errors(), self.engine.begin() as conn:
-                n = report.queue_missing_transcripts(conn, self.clock.utcnow(), since, until)
+                n = report.queue_missing_transcripts(conn, self.clock.utcnow(), since, until,
+                                                     workspace=self.settings.workspace)
             queued += n
             if n == 0:
                 return queued
@@ -502,8 +507,9 @@ class Etl:
 
         transcripts = self.settings.transcripts
         with self._database_errors(), self.engine.begin() as conn:
-            summaries, _ = report.due_now(conn, self.clock.utcnow())
-            due_transcripts = report.transcripts_due_now(conn, self.clock.utcnow()) if transcripts else 0
+            summaries, _ = report.due_now(conn, self.clock.utcnow(), workspace=self.settings.workspace)
+            due_transcripts = (report.transcripts_due_now(conn, self.clock.utcnow(), workspace=self.settings.workspace)
+                               if transcripts else 0)
         if summaries + due_transcripts == 0:
             return None  # nothing to do: a backfill records no empty run
         with Progress(summaries, progress, self.clock, transcripts=due_transcripts if transcripts else None,

@@ -20,6 +20,7 @@ Work is done in batches of ``batch_size`` calls, each in a transaction of its
 own that touches those calls' rows only (primary-key lookups), so it runs from
 cron next to ``etl sync`` without long locks.  Batches walk the primary key in
 order (keyset), so each row is looked at once.  ``dry_run`` counts and changes nothing.
+A prune is of one workspace's rows (``workspace``; issue 27), as each has its own retention.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
+from etl.config import DEFAULT_WORKSPACE
 from etl.errors import UsageError
 from etl.logs import get_logger
 from etl.tables import calls_t, summaries_t, transcript_lines_t, transcripts_t
@@ -78,42 +80,45 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def prune(engine: Engine, now: datetime, *, transcripts_older_than: float | None = None,
-          raw_json_older_than: float | None = None, dry_run: bool = False, batch_size: int = 500) -> PruneResult:
-    """Prune what is older than the given numbers of days (None: leave it); see the module docstring."""
+          raw_json_older_than: float | None = None, dry_run: bool = False, batch_size: int = 500,
+          workspace: str = DEFAULT_WORKSPACE) -> PruneResult:
+    """Prune ``workspace``'s rows older than the given numbers of days (None: leave them); see the module
+    docstring."""
     check_age("transcripts-older-than", transcripts_older_than)
     check_age("raw-json-older-than", raw_json_older_than)
     result = PruneResult(dry_run)
     log = get_logger()
     if transcripts_older_than is not None:
         result.transcripts_before = now - timedelta(days=transcripts_older_than)
-        _prune_transcripts(engine, result, result.transcripts_before, now, batch_size)
+        _prune_transcripts(engine, result, result.transcripts_before, now, batch_size, workspace)
     if raw_json_older_than is not None:
         result.raw_json_before = before = now - timedelta(days=raw_json_older_than)
         c, s = calls_t.c, summaries_t.c
         summary_start = sa.func.coalesce(
             sa.select(c.created_at).where(c.call_id == s.call_id).scalar_subquery(), s.first_synced_at)
-        result.summary_payloads = _clear_payloads(engine, result, summaries_t, summary_start, before, batch_size)
+        result.summary_payloads = _clear_payloads(engine, result, summaries_t, summary_start, before, batch_size,
+                                                  workspace)
         call_start = sa.func.coalesce(c.created_at, c.first_synced_at)
-        result.call_payloads = _clear_payloads(engine, result, calls_t, call_start, before, batch_size)
+        result.call_payloads = _clear_payloads(engine, result, calls_t, call_start, before, batch_size, workspace)
     log.info("prune finished" if not dry_run else "prune dry run", **result.as_dict())
     return result
 
 
-def _transcript_ages() -> sa.Select[Any]:
-    """(call_id, the call's start) of every call with transcript lines not pruned yet."""
+def _transcript_ages(workspace: str) -> sa.Select[Any]:
+    """(call_id, the call's start) of every call of ``workspace`` with transcript lines not pruned yet."""
     t, c = transcripts_t.c, calls_t.c
     started = sa.func.coalesce(sa.func.max(c.created_at), sa.func.min(t.created_at), sa.func.min(t.first_synced_at))
     return (
         sa.select(t.call_id, started.label("started"))
         .select_from(transcripts_t.outerjoin(calls_t, c.call_id == t.call_id))
-        .where(t.pruned_at.is_(None))
+        .where(t.workspace == workspace, t.pruned_at.is_(None))
         .group_by(t.call_id)
     )
 
 
 def _prune_transcripts(engine: Engine, result: PruneResult, before: datetime, now: datetime,
-                       batch_size: int) -> None:
-    ages = _transcript_ages().subquery()
+                       batch_size: int, workspace: str) -> None:
+    ages = _transcript_ages(workspace).subquery()
     old = sa.select(ages.c.call_id).where(ages.c.started < before)
     lines = transcript_lines_t.c
     if result.dry_run:
@@ -137,10 +142,11 @@ def _prune_transcripts(engine: Engine, result: PruneResult, before: datetime, no
 
 
 def _clear_payloads(engine: Engine, result: PruneResult, table: sa.Table, started: Any, before: datetime,
-                    batch_size: int) -> int:
-    """Set ``raw_json`` to '' for the rows of ``table`` whose call started before ``before``; how many."""
+                    batch_size: int, workspace: str) -> int:
+    """Set ``raw_json`` to '' for ``workspace``'s rows of ``table`` whose call started before ``before``; how
+    many."""
     key = table.c.call_id
-    pick = sa.select(key).where(table.c.raw_json != "", started < before)
+    pick = sa.select(key).where(table.c.workspace == workspace, table.c.raw_json != "", started < before)
     if result.dry_run:
         with engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(pick.subquery())).scalar_one())

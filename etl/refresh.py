@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from etl.clock import Clock
+from etl.config import DEFAULT_WORKSPACE
 from etl.dimensions import DimensionSource, Listing
 from etl.errors import AuthError
 from etl.logs import get_logger
@@ -105,32 +106,35 @@ def contacts_plan(last_attempt: dict[str, Any] | None, last_good: datetime | Non
 
 
 def refresh(engine: Engine, source: DimensionSource, options: RefreshOptions = RefreshOptions(), *,
-            clock: Clock) -> RefreshReport:
-    """Refresh users and lines, and contacts when due; record each in ``dimension_refreshes``."""
+            clock: Clock, workspace: str = DEFAULT_WORKSPACE) -> RefreshReport:
+    """Refresh ``workspace``'s users and lines, and its contacts when due (on its own schedule); record each
+    in ``dimension_refreshes``."""
     log = get_logger(command="refresh")
     done = [
-        _one(engine, clock, log, "users", source.list_users, store.save_users, None),
-        _one(engine, clock, log, "lines", source.list_lines, store.save_lines, None),
+        _one(engine, clock, log, "users", source.list_users, store.save_users, None, workspace),
+        _one(engine, clock, log, "lines", source.list_lines, store.save_lines, None, workspace),
     ]
     now = clock.utcnow()
 
     def schedule(conn: Any) -> tuple[bool, datetime | None, datetime | None]:
-        last = store.last_refreshes(conn, ("contacts",)).get("contacts")
-        return contacts_plan(last, store.last_good_refresh(conn, "contacts"),
-                             store.last_good_refresh(conn, "contacts", complete=True), now, options)
+        last = store.last_refreshes(conn, ("contacts",), workspace=workspace).get("contacts")
+        return contacts_plan(last, store.last_good_refresh(conn, "contacts", workspace=workspace),
+                             store.last_good_refresh(conn, "contacts", complete=True, workspace=workspace),
+                             now, options)
 
     due, since, next_at = transaction(engine, schedule, clock=clock)
     if due:
         done.append(_one(engine, clock, log, "contacts", lambda: source.list_contacts(updated_since=since),
-                         store.save_contacts, since))
+                         store.save_contacts, since, workspace))
     return RefreshReport(done=tuple(done), contacts_next_at=next_at,
                          problems=tuple(f"{r.resource}: {r.problem}" for r in done if r.problem))
 
 
 def _one(engine: Engine, clock: Clock, log: Any, resource: str, listing_of: Callable[[], Listing[Any]],
-         save: Callable[..., store.Saved], since: datetime | None) -> ResourceRefresh:
+         save: Callable[..., store.Saved], since: datetime | None, workspace: str) -> ResourceRefresh:
     started = clock.utcnow()
-    refresh_id = transaction(engine, store.start_refresh, resource, started, since, clock=clock)
+    refresh_id = transaction(engine, lambda conn: store.start_refresh(conn, resource, started, since,
+                                                                      workspace=workspace), clock=clock)
     try:
         listing = listing_of()
     except Exception as exc:
@@ -146,7 +150,7 @@ def _one(engine: Engine, clock: Clock, log: Any, resource: str, listing_of: Call
     now = clock.utcnow()
 
     def write(conn: Any) -> store.Saved:
-        saved = save(conn, listing, now)
+        saved = save(conn, listing, now, workspace=workspace)
         store.finish_refresh(conn, refresh_id, now, requests=listing.requests, saved=saved,
                              complete=listing.complete, problem=listing.problem)
         return saved

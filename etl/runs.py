@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from etl import store
 from etl.clock import Clock
+from etl.config import DEFAULT_WORKSPACE
 from etl.errors import DatabaseError
 from etl.logs import run_end_level
 
@@ -141,7 +142,7 @@ _STOPPED = {StopReason.AUTH_REFUSED: "the API refused the key", StopReason.SIGNA
 class RunRecord:
     """Where a kind of run is recorded and what its log lines are called."""
 
-    start: Callable[[Connection, str, datetime], int]
+    start: Callable[..., int]  # (conn, command, now, *, workspace) -> the run's id
     finish: Callable[[Connection, int, datetime, int, str | None], None]
     event: str  # "run" (a sync) or "discovery": "<event> started", "<event> finished"
 
@@ -158,12 +159,14 @@ class Lifecycle:
     signal handlers included.
     """
 
-    def __init__(self, outcome: RunOutcome, engine: Engine, record: RunRecord, clock: Clock, log: Any) -> None:
+    def __init__(self, outcome: RunOutcome, engine: Engine, record: RunRecord, clock: Clock, log: Any, *,
+                 workspace: str = DEFAULT_WORKSPACE) -> None:
         self.outcome = outcome
         self.engine = engine
         self.record = record
         self.clock = clock
         self.log = log
+        self.workspace = workspace  # the run record's (etl.workspaces): the run works for this workspace only
         self.stop = threading.Event()
         self.run_id: int | None = None
 
@@ -184,7 +187,7 @@ class Lifecycle:
         """Write the run record (``command_``, started at ``now``; none when ``record`` is false: a dry
         run) and log ``<event> started`` with ``fields``; the run's id, bound to the log as ``bind``."""
         if record:
-            self.run_id = self._write(self.record.start, command_, now)
+            self.run_id = self._write(lambda conn: self.record.start(conn, command_, now, workspace=self.workspace))
             self.log = self.log.bind(**{bind: self.run_id})
         self.log.info(f"{self.record.event} started", **fields)
         return self.run_id

@@ -1,7 +1,8 @@
 """What ``etl status`` reports, gathered once into a typed :class:`Status`.
 
 Queue counts, what is due, the last runs and discovery, whether the API was
-reached lately, the top errors, and the health verdict of :mod:`etl.health`.
+reached lately, the top errors, and the health verdict of :mod:`etl.health`, of one
+workspace (issue 27: ``Status.workspace``).
 ``Status.as_dict()`` is the ``etl status --json`` document.
 """
 
@@ -15,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from etl import health, report
 from etl.clock import iso_z
-from etl.config import redact_url
+from etl.config import DEFAULT_WORKSPACE, redact_url
 from etl.states import plural, run_counts
 from etl.store.dimensions import last_refreshes
 
@@ -44,6 +45,7 @@ class Status:
     transcripts: dict[str, int] | None = None  # transcript_queue items per state; None: the queue is empty
     rejected: int = 0  # rows of rejected_records (issue 25)
     refreshes: dict[str, dict[str, Any]] | None = None  # newest finished refresh per resource (users, lines, contacts)
+    workspace: str = DEFAULT_WORKSPACE  # whose queues, runs and records these are
 
     @property
     def total(self) -> int:
@@ -70,6 +72,7 @@ class Status:
         """The ``etl status --json`` document (times as ISO 8601 strings)."""
         return {
             "database": self.database,
+            "workspace": self.workspace,
             "now": iso_z(self.now),
             "queue": self.queue,
             "total": self.total,
@@ -91,23 +94,25 @@ class Status:
         }
 
 
-def gather(conn: Connection, database_url: str, now: datetime, limits: health.Limits) -> Status:
-    """Read everything ``etl status`` shows in one connection and judge its health."""
-    counts = report.queue_counts(conn)
-    due, oldest_due = report.due_now(conn, now)
-    runs = report.last_runs(conn)
-    last_ok = report.last_successful_run(conn)
-    fetches = report.fetch_history(conn)
-    errors = report.top_errors(conn)
-    discovery = report.last_discovery(conn)
-    transcripts = report.transcript_counts(conn)
-    refreshes = last_refreshes(conn)
+def gather(conn: Connection, database_url: str, now: datetime, limits: health.Limits, *,
+           workspace: str = DEFAULT_WORKSPACE) -> Status:
+    """Read everything ``etl status`` shows of ``workspace`` in one connection and judge its health."""
+    ws = workspace
+    counts = report.queue_counts(conn, workspace=ws)
+    due, oldest_due = report.due_now(conn, now, workspace=ws)
+    runs = report.last_runs(conn, workspace=ws)
+    last_ok = report.last_successful_run(conn, workspace=ws)
+    fetches = report.fetch_history(conn, workspace=ws)
+    errors = report.top_errors(conn, workspace=ws)
+    discovery = report.last_discovery(conn, workspace=ws)
+    transcripts = report.transcript_counts(conn, workspace=ws)
+    refreshes = last_refreshes(conn, workspace=ws)
     problems = health.problems(now, runs, last_ok, fetches, counts["pending"], limits)
     return Status(database=redact_url(database_url), now=now, queue=counts, due_now=due, oldest_due_at=oldest_due,
                   last_runs=runs, last_successful_run_finished_at=last_ok["finished_at"] if last_ok else None,
                   fetch=fetches, top_errors=errors, last_discovery=discovery, problems=problems,
                   transcripts=transcripts if any(transcripts.values()) else None, refreshes=refreshes or None,
-                  rejected=report.rejected_count(conn))
+                  rejected=report.rejected_count(conn, workspace=ws), workspace=ws)
 
 
 def text_lines(data: dict[str, Any]) -> list[str]:

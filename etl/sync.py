@@ -189,7 +189,8 @@ class Syncer:
         self.transport = transport
         self.on_progress = on_progress
         self.stats = RunStats(clock=clock)
-        self.lifecycle = Lifecycle(self.stats, engine, SYNC_RECORD, clock, get_logger())
+        self.workspace = settings.workspace  # claims, rows and the run record: this workspace's only
+        self.lifecycle = Lifecycle(self.stats, engine, SYNC_RECORD, clock, get_logger(), workspace=self.workspace)
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._own_budget = budget is None
         self.budget = budget if budget is not None else budget_for(settings, engine, clock)
@@ -372,10 +373,11 @@ class Syncer:
 
     def _claim_and_count(self, conn: Connection, n: int) -> list[ClaimedItem]:
         now = self.clock.utcnow()
-        items = store.claim(conn, self.owner, n, now, self.settings.lease_seconds)
+        items = store.claim(conn, self.owner, n, now, self.settings.lease_seconds, workspace=self.workspace)
         if len(items) < n and self.settings.transcripts and not self._no_transcripts.is_set():
             # Transcripts after summaries, from the same claim budget (issue 19).
-            items += store.claim(conn, self.owner, n - len(items), now, self.settings.lease_seconds, "transcript")
+            items += store.claim(conn, self.owner, n - len(items), now, self.settings.lease_seconds, "transcript",
+                                 workspace=self.workspace)
         transcripts = sum(1 for item in items if item.queue == "transcript")
         store.add_run_counts(conn, self.stats.run_id, claimed=len(items) - transcripts,
                              transcripts_claimed=transcripts)
@@ -642,7 +644,7 @@ class Syncer:
 
     def _save_rejected_transcript(self, conn: Connection, entry: TranscriptEntry,
                                   rejected: store.Rejected) -> list[_Saved]:
-        store.record_rejected(conn, rejected, self.clock.utcnow())
+        store.record_rejected(conn, rejected, self.clock.utcnow(), workspace=self.workspace)
         self.stats.rejected += 1
         return self._save_and_count(conn, [entry])
 
@@ -650,17 +652,17 @@ class Syncer:
         now = self.clock.utcnow()
         summaries = [e for e in batch if isinstance(e, Entry)]
         written: list[_Saved] = []
-        saved = store.save_entries(conn, self.owner, summaries, now)
+        saved = store.save_entries(conn, self.owner, summaries, now, workspace=self.workspace)
         written += saved
         if self.settings.transcripts:
             # Every call the API answered a summary for gets its transcript, in this transaction.
             answered = [e.item.call_id for e in saved if is_answer(e.result) and e.update.state != "invalid"]
-            queued = store.enqueue_transcripts(conn, answered, now)
+            queued = store.enqueue_transcripts(conn, answered, now, workspace=self.workspace)
             if queued:
                 self._new_transcripts = True
                 self.stats.transcripts_queued += queued
         transcripts = [e for e in batch if isinstance(e, TranscriptEntry)]
-        written += store.save_transcript_entries(conn, self.owner, transcripts, now)
+        written += store.save_transcript_entries(conn, self.owner, transcripts, now, workspace=self.workspace)
         store.add_run_counts(conn, self.stats.run_id, **_count_outcomes(written))
         return written
 

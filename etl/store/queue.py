@@ -2,8 +2,12 @@
 write the engine's decisions, make ids due, re-queue ended items.
 
 Claiming moves ``next_attempt_at`` to the lease's expiry: the claim query stays
-``state = 'pending' AND next_attempt_at <= now`` on one index, and an item whose
+``workspace = :w AND state = 'pending' AND next_attempt_at <= now`` on one index, and an item whose
 run died becomes due again by itself when the lease runs out.
+
+Every queue is per workspace (issue 27): items are enqueued into, claimed from and made due
+in the caller's ``workspace`` only.  Call ids are global, so an id queued under another
+workspace is left as it is (enqueueing it again is a no-op, as for any queued id).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
+from etl.config import DEFAULT_WORKSPACE
 from etl.policy import ClaimedItem, QueueName, QueueUpdate
 from etl.store._sql import chunks, is_server
 from etl.tables import call_lookups_t, calls_t, queue_t, transcript_queue_t
@@ -29,36 +34,42 @@ def queue_table(queue: QueueName) -> sa.Table:
     return transcript_queue_t if queue == "transcript" else queue_t
 
 
-def due(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
-    """What makes an item of a queue due: what a claim takes (on the ``(state, next_attempt_at)`` index)."""
-    return sa.and_(table.c.state == "pending", table.c.next_attempt_at <= now)
+def due(table: sa.Table, now: datetime, workspace: str = DEFAULT_WORKSPACE) -> sa.ColumnElement[bool]:
+    """What makes an item of a workspace's queue due: what a claim takes (on the
+    ``(workspace, state, next_attempt_at)`` index)."""
+    return sa.and_(table.c.workspace == workspace, table.c.state == "pending", table.c.next_attempt_at <= now)
 
 
 # --- enqueue ----------------------------------------------------------------------
 
 
-def enqueue_ids(conn: Connection, ids: Sequence[str], now: datetime | None = None) -> int:
-    """Insert ids not yet queued, due at ``now``; existing rows (whatever their state) are untouched.
+def enqueue_ids(conn: Connection, ids: Sequence[str], now: datetime | None = None, *,
+                workspace: str = DEFAULT_WORKSPACE) -> int:
+    """Insert ids not yet queued into ``workspace``'s queue, due at ``now``; existing rows (whatever their
+    state or workspace) are untouched.
 
     Returns how many were new.  One statement per call, whatever the batch size.
     ``now`` is the app's clock: every caller in ``etl`` passes it (docs/architecture.md
     "Time"); None leaves the stamps to the server defaults, as for a row made by hand.
     """
-    return _insert_ignore(conn, queue_t, ids, now)
+    return _insert_ignore(conn, queue_t, ids, now, workspace)
 
 
-def enqueue_transcripts(conn: Connection, ids: Sequence[str], now: datetime) -> int:
+def enqueue_transcripts(conn: Connection, ids: Sequence[str], now: datetime, *,
+                        workspace: str = DEFAULT_WORKSPACE) -> int:
     """Queue the transcripts of these calls (``transcripts`` setting on); queued ids stay as they are.
 
     The one way transcript items are made: the sync engine calls it for every
     summary item the API answered, v1 discovery for the completed calls it
-    enqueues, in their own transactions.  Due at ``now``.  Returns how many were new.
+    enqueues, in their own transactions.  Due at ``now``, in ``workspace``.  Returns how many were new.
     """
-    return _insert_ignore(conn, transcript_queue_t, ids, now)
+    return _insert_ignore(conn, transcript_queue_t, ids, now, workspace)
 
 
-def _insert_ignore(conn: Connection, table: sa.Table, ids: Sequence[str], now: datetime | None) -> int:
-    """Insert ``ids`` into a queue table, skipping queued ones; ``now`` (None: server defaults) stamps them."""
+def _insert_ignore(conn: Connection, table: sa.Table, ids: Sequence[str], now: datetime | None,
+                   workspace: str) -> int:
+    """Insert ``ids`` into a queue table in ``workspace``, skipping queued ones; ``now`` (None: server
+    defaults) stamps them."""
     ids = list(dict.fromkeys(ids))
     if not ids:
         return 0
@@ -66,14 +77,14 @@ def _insert_ignore(conn: Connection, table: sa.Table, ids: Sequence[str], now: d
     if dialect == "postgresql":
         # Table name from our own models, never from input.
         if now is None:
-            sql = (f"INSERT INTO {table.name} (call_id) SELECT unnest(CAST(:ids AS varchar[])) "
+            sql = (f"INSERT INTO {table.name} (call_id, workspace) SELECT unnest(CAST(:ids AS varchar[])), :ws "
                    "ON CONFLICT (call_id) DO NOTHING")
-            return conn.execute(sa.text(sql), {"ids": ids}).rowcount
-        sql = (f"INSERT INTO {table.name} (call_id, next_attempt_at, enqueued_at, updated_at) "
-               "SELECT unnest(CAST(:ids AS varchar[])), :now, :now, :now ON CONFLICT (call_id) DO NOTHING")
-        return conn.execute(sa.text(sql), {"ids": ids, "now": now}).rowcount
+            return conn.execute(sa.text(sql), {"ids": ids, "ws": workspace}).rowcount
+        sql = (f"INSERT INTO {table.name} (call_id, next_attempt_at, enqueued_at, updated_at, workspace) "
+               "SELECT unnest(CAST(:ids AS varchar[])), :now, :now, :now, :ws ON CONFLICT (call_id) DO NOTHING")
+        return conn.execute(sa.text(sql), {"ids": ids, "now": now, "ws": workspace}).rowcount
     stamp = {} if now is None else {"next_attempt_at": now, "enqueued_at": now, "updated_at": now}
-    rows = [{"call_id": i, **stamp} for i in ids]
+    rows = [{"call_id": i, "workspace": workspace, **stamp} for i in ids]
     if dialect == "sqlite":
         ins: Any = sqlite_dialect.insert(table).on_conflict_do_nothing(index_elements=["call_id"])
     else:
@@ -101,12 +112,19 @@ def queued(conn: Connection, ids: Sequence[str]) -> set[str]:
     return found
 
 
-def queue_states(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
-    """``{call_id: state}`` of the ``summary_queue`` rows of ``ids``."""
+# What queue_states says of a row another workspace holds: no state of this workspace's queue.
+OTHER_WORKSPACE = "(another workspace)"
+
+
+def queue_states(conn: Connection, ids: Sequence[str], *, workspace: str | None = None) -> dict[str, str]:
+    """``{call_id: state}`` of the ``summary_queue`` rows of ``ids``; with ``workspace``, a row of
+    another workspace reads :data:`OTHER_WORKSPACE`."""
     q = queue_t.c
     states: dict[str, str] = {}
     for chunk in chunks(ids):
-        states.update(conn.execute(sa.select(q.call_id, q.state).where(q.call_id.in_(chunk))).all())
+        for call_id, state, in_workspace in conn.execute(
+                sa.select(q.call_id, q.state, q.workspace).where(q.call_id.in_(chunk))):
+            states[call_id] = state if workspace is None or in_workspace == workspace else OTHER_WORKSPACE
     return states
 
 
@@ -120,17 +138,18 @@ def ended(conn: Connection, ids: Sequence[str]) -> list[tuple[str, str, datetime
     return rows
 
 
-def anything_due(conn: Connection, now: datetime) -> bool:
-    """Whether a run would claim a summary item now."""
-    return conn.execute(sa.select(queue_t.c.call_id).where(due(queue_t, now)).limit(1)).first() is not None
+def anything_due(conn: Connection, now: datetime, *, workspace: str = DEFAULT_WORKSPACE) -> bool:
+    """Whether a run of ``workspace`` would claim a summary item now."""
+    return conn.execute(sa.select(queue_t.c.call_id).where(due(queue_t, now, workspace)).limit(1)).first() is not None
 
 
 # --- claim / release --------------------------------------------------------------
 
 
 def claim(conn: Connection, run_id: str, limit: int, now: datetime, lease_seconds: float,
-          queue: QueueName = "summary") -> list[ClaimedItem]:
-    """Lease up to ``limit`` due items of ``queue`` (summary_queue or transcript_queue) to ``run_id``.
+          queue: QueueName = "summary", *, workspace: str = DEFAULT_WORKSPACE) -> list[ClaimedItem]:
+    """Lease up to ``limit`` due items of ``workspace``'s ``queue`` (summary_queue or transcript_queue)
+    to ``run_id``.
 
     Oldest due first.
     """
@@ -143,7 +162,7 @@ def claim(conn: Connection, run_id: str, limit: int, now: datetime, lease_second
     # table scan plus sort, which locks every due row and starves other runs.
     pick = (
         sa.select(q.call_id)
-        .where(due(table, now))
+        .where(due(table, now, workspace))
         .order_by(q.next_attempt_at)
         .limit(limit)
     )
@@ -287,13 +306,16 @@ def _queue_update_unnest(conn: Connection, run_id: str, params: list[dict[str, A
     conn.exec_driver_sql(_PG_QUEUE_UPDATE.replace("{table}", table), dict(columns, b_owner=run_id))
 
 
-def insert_ended(conn: Connection, updates: Sequence[QueueUpdate], now: datetime) -> None:
-    """New ``summary_queue`` rows already in the end state of ``updates`` (nothing left to fetch)."""
+def insert_ended(conn: Connection, updates: Sequence[QueueUpdate], now: datetime, *,
+                 workspace: str = DEFAULT_WORKSPACE) -> None:
+    """New ``summary_queue`` rows of ``workspace`` already in the end state of ``updates`` (nothing left
+    to fetch)."""
     if updates:
         conn.execute(sa.insert(queue_t), [{
             "call_id": u.call_id, "state": u.state, "attempts": u.attempts, "consecutive_errors": 0,
             "next_attempt_at": u.next_attempt_at, "last_api_status": u.last_api_status, "last_error": u.last_error,
             "incomplete_since": None, "finished_at": u.finished_at, "enqueued_at": now, "updated_at": now,
+            "workspace": workspace,
         } for u in updates])
 
 
@@ -313,11 +335,12 @@ def end_waiting(conn: Connection, updates: Sequence[QueueUpdate], now: datetime)
         )
 
 
-def mark_done(conn: Connection, call_id: str, now: datetime) -> None:
-    """End ``call_id``'s summary item ``done`` as if it had been fetched (its summary was stored)."""
+def mark_done(conn: Connection, call_id: str, now: datetime, *, workspace: str = DEFAULT_WORKSPACE) -> None:
+    """End ``call_id``'s summary item in ``workspace`` ``done`` as if it had been fetched (its summary was
+    stored)."""
     q = queue_t.c
     conn.execute(
-        sa.update(queue_t).where(q.call_id == call_id)
+        sa.update(queue_t).where(q.call_id == call_id, q.workspace == workspace)
         .values(state="done", consecutive_errors=0, last_api_status="completed", last_error=None,
                 incomplete_since=None, finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None)
     )
@@ -326,48 +349,53 @@ def mark_done(conn: Connection, call_id: str, now: datetime) -> None:
 # --- making ids due -----------------------------------------------------------------
 
 
-def make_due_first(conn: Connection, call_id: str, now: datetime, requeue: Sequence[str]) -> None:
-    """Enqueue ``call_id`` or make its summary item due at the head of the due line (1 ms before the
-    oldest due item); an item ended in one of ``requeue`` is re-queued there with fresh counters.
-    An item a run holds is left to that run."""
+def make_due_first(conn: Connection, call_id: str, now: datetime, requeue: Sequence[str], *,
+                   workspace: str = DEFAULT_WORKSPACE) -> None:
+    """Enqueue ``call_id`` or make its summary item due at the head of ``workspace``'s due line (1 ms
+    before its oldest due item); an item ended in one of ``requeue`` is re-queued there with fresh
+    counters.  An item a run holds is left to that run; one of another workspace is left as it is."""
     q = queue_t.c
-    enqueue_ids(conn, [call_id], now)
-    oldest = conn.execute(sa.select(sa.func.min(q.next_attempt_at)).where(q.state == "pending")).scalar()
+    enqueue_ids(conn, [call_id], now, workspace=workspace)
+    oldest = conn.execute(sa.select(sa.func.min(q.next_attempt_at))
+                          .where(q.workspace == workspace, q.state == "pending")).scalar()
     # Strictly before the oldest: ids enqueued by one statement share one timestamp,
     # and a tie would leave the order among them to the database.
     head = min(now, oldest - _AHEAD) if oldest is not None else now
     conn.execute(
         sa.update(queue_t)
-        .where(q.call_id == call_id, q.state == "pending", q.lease_owner.is_(None), q.next_attempt_at > head)
+        .where(q.call_id == call_id, q.workspace == workspace, q.state == "pending", q.lease_owner.is_(None),
+               q.next_attempt_at > head)
         .values(next_attempt_at=head)
     )
     conn.execute(
         sa.update(queue_t)
-        .where(q.call_id == call_id, q.state.in_(requeue))
+        .where(q.call_id == call_id, q.workspace == workspace, q.state.in_(requeue))
         .values(state="pending", next_attempt_at=head, consecutive_errors=0, incomplete_since=None,
                 finished_at=None, last_error=None, updated_at=now, lease_owner=None, lease_expires_at=None)
     )
 
 
-def make_transcript_due(conn: Connection, call_id: str, now: datetime, requeue: Sequence[str]) -> None:
-    """Enqueue ``call_id``'s transcript or make it due now; one ended in one of ``requeue`` is re-queued.
-    An item a run holds is left to that run."""
-    enqueue_transcripts(conn, [call_id], now)
+def make_transcript_due(conn: Connection, call_id: str, now: datetime, requeue: Sequence[str], *,
+                        workspace: str = DEFAULT_WORKSPACE) -> None:
+    """Enqueue ``call_id``'s transcript in ``workspace`` or make it due now; one ended in one of ``requeue``
+    is re-queued.  An item a run holds is left to that run; one of another workspace as it is."""
+    enqueue_transcripts(conn, [call_id], now, workspace=workspace)
     t = transcript_queue_t.c
     conn.execute(
         sa.update(transcript_queue_t)
-        .where(t.call_id == call_id, t.lease_owner.is_(None),
+        .where(t.call_id == call_id, t.workspace == workspace, t.lease_owner.is_(None),
                sa.or_(sa.and_(t.state == "pending", t.next_attempt_at > now), t.state.in_(requeue)))
         .values(state="pending", next_attempt_at=now, consecutive_errors=0, incomplete_since=None,
                 finished_at=None, updated_at=now)
     )
 
 
-def requeue(conn: Connection, where: Sequence[sa.ColumnElement[bool]], now: datetime) -> int:
-    """Make the ``summary_queue`` items matching ``where`` due now, with fresh counters; how many."""
+def requeue(conn: Connection, where: Sequence[sa.ColumnElement[bool]], now: datetime, *,
+            workspace: str = DEFAULT_WORKSPACE) -> int:
+    """Make ``workspace``'s ``summary_queue`` items matching ``where`` due now, with fresh counters; how many."""
     stmt = (
         sa.update(queue_t)
-        .where(*where)
+        .where(queue_t.c.workspace == workspace, *where)
         .values(state="pending", next_attempt_at=now, attempts=0, consecutive_errors=0,
                 incomplete_since=None, finished_at=None, updated_at=now,
                 lease_owner=None, lease_expires_at=None)
@@ -375,11 +403,14 @@ def requeue(conn: Connection, where: Sequence[sa.ColumnElement[bool]], now: date
     return conn.execute(stmt).rowcount
 
 
-def drop_pending(conn: Connection, ids: Sequence[str]) -> list[str]:
-    """Delete the still pending items of ``ids`` from both queues; the summary ids deleted, sorted."""
+def drop_pending(conn: Connection, ids: Sequence[str], *, workspace: str = DEFAULT_WORKSPACE) -> list[str]:
+    """Delete the still pending items of ``ids`` from both of ``workspace``'s queues; the summary ids
+    deleted, sorted."""
     q, t = queue_t.c, transcript_queue_t.c
-    pending = sorted(conn.execute(sa.select(q.call_id).where(q.call_id.in_(ids), q.state == "pending")).scalars())
+    pending = sorted(conn.execute(sa.select(q.call_id).where(
+        q.call_id.in_(ids), q.workspace == workspace, q.state == "pending")).scalars())
     if pending:
         conn.execute(sa.delete(queue_t).where(q.call_id.in_(pending), q.state == "pending"))
-    conn.execute(sa.delete(transcript_queue_t).where(t.call_id.in_(ids), t.state == "pending"))
+    conn.execute(sa.delete(transcript_queue_t).where(t.call_id.in_(ids), t.workspace == workspace,
+                                                     t.state == "pending"))
     return pending

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from etl.config import DEFAULT_WORKSPACE
 from etl.models import API_ID_LENGTH
 from etl.storable import clean_text, json_text
 from etl.tables import rejected_t
@@ -34,15 +35,17 @@ class Rejected:
     payload: Any
 
 
-def record_rejected(conn: Connection, rejected: Rejected, now: datetime) -> None:
-    """Keep ``rejected`` (or count it again), in the caller's transaction."""
+def record_rejected(conn: Connection, rejected: Rejected, now: datetime, *,
+                    workspace: str = DEFAULT_WORKSPACE) -> None:
+    """Keep ``rejected`` in ``workspace`` (or count it again), in the caller's transaction."""
     r = rejected_t.c
-    key = {"source": rejected.source[:32], "endpoint": rejected.endpoint[:64],
+    key = {"workspace": workspace, "source": rejected.source[:32], "endpoint": rejected.endpoint[:64],
            "record_id": clean_text(rejected.record_id or "")[:API_ID_LENGTH]}
     values = {"reason": clean_text(rejected.reason)[:_MAX_REASON], "payload": json_text(rejected.payload),
               "last_seen_at": now}
     updated = conn.execute(sa.update(rejected_t).where(
-        r.source == key["source"], r.endpoint == key["endpoint"], r.record_id == key["record_id"],
+        r.workspace == workspace, r.source == key["source"], r.endpoint == key["endpoint"],
+        r.record_id == key["record_id"],
     ).values(times=r.times + 1, **values)).rowcount
     if not updated:
         conn.execute(sa.insert(rejected_t).values(**key, **values, first_seen_at=now, times=1))

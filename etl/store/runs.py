@@ -8,11 +8,13 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from etl.config import DEFAULT_WORKSPACE
 from etl.tables import discovery_runs_t, runs_t
 
 
-def _start(conn: Connection, table: sa.Table, command: str, now: datetime) -> int:
-    pk = conn.execute(sa.insert(table).values(command=command, started_at=now)).inserted_primary_key
+def _start(conn: Connection, table: sa.Table, command: str, now: datetime, workspace: str) -> int:
+    pk = conn.execute(sa.insert(table).values(command=command, started_at=now,
+                                              workspace=workspace)).inserted_primary_key
     assert pk is not None
     return int(pk[0])
 
@@ -30,8 +32,9 @@ def _finish(conn: Connection, table: sa.Table, run_id: int, now: datetime, exit_
                  .values(finished_at=now, exit_code=exit_code, stop_reason=stop_reason))
 
 
-def start_run(conn: Connection, command: str, now: datetime) -> int:
-    return _start(conn, runs_t, command, now)
+def start_run(conn: Connection, command: str, now: datetime, *, workspace: str = DEFAULT_WORKSPACE) -> int:
+    """A new ``sync_runs`` row of ``workspace``; its id."""
+    return _start(conn, runs_t, command, now, workspace)
 
 
 def add_run_counts(conn: Connection, run_id: int, **counts: int) -> None:
@@ -42,8 +45,9 @@ def finish_run(conn: Connection, run_id: int, now: datetime, exit_code: int, sto
     _finish(conn, runs_t, run_id, now, exit_code, stop_reason)
 
 
-def start_discovery_run(conn: Connection, command: str, now: datetime) -> int:
-    return _start(conn, discovery_runs_t, command, now)
+def start_discovery_run(conn: Connection, command: str, now: datetime, *, workspace: str = DEFAULT_WORKSPACE) -> int:
+    """A new ``discovery_runs`` row of ``workspace``; its id."""
+    return _start(conn, discovery_runs_t, command, now, workspace)
 
 
 def add_discovery_counts(conn: Connection, run_id: int, **counts: int) -> None:

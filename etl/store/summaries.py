@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from etl.config import DEFAULT_WORKSPACE
 from etl.policy import ClaimedItem, QueueUpdate
 from etl.store._sql import Tree, chunks, replace_changed
 from etl.store.calls import record_call_not_found, save_calls
@@ -51,8 +52,10 @@ class Entry:
     rejected: Rejected | None = None
 
 
-def save_entries(conn: Connection, run_id: str, entries: Sequence[Entry], now: datetime) -> list[Entry]:
-    """Write summaries and queue updates of ``entries`` in the caller's transaction.
+def save_entries(conn: Connection, run_id: str, entries: Sequence[Entry], now: datetime, *,
+                 workspace: str = DEFAULT_WORKSPACE) -> list[Entry]:
+    """Write summaries and queue updates of ``entries`` in the caller's transaction, their rows in
+    ``workspace`` (the run's: it claimed the items from that workspace's queue).
 
     Returns the entries actually written: an entry whose lease this run lost
     (it expired and another run claimed the item) is skipped entirely.
@@ -65,21 +68,24 @@ def save_entries(conn: Connection, run_id: str, entries: Sequence[Entry], now: d
         return []
     calls = [e.call for e in entries if e.call is not None]
     if calls:
-        save_calls(conn, calls, now)
+        save_calls(conn, calls, now, workspace=workspace)
     for e in entries:
         if e.call_not_found is not None:
-            record_call_not_found(conn, e.item.call_id, e.call_not_found[0], now, e.call_not_found[1])
+            record_call_not_found(conn, e.item.call_id, e.call_not_found[0], now, e.call_not_found[1],
+                                  workspace=workspace)
     for e in entries:
         if e.rejected is not None:
-            record_rejected(conn, e.rejected, now)
-    save_summaries(conn, [e.rows for e in entries if e.rows is not None], now)
+            record_rejected(conn, e.rejected, now, workspace=workspace)
+    save_summaries(conn, [e.rows for e in entries if e.rows is not None], now, workspace=workspace)
     update_queue(conn, run_id, [e.update for e in entries], now)
     return entries
 
 
-def save_summaries(conn: Connection, calls: Sequence[CallRows], now: datetime) -> set[str]:
+def save_summaries(conn: Connection, calls: Sequence[CallRows], now: datetime, *,
+                   workspace: str = DEFAULT_WORKSPACE) -> set[str]:
     """Upsert summary rows and replace their children as a whole, in the caller's transaction;
-    unchanged content (the same ``content_hash``) only moves ``last_synced_at``.
+    unchanged content (the same ``content_hash``) only moves ``last_synced_at``.  New rows are in
+    ``workspace``; a summary stored under another workspace is left as it is.
 
     The newer summary wins: a row's ``as_of`` (when the API answered it, ``now``
     unless the caller set it, e.g. to a webhook event's ``createdAt``) older than
@@ -95,7 +101,7 @@ def save_summaries(conn: Connection, calls: Sequence[CallRows], now: datetime) -
     if calls:
         replace_changed(conn, summaries_t, _CHILD_TABLES, [Tree(parent=c.parent, children={
             lines_t: c.lines, steps_t: c.next_steps, jobs_t: c.jobs, fields_t: c.job_fields}) for c in calls],
-            _PARENT_UPDATE_COLUMNS, now)
+            _PARENT_UPDATE_COLUMNS, now, workspace=workspace)
     return older
 
 
@@ -111,7 +117,8 @@ def _older_than_stored(conn: Connection, calls: Sequence[CallRows]) -> set[str]:
 
 
 def save_listed_summaries(conn: Connection, summaries: Sequence[CallRows], updates: Sequence[QueueUpdate],
-                          now: datetime, *, only_queued: Collection[str] = ()) -> int:
+                          now: datetime, *, only_queued: Collection[str] = (),
+                          workspace: str = DEFAULT_WORKSPACE) -> int:
     """Summaries that arrived final in a calls listing (the dated surface): rows and queue rows at once.
 
     The same rows as a sync writes (:func:`save_summaries`: unchanged content is not
@@ -119,15 +126,16 @@ def save_listed_summaries(conn: Connection, summaries: Sequence[CallRows], updat
     was not queued, updated when it was waiting (``pending``, a lease taken
     away: that run's own result is then discarded as a lost lease).  An id
     already in an end state keeps its row; an id in ``only_queued`` is never
-    inserted (a call the API will never summarise needs no queue row).
+    inserted (a call the API will never summarise needs no queue row).  Rows
+    are ``workspace``'s; an id another workspace holds is left as it is.
     Returns how many queue rows changed.
     """
-    save_summaries(conn, summaries, now)
+    save_summaries(conn, summaries, now, workspace=workspace)
     if not updates:
         return 0
-    existing = queue_states(conn, [u.call_id for u in updates])
+    existing = queue_states(conn, [u.call_id for u in updates], workspace=workspace)
     fresh = [u for u in updates if u.call_id not in existing and u.call_id not in only_queued]
     waiting = [u for u in updates if existing.get(u.call_id) == "pending"]
-    insert_ended(conn, fresh, now)
+    insert_ended(conn, fresh, now, workspace=workspace)
     end_waiting(conn, waiting, now)
     return len(fresh) + len(waiting)

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from etl.config import DEFAULT_WORKSPACE
 from etl.policy import ClaimedItem, QueueUpdate
-from etl.store._sql import bulk_insert, chunks
+from etl.store._sql import bulk_insert, chunks, stamp
 from etl.store.queue import owned, update_queue
 from etl.tables import transcript_lines_t, transcripts_t
 
@@ -32,8 +33,9 @@ class TranscriptEntry:
 
 
 def save_transcript_entries(conn: Connection, run_id: str, entries: Sequence[TranscriptEntry],
-                            now: datetime) -> list[TranscriptEntry]:
-    """Write transcripts and transcript_queue updates of ``entries`` in the caller's transaction.
+                            now: datetime, *, workspace: str = DEFAULT_WORKSPACE) -> list[TranscriptEntry]:
+    """Write transcripts and transcript_queue updates of ``entries`` in the caller's transaction, the
+    rows in ``workspace``.
 
     As :func:`etl.store.save_entries`: an entry whose lease this run lost is skipped entirely.
     """
@@ -43,13 +45,15 @@ def save_transcript_entries(conn: Connection, run_id: str, entries: Sequence[Tra
     entries = [e for e in entries if e.item.call_id in mine]
     if not entries:
         return []
-    save_transcripts(conn, [e.rows for e in entries if e.rows is not None], now)
+    save_transcripts(conn, [e.rows for e in entries if e.rows is not None], now, workspace=workspace)
     update_queue(conn, run_id, [e.update for e in entries], now, "transcript")
     return entries
 
 
-def save_transcripts(conn: Connection, transcripts: Sequence[TranscriptRows], now: datetime) -> None:
-    """Replace each call's transcript rows as a whole, in the caller's transaction.
+def save_transcripts(conn: Connection, transcripts: Sequence[TranscriptRows], now: datetime, *,
+                     workspace: str = DEFAULT_WORKSPACE) -> None:
+    """Replace each call's transcript rows as a whole, in the caller's transaction, new rows in
+    ``workspace`` (a call's transcript stored under another workspace is left as it is).
 
     Unchanged content (the same hash) only moves ``last_synced_at``; so does a
     transcript ``etl prune`` pruned: its lines are never written again.  A call
@@ -61,12 +65,18 @@ def save_transcripts(conn: Connection, transcripts: Sequence[TranscriptRows], no
     ids = list(by_id)
     t = transcripts_t.c
     stored: dict[str, tuple[str, bool, datetime]] = {}
+    foreign: set[str] = set()
     for chunk in chunks(ids):
-        for call_id, content_hash, pruned, first in conn.execute(
-            sa.select(t.call_id, sa.func.max(t.content_hash), sa.func.max(t.pruned_at), sa.func.min(t.first_synced_at))
+        for call_id, content_hash, pruned, first, owner in conn.execute(
+            sa.select(t.call_id, sa.func.max(t.content_hash), sa.func.max(t.pruned_at), sa.func.min(t.first_synced_at),
+                      sa.func.max(t.workspace))
             .where(t.call_id.in_(chunk)).group_by(t.call_id)
         ):
-            stored[call_id] = (content_hash, pruned is not None, first)
+            if owner == workspace:
+                stored[call_id] = (content_hash, pruned is not None, first)
+            else:
+                foreign.add(call_id)
+    ids = [i for i in ids if i not in foreign]
     keep = [i for i in ids if i in stored and (stored[i][1] or stored[i][0] == by_id[i].content_hash)]
     for chunk in chunks(keep):
         conn.execute(sa.update(transcripts_t).where(t.call_id.in_(chunk)).values(last_synced_at=now))
@@ -79,8 +89,9 @@ def save_transcripts(conn: Connection, transcripts: Sequence[TranscriptRows], no
     segments = [dict(row, first_synced_at=stored[c.call_id][2]) if c.call_id in stored else row
                 for c in changed for row in c.segments]
     if segments:
+        stamp(segments, workspace)
         conn.execute(sa.insert(transcripts_t), segments)
-    bulk_insert(conn, transcript_lines_t, [row for c in changed for row in c.lines])
+    bulk_insert(conn, transcript_lines_t, [row for c in changed for row in c.lines], workspace=workspace)
 
 
 def prune_transcript_lines(conn: Connection, ids: Sequence[str], now: datetime) -> int:

@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from etl import report
 from etl.clock import Clock
+from etl.config import DEFAULT_WORKSPACE
 from etl.db import reader
 from etl.health import FetchHistory
 from etl.logs import get_logger
@@ -60,6 +61,7 @@ class ReceiverConfig:
     retention: timedelta = DEFAULT_RETENTION
     body_timeout: float = DEFAULT_BODY_TIMEOUT_S  # the whole body must arrive within this
     transcripts: bool = False  # the transcripts setting: a transcript event queues the call's transcript
+    workspace: str = DEFAULT_WORKSPACE  # whose deliveries these are (etl.workspaces): its queue, its rows
 
 
 class _TooLarge(Exception):
@@ -124,7 +126,7 @@ def create_app(engine: Engine, config: ReceiverConfig, metrics: Metrics, worker:
             return refuse(400, "bad_json", "body is nested too deeply to parse")
         try:
             accepted = await run_in_threadpool(intake.accept, store_engine, verified, event, now, clock=clock,
-                                               transcripts=config.transcripts)
+                                               transcripts=config.transcripts, workspace=config.workspace)
         except DBAPIError as exc:
             log.error("webhook not stored: database unavailable; answered 503 so OpenPhone retries",
                       error_type=type(exc.orig or exc).__name__)
@@ -148,7 +150,7 @@ def create_app(engine: Engine, config: ReceiverConfig, metrics: Metrics, worker:
         problems: list[str] = []
         fetched_at: str | None = None
         try:
-            fetches = await asyncio.wait_for(run_in_threadpool(_fetch_history, engine), timeout=5)
+            fetches = await asyncio.wait_for(run_in_threadpool(_fetch_history, engine, config.workspace), timeout=5)
             if fetches.last_fetch_ok_at is not None:
                 fetched_at = fetches.last_fetch_ok_at.isoformat(timespec="seconds") + "Z"
         except Exception as exc:  # any failure to reach the database is the answer here
@@ -202,7 +204,7 @@ def create_app(engine: Engine, config: ReceiverConfig, metrics: Metrics, worker:
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-def _fetch_history(engine: Engine) -> FetchHistory:
+def _fetch_history(engine: Engine, workspace: str) -> FetchHistory:
     with reader(engine).connect() as conn:
-        return report.fetch_history(conn)
+        return report.fetch_history(conn, workspace=workspace)
 

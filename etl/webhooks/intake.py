@@ -72,6 +72,7 @@ from sqlalchemy.exc import DBAPIError
 from etl import store
 from etl.api import webhook_call, webhook_contact, webhook_summary
 from etl.clock import Clock
+from etl.config import DEFAULT_WORKSPACE
 from etl.logs import get_logger
 from etl.normalize import CallContextRows, call_json, clean_text, normalize, normalize_call
 from etl.store import dimensions as dimension_store
@@ -90,7 +91,8 @@ _MAX_DURATION_S = 2**31 - 1
 _YEARS = range(1970, 3000)
 _API_TIMES = ("created_at", "answered_at", "completed_at", "updated_at")
 
-def save_call(conn: Connection, call: dict[str, Any], now: datetime, raw: dict[str, Any] | None = None) -> bool:
+def save_call(conn: Connection, call: dict[str, Any], now: datetime, raw: dict[str, Any] | None = None, *,
+              workspace: str = DEFAULT_WORKSPACE) -> bool:
     """Upsert the call row of a ``call.completed`` event, in the delivery's transaction.
 
     ``raw``: the call object as sent, stored as ``raw_json`` when ``call`` is an adapted view of it.
@@ -109,7 +111,7 @@ def save_call(conn: Connection, call: dict[str, Any], now: datetime, raw: dict[s
         return False
     try:
         with conn.begin_nested():
-            store.save_calls(conn, [rows], now)
+            store.save_calls(conn, [rows], now, workspace=workspace)
     except (DBAPIError, ValueError, OverflowError) as exc:
         # Whatever the database refuses in the call object must not cost the enqueue.
         reason = type(getattr(exc, "orig", None) or exc).__name__
@@ -148,36 +150,39 @@ class Accepted:
 
 
 def accept(engine: Engine, verified: Verified, event: Event, now: datetime, *, clock: Clock,
-           max_wait_s: float = MAX_WAIT_S, transcripts: bool = False) -> Accepted:
+           max_wait_s: float = MAX_WAIT_S, transcripts: bool = False, workspace: str = DEFAULT_WORKSPACE) -> Accepted:
     """Record the delivery and apply its event; ``replay`` means nothing was stored.
 
-    ``transcripts``: the ``transcripts`` setting (a transcript event queues the call's transcript).
+    ``transcripts``: the ``transcripts`` setting (a transcript event queues the call's transcript);
+    ``workspace``: whose delivery it is (replays and redeliveries are checked among its deliveries; the
+    rows and queue items it makes are its own).
 
     A :class:`DBAPIError` escapes when the database is unreachable, or stayed
     busy for ``max_wait_s``: the caller answers 503.
     """
     # A concurrent delivery of the same message or event may commit first (an IntegrityError):
     # the next pass sees its row and answers replay or duplicate.
-    return store.transaction(engine, _accept, verified, event, now, transcripts, clock=clock, retries=None,
-                             max_wait_s=max_wait_s, conflicts=3, fatal=False)
+    return store.transaction(engine, _accept, verified, event, now, transcripts, workspace, clock=clock,
+                             retries=None, max_wait_s=max_wait_s, conflicts=3, fatal=False)
 
 
-def _accept(conn: Connection, verified: Verified, event: Event, now: datetime, transcripts: bool) -> Accepted:
-    if store.signed_at_of(conn, verified.message_key) is not None:
+def _accept(conn: Connection, verified: Verified, event: Event, now: datetime, transcripts: bool,
+            workspace: str) -> Accepted:
+    if store.signed_at_of(conn, verified.message_key, workspace=workspace) is not None:
         # The exact signed message again (etl.webhooks.signatures keys it by id and timestamp): a replay,
         # in whatever order it arrives.  A copy signed at another time has a key of its own and is
         # answered by its event (duplicate once the event was seen).
         return Accepted("replay", event.call_id)
     event_key = redelivery_key(verified, event)
-    duplicate = event_key is not None and store.event_seen(conn, event_key)
+    duplicate = event_key is not None and store.event_seen(conn, event_key, workspace=workspace)
     outcome: Outcome = "duplicate" if duplicate else ("ignored" if event.action == "ignore" else "queued")
     store.record_delivery(
-        conn, message_key=verified.message_key, event_key=None if duplicate else event_key,
+        conn, workspace=workspace, message_key=verified.message_key, event_key=None if duplicate else event_key,
         event_type=None if event.type is None else clean_text(event.type)[:64], call_id=event.call_id,
         scheme=verified.scheme, outcome=outcome, signed_at=verified.signed_at, received_at=now,
     )
     if outcome == "queued":
-        apply_event(conn, event, now, transcripts=transcripts)
+        apply_event(conn, event, now, transcripts=transcripts, workspace=workspace)
     return Accepted(outcome, event.call_id)
 
 
@@ -191,42 +196,44 @@ def redelivery_key(verified: Verified, event: Event) -> str | None:
     return hashlib.sha256(f"webhook-id:{verified.message_id}".encode()).hexdigest()
 
 
-def summary_ready(conn: Connection, call_id: str, now: datetime) -> None:
-    """Make ``call_id`` due at the head of the due line (module docstring)."""
-    store.make_due_first(conn, call_id, now, REQUEUE_STATES)
+def summary_ready(conn: Connection, call_id: str, now: datetime, *, workspace: str = DEFAULT_WORKSPACE) -> None:
+    """Make ``call_id`` due at the head of ``workspace``'s due line (module docstring)."""
+    store.make_due_first(conn, call_id, now, REQUEUE_STATES, workspace=workspace)
 
 
 # --- what an accepted event does (both envelopes; docs/webhooks.md "What each event does") ---
 
 
-def apply_event(conn: Connection, event: Event, now: datetime, *, transcripts: bool = False) -> None:
-    """Apply a first delivery of an event to the queue and the tables, in the delivery's transaction.
+def apply_event(conn: Connection, event: Event, now: datetime, *, transcripts: bool = False,
+                workspace: str = DEFAULT_WORKSPACE) -> None:
+    """Apply a first delivery of an event to ``workspace``'s queue and tables, in the delivery's transaction.
 
     Each part is validated apart: the id is queued first, whatever the call
     object or summary that came with it looks like.
     """
     if event.action in ("contact_updated", "contact_deleted"):
-        apply_contact(conn, event, now)
+        apply_contact(conn, event, now, workspace=workspace)
         return
     assert event.call_id is not None
     if event.action == "call_completed":
-        store.enqueue_ids(conn, [event.call_id], now)
-        save_call(conn, event.call if event.call is not None else event.payload, now, raw=event.payload)
+        store.enqueue_ids(conn, [event.call_id], now, workspace=workspace)
+        save_call(conn, event.call if event.call is not None else event.payload, now, raw=event.payload,
+                  workspace=workspace)
     elif event.action == "transcript_completed":
-        transcript_ready(conn, event.call_id, now, transcripts=transcripts)
+        transcript_ready(conn, event.call_id, now, transcripts=transcripts, workspace=workspace)
     elif event.summary is None or not save_carried_summary(conn, event.call_id, event.summary, now,
-                                                           as_of=event.created_at):
-        summary_ready(conn, event.call_id, now)
+                                                           as_of=event.created_at, workspace=workspace):
+        summary_ready(conn, event.call_id, now, workspace=workspace)
 
 
-def apply_contact(conn: Connection, event: Event, now: datetime) -> bool:
+def apply_contact(conn: Connection, event: Event, now: datetime, *, workspace: str = DEFAULT_WORKSPACE) -> bool:
     """Store the contact of a ``contact.updated`` event, or mark the contact of a ``contact.deleted`` gone,
     in a savepoint of the delivery's transaction; False (one warning line) when the contact object does not
     validate or the database refuses it, or a deleted contact was not stored (or already gone)."""
     log = get_logger()
     contact_id = clean_text(str(event.contact_id))[:80]
     if event.action == "contact_deleted":
-        gone = dimension_store.mark_contact_deleted(conn, str(event.contact_id), now)
+        gone = dimension_store.mark_contact_deleted(conn, str(event.contact_id), now, workspace=workspace)
         if not gone:
             log.info("contact.deleted for a contact not stored (or already gone)", contact_id=contact_id)
         return gone
@@ -238,7 +245,7 @@ def apply_contact(conn: Connection, event: Event, now: datetime) -> bool:
         return False
     try:
         with conn.begin_nested():
-            dimension_store.save_contact(conn, contact, now)
+            dimension_store.save_contact(conn, contact, now, workspace=workspace)
     except (DBAPIError, ValueError, OverflowError) as exc:
         log.warning("database refused the contact of a contact.updated event; not stored", contact_id=contact_id,
                     error=type(getattr(exc, "orig", None) or exc).__name__)
@@ -246,17 +253,18 @@ def apply_contact(conn: Connection, event: Event, now: datetime) -> bool:
     return True
 
 
-def transcript_ready(conn: Connection, call_id: str, now: datetime, *, transcripts: bool = False) -> None:
+def transcript_ready(conn: Connection, call_id: str, now: datetime, *, transcripts: bool = False,
+                     workspace: str = DEFAULT_WORKSPACE) -> None:
     """``call.transcript.completed``: enqueue ``call_id`` or make it due as a summary event does (a
     ``done`` item stays done); with ``transcripts`` on, its transcript item too, due at the head of the
     line (re-queued from an end state other than ``done``: the API now says a transcript exists)."""
-    summary_ready(conn, call_id, now)
+    summary_ready(conn, call_id, now, workspace=workspace)
     if transcripts:
-        store.make_transcript_due(conn, call_id, now, TRANSCRIPT_REQUEUE)
+        store.make_transcript_due(conn, call_id, now, TRANSCRIPT_REQUEUE, workspace=workspace)
 
 
 def save_carried_summary(conn: Connection, call_id: str, summary: dict[str, Any], now: datetime, *,
-                         as_of: datetime | None = None) -> bool:
+                         as_of: datetime | None = None, workspace: str = DEFAULT_WORKSPACE) -> bool:
     """Store the completed summary a dated ``call.summary.completed`` carries, without a request.
 
     The rows are those sync writes (:func:`etl.normalize.normalize`,
@@ -276,14 +284,14 @@ def save_carried_summary(conn: Connection, call_id: str, summary: dict[str, Any]
         log.warning("summary of a call.summary.completed event does not validate; fetched instead",
                     call_id=call_id, error=str(exc.errors(include_url=False, include_input=False)[:1])[:300])
         return False
-    store.enqueue_ids(conn, [call_id], now)
+    store.enqueue_ids(conn, [call_id], now, workspace=workspace)
     if store.lease_holder(conn, call_id, now) is not None:
         return False
     rows = normalize(data, raw, hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest(), now)
     rows.parent["as_of"] = as_of or now
     try:
         with conn.begin_nested():
-            older = store.save_summaries(conn, [rows], now)
+            older = store.save_summaries(conn, [rows], now, workspace=workspace)
         if older:
             log.info("summary of a call.summary.completed event is older than the stored one; not written",
                      call_id=call_id, event_created_at=None if as_of is None else as_of.isoformat())
@@ -292,11 +300,11 @@ def save_carried_summary(conn: Connection, call_id: str, summary: dict[str, Any]
         log.warning("database refused the summary of a call.summary.completed event; fetched instead",
                     call_id=call_id, error=type(getattr(exc, "orig", None) or exc).__name__)
         return False
-    store.mark_done(conn, call_id, now)
+    store.mark_done(conn, call_id, now, workspace=workspace)
     return True
 
 
-def prune(engine: Engine, now: datetime, retention: timedelta) -> int:
-    """Delete delivery rows received before ``now - retention``; returns how many."""
+def prune(engine: Engine, now: datetime, retention: timedelta, *, workspace: str = DEFAULT_WORKSPACE) -> int:
+    """Delete ``workspace``'s delivery rows received before ``now - retention``; returns how many."""
     with engine.begin() as conn:
-        return store.prune_deliveries(conn, now - retention)
+        return store.prune_deliveries(conn, now - retention, workspace=workspace)

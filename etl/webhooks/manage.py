@@ -40,7 +40,7 @@ from sqlalchemy.engine import Engine
 
 from etl.api import CURRENT, LEGACY, SURFACES, OpenPhoneClient, Surface
 from etl.clock import Clock
-from etl.config import Settings
+from etl.config import DEFAULT_WORKSPACE, Settings
 from etl.errors import AuthError, EtlError, UsageError
 from etl.tables import deliveries_t
 from etl.webhooks.app import WEBHOOK_PATH as RECEIVER_PATH
@@ -163,16 +163,18 @@ class Migrated:
     deleted: list[str]  # legacy webhook ids deleted
 
 
-def test_event_received(engine: Engine, event_ids: list[str], since: datetime) -> bool:
-    """True once ``webhook_deliveries`` holds one of the test events ``event_ids`` (the receiver
+def test_event_received(engine: Engine, event_ids: list[str], since: datetime, *,
+                        workspace: str = DEFAULT_WORKSPACE) -> bool:
+    """True once ``webhook_deliveries`` holds one of ``workspace``'s test events ``event_ids`` (the receiver
     stores the sha256 of an event's id), or, for an answer that named no event id, a Standard
-    Webhooks delivery of :data:`TEST_EVENT_TYPE` received at or after ``since``."""
+    Webhooks delivery of :data:`TEST_EVENT_TYPE` to ``workspace`` received at or after ``since``."""
     d = deliveries_t.c
     keys = [hashlib.sha256(e.encode("utf-8", "replace")).hexdigest() for e in event_ids]
     match = d.event_key.in_(keys) if keys else sa.and_(
         d.scheme == "standard", d.event_type == TEST_EVENT_TYPE, d.received_at >= since)
     with engine.connect() as conn:
-        return conn.execute(sa.select(d.message_key).where(match).limit(1)).first() is not None
+        return conn.execute(sa.select(d.message_key).where(d.workspace == workspace, match).limit(1)).first() \
+            is not None
 
 
 def migrate(settings: Settings, url: str, engine: Engine, *, label: str | None = None, wait: float = 60.0,
@@ -210,7 +212,7 @@ def migrate(settings: Settings, url: str, engine: Engine, *, label: str | None =
                 say(f"Sent test event {n} ({TEST_EVENT_TYPE}) to webhook {current.id}; waiting for `etl serve` "
                     f"to record it (up to {wait:.0f} s)")
                 next_send = now + resend_every
-            if test_event_received(engine, sent, since):
+            if test_event_received(engine, sent, since, workspace=settings.workspace):
                 break
             if clock.monotonic() - started >= wait:
                 raise MigrationError(

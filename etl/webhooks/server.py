@@ -198,7 +198,7 @@ def serve(engine: Engine, settings: Settings, receiver: ReceiverConfig, options:
     metrics = Metrics(engine, settings.rate, clock)
     worker = SyncWorker(engine, settings, metrics, transport=transport, poll_interval=options.poll_interval,
                         clock=clock)
-    housekeeper = Housekeeper(engine, metrics, receiver.retention, clock=clock)
+    housekeeper = Housekeeper(engine, metrics, receiver.retention, clock=clock, workspace=receiver.workspace)
     app = create_app(engine, receiver, metrics, worker, housekeeper, clock=clock, intake_engine=intake_engine)
     try:
         ReceiverServer(uvicorn_config(app, options), listen_url(options.host, sock)).run(sockets=[sock])

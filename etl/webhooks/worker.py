@@ -44,7 +44,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from etl import store
 from etl.budget import budget_for
 from etl.clock import Clock
-from etl.config import Settings
+from etl.config import DEFAULT_WORKSPACE, Settings
 from etl.db import reader
 from etl.errors import AuthError, DatabaseError
 from etl.logs import get_logger
@@ -199,7 +199,7 @@ class SyncWorker:
     def _anything_due(self) -> bool:
         """Whether a run would claim something (raises when the database cannot say)."""
         with reader(self.engine).connect() as conn:
-            return store.anything_due(conn, self.clock.utcnow())
+            return store.anything_due(conn, self.clock.utcnow(), workspace=self.settings.workspace)
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -287,8 +287,10 @@ class Housekeeper:
     TRACK_FOR = timedelta(minutes=15)
 
     def __init__(self, engine: Engine, metrics: Metrics, retention: timedelta, *,
-                 interval: float = 0.25, prune_every: float = 600.0, clock: Clock) -> None:
+                 interval: float = 0.25, prune_every: float = 600.0, clock: Clock,
+                 workspace: str = DEFAULT_WORKSPACE) -> None:
         self.engine = engine
+        self.workspace = workspace  # whose deliveries it prunes
         self.clock = clock
         self.metrics = metrics
         self.retention = retention
@@ -326,7 +328,7 @@ class Housekeeper:
     def prune(self) -> int:
         """Delete delivery rows older than the retention; a failure is one line, retried later."""
         try:
-            n = intake.prune(self.engine, self.clock.utcnow(), self.retention)
+            n = intake.prune(self.engine, self.clock.utcnow(), self.retention, workspace=self.workspace)
         except Exception as exc:  # a database blip: the next prune catches up
             self.log.warning("pruning webhook deliveries failed; retrying later",
                              error_type=type(getattr(exc, "orig", None) or exc).__name__)

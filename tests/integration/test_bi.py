@@ -356,7 +356,8 @@ def test_indexes_exist_and_the_claim_index_stays_lean(engine):
     }
     assert indexes("call_jobs") == {"ix_call_jobs_name": ["name"]}
     assert indexes("call_job_fields")["ix_call_job_fields_name"] == ["name"]
-    assert indexes("summary_queue") == {"ix_summary_queue_due": ["state", "next_attempt_at"]}
+    assert indexes("summary_queue") == {"ix_summary_queue_due": ["workspace", "state", "next_attempt_at"]}
+    assert indexes("transcript_queue") == {"ix_transcript_queue_due": ["workspace", "state", "next_attempt_at"]}
 
 
 def test_a_100_kb_job_and_field_name_is_stored_and_found(engine, settings, fake):

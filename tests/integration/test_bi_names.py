@@ -193,16 +193,17 @@ def test_call_party_overview_has_one_named_row_per_party(loaded):
 def test_daily_user_stats_count_every_call(loaded):
     rows = raw_rows(loaded, "SELECT * FROM daily_user_stats ORDER BY call_date, user_id")
     alice, bob = ("USalice", "Alice Ng", "alice@example.com", "user"), ("USbob", "Bob Ray", "bob@example.com", "user")
-    # calls, in, out, answered, missed, answer rate, talk s, average s, summaries, with next steps, AI-handled
+    # calls, in, out, answered, missed, answer rate, talk s, average s, summaries, with next steps, AI-handled,
+    # workspace (no workspaces file: all in default)
     assert rows == [
-        ("2026-11-16", *alice, 1, 1, 0, 1, 0, 100, 60, 60, 1, 1, 0),
-        ("2026-11-18", *alice, 1, 0, 1, 1, 0, None, 60, 60, 1, 0, 0),
-        ("2026-11-22", *bob, 1, 1, 0, 1, 0, 100, 60, 60, 1, 1, 0),
-        ("2026-11-23", *bob, 1, 1, 0, 1, 0, 100, 60, 60, 1, 1, 0),
-        ("2026-11-24", "SYUagent", "AI agent", None, "agent", 1, 1, 0, 1, 0, 100, 120, 120, 1, 1, 1),
-        ("2026-11-24", *alice, 1, 1, 0, 1, 0, 100, 60, 60, 0, 0, 0),
-        ("2026-11-24", *bob, 2, 2, 0, 1, 1, 50, 60, 60, 1, 0, 0),
-        ("2026-11-25", *alice, 1, 0, 1, 1, 0, None, 300, 300, 1, 1, 0),
+        ("2026-11-16", *alice, 1, 1, 0, 1, 0, 100, 60, 60, 1, 1, 0, "default"),
+        ("2026-11-18", *alice, 1, 0, 1, 1, 0, None, 60, 60, 1, 0, 0, "default"),
+        ("2026-11-22", *bob, 1, 1, 0, 1, 0, 100, 60, 60, 1, 1, 0, "default"),
+        ("2026-11-23", *bob, 1, 1, 0, 1, 0, 100, 60, 60, 1, 1, 0, "default"),
+        ("2026-11-24", "SYUagent", "AI agent", None, "agent", 1, 1, 0, 1, 0, 100, 120, 120, 1, 1, 1, "default"),
+        ("2026-11-24", *alice, 1, 1, 0, 1, 0, 100, 60, 60, 0, 0, 0, "default"),
+        ("2026-11-24", *bob, 2, 2, 0, 1, 1, 50, 60, 60, 1, 0, 0, "default"),
+        ("2026-11-25", *alice, 1, 0, 1, 1, 0, None, 300, 300, 1, 1, 0, "default"),
     ]
     total = raw_rows(loaded, "SELECT SUM(calls) FROM daily_user_stats")
     assert total == raw_rows(loaded, "SELECT COUNT(*) FROM calls")
@@ -212,13 +213,13 @@ def test_daily_line_stats_count_every_call(loaded):
     rows = raw_rows(loaded, "SELECT * FROM daily_line_stats ORDER BY call_date, phone_number_id")
     sales, support = ("PNsales", "Sales", "+15550000001"), ("PNsupport", "Support", "+15550000002")
     assert rows == [
-        ("2026-11-16", *sales, 1, 1, 0, 1, 0, 100, 60, 60, 1, 1, 0),
-        ("2026-11-18", *sales, 1, 0, 1, 1, 0, None, 60, 60, 1, 0, 0),
-        ("2026-11-22", *support, 1, 1, 0, 1, 0, 100, 60, 60, 1, 1, 0),
-        ("2026-11-23", *sales, 1, 1, 0, 1, 0, 100, 60, 60, 1, 1, 0),
-        ("2026-11-24", *sales, 1, 1, 0, 1, 0, 100, 60, 60, 0, 0, 0),
-        ("2026-11-24", *support, 3, 3, 0, 2, 1, 66.7, 180, 90, 2, 1, 1),
-        ("2026-11-25", *sales, 1, 0, 1, 1, 0, None, 300, 300, 1, 1, 0),
+        ("2026-11-16", *sales, 1, 1, 0, 1, 0, 100, 60, 60, 1, 1, 0, "default"),
+        ("2026-11-18", *sales, 1, 0, 1, 1, 0, None, 60, 60, 1, 0, 0, "default"),
+        ("2026-11-22", *support, 1, 1, 0, 1, 0, 100, 60, 60, 1, 1, 0, "default"),
+        ("2026-11-23", *sales, 1, 1, 0, 1, 0, 100, 60, 60, 1, 1, 0, "default"),
+        ("2026-11-24", *sales, 1, 1, 0, 1, 0, 100, 60, 60, 0, 0, 0, "default"),
+        ("2026-11-24", *support, 3, 3, 0, 2, 1, 66.7, 180, 90, 2, 1, 1, "default"),
+        ("2026-11-25", *sales, 1, 0, 1, 1, 0, None, 300, 300, 1, 1, 0, "default"),
     ]
     assert raw_rows(loaded, "SELECT SUM(calls) FROM daily_line_stats") == raw_rows(
         loaded, "SELECT COUNT(*) FROM calls")

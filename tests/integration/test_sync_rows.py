@@ -82,15 +82,19 @@ def summary_row(engine: Engine, call_id: str) -> dict[str, Any]:
 
 
 def children(engine: Engine, call_id: str) -> dict[str, list[dict[str, Any]]]:
-    """Every child row of one call, minus the call_id column."""
+    """Every child row of one call, minus the call_id and workspace columns (each child is in its summary's
+    workspace)."""
     out = {}
+    parent_workspace = summary_row(engine, call_id)["workspace"]
     for name, table, order in (("lines", lines_t, ("position",)), ("steps", steps_t, ("position",)),
                                ("jobs", jobs_t, ("job_position",)),
                                ("fields", fields_t, ("job_position", "field_position"))):
         with engine.connect() as conn:
             rows = conn.execute(sa.select(table).where(table.c.call_id == call_id)
                                 .order_by(*[table.c[o] for o in order]))
-            out[name] = [{k: v for k, v in r._mapping.items() if k != "call_id"} for r in rows]
+            found = [dict(r._mapping) for r in rows]
+            assert {r["workspace"] for r in found} <= {parent_workspace}, name
+            out[name] = [{k: v for k, v in r.items() if k not in ("call_id", "workspace")} for r in found]
     return out
 
 
@@ -151,6 +155,7 @@ def test_rich_payload_exact_rows(engine, settings, fake):
         "title": None,
         "content_hash": hashlib.sha256(body).hexdigest(),
         "raw_json": body.decode("utf-8"),
+        "workspace": "default",  # no workspaces file: the one workspace
     }
     assert children(engine, "ACrich1") == {
         "lines": [

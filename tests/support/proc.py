@@ -157,9 +157,13 @@ def count(engine: Engine, table: str, where: str = "") -> int:
 
 
 def stored_calls(engine: Engine) -> dict[str, dict[str, Any]]:
-    """Every stored call: the parent row's columns plus its children in position order."""
+    """Every stored call: the parent row's columns plus its children in position order (every child in
+    its parent's workspace)."""
     with engine.connect() as conn:
         calls = {r.call_id: dict(r._mapping) for r in conn.execute(sa.select(summaries_t))}
+        for table in (lines_t, steps_t, jobs_t, fields_t):
+            for call_id, workspace in conn.execute(sa.select(table.c.call_id, table.c.workspace).distinct()):
+                assert call_id not in calls or workspace == calls[call_id]["workspace"], (table.name, call_id)
         children: dict[str, dict[str, list[tuple[Any, ...]]]] = defaultdict(lambda: defaultdict(list))
         for r in conn.execute(sa.select(lines_t).order_by(lines_t.c.call_id, lines_t.c.position)):
             children[r.call_id]["lines"].append((r.position, r.text))
@@ -193,10 +197,12 @@ def typed(value: Any) -> tuple[str, str | None, float | None, bool | None]:
     return "string", clean(value), None, None
 
 
-def expected_call(data: Mapping[str, Any], raw_json: str, call_id: str | None = None) -> dict[str, Any]:
+def expected_call(data: Mapping[str, Any], raw_json: str, call_id: str | None = None, *,
+                  workspace: str = "default") -> dict[str, Any]:
     """The stored form of the API's summary, per docs/contract.md's tables.
 
-    ``data``: v1's ``data`` object, or the dated API's ``summary`` object of call ``call_id``.
+    ``data``: v1's ``data`` object, or the dated API's ``summary`` object of call ``call_id``;
+    ``workspace``: the workspace that synced it (``default`` without a workspaces file).
     """
     summary = data["summary"]
     steps = data["nextSteps"]
@@ -213,6 +219,7 @@ def expected_call(data: Mapping[str, Any], raw_json: str, call_id: str | None = 
         "title": None if title is None else clean(title),
         "content_hash": hashlib.sha256(raw_json.encode("utf-8")).hexdigest(),
         "raw_json": raw_json,
+        "workspace": workspace,
         "lines": [(i, clean(s)) for i, s in enumerate(summary or [])],
         "next_steps": [(i, clean(s)) for i, s in enumerate(steps or [])],
         "jobs": [(j, clean(job["name"]), clean(job["icon"])) for j, job in enumerate(jobs)],
