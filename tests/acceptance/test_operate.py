@@ -675,13 +675,13 @@ def _subprocess_env(tmp_path: Path) -> dict[str, str]:
 
 # --- etl status -------------------------------------------------------------------
 
-STATUS_KEYS = {"database", "now", "queue", "total", "due_now", "oldest_due_at", "oldest_due_age_s",
+STATUS_KEYS = {"database", "workspace", "now", "queue", "total", "due_now", "oldest_due_at", "oldest_due_age_s",
                "last_runs", "last_successful_run_finished_at", "top_errors", "healthy", "problems",
                "last_fetch_ok_at", "runs_without_fetch", "fetch", "last_discovery", "transcript_queue",
                "dimension_refreshes", "rejected_records"}
 RUN_KEYS = {"id", "started_at", "finished_at", "command", "claimed", "completed", "rescheduled",
             "failed", "absent", "not_found", "invalid", "errors", "fetched", "exit_code", "stop_reason",
-            *TRANSCRIPT_COUNTERS}
+            "workspace", *TRANSCRIPT_COUNTERS}
 
 
 def test_status_json_reports_counts_due_runs_and_errors(db_url, engine):
@@ -707,6 +707,7 @@ def test_status_json_reports_counts_due_runs_and_errors(db_url, engine):
     assert (r.exit_code, r.stderr) == (0, "")
     data = json.loads(r.stdout)
     assert set(data) == STATUS_KEYS
+    assert data["workspace"] == "default"  # no workspaces file: the one workspace
     assert data["queue"] == {"pending": 3, "done": 3, "failed": 2, "absent": 0, "not_found": 1,
                              "invalid": 0, "error": 3}
     assert (data["total"], data["due_now"]) == (12, 2)
@@ -717,7 +718,8 @@ def test_status_json_reports_counts_due_runs_and_errors(db_url, engine):
         "id": recent, "command": "sync", "started_at": f"{(base - timedelta(seconds=90)).isoformat()}Z",
         "finished_at": f"{(base - timedelta(seconds=60)).isoformat()}Z", "claimed": 4, "completed": 3,
         "rescheduled": 1, "failed": 0, "absent": 0, "not_found": 0, "invalid": 0, "errors": 0, "fetched": 0,
-        **dict.fromkeys(TRANSCRIPT_COUNTERS, 0), "exit_code": 0, "stop_reason": None}
+        **dict.fromkeys(TRANSCRIPT_COUNTERS, 0), "exit_code": 0, "stop_reason": None,
+        "workspace": "default"}
     assert data["last_runs"][1]["id"] == old
     assert data["last_successful_run_finished_at"] == f"{(base - timedelta(seconds=60)).isoformat()}Z"
     assert data["top_errors"] == [
