@@ -31,9 +31,8 @@ from etl.logs import configure_logging
 from etl.models import VIEWS, Base
 from etl.normalize import CallRows, normalize
 from etl.store import dimensions
-from etl.testing import FakeOpenPhone, sample_summary
+from etl.testing import FakeOpenPhone, sample_summary, webhooks
 from etl.testing.clock import FakeClock
-from etl.testing import webhooks
 from etl.webhooks import intake
 from etl.webhooks.events import parse_event
 from etl.webhooks.signatures import Verified
@@ -81,12 +80,12 @@ def _rows(engine: Engine, sql: str, **params: Any) -> list[tuple[Any, ...]]:
 
 def _table(engine: Engine, table: str, workspace: str) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(f"SELECT * FROM {table} WHERE workspace = :w"), {"w": workspace})  # noqa: S608
+        rows = conn.execute(sa.text(f"SELECT * FROM {table} WHERE workspace = :w"), {"w": workspace})
         return sorted((dict(r._mapping) for r in rows), key=repr)
 
 
 def _workspaces_of(engine: Engine, table: str) -> Counter[str]:
-    return Counter({str(w): int(n) for w, n in _rows(engine, f"SELECT workspace, COUNT(*) FROM {table} "  # noqa: S608
+    return Counter({str(w): int(n) for w, n in _rows(engine, f"SELECT workspace, COUNT(*) FROM {table} "
                                                              "GROUP BY workspace")})
 
 
@@ -128,7 +127,7 @@ def test_two_workspaces_discover_and_sync_into_one_database_each_row_in_its_own(
     for table in DATA_TABLES:
         assert "default" not in _workspaces_of(engine, table), table
     for table in CALL_TABLES:
-        for call_id, workspace in _rows(engine, f"SELECT call_id, workspace FROM {table}"):  # noqa: S608
+        for call_id, workspace in _rows(engine, f"SELECT call_id, workspace FROM {table}"):
             assert workspace == ("north" if call_id in north_calls else "south"), (table, call_id)
     for name, api in (("north", north_api), ("south", south_api)):
         people, lines = api.workspace.people, api.workspace.phone_numbers
