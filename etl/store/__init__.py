@@ -14,7 +14,10 @@
 * :mod:`~etl.store.tx` — :func:`transaction`, the one deadlock / lock-wait retry.
 
 Every function but :func:`transaction` takes a :class:`sqlalchemy.engine.Connection` inside a
-transaction the caller opened, so the caller decides what commits together.  SQL is SQLAlchemy
+transaction the caller opened, so the caller decides what commits together.  Every row written
+carries a workspace (issue 27): the ``workspace`` keyword (the engines pass ``settings.workspace``;
+``default`` when omitted), and every read of work (claims, due items, re-queues, watermarks, refresh
+records, deliveries) is within it.  Ids are global: an id another workspace stored is left as it is.  SQL is SQLAlchemy
 Core with bound parameters only, plus the one native feature each job needs per dialect:
 ``FOR UPDATE SKIP LOCKED`` to claim on PostgreSQL/MariaDB (SQLite serialises writers with
 ``BEGIN IMMEDIATE``, see :mod:`etl.db`) and the native upsert (:func:`etl.store._sql.upsert`).
