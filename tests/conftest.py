@@ -67,3 +67,28 @@ def settings(db_url: str) -> Settings:
 def clock() -> FakeClock:
     """A clock that moves only when the test advances it (or the code under test sleeps on it)."""
     return FakeClock()
+
+
+# Modules whose tests start real processes or wait on real time: they run first, so that the
+# long ones overlap the many short tests instead of being the last thing CI waits for (-n 6 on
+# 2 cores: a 60 s test started at the end adds 60 s to the run).
+LONG_FIRST = ("test_cron_install", "test_imports", "test_dbt_sources", "test_webhook_end_to_end",
+              "test_webhook_receiver", "test_serve_process", "test_discover_process", "test_webhooks_manage",
+              "test_transcripts", "test_dated_processes", "test_crash", "test_discover_then_sync",
+              "test_shared_budget", "test_overlap", "test_hostile", "test_operate", "test_cron_discover",
+              "test_sync_calls", "test_operator_week", "test_auth", "test_cron", "test_drip",
+              "test_round_trip_with_rows", "test_migrations")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first (a stable sort: each group keeps its order; every xdist worker sorts alike)."""
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+
+    def key(item: pytest.Item) -> int:
+        module = item.path.stem
+        if module in rank:
+            return rank[module]
+        return len(LONG_FIRST) if item.get_closest_marker("slow") or item.get_closest_marker("realtime") \
+            else len(LONG_FIRST) + 1
+
+    items.sort(key=key)

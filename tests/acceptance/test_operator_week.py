@@ -71,10 +71,13 @@ def test_a_plan_without_transcripts_is_not_counted_as_failed_summaries(db_url):
     assert runs_as_n(sync.stdout) == ("Sync run N: 3 completed, 0 rescheduled, 0 errors; "
                            "transcripts: 0 completed, 0 rescheduled, 1 forbidden, 0 errors.\n")
     [finished] = [line for line in json_lines(sync.stderr) if line["event"] == "run finished"]
-    assert {k: finished[k] for k in ("claimed", "completed", "failed", "fetched", "transcripts_claimed",
+    assert {k: finished[k] for k in ("claimed", "completed", "failed", "fetched",
                                      "transcripts_forbidden", "transcripts_failed", "transcripts_fetched")} == {
-        "claimed": 3, "completed": 3, "failed": 0, "fetched": 3, "transcripts_claimed": 3,
+        "claimed": 3, "completed": 3, "failed": 0, "fetched": 3,
         "transcripts_forbidden": 1, "transcripts_failed": 0, "transcripts_fetched": 1}
+    # Transcript items are queued with their summaries, batch by batch: the first 403 stops the
+    # queue, so how many were claimed by then (1 to 3) depends on how the summaries' batches fell.
+    assert 1 <= finished["transcripts_claimed"] <= 3
     status = etl("status", "--database-url", db_url)
     lines = status.stdout.splitlines()
     assert "  failed              0" in lines

@@ -381,13 +381,16 @@ def test_each_fault_kind_via_transport() -> None:
 
 
 def test_overlaps_and_max_in_flight() -> None:
-    fake = FakeOpenPhone(latency_ms=40)
+    # Long enough that the five threads' requests overlap even when the machine is busy
+    # (40 ms saw only 3 in flight under load); the sequential ones after need none.
+    fake = FakeOpenPhone(latency_ms=600)
 
     # transport() is synchronous (the project's client sends from threads), so
     # concurrent requests come from threads here too.
     with httpx.Client(transport=fake.transport(), base_url="https://x", headers=AUTH) as c:
         with ThreadPoolExecutor(max_workers=5) as pool:
             list(pool.map(lambda i: c.get(url(i)), ["AC1", "AC1", "AC1", "AC2", "AC3"]))
+        fake.latency_ms = 0
         for i in ["AC4", "AC4", "AC4"]:
             c.get(url(i))
 
