@@ -31,6 +31,7 @@ from etl.workspaces import WorkspaceConfig, load_workspaces
 
 if TYPE_CHECKING:
     from etl.discover import DiscoveryStats
+    from etl.fleet import WorkspaceResults
     from etl.prune import PruneResult
     from etl.runs import StopReason
     from etl.sync import RunStats
@@ -65,6 +66,7 @@ __all__ = [
     "UsageError",
     "Webhooks",
     "WorkspaceConfig",
+    "WorkspaceResults",
     "__version__",
     "load_workspaces",
 ]
@@ -73,7 +75,7 @@ __all__ = [
 # `etl status` and `etl enqueue` do not need at start-up.
 _LAZY = {"RunStats": "etl.sync", "StopReason": "etl.runs", "DiscoveryStats": "etl.discover",
          "PruneResult": "etl.prune", "Migrated": "etl.webhooks.manage", "MigrationError": "etl.webhooks.manage",
-         "Registered": "etl.webhooks.manage", "Deleted": "etl.webhooks.manage"}
+         "Registered": "etl.webhooks.manage", "Deleted": "etl.webhooks.manage", "WorkspaceResults": "etl.fleet"}
 
 
 def __getattr__(name: str) -> Any:

@@ -25,6 +25,7 @@ import click
 
 from etl import (
     AuthError,
+    BackfillResult,
     EnqueueCounts,
     Etl,
     EtlError,
@@ -32,7 +33,9 @@ from etl import (
     Requeued,
     TranscriptsQueued,
     UsageError,
+    WorkspaceConfig,
     __version__,
+    load_workspaces,
 )
 from etl.cli_support import (
     API_KEY,
@@ -58,6 +61,8 @@ from etl.cli_support import (
     TRANSCRIPTS,
     WEBHOOK_MAX_BODY_BYTES,
     WEBHOOK_SECRETS,
+    WORKSPACE,
+    WORKSPACES_FILE,
     Setting,
     flag_of,
     invalid_printer,
@@ -67,11 +72,13 @@ from etl.cli_support import (
     rate_problem,
     requeue_selection,
     source_name,
+    workspaces_document,
+    workspaces_text,
 )
 from etl.logs import configure_logging
 
 if TYPE_CHECKING:
-    from etl import DiscoveryStats, Registered, RunStats
+    from etl import DiscoveryStats, PruneResult, Registered, RunStats, WorkspaceResults
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -183,6 +190,25 @@ def run_limit_options(fn: F) -> F:
     fn = click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
                       help="Claim at most N items.")(fn)
     return fn
+
+
+def workspace_options(fn: F) -> F:
+    """--workspaces FILE (ETL_WORKSPACES) and the repeatable --workspace NAME: the commands that act on
+    workspaces.  The file is read by the command (:func:`_job`), so each of its errors is one ``Error:`` line."""
+    fn = option(WORKSPACE, multiple=True)(fn)
+    return option(WORKSPACES_FILE)(fn)
+
+
+def _job(workspaces_file: str | None, **kwargs: Any) -> Etl:
+    """The command's job: with a workspaces file, its workspaces (each with its own key)."""
+    workspaces = load_workspaces(workspaces_file) if workspaces_file else None
+    return Etl(workspaces=workspaces, **kwargs)
+
+
+def _key_variable(job: Etl, workspace: str) -> str:
+    """Where a workspace's key comes from, for an error's hint."""
+    config: WorkspaceConfig | None = next((w for w in job.workspaces if w.name == workspace), None)
+    return config.api_key_env if config is not None and config.api_key_env else "OPENPHONE_API_KEY"
 
 
 def not_found_window_option(fn: F) -> F:
@@ -309,19 +335,23 @@ def dbt_sources(output: Path | None, name: str, schema: str | None, warn_after_h
 @click.argument("ids", nargs=-1)
 @click.option("--file", "-f", "file", type=click.File("rb"), default=None,
               help="File with one call id per line ('-' for stdin); blank lines and # comments skipped.")
+@workspace_options
 @database_options
 @command
-def enqueue(ids: tuple[str, ...], file: BinaryIO | None, database_url: str) -> None:
+def enqueue(ids: tuple[str, ...], file: BinaryIO | None, workspaces_file: str | None,
+            workspace_names: tuple[str, ...], database_url: str) -> None:
     """Add call ids to the queue.  Idempotent: queued ids are left as they are.
 
     Invalid ids (not AC + 1-64 letters/digits) are reported with their line
-    number and skipped; the valid ones are still enqueued.
+    number and skipped; the valid ones are still enqueued.  With several
+    workspaces, --workspace NAME says whose ids they are.
     """
     if not ids and file is None:
         raise UsageError("no ids given: pass ids as arguments or use --file FILE (or --file - for stdin)")
     source = source_name(file)
-    with Etl(database_url=database_url) as job:
-        counts = job.enqueue(ids, file=file, on_invalid=_invalid_printer(source))
+    with _job(workspaces_file, database_url=database_url) as job:
+        target = job.single_workspace(workspace_names, "call ids belong to one workspace", api=False)
+        counts = target.enqueue(ids, file=file, on_invalid=_invalid_printer(source))
     _print_invalid_rest(counts.invalid)
     valid, new, invalid = counts
     click.echo(f"Enqueued {new} new id{'s' if new != 1 else ''} "
@@ -351,26 +381,42 @@ def _print_invalid_rest(invalid: int) -> None:
 @click.option("--dry-run", is_flag=True, help="Show what is due; fetch nothing, change nothing.")
 @not_found_window_option
 @transcripts_option
+@workspace_options
 @database_options
 @command
 def sync(api_key: str | None, base_url: str, rate: float, concurrency: int, api_version: str, fetch_calls: bool,
          limit: int | None, max_runtime: float | None, dry_run: bool, not_found_window: float, transcripts: bool,
-         database_url: str) -> None:
-    """Fetch due summaries, upsert their rows, reschedule incomplete ones (the cron job)."""
-    with Etl(database_url=database_url, api_key=api_key, base_url=base_url, rate=rate, concurrency=concurrency,
-             not_found_window=not_found_window, transcripts=transcripts, api_version=api_version,
-             fetch_calls=fetch_calls, read_only=dry_run) as job:  # a dry run never creates a database
+         workspaces_file: str | None, workspace_names: tuple[str, ...], database_url: str) -> None:
+    """Fetch due summaries, upsert their rows, reschedule incomplete ones (the cron job).
+
+    With --workspaces FILE every workspace (or each --workspace) syncs at once, each on its own
+    key's budget, one summary line each; --limit and --max-runtime apply to each.
+    """
+    with _job(workspaces_file, database_url=database_url, api_key=api_key, base_url=base_url, rate=rate,
+              concurrency=concurrency, not_found_window=not_found_window, transcripts=transcripts,
+              api_version=api_version, fetch_calls=fetch_calls,
+              read_only=dry_run) as job:  # a dry run never creates a database
+        names = job.selected(workspace_names)
         if dry_run:
-            _print_due(job, limit)
+            for name in names:
+                _print_due(job.workspace(name, api=False) if workspaces_file else job, limit,
+                           f"Workspace {name}: " if workspaces_file else "")
             return
-        stats = job.sync(limit, max_runtime)
+        if workspaces_file:
+            runs = job.sync_workspaces(names, limit, max_runtime)
+        else:
+            stats = job.sync(limit, max_runtime)
+    if workspaces_file:
+        _exit_for_workspaces(job, runs, lambda name, stats: [
+            summary_line(f"Workspace {name}: sync run {stats.run_id}: {stats.summary()}.", stats)])
+        return
     click.echo(summary_line(f"Sync run {stats.run_id}: {stats.summary()}.", stats))
     _exit_for(stats)
 
 
-def _print_due(job: Etl, limit: int | None) -> None:
+def _print_due(job: Etl, limit: int | None, prefix: str = "") -> None:
     count, oldest, rows = job.due(min(limit or 20, 100))
-    click.echo(f"{count} item{'s' if count != 1 else ''} due now"
+    click.echo(f"{prefix}{count} item{'s' if count != 1 else ''} due now"
                + (f", oldest due since {oldest:%Y-%m-%d %H:%M:%S} UTC" if oldest else "")
                + (f"; a run with --limit {limit} would claim {min(limit, count)}" if limit else ""))
     for row in rows:
@@ -389,8 +435,12 @@ def summary_line(text: str, stats: RunStats | DiscoveryStats) -> str:
 
 def _exit_for(stats: RunStats | DiscoveryStats) -> None:
     """Exit 0, or the run's exit code with one ``Error:`` line saying why (a sync's and a discovery's wording)."""
-    if stats.exit_code == 0:
-        return
+    if stats.exit_code != 0:
+        raise CliError(_failure(stats), stats.exit_code)
+
+
+def _failure(stats: RunStats | DiscoveryStats, key_variable: str = "OPENPHONE_API_KEY") -> str:
+    """Why a run exited non-zero, for its ``Error:`` line."""
     from etl import RunStats as SyncStats  # already imported: the run just used it
     from etl import StopReason
 
@@ -400,9 +450,34 @@ def _exit_for(stats: RunStats | DiscoveryStats) -> None:
         run = "discovery" if stats.run_id is None else f"discovery run {stats.run_id}"
         stopped = "discovery stopped"
     if stats.stop is StopReason.AUTH_REFUSED:
-        raise CliError(f"{stats.stop_reason}; {stopped}. Check OPENPHONE_API_KEY.", stats.exit_code)
+        return f"{stats.stop_reason}; {stopped}. Check {key_variable}."
     reason = stats.stop_reason or f"{stats.errors} item(s) hit an unexpected error; see the log"
-    raise CliError(f"{run} did not finish cleanly: {reason}", stats.exit_code)
+    return f"{run} did not finish cleanly: {reason}"
+
+
+R = TypeVar("R")
+
+
+def _exit_for_workspaces(job: Etl, runs: WorkspaceResults[R], lines: Callable[[str, R], list[str]],
+                         failure: Callable[[R], RunStats | DiscoveryStats | None] = lambda r: cast(Any, r)) -> None:
+    """One summary line (or a few) per workspace on stdout, one ``Error: workspace NAME: …`` line per
+    workspace that failed, in the file's order, and the combined exit code (etl.fleet.combined_exit_code)."""
+    errors: list[str] = []
+    for name, code in runs.exit_codes.items():
+        if name in runs.failures:
+            exc = runs.failures[name]
+            errors.append(f"workspace {name}: {exc.worded(flag_of) if isinstance(exc, UsageError) else exc}")
+            continue
+        result = runs[name]
+        for line in lines(name, result):
+            click.echo(line)
+        failed = failure(result)
+        if code != 0 and failed is not None:
+            errors.append(f"workspace {name}: {_failure(failed, _key_variable(job, name))}")
+    if runs.exit_code != 0:
+        for line in errors[:-1]:
+            click.echo(f"Error: {line}", err=True)
+        raise CliError(errors[-1] if errors else "a workspace did not finish cleanly", runs.exit_code)
 
 
 # --- backfill ---------------------------------------------------------------------
@@ -433,6 +508,7 @@ def _exit_for(stats: RunStats | DiscoveryStats) -> None:
 @api_options
 @calls_option
 @run_limit_options
+@workspace_options
 @database_options
 @command
 def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | None, until: datetime | None,
@@ -440,60 +516,89 @@ def backfill(file: BinaryIO | None, status_list: str | None, since: datetime | N
              discover_since: datetime | None,
              not_found_window: float, transcripts: bool, api_key: str | None, base_url: str, rate: float,
              concurrency: int, api_version: str, fetch_calls: bool, limit: int | None, max_runtime: float | None,
-             database_url: str) -> None:
+             workspaces_file: str | None, workspace_names: tuple[str, ...], database_url: str) -> None:
     """Enqueue and/or re-queue items, then sync until nothing is due, with progress.
 
     Interrupt it with Ctrl-C at any time: in-flight work is saved and running
-    `etl backfill` again continues with whatever is still due.
+    `etl backfill` again continues with whatever is still due.  With
+    --workspaces FILE every workspace (or each --workspace) at once, a
+    progress log line each instead of a bar; --file needs one --workspace.
     """
     requeues = bool(status_list or force)
     # With --missing-transcripts alone, --since/--until pick the calls whose transcripts are queued.
     window = (since, until) if missing_transcripts else (None, None)
     selection = requeue_selection(status_list, since, until, force) if requeues or not missing_transcripts else None
     source = "-" if file is None else getattr(file, "name", "-")
-    with Etl(database_url=database_url, api_key=api_key, base_url=base_url, rate=rate, concurrency=concurrency,
-             not_found_window=not_found_window, transcripts=transcripts or missing_transcripts,
-             api_version=api_version,
-             fetch_calls=fetch_calls, read_only=dry_run and not discover_first) as job:
-        result = job.backfill(file=file, requeue=selection, discover=discover_first, discover_since=discover_since,
-                              dry_run=dry_run, limit=limit, max_runtime=max_runtime, progress=None,
-                              on_invalid=_invalid_printer(source), on_step=_print_backfill_step,
-                              missing_transcripts=missing_transcripts, transcripts_since=window[0],
-                              transcripts_until=window[1])
+    with _job(workspaces_file, database_url=database_url, api_key=api_key, base_url=base_url, rate=rate,
+              concurrency=concurrency, not_found_window=not_found_window,
+              transcripts=transcripts or missing_transcripts, api_version=api_version,
+              fetch_calls=fetch_calls, read_only=dry_run and not discover_first) as job:
+        names = job.selected(workspace_names)
+        if workspaces_file:
+            runs = job.backfill_workspaces(
+                names, file=file, requeue=selection, discover=discover_first, discover_since=discover_since,
+                dry_run=dry_run, limit=limit, max_runtime=max_runtime, on_invalid=_invalid_printer(source),
+                on_step=lambda name, step: _print_backfill_step(step, f"Workspace {name}: "),
+                missing_transcripts=missing_transcripts, transcripts_since=window[0], transcripts_until=window[1])
+        else:
+            result = job.backfill(file=file, requeue=selection, discover=discover_first,
+                                  discover_since=discover_since, dry_run=dry_run, limit=limit,
+                                  max_runtime=max_runtime, progress=None, on_invalid=_invalid_printer(source),
+                                  on_step=_print_backfill_step, missing_transcripts=missing_transcripts,
+                                  transcripts_since=window[0], transcripts_until=window[1])
+    if workspaces_file:
+        _exit_for_workspaces(job, runs, lambda name, r: _backfill_lines(r, f"Workspace {name}: "), _backfill_failure)
+        return
     if result.discovery is not None and result.discovery.exit_code != 0:
         _exit_for(result.discovery)
+    for line in _backfill_lines(result):
+        click.echo(line)
+    if result.run is not None:
+        _exit_for(result.run)
+
+
+def _backfill_lines(result: BackfillResult, prefix: str = "") -> list[str]:
+    """What a backfill prints on stdout: its plan (a dry run), or its run's summary line."""
+    if result.discovery is not None and result.discovery.exit_code != 0:
+        return [prefix + summary_line(result.discovery.summary().split("\n")[0], result.discovery)]
+    lines: list[str] = []
     if result.plan is not None:
         plan = result.plan
         if plan.file is not None:
             _print_invalid_rest(plan.file.invalid)
-            click.echo(f"Would enqueue up to {plan.file.valid} ids from {plan.source} "
-                       f"({plan.file.invalid} invalid skipped).")
+            lines.append(f"Would enqueue up to {plan.file.valid} ids from {plan.source} "
+                         f"({plan.file.invalid} invalid skipped).")
         for state, n in sorted(plan.requeue.items()):
-            click.echo(f"Would re-queue {plural(n, f'{state} item')}.")
+            lines.append(f"Would re-queue {plural(n, f'{state} item')}.")
         if plan.transcripts is not None:
-            click.echo(f"Would queue {plural(plan.transcripts, 'transcript')} of calls already synced.")
+            lines.append(f"Would queue {plural(plan.transcripts, 'transcript')} of calls already synced.")
         due = plan.due_now
-        click.echo(f"Would re-queue {plural(sum(plan.requeue.values()), 'item')} in all; "
-                   f"{plural(due, 'item')} {'is' if due == 1 else 'are'} due now.")
-        return
+        lines.append(f"Would re-queue {plural(sum(plan.requeue.values()), 'item')} in all; "
+                     f"{plural(due, 'item')} {'is' if due == 1 else 'are'} due now.")
+        return [prefix + line for line in lines]
     stats = result.run
     if stats is None:  # no plan, no failed discovery, and nothing due: no run was started
-        click.echo("Nothing to sync: no item is due, so no run was recorded.")
-        return
-    click.echo(summary_line(f"Backfill run {stats.run_id}: {stats.summary()}.", stats))
-    _exit_for(stats)
+        return [prefix + "Nothing to sync: no item is due, so no run was recorded."]
+    return [prefix + summary_line(f"Backfill run {stats.run_id}: {stats.summary()}.", stats)]
 
 
-def _print_backfill_step(step: EnqueueCounts | Requeued | TranscriptsQueued) -> None:
+def _backfill_failure(result: BackfillResult) -> RunStats | DiscoveryStats | None:
+    """The run a backfill's exit code comes from: its failed discovery, else its sync."""
+    if result.discovery is not None and result.discovery.exit_code != 0:
+        return result.discovery
+    return result.run
+
+
+def _print_backfill_step(step: EnqueueCounts | Requeued | TranscriptsQueued, prefix: str = "") -> None:
     if isinstance(step, TranscriptsQueued):
-        click.echo(f"Queued {plural(step.count, 'transcript')} of calls already synced.", err=True)
+        click.echo(f"{prefix}Queued {plural(step.count, 'transcript')} of calls already synced.", err=True)
     elif isinstance(step, EnqueueCounts):
         _print_invalid_rest(step.invalid)
-        click.echo(f"Enqueued {step.new} new ids ({step.valid - step.new} already queued, "
+        click.echo(f"{prefix}Enqueued {step.new} new ids ({step.valid - step.new} already queued, "
                    f"{step.invalid} invalid skipped).", err=True)
     else:
         n = step.count
-        click.echo(f"Re-queued {n} item{'s' if n != 1 else ''} ({', '.join(step.states)}).", err=True)
+        click.echo(f"{prefix}Re-queued {n} item{'s' if n != 1 else ''} ({', '.join(step.states)}).", err=True)
 
 
 # --- discover ---------------------------------------------------------------------
@@ -511,11 +616,13 @@ def _print_backfill_step(step: EnqueueCounts | Requeued | TranscriptsQueued) -> 
 @option(CONTACTS_REFRESH_HOURS)
 @transcripts_option
 @api_options
+@workspace_options
 @database_options
 @command
 def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run: bool, refresh_contacts: bool,
                  contacts_refresh_hours: float, transcripts: bool, api_key: str | None, base_url: str, rate: float,
-                 concurrency: int, api_version: str, database_url: str) -> None:
+                 concurrency: int, api_version: str, workspaces_file: str | None, workspace_names: tuple[str, ...],
+                 database_url: str) -> None:
     """Find calls in the workspace, store their context, enqueue the completed ones.
 
     v1 walks phone numbers -> conversations updated since each line's watermark ->
@@ -524,13 +631,29 @@ def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run
     are ready from the page.  Then the workspace's users and lines (a few
     requests) are refreshed, and its contacts when due.  Safe to interrupt and
     re-run at any point: committed pages stay, nothing is enqueued twice.
+    With --workspaces FILE every workspace (or each --workspace) at once.
     """
-    with Etl(database_url=database_url, api_key=api_key, base_url=base_url, rate=rate, concurrency=concurrency,
-             transcripts=transcripts, api_version=api_version, contacts_refresh_hours=contacts_refresh_hours) as job:
-        stats = job.discover(since, phone_numbers, dry_run=dry_run, progress=None, refresh_contacts=refresh_contacts)
-    walk, *refreshed = stats.summary(dry_run).split("\n")  # the walk's line, then what the refresh cost
-    click.echo("\n".join([summary_line(walk, stats), *refreshed]))
+    with _job(workspaces_file, database_url=database_url, api_key=api_key, base_url=base_url, rate=rate,
+              concurrency=concurrency, transcripts=transcripts, api_version=api_version,
+              contacts_refresh_hours=contacts_refresh_hours) as job:
+        names = job.selected(workspace_names)
+        if workspaces_file:
+            runs = job.discover_workspaces(names, since, phone_numbers, dry_run=dry_run,
+                                           refresh_contacts=refresh_contacts)
+        else:
+            stats = job.discover(since, phone_numbers, dry_run=dry_run, progress=None,
+                                 refresh_contacts=refresh_contacts)
+    if workspaces_file:
+        _exit_for_workspaces(job, runs, lambda name, stats: [
+            f"Workspace {name}: {line}" for line in _discovery_lines(stats, dry_run)])
+        return
+    click.echo("\n".join(_discovery_lines(stats, dry_run)))
     _exit_for(stats)
+
+
+def _discovery_lines(stats: DiscoveryStats, dry_run: bool) -> list[str]:
+    walk, *refreshed = stats.summary(dry_run).split("\n")  # the walk's line, then what the refresh cost
+    return [summary_line(walk, stats), *refreshed]
 
 
 # --- prune ----------------------------------------------------------------------
@@ -548,33 +671,46 @@ def discover_cmd(since: datetime | None, phone_numbers: tuple[str, ...], dry_run
               help="Do not ask before a prune that deletes every stored transcript line (off a terminal such a "
                    "prune is refused without it).")
 @option(BATCH_SIZE)
+@workspace_options
 @database_options
 @command
 def prune(transcripts_older_than: float | None, raw_json_older_than: float | None, dry_run: bool, yes: bool,
-          batch_size: int, database_url: str) -> None:
+          batch_size: int, workspaces_file: str | None, workspace_names: tuple[str, ...], database_url: str) -> None:
     """Forget on schedule: transcript lines and raw JSON payloads of old calls (cron: daily).
 
     A prune that would delete every stored transcript line (e.g.
     --transcripts-older-than 0) asks first on a terminal and needs --yes
-    elsewhere: pruned transcripts are never fetched again.
+    elsewhere: pruned transcripts are never fetched again.  With
+    --workspaces FILE each workspace of the file (or each --workspace) in
+    turn, a line each: each may have its own retention.
     """
-    with Etl(database_url=database_url) as job:
+    with _job(workspaces_file, database_url=database_url) as job:
+        names = job.selected(workspace_names)
+        targets = [(name, job.workspace(name, api=False)) for name in names] if workspaces_file else [("", job)]
         if transcripts_older_than is not None and not dry_run and not yes:
-            _confirm_pruning_everything(job, transcripts_older_than)
-        result = job.prune(transcripts_older_than=transcripts_older_than, raw_json_older_than=raw_json_older_than,
-                           dry_run=dry_run, batch_size=batch_size)
+            for name, target in targets:
+                _confirm_pruning_everything(target, transcripts_older_than, f"workspace {name}: " if name else "")
+        for name, target in targets:
+            result = target.prune(transcripts_older_than=transcripts_older_than,
+                                  raw_json_older_than=raw_json_older_than, dry_run=dry_run, batch_size=batch_size)
+            _print_pruned(result, f"Workspace {name}: " if name else "")
+
+
+def _print_pruned(result: PruneResult, prefix: str) -> None:
+    dry_run = result.dry_run
     verb = "Would remove" if dry_run else "Removed"
     if result.transcripts_before is not None:
-        click.echo(f"{verb} {result.transcript_lines} transcript line(s) of {result.transcript_calls} call(s) "
-                   f"that started before {result.transcripts_before:%Y-%m-%d %H:%M:%S} UTC.")
+        click.echo(f"{prefix}{verb} {result.transcript_lines} transcript line(s) of {result.transcript_calls} "
+                   f"call(s) that started before {result.transcripts_before:%Y-%m-%d %H:%M:%S} UTC.")
     if result.raw_json_before is not None:
-        click.echo(f"{'Would clear' if dry_run else 'Cleared'} {result.summary_payloads} summary payload(s) and "
-                   f"{result.call_payloads} call payload(s) of calls that started before "
+        click.echo(f"{prefix}{'Would clear' if dry_run else 'Cleared'} {result.summary_payloads} summary payload(s) "
+                   f"and {result.call_payloads} call payload(s) of calls that started before "
                    f"{result.raw_json_before:%Y-%m-%d %H:%M:%S} UTC.")
 
 
-def _confirm_pruning_everything(job: Etl, days: float) -> None:
-    """Ask (on a terminal) or refuse (elsewhere) before deleting every stored transcript line."""
+def _confirm_pruning_everything(job: Etl, days: float, where: str = "") -> None:
+    """Ask (on a terminal) or refuse (elsewhere) before deleting every stored transcript line (of the
+    workspace ``where`` names)."""
     stored, calls = job.transcript_lines_stored()
     if stored == 0:
         return
@@ -584,8 +720,9 @@ def _confirm_pruning_everything(job: Etl, days: float) -> None:
     what = (f"every stored transcript line ({plural(stored, 'line')} of {plural(calls, 'call')}), permanently: "
             "pruned transcripts are never fetched again")
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise CliError(f"this prune would delete {what}; pass --yes to confirm", 2)
-    click.confirm(f"This prune deletes {what}. Continue?", abort=True)
+        raise CliError(f"{where}this prune would delete {what}; pass --yes to confirm", 2)
+    prompt = f"{where}this prune deletes {what}. Continue?"
+    click.confirm(prompt[:1].upper() + prompt[1:], abort=True)
 
 
 # --- status -----------------------------------------------------------------------
@@ -602,16 +739,33 @@ def _confirm_pruning_everything(job: Etl, days: float) -> None:
               show_default=True, metavar="SECONDS",
               help="With --check: unhealthy once runs with work have fetched nothing for this long "
                    "(the API unreachable, timing out or answering 5xx/429).")
+@workspace_options
 @database_options
 @command
 def status(as_json: bool, check: bool, max_age: int, max_errors: int, max_fetch_gap: int,
-           database_url: str) -> None:
-    """Queue counts by state, what is due, oldest due item, last runs, top errors."""
-    with Etl(database_url=database_url, read_only=True) as job:
-        report = job.status(HealthLimits(max_age, max_errors, max_fetch_gap))
-    click.echo(json.dumps(report.as_dict(), indent=2, default=str) if as_json else report.text())
-    if check and report.problems:
-        raise CliError("unhealthy: " + "; ".join(report.problems), 1)
+           workspaces_file: str | None, workspace_names: tuple[str, ...], database_url: str) -> None:
+    """Queue counts by state, what is due, oldest due item, last runs, top errors.
+
+    With --workspaces FILE a section per workspace (or each --workspace); --json then has
+    "workspaces": {NAME: the single-workspace document}; --check fails if any workspace is unhealthy.
+    """
+    limits = HealthLimits(max_age, max_errors, max_fetch_gap)
+    with _job(workspaces_file, database_url=database_url, read_only=True) as job:
+        names = job.selected(workspace_names)
+        if workspaces_file:
+            reports = job.status_workspaces(names, limits)
+        else:
+            report = job.status(limits)
+    if not workspaces_file:
+        click.echo(json.dumps(report.as_dict(), indent=2, default=str) if as_json else report.text())
+        if check and report.problems:
+            raise CliError("unhealthy: " + "; ".join(report.problems), 1)
+        return
+    click.echo(json.dumps(workspaces_document(job.database, reports), indent=2, default=str) if as_json
+               else workspaces_text(job.database, reports))
+    problems = workspaces_document(job.database, reports)["problems"]
+    if check and problems:
+        raise CliError("unhealthy: " + "; ".join(problems), 1)
 
 
 # --- demo -------------------------------------------------------------------------

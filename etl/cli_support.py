@@ -33,19 +33,23 @@ from etl.config import (
     TRANSCRIPTS,
     WEBHOOK_MAX_BODY_BYTES,
     WEBHOOK_SECRETS,
+    WORKSPACE,
+    WORKSPACES_FILE,
     Setting,
     flag_of,
 )
 from etl.enqueue import invalid_printer, invalid_rest_message, no_valid_ids_message, source_name
 from etl.ratelimit import rate_problem
 from etl.states import plural
+from etl.status import workspaces_document, workspaces_text
 
 __all__ = [
     "API_KEY", "API_VERSION", "BASE_URL", "BATCH_SIZE", "CONCURRENCY", "CONTACTS_REFRESH_HOURS", "DATABASE_URL",
     "DBT_ERROR_AFTER",
     "DBT_SOURCE_NAME", "DBT_WARN_AFTER", "DELIVERY_RETENTION",
     "FETCH_CALLS", "HOST", "MAX_CONNECTIONS", "NOT_FOUND_WINDOW", "POLL_INTERVAL", "PORT", "RATE",
-    "SERVE_READ_TIMEOUT", "TOLERANCE", "TRANSCRIPTS", "WEBHOOK_MAX_BODY_BYTES", "WEBHOOK_SECRETS", "Setting",
+    "SERVE_READ_TIMEOUT", "TOLERANCE", "TRANSCRIPTS", "WEBHOOK_MAX_BODY_BYTES", "WEBHOOK_SECRETS", "WORKSPACE",
+    "WORKSPACES_FILE", "Setting",
     "flag_of", "invalid_printer", "invalid_rest_message", "no_valid_ids_message", "plural", "rate_problem",
-    "requeue_selection", "source_name",
+    "requeue_selection", "source_name", "workspaces_document", "workspaces_text",
 ]

@@ -100,6 +100,17 @@ CONTACTS_REFRESH_HOURS = Setting("contacts_refresh_hours", 24.0, env="ETL_CONTAC
                                  help="discover: list the workspace's contacts at most this often (users and lines: "
                                       "every run; --refresh-contacts: now) [env: ETL_CONTACTS_REFRESH_HOURS].")
 
+# --- many workspaces (issue 27): the commands that act on workspaces (etl.workspaces, etl.fleet) ---------
+
+WORKSPACES_FILE: Setting[str | None] = Setting(
+    "workspaces_file", None, env="ETL_WORKSPACES", flag="--workspaces", metavar="FILE", show_default=False,
+    help="TOML file of the deployment's workspaces, one [workspace.NAME] table each with api_key_env (the "
+         "variable holding its key); every workspace runs at once, each on its own key's budget "
+         "[env: ETL_WORKSPACES]. Without it: one workspace, 'default', with today's settings.")
+WORKSPACE: Setting[tuple[str, ...]] = Setting(
+    "workspace_names", (), flag="--workspace", metavar="NAME", show_default=False,
+    help="Only this workspace of the file (repeatable); without a file only 'default' exists.")
+
 # --- etl serve (Etl.serve keywords) ----------------------------------------------------------------------
 
 HOST = Setting("host", "127.0.0.1", help="Interface to listen on.")
@@ -140,11 +151,13 @@ SERVE_SETTINGS: tuple[Setting[Any], ...] = (HOST, PORT, WEBHOOK_SECRETS, TOLERAN
                                                DELIVERY_RETENTION, POLL_INTERVAL, SERVE_READ_TIMEOUT, MAX_CONNECTIONS)
 PRUNE_SETTINGS: tuple[Setting[Any], ...] = (BATCH_SIZE,)
 DBT_SETTINGS: tuple[Setting[Any], ...] = (DBT_SOURCE_NAME, DBT_WARN_AFTER, DBT_ERROR_AFTER)
+# Options of the commands that act on workspaces (the file is read by the CLI: etl.workspaces.load_workspaces).
+WORKSPACE_SETTINGS: tuple[Setting[Any], ...] = (WORKSPACES_FILE, WORKSPACE)
 
 
 def flag_of(name: str) -> str:
     """The CLI's word for a library parameter: its declared flag, else ``--`` + the name with dashes."""
-    for setting in (*JOB_SETTINGS, *SERVE_SETTINGS, *PRUNE_SETTINGS, *DBT_SETTINGS):
+    for setting in (*JOB_SETTINGS, *SERVE_SETTINGS, *PRUNE_SETTINGS, *DBT_SETTINGS, *WORKSPACE_SETTINGS):
         if setting.name == name:
             return setting.option
     return "--" + name.replace("_", "-")

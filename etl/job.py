@@ -18,6 +18,8 @@ Expected failures raise :class:`etl.errors.EtlError` subclasses (each with its
 
 from __future__ import annotations
 
+import functools
+import string
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
@@ -59,12 +61,13 @@ from etl.health import Limits
 from etl.logs import keep_secret
 from etl.report import Selection
 from etl.status import Status, gather
-from etl.workspaces import DEFAULT, WorkspaceConfig, select, settings_for
+from etl.workspaces import DEFAULT, WorkspaceConfig, check_name, select, settings_for
 
 if TYPE_CHECKING:
     import httpx
 
     from etl.discover import DiscoveryStats
+    from etl.fleet import WorkspaceResults
     from etl.prune import PruneResult
     from etl.sync import RunStats
     from etl.webhooks.manage import Deleted, Migrated, Registered
@@ -149,16 +152,117 @@ class Etl:
         """The names of the deployment's workspaces, in the file's order (``("default",)`` without one)."""
         return tuple(w.name for w in self.workspaces)
 
-    def workspace(self, name: str, *, environ: Mapping[str, str] | None = None) -> Etl:
+    def workspace(self, name: str, *, environ: Mapping[str, str] | None = None, api: bool = True) -> Etl:
         """This job as workspace ``name`` runs it: its settings (key read from its variable now; a
         :class:`UsageError` for an unknown name or an unset variable) on this job's engine, clock and
-        transport.  Every row it writes carries the name; it claims only its own queue items."""
-        chosen = select(self.workspaces, [name])[0]
-        child = Etl(settings_for(self.settings, chosen, environ), read_only=self.read_only,
+        transport.  Every row it writes carries the name; it claims only its own queue items.
+        ``api=False``: for what never calls the API (``enqueue``, ``status``): no key is read, none is kept."""
+        chosen = select(self.workspaces, [check_name(name)])[0]
+        if api:
+            settings = settings_for(self.settings, chosen, environ)
+        else:
+            settings = settings_for(self.settings, replace(chosen, api_key_env=None), environ).replace(api_key=None)
+        child = Etl(settings, read_only=self.read_only,
                     transport=self.transport, engine=self._raw_engine(), clock=self.clock,
                     workspaces=(chosen,))
         child._base_url_given = self._base_url_given or chosen.base_url is not None
         return child
+
+    def selected(self, workspace_names: Iterable[str] = ()) -> tuple[str, ...]:
+        """The workspaces ``workspace_names`` picks (all when empty), in the file's order; a name that is
+        not valid or not configured is a :class:`UsageError`.  Without a workspaces file only ``default``."""
+        names = [check_name(n) for n in workspace_names]
+        if self.workspaces == (DEFAULT,):
+            for name in names:
+                if name != DEFAULT.name:
+                    raise UsageError(f"unknown workspace {name!r}: without a workspaces file (--workspaces, "
+                                     "ETL_WORKSPACES) the only workspace is 'default'")
+        return tuple(w.name for w in select(self.workspaces, names))
+
+    def single_workspace(self, workspace_names: Iterable[str], why: str, *, api: bool = True) -> Etl:
+        """The one workspace ``workspace_names`` picks, as :meth:`workspace` gives it; with several
+        configured and not one picked, a :class:`UsageError` saying ``why`` one is needed."""
+        names = self.selected(workspace_names)
+        if len(names) != 1:
+            named = tuple(field for _, field, _, _ in string.Formatter().parse(why) if field)  # {phone_numbers}
+            raise UsageError(f"{why}: pick one with {{workspace_names}} (the workspaces are {', '.join(names)})",
+                             params=(*named, "workspace_names"))
+        return self.workspace(names[0], api=api)
+
+    # -- several workspaces at once (etl.fleet) ----------------------------------------
+
+    def sync_workspaces(self, workspace_names: Iterable[str] = (), limit: int | None = None,
+                        max_runtime: float | None = None) -> WorkspaceResults[RunStats]:
+        """:meth:`sync` in every selected workspace at once (all when ``workspace_names`` is empty), one
+        thread each, each on its own key's budget; ``limit`` and ``max_runtime`` apply to each run.
+
+        Every key is read and checked before any run starts (a :class:`UsageError` otherwise).  SIGTERM/
+        SIGINT stop every run (when called on the main thread).  Returns name → :class:`RunStats` and the
+        combined ``exit_code`` (:func:`etl.fleet.combined_exit_code`).
+        """
+        from etl.fleet import run_each
+
+        jobs = self._api_jobs(workspace_names)
+        return run_each([(job.settings.workspace, functools.partial(job.sync, limit, max_runtime)) for job in jobs],
+                        _exit_code, clock=self.clock)
+
+    def discover_workspaces(self, workspace_names: Iterable[str] = (),
+                            since: datetime | date | str | None = None, phone_numbers: Iterable[str] = (), *,
+                            dry_run: bool = False, refresh_contacts: bool = False,
+                            command: str = "discover") -> WorkspaceResults[DiscoveryStats]:
+        """:meth:`discover` in every selected workspace at once, one thread each (see
+        :meth:`sync_workspaces`).  ``phone_numbers`` are lines of one workspace: with them, pick one."""
+        from etl.fleet import run_each
+
+        self._check_since(utc_time(since, "since"))
+        phone_numbers = tuple(phone_numbers)
+        if phone_numbers:
+            self.single_workspace(workspace_names, "--phone-number names lines of one workspace", api=False)
+        jobs = self._api_jobs(workspace_names)
+        return run_each([(job.settings.workspace,
+                          functools.partial(job.discover, since, phone_numbers, dry_run=dry_run, progress=False,
+                                            command=command, refresh_contacts=refresh_contacts))
+                         for job in jobs], _exit_code, clock=self.clock)
+
+    def backfill_workspaces(self, workspace_names: Iterable[str] = (), *, file: BinaryIO | None = None,
+                            requeue: Selection | None = None, discover: bool = False,
+                            discover_since: datetime | date | str | None = None, dry_run: bool = False,
+                            limit: int | None = None, max_runtime: float | None = None,
+                            on_invalid: OnInvalid | None = None,
+                            on_step: Callable[[str, EnqueueCounts | Requeued | TranscriptsQueued], None] | None = None,
+                            missing_transcripts: bool = False,
+                            transcripts_since: datetime | date | str | None = None,
+                            transcripts_until: datetime | date | str | None = None,
+                            ) -> WorkspaceResults[BackfillResult]:
+        """:meth:`backfill` in every selected workspace at once, one thread each (see
+        :meth:`sync_workspaces`); no progress bar (a ``progress`` log line every 10 s per workspace).
+        ``file``'s ids belong to one workspace: with it, pick one.  ``on_step(workspace, step)``."""
+        from etl.fleet import run_each
+
+        check_sources(file, discover, utc_time(discover_since, "discover_since"))
+        if file is not None:
+            self.single_workspace(workspace_names, "an id file's ids belong to one workspace", api=False)
+        jobs = self._api_jobs(workspace_names) if not dry_run or discover else self._jobs(workspace_names)
+        for job in jobs:
+            if missing_transcripts and not job.settings.transcripts:
+                raise UsageError("--missing-transcripts queues transcripts: it needs --transcripts (ETL_TRANSCRIPTS=1)"
+                                 f" (workspace {job.settings.workspace!r})")
+
+        def task(job: Etl) -> Callable[[], BackfillResult]:
+            name = job.settings.workspace
+            step = None if on_step is None else functools.partial(on_step, name)
+            return functools.partial(job.backfill, file=file, requeue=requeue, discover=discover,
+                                     discover_since=discover_since, dry_run=dry_run, limit=limit,
+                                     max_runtime=max_runtime, progress=False, on_invalid=on_invalid, on_step=step,
+                                     missing_transcripts=missing_transcripts, transcripts_since=transcripts_since,
+                                     transcripts_until=transcripts_until)
+
+        return run_each([(job.settings.workspace, task(job)) for job in jobs], _backfill_exit_code, clock=self.clock)
+
+    def status_workspaces(self, workspace_names: Iterable[str] = (),
+                          limits: Limits | None = None) -> dict[str, Status]:
+        """:meth:`status` of every selected workspace (name → :class:`Status`, in the file's order)."""
+        return {job.settings.workspace: job.status(limits) for job in self._jobs(workspace_names)}
 
     # -- schema ---------------------------------------------------------------------
 
@@ -244,9 +348,7 @@ class Etl:
         from etl.running import run_discover
 
         start = utc_time(since, "since")
-        if start is not None and start > self.clock.utcnow():
-            raise UsageError(f"--since {start:%Y-%m-%d %H:%M:%S} UTC is in the future: no call can have started "
-                             "after it yet; give a past date")
+        self._check_since(start)
         transport = transport or self.transport
         settings = self._api_settings(transport)
         options = DiscoverOptions(since=start, phone_numbers=parse_phone_numbers(tuple(phone_numbers)),
@@ -462,6 +564,35 @@ class Etl:
             return self.settings.replace(base_url=IN_PROCESS_BASE_URL)
         return self.settings
 
+    def _jobs(self, workspace_names: Iterable[str]) -> list[Etl]:
+        """The selected workspaces' jobs, for what never calls the API (no key read)."""
+        return self._checked([self.workspace(name, api=False) for name in self.selected(workspace_names)])
+
+    def _api_jobs(self, workspace_names: Iterable[str]) -> list[Etl]:
+        """The selected workspaces' jobs, every key read and checked before any of them runs."""
+        jobs = [self.workspace(name) for name in self.selected(workspace_names)]
+        for job in jobs:
+            try:
+                job._api_settings(job.transport)
+            except UsageError as exc:
+                if len(jobs) == 1 and self.workspaces == (DEFAULT,):
+                    raise
+                raise UsageError(f"workspace {job.settings.workspace!r}: {exc.template}", params=exc.params) from None
+        return self._checked(jobs)
+
+    def _checked(self, jobs: list[Etl]) -> list[Etl]:
+        """``jobs`` on this job's engine, its schema checked (a new SQLite file migrated) once, here: never
+        by several workspaces' threads at once."""
+        self.engine  # noqa: B018  # the property checks the schema
+        for job in jobs:
+            job._schema_checked = True
+        return jobs
+
+    def _check_since(self, start: datetime | None) -> None:
+        if start is not None and start > self.clock.utcnow():
+            raise UsageError(f"--since {start:%Y-%m-%d %H:%M:%S} UTC is in the future: no call can have started "
+                             "after it yet; give a past date")
+
     def _raw_engine(self) -> Engine:
         if self._engine is None:
             try:
@@ -595,6 +726,17 @@ class BackfillResult:
     requeued: Requeued | None = None
     transcripts_queued: TranscriptsQueued | None = None
     run: RunStats | None = None
+
+
+def _exit_code(outcome: RunStats | DiscoveryStats) -> int:
+    return outcome.exit_code
+
+
+def _backfill_exit_code(result: BackfillResult) -> int:
+    """A backfill's exit code: its discovery's when that failed (no sync then), else its sync's, else 0."""
+    if result.discovery is not None and result.discovery.exit_code != 0:
+        return result.discovery.exit_code
+    return result.run.exit_code if result.run is not None else 0
 
 
 def utc_time(value: datetime | date | str | None, name: str) -> datetime | None:

@@ -270,7 +270,9 @@ def get_logger(**bind: Any) -> Any:
         return structlog.get_logger("etl").bind(**bind)
     return structlog.wrap_logger(
         logging.getLogger("etl"),
-        processors=[structlog.stdlib.filter_by_level, _redact, ConsoleLine(colours=False)],
+        # merge_contextvars: a run of several workspaces binds workspace=NAME to its thread (etl.fleet).
+        processors=[structlog.stdlib.filter_by_level, structlog.contextvars.merge_contextvars, _redact,
+                    ConsoleLine(colours=False)],
         wrapper_class=structlog.stdlib.BoundLogger,
     ).bind(**bind)
 

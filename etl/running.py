@@ -11,10 +11,17 @@ neither: uvicorn owns the signals, and in a long-running server ``gc.freeze()``
 would make every later object alive at that moment immortal; it is stopped
 through the function it hands its caller.  Each run starts and ends through
 :class:`etl.runs.Lifecycle`.
+
+Several runs in one process (one per workspace, :mod:`etl.fleet`) run on
+worker threads, where no signal handler can be installed: :func:`together`
+installs one on the main thread, and each foreground run started on a thread
+of that group hands it the handler it would have installed, so one SIGTERM
+stops every run (and a second one abandons every sync's in-flight requests).
 """
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import signal
 import threading
@@ -40,18 +47,76 @@ if TYPE_CHECKING:
 StopHook = Callable[[Callable[[], None]], None]
 
 
+SignalHandler = Callable[[int, Any], None]
+
+
+class StopGroup:
+    """The one signal handler of several runs in one process: every run of the group registers the
+    handler it would have installed, and a signal goes to each (a run that registers after a signal
+    hears it at once: it stops before it claims anything)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handlers: list[SignalHandler] = []
+        self.received: list[int] = []
+
+    def add(self, handler: SignalHandler) -> None:
+        with self._lock:
+            self._handlers.append(handler)
+            missed = list(self.received)
+        for signum in missed:
+            handler(signum, None)
+
+    def remove(self, handler: SignalHandler) -> None:
+        with self._lock:
+            if handler in self._handlers:
+                self._handlers.remove(handler)
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        with self._lock:
+            self.received.append(signum)
+            handlers = list(self._handlers)
+        for handler in handlers:
+            handler(signum, frame)
+
+
+# The group of the runs started on this thread (set by `together`, inherited by the threads it starts
+# in a copy of its context).
+_GROUP: contextvars.ContextVar[StopGroup | None] = contextvars.ContextVar("etl_stop_group", default=None)
+
+
 @contextmanager
-def _signals(on_signal: Callable[[int, Any], None]) -> Iterator[None]:
-    """SIGTERM and SIGINT go to ``on_signal`` while the block runs (main thread only; tests run others)."""
+def together() -> Iterator[StopGroup]:
+    """Runs started in a copy of this context (``contextvars.copy_context().run`` on a worker thread)
+    share one SIGTERM/SIGINT handler, installed here when this is the main thread."""
+    group = StopGroup()
+    # Installed before the group is current: on a thread of an outer group, this group joins that one.
+    with _signals(group):
+        token = _GROUP.set(group)
+        try:
+            yield group
+        finally:
+            _GROUP.reset(token)
+
+
+@contextmanager
+def _signals(on_signal: SignalHandler) -> Iterator[None]:
+    """SIGTERM and SIGINT go to ``on_signal`` while the block runs: installed on the main thread; on
+    another thread, through the :class:`StopGroup` it was started in (:func:`together`), if any."""
     previous: dict[int, Any] = {}
+    group = _GROUP.get()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
+    elif group is not None:
+        group.add(on_signal)
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if group is not None and not previous:
+            group.remove(on_signal)
 
 
 def run_sync(engine: Engine, settings: Settings, options: RunOptions, *,

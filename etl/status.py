@@ -8,6 +8,7 @@ workspace (issue 27: ``Status.workspace``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -113,6 +114,38 @@ def gather(conn: Connection, database_url: str, now: datetime, limits: health.Li
                   fetch=fetches, top_errors=errors, last_discovery=discovery, problems=problems,
                   transcripts=transcripts if any(transcripts.values()) else None, refreshes=refreshes or None,
                   rejected=report.rejected_count(conn, workspace=ws), workspace=ws)
+
+
+def workspace_problems(reports: Mapping[str, Status]) -> list[str]:
+    """Every workspace's health problems, each naming its workspace (``workspace north: …``), in order."""
+    return [f"workspace {name}: {problem}" for name, status in reports.items() for problem in status.problems]
+
+
+def workspaces_document(database: str, reports: Mapping[str, Status]) -> dict[str, Any]:
+    """``etl status --json`` with a workspaces file: the database, the verdict over every workspace
+    (``healthy``, ``problems`` naming theirs), and ``workspaces``: name → that workspace's document
+    (:meth:`Status.as_dict`, the single-workspace document)."""
+    problems = workspace_problems(reports)
+    first = next(iter(reports.values()), None)
+    return {
+        "database": database,
+        "now": iso_z(first.now) if first is not None else None,
+        "healthy": not problems,
+        "problems": problems,
+        "workspaces": {name: status.as_dict() for name, status in reports.items()},
+    }
+
+
+def workspaces_text(database: str, reports: Mapping[str, Status]) -> str:
+    """``etl status`` with a workspaces file: the database, then a section per workspace (its report,
+    indented), and the verdict over all of them."""
+    lines = [f"Database: {database}"]
+    for name, status in reports.items():
+        lines.append(f"Workspace {name}:")
+        lines += ["  " + line for line in text_lines(status.as_dict())[1:]]  # the database is said once
+    problems = workspace_problems(reports)
+    lines.append("Health: " + ("OK" if not problems else "; ".join(problems)))
+    return "\n".join(lines)
 
 
 def text_lines(data: dict[str, Any]) -> list[str]:

@@ -32,6 +32,7 @@ wire land, nothing new is sent, and every unsaved item is released unchanged.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 import os
@@ -236,8 +237,10 @@ class Syncer:
                                       concurrency=self.settings.concurrency, base_url=self.settings.base_url) or 0
         client = OpenPhoneClient(self.settings, transport=self.transport, budget=self.budget, stop=self.stop,
                                  clock=self.clock)
-        threads = [threading.Thread(target=self._worker, args=(client, deadline), name=f"etl-fetch-{n}",
-                                    daemon=True) for n in range(self.settings.concurrency)]
+        # Each fetch thread in a copy of this thread's context: its log lines carry what the caller bound
+        # (structlog contextvars: a run of several workspaces binds workspace=NAME, etl.fleet).
+        threads = [threading.Thread(target=contextvars.copy_context().run, args=(self._worker, client, deadline),
+                                    name=f"etl-fetch-{n}", daemon=True) for n in range(self.settings.concurrency)]
         for thread in threads:
             thread.start()
         buffer: list[_Saved] = []

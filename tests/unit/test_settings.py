@@ -17,6 +17,7 @@ from etl.config import (
     NOT_FOUND_WINDOW,
     PRUNE_SETTINGS,
     SERVE_SETTINGS,
+    WORKSPACE_SETTINGS,
     Backoff,
     SettingOverrides,
     apply_overrides,
@@ -35,7 +36,8 @@ def commands(group: click.Group = cli) -> list[click.Command]:
 def test_etl_takes_exactly_the_declared_job_settings_as_keywords():
     assert list(SettingOverrides.__annotations__) == [s.name for s in JOB_SETTINGS]
     keywords = set(inspect.signature(Etl.__init__).parameters) - {"self", "settings", "overrides"}
-    assert keywords == {"read_only", "transport", "engine", "clock", "workspaces"}  # the rest pass through SettingOverrides
+    # The rest pass through SettingOverrides.
+    assert keywords == {"read_only", "transport", "engine", "clock", "workspaces"}
 
 
 def test_settings_take_their_defaults_from_the_declarations():
@@ -63,7 +65,7 @@ def test_every_option_of_a_declared_setting_is_built_from_its_declaration():
     for command in commands():
         serve = command.name == "serve"
         extra = SERVE_SETTINGS if serve else DBT_SETTINGS if command.name == "sources" else PRUNE_SETTINGS
-        declared = {s.name: s for s in (*JOB_SETTINGS, *extra)}
+        declared = {s.name: s for s in (*JOB_SETTINGS, *extra, *WORKSPACE_SETTINGS)}
         for param in command.params:
             setting = declared.get(param.name or "")
             if setting is None or not isinstance(param, click.Option):
@@ -74,7 +76,7 @@ def test_every_option_of_a_declared_setting_is_built_from_its_declaration():
                 assert (param.default, param.envvar) == (setting.default, setting.env), (command.name, param.name)
             if not (setting.name == "api_version" and command in webhooks.commands.values()):  # worded apart
                 assert param.help == setting.help, (command.name, param.name)
-    assert seen >= 40
+    assert seen >= 50
 
 
 def test_the_library_names_the_parameter_and_the_cli_the_flag():
@@ -84,6 +86,7 @@ def test_the_library_names_the_parameter_and_the_cli_the_flag():
     assert raised.value.worded(flag_of).startswith("--base-url 'https://api.openphone.com/v1' ends in /v1")
     assert (flag_of("fetch_calls"), flag_of("webhook_secrets"), flag_of("discover_since")) == (
         "--calls", "--webhook-secret", "--discover-since")
+    assert (flag_of("workspaces_file"), flag_of("workspace_names")) == ("--workspaces", "--workspace")
 
 
 def test_keyword_overrides_are_checked_and_none_keeps_the_setting():
