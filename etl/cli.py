@@ -794,9 +794,11 @@ def demo(ctx: click.Context, transcripts: bool, api_version: str, database_url: 
 # --- serve (webhook receiver) ------------------------------------------------------
 
 
-def _webhook_secrets(given: tuple[str, ...]) -> list[str]:
-    """Secrets from repeatable --webhook-secret plus OPENPHONE_WEBHOOK_SECRETS (comma-separated)."""
-    from_env = os.environ.get(WEBHOOK_SECRETS.env or "", "")
+def _webhook_secrets(given: tuple[str, ...], workspaces_file: str | None) -> list[str]:
+    """Secrets from repeatable --webhook-secret plus OPENPHONE_WEBHOOK_SECRETS (comma-separated).  With a
+    workspaces file only the flags (which the job then refuses): each workspace's secrets are in the
+    variable its webhook_secrets_env names, and OPENPHONE_WEBHOOK_SECRETS is just one such name."""
+    from_env = "" if workspaces_file else os.environ.get(WEBHOOK_SECRETS.env or "", "")
     return [v.strip() for v in (*given, *from_env.split(",")) if v.strip()]
 
 
@@ -814,12 +816,14 @@ def _webhook_secrets(given: tuple[str, ...]) -> list[str]:
 @option(MAX_CONNECTIONS)
 @api_options
 @calls_option
+@workspace_options
 @database_options
 @command
 def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: float, max_body_bytes: int,
           delivery_retention: float, poll_interval: float, read_timeout: float, max_connections: int,
           transcripts: bool, api_key: str | None, base_url: str, rate: float, concurrency: int, api_version: str,
-          fetch_calls: bool, database_url: str) -> None:
+          fetch_calls: bool, workspaces_file: str | None, workspace_names: tuple[str, ...],
+          database_url: str) -> None:
     """Receive signed OpenPhone webhooks and sync each summary seconds after it is ready.
 
     POST /webhooks/openphone, GET /healthz, GET /metrics.  Needs the API key
@@ -827,16 +831,22 @@ def serve(host: str, port: int, webhook_secrets: tuple[str, ...], tolerance: flo
     signing secrets `etl webhooks register` printed.  Run it behind a reverse
     proxy with TLS (docs/webhooks.md).  SIGTERM or Ctrl-C drains and exits 0.
 
+    With --workspaces FILE each workspace (or each --workspace) has its own
+    path, POST /webhooks/NAME, verified with the secrets in the variable its
+    webhook_secrets_env names, and its own engine on its own key and budget.
+
     \b
     Example:
       export OPENPHONE_API_KEY=... OPENPHONE_WEBHOOK_SECRETS=...,...
       etl serve --host 127.0.0.1 --port 8080
+      etl serve --workspaces /etc/openphone-summary-sync/workspaces.toml
     """
-    with Etl(database_url=database_url, api_key=api_key, base_url=base_url, rate=rate, concurrency=concurrency,
-             transcripts=transcripts, api_version=api_version, fetch_calls=fetch_calls) as job:
-        job.serve(_webhook_secrets(webhook_secrets), host=host, port=port, tolerance=tolerance,
+    with _job(workspaces_file, database_url=database_url, api_key=api_key, base_url=base_url, rate=rate,
+              concurrency=concurrency, transcripts=transcripts, api_version=api_version,
+              fetch_calls=fetch_calls) as job:
+        job.serve(_webhook_secrets(webhook_secrets, workspaces_file), host=host, port=port, tolerance=tolerance,
                   max_body_bytes=max_body_bytes, delivery_retention=delivery_retention, poll_interval=poll_interval,
-                  read_timeout=read_timeout, max_connections=max_connections)
+                  read_timeout=read_timeout, max_connections=max_connections, workspace_names=workspace_names)
 
 
 # --- webhooks (register / list / delete / migrate) -------------------------------------
@@ -855,19 +865,31 @@ def webhooks_group() -> None:
         (current webhook, test event received, then the legacy ones deleted)
     etl webhooks list
     etl webhooks delete WH...
+
+    \b
+    With --workspaces FILE, one workspace's webhooks at a time (its key, its
+    URL https://…/webhooks/NAME): register, delete and migrate need exactly
+    one --workspace; list shows every workspace's in turn.
     """
 
 
 def _key_options(fn: F) -> F:
-    """--api-key, --base-url and --api-version: a management request needs no --rate or --concurrency."""
+    """--api-key, --base-url and --api-version: a management request needs no --rate or --concurrency;
+    --workspaces and --workspace: whose webhooks."""
     return API_KEY_OPTION(BASE_URL_OPTION(option(
         API_VERSION, type=click.Choice(API_VERSION.choices), metavar=None,
         help="v1: the legacy webhooks (/v1/webhooks/…); 2026-03-30: the current ones (/webhooks, header "
-             "Quo-Api-Version) [env: OPENPHONE_API_VERSION]")(fn)))
+             "Quo-Api-Version) [env: OPENPHONE_API_VERSION]")(workspace_options(fn))))
 
 
-_URL_HELP = ("Public URL of `etl serve`: https://HOST[:PORT]/webhooks/openphone "
-             "(http:// only for localhost or 127.0.0.1).")
+_URL_HELP = ("Public URL of `etl serve` for the workspace: https://HOST[:PORT]/webhooks/NAME "
+             "(/webhooks/openphone without a workspaces file; http:// only for localhost or 127.0.0.1).")
+
+
+def _webhooks_of(command_name: str, job: Etl, workspace_names: tuple[str, ...]) -> Etl:
+    """The one workspace a webhook command changes: with several configured, exactly one --workspace
+    (each has its own key and URL, so doing each in turn with one --url could never be right)."""
+    return job.single_workspace(workspace_names, f"`etl webhooks {command_name}` changes one workspace's webhooks")
 
 
 @webhooks_group.command("register", short_help="Create (or reuse) the webhooks; print new secrets.")
@@ -876,49 +898,66 @@ _URL_HELP = ("Public URL of `etl serve`: https://HOST[:PORT]/webhooks/openphone 
               help="Label of the webhooks in OpenPhone.")
 @_key_options
 @command
-def webhooks_register(url: str, label: str, api_key: str | None, base_url: str, api_version: str) -> None:
+def webhooks_register(url: str, label: str, api_key: str | None, base_url: str, api_version: str,
+                      workspaces_file: str | None, workspace_names: tuple[str, ...]) -> None:
     """Create the webhooks `etl serve` needs; print their signing secrets.
 
     v1: one webhook for call.completed, one for call.summary.completed.
     2026-03-30: one webhook for call.completed, call.summary.completed and
     call.transcript.completed.  A webhook that already points at --url with
     those events is reused, not made twice.  New secrets are shown once:
-    store them in OPENPHONE_WEBHOOK_SECRETS.
+    store them in OPENPHONE_WEBHOOK_SECRETS (with a workspaces file: in the
+    variable the workspace's webhook_secrets_env names).
     """
     hooks: list[Registered] = []
+    job = _job(workspaces_file, api_key=api_key, base_url=base_url, api_version=api_version)
+    webhooks = _webhooks_of("register", job, workspace_names).webhooks
     try:
-        Etl(api_key=api_key, base_url=base_url, api_version=api_version).webhooks.register(
-            url, label, on_created=hooks.append)
+        webhooks.register(url, label, on_created=hooks.append)
     finally:
         # Also when the second webhook fails: the first one's secret is shown only once.
         for hook in hooks:
             click.echo(hook.line)
         created = [h for h in hooks if not h.reused]
         if created:
+            variable = webhooks.secrets_variable
+            if variable is None:
+                variable = "WEBHOOK_SECRETS_" + webhooks.workspace.upper().replace("-", "_")
+                click.echo(f"Name this variable in the workspaces file: webhook_secrets_env = \"{variable}\" "
+                           f"in [workspace.{webhooks.workspace}]")
             click.echo("Store the signing secrets (shown once) for `etl serve`:")
-            click.echo("OPENPHONE_WEBHOOK_SECRETS=" + ",".join(h.secret for h in created))
+            click.echo(f"{variable}=" + ",".join(h.secret for h in created))
 
 
 @webhooks_group.command("list")
 @_key_options
 @command
-def webhooks_list(api_key: str | None, base_url: str, api_version: str) -> None:
-    """List the workspace's API webhooks of --api-version (id, status, events, URL)."""
-    hooks = Etl(api_key=api_key, base_url=base_url, api_version=api_version).webhooks.list()
-    if not hooks:
-        click.echo("No webhooks.")
-    for h in hooks:
-        click.echo(f"{h.get('id')}  {h.get('status', '?')}  {','.join(h.get('events') or [])}  {h.get('url')}")
+def webhooks_list(api_key: str | None, base_url: str, api_version: str, workspaces_file: str | None,
+                  workspace_names: tuple[str, ...]) -> None:
+    """List the workspace's API webhooks of --api-version (id, status, events, URL); with several
+    workspaces, each one's in turn under a `Workspace NAME:` line."""
+    job = _job(workspaces_file, api_key=api_key, base_url=base_url, api_version=api_version)
+    names = job.selected(workspace_names)
+    for name in names:
+        hooks = job.workspace(name).webhooks.list()
+        if len(names) > 1:
+            click.echo(f"Workspace {name}:")
+        if not hooks:
+            click.echo("No webhooks.")
+        for h in hooks:
+            click.echo(f"{h.get('id')}  {h.get('status', '?')}  {','.join(h.get('events') or [])}  {h.get('url')}")
 
 
 @webhooks_group.command("delete")
 @click.argument("webhook_id")
 @_key_options
 @command
-def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str, api_version: str) -> None:
+def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str, api_version: str,
+                    workspaces_file: str | None, workspace_names: tuple[str, ...]) -> None:
     """Delete one API webhook by id (as `etl webhooks list` shows it): of --api-version, or of the other
     API version when only that one has the id."""
-    deleted = Etl(api_key=api_key, base_url=base_url, api_version=api_version).webhooks.delete(webhook_id)
+    job = _job(workspaces_file, api_key=api_key, base_url=base_url, api_version=api_version)
+    deleted = _webhooks_of("delete", job, workspace_names).webhooks.delete(webhook_id)
     on = deleted.api_version
     other = f" (a {on} webhook: found with --api-version {on})" if deleted.elsewhere else ""
     click.echo(f"Deleted webhook {webhook_id}{other}.")
@@ -932,25 +971,28 @@ def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str, api_ver
               help="How long to wait for `etl serve` to record the test event (sent again every 15 s).")
 @API_KEY_OPTION
 @BASE_URL_OPTION
+@workspace_options
 @database_options
 @command
 def webhooks_migrate(url: str, label: str, wait: float, api_key: str | None, base_url: str,
-                     database_url: str) -> None:
+                     workspaces_file: str | None, workspace_names: tuple[str, ...], database_url: str) -> None:
     """Move --url from the legacy webhooks to a current (2026-03-30) one without a gap.
 
     \b
     1. create the current webhook (or reuse one that points at --url) and print
-       its secret; give it to `etl serve` (OPENPHONE_WEBHOOK_SECRETS, old and new
-       together) and restart it;
-    2. send it a test event until `etl serve` has recorded one in the
-       database (--database-url, the receiver's), for up to --wait seconds;
+       its secret; give it to `etl serve` (OPENPHONE_WEBHOOK_SECRETS, or the
+       workspace's webhook_secrets_env, old and new together) and restart it;
+    2. send it a test event until `etl serve` has recorded one for the
+       workspace in the database (--database-url, the receiver's), for up to
+       --wait seconds;
     3. only then delete the legacy webhooks of --url.
 
     Events sent through both meanwhile are stored once (the second is a
     duplicate).  If no test event arrives: exit 1, nothing deleted.
     """
-    with Etl(database_url=database_url, api_key=api_key, base_url=base_url) as job:
-        result = job.webhooks.migrate(url, label=label, wait=wait, on_step=click.echo)
+    with _job(workspaces_file, database_url=database_url, api_key=api_key, base_url=base_url) as job:
+        result = _webhooks_of("migrate", job, workspace_names).webhooks.migrate(url, label=label, wait=wait,
+                                                                                 on_step=click.echo)
     click.echo(f"Migrated {url} to webhook {result.current.id}; deleted {len(result.deleted)} legacy webhook(s).")
 
 

@@ -61,7 +61,7 @@ from etl.health import Limits
 from etl.logs import keep_secret
 from etl.report import Selection
 from etl.status import Status, gather
-from etl.workspaces import DEFAULT, WorkspaceConfig, check_name, select, settings_for
+from etl.workspaces import DEFAULT, WorkspaceConfig, check_name, select, settings_for, webhook_secrets_for
 
 if TYPE_CHECKING:
     import httpx
@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from etl.fleet import WorkspaceResults
     from etl.prune import PruneResult
     from etl.sync import RunStats
+    from etl.webhooks.app import ServedWorkspace
     from etl.webhooks.manage import Deleted, Migrated, Registered
 
 
@@ -446,46 +447,72 @@ class Etl:
 
     # -- the webhook receiver ---------------------------------------------------------
 
-    def serve(self, webhook_secrets: Sequence[str], *, host: str = HOST.default, port: int = PORT.default,
+    def serve(self, webhook_secrets: Sequence[str] = (), *, host: str = HOST.default, port: int = PORT.default,
               tolerance: float = TOLERANCE.default, max_body_bytes: int = WEBHOOK_MAX_BODY_BYTES.default,
               delivery_retention: float = DELIVERY_RETENTION.default, poll_interval: float = POLL_INTERVAL.default,
-              read_timeout: float = SERVE_READ_TIMEOUT.default, max_connections: int = MAX_CONNECTIONS.default) -> None:
+              read_timeout: float = SERVE_READ_TIMEOUT.default, max_connections: int = MAX_CONNECTIONS.default,
+              workspace_names: Iterable[str] = ()) -> None:
         """Receive signed webhooks and sync each summary as it is ready (``etl serve``), until SIGTERM/SIGINT.
 
-        ``webhook_secrets``: the signing secrets ``webhooks.register`` printed (never logged);
-        ``delivery_retention`` in hours, at least twice ``tolerance`` (seconds).  See
-        :mod:`etl.webhooks.server` for the limits a client meets.
+        Every workspace of the job (those ``workspace_names`` picks; all when empty) has its own path
+        (``/webhooks/<name>``; the ``default`` workspace also today's ``/webhooks/openphone``), its own
+        secrets and its own engine thread on its key and budget.  ``webhook_secrets``: the signing
+        secrets ``webhooks.register`` printed, for a job without a workspaces file; with one, each
+        workspace's come from its ``webhook_secrets_env`` (:func:`etl.workspaces.webhook_secrets_for`)
+        and ``webhook_secrets`` must be empty.  Secrets are never logged.  ``delivery_retention`` in
+        hours, at least twice ``tolerance`` (seconds).  See :mod:`etl.webhooks.server` for the limits
+        a client meets.  Refused before listening (:class:`UsageError`): a workspace whose key or
+        secrets variable is unset, a secret that is not base64, or one secret shared by two workspaces.
         """
         from datetime import timedelta
 
         from etl.webhooks.app import ReceiverConfig
         from etl.webhooks.server import ServeOptions
         from etl.webhooks.server import serve as run_server
-        from etl.webhooks.signatures import SecretError, load_secrets
 
-        secrets = [s for s in webhook_secrets if s]
-        if not secrets:
-            raise UsageError("no webhook secret: set OPENPHONE_WEBHOOK_SECRETS (comma-separated) or pass "
-                             "{webhook_secrets} (repeatable); `etl webhooks register` prints them",
-                             params=("webhook_secrets",))
-        for secret in secrets:
-            keep_secret(secret)
-        try:
-            load_secrets(secrets)
-        except SecretError as exc:
-            raise UsageError(str(exc)) from None
         retention = timedelta(hours=delivery_retention)
         if retention.total_seconds() < 2 * tolerance:
             raise UsageError("{delivery_retention} must be at least twice {tolerance}, or a replay could outlive "
                              "its record", params=("delivery_retention", "tolerance"))
-        settings = self._api_settings(self.transport)
-        receiver = ReceiverConfig(secrets, tolerance, max_body_bytes, retention, body_timeout=read_timeout,
-                                  transcripts=self.settings.transcripts, workspace=self.settings.workspace)
+        served = self._served_workspaces(self.selected(workspace_names), [s for s in webhook_secrets if s])
+        receiver = ReceiverConfig([ws for ws, _ in served], tolerance, max_body_bytes, retention,
+                                  body_timeout=read_timeout)
         options = ServeOptions(host, port, poll_interval, header_timeout=read_timeout,
                                max_connections=max_connections)
         with self._database_errors():
-            run_server(self.engine, settings, receiver, options,
+            run_server(self.engine, [settings for _, settings in served], receiver, options,
                        transport=self.transport, clock=self.clock)
+
+    def _served_workspaces(self, names: Sequence[str], given: list[str]) -> list[tuple[ServedWorkspace, Settings]]:
+        """Each workspace ``serve`` receives for, with its secrets and its engine's settings (checked)."""
+        from etl.webhooks.app import ServedWorkspace
+        from etl.webhooks.signatures import SecretError, load_secrets, same_secret
+
+        from_file = self.workspaces != (DEFAULT,)
+        if from_file and given:
+            raise UsageError("{webhook_secrets} is for a deployment without a workspaces file: with one, each "
+                             "workspace's secrets are in the environment variable its webhook_secrets_env names",
+                             params=("webhook_secrets",))
+        served: list[tuple[ServedWorkspace, Settings]] = []
+        for ws in select(self.workspaces, names):
+            child = self.workspace(ws.name)  # its key: refused here when its variable is unset
+            settings = child._api_settings(child.transport)
+            secrets = list(webhook_secrets_for(ws)) if from_file else given
+            if not secrets:
+                raise UsageError(_no_secret(ws, from_file), params=() if from_file else ("webhook_secrets",))
+            for secret in secrets:
+                keep_secret(secret)
+            try:
+                load_secrets(secrets)
+            except SecretError as exc:
+                raise UsageError(f"workspace {ws.name!r}: {exc}" if from_file else str(exc)) from None
+            for other, _ in served:
+                if same_secret(secrets, other.secrets):
+                    raise UsageError(f"workspaces {other.name!r} and {ws.name!r} share a webhook secret: each "
+                                     "workspace's deliveries must be verified with its own (a delivery to one "
+                                     "could be replayed to the other)")
+            served.append((ServedWorkspace(ws.name, secrets, settings.transcripts), settings))
+        return served
 
     @property
     def webhooks(self) -> Webhooks:
@@ -649,21 +676,39 @@ class Etl:
 
 
 class Webhooks:
-    """``Etl.webhooks``: the workspace's API webhooks of ``settings.api_version`` (:mod:`etl.webhooks.manage`)."""
+    """``Etl.webhooks``: the workspace's API webhooks of its ``api_version`` (:mod:`etl.webhooks.manage`).
+
+    One workspace at a time: the job's one workspace (``default`` without a workspaces file, or
+    ``Etl.workspace(name)``'s); a job of several workspaces is refused (:class:`UsageError`), since each
+    has its own key and its own receiver URL (``/webhooks/<name>``).
+    """
 
     def __init__(self, job: Etl) -> None:
         self._job = job
 
+    @property
+    def workspace(self) -> str:
+        """The workspace whose webhooks these are."""
+        return self._workspace().name
+
+    @property
+    def secrets_variable(self) -> str | None:
+        """The environment variable ``etl serve`` reads this workspace's signing secrets from
+        (``OPENPHONE_WEBHOOK_SECRETS`` without a workspaces file; None: its table names none yet)."""
+        ws = self._workspace()
+        return "OPENPHONE_WEBHOOK_SECRETS" if ws == DEFAULT else ws.webhook_secrets_env
+
     def register(self, url: str, label: str | None = None, *,
                  on_created: Callable[[Registered], None] | None = None) -> list[Registered]:
-        """Create (or reuse) the webhooks ``etl serve`` needs at ``url``; new ones carry their secret.
+        """Create (or reuse) the webhooks ``etl serve`` needs at ``url`` (its path the workspace's,
+        ``/webhooks/<name>``); new ones carry their secret.
 
         ``on_created`` sees each as soon as it exists: a failure on the second leaves the first's
         secret with the caller.
         """
         from etl.webhooks import manage
 
-        manage.check_receiver_url(url)
+        manage.check_receiver_url(url, self.workspace)
         settings = self._settings()
         return manage.register(settings, url, label, clock=self._job.clock, on_created=on_created,
                                transport=self._job.transport)
@@ -685,20 +730,36 @@ class Webhooks:
                 on_step: Callable[[str], None] | None = None) -> Migrated:
         """Move ``url`` from the legacy webhooks to a current one without a gap (:func:`etl.webhooks.manage.migrate`).
 
-        The receiver's database is this object's; no test event recorded within ``wait`` seconds raises
-        :class:`MigrationError` and deletes nothing.
+        The receiver's database is this object's; the test event must be recorded for this workspace.
+        No test event recorded within ``wait`` seconds raises :class:`MigrationError` and deletes nothing.
         """
         from etl.webhooks import manage
 
-        manage.check_receiver_url(url)
+        manage.check_receiver_url(url, self.workspace)
         settings = self._settings()
         job = self._job
         with job._database_errors():
             return manage.migrate(settings, url, job.engine, label=label, wait=wait, clock=job.clock,
-                                  on_step=on_step, transport=job.transport)
+                                  on_step=on_step, transport=job.transport, secrets_variable=self.secrets_variable)
+
+    def _workspace(self) -> WorkspaceConfig:
+        workspaces = self._job.workspaces
+        if len(workspaces) != 1:
+            names = ", ".join(w.name for w in workspaces)
+            raise UsageError(f"webhooks belong to one workspace, and this job has {len(workspaces)} ({names}): "
+                             "use Etl.workspace(name).webhooks")
+        return workspaces[0]
 
     def _settings(self) -> Settings:
-        return self._job._api_settings(self._job.transport)
+        """The workspace's settings (its key read now and checked), with the in-process base URL
+        under a replaced transport and no base URL given."""
+        job = self._job
+        ws = self._workspace()
+        settings = settings_for(job.settings, ws)
+        require_api_key(settings)
+        if job.transport is not None and not job._base_url_given and ws.base_url is None:
+            return settings.replace(base_url=IN_PROCESS_BASE_URL)
+        return settings
 
 
 @dataclass(frozen=True)
@@ -768,6 +829,19 @@ def check_sources(file: BinaryIO | None, discover: bool, discover_since: datetim
                          params=("discover", "file"))
     if discover_since is not None and not discover:
         raise UsageError("{discover_since} needs {discover}", params=("discover_since", "discover"))
+
+
+def _no_secret(workspace: WorkspaceConfig, from_file: bool) -> str:
+    """Why ``etl serve`` has no webhook secret for ``workspace`` (a ``UsageError`` template)."""
+    if not from_file:
+        return ("no webhook secret: set OPENPHONE_WEBHOOK_SECRETS (comma-separated) or pass {webhook_secrets} "
+                "(repeatable); `etl webhooks register` prints them")
+    if workspace.webhook_secrets_env is None:
+        return (f"workspace {workspace.name!r} has no webhook secret: add webhook_secrets_env to its "
+                f"[workspace.{workspace.name}] table (the environment variable holding its comma-separated "
+                "secrets), or serve only the other workspaces")
+    return (f"workspace {workspace.name!r} has no webhook secret: the environment variable "
+            f"{workspace.webhook_secrets_env} (its webhook_secrets_env) is not set")
 
 
 __all__ = ["BackfillResult", "Etl", "Requeued", "TranscriptsQueued", "Webhooks", "check_sources", "selection",

@@ -42,7 +42,11 @@ from etl.ratelimit import rate_problem
 # column value: short, plain, case-sensitive.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 NAME_LENGTH = 64
+# /webhooks/openphone is the default workspace's receiver path (every deployment before workspaces
+# registered it), so no workspace may be named so (docs/webhooks.md).
+RESERVED_NAMES = frozenset({"openphone"})
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RESERVED_WHY = "/webhooks/openphone is the default workspace's receiver path"
 _KEYS = {"api_key_env", "base_url", "api_version", "transcripts", "rate", "webhook_secrets_env"}
 
 
@@ -67,6 +71,8 @@ def check_name(name: str) -> str:
     if not NAME_RE.fullmatch(name):
         raise UsageError(f"workspace name {name!r} is not valid: use 1 to 63 letters, digits, '-' or '_', "
                          "starting with a letter or digit")
+    if name in RESERVED_NAMES:
+        raise UsageError(f"workspace name {name!r} is reserved: {_RESERVED_WHY}")
     return name
 
 
@@ -138,6 +144,8 @@ def _workspace(name: str, table: object, source: str) -> WorkspaceConfig:
     if not NAME_RE.fullmatch(name):
         raise UsageError(f"{where}: the name is not valid: use 1 to 63 letters, digits, '-' or '_', "
                          "starting with a letter or digit")
+    if name in RESERVED_NAMES:
+        raise UsageError(f"{where}: the name is reserved: {_RESERVED_WHY}")
     if not isinstance(table, dict):
         raise UsageError(f"{where} must be a table")
     unknown = sorted(set(table) - _KEYS)
@@ -178,5 +186,5 @@ def _workspace(name: str, table: object, source: str) -> WorkspaceConfig:
                            table.get("webhook_secrets_env"))
 
 
-__all__ = ["API_VERSIONS", "DEFAULT", "NAME_LENGTH", "WorkspaceConfig", "check_name", "load_workspaces",
-           "parse_workspaces", "select", "settings_for", "webhook_secrets_for"]
+__all__ = ["API_VERSIONS", "DEFAULT", "NAME_LENGTH", "RESERVED_NAMES", "WorkspaceConfig", "check_name",
+           "load_workspaces", "parse_workspaces", "select", "settings_for", "webhook_secrets_for"]

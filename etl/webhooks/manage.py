@@ -1,8 +1,9 @@
 """``etl webhooks register|list|delete|migrate``: the API webhooks this job needs.
 
-``register`` points webhooks at the receiver's URL, which must be
-``https://HOST[:PORT]/webhooks/openphone`` (``http://`` only for localhost and
-127.0.0.1, for tests):
+Each command acts on one workspace (issue 27): its key, and its receiver URL,
+which must be ``https://HOST[:PORT]/webhooks/<workspace>`` (``/webhooks/openphone``,
+today's path, or ``/webhooks/default`` for the ``default`` workspace; ``http://``
+only for localhost and 127.0.0.1, for tests).  ``register`` points webhooks at it:
 
 * with ``api_version`` ``v1`` (the default): two legacy webhooks,
   ``call.completed`` (``POST /v1/webhooks/calls``) and
@@ -13,15 +14,16 @@
 
 A webhook already pointing at the URL with those events is reused, not made
 twice.  Each new webhook's ``key`` is its signing secret: the command prints
-them once, for the operator to store in ``OPENPHONE_WEBHOOK_SECRETS``; they are
+them once, for the operator to store in ``OPENPHONE_WEBHOOK_SECRETS`` (or the
+workspace's ``webhook_secrets_env``); they are
 never logged.
 
 ``migrate`` moves a URL from the legacy webhooks to a current one without a
 gap (Quo: events between deleting the legacy webhook and enabling the new one
 are not delivered): the current webhook first, then a test event
 (``POST /webhooks/{id}/events/test``) until the receiver has recorded one in
-``webhook_deliveries``, and only then the legacy webhooks of that URL are
-deleted.  While both exist, an event comes twice (same event ``id``); the
+``webhook_deliveries`` for that workspace, and only then the legacy webhooks of
+that URL are deleted.  While both exist, an event comes twice (same event ``id``); the
 receiver stores the second as a ``duplicate``.
 """
 
@@ -44,6 +46,7 @@ from etl.config import DEFAULT_WORKSPACE, Settings
 from etl.errors import AuthError, EtlError, UsageError
 from etl.tables import deliveries_t
 from etl.webhooks.app import WEBHOOK_PATH as RECEIVER_PATH
+from etl.webhooks.app import receiver_paths, workspace_path
 from etl.webhooks.events import SUBSCRIBED_EVENTS
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1"})  # http:// allowed (tests); the help and errors name both
@@ -66,9 +69,11 @@ class Registered:
         return registered_line(self)
 
 
-def check_receiver_url(url: str) -> str:
-    """``url`` if Quo can deliver to it and ``etl serve`` receives there; :class:`UsageError` otherwise."""
-    example = f"https://etl.example.com{RECEIVER_PATH}"
+def check_receiver_url(url: str, workspace: str = DEFAULT_WORKSPACE) -> str:
+    """``url`` if Quo can deliver to it and ``etl serve`` receives ``workspace``'s deliveries there;
+    :class:`UsageError` otherwise."""
+    path = RECEIVER_PATH if workspace == DEFAULT_WORKSPACE else workspace_path(workspace)
+    example = f"https://etl.example.com{path}"
     try:
         parts = urlsplit(url.strip())
         host = parts.hostname
@@ -80,9 +85,10 @@ def check_receiver_url(url: str) -> str:
                          f"e.g. {example} (got {url[:200]!r})")
     if not host:
         raise UsageError(f"--url has no host, e.g. {example} (got {url[:200]!r})")
-    if parts.path != RECEIVER_PATH or parts.query or parts.fragment:
-        raise UsageError(f"--url must end in {RECEIVER_PATH}, where `etl serve` receives deliveries "
-                         f"(got {url[:200]!r}; use {parts.scheme}://{parts.netloc}{RECEIVER_PATH})")
+    if parts.path not in receiver_paths(workspace) or parts.query or parts.fragment:
+        whose = "" if workspace == DEFAULT_WORKSPACE else f"workspace {workspace}'s "
+        raise UsageError(f"--url must end in {path}, where `etl serve` receives {whose}deliveries "
+                         f"(got {url[:200]!r}; use {parts.scheme}://{parts.netloc}{path})")
     return url.strip()
 
 
@@ -93,7 +99,7 @@ def register(settings: Settings, url: str, label: str | None = None, *, clock: C
     (default: ``settings.api_version``'s; the surface says how many webhooks that takes).  ``on_created``
     sees each one as soon as it exists (or is found), so a failure on the second still leaves the first
     one's secret in the caller's hands."""
-    url = check_receiver_url(url)
+    url = check_receiver_url(url, settings.workspace)
     with OpenPhoneClient(settings, clock=clock, transport=transport, surface=surface) as client:
         existing = [h for h in client.list_webhooks() if h.get("url") == url]
         done = []
@@ -180,21 +186,27 @@ def test_event_received(engine: Engine, event_ids: list[str], since: datetime, *
 def migrate(settings: Settings, url: str, engine: Engine, *, label: str | None = None, wait: float = 60.0,
             resend_every: float = 15.0, poll: float = 0.5, clock: Clock,
             on_step: Callable[[str], None] | None = None,
-            transport: httpx.BaseTransport | None = None) -> Migrated:
+            transport: httpx.BaseTransport | None = None,
+            secrets_variable: str | None = "OPENPHONE_WEBHOOK_SECRETS") -> Migrated:
     """Current webhook first, test event until the receiver recorded one, then delete the legacy ones.
 
-    ``engine`` is the receiver's database (``etl serve``'s).  A test event is sent at once and
-    again every ``resend_every`` seconds (the receiver may only now have been given the new
-    secret) for up to ``wait`` seconds; if none is recorded by then, :class:`MigrationError`
-    and no legacy webhook is deleted.
+    ``engine`` is the receiver's database (``etl serve``'s); the test event must be recorded for
+    ``settings.workspace``.  ``secrets_variable``: where ``etl serve`` reads the workspace's secrets
+    (named in the line that shows a new secret; None: its workspaces-file table names none yet).
+    A test event is sent at once and again every ``resend_every`` seconds (the receiver may only
+    now have been given the new secret) for up to ``wait`` seconds; if none is recorded by then,
+    :class:`MigrationError` and no legacy webhook is deleted.
     """
     say = on_step or (lambda _line: None)
-    url = check_receiver_url(url)
+    url = check_receiver_url(url, settings.workspace)
     (current,) = register(settings, url, label, clock=clock, on_created=lambda h: say(registered_line(h)),
                           transport=transport, surface=CURRENT)
     if not current.reused:
-        say("Add its secret to OPENPHONE_WEBHOOK_SECRETS of `etl serve` and restart it (old and new secrets "
-            "together): OPENPHONE_WEBHOOK_SECRETS=…," + current.secret)
+        variable = secrets_variable or "WEBHOOK_SECRETS"
+        where = "" if secrets_variable else (f" (name it in webhook_secrets_env of [workspace.{settings.workspace}]"
+                                             " of the workspaces file)")
+        say(f"Add its secret to {variable} of `etl serve`{where} and restart it (old and new secrets "
+            f"together): {variable}=…," + current.secret)
     since = clock.utcnow() - timedelta(seconds=1)
     started = clock.monotonic()
     sent: list[str] = []
@@ -218,7 +230,8 @@ def migrate(settings: Settings, url: str, engine: Engine, *, label: str | None =
                 raise MigrationError(
                     f"no test event reached `etl serve` within {wait:.0f} s ({n} sent to webhook {current.id}, "
                     f"{url}): no legacy webhook was deleted. Check that `etl serve` runs on this database, that "
-                    f"its OPENPHONE_WEBHOOK_SECRETS holds the new webhook's secret and that {url} reaches it, "
+                    f"its {secrets_variable or 'webhook secrets'} holds the new webhook's secret and that {url} "
+                    "reaches it, "
                     "then run migrate again (the new webhook is reused)")
             clock.sleep(poll)
         waited = clock.monotonic() - started

@@ -7,6 +7,13 @@ outcome, the rate budget and its use over the last 10 s, engine runs, and the
 landing latency: from a ``call.summary.completed`` delivery to its summary's
 rows committed.
 
+Every series is a workspace's (issue 27), labelled ``workspace``: each workspace
+has its own path, secrets, key, budget, engine thread and queue items.  The one
+exception is a refusal of a path no workspace has (``unknown_workspace``): its
+``workspace`` label is empty, which PromQL reads as no label.  A workspace's
+series exist from the start (counters at 0, ``etl_engine_alive`` 0 until its
+engine runs), so a rule over them sees every configured workspace.
+
 Budget use is counted where the key's shared budget grants a request slot
 (:meth:`Metrics.slot_granted`, called by the engine's budget wrapper), so it is
 this server's share of the key's rate: a cron ``etl sync`` running at the same
@@ -14,20 +21,23 @@ time takes the rest.
 
 Label values are bounded: the event type of a delivery is signed but chosen by
 the sender, so only the types this job knows are labels (:func:`type_label`);
-any other is ``other``, one series however many types arrive.
+any other is ``other``, one series however many types arrive.  So is the
+``workspace`` label: only configured workspaces' names (:meth:`Metrics.workspace`),
+never the path a sender asked for.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from etl import report
 from etl.clock import Clock
@@ -49,49 +59,66 @@ def type_label(event_type: str | None) -> str:
 
 
 class _QueueDepth(Collector):
-    """``etl_queue_items{state}`` from the database at scrape time (cached: a count is a scan)."""
+    """Per workspace, from the database at scrape time (cached: a count is a scan):
+    ``etl_queue_items{workspace,state}``, ``etl_transcript_queue_items{workspace,state}``,
+    ``etl_queue_oldest_due_seconds{workspace}`` and ``etl_runs_last_fetch_timestamp_seconds{workspace}``."""
 
-    def __init__(self, engine: Engine, clock: Clock) -> None:
+    def __init__(self, engine: Engine, clock: Clock, names: Callable[[], list[str]]) -> None:
         self.engine = reader(engine)  # a scrape never takes SQLite's write lock
         self.clock = clock
-        self._cached: tuple[float, dict[str, dict[str, int]]] | None = None
+        self.names = names
+        self._cached: tuple[float, dict[str, _Figures]] | None = None
         self._lock = threading.Lock()
 
     def collect(self) -> Iterator[Metric]:
-        counts = self._counts()
-        family = GaugeMetricFamily("etl_queue_items", "Queue rows by state.", labels=["state"])
-        for state, n in counts.get("summaries", {}).items():
-            family.add_metric([state], n)
-        yield family
-        family = GaugeMetricFamily("etl_transcript_queue_items", "transcript_queue rows by state.",
-                                   labels=["state"])
-        for state, n in counts.get("transcripts", {}).items():
-            family.add_metric([state], n)
-        yield family
-        yield GaugeMetricFamily("etl_queue_oldest_due_seconds", "How long the oldest due summary item has waited "
-                                "past its due time (0: none due): the queue's lag.",
-                                value=counts.get("lag", {}).get("s", 0))
-        last = counts.get("last_fetch")
-        if last:
-            yield GaugeMetricFamily(
-                "etl_runs_last_fetch_timestamp_seconds", "Unix time of the end of the newest run of any etl "
-                "process (this server or a cron sync) that fetched anything, from sync_runs.", value=last["at"])
+        figures = self._figures()
+        summaries = GaugeMetricFamily("etl_queue_items", "Queue rows by workspace and state.",
+                                      labels=["workspace", "state"])
+        transcripts = GaugeMetricFamily("etl_transcript_queue_items", "transcript_queue rows by workspace and state.",
+                                        labels=["workspace", "state"])
+        lag = GaugeMetricFamily("etl_queue_oldest_due_seconds", "How long the workspace's oldest due summary item "
+                                "has waited past its due time (0: none due): the queue's lag.", labels=["workspace"])
+        last = GaugeMetricFamily(
+            "etl_runs_last_fetch_timestamp_seconds", "Unix time of the end of the newest run of any etl process "
+            "(this server or a cron sync) that fetched anything for the workspace, from sync_runs.",
+            labels=["workspace"])
+        for name, fig in figures.items():
+            for state, n in fig.summaries.items():
+                summaries.add_metric([name, state], n)
+            for state, n in fig.transcripts.items():
+                transcripts.add_metric([name, state], n)
+            lag.add_metric([name], fig.lag_s)
+            if fig.last_fetch is not None:
+                last.add_metric([name], fig.last_fetch)
+        yield from (summaries, transcripts, lag, last)
 
-    def _counts(self) -> dict[str, dict[str, int]]:
+    def _figures(self) -> dict[str, _Figures]:
         with self._lock:
             now = self.clock.monotonic()
             if self._cached is None or now - self._cached[0] > _QUEUE_CACHE_S:
                 try:
                     with self.engine.connect() as conn:
-                        fetched = report.fetch_history(conn).last_fetch_ok_at
-                        _, oldest = report.due_now(conn, self.clock.utcnow())
-                        lag = max(0, int((self.clock.utcnow() - oldest).total_seconds())) if oldest else 0
-                        self._cached = (now, {"summaries": report.queue_counts(conn), "lag": {"s": lag},
-                                              "transcripts": report.transcript_counts(conn),
-                                              "last_fetch": {"at": unix(fetched)} if fetched else {}})
+                        self._cached = (now, {name: _read_figures(conn, name, self.clock.utcnow())
+                                              for name in self.names()})
                 except Exception:  # an unreachable database shows in /healthz, not as a failed scrape
                     return self._cached[1] if self._cached else {}
             return self._cached[1]
+
+
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    summaries: dict[str, int]
+    transcripts: dict[str, int]
+    lag_s: int
+    last_fetch: int | None
+
+
+def _read_figures(conn: Connection, workspace: str, now: datetime) -> _Figures:
+    fetched = report.fetch_history(conn, workspace=workspace).last_fetch_ok_at
+    _, oldest = report.due_now(conn, now, workspace=workspace)
+    lag = max(0, int((now - oldest).total_seconds())) if oldest else 0
+    return _Figures(report.queue_counts(conn, workspace=workspace), report.transcript_counts(conn, workspace=workspace),
+                    lag, unix(fetched) if fetched else None)
 
 
 def unix(naive_utc: datetime) -> int:
@@ -99,59 +126,135 @@ def unix(naive_utc: datetime) -> int:
     return int(naive_utc.replace(tzinfo=UTC).timestamp())
 
 
-def last_fetch_unix(engine: Engine) -> float | None:
-    """When any etl process last got an answer from the API, from ``sync_runs`` (None: never, or unreadable)."""
+def last_fetch_unix(engine: Engine, workspace: str) -> float | None:
+    """When any etl process last got an answer from the API for ``workspace``, from ``sync_runs``
+    (None: never, or unreadable)."""
     try:
         with reader(engine).connect() as conn:
-            fetched = report.fetch_history(conn).last_fetch_ok_at
+            fetched = report.fetch_history(conn, workspace=workspace).last_fetch_ok_at
     except Exception:  # a database down at start shows in /healthz; the gauge then starts empty
         return None
     return float(unix(fetched)) if fetched else None
 
 
+class _BudgetUse(Collector):
+    """``etl_rate_budget_use_ratio{workspace}``: computed at scrape time from each workspace's grants."""
+
+    def __init__(self, workspaces: Callable[[], list[WorkspaceMetrics]]) -> None:
+        self.workspaces = workspaces
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("etl_rate_budget_use_ratio", "Slots this server was granted in the last 10 s "
+                                   "divided by the workspace key's budget for 10 s (the rest is left to other "
+                                   "processes).", labels=["workspace"])
+        for ws in self.workspaces():
+            family.add_metric([ws.name], ws.budget_use())
+        yield family
+
+
 class Metrics:
-    def __init__(self, engine: Engine | None, rate: float, clock: Clock) -> None:
+    """The registry and its families; :meth:`workspace` gives one workspace's view of them."""
+
+    def __init__(self, engine: Engine | None, clock: Clock) -> None:
+        self.engine = engine
         self.clock = clock
         self.registry = CollectorRegistry()
         r = self.registry
-        self.deliveries = Counter("etl_webhook_deliveries", "Accepted webhook deliveries by event type and outcome "
-                                  "(queued, duplicate, ignored).", ["type", "outcome"], registry=r)
-        self.refusals = Counter("etl_webhook_refusals", "Refused webhook deliveries by reason.", ["reason"],
-                                registry=r)
-        self.fetches = Counter("etl_api_requests", "API requests sent by the in-process engine, by outcome "
-                               "(2xx, 4xx, 5xx, 404, 429, or error: no answer).", ["outcome"], registry=r)
-        self.runs = Counter("etl_engine_runs", "Sync engine runs started by the server.", registry=r)
+        self.deliveries = Counter("etl_webhook_deliveries", "Accepted webhook deliveries by workspace, event type "
+                                  "and outcome (queued, duplicate, ignored).", ["workspace", "type", "outcome"],
+                                  registry=r)
+        self.refusals = Counter("etl_webhook_refusals", "Refused webhook deliveries by workspace and reason "
+                                "(workspace empty: a path no workspace has).", ["workspace", "reason"], registry=r)
+        self.fetches = Counter("etl_api_requests", "API requests sent by the workspace's in-process engine, by "
+                               "outcome (2xx, 4xx, 5xx, 404, 429, or error: no answer).", ["workspace", "outcome"],
+                               registry=r)
+        self.runs = Counter("etl_engine_runs", "Sync engine runs started by the server, by workspace.",
+                            ["workspace"], registry=r)
         self.landing = Histogram("etl_summary_landing_seconds", "From a call.summary.completed delivery to the "
-                                 "summary's rows committed.", buckets=LANDING_BUCKETS, registry=r)
-        budget = Gauge("etl_rate_budget_requests_per_second", "The API key's request budget shared by every etl "
-                       "process (--rate; 0 = unthrottled).", registry=r)
-        budget.set(rate)
-        self.rate = rate
-        self.granted = Counter("etl_rate_budget_granted", "Request slots this server was granted from the key's "
-                               "shared budget.", registry=r)
-        self.pauses = Counter("etl_rate_budget_pauses", "429 answers that paused every process of the key.",
-                              registry=r)
-        use = Gauge("etl_rate_budget_use_ratio", "Slots this server was granted in the last 10 s divided by the "
-                    "key's budget for 10 s (the rest is left to other processes).", registry=r)
-        use.set_function(self._budget_use)
+                                 "summary's rows committed, by workspace.", ["workspace"], buckets=LANDING_BUCKETS,
+                                 registry=r)
+        self.budget = Gauge("etl_rate_budget_requests_per_second", "The workspace key's request budget shared by "
+                            "every etl process (--rate; 0 = unthrottled).", ["workspace"], registry=r)
+        self.granted = Counter("etl_rate_budget_granted", "Request slots this server was granted from the "
+                               "workspace key's shared budget.", ["workspace"], registry=r)
+        self.pauses = Counter("etl_rate_budget_pauses", "429 answers that paused every process of the workspace's "
+                              "key.", ["workspace"], registry=r)
         self.last_success = Gauge("etl_api_last_success_timestamp_seconds",
-                                  "Unix time of this server's last API answer (2xx, 3xx, or 404: "
-                                  "the API was reached).", registry=r)
-        self.engine_alive = Gauge("etl_engine_alive", "1 while the sync engine thread runs.", registry=r)
-        self._granted: deque[float] = deque()
-        self.last_success_unix: float | None = None
+                                  "Unix time of this server's last API answer for the workspace (2xx, 3xx, or "
+                                  "404: the API was reached).", ["workspace"], registry=r)
+        self.engine_alive = Gauge("etl_engine_alive", "1 while the workspace's sync engine thread runs.",
+                                  ["workspace"], registry=r)
+        self._workspaces: dict[str, WorkspaceMetrics] = {}
         self._lock = threading.Lock()
+        r.register(_BudgetUse(self._all))
         if engine is not None:
-            r.register(_QueueDepth(engine, clock))
+            r.register(_QueueDepth(engine, clock, lambda: [w.name for w in self._all()]))
+
+    def workspace(self, name: str, rate: float | None = None) -> WorkspaceMetrics:
+        """Workspace ``name``'s metrics, made (with its series at 0) on first use; ``rate``: its key's budget."""
+        with self._lock:
+            ws = self._workspaces.get(name)
+            if ws is None:
+                ws = self._workspaces[name] = WorkspaceMetrics(self, name, rate or 0.0)
+            elif rate is not None:
+                ws.set_rate(rate)
+            return ws
+
+    @property
+    def workspace_names(self) -> list[str]:
+        return [w.name for w in self._all()]
+
+    def refused(self, workspace: str | None, reason: str) -> None:
+        """Count a refusal; ``workspace`` None: a path no workspace has (an empty label, not the path)."""
+        self.refusals.labels(workspace or "", reason).inc()
+
+    def _all(self) -> list[WorkspaceMetrics]:
+        with self._lock:
+            return list(self._workspaces.values())
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class WorkspaceMetrics:
+    """One workspace's series: what its engine, budget and deliveries count."""
+
+    def __init__(self, parent: Metrics, name: str, rate: float) -> None:
+        self.name = name
+        self.clock = parent.clock
+        self._parent = parent
+        self.runs = parent.runs.labels(name)
+        self.landing = parent.landing.labels(name)
+        self.granted = parent.granted.labels(name)
+        self.pauses = parent.pauses.labels(name)
+        self.engine_alive = parent.engine_alive.labels(name)
+        self.engine_alive.set(0)
+        self.last_success = parent.last_success.labels(name)
+        self.rate = 0.0
+        self.set_rate(rate)
+        self._granted: deque[float] = deque()
+        self._lock = threading.Lock()
+        self.last_success_unix: float | None = None
+        if parent.engine is not None:
             # Not 0 at start (a staleness alert would fire at every restart): the last answer any
-            # etl process recorded, until this server gets one of its own (issue 26).
-            started_from = last_fetch_unix(engine)
+            # etl process recorded for the workspace, until this server gets one of its own (issue 26).
+            started_from = last_fetch_unix(parent.engine, name)
             if started_from is not None:
                 self.last_success_unix = started_from
                 self.last_success.set(started_from)
 
+    def set_rate(self, rate: float) -> None:
+        self.rate = rate
+        self._parent.budget.labels(self.name).set(rate)
+
+    def delivery(self, event_type: str | None, outcome: str) -> None:
+        self._parent.deliveries.labels(self.name, type_label(event_type), outcome).inc()
+
+    def refused(self, reason: str) -> None:
+        self._parent.refused(self.name, reason)
+
     def request_sent(self, outcome: str, ok: bool) -> None:
-        self.fetches.labels(outcome).inc()
+        self._parent.fetches.labels(self.name, outcome).inc()
         if ok:
             self.last_success_unix = self.clock.time()
             self.last_success.set(self.last_success_unix)
@@ -167,12 +270,9 @@ class Metrics:
         while self._granted and self._granted[0] < now - _BUDGET_WINDOW_S:
             self._granted.popleft()
 
-    def _budget_use(self) -> float:
+    def budget_use(self) -> float:
         if self.rate <= 0:
             return 0.0
         with self._lock:
             self._trim(self.clock.monotonic())
             return len(self._granted) / (self.rate * _BUDGET_WINDOW_S)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

@@ -43,7 +43,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,17 +189,19 @@ def route_uvicorn_logs() -> None:
     uv.propagate = False
 
 
-def serve(engine: Engine, settings: Settings, receiver: ReceiverConfig, options: ServeOptions, *,
+def serve(engine: Engine, workspaces: Sequence[Settings], receiver: ReceiverConfig, options: ServeOptions, *,
           transport: httpx.BaseTransport | None = None, clock: Clock) -> None:
-    """Serve until SIGTERM/SIGINT."""
+    """Serve until SIGTERM/SIGINT: ``receiver.workspaces``' deliveries, and one engine thread per workspace
+    on its settings (``workspaces``, one each: ``Settings.workspace`` names it, its key and rate)."""
     sock = listen(options.host, options.port)
     route_uvicorn_logs()
     engine, intake_engine = serving_engines(engine)
-    metrics = Metrics(engine, settings.rate, clock)
-    worker = SyncWorker(engine, settings, metrics, transport=transport, poll_interval=options.poll_interval,
-                        clock=clock)
-    housekeeper = Housekeeper(engine, metrics, receiver.retention, clock=clock, workspace=receiver.workspace)
-    app = create_app(engine, receiver, metrics, worker, housekeeper, clock=clock, intake_engine=intake_engine)
+    metrics = Metrics(engine, clock)
+    workers = [SyncWorker(engine, settings, metrics, transport=transport, poll_interval=options.poll_interval,
+                          clock=clock) for settings in workspaces]
+    housekeeper = Housekeeper(engine, metrics, receiver.retention, clock=clock,
+                              workspaces=[ws.name for ws in receiver.workspaces])
+    app = create_app(engine, receiver, metrics, workers, housekeeper, clock=clock, intake_engine=intake_engine)
     try:
         ReceiverServer(uvicorn_config(app, options), listen_url(options.host, sock)).run(sockets=[sock])
     finally:

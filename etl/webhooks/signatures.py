@@ -97,6 +97,13 @@ def load_secrets(values: Sequence[str]) -> list[_Secret]:
     return secrets
 
 
+def same_secret(one: Sequence[str], other: Sequence[str]) -> bool:
+    """Whether two lists of configured secrets share a signing key (however each is spelled: ``whsec_``
+    or not, padding or not).  Both lists must load (:func:`load_secrets`)."""
+    keys = {secret.raw for secret in load_secrets(one)}
+    return any(secret.raw in keys for secret in load_secrets(other))
+
+
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
 

@@ -1,4 +1,11 @@
-"""The sync engine inside ``etl serve``: a background thread woken by every stored delivery.
+"""The sync engine inside ``etl serve``: a background thread per workspace, woken by its stored deliveries.
+
+Each workspace the server receives for has its own :class:`SyncWorker` (issue
+27): its own thread, settings (``Settings.workspace``, key, API version), HTTP
+client and rate budget (the key's, shared through the database), claiming only
+its workspace's queue items.  So workspaces are fair to each other by
+construction: a backlog in one never delays another's deliveries, and each
+spends only its own key's budget.
 
 :meth:`SyncWorker._attempt` starts each engine run through
 :func:`etl.running.run_in_server`, the way every sync starts, on the key's rate
@@ -32,12 +39,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import structlog
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -52,7 +60,7 @@ from etl.ratelimit import RateBudget
 from etl.running import run_in_server
 from etl.runs import StopReason
 from etl.webhooks import intake
-from etl.webhooks.metrics import Metrics
+from etl.webhooks.metrics import Metrics, WorkspaceMetrics
 
 # Work claimed per claim, in seconds at the rate (``etl sync`` claims 10 s).  A summary
 # event jumps to the head of the due line, but not ahead of what the engine has claimed
@@ -94,7 +102,7 @@ class EngineError:
 class MeteredBudget:
     """The key's shared :class:`~etl.ratelimit.RateBudget`, counting the slots it grants this server."""
 
-    def __init__(self, inner: RateBudget, metrics: Metrics) -> None:
+    def __init__(self, inner: RateBudget, metrics: WorkspaceMetrics) -> None:
         self.inner = inner
         self.metrics = metrics
         self.rate = inner.rate
@@ -114,7 +122,7 @@ class MeteredBudget:
 class InstrumentedTransport(httpx.BaseTransport):
     """Counts every API request the engine sends (metrics, last successful fetch)."""
 
-    def __init__(self, inner: httpx.BaseTransport, metrics: Metrics) -> None:
+    def __init__(self, inner: httpx.BaseTransport, metrics: WorkspaceMetrics) -> None:
         self.inner = inner
         self.metrics = metrics
 
@@ -135,28 +143,30 @@ class InstrumentedTransport(httpx.BaseTransport):
 
 
 class SyncWorker:
-    """Runs the engine on its own thread whenever there may be due work."""
+    """Runs the engine of one workspace (``settings.workspace``) on its own thread whenever it may have due work."""
 
     def __init__(self, engine: Engine, settings: Settings, metrics: Metrics, *,
                  transport: httpx.BaseTransport | None = None, poll_interval: float = 30.0,
                  clock: Clock) -> None:
         self.engine = engine
         self.settings = settings
-        self.metrics = metrics
+        self.workspace = settings.workspace
+        self.metrics = metrics.workspace(settings.workspace, settings.rate)
         self.transport = transport
         self.poll_interval = poll_interval
         self.clock = clock
-        self.log = get_logger()
+        self.log = get_logger(workspace=self.workspace)
         self.error: EngineError | None = None  # the last attempt failed (cleared by one that works)
         self.failures = 0  # consecutive failed attempts
         self.no_progress = 0  # consecutive runs that claimed work and saved none
         self.budget: RateBudget = self._new_budget()
         self.last_run: dict[str, Any] | None = None  # the last run's figures, taken when it ended
+        self.last_run_ended = 0.0  # when (the clock's monotonic time)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._stop_current: Callable[[], None] | None = None
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._loop, name="etl-serve-engine", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"etl-serve-engine-{self.workspace}", daemon=True)
 
     @property
     def alive(self) -> bool:
@@ -202,6 +212,8 @@ class SyncWorker:
             return store.anything_due(conn, self.clock.utcnow(), workspace=self.settings.workspace)
 
     def _loop(self) -> None:
+        # Every line of this thread's runs names the workspace (the engine's fetch threads copy the context).
+        structlog.contextvars.bind_contextvars(workspace=self.workspace)
         while not self._stopping.is_set():
             if self.failures:
                 self._wake.clear()
@@ -233,6 +245,7 @@ class SyncWorker:
         # The stop reason's text may quote the database's error: show its kind only.
         run["stop_reason"] = stats.stop.value if stats.stop is not None else None
         self.last_run = run
+        self.last_run_ended = self.clock.monotonic()
         if stats.stop in (StopReason.DATABASE_LOST, StopReason.UNEXPECTED) and not self._stopping.is_set():
             self._failed(stats.fatal or RuntimeError(stats.stop.value), logged=True)
             return
@@ -288,16 +301,16 @@ class Housekeeper:
 
     def __init__(self, engine: Engine, metrics: Metrics, retention: timedelta, *,
                  interval: float = 0.25, prune_every: float = 600.0, clock: Clock,
-                 workspace: str = DEFAULT_WORKSPACE) -> None:
+                 workspaces: Sequence[str] = (DEFAULT_WORKSPACE,)) -> None:
         self.engine = engine
-        self.workspace = workspace  # whose deliveries it prunes
+        self.workspaces = tuple(workspaces)  # whose deliveries it prunes
         self.clock = clock
         self.metrics = metrics
         self.retention = retention
         self.interval = interval
         self.prune_every = prune_every
         self.log = get_logger()
-        self._tracked: OrderedDict[str, datetime] = OrderedDict()
+        self._tracked: OrderedDict[str, tuple[datetime, str]] = OrderedDict()  # call id: (received, workspace)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="etl-serve-housekeeper", daemon=True)
@@ -309,10 +322,10 @@ class Housekeeper:
         self._stop.set()
         self._thread.join(10)
 
-    def track(self, call_id: str, received_at: datetime) -> None:
-        """Observe the landing latency of ``call_id`` once its summary is stored."""
+    def track(self, call_id: str, received_at: datetime, workspace: str) -> None:
+        """Observe the landing latency of ``call_id`` (of ``workspace``) once its summary is stored."""
         with self._lock:
-            self._tracked.setdefault(call_id, received_at)
+            self._tracked.setdefault(call_id, (received_at, workspace))
             while len(self._tracked) > self.MAX_TRACKED:
                 self._tracked.popitem(last=False)
 
@@ -326,21 +339,24 @@ class Housekeeper:
                 self.prune()
 
     def prune(self) -> int:
-        """Delete delivery rows older than the retention; a failure is one line, retried later."""
-        try:
-            n = intake.prune(self.engine, self.clock.utcnow(), self.retention, workspace=self.workspace)
-        except Exception as exc:  # a database blip: the next prune catches up
-            self.log.warning("pruning webhook deliveries failed; retrying later",
-                             error_type=type(getattr(exc, "orig", None) or exc).__name__)
-            return 0
-        if n:
-            self.log.info("pruned webhook deliveries", rows=n)
-        return n
+        """Delete each workspace's delivery rows older than the retention; a failure is one line, retried later."""
+        pruned = 0
+        for workspace in self.workspaces:
+            try:
+                n = intake.prune(self.engine, self.clock.utcnow(), self.retention, workspace=workspace)
+            except Exception as exc:  # a database blip: the next prune catches up
+                self.log.warning("pruning webhook deliveries failed; retrying later", workspace=workspace,
+                                 error_type=type(getattr(exc, "orig", None) or exc).__name__)
+                continue
+            if n:
+                self.log.info("pruned webhook deliveries", workspace=workspace, rows=n)
+            pruned += n
+        return pruned
 
     def _check_landed(self) -> None:
         expired = self.clock.utcnow() - self.TRACK_FOR
         with self._lock:
-            while self._tracked and next(iter(self._tracked.values())) < expired:
+            while self._tracked and next(iter(self._tracked.values()))[0] < expired:
                 self._tracked.popitem(last=False)  # still not landed: in progress for long
             ids = list(self._tracked)
         for start in range(0, len(ids), 500):
@@ -348,8 +364,10 @@ class Housekeeper:
                 rows = store.ended(conn, ids[start:start + 500])
             with self._lock:
                 for call_id, state, finished_at in rows:
-                    received = self._tracked.pop(call_id, None)
+                    tracked = self._tracked.pop(call_id, None)
+                    if tracked is None:
+                        continue
+                    received, workspace = tracked
                     # finished before the delivery: it was done already, nothing landed because of it.
-                    if received is not None and state == "done" and finished_at is not None \
-                            and finished_at >= received:
-                        self.metrics.landing.observe((finished_at - received).total_seconds())
+                    if state == "done" and finished_at is not None and finished_at >= received:
+                        self.metrics.workspace(workspace).landing.observe((finished_at - received).total_seconds())

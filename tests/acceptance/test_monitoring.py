@@ -2,8 +2,8 @@
 real running `etl serve` exports, and /metrics starts from what the database knows.
 
 `etl serve` runs as a subprocess (configured through the environment, as an operator
-runs it) against the simulated API on a real socket; /metrics is scraped over HTTP and
-parsed with prometheus_client's own text parser.
+runs it) with two workspaces (issue 27), each against its own simulated API (own key) on a
+real socket; /metrics is scraped over HTTP and parsed with prometheus_client's own text parser.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "monitoring" / "alerts.yml"
 DASHBOARD = ROOT / "monitoring" / "grafana-dashboard.json"
 API_KEY = "monitoring-key-0123456789"
+NORTH_KEY = "monitoring-north-0123456789"
 SECRET = webhooks.new_standard_secret(b"secret-monitoring").removeprefix("whsec_")
+NORTH_SECRET = webhooks.new_standard_secret(b"secret-monitoring-north")
 # What a name in a rule may add to a family's name (counters, histograms).
 SUFFIXES = ("", "_total", "_bucket", "_sum", "_count", "_created")
 
@@ -47,10 +49,19 @@ def dashboard_exprs() -> list[str]:
 
 
 def scrape_running_serve(db_url: str, tmp_path: Path) -> tuple[str, str]:
-    with serve(FakeOpenPhone(api_key=API_KEY)) as api_url:
+    """/metrics of `etl serve --workspaces` with two workspaces: `default` (where the rows of a
+    deployment before workspaces are) and `north`, each with its own API, key and secret."""
+    with serve(FakeOpenPhone(api_key=API_KEY)) as api_url, serve(FakeOpenPhone(api_key=NORTH_KEY)) as north_url:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = etl_env(db_url, api_url, API_KEY, OPENPHONE_WEBHOOK_SECRETS=SECRET)
+        workspaces = tmp_path / "workspaces.toml"
+        workspaces.write_text(
+            '[workspace.default]\napi_key_env = "QUO_KEY_DEFAULT"\nwebhook_secrets_env = "QUO_WHSEC_DEFAULT"\n'
+            f'base_url = "{api_url}"\n'
+            '[workspace.north]\napi_key_env = "QUO_KEY_NORTH"\nwebhook_secrets_env = "QUO_WHSEC_NORTH"\n'
+            f'base_url = "{north_url}"\n')
+        env = etl_env(db_url, None, None, ETL_WORKSPACES=str(workspaces), QUO_KEY_DEFAULT=API_KEY,
+                      QUO_KEY_NORTH=NORTH_KEY, QUO_WHSEC_DEFAULT=SECRET, QUO_WHSEC_NORTH=NORTH_SECRET)
         proc = start_etl(["serve", "--port", str(port)], env, tmp_path, "serve")
         try:
             wait_for(lambda: healthy(url), 60, "etl serve to answer /healthz", proc)
@@ -90,14 +101,31 @@ def test_every_metric_the_dashboard_and_alerts_name_is_exported_and_last_success
                    "etl_queue_items", "etl_api_last_success_timestamp_seconds", "etl_webhook_refusals_total"):
         assert wanted in rules & board, wanted
 
-    # /metrics starts from the database, not from 0 (a staleness alert would fire at every restart).
-    samples = {sample.name: sample.value for family in families for sample in family.samples if not sample.labels}
+    # Every series is a workspace's (issue 27): each of the two has its own, from the start.
+    workspaces: dict[str, set[str]] = {}
+    for family in families:
+        for sample in family.samples:
+            workspaces.setdefault(sample.name, set()).add(sample.labels.get("workspace", "-"))
+    for name in ("etl_engine_alive", "etl_engine_runs_total", "etl_rate_budget_requests_per_second",
+                 "etl_rate_budget_use_ratio", "etl_rate_budget_granted_total", "etl_rate_budget_pauses_total",
+                 "etl_api_last_success_timestamp_seconds", "etl_queue_items", "etl_transcript_queue_items",
+                 "etl_queue_oldest_due_seconds", "etl_summary_landing_seconds_count"):
+        assert workspaces[name] == {"default", "north"}, (name, workspaces[name])
+    assert not [name for name, found in workspaces.items() if "-" in found and name.startswith("etl_")]
+
+    # /metrics starts from the database, not from 0 (a staleness alert would fire at every restart):
+    # the workspace's own runs (the cron sync above was default's; north has none yet).
+    samples = {(sample.name, sample.labels.get("workspace")): sample.value for family in families
+               for sample in family.samples if set(sample.labels) == {"workspace"}}
     expected = fetched_at.replace(tzinfo=UTC).timestamp()
-    assert samples["etl_api_last_success_timestamp_seconds"] == expected
-    assert samples["etl_runs_last_fetch_timestamp_seconds"] == expected
-    queue = {sample.labels["state"]: sample.value for family in families for sample in family.samples
-             if sample.name == "etl_queue_items"}
-    assert queue == {"pending": 0, "done": 0, "failed": 0, "absent": 0, "not_found": 0, "invalid": 0, "error": 0}
+    assert samples["etl_api_last_success_timestamp_seconds", "default"] == expected
+    assert samples["etl_runs_last_fetch_timestamp_seconds", "default"] == expected
+    assert ("etl_runs_last_fetch_timestamp_seconds", "north") not in samples
+    for workspace in ("default", "north"):
+        queue = {sample.labels["state"]: sample.value for family in families for sample in family.samples
+                 if sample.name == "etl_queue_items" and sample.labels["workspace"] == workspace}
+        assert queue == {"pending": 0, "done": 0, "failed": 0, "absent": 0, "not_found": 0, "invalid": 0,
+                         "error": 0}, workspace
 
 
 def test_the_alert_rules_pass_promtool() -> None:

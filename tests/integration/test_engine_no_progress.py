@@ -18,7 +18,7 @@ def test_runs_that_claim_and_save_nothing_make_the_engine_unhealthy_until_one_sa
         store.enqueue_ids(conn, ["ACstall1", "ACstall2"])
     stuck = settings.replace(lease_seconds=5, read_timeout=20)
     # The system clock, as `etl serve` runs: nothing here waits (the lease check releases before sending).
-    worker = SyncWorker(engine, stuck, Metrics(engine, stuck.rate, SYSTEM), transport=fake.transport(),
+    worker = SyncWorker(engine, stuck, Metrics(engine, SYSTEM), transport=fake.transport(),
                         poll_interval=3600, clock=SYSTEM)
     for n in range(1, NO_PROGRESS_RUNS + 1):
         assert worker.error is None, n

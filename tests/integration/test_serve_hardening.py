@@ -221,7 +221,7 @@ def test_standard_webhooks_dedupe_on_webhook_id(db_url: str, engine: Engine) -> 
         # queued and the two re-signed duplicates; the refused replay stored nothing.
         assert r.count("webhook_deliveries") == 4
         assert (r.fake.requests["ACwid1"], r.fake.requests["ACwid2"]) == (1, 1)
-        assert 'etl_webhook_refusals_total{reason="replay"} 1.0' in r.scrape()
+        assert 'etl_webhook_refusals_total{reason="replay",workspace="default"} 1.0' in r.scrape()
 
 
 # --- 6: hostile signed payloads ---------------------------------------------------------------
@@ -251,7 +251,7 @@ def test_hostile_signed_payloads_queue_the_call_id_and_never_500(db_url: str, en
     """Hostile signed payloads queue the call id and never answer 500: each of these failed on every retry (500)
     before, or stored a control
     byte as a metric label; now the call id is queued, the answer is 2xx or a 4xx that says why."""
-    config = ReceiverConfig([SECRET_A, WHSEC])  # the default 1 MiB body limit
+    config = ReceiverConfig.single([SECRET_A, WHSEC])  # the default 1 MiB body limit
     with running_receiver(engine, db_url, rate=100, config=config) as r:
         for call_id, changes in HOSTILE_CALLS.items():
             body = json.dumps(webhooks.call_completed(_call(call_id, **changes))).encode()  # \ud800 escaped
@@ -287,7 +287,7 @@ def test_hostile_signed_payloads_queue_the_call_id_and_never_500(db_url: str, en
         types = {line.split('type="')[1].split('"')[0] for line in scraped.splitlines()
                  if line.startswith("etl_webhook_deliveries_total{")}
         assert types == {"call.completed", "call.summary.completed", "other"}, types
-        assert 'etl_webhook_deliveries_total{outcome="ignored",type="other"} 3.0' in scraped
+        assert 'etl_webhook_deliveries_total{outcome="ignored",type="other",workspace="default"} 3.0' in scraped
 
 
 # --- the clock seam: windows and retention on a FakeClock ------------------------------------
@@ -341,7 +341,7 @@ def test_engine_backs_off_on_the_receivers_clock_while_the_database_is_away() ->
     clock = FakeClock()
     unreachable = db.create_engine("postgresql+psycopg://etl@127.0.0.1:1/nowhere")  # connection refused
     settings = Settings(database_url=str(unreachable.url), api_key="k" * 20, base_url="http://fake.test", rate=10)
-    worker = SyncWorker(unreachable, settings, Metrics(None, 10, clock), poll_interval=0.01, clock=clock)
+    worker = SyncWorker(unreachable, settings, Metrics(None, clock), poll_interval=0.01, clock=clock)
     worker.start()
     try:
         wait_until(lambda: len(clock.sleeps) >= 7, 30, "seven back-offs")

@@ -183,9 +183,9 @@ def test_huge_timestamps_and_a_client_gone_mid_body_are_one_line_each_and_sigter
             def refusals_counted() -> bool:
                 nonlocal scraped
                 scraped = httpx.get(url + "/metrics", timeout=10).text
-                return 'etl_webhook_refusals_total{reason="disconnected"} 1.0' in scraped
+                return 'etl_webhook_refusals_total{reason="disconnected",workspace="default"} 1.0' in scraped
             wait_for(refusals_counted, 10, "the disconnect to be counted", proc)
-            assert 'etl_webhook_refusals_total{reason="stale_timestamp"} 2.0' in scraped
+            assert 'etl_webhook_refusals_total{reason="stale_timestamp",workspace="default"} 2.0' in scraped
             proc.send_signal(signal.SIGTERM)
             code = stop(proc, timeout=60)
         finally:

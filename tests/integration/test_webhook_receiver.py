@@ -95,7 +95,7 @@ def test_forgery_matrix_refused_with_nothing_stored(receiver: Receiver) -> None:
     scraped = receiver.client.get(receiver.url + "/metrics").text
     for reason in ("missing_header", "malformed_header", "bad_signature", "stale_timestamp", "too_large",
                    "bad_json"):
-        assert f'etl_webhook_refusals_total{{reason="{reason}"}}' in scraped, reason
+        assert f'etl_webhook_refusals_total{{reason="{reason}",workspace="default"}}' in scraped, reason
 
 
 @pytest.mark.parametrize("scheme", ["v1", "standard"])
@@ -190,19 +190,20 @@ def test_other_events_ignored_and_operations_endpoints(receiver: Receiver) -> No
     deadline = time.monotonic() + 5
     while True:  # the landing watcher ticks every 0.25 s
         scraped = receiver.client.get(receiver.url + "/metrics").text
-        if "etl_summary_landing_seconds_count 1.0" in scraped or time.monotonic() > deadline:
+        if 'etl_summary_landing_seconds_count{workspace="default"} 1.0' in scraped or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert "etl_summary_landing_seconds_count 1.0" in scraped
-    assert 'etl_webhook_deliveries_total{outcome="ignored",type="message.received"} 1.0' in scraped
-    assert 'etl_webhook_deliveries_total{outcome="queued",type="call.summary.completed"} 1.0' in scraped
-    assert 'etl_queue_items{state="done"}' in scraped
+    assert 'etl_summary_landing_seconds_count{workspace="default"} 1.0' in scraped
+    deliveries = "etl_webhook_deliveries_total{outcome=\"%s\",type=\"%s\",workspace=\"default\"} 1.0"
+    assert deliveries % ("ignored", "message.received") in scraped
+    assert deliveries % ("queued", "call.summary.completed") in scraped
+    assert 'etl_queue_items{state="done",workspace="default"}' in scraped
     # AChealth1 had no call row: the engine fetched its call, then its summary.
-    assert 'etl_api_requests_total{outcome="2xx"} 2.0' in scraped
-    assert "etl_rate_budget_requests_per_second 10.0" in scraped
+    assert 'etl_api_requests_total{outcome="2xx",workspace="default"} 2.0' in scraped
+    assert 'etl_rate_budget_requests_per_second{workspace="default"} 10.0' in scraped
     # Two slots granted from the key's shared budget: 2 in 10 s of a 10/s budget.
-    assert "etl_rate_budget_granted_total 2.0" in scraped
-    assert "etl_rate_budget_use_ratio 0.02" in scraped
+    assert 'etl_rate_budget_granted_total{workspace="default"} 2.0' in scraped
+    assert 'etl_rate_budget_use_ratio{workspace="default"} 0.02' in scraped
 
 
 @pytest.mark.slow

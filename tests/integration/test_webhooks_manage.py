@@ -154,8 +154,9 @@ def test_cli_register_refuses_a_url_etl_serve_cannot_receive_on(tmp_path: Path, 
 
 def test_cli_help_says_what_the_code_accepts() -> None:
     result = run_etl(["webhooks", "register", "--help"], etl_env("sqlite://"))
-    assert "https://HOST[:PORT]/webhooks/openphone (http:// only for localhost or 127.0.0.1)" in " ".join(
-        result.stdout.split())
+    assert ("https://HOST[:PORT]/webhooks/NAME (/webhooks/openphone without a workspaces file; http:// only for "
+            "localhost or 127.0.0.1)") in " ".join(result.stdout.split())
+    assert "--workspace NAME" in result.stdout and "--workspaces FILE" in result.stdout
     assert "2026-03-30" in result.stdout
 
 
@@ -266,3 +267,48 @@ def test_receiver_urls_that_are_accepted(url: str) -> None:
 def test_receiver_urls_that_are_refused(url: str) -> None:
     with pytest.raises(UsageError, match=r"^--url "):
         manage.check_receiver_url(url)
+
+
+@pytest.mark.parametrize(("url", "workspace"), [("https://etl.example.com/webhooks/default", "default"),
+                                                ("https://etl.example.com/webhooks/north", "north"),
+                                                ("http://127.0.0.1:8080/webhooks/north-2", "north-2")])
+def test_receiver_urls_of_a_workspace(url: str, workspace: str) -> None:
+    assert manage.check_receiver_url(url, workspace) == url
+
+
+def test_a_workspaces_url_is_its_own_path() -> None:
+    with pytest.raises(UsageError) as refused:
+        manage.check_receiver_url("https://etl.example.com/webhooks/openphone", "north")
+    assert str(refused.value) == (
+        "--url must end in /webhooks/north, where `etl serve` receives workspace north's deliveries "
+        "(got 'https://etl.example.com/webhooks/openphone'; use https://etl.example.com/webhooks/north)")
+    with pytest.raises(UsageError) as refused:
+        manage.check_receiver_url("https://etl.example.com/webhooks/north")
+    assert str(refused.value) == (
+        "--url must end in /webhooks/openphone, where `etl serve` receives deliveries "
+        "(got 'https://etl.example.com/webhooks/north'; use https://etl.example.com/webhooks/openphone)")
+
+
+def test_webhooks_of_one_workspace_each_with_its_own_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library: `Etl.workspace(name).webhooks` uses that workspace's key and URL; a job of several
+    workspaces has no one set of webhooks."""
+    from etl import Etl
+    from etl.workspaces import WorkspaceConfig
+
+    north, south = FakeOpenPhone(api_key="north-key-0123456789"), FakeOpenPhone(api_key="south-key-0123456789")
+    monkeypatch.setenv("QUO_KEY_NORTH", north.api_key)
+    monkeypatch.setenv("QUO_KEY_SOUTH", south.api_key)
+    spaces = [WorkspaceConfig("north", "QUO_KEY_NORTH", webhook_secrets_env="QUO_WHSEC_NORTH"),
+              WorkspaceConfig("south", "QUO_KEY_SOUTH")]
+    with pytest.raises(UsageError) as refused:
+        Etl(workspaces=spaces).webhooks.list()
+    assert str(refused.value) == ("webhooks belong to one workspace, and this job has 2 (north, south): "
+                                  "use Etl.workspace(name).webhooks")
+    for fake, name in ((north, "north"), (south, "south")):
+        job = Etl(workspaces=spaces, transport=fake.transport()).workspace(name)
+        created = job.webhooks.register(f"https://etl.example.com/webhooks/{name}")
+        assert len(created) == 2 and all(not h.reused for h in created)
+        assert [h["url"] for h in fake.webhooks.values()] == [f"https://etl.example.com/webhooks/{name}"] * 2
+    assert Etl(workspaces=spaces).workspace("north").webhooks.secrets_variable == "QUO_WHSEC_NORTH"
+    assert Etl(workspaces=spaces).workspace("south").webhooks.secrets_variable is None
+    assert Etl().webhooks.secrets_variable == "OPENPHONE_WEBHOOK_SECRETS"

@@ -22,7 +22,7 @@ import etl.testing
 from etl.testing import webhooks
 from etl.testing.clock import FakeClock
 from etl.webhooks.events import EventError, parse_event
-from etl.webhooks.signatures import SecretError, SignatureError, Verified, load_secrets, verify
+from etl.webhooks.signatures import SecretError, SignatureError, Verified, load_secrets, same_secret, verify
 
 # Signing keys as OpenPhone shows them: base64 of 32 bytes (v1), whsec_<base64> (Standard Webhooks).
 WHSEC = webhooks.new_standard_secret(b"secret-std")
@@ -224,3 +224,14 @@ def test_the_receiver_reads_time_only_through_the_clock_seam() -> None:
                     node.value, ast.Name) and node.value.id in ("datetime", "date"):
                 found.append(f"{path.name}: {node.value.id}.{node.attr}")
     assert found == []
+
+
+def test_same_secret_compares_signing_keys_however_spelled() -> None:
+    """Two workspaces sharing a signing key would accept each other's deliveries: `etl serve` refuses it."""
+    raw = webhooks.new_standard_secret(b"shared-key")
+    plain = raw.removeprefix("whsec_")
+    other = webhooks.new_standard_secret(b"other-key")
+    assert same_secret([raw], [plain.rstrip("=")])  # whsec_ or not, padded or not: one key
+    assert same_secret([other, raw], [plain])
+    assert not same_secret([raw], [other])
+    assert not same_secret([], [raw])
