@@ -229,12 +229,13 @@ def log_time(line: dict[str, Any] | None) -> dt.datetime | None:
 class Simulator:
     """``python -m etl.testing`` as a separate process; stats and CPU on exit."""
 
-    def __init__(self, workdir: Path, *, rate: float, burst: int, latency_ms: float, name: str) -> None:
+    def __init__(self, workdir: Path, *, rate: float, burst: int, latency_ms: float, name: str,
+                 api_key: str = API_KEY, extra: tuple[str, ...] = ()) -> None:
         self.stats_file = workdir / f"{name}.stats.json"
         self.log_file = workdir / f"{name}.log"
-        self.cmd = [sys.executable, "-m", "etl.testing", "--port", "0", "--api-key", API_KEY,
+        self.cmd = [sys.executable, "-m", "etl.testing", "--port", "0", "--api-key", api_key,
                     "--rate", str(rate), "--burst", str(burst), "--latency-ms", str(latency_ms),
-                    "--stats-file", str(self.stats_file)]
+                    "--stats-file", str(self.stats_file), *extra]
         self.workdir = workdir
         self.url = ""
         self.stats: dict[str, Any] = {}
@@ -256,7 +257,8 @@ class Simulator:
                 if not chunk:
                     break
                 line += chunk
-        text = line.decode(errors="replace").strip()
+        # The first line only: the hints that follow may come in the same read.
+        text = line.decode(errors="replace").strip().split("\n")[0].strip()
         if not text.startswith("listening on "):
             self.__exit__(None, None, None)
             raise RuntimeError(f"simulator did not start: {text!r}; see {self.log_file}")

@@ -75,8 +75,8 @@ def clock() -> FakeClock:
 LONG_FIRST = ("test_cron_install", "test_imports", "test_dbt_sources", "test_webhook_end_to_end",
               "test_webhook_receiver", "test_serve_process", "test_discover_process", "test_webhooks_manage",
               "test_transcripts", "test_dated_processes", "test_crash", "test_discover_then_sync",
-              "test_shared_budget", "test_overlap", "test_hostile", "test_operate", "test_cron_discover",
-              "test_sync_calls", "test_operator_week", "test_auth", "test_cron", "test_drip",
+              "test_shared_budget", "test_overlap", "test_workspaces_processes", "test_hostile", "test_operate",
+              "test_cron_discover", "test_sync_calls", "test_operator_week", "test_auth", "test_cron", "test_drip",
               "test_round_trip_with_rows", "test_migrations")
 
 

@@ -134,6 +134,8 @@ def _parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
                    help=f"endpoints that get faults, comma-separated (default: all of {', '.join(ENDPOINTS)})")
     p.add_argument("--stats-file", type=Path, help="write stats JSON here on shutdown")
     p.add_argument("--stats-times", action="store_true", help="include each request's time in the stats file")
+    p.add_argument("--stats-ids", action="store_true",
+                   help="include the summary fetches of every call id in the stats file")
     p.add_argument("--quiet", action="store_true", help="print only the 'listening on' line (no hints on stderr)")
     return p.parse_args(argv)
 
@@ -213,6 +215,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m etl.testing")
     if args.stats_file is not None:
         # Write then rename, so a reader never sees half a file.
         tmp = args.stats_file.with_name(args.stats_file.name + ".tmp")
-        tmp.write_text(json.dumps(fake.stats(times=args.stats_times), indent=2) + "\n", encoding="utf-8")
+        stats = fake.stats(times=args.stats_times, ids=args.stats_ids)
+        tmp.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, args.stats_file)
     return 0

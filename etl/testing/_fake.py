@@ -176,8 +176,9 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints, Peo
 
     # -- statistics --------------------------------------------------------
 
-    def stats(self, *, times: bool = False) -> dict[str, object]:
-        """JSON-able snapshot of the statistics; ``times`` adds each request's Unix time per endpoint."""
+    def stats(self, *, times: bool = False, ids: bool = False) -> dict[str, object]:
+        """JSON-able snapshot of the statistics; ``times`` adds each request's Unix time per endpoint,
+        ``ids`` the summary fetches of every call id (``per_id``: who fetched what how often)."""
         with self._lock:
             counts = list(self.requests.values())
             overlaps = list(self.overlaps)
@@ -199,6 +200,8 @@ class FakeOpenPhone(WorkspaceEndpoints, TranscriptEndpoints, DatedEndpoints, Peo
             }
             if times:
                 snapshot["times"] = {name: list(ts) for name, ts in sorted(self._times.items())}
+            if ids:
+                snapshot["per_id"] = dict(sorted(self.requests.items()))
             return snapshot
 
     def request_times(self, endpoint: str | None = None) -> list[float]:

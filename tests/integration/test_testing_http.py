@@ -127,11 +127,11 @@ def test_deliver_signed_in_both_schemes(receiver: tuple[str, list[tuple[dict[str
 
 
 @pytest.mark.slow
-def test_module_cli_serves_a_workspace_and_writes_request_times(tmp_path: Path) -> None:
+def test_module_cli_serves_a_workspace_and_writes_request_times_and_fetches_per_id(tmp_path: Path) -> None:
     stats_file = tmp_path / "stats.json"
     cmd = [sys.executable, "-m", "etl.testing", "--api-key", "K", "--phone-numbers", "2", "--conversations", "2",
            "--calls", "3", "--rate", "100", "--quirk-repeat-item",
-           "--stats-file", str(stats_file), "--stats-times"]  # fmt: skip
+           "--stats-file", str(stats_file), "--stats-times", "--stats-ids"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
@@ -145,6 +145,9 @@ def test_module_cli_serves_a_workspace_and_writes_request_times(tmp_path: Path) 
             second = c.get("/v1/conversations", params={"maxResults": 3, "pageToken": first["nextPageToken"]}).json()
             assert second["data"][0] == first["data"][-1]  # --quirk-repeat-item
             assert c.get("/v1/webhooks", headers={"Authorization": "no"}).status_code == 401
+            for call_id in ("ACtwice", "AConce", "ACtwice"):
+                assert c.get(f"/v1/call-summaries/{call_id}").status_code == 200
+            assert c.get("/v1/call-summaries/ACrefused", headers={"Authorization": "no"}).status_code == 401
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
@@ -153,10 +156,12 @@ def test_module_cli_serves_a_workspace_and_writes_request_times(tmp_path: Path) 
             proc.wait()
     stats = json.loads(stats_file.read_text())
     assert stats["endpoints"] == {
+        "call-summaries": {"requests": 4, "429": 0},
         "conversations": {"requests": 2, "429": 0},
         "phone-numbers": {"requests": 1, "429": 0},
         "webhooks": {"requests": 1, "429": 0},
     }
+    assert stats["per_id"] == {"AConce": 1, "ACtwice": 2}  # --stats-ids: refused requests fetch nothing
     times = stats["times"]
     assert len(times["conversations"]) == 2 and times["conversations"][0] <= times["conversations"][1]
 
