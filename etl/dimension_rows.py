@@ -3,6 +3,10 @@
 Text is cleaned as the summaries' is (:func:`etl.normalize.clean_text`: NUL and
 unpaired surrogates become U+FFFD); ids, emails, numbers and labels are cut at
 255 characters; free text (names, companies, field values) is kept whole.
+Timestamps become naive UTC; a record with one no database holds (before 1970,
+from 2200 on, or one that overflows when shifted to UTC) is refused
+(:class:`etl.storable.Refused`, naming the field), as a call is: the caller
+keeps it aside in ``rejected_records``.
 ``raw_json`` is the object as received (escaped JSON where a character cannot
 be stored), or, when an adapter kept no raw object, the modelled rows.
 Each parent row carries a ``content_hash`` over itself and its child rows, so
@@ -17,12 +21,13 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from etl.dimensions import Contact, ContactField, Line, User
 from etl.models import API_ID_LENGTH
 from etl.normalize import clean_text, is_e164
+from etl.storable import utc_in_range
 
 Row = dict[str, Any]
 
@@ -65,10 +70,9 @@ def _short(value: Any) -> str | None:
     return None if value is None else clean_text(str(value))[:API_ID_LENGTH]
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
+def _utc(value: datetime | None, field: str) -> datetime | None:
+    """Naive UTC; a date no database holds is refused (:class:`etl.storable.Refused`, naming ``field``)."""
+    return utc_in_range(value, field)
 
 
 def _full_name(first: str | None, last: str | None) -> str | None:
@@ -120,7 +124,7 @@ def user_tree(user: User) -> Tree:
         "user_id": _short(user.id), "name": _full_name(_text(user.first_name), _text(user.last_name)),
         "email": _short(user.email), "first_name": _text(user.first_name), "last_name": _text(user.last_name),
         "role": _short(user.role), "group_id": _short(user.group_id), "picture_url": _text(user.picture_url),
-        "created_at": _utc(user.created_at), "updated_at": _utc(user.updated_at),
+        "created_at": _utc(user.created_at, "createdAt"), "updated_at": _utc(user.updated_at, "updatedAt"),
     }
     return _finish(parent["user_id"], user.raw, parent, {})
 
@@ -130,7 +134,8 @@ def line_tree(line: Line) -> Tree:
     parent: Row = {
         "phone_number_id": _short(line.id), "name": _text(line.name), "number": _short(line.number),
         "formatted_number": _short(line.formatted_number), "symbol": _short(line.symbol),
-        "group_id": _short(line.group_id), "created_at": _utc(line.created_at), "updated_at": _utc(line.updated_at),
+        "group_id": _short(line.group_id), "created_at": _utc(line.created_at, "createdAt"),
+        "updated_at": _utc(line.updated_at, "updatedAt"),
     }
     children: dict[str, list[Row]] = {}
     if line.members is not None:
@@ -189,7 +194,7 @@ def contact_tree(contact: Contact) -> Tree:
         "company": _text(contact.company), "role": _text(contact.role), "external_id": _short(contact.external_id),
         "source": _short(contact.source), "source_url": _text(contact.source_url),
         "created_by_user_id": _short(contact.created_by_user_id),
-        "created_at": _utc(contact.created_at), "updated_at": _utc(contact.updated_at),
+        "created_at": _utc(contact.created_at, "createdAt"), "updated_at": _utc(contact.updated_at, "updatedAt"),
     }
     numbers = [{"contact_id": contact_id, "position": i, "label": _short(v.label), "value": _short(v.value) or "",
                 "number_e164": e164(clean_text(v.value)), "value_id": _short(v.id)}

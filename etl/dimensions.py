@@ -7,8 +7,10 @@ wire models to these; the store and the views see only these.  A listing of
 many pages comes back as one :class:`Listing`, which says whether it is the
 whole set (so rows it no longer returns may be marked gone) and what it cost.
 
-Timestamps are naive UTC, as every timestamp column stores them.  ``raw`` is
-the JSON object as received (kept so that no information the API sent is lost).
+Timestamps are as sent (aware, or naive UTC): :mod:`etl.dimension_rows` makes
+them naive UTC, or refuses a record whose date no database holds, as calls'
+are (issue 25).  ``raw`` is the JSON object as received (kept so that no
+information the API sent is lost).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
+
+from etl.storable import Malformed
 
 T = TypeVar("T")
 
@@ -113,12 +117,18 @@ class Listing(Generic[T]):
     False when the walk stopped early or asked only for what changed.
     ``requests``: what it cost against the key's budget.  ``problem``: why it
     is not complete or not available (None when it is), in words for a log line.
+    ``rejected``: the items its model refused, each in place of one record (issue
+    25: a bad record costs only itself; the store keeps them in ``rejected_records``).
+    ``endpoint``: the request it came from, e.g. ``GET /v1/contacts`` (where a
+    rejected record came from).
     """
 
     items: tuple[T, ...]
     complete: bool
     requests: int
     problem: str | None = None
+    rejected: tuple[Malformed, ...] = ()
+    endpoint: str = ""
 
 
 class DimensionSource(Protocol):

@@ -72,8 +72,9 @@ class DiscoveryStats(RunOutcome):
 
     @property
     def item_errors(self) -> int:
-        # Calls set aside (rejected_records) count: the walk went on, but an operator should look (exit 1).
-        return self.errors + self.rejected
+        # Calls, users, lines and contacts set aside (rejected_records) count: the walk and the refresh
+        # went on, but an operator should look (exit 1).
+        return self.errors + self.rejected + (0 if self.refresh is None else self.refresh.rejected)
 
     def summary(self, dry_run: bool = False) -> str:
         """The summary `etl discover` and `etl demo` print (one wording for both): the walk's line, then
@@ -98,6 +99,7 @@ class DiscoveryStats(RunOutcome):
             "errors": self.errors, "skipped_conversations": self.skipped_conversations,
             "stored": self.stored, "restarts": self.restarts, "rejected": self.rejected, **super().as_dict(),
             **({} if self.refresh is None else {"refresh_requests": self.refresh.requests,
+                                                "refresh_rejected": self.refresh.rejected,
                                                 "refresh": self.refresh.text()}),
         }
 

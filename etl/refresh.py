@@ -14,6 +14,13 @@ leaves an unfinished row.  A listing with a ``problem`` (e.g. a workspace whose
 contacts cannot be listed) or a source that raises costs one warning line for
 that resource; the others go on.  Only a refused key (:class:`AuthError`) stops
 the refresh, after recording it.
+
+A bad record costs only itself (issue 25): a user, line or contact that cannot
+be stored (its model refused it, a date no database holds, or — when the
+listing written as one fails — the database refused it, found record by record)
+is kept in ``rejected_records`` with its reason (``source``: the caller, e.g.
+``discover``), one error line each, and counted (``rejected`` in the
+resource's text); the others are stored and the listing stays complete.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from etl.dimensions import DimensionSource, Listing
 from etl.errors import AuthError
 from etl.logs import get_logger
 from etl.store import dimensions as store
+from etl.store.fallback import RECORD_ERRORS
 from etl.store.tx import transaction
 
 OVERLAP = timedelta(minutes=5)  # an incremental listing reaches back this far: clocks differ
@@ -55,13 +63,18 @@ class ResourceRefresh:
     problem: str | None
     updated_since: datetime | None
 
+    @property
+    def rejected(self) -> int:
+        """Records kept in ``rejected_records`` instead of stored."""
+        return 0 if self.saved is None else len(self.saved.rejected)
+
     def text(self) -> str:
         plural = "" if self.requests == 1 else "s"
         if self.saved is None:
             return f"{self.resource} failed ({self.requests} request{plural})"
         parts = [f"{self.requests} request{plural}"]
         parts += [f"{n} {what}" for n, what in ((self.saved.new, "new"), (self.saved.changed, "changed"),
-                                                 (self.saved.gone, "gone")) if n]
+                                                 (self.saved.gone, "gone"), (self.rejected, "rejected")) if n]
         if self.updated_since is not None:
             parts.append("changes only")
         if self.problem:
@@ -80,6 +93,11 @@ class RefreshReport:
     @property
     def requests(self) -> int:
         return sum(r.requests for r in self.done)
+
+    @property
+    def rejected(self) -> int:
+        """Users, lines and contacts kept in ``rejected_records`` instead of stored (the run exits 1)."""
+        return sum(r.rejected for r in self.done)
 
     def text(self) -> str:
         parts = [r.text() for r in self.done]
@@ -106,13 +124,13 @@ def contacts_plan(last_attempt: dict[str, Any] | None, last_good: datetime | Non
 
 
 def refresh(engine: Engine, source: DimensionSource, options: RefreshOptions = RefreshOptions(), *,
-            clock: Clock, workspace: str = DEFAULT_WORKSPACE) -> RefreshReport:
+            clock: Clock, workspace: str = DEFAULT_WORKSPACE, caller: str = "discover") -> RefreshReport:
     """Refresh ``workspace``'s users and lines, and its contacts when due (on its own schedule); record each
-    in ``dimension_refreshes``."""
+    in ``dimension_refreshes``.  ``caller``: the ``source`` of the records it keeps in ``rejected_records``."""
     log = get_logger(command="refresh")
     done = [
-        _one(engine, clock, log, "users", source.list_users, store.save_users, None, workspace),
-        _one(engine, clock, log, "lines", source.list_lines, store.save_lines, None, workspace),
+        _one(engine, clock, log, "users", source.list_users, store.save_users, None, workspace, caller),
+        _one(engine, clock, log, "lines", source.list_lines, store.save_lines, None, workspace, caller),
     ]
     now = clock.utcnow()
 
@@ -125,13 +143,13 @@ def refresh(engine: Engine, source: DimensionSource, options: RefreshOptions = R
     due, since, next_at = transaction(engine, schedule, clock=clock)
     if due:
         done.append(_one(engine, clock, log, "contacts", lambda: source.list_contacts(updated_since=since),
-                         store.save_contacts, since, workspace))
+                         store.save_contacts, since, workspace, caller))
     return RefreshReport(done=tuple(done), contacts_next_at=next_at,
                          problems=tuple(f"{r.resource}: {r.problem}" for r in done if r.problem))
 
 
 def _one(engine: Engine, clock: Clock, log: Any, resource: str, listing_of: Callable[[], Listing[Any]],
-         save: Callable[..., store.Saved], since: datetime | None, workspace: str) -> ResourceRefresh:
+         save: Callable[..., store.Saved], since: datetime | None, workspace: str, caller: str) -> ResourceRefresh:
     started = clock.utcnow()
     refresh_id = transaction(engine, lambda conn: store.start_refresh(conn, resource, started, since,
                                                                       workspace=workspace), clock=clock)
@@ -149,13 +167,23 @@ def _one(engine: Engine, clock: Clock, log: Any, resource: str, listing_of: Call
                                updated_since=since)
     now = clock.utcnow()
 
-    def write(conn: Any) -> store.Saved:
-        saved = save(conn, listing, now, workspace=workspace)
+    def write(conn: Any, one_by_one: bool) -> store.Saved:
+        saved = save(conn, listing, now, workspace=workspace, source=caller, one_by_one=one_by_one)
         store.finish_refresh(conn, refresh_id, now, requests=listing.requests, saved=saved,
                              complete=listing.complete, problem=listing.problem)
         return saved
 
-    saved = transaction(engine, write, clock=clock)
+    try:
+        saved = transaction(engine, write, False, clock=clock)
+    except RECORD_ERRORS:
+        # The listing written as one failed: record by record, so that only what the database refuses is kept aside.
+        saved = transaction(engine, write, True, clock=clock)
+    for r in saved.rejected:
+        log.error("record rejected", resource=resource, record_id=r.record_id[:80], endpoint=r.endpoint,
+                  reason=r.reason[:300])
+    if listing.complete and saved.unnamed:
+        log.warning("nothing marked gone: a rejected record without an id could be any of them", resource=resource,
+                    rejected=saved.unnamed)
     if listing.problem:
         log.warning("dimension listing incomplete", resource=resource, problem=listing.problem[:300],
                     requests=listing.requests, rows=saved.seen)

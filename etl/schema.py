@@ -244,7 +244,9 @@ class TranscriptPage(_Lenient):
 # Read leniently (context, not the summary): unknown keys ignored, a field left
 # out is None.  The two surfaces name a few fields differently (v1 ``number`` /
 # dated ``phoneNumber``; v1 contact ``defaultFields`` / dated top-level names):
-# both spellings are optional here and the adapters pick.
+# both spellings are optional here and the adapters pick.  An item of a list page
+# its model refuses is a :class:`~etl.storable.Malformed` in its place: one bad
+# user, line or contact costs only itself (issue 25).
 
 
 class UserData(_Lenient):
@@ -262,7 +264,7 @@ class UserData(_Lenient):
 
 
 class UserList(_Lenient):
-    data: list[UserData]
+    data: list[Annotated[UserData | Malformed, each_item(UserData)]]  # as CallList.data
     nextPageToken: StrictStr | None = None  # v1
     nextCursor: StrictStr | None = None  # dated
 
@@ -293,7 +295,7 @@ class LineData(_Lenient):
 
 
 class LineList(_Lenient):
-    data: list[LineData]
+    data: list[Annotated[LineData | Malformed, each_item(LineData)]]  # as CallList.data
     nextPageToken: StrictStr | None = None  # v1
     nextCursor: StrictStr | None = None  # dated
 
@@ -343,6 +345,6 @@ class ContactData(ContactDefaults):
 
 
 class ContactList(_Lenient):
-    data: list[ContactData]
+    data: list[Annotated[ContactData | Malformed, each_item(ContactData)]]  # as CallList.data
     nextPageToken: StrictStr | None = None  # v1
     nextCursor: StrictStr | None = None  # dated

@@ -207,8 +207,8 @@ class OpenPhoneClient:
                              latency_ms=self._ms(started), error=str(exc))
 
     # --- listings -------------------------------------------------------------------------
-    def list_phone_numbers(self, page_token: str | None = None) -> ApiResult[Page[Line]]:
-        """One page of the workspace's lines, for the lines walk."""
+    def list_phone_numbers(self, page_token: str | None = None) -> ApiResult[Page[Line | Malformed]]:
+        """One page of the workspace's lines, for the lines walk (a line its model refused: a Malformed)."""
         return self.surface.line_page(self, {"pageToken": page_token} if page_token else {})
 
     def list_conversations(self, phone_number_id: str, updated_after: datetime | None,
@@ -232,7 +232,7 @@ class OpenPhoneClient:
             self, created_gte=created_gte, created_lte=created_lte, phone_number_id=phone_number_id,
             params={"after": cursor} if cursor else {}, limit=limit)
 
-    def line_pages(self, *, max_empty: int = 20) -> TokenPages[Line]:
+    def line_pages(self, *, max_empty: int = 20) -> TokenPages[Line | Malformed]:
         return TokenPages(lambda p: self.list_phone_numbers(p.get("pageToken")), "phone numbers", max_empty=max_empty)
 
     def conversation_pages(self, phone_number_id: str, updated_after: datetime | None, *, max_results: int,

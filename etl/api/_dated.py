@@ -12,10 +12,11 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from etl.api._dimensions import contacts_page, lines_page, listing, users_page
+from etl.api._dimensions import contacts_page, lines_page, listing, not_listable, users_page
 from etl.api._http import Parse, Transient, api_time, whole
 from etl.api._paging import CursorPages, PagingError
 from etl.api._surface import (
@@ -270,13 +271,13 @@ class Dated(Surface):
     # --- users, lines, contacts ---------------------------------------------------------------
     def list_users(self, sender: Sender) -> Listing[User]:
         return listing(CursorPages(lambda p: sender.get("/users", {"limit": _LIMIT, **p}, users_page(_cursor),
-                                                        surface=self), "users"))
+                                                        surface=self), "users"), "GET /users")
 
     def list_lines(self, sender: Sender) -> Listing[Line]:
         """``GET /phone-numbers?include=users``: each number with its members."""
         return listing(CursorPages(
             lambda p: sender.get("/phone-numbers", {"limit": _LIMIT, "include": "users", **p}, lines_page(_cursor),
-                                 surface=self), "phone numbers"))
+                                 surface=self), "phone numbers"), "GET /phone-numbers")
 
     def list_contacts(self, sender: Sender, updated_since: datetime | None) -> Listing[Contact]:
         """``GET /contacts`` (docs/api/dimensions.md), cursor pages of 50.  No "updated since" filter is
@@ -294,16 +295,14 @@ class Dated(Surface):
                 first.append(result.kind)
             return result
 
-        found = listing(CursorPages(page, "contacts"))
-        if first == ["not_found"] and not found.items:
+        found = listing(CursorPages(page, "contacts"), "GET /contacts")
+        if first == ["not_found"] and not found.items and not found.rejected:
             from etl.api._v1 import V1  # the surface that lists contacts today
 
             on_v1 = V1().list_contacts(sender, updated_since)
-            return Listing(items=on_v1.items, complete=on_v1.complete, requests=found.requests + on_v1.requests,
-                           problem=on_v1.problem)
+            return replace(on_v1, requests=found.requests + on_v1.requests)
         if found.problem is not None:
-            return Listing(items=found.items, complete=False, requests=found.requests,
-                           problem=f"contacts cannot be listed on this workspace: {found.problem}")
+            return not_listable(found)
         return found
 
     # --- webhooks ---------------------------------------------------------------------------

@@ -97,8 +97,8 @@ class Surface(ABC):
         """A call's whole transcript (every page)."""
 
     # --- call listings (discovery) ----------------------------------------------------
-    def line_page(self, sender: Sender, params: dict[str, Any]) -> ApiResult[Page[Line]]:
-        """One page of the workspace's lines for the lines walk."""
+    def line_page(self, sender: Sender, params: dict[str, Any]) -> ApiResult[Page[Line | Malformed]]:
+        """One page of the workspace's lines for the lines walk (a line its model refused: a Malformed)."""
         raise self._cannot("walk the workspace's lines")
 
     def conversation_page(self, sender: Sender, line_id: str, updated_after: datetime | None,

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from etl.api._dimensions import contacts_page, lines_page, listing, users_page
+from etl.api._dimensions import contacts_page, lines_page, listing, not_listable, users_page
 from etl.api._http import Parse, Transient, api_time
 from etl.api._paging import TokenPages
 from etl.api._surface import (
@@ -145,7 +145,7 @@ class V1(Surface):
                           max_wait=max_wait)
 
     # --- the lines walk (discovery) ---------------------------------------------------------
-    def line_page(self, sender: Sender, params: dict[str, Any]) -> ApiResult[Page[Line]]:
+    def line_page(self, sender: Sender, params: dict[str, Any]) -> ApiResult[Page[Line | Malformed]]:
         """``GET /v1/phone-numbers``: the workspace's lines (the docs show no paging; a token is followed)."""
         return sender.get("/v1/phone-numbers", params, lines_page(_token), surface=self)
 
@@ -186,11 +186,11 @@ class V1(Surface):
     # --- users, lines, contacts ---------------------------------------------------------------
     def list_users(self, sender: Sender) -> Listing[User]:
         return listing(TokenPages(lambda p: sender.get("/v1/users", {"maxResults": 50, **p}, users_page(_token),
-                                                       surface=self), "users"))
+                                                       surface=self), "users"), "GET /v1/users")
 
     def list_lines(self, sender: Sender) -> Listing[Line]:
         """``GET /v1/phone-numbers``: each number carries its ``users[]``."""
-        return listing(TokenPages(lambda p: self.line_page(sender, p), "phone numbers"))
+        return listing(TokenPages(lambda p: self.line_page(sender, p), "phone numbers"), "GET /v1/phone-numbers")
 
     def list_contacts(self, sender: Sender, updated_since: datetime | None) -> Listing[Contact]:
         """``GET /v1/contacts`` in pages of 50.  v1 has no "updated since" filter: always the whole set.
@@ -200,10 +200,9 @@ class V1(Surface):
         """
         found = listing(TokenPages(
             lambda p: sender.get("/v1/contacts", {"maxResults": _CONTACT_PAGE, **p}, contacts_page(_token),
-                                 surface=self), "contacts"))
+                                 surface=self), "contacts"), "GET /v1/contacts")
         if found.problem is not None and "externalIds" in found.problem:
-            return Listing(items=found.items, complete=False, requests=found.requests,
-                           problem=f"contacts cannot be listed on this workspace: {found.problem}")
+            return not_listable(found)
         return found
 
     # --- webhooks ---------------------------------------------------------------------------

@@ -11,11 +11,23 @@ every function takes a connection inside the caller's transaction.
 Per workspace (issue 27): a listing is one workspace's, so only that workspace's
 rows are marked gone after it, and each workspace has its own refresh history.
 Ids are global: a row another workspace stored first is left as it is.
+
+A bad record costs only itself (issue 25): an item the listing's model refused
+(``Listing.rejected``), a record with a date no database holds
+(:class:`etl.storable.Refused`) and, written record by record after the
+listing failed as a whole (``one_by_one``), a record the database refuses are
+kept in ``rejected_records`` (``source``, the listing's endpoint, the record's
+id, the reason) in the same transaction, and the others are stored.  A
+complete listing still marks gone only what it did not list: a rejected record
+with an id counts as seen (its stored row stays), and one without an id, which
+could be any row, makes that listing mark nothing gone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -25,10 +37,14 @@ from sqlalchemy.engine import Connection
 
 from etl import models
 from etl.config import DEFAULT_WORKSPACE
-from etl.dimension_rows import Tree, contact_tree, line_tree, user_tree
+from etl.dimension_rows import Tree, contact_tree, line_tree, raw_json, user_tree
 from etl.dimensions import Contact, Line, Listing, User
+from etl.models import API_ID_LENGTH
+from etl.storable import Refused, clean_text
 from etl.store._sql import Replaced, replace_changed
 from etl.store._sql import Tree as SqlTree
+from etl.store.fallback import each_storable
+from etl.store.rejected import Rejected, record_rejected
 
 # Parents per replace_changed call: bounds the statement sizes and the rows held at once.
 SAVE_CHUNK = 1000
@@ -51,6 +67,12 @@ class Saved:
     new: int
     changed: int
     gone: int  # rows marked gone because a complete listing no longer returned them
+    rejected: tuple[Rejected, ...] = ()  # records kept in rejected_records instead (issue 25)
+
+    @property
+    def unnamed(self) -> int:
+        """Rejected records without an id: any stored row could be one, so none was marked gone."""
+        return sum(1 for r in self.rejected if not r.record_id)
 
 
 def _key_of(table: sa.Table) -> str:
@@ -78,6 +100,45 @@ def _store(conn: Connection, parent: sa.Table, children: Sequence[sa.Table], tre
     return Replaced(new=new, changed=changed, unchanged=unchanged, foreign=foreign)
 
 
+def _sum(parts: Iterable[Replaced]) -> Replaced:
+    new = changed = unchanged = foreign = 0
+    for p in parts:
+        new, changed, unchanged, foreign = (new + p.new, changed + p.changed, unchanged + p.unchanged,
+                                            foreign + p.foreign)
+    return Replaced(new=new, changed=changed, unchanged=unchanged, foreign=foreign)
+
+
+def _record_id(raw: Any) -> str:
+    """The id a refused item was sent with; ``''`` when it has none that could name a row."""
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _payload(record: Any) -> Any:
+    """A record as received (its JSON), or its modelled fields when the adapter kept none."""
+    if record.raw is not None:
+        return record.raw
+    return json.loads(raw_json(dataclasses.asdict(record)))
+
+
+def _trees(listing: Listing[Any], tree_of: Callable[[Any], Tree], source: str) -> tuple[list[Tree], list[Rejected]]:
+    """The listing's rows, and apart what cannot be stored: the items its model refused and the records
+    with a date no database holds."""
+    rejected = [Rejected(source, listing.endpoint, _record_id(m.raw), m.reason, m.raw) for m in listing.rejected]
+    trees: list[Tree] = []
+    for record in listing.items:
+        try:
+            trees.append(tree_of(record))
+        except Refused as exc:
+            rejected.append(Rejected(source, listing.endpoint, record.id, str(exc), _payload(record)))
+    return trees, rejected
+
+
+def _children(tree: Tree, tables: Sequence[sa.Table]) -> tuple[sa.Table, ...]:
+    """The child tables ``tree`` replaces (a line whose listing did not say who is on it keeps its members)."""
+    return tuple(t for t in tables if t.name in tree.children)
+
+
 def _mark_gone(conn: Connection, table: sa.Table, now: datetime, workspace: str) -> int:
     """Mark every present row of ``workspace`` not seen at ``now`` (the listing's time) gone; returns how many."""
     values: dict[str, Any] = {"gone_at": now}
@@ -89,45 +150,73 @@ def _mark_gone(conn: Connection, table: sa.Table, now: datetime, workspace: str)
     return result.rowcount or 0
 
 
-def _saved(conn: Connection, table: sa.Table, replaced: Replaced, complete: bool, now: datetime,
-           workspace: str) -> Saved:
-    gone = _mark_gone(conn, table, now, workspace) if complete else 0
-    return Saved(seen=replaced.new + replaced.changed + replaced.unchanged + replaced.foreign, new=replaced.new,
-                 changed=replaced.changed, gone=gone)
+def _seen(conn: Connection, table: sa.Table, keys: Iterable[str], now: datetime, workspace: str) -> None:
+    """The present rows of ``keys`` (records listed but rejected) count as seen at ``now``: not gone."""
+    key = table.c[_key_of(table)]
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), SAVE_CHUNK):
+        conn.execute(sa.update(table).where(table.c.workspace == workspace, table.c.gone_at.is_(None),
+                                            key.in_(ordered[start:start + SAVE_CHUNK])).values(last_seen_at=now))
 
 
-def save_users(conn: Connection, listing: Listing[User], now: datetime, *,
-               workspace: str = DEFAULT_WORKSPACE) -> Saved:
+def _save(conn: Connection, parent: sa.Table, children: Sequence[sa.Table], listing: Listing[Any],
+          tree_of: Callable[[Any], Tree], now: datetime, *, workspace: str, source: str, one_by_one: bool) -> Saved:
+    """Store ``listing``'s records (in bulk; ``one_by_one``: each in a savepoint, those the database refuses
+    rejected), keep the rejected ones, and after a complete listing mark what it did not list gone."""
+    trees, rejected = _trees(listing, tree_of, source)
+    if one_by_one:
+        parts: list[Replaced] = []
+
+        def write(c: Connection, tree: Tree) -> None:
+            parts.append(_store(c, parent, _children(tree, children), [tree], now, workspace))
+
+        _, refused = each_storable(conn, trees, write)
+        rejected += [Rejected(source, listing.endpoint, t.key, f"the database refused it: {why}",
+                              json.loads(t.parent["raw_json"])) for t, why in refused]
+        done = _sum(parts)
+    else:
+        groups: dict[tuple[sa.Table, ...], list[Tree]] = {}
+        for tree in trees:
+            groups.setdefault(_children(tree, children), []).append(tree)
+        done = _sum(_store(conn, parent, tables, group, now, workspace) for tables, group in groups.items())
+    for r in rejected:
+        record_rejected(conn, r, now, workspace=workspace)
+    gone = 0
+    if listing.complete and all(r.record_id for r in rejected):
+        _seen(conn, parent, {clean_text(r.record_id)[:API_ID_LENGTH] for r in rejected}, now, workspace)
+        gone = _mark_gone(conn, parent, now, workspace)
+    return Saved(seen=done.new + done.changed + done.unchanged + done.foreign, new=done.new, changed=done.changed,
+                 gone=gone, rejected=tuple(rejected))
+
+
+def save_users(conn: Connection, listing: Listing[User], now: datetime, *, workspace: str = DEFAULT_WORKSPACE,
+               source: str = "discover", one_by_one: bool = False) -> Saved:
     """Store a listing of ``workspace``'s users; after a complete one, mark its users the listing no longer
-    returns gone."""
-    return _saved(conn, _USERS, _store(conn, _USERS, (), [user_tree(u) for u in listing.items], now, workspace),
-                  listing.complete, now, workspace)
+    returns gone.  ``source``: what met the records (``rejected_records.source``)."""
+    return _save(conn, _USERS, (), listing, user_tree, now, workspace=workspace, source=source,
+                 one_by_one=one_by_one)
 
 
-def save_lines(conn: Connection, listing: Listing[Line], now: datetime, *,
-               workspace: str = DEFAULT_WORKSPACE) -> Saved:
+def save_lines(conn: Connection, listing: Listing[Line], now: datetime, *, workspace: str = DEFAULT_WORKSPACE,
+               source: str = "discover", one_by_one: bool = False) -> Saved:
     """Store a listing of lines with their members (a line whose listing did not say keeps its members)."""
-    trees = [line_tree(line) for line in listing.items]
-    with_members = _store(conn, _LINES, (_MEMBERS,), [t for t in trees if "phone_number_users" in t.children], now,
-                          workspace)
-    without = _store(conn, _LINES, (), [t for t in trees if "phone_number_users" not in t.children], now, workspace)
-    both = Replaced(new=with_members.new + without.new, changed=with_members.changed + without.changed,
-                    unchanged=with_members.unchanged + without.unchanged,
-                    foreign=with_members.foreign + without.foreign)
-    return _saved(conn, _LINES, both, listing.complete, now, workspace)
+    return _save(conn, _LINES, (_MEMBERS,), listing, line_tree, now, workspace=workspace, source=source,
+                 one_by_one=one_by_one)
 
 
 def save_contacts(conn: Connection, listing: Listing[Contact], now: datetime, *,
-                  workspace: str = DEFAULT_WORKSPACE) -> Saved:
+                  workspace: str = DEFAULT_WORKSPACE, source: str = "discover", one_by_one: bool = False) -> Saved:
     """Store a listing of contacts (numbers, emails, custom fields replaced as a whole when changed)."""
-    trees = [contact_tree(c) for c in listing.items]
-    return _saved(conn, _CONTACTS, _store(conn, _CONTACTS, _CONTACT_CHILDREN, trees, now, workspace),
-                  listing.complete, now, workspace)
+    return _save(conn, _CONTACTS, _CONTACT_CHILDREN, listing, contact_tree, now, workspace=workspace,
+                 source=source, one_by_one=one_by_one)
 
 
-def save_contact(conn: Connection, contact: Contact, now: datetime, *, workspace: str = DEFAULT_WORKSPACE) -> Saved:
-    """Store one contact, as a ``contact.updated`` webhook sends it (never marks others gone)."""
-    return save_contacts(conn, Listing(items=(contact,), complete=False, requests=0), now, workspace=workspace)
+def save_contact(conn: Connection, contact: Contact, now: datetime, *, workspace: str = DEFAULT_WORKSPACE,
+                 source: str = "serve", endpoint: str = "webhook contact.updated") -> Saved:
+    """Store one contact, as a ``contact.updated`` webhook sends it (never marks others gone); one with a date
+    no database holds is kept in ``rejected_records`` instead (``Saved.rejected``)."""
+    return save_contacts(conn, Listing(items=(contact,), complete=False, requests=0, endpoint=endpoint), now,
+                         workspace=workspace, source=source)
 
 
 def mark_contact_deleted(conn: Connection, contact_id: str, at: datetime, *,

@@ -41,9 +41,11 @@ What an accepted event does to the queue:
 * ``contact.updated`` (dated): the contact is stored as a refresh stores it
   (:func:`etl.store.dimensions.save_contact`: numbers, emails and custom fields
   replaced, ``gone_at`` cleared); ``contact.deleted``: the contact is kept and
-  marked gone (``gone_reason = 'deleted'``).  A contact object that does not
-  validate, or that the database refuses, is one warning line; the delivery
-  is still accepted (:func:`apply_contact`).
+  marked gone (``gone_reason = 'deleted'``).  A contact that cannot be stored
+  (its object does not validate, a date no database holds, or the database
+  refuses it) costs only itself (issue 25): kept in ``rejected_records``
+  (source ``serve``, endpoint ``webhook contact.updated``) with the reason,
+  one warning line; the delivery is still accepted (:func:`apply_contact`).
 * anything else: recorded as ``ignored``.
 
 Rows older than the retention window are pruned (:func:`prune`); retention
@@ -75,7 +77,9 @@ from etl.clock import Clock
 from etl.config import DEFAULT_WORKSPACE
 from etl.logs import get_logger
 from etl.normalize import CallContextRows, call_json, clean_text, normalize, normalize_call
+from etl.storable import validation_reason
 from etl.store import dimensions as dimension_store
+from etl.store.fallback import short_error
 from etl.webhooks.events import Event
 from etl.webhooks.signatures import Verified
 
@@ -85,6 +89,9 @@ Outcome = Literal["queued", "duplicate", "ignored", "replay"]
 REQUEUE_STATES = ("absent", "not_found", "error", "failed")
 # A transcript event re-queues these transcript end states (a plan upgraded since a 403 included).
 TRANSCRIPT_REQUEUE = ("absent", "not_found", "error", "failed", "forbidden")
+
+# Where a contact that cannot be stored came from, in rejected_records.endpoint.
+CONTACT_ENDPOINT = "webhook contact.updated"
 
 # What a call row may hold; anything else in an event is the sender's error, not a reason to fail.
 _MAX_DURATION_S = 2**31 - 1
@@ -228,8 +235,9 @@ def apply_event(conn: Connection, event: Event, now: datetime, *, transcripts: b
 
 def apply_contact(conn: Connection, event: Event, now: datetime, *, workspace: str = DEFAULT_WORKSPACE) -> bool:
     """Store the contact of a ``contact.updated`` event, or mark the contact of a ``contact.deleted`` gone,
-    in a savepoint of the delivery's transaction; False (one warning line) when the contact object does not
-    validate or the database refuses it, or a deleted contact was not stored (or already gone)."""
+    in a savepoint of the delivery's transaction; False when the contact cannot be stored (its object does
+    not validate, a date no database holds, the database refuses it: kept in ``rejected_records``, one
+    warning line) or a deleted contact was not stored (or already gone)."""
     log = get_logger()
     contact_id = clean_text(str(event.contact_id))[:80]
     if event.action == "contact_deleted":
@@ -237,18 +245,27 @@ def apply_contact(conn: Connection, event: Event, now: datetime, *, workspace: s
         if not gone:
             log.info("contact.deleted for a contact not stored (or already gone)", contact_id=contact_id)
         return gone
+
+    def reject(reason: str) -> bool:
+        store.record_rejected(conn, store.Rejected("serve", CONTACT_ENDPOINT, str(event.contact_id), reason,
+                                                   event.payload), now, workspace=workspace)
+        log.warning("contact of a contact.updated event cannot be stored; kept in rejected_records",
+                    contact_id=contact_id, reason=clean_text(reason)[:300])
+        return False
+
     try:
         contact = webhook_contact(event.payload)
     except ValidationError as exc:
-        log.warning("contact of a contact.updated event does not validate; not stored", contact_id=contact_id,
-                    error=str(exc.errors(include_url=False, include_input=False)[:1])[:300])
-        return False
+        return reject(validation_reason(exc))
     try:
         with conn.begin_nested():
-            dimension_store.save_contact(conn, contact, now, workspace=workspace)
-    except (DBAPIError, ValueError, OverflowError) as exc:
-        log.warning("database refused the contact of a contact.updated event; not stored", contact_id=contact_id,
-                    error=type(getattr(exc, "orig", None) or exc).__name__)
+            saved = dimension_store.save_contact(conn, contact, now, workspace=workspace, source="serve",
+                                                 endpoint=CONTACT_ENDPOINT)
+    except store.RECORD_ERRORS as exc:
+        return reject(f"the database refused it: {short_error(exc)}")
+    if saved.rejected:  # a date no database holds: kept in rejected_records by the store
+        log.warning("contact of a contact.updated event cannot be stored; kept in rejected_records",
+                    contact_id=contact_id, reason=clean_text(saved.rejected[0].reason)[:300])
         return False
     return True
 

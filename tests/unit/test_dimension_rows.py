@@ -3,13 +3,14 @@ contacts refresh schedule."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from etl.dimension_rows import contact_tree, custom_field_rows, e164, line_tree, user_tree
 from etl.dimensions import Contact, ContactField, Line, LineMember, User
 from etl.refresh import FULL_EVERY, OVERLAP, RETRY_AFTER, RefreshOptions, contacts_plan
+from etl.storable import Refused
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -62,6 +63,18 @@ def test_content_hash_follows_content_and_children_only():
     assert with_members.parent["content_hash"] != unknown.parent["content_hash"]
     user = user_tree(User(id="US1", email=None, first_name=None, last_name=None, role=None))
     assert (user.parent["name"], user.parent["raw_json"].startswith('{"modelled":')) == (None, True)
+
+
+def test_a_date_no_database_holds_refuses_the_record_naming_the_field():
+    # As a call's (etl.normalize): shifted to naive UTC, or refused (the caller keeps the record aside).
+    west = timezone(timedelta(hours=-12))
+    shifted = user_tree(User(id="US1", email=None, first_name=None, last_name=None, role=None,
+                             created_at=datetime(2026, 1, 1, 20, tzinfo=west)))
+    assert shifted.parent["created_at"] == datetime(2026, 1, 2, 8)
+    with pytest.raises(Refused, match=r"^createdAt: 9999-12-31T23:59:59-12:00 cannot be shifted to UTC$"):
+        contact_tree(Contact(id="CT1", created_at=datetime(9999, 12, 31, 23, 59, 59, tzinfo=west)))
+    with pytest.raises(Refused, match=r"^updatedAt: 0001-01-01T00:00:00 is outside 1970-2199$"):
+        line_tree(Line(id="PN1", name=None, number=None, updated_at=datetime(1, 1, 1)))
 
 
 T0 = datetime(2026, 12, 1, 9)

@@ -15,6 +15,7 @@ import httpx
 from etl.api import OpenPhoneClient
 from etl.config import Settings
 from etl.dimensions import Contact, ContactField, ContactValue, Line, LineMember, User
+from etl.storable import Malformed
 from etl.testing.clock import FakeClock
 
 KEY = "test-key-0123456789"
@@ -53,7 +54,8 @@ def test_v1_users_page_with_page_tokens():
     assert listing.items[0] == User(
         id="USa1", email="renee@example.com", first_name="Renee", last_name="Ortiz", role="owner", picture_url=None,
         created_at=listing.items[0].created_at, updated_at=listing.items[0].updated_at, raw=USER)
-    assert str(listing.items[0].created_at) == "2024-08-02 17:31:08"  # naive UTC
+    assert str(listing.items[0].created_at) == "2024-08-02 17:31:08+00:00"  # as sent: the rows make it naive UTC
+    assert (listing.endpoint, listing.rejected) == ("GET /v1/users", ())
     assert listing.items[1].role == "ai-manager"  # a role not in the docs is kept as sent
     assert [dict(r.url.params) for r in seen] == [{"maxResults": "50"}, {"maxResults": "50", "pageToken": "t2"}]
     assert all("Quo-Api-Version" not in r.headers for r in seen)
@@ -186,3 +188,31 @@ def test_the_default_rate_spaces_the_pages_on_the_clock():
     assert c.list_users().requests == 3
     # 10 requests/s: the third request waited for its slot on the client's clock, not the wall's.
     assert clock.monotonic() - started >= 0.1
+
+
+def test_an_item_its_model_refuses_costs_only_itself_and_the_listing_carries_it():
+    # Issue 25 on users, lines and contacts: the page and its other items stand; the listing is complete.
+    bad_user = {"id": "USbad", "email": ["not", "text"]}
+    no_id = {"firstName": "Nobody"}
+    c, _ = client(pages("/v1/users", {None: {"data": [USER, bad_user], "nextPageToken": "t2"},
+                                      "t2": {"data": [no_id, USER2], "nextPageToken": None}}, "pageToken", []))
+    listing = c.list_users()
+    assert ([u.id for u in listing.items], listing.complete, listing.problem) == (["USa1", "USb2"], True, None)
+    assert listing.rejected == (Malformed(raw=bad_user, reason="email: Input should be a valid string"),
+                                Malformed(raw=no_id, reason="id: Field required"))
+    assert listing.endpoint == "GET /v1/users"
+    line = {"id": "PN1", "name": "Sales", "number": "+15555550100", "users": "everyone"}
+    c, _ = client(pages("/phone-numbers", {None: {"data": [line, {"id": "PN2"}], "nextCursor": None}}, "after", []),
+                  DATED)
+    lines = c.list_lines()
+    assert ([x.id for x in lines.items], lines.endpoint) == (["PN2"], "GET /phone-numbers")
+    assert lines.rejected == (Malformed(raw=line, reason="users: Input should be a valid list"),)
+
+
+def test_dated_contacts_listed_on_v1_carry_their_rejects_and_v1_endpoint():
+    bad = {**V1_CONTACT, "id": "CTbad", "customFields": 7}
+    c, _ = client(pages("/v1/contacts", {None: {"data": [bad, V1_CONTACT], "nextPageToken": None}}, "pageToken",
+                        []), DATED)
+    listing = c.list_contacts()
+    assert ([x.id for x in listing.items], listing.complete, listing.requests) == (["CT1"], True, 2)
+    assert (listing.endpoint, [m.raw["id"] for m in listing.rejected]) == ("GET /v1/contacts", ["CTbad"])
