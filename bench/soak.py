@@ -57,7 +57,7 @@ from sqlalchemy.engine import make_url
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from run import API_KEY, ETL, Row, Simulator, machine_info, print_table  # noqa: E402
+from harness import API_KEY, ETL, Row, Simulator, machine_info, print_table  # noqa: E402
 
 from etl.testing import webhooks  # noqa: E402
 from tests.support.db import TABLES  # noqa: E402
