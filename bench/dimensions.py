@@ -39,10 +39,9 @@ from etl.dimensions import Contact, ContactField, ContactValue, Line, LineMember
 from etl.logs import configure_logging  # noqa: E402
 from etl.refresh import RefreshOptions, refresh  # noqa: E402
 from etl.testing.clock import FakeClock  # noqa: E402
+from tests.support.db import empty_tables  # noqa: E402
 
 PAGE = 50
-TABLES = ("call_participants", "calls", "phone_number_users", "phone_numbers", "users", "contact_phone_numbers",
-          "contact_emails", "contact_custom_fields", "contacts", "dimension_refreshes")
 
 
 class Source:
@@ -78,19 +77,9 @@ class Source:
         return Listing(items=items, complete=True, requests=max(1, math.ceil(len(items) / PAGE)))
 
 
-def fresh(url: str) -> None:
-    db.upgrade(url)
-    engine = db.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for table in TABLES:
-                conn.execute(sa.text(f"DELETE FROM {table}"))
-    finally:
-        engine.dispose()
-
-
 def measure(name: str, url: str, args: argparse.Namespace) -> list[str]:
-    fresh(url)
+    db.upgrade(url)
+    empty_tables(url)  # a throwaway database: every table emptied, as before each test
     engine = db.create_engine(url)
     source, clock = Source(args.users, args.lines, args.contacts), FakeClock(datetime(2026, 12, 1, 9))
     rows = []

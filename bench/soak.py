@@ -57,10 +57,10 @@ from sqlalchemy.engine import make_url
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from run import API_KEY, ETL, Row, Simulator, machine_info, print_table  # noqa: E402
+from harness import API_KEY, ETL, Row, Simulator, machine_info, print_table  # noqa: E402
 
 from etl.testing import webhooks  # noqa: E402
-from tests.support.db import TABLES  # noqa: E402
+from tests.support.db import empty_tables  # noqa: E402
 from tests.support.tcpproxy import TcpProxy  # noqa: E402
 
 V1_SECRET = base64.b64encode(hashlib.sha256(b"soak-v1-secret").digest()).decode()
@@ -412,11 +412,7 @@ def prepare(db_url: str) -> None:
     """Migrate; empty a server database's tables (it must be a throwaway one)."""
     subprocess.run([ETL, "db", "upgrade", "--database-url", db_url], check=True, capture_output=True)
     if make_url(db_url).get_backend_name() != "sqlite":
-        engine = sa.create_engine(db_url)
-        with engine.begin() as conn:
-            for table in TABLES:
-                conn.execute(sa.text(f"DELETE FROM {table}"))
-        engine.dispose()
+        empty_tables(db_url)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,27 +34,15 @@ from etl import Etl, db, store  # noqa: E402
 from etl.config import Backoff, Settings  # noqa: E402
 from etl.logs import configure_logging  # noqa: E402
 from etl.testing import FakeOpenPhone, serve  # noqa: E402
+from tests.support.db import empty_tables  # noqa: E402
 
 KEY = "bench-key-0123456789"
 SURFACES = ("v1", "2026-03-30")
-TABLES = ("call_transcript_lines", "call_transcripts", "transcript_queue", "call_participants", "calls",
-          "call_lookups", "call_job_fields", "call_jobs", "call_next_steps", "call_summary_lines", "call_summaries",
-          "summary_queue", "sync_runs", "rate_budgets")
-
-
-def fresh(url: str) -> None:
-    db.upgrade(url)
-    engine = db.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for table in TABLES:
-                conn.execute(sa.text(f"DELETE FROM {table}"))  # our own table names
-    finally:
-        engine.dispose()
 
 
 def one(url: str, surface: str, calls: int, rate: float) -> dict[str, Any]:
-    fresh(url)
+    db.upgrade(url)
+    empty_tables(url)  # a throwaway database: every table emptied, as before each test
     fake = FakeOpenPhone(api_key=KEY, rate=rate, burst=10, seed=19)
     per_conversation = 10
     fake.workspace.generate(phone_numbers=2, conversations=max(1, calls // (2 * per_conversation)),

@@ -51,14 +51,20 @@ from etl.cli_support import (
     DELIVERY_RETENTION,
     FETCH_CALLS,
     HOST,
+    MAX_AGE,
     MAX_CONNECTIONS,
+    MAX_ERRORS,
+    MAX_FETCH_GAP,
+    MIGRATE_WAIT,
     NOT_FOUND_WINDOW,
     POLL_INTERVAL,
     PORT,
     RATE,
+    REVISION,
     SERVE_READ_TIMEOUT,
     TOLERANCE,
     TRANSCRIPTS,
+    WEBHOOK_LABEL,
     WEBHOOK_MAX_BODY_BYTES,
     WEBHOOK_SECRETS,
     WORKSPACE,
@@ -268,7 +274,7 @@ def db_group() -> None:
 
 @db_group.command("upgrade")
 @database_options
-@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@option(REVISION)
 @command
 def db_upgrade(database_url: str, revision: str) -> None:
     """Apply migrations (same as `alembic upgrade head`)."""
@@ -731,25 +737,20 @@ def _confirm_pruning_everything(job: Etl, days: float, where: str = "") -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @click.option("--check", is_flag=True, help="Exit 1 when unhealthy (see --max-age, --max-errors).")
-@click.option("--max-age", type=click.IntRange(min=1), default=3600, show_default=True, metavar="SECONDS",
-              help="With --check: the last successful run must have finished within this many seconds.")
-@click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
-              help="With --check: the last finished run may have at most N errors.")
-@click.option("--max-fetch-gap", type=click.IntRange(min=1), default=HealthLimits.max_fetch_gap_s,
-              show_default=True, metavar="SECONDS",
-              help="With --check: unhealthy once runs with work have fetched nothing for this long "
-                   "(the API unreachable, timing out or answering 5xx/429).")
+@option(MAX_AGE)
+@option(MAX_ERRORS)
+@option(MAX_FETCH_GAP)
 @workspace_options
 @database_options
 @command
-def status(as_json: bool, check: bool, max_age: int, max_errors: int, max_fetch_gap: int,
+def status(as_json: bool, check: bool, max_age_s: int, max_errors: int, max_fetch_gap_s: int,
            workspaces_file: str | None, workspace_names: tuple[str, ...], database_url: str) -> None:
     """Queue counts by state, what is due, oldest due item, last runs, top errors.
 
     With --workspaces FILE a section per workspace (or each --workspace); --json then has
     "workspaces": {NAME: the single-workspace document}; --check fails if any workspace is unhealthy.
     """
-    limits = HealthLimits(max_age, max_errors, max_fetch_gap)
+    limits = HealthLimits(max_age_s, max_errors, max_fetch_gap_s)
     with _job(workspaces_file, database_url=database_url, read_only=True) as job:
         names = job.selected(workspace_names)
         if workspaces_file:
@@ -894,8 +895,7 @@ def _webhooks_of(command_name: str, job: Etl, workspace_names: tuple[str, ...]) 
 
 @webhooks_group.command("register", short_help="Create (or reuse) the webhooks; print new secrets.")
 @click.option("--url", required=True, help=_URL_HELP)
-@click.option("--label", default="openphone-summary-sync", show_default=True,
-              help="Label of the webhooks in OpenPhone.")
+@option(WEBHOOK_LABEL)
 @_key_options
 @command
 def webhooks_register(url: str, label: str, api_key: str | None, base_url: str, api_version: str,
@@ -965,10 +965,8 @@ def webhooks_delete(webhook_id: str, api_key: str | None, base_url: str, api_ver
 
 @webhooks_group.command("migrate", short_help="Move --url from the legacy webhooks to a current one, no gap.")
 @click.option("--url", required=True, help=_URL_HELP)
-@click.option("--label", default="openphone-summary-sync", show_default=True,
-              help="Label of the current webhook in OpenPhone.")
-@click.option("--wait", type=click.FloatRange(min=1), default=120.0, show_default=True, metavar="SECONDS",
-              help="How long to wait for `etl serve` to record the test event (sent again every 15 s).")
+@option(WEBHOOK_LABEL)
+@option(MIGRATE_WAIT)
 @API_KEY_OPTION
 @BASE_URL_OPTION
 @workspace_options

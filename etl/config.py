@@ -4,8 +4,9 @@ Each setting an operator can give is a :class:`Setting` here: its name (the
 ``Settings`` field or the ``Etl`` method's keyword), its environment
 variable, its default, its bounds and its help.  :class:`Settings` takes its
 defaults from these declarations, :class:`etl.Etl` takes them as keywords
-(:class:`SettingOverrides`, applied by :func:`apply_overrides`; the serve and
-prune ones as method keywords with the declared defaults), and ``etl/cli.py``
+(:class:`SettingOverrides`, applied by :func:`apply_overrides`; the serve,
+prune, dbt, webhook and upgrade ones as method keywords with the declared
+defaults, the status ones as :class:`etl.health.Limits` fields), and ``etl/cli.py``
 builds its click options from them.  Library errors name the parameter
 (:class:`etl.errors.UsageError` ``params``); the CLI words them as the flag
 (:attr:`Setting.option`).  The tuning knobs without an option (timeouts,
@@ -144,6 +145,27 @@ DBT_WARN_AFTER = Setting("warn_after_hours", 24, flag="--warn-after", metavar="H
 DBT_ERROR_AFTER = Setting("error_after_hours", 72, flag="--error-after", metavar="HOURS",
                           help="Freshness: error when the newest synced-at value is older than this.")
 
+# --- etl status (etl.HealthLimits fields: what --check calls unhealthy) -------------------------------------
+
+MAX_AGE = Setting("max_age_s", 3600, flag="--max-age", minimum=1, metavar="SECONDS",
+                  help="With --check: the last successful run must have finished within this many seconds.")
+MAX_ERRORS = Setting("max_errors", 0, minimum=0, metavar="N",
+                     help="With --check: the last finished run may have at most N errors.")
+MAX_FETCH_GAP = Setting("max_fetch_gap_s", 1800, flag="--max-fetch-gap", minimum=1, metavar="SECONDS",
+                        help="With --check: unhealthy once runs with work have fetched nothing for this long "
+                             "(the API unreachable, timing out or answering 5xx/429).")
+
+# --- etl webhooks register / migrate (Etl.webhooks.register / migrate keywords) ----------------------------
+
+WEBHOOK_LABEL = Setting("label", "openphone-summary-sync",
+                        help="Label of the webhooks it creates in OpenPhone (a reused one keeps its own).")
+MIGRATE_WAIT = Setting("wait", 120.0, minimum=1, metavar="SECONDS",
+                       help="How long to wait for `etl serve` to record the test event (sent again every 15 s).")
+
+# --- etl db upgrade (Etl.upgrade keyword) ------------------------------------------------------------------
+
+REVISION = Setting("revision", "head", help="Target revision.")
+
 # Etl(...)'s setting keywords, in this order (SettingOverrides types them).
 JOB_SETTINGS: tuple[Setting[Any], ...] = (DATABASE_URL, API_KEY, BASE_URL, RATE, CONCURRENCY, API_VERSION,
                                              FETCH_CALLS, TRANSCRIPTS, NOT_FOUND_WINDOW, CONTACTS_REFRESH_HOURS)
@@ -153,11 +175,18 @@ PRUNE_SETTINGS: tuple[Setting[Any], ...] = (BATCH_SIZE,)
 DBT_SETTINGS: tuple[Setting[Any], ...] = (DBT_SOURCE_NAME, DBT_WARN_AFTER, DBT_ERROR_AFTER)
 # Options of the commands that act on workspaces (the file is read by the CLI: etl.workspaces.load_workspaces).
 WORKSPACE_SETTINGS: tuple[Setting[Any], ...] = (WORKSPACES_FILE, WORKSPACE)
+STATUS_SETTINGS: tuple[Setting[Any], ...] = (MAX_AGE, MAX_ERRORS, MAX_FETCH_GAP)
+WEBHOOK_SETTINGS: tuple[Setting[Any], ...] = (WEBHOOK_LABEL, MIGRATE_WAIT)
+UPGRADE_SETTINGS: tuple[Setting[Any], ...] = (REVISION,)
+# Every declaration, each in one table.
+ALL_SETTINGS: tuple[Setting[Any], ...] = (*JOB_SETTINGS, *SERVE_SETTINGS, *PRUNE_SETTINGS, *DBT_SETTINGS,
+                                          *WORKSPACE_SETTINGS, *STATUS_SETTINGS, *WEBHOOK_SETTINGS,
+                                          *UPGRADE_SETTINGS)
 
 
 def flag_of(name: str) -> str:
     """The CLI's word for a library parameter: its declared flag, else ``--`` + the name with dashes."""
-    for setting in (*JOB_SETTINGS, *SERVE_SETTINGS, *PRUNE_SETTINGS, *DBT_SETTINGS, *WORKSPACE_SETTINGS):
+    for setting in ALL_SETTINGS:
         if setting.name == name:
             return setting.option
     return "--" + name.replace("_", "-")

@@ -19,11 +19,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from etl.clock import iso_z
+from etl.config import MAX_AGE, MAX_ERRORS, MAX_FETCH_GAP
 
 if TYPE_CHECKING:
     from etl.results import SummaryResult
-
-DEFAULT_MAX_FETCH_GAP_S = 1800
 
 NOTHING_FETCHED = ("nothing could be fetched: every attempt failed to connect, timed out, got a 5xx/429 "
                    "or a 404 from a route the API does not have (is --base-url right?)")
@@ -70,9 +69,11 @@ class FetchHistory:
 
 @dataclass(frozen=True)
 class Limits:
-    max_age_s: int = 3600
-    max_errors: int = 0
-    max_fetch_gap_s: int = DEFAULT_MAX_FETCH_GAP_S
+    """What ``status --check`` tolerates; each field declared once in :mod:`etl.config` (``STATUS_SETTINGS``)."""
+
+    max_age_s: int = MAX_AGE.default
+    max_errors: int = MAX_ERRORS.default
+    max_fetch_gap_s: int = MAX_FETCH_GAP.default
 
 
 def problems(now: datetime, runs: list[dict[str, Any]], last_ok: dict[str, Any] | None,

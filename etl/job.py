@@ -43,10 +43,13 @@ from etl.config import (
     HOST,
     IN_PROCESS_BASE_URL,
     MAX_CONNECTIONS,
+    MIGRATE_WAIT,
     POLL_INTERVAL,
     PORT,
+    REVISION,
     SERVE_READ_TIMEOUT,
     TOLERANCE,
+    WEBHOOK_LABEL,
     WEBHOOK_MAX_BODY_BYTES,
     SettingOverrides,
     Settings,
@@ -267,7 +270,7 @@ class Etl:
 
     # -- schema ---------------------------------------------------------------------
 
-    def upgrade(self, revision: str = "head") -> tuple[str | None, str | None]:
+    def upgrade(self, revision: str = REVISION.default) -> tuple[str | None, str | None]:
         """Apply migrations up to ``revision``; returns (revision before, revision after)."""
         engine = self._raw_engine()
         before = self._current(engine)
@@ -698,13 +701,13 @@ class Webhooks:
         ws = self._workspace()
         return "OPENPHONE_WEBHOOK_SECRETS" if ws == DEFAULT else ws.webhook_secrets_env
 
-    def register(self, url: str, label: str | None = None, *,
+    def register(self, url: str, label: str | None = WEBHOOK_LABEL.default, *,
                  on_created: Callable[[Registered], None] | None = None) -> list[Registered]:
         """Create (or reuse) the webhooks ``etl serve`` needs at ``url`` (its path the workspace's,
         ``/webhooks/<name>``); new ones carry their secret.
 
-        ``on_created`` sees each as soon as it exists: a failure on the second leaves the first's
-        secret with the caller.
+        ``label``: the label of the webhooks it creates (None: none).  ``on_created`` sees each as soon as
+        it exists: a failure on the second leaves the first's secret with the caller.
         """
         from etl.webhooks import manage
 
@@ -726,7 +729,7 @@ class Webhooks:
 
         return manage.delete(self._settings(), webhook_id, clock=self._job.clock, transport=self._job.transport)
 
-    def migrate(self, url: str, *, label: str | None = None, wait: float = 60.0,
+    def migrate(self, url: str, *, label: str | None = WEBHOOK_LABEL.default, wait: float = MIGRATE_WAIT.default,
                 on_step: Callable[[str], None] | None = None) -> Migrated:
         """Move ``url`` from the legacy webhooks to a current one without a gap (:func:`etl.webhooks.manage.migrate`).
 

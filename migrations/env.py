@@ -18,7 +18,8 @@ Two guards hold for every revision, present and future (issue 25):
   ``alembic -x allow-data-loss=1 downgrade …`` (or
   ``etl.db.downgrade(url, rev, allow_data_loss=True)``).  A revision that
   has checked a column it drops holds nothing but the value its upgrade would
-  give again (0015's ``workspace``, all ``'default'``) says so in
+  give again (0015's ``workspace``, all ``'default'``), or has folded it into
+  a column that stays (0013's ``transcripts_*`` counters), says so in
   ``config.attributes["etl_lossless_columns"]`` (``{(table, column)}``): that
   drop is no loss.
 """

@@ -202,10 +202,11 @@ def dated_transcript_completed(
     return dated_event(TRANSCRIPT_COMPLETED, resource, event_id=event_id, created_at=created_at)
 
 
-# The call of every test event's sample payload: not a call of the workspace, so the simulated API
-# answers 404 for it on every route (no summary, call or transcript is ever served for it), as the
-# API does for an id that is no call.  `etl webhooks migrate`'s test event only makes it due.
-SAMPLE_CALL_ID = "AC" + "0" * 30 + "5a"
+# The call of every test event's sample payload, Quo's own canonical sample id (the reference of
+# POST /webhooks/{id}/events/test; docs/api/webhooks-2026-03-30.md): not a call of the workspace, so
+# the simulated API answers 404 for it on every route (no summary, call or transcript is ever served
+# for it), as the API does for an id that is no call.  `etl serve` records a test event and queues nothing.
+SAMPLE_CALL_ID = "ACsampleactivity0000000000000000"
 
 
 def dated_contact_updated(
@@ -224,7 +225,7 @@ def dated_contact_deleted(
 
 
 _SAMPLE_CONTACT: dict[str, object] = {
-    "id": "CT" + "0" * 22 + "5a", "externalId": None, "source": "public-api", "sourceUrl": None,
+    "id": "CTsampleContact01234", "externalId": None, "source": "public-api", "sourceUrl": None,
     "defaultFields": {"company": "Acme Corp", "emails": [{"name": "work", "value": "sample@example.com", "id": "CE1"}],
                       "firstName": "Sample", "lastName": "Contact", "role": None,
                       "phoneNumbers": [{"name": "mobile", "value": "+15555550100", "id": "CP1"}]},
@@ -235,7 +236,7 @@ _SAMPLE_CONTACT: dict[str, object] = {
 
 def sample_dated_event(event_type: str) -> dict[str, object]:
     """The sample body a dated webhook's test event carries (``POST /webhooks/{id}/events/test``):
-    a fresh event id, a fixed sample call (:data:`SAMPLE_CALL_ID`)."""
+    a fresh event id, Quo's fixed sample call (:data:`SAMPLE_CALL_ID`) or contact (``CTsampleContact01234``)."""
     call_id = SAMPLE_CALL_ID
     if event_type == "call.summary.completed":
         return dated_summary_completed(call_id)

@@ -19,12 +19,23 @@ carries is handed on as plain dicts and validated by :mod:`.intake`, each part
 apart: a call object or summary that does not validate never stops the call id
 from being queued.  A delivery this job has no use for is not an error: it is
 answered 2xx and ignored, so Quo does not retry it.
+
+A **test event** (``POST /webhooks/{id}/events/test``, which ``etl webhooks
+migrate`` asks for) is one of these: Quo sends it signed like any delivery,
+with no header or field that says "test", but its payload is Quo's canonical
+sample, whose ids are fixed sample ids (the call
+``ACsampleactivity0000000000000000``, the contact ``CTsampleContact01234``;
+docs/api/webhooks-2026-03-30.md).  An event about such an id
+(:func:`is_sample_id`) is recorded (``migrate`` waits for the record) and
+ignored: the sample call is never queued for a sync, where it could only end
+``not_found``, and the sample contact never stored.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -46,6 +57,21 @@ CONTACT_DELETED = "contact.deleted"
 # webhooks take the call events (one webhook per resource), a dated one all five.
 SUBSCRIBED_EVENTS = (CALL_COMPLETED, "call.summary.completed", TRANSCRIPT_COMPLETED, CONTACT_UPDATED,
                      CONTACT_DELETED)
+
+
+# Quo's sample ids: the id's two-letter prefix, then "sample" (ACsampleactivity0000000000000000,
+# CTsampleContact01234, CNsampleconversation…, PNsamplephonenumber…, USsampleus).  Real ids are random
+# letters and digits after the prefix, so one of them starts with these six letters once in 62**6.
+_SAMPLE_ID = re.compile(r"[A-Z]{2}sample")
+
+
+def is_sample_id(value: str) -> bool:
+    """True for an id of the canonical sample payload Quo sends as a test event (module docstring)."""
+    return _SAMPLE_ID.match(value) is not None
+
+
+def _test_event_note(kind: str | None, sample_id: str) -> str:
+    return f"test event: {kind} about Quo's sample {sample_id[:40]}; recorded, not applied"
 
 
 class EventError(ValueError):
@@ -110,11 +136,15 @@ def parse_event(body: bytes) -> Event:
         call_id = obj.get("id")
         if not isinstance(call_id, str) or not is_valid_call_id(call_id):
             return ignored("call.completed without a valid call id")
+        if is_sample_id(call_id):
+            return ignored(_test_event_note(kind, call_id), call_id)
         return Event(short_type, key, "call_completed", call_id, obj, envelope=envelope, call=surface.event_call(obj))
     if kind in SUMMARY_TYPES or kind == TRANSCRIPT_COMPLETED:
         call_id = _call_id_of(obj, context)
         if call_id is None:
             return ignored(f"{kind} without a valid callId")
+        if is_sample_id(call_id):
+            return ignored(_test_event_note(kind, call_id), call_id)
         if kind == TRANSCRIPT_COMPLETED:
             return Event(short_type, key, "transcript_completed", call_id, obj, envelope=envelope)
         summary = surface.event_summary(obj, call_id)
@@ -124,6 +154,8 @@ def parse_event(body: bytes) -> Event:
         contact_id = obj.get("id")
         if not isinstance(contact_id, str) or not contact_id.strip() or len(contact_id) > API_ID_LENGTH:
             return ignored(f"{kind} without a valid contact id")
+        if is_sample_id(contact_id):
+            return ignored(_test_event_note(kind, contact_id))
         action: Action = "contact_updated" if kind == CONTACT_UPDATED else "contact_deleted"
         return Event(short_type, key, action, None, obj, envelope=envelope, contact_id=contact_id)
     return ignored(f"event type {kind!r} is not used by this job")

@@ -42,7 +42,7 @@ from sqlalchemy.engine import Engine
 
 from etl.api import CURRENT, LEGACY, SURFACES, OpenPhoneClient, Surface
 from etl.clock import Clock
-from etl.config import DEFAULT_WORKSPACE, Settings
+from etl.config import DEFAULT_WORKSPACE, MIGRATE_WAIT, Settings
 from etl.errors import AuthError, EtlError, UsageError
 from etl.tables import deliveries_t
 from etl.webhooks.app import WEBHOOK_PATH as RECEIVER_PATH
@@ -183,7 +183,8 @@ def test_event_received(engine: Engine, event_ids: list[str], since: datetime, *
             is not None
 
 
-def migrate(settings: Settings, url: str, engine: Engine, *, label: str | None = None, wait: float = 60.0,
+def migrate(settings: Settings, url: str, engine: Engine, *, label: str | None = None,
+            wait: float = MIGRATE_WAIT.default,
             resend_every: float = 15.0, poll: float = 0.5, clock: Clock,
             on_step: Callable[[str], None] | None = None,
             transport: httpx.BaseTransport | None = None,

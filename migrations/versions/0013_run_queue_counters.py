@@ -13,7 +13,10 @@ the summary counters count ``summary_queue`` items only and ten new
 Rows written before cannot be split after the fact: their transcript columns
 are 0 and their summary counters keep the mixed sums (docs/schema.md says so).
 The downgrade folds the transcript counters back into the shared ones, as the
-old code counted them (``forbidden`` with ``failed``).
+old code counted them (``forbidden`` with ``failed``).  That loses nothing a
+0012 schema can hold (what goes is only the split, which 0012 never had), so
+the dropped columns are declared lossless to migrations/env.py's data-loss
+guard: going below 0013 needs no ``-x allow-data-loss=1``.
 """
 
 from __future__ import annotations
@@ -92,6 +95,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     sets = ", ".join(f"{old} = {old} + " + " + ".join(new) for old, new in _FOLD.items())
     op.execute(f"UPDATE sync_runs SET {sets}")  # noqa: S608  (column names of this file, no input)
+    # Folded, in this transaction, before the columns go: what they held is in the shared counters.
+    config = op.get_context().config
+    if config is not None:
+        config.attributes.setdefault("etl_lossless_columns", set()).update(('sync_runs', name) for name, _ in _NEW)
     with op.batch_alter_table('sync_runs') as batch:
         for name, _comment in _NEW:
             batch.drop_column(name)

@@ -7,6 +7,7 @@ from sqlalchemy.engine import Engine
 
 from etl import store
 from etl.clock import utcnow
+from etl.testing.clock import FakeClock
 
 
 def test_summary_event_jumps_a_backlog_enqueued_in_one_statement(engine: Engine) -> None:
@@ -142,3 +143,30 @@ def test_dated_summary_with_a_lone_surrogate_and_nul_is_stored_cleaned(engine: E
         "A\ufffdB\n\ufffd",)
     stored = _row(engine, "SELECT raw_json FROM call_summaries WHERE call_id = 'ACdated9'")
     assert stored is not None and json.loads(str(stored[0]))["data"]["summary"] == ["A\x00B", "\ud800"]
+
+
+def test_a_test_event_is_recorded_for_migrate_and_queues_nothing(engine: Engine, clock: FakeClock) -> None:
+    """Quo's test event (`etl webhooks migrate` asks for one) carries its canonical sample call or contact:
+    the delivery is recorded, as migrate waits for, and nothing is queued or stored for the sample."""
+    from datetime import timedelta
+
+    from etl.testing import webhooks
+    from etl.webhooks.events import parse_event
+    from etl.webhooks.intake import accept
+    from etl.webhooks.manage import TEST_EVENT_TYPE, test_event_received
+    from etl.webhooks.signatures import Verified
+
+    now = clock.utcnow()
+    kinds = ["call.transcript.completed", "call.completed", "call.summary.completed", "contact.updated",
+             "contact.deleted"]
+    docs = [webhooks.sample_dated_event(kind) for kind in kinds]
+    outcomes = [accept(engine, Verified("standard", f"{n:064x}", f"msg_{n}", now),
+                       parse_event(webhooks.body_bytes(doc)), now, clock=clock, transcripts=True).outcome
+                for n, doc in enumerate(docs)]
+    assert outcomes == ["ignored"] * 5
+    assert kinds[0] == TEST_EVENT_TYPE
+    assert test_event_received(engine, [str(docs[0]["id"])], now - timedelta(seconds=1))
+    assert _row(engine, "SELECT count(*), count(event_key) FROM webhook_deliveries WHERE outcome = 'ignored' "
+                        "AND call_id = :c", c=webhooks.SAMPLE_CALL_ID) == (3, 3)
+    for table in ("summary_queue", "transcript_queue", "calls", "call_summaries", "contacts"):
+        assert _row(engine, f"SELECT count(*) FROM {table}") == (0,), table

@@ -191,20 +191,25 @@ def test_0009_splits_run_counters_and_its_downgrade_folds_them_back(restore_head
         assert tuple(row) == (14, 0, 0, 0)  # an old row keeps its sum in failed (docs/schema.md)
 
 
-def test_0011_counts_transcripts_apart_and_its_downgrade_folds_them_back(restore_head):
-    """Revision 0013 counts transcript items in their own columns; going back adds them to the shared ones."""
+def test_0013_counts_transcripts_apart_and_its_downgrade_folds_them_back(restore_head):
+    """Revision 0013 counts transcript items in their own columns; going back adds them to the shared ones,
+    which loses nothing 0012 could hold: no allow-data-loss flag needed."""
     url = restore_head
     with open_engine(url) as engine, engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM sync_runs"))
         conn.execute(sa.text(
-            "INSERT INTO sync_runs (started_at, command, claimed, completed, failed, fetched, transcripts_claimed, "
-            "transcripts_completed, transcripts_failed, transcripts_forbidden, transcripts_fetched) "
-            "VALUES (:t, 'sync', 3, 3, 0, 3, 3, 1, 0, 2, 3)"), {"t": "2026-12-01 10:00:00"})
-    db.downgrade(url, "0009", allow_data_loss=True)  # the per-queue split is data only 0013 holds
+            "INSERT INTO sync_runs (started_at, command, claimed, completed, rescheduled, failed, absent, not_found, "
+            "invalid, errors, fetched, transcripts_claimed, transcripts_completed, transcripts_rescheduled, "
+            "transcripts_failed, transcripts_forbidden, transcripts_absent, transcripts_not_found, "
+            "transcripts_invalid, transcripts_errors, transcripts_fetched) "
+            "VALUES (:t, 'sync', 3, 3, 1, 0, 1, 1, 1, 1, 3, 3, 1, 2, 0, 2, 3, 4, 5, 6, 3)"),
+            {"t": "2026-12-01 10:00:00"})
+    db.downgrade(url, "0009")  # the fold keeps every count 0012 can hold; nothing else in the way is filled
     with open_engine(url) as engine, engine.connect() as conn:
         row = conn.execute(sa.text("SELECT * FROM sync_runs")).one()._mapping
         # As the code before 0013 counted them: both queues together, forbidden with failed.
-        assert (row["claimed"], row["completed"], row["failed"], row["fetched"]) == (6, 4, 2, 6)
+        assert [row[c] for c in ("claimed", "completed", "rescheduled", "failed", "absent", "not_found", "invalid",
+                                 "errors", "fetched")] == [6, 4, 3, 2, 4, 5, 6, 7, 6]
         assert not [name for name in row if name.startswith("transcripts_")]
     db.upgrade(url)
     with open_engine(url) as engine, engine.connect() as conn:

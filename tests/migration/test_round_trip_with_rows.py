@@ -220,3 +220,21 @@ def test_a_downgrade_that_would_drop_data_is_refused_unless_told(filled: str) ->
     with open_engine(url) as engine:
         assert db.current_revision(engine) == head
     assert contents(url) == start  # the refused revision was rolled back whole
+
+
+def test_going_below_0013_needs_no_flag_its_counters_fold_into_0012s(filled: str) -> None:
+    """0013's downgrade drops the transcripts_* counters after adding each to the shared one (as the code
+    before it counted): nothing a 0012 schema can hold is lost, so the data-loss guard lets it pass, with a
+    row in every table, and the way back up keeps every row."""
+    url = filled
+    db.downgrade(url, "0013", allow_data_loss=True)  # 0015 merges workspace north, 0014 drops rejected_records
+    before = contents(url)
+    db.downgrade(url, "0012")
+    after = contents(url)
+    assert_kept(before, after, "downgrade to 0012")
+    (row,) = after["sync_runs"][1]
+    # Each shared counter 1 plus its transcript counter 1; failed also takes transcripts_forbidden.
+    assert [row[c] for c in ("claimed", "completed", "failed", "fetched", "errors")] == ["2", "2", "3", "2", "2"]
+    assert not [c for c in after["sync_runs"][0] if c.startswith("transcripts_")]
+    db.upgrade(url, "0013")
+    assert_kept(after, contents(url), "upgrade to 0013")

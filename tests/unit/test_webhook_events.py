@@ -7,7 +7,7 @@ import pytest
 from etl.api._dated import dated_call_as_v1
 from etl.testing import webhooks
 from etl.testing._workspace import ApiClock, Workspace
-from etl.webhooks.events import parse_event
+from etl.webhooks.events import is_sample_id, parse_event
 
 
 def body(doc: dict[str, object]) -> bytes:
@@ -84,3 +84,27 @@ def test_a_malformed_dated_call_keeps_its_shape_for_the_validation_to_refuse() -
     assert dated_call_as_v1(odd) == odd  # mixed participants: left as sent
     event = parse_event(body(webhooks.dated_event("call.completed", odd)))
     assert (event.action, event.call_id) == ("call_completed", "ACev7")
+
+
+# --- Quo's test events (POST /webhooks/{id}/events/test): its canonical sample, recorded and ignored ---
+
+
+@pytest.mark.parametrize("event_type", ["call.completed", "call.summary.completed", "call.transcript.completed",
+                                        "contact.updated", "contact.deleted"])
+def test_a_test_event_about_quos_sample_is_ignored(event_type: str) -> None:
+    event = parse_event(body(webhooks.sample_dated_event(event_type)))
+    sample = "CTsampleContact01234" if event_type.startswith("contact.") else webhooks.SAMPLE_CALL_ID
+    assert (event.action, event.type, event.contact_id) == ("ignore", event_type, None)
+    assert event.call_id == (None if event_type.startswith("contact.") else sample)
+    assert event.note == f"test event: {event_type} about Quo's sample {sample}; recorded, not applied"
+    assert event.event_key is not None  # recorded under its event id: `etl webhooks migrate` looks for it
+
+
+def test_quos_sample_ids_and_only_those_are_test_ids() -> None:
+    assert webhooks.SAMPLE_CALL_ID == "ACsampleactivity0000000000000000"  # Quo's reference sample
+    assert [is_sample_id(i) for i in ("ACsampleactivity0000000000000000", "CTsampleContact01234",
+                                      "PNsamplephonenumber000000000000", "USsampleus")] == [True] * 4
+    assert [is_sample_id(i) for i in ("ACsampl3", "ACSampleactivity", "ACxsample", "AC0sample", "sample",
+                                      "ACev1")] == [False] * 6
+    # A real call whose id merely contains the word is a call.
+    assert parse_event(body(webhooks.dated_transcript_completed("ACnotsample1"))).action == "transcript_completed"
