@@ -312,3 +312,27 @@ def test_webhooks_of_one_workspace_each_with_its_own_key(monkeypatch: pytest.Mon
     assert Etl(workspaces=spaces).workspace("north").webhooks.secrets_variable == "QUO_WHSEC_NORTH"
     assert Etl(workspaces=spaces).workspace("south").webhooks.secrets_variable is None
     assert Etl().webhooks.secrets_variable == "OPENPHONE_WEBHOOK_SECRETS"
+
+
+def test_an_earlier_test_event_is_no_proof_for_a_new_migrate(engine: Engine) -> None:
+    """Quo's test event has one fixed sample id: a delivery of it an earlier migrate left (kept for days)
+    must not let a new migrate delete legacy webhooks; one received since, even as a duplicate, does."""
+    import hashlib
+    from datetime import datetime, timedelta
+
+    from etl import store
+
+    sample = "WEsample0000000000000000000000000"
+    since = datetime(2026, 12, 7, 12, 0, 0)
+    common = {"scheme": "standard", "event_type": manage.TEST_EVENT_TYPE, "call_id": None, "outcome": "ignored",
+              "signed_at": since}
+    with engine.begin() as conn:
+        store.record_delivery(conn, message_key="m-old", event_key=hashlib.sha256(sample.encode()).hexdigest(),
+                              received_at=since - timedelta(days=2), **common)
+    assert manage.test_event_received(engine, [sample], since) is False
+    assert manage.test_event_received(engine, [], since) is False
+    with engine.begin() as conn:  # the same event again, after `since`: recorded as a duplicate, no event key
+        store.record_delivery(conn, message_key="m-new", event_key=None, received_at=since + timedelta(seconds=3),
+                              **{**common, "outcome": "duplicate"})
+    assert manage.test_event_received(engine, [sample], since) is True
+    assert manage.test_event_received(engine, [sample], since, workspace="north") is False
