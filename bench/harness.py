@@ -235,7 +235,7 @@ class Simulator:
         self.log_file = workdir / f"{name}.log"
         self.cmd = [sys.executable, "-m", "etl.testing", "--port", "0", "--api-key", api_key,
                     "--rate", str(rate), "--burst", str(burst), "--latency-ms", str(latency_ms),
-                    "--stats-file", str(self.stats_file), *extra]
+                    "--stats-file", str(self.stats_file), "--quiet", *extra]
         self.workdir = workdir
         self.url = ""
         self.stats: dict[str, Any] = {}
