@@ -210,7 +210,7 @@ class WritePath:
 def spread(values: list[float], fmt: str) -> str:
     if len(values) == 1:
         return format(values[0], fmt)
-    return (f"{format(statistics.median(values), fmt)} (median; {format(min(values), fmt)}–"
+    return (f"{format(statistics.median(values), fmt)} (median; {format(min(values), fmt)} to "
             f"{format(max(values), fmt)} over {len(values)})")
 
 
