@@ -207,6 +207,34 @@ class WritePath:
                 "sim_ms_per_request": sim.cpu_s / max(1, int(sim.stats.get("total_requests", 0))) * 1000}
 
 
+# httpx alone: the same GETs as a sync's, one after another on one transport (as each fetch thread
+# has), each body read whole; nothing parsed or stored.  What the client library costs per request.
+_FLOOR = """
+import json, sys, time, httpx
+base, key, ids_file, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+ids = open(ids_file).read().split()[:n]
+headers = httpx.Headers({"Authorization": key, "User-Agent": "bench", "Accept": "application/json",
+                         "Accept-Encoding": "gzip, deflate"})
+transport = httpx.HTTPTransport(limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+started = time.process_time()
+for call_id in ids:
+    response = transport.handle_request(httpx.Request("GET", f"{base}/v1/call-summaries/{call_id}", headers=headers))
+    response.read()
+    response.close()
+print(json.dumps({"requests": len(ids), "cpu_s": time.process_time() - started}))
+"""
+
+
+def httpx_floor(workdir: Path, ids_file: Path, n: int) -> dict[str, Any]:
+    """CPU per request of httpx alone against the same simulator: the floor under etl's figure."""
+    with Simulator(workdir, rate=0, burst=10, latency_ms=0, name="sim-floor") as sim:
+        got = subprocess.run([sys.executable, "-c", _FLOOR, sim.url, API_KEY, str(ids_file), str(n)],
+                             capture_output=True, text=True, check=True, timeout=600)
+    figures = json.loads(got.stdout.strip().splitlines()[-1])
+    figures["ms_per_request"] = figures["cpu_s"] / max(1, figures["requests"]) * 1000
+    return figures
+
+
 def spread(values: list[float], fmt: str) -> str:
     if len(values) == 1:
         return format(values[0], fmt)
@@ -267,6 +295,13 @@ def main(argv: list[str] | None = None) -> int:
         bench = WritePath(args, workdir, dbs)
         ids_file = write_ids(workdir / f"ids-{args.ids}.txt", args.ids, seed=2)
         try:
+            if "v1" in only:
+                floor = httpx_floor(workdir, ids_file, args.ids)
+                print(f"  httpx alone: {json.dumps(floor)}", flush=True)
+                results["httpx"] = {"floor": [floor]}
+                rows.append(Row("v1: httpx alone, CPU per request (the floor)", "-",
+                                f"{floor['ms_per_request']:.3f} ms: {floor['requests']:,} GETs on one transport, "
+                                "bodies read, nothing parsed or stored", "-", None, {"floor": floor}))
             for backend in backends:
                 got = results.setdefault(backend, {"dated": [], "etl": [], "dlt": []})
                 for rep in range(args.repeat):

@@ -20,6 +20,7 @@ rest of the code only ever sees this object.  Nothing here logs the API key:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import shlex
@@ -304,6 +305,15 @@ _PASSWORD = re.compile(r"^([^:/?#]*://[^:@/?#]*:)(.*)@")
 MIN_SECRET_FRAGMENT = 8
 
 
+@functools.lru_cache(maxsize=64)
+def _fragments(secret: str) -> tuple[int, frozenset[str], re.Pattern[str]]:
+    """The fragment length, the key's fragments (lower case), and a pattern finding any of them."""
+    key = secret.lower()
+    n = min(MIN_SECRET_FRAGMENT, len(key))
+    grams = frozenset(key[i:i + n] for i in range(len(key) - n + 1))
+    return n, grams, re.compile("|".join(re.escape(g) for g in sorted(grams)))
+
+
 def redact_secret(text: str, secret: str | None) -> str:
     """``text`` with ``secret`` and every echo of it replaced by ``***``.
 
@@ -314,10 +324,10 @@ def redact_secret(text: str, secret: str | None) -> str:
     """
     if not secret or not text:
         return text
-    key = secret.lower()
     low = text.lower()
-    n = min(MIN_SECRET_FRAGMENT, len(key))
-    grams = {key[i:i + n] for i in range(len(key) - n + 1)}
+    n, grams, anywhere = _fragments(secret)
+    if anywhere.search(low) is None:
+        return text  # the usual case, found in one scan of the text (a log line per call runs this)
     hidden = [False] * len(text)
     for i in range(len(low) - n + 1):
         if low[i:i + n] in grams:
@@ -335,7 +345,7 @@ def redact_secret(text: str, secret: str | None) -> str:
         run = text[i:j]
         # A word that happens to be part of the key ("Forbidden" of "forbidden-key-1") stays: a
         # piece of a key has a digit or a sign in it, or is long.
-        out.append("***" if len(run) >= 12 or len(key) < MIN_SECRET_FRAGMENT or not run.isalpha() else run)
+        out.append("***" if len(run) >= 12 or len(secret) < MIN_SECRET_FRAGMENT or not run.isalpha() else run)
         i = j
     return "".join(out)
 

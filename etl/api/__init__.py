@@ -3,7 +3,7 @@
 Public names only; the parts live in private modules (the httpx/httpcore
 layout):
 
-* :mod:`._client` — :class:`OpenPhoneClient`: the connection pool and the one
+* :mod:`._client` — :class:`OpenPhoneClient`: the connections (a transport per thread) and the one
   request path (rate slot, tenacity retries, classification) every endpoint
   takes;
 * :mod:`._surface` — :class:`Surface`, the interface each surface's adapter

@@ -1,8 +1,8 @@
 """The OpenPhone API client: one request path for every endpoint, on the surface its settings name.
 
 HTTP lives here and only here.  One :class:`OpenPhoneClient` per run holds the
-connection pool (an httpx transport, called from the sync engine's fetch
-threads); the transport is injectable, so tests and ``etl demo`` hand in a
+connections (an httpx transport per fetch thread, each keeping one connection
+alive); the transport is injectable, so tests and ``etl demo`` hand in a
 simulated API and everything above this package is the real code.
 
 What differs between the v1 surface and the dated one sits in their adapters
@@ -102,21 +102,21 @@ class OpenPhoneClient:
         self.budget: RateBudget = budget if budget is not None else LocalBudget(settings.rate, clock)
         self.stop = stop or threading.Event()
         self.surface = surface or surface_for(settings.api_version)
-        limits = httpx.Limits(
-            max_connections=settings.concurrency,
-            max_keepalive_connections=settings.concurrency,
-            keepalive_expiry=30.0,
-        )
         timeout = httpx.Timeout(
             connect=settings.connect_timeout,
             read=settings.read_timeout,
             write=settings.connect_timeout,
             pool=settings.read_timeout + settings.connect_timeout,
         )
-        # The transport owns the connection pool; requests go to it directly,
-        # so what httpx.Client would add per request (cookies, auth flow,
-        # redirects, URL merging) is done once, here.
-        self._transport: httpx.BaseTransport = transport or httpx.HTTPTransport(limits=limits, trust_env=False)
+        # Requests go to a transport directly, so what httpx.Client would add per request (cookies, auth
+        # flow, redirects, URL merging) is done once, here.  Each thread has a transport of its own, one
+        # keep-alive connection: httpcore's pool checks every connection it holds on every request (a
+        # poll per idle socket, under one lock), which with 8 fetch threads on one pool cost more CPU
+        # than the requests themselves (bench/writepath.py).  An injected transport serves every thread.
+        self._shared = transport
+        self._local = threading.local()
+        self._own: list[httpx.BaseTransport] = []
+        self._own_lock = threading.Lock()
         self._base = settings.base_url.rstrip("/")
         common = {
             "Authorization": settings.api_key,
@@ -148,7 +148,25 @@ class OpenPhoneClient:
         self.close()
 
     def close(self) -> None:
-        self._transport.close()
+        if self._shared is not None:
+            self._shared.close()
+        with self._own_lock:
+            own, self._own = self._own, []
+        for transport in own:
+            transport.close()
+
+    def _transport(self) -> httpx.BaseTransport:
+        """The injected transport, or this thread's own (made on its first request)."""
+        if self._shared is not None:
+            return self._shared
+        transport: httpx.BaseTransport | None = getattr(self._local, "transport", None)
+        if transport is None:
+            transport = self._local.transport = httpx.HTTPTransport(
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=30.0),
+                trust_env=False)
+            with self._own_lock:
+                self._own.append(transport)
+        return transport
 
     # --- capabilities -----------------------------------------------------------------------
     @property
@@ -427,7 +445,7 @@ class OpenPhoneClient:
         # drips a byte a second never times a read out (issue 25, finding 6).
         deadline = self.clock.monotonic() + self.settings.connect_timeout + self.settings.read_timeout
         try:
-            response = self._transport.handle_request(request)
+            response = self._transport().handle_request(request)
         except httpx.TimeoutException as exc:
             raise Transient(f"timeout ({type(exc).__name__})") from None
         except httpx.TransportError as exc:

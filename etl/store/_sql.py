@@ -7,16 +7,14 @@ workspace is left as it is (:func:`replace_changed` counts it ``foreign``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql as mysql_dialect
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from etl.config import DEFAULT_WORKSPACE
 
@@ -36,40 +34,157 @@ def chunks(ids: Sequence[str]) -> Iterator[list[str]]:
 
 
 def upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], update: Sequence[str]) -> None:
-    """Insert ``rows``; on a primary-key conflict overwrite the ``update`` columns."""
-    dialect = conn.dialect.name
-    keys = [c.name for c in table.primary_key.columns]
-    stmt: Any
-    if dialect in ("postgresql", "sqlite"):
-        mod: Any = pg_dialect if dialect == "postgresql" else sqlite_dialect
-        stmt = mod.insert(table)
-        stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in update})
-    else:
+    """Insert ``rows``; on a primary-key conflict overwrite the ``update`` columns.
+
+    The statement is compiled once per dialect, table and set of columns
+    (:func:`prepare`) and sent as one executemany: building and compiling an
+    ``ON CONFLICT`` per batch cost more than the rows it wrote.
+    """
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    if conn.dialect.name == "postgresql":
+        _upsert_unnest(conn, table, rows, update)
+        return
+
+    def build() -> Any:
+        # Imported here: each dialect's module loads all of its drivers' modules (a tenth of start-up).
+        dialect = conn.dialect.name
+        keys = [c.name for c in table.primary_key.columns]
+        stmt: Any
+        if dialect == "sqlite":
+            from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+            stmt = sqlite_dialect.insert(table)
+            return stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in update})
+        from sqlalchemy.dialects import mysql as mysql_dialect
+
         stmt = mysql_dialect.insert(table)
-        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
-    conn.execute(stmt, rows)
+        return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
+
+    execute_many(conn, prepare(conn, ("upsert", table.name, columns, tuple(update)), build, columns), rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A statement compiled for one dialect: its SQL, the order of its parameters, and the bind
+    processors of the columns whose values the driver cannot take as they are (SQLite's datetimes)."""
+
+    sql: str
+    names: tuple[str, ...]
+    positional: bool
+    processors: tuple[tuple[str, Callable[[Any], Any]], ...]
+    fixed: Mapping[str, Any]  # parameters with a value of their own in the statement (``values(x=None)``)
+
+
+_prepared: dict[tuple[Any, ...], Prepared] = {}
+
+
+def prepare(conn: Connection, key: tuple[Any, ...], build: Callable[[], sa.ClauseElement],
+            column_keys: Sequence[str] | None = None) -> Prepared:
+    """``build()`` compiled once per dialect (and server version: MariaDB and MySQL spell an upsert
+    differently) and ``key``; ``key`` must name everything the statement depends on."""
+    dialect = conn.dialect
+    full = (dialect.name, dialect.server_version_info, *key)
+    found = _prepared.get(full)
+    if found is None:
+        compiled = build().compile(dialect=dialect, column_keys=None if column_keys is None else list(column_keys))
+        assert isinstance(compiled, SQLCompiler)
+        names = tuple(compiled.positiontup or ()) if dialect.positional else tuple(compiled.binds)
+        processors = []
+        for name, bind in compiled.binds.items():
+            process: Callable[[Any], Any] | None = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None and dialect.name == "sqlite" and isinstance(bind.type, sa.DateTime):
+                process = _fast_sqlite_datetime(process)
+            if process is not None:
+                processors.append((name, process))
+        fixed = {name: bind.value for name, bind in compiled.binds.items()
+                 if not bind.required and bind.callable is None and name not in (column_keys or ())}
+        found = _prepared[full] = Prepared(str(compiled), names, dialect.positional, tuple(processors), fixed)
+    return found
+
+
+def _fast_sqlite_datetime(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """SQLite's datetime bind processor, with naive datetimes written by ``isoformat`` (C) instead of a
+    ``%`` format per value: the same text (``YYYY-MM-DD HH:MM:SS.ffffff``, checked here), at a fifth of
+    the CPU; it was the largest single cost of storing a page of calls."""
+    sample = datetime(2026, 3, 30, 7, 5, 9, 42)
+    if process(sample) != sample.isoformat(" ", "microseconds"):
+        return process  # another storage format: keep SQLAlchemy's
+
+    def fast(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is None:
+            return value.isoformat(" ", "microseconds")
+        return process(value)
+
+    return fast
+
+
+def execute_many(conn: Connection, prepared: Prepared, rows: Sequence[Mapping[str, Any]]) -> Any:
+    """``prepared`` straight to the driver, once per row (one executemany)."""
+    if prepared.fixed:
+        rows = [{**prepared.fixed, **r} for r in rows]
+    if prepared.processors:
+        rows = [_processed(r, prepared.processors) for r in rows]
+    params: Any = ([tuple(r[n] for n in prepared.names) for r in rows] if prepared.positional
+                   else [dict(r) for r in rows])
+    return conn.exec_driver_sql(prepared.sql, params)
+
+
+def _processed(row: Mapping[str, Any], processors: Sequence[tuple[str, Callable[[Any], Any]]]) -> dict[str, Any]:
+    out = dict(row)
+    for name, process in processors:
+        if name in out:
+            out[name] = process(out[name])
+    return out
 
 
 _insert_sql_cache: dict[tuple[str, str, tuple[str, ...]], tuple[str, tuple[str, ...] | None]] = {}
-_PG_ARRAY_TYPES = {"VARCHAR": "varchar", "INTEGER": "int4", "TEXT": "text", "DOUBLE": "float8",
-                   "DOUBLE PRECISION": "float8", "BOOLEAN": "bool"}
+_PG_ARRAY_TYPES = {"VARCHAR": "varchar", "INTEGER": "int4", "BIGINT": "int8", "TEXT": "text", "DOUBLE": "float8",
+                   "DOUBLE PRECISION": "float8", "BOOLEAN": "bool", "TIMESTAMP WITHOUT TIME ZONE": "timestamp"}
+_unnest_sql_cache: dict[tuple[str, tuple[str, ...], tuple[str, ...] | None], str] = {}
 
 
-def _bulk_insert_unnest(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """PostgreSQL: one ``INSERT … SELECT FROM unnest(arrays)`` per table and batch.
+def _unnest_sql(conn: Connection, table: sa.Table, columns: Sequence[str], update: Sequence[str] | None) -> str:
+    """``INSERT … SELECT FROM unnest(one array per column)``; with ``update``, an upsert on the key."""
+    key = (table.name, tuple(columns), None if update is None else tuple(update))
+    sql = _unnest_sql_cache.get(key)
+    if sql is None:
+        casts = []
+        for name in columns:
+            type_name = table.c[name].type.compile(dialect=conn.dialect).split("(")[0].upper()
+            casts.append(f"CAST(%({name})b AS {_PG_ARRAY_TYPES[type_name]}[])")
+        # Table and column names come from our own models, never from input.
+        sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608
+               f"SELECT * FROM unnest({', '.join(casts)})")
+        if update is not None:
+            keys = ", ".join(c.name for c in table.primary_key.columns)
+            sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in update)
+            sql += f" ON CONFLICT ({keys}) DO " + (f"UPDATE SET {sets}" if sets else "NOTHING")
+        sql = _unnest_sql_cache[key] = sql
+    return sql
 
-    psycopg's executemany sends a statement per row; one array per column is a
-    single round trip whatever the row count.
-    """
+
+def _pg_unnest(conn: Connection, sql: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
+               floats: Sequence[str]) -> None:
+    """PostgreSQL: one statement per table and batch, whatever the row count (psycopg's executemany
+    sends a statement per row), its arrays sent in binary: psycopg quotes every element of a text
+    array with a regular expression, which for a page of raw JSON cost more than the insert."""
+    params = {name: [r[name] for r in rows] for name in columns}
+    for name in floats:
+        # One binary type per array: an integer among floats would pick the integer one.
+        params[name] = [None if v is None else float(v) for v in params[name]]
+    conn.exec_driver_sql(sql, params)  # the placeholders (``%(name)b``) ask psycopg for binary
+
+
+def _upsert_unnest(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]],
+                   update: Sequence[str]) -> None:
     columns = list(rows[0])
-    casts = []
-    for name in columns:
-        type_name = table.c[name].type.compile(dialect=conn.dialect).split("(")[0].upper()
-        casts.append(f"CAST(%({name})s AS {_PG_ARRAY_TYPES[type_name]}[])")
-    # Table and column names come from our own models, never from input.
-    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608
-           f"SELECT * FROM unnest({', '.join(casts)})")
-    conn.exec_driver_sql(sql, {name: [r[name] for r in rows] for name in columns})
+    _pg_unnest(conn, _unnest_sql(conn, table, columns, update), rows, columns, _floats(table, columns))
+
+
+def _floats(table: sa.Table, columns: Sequence[str]) -> list[str]:
+    return [c for c in columns if isinstance(table.c[c].type, sa.Float)]
 
 
 def stamp(rows: Sequence[dict[str, Any]], workspace: str) -> None:
@@ -91,7 +206,8 @@ def bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], *
         return
     stamp(rows, workspace)
     if conn.dialect.name == "postgresql":
-        _bulk_insert_unnest(conn, table, rows)
+        columns = list(rows[0])
+        _pg_unnest(conn, _unnest_sql(conn, table, columns, None), rows, columns, _floats(table, columns))
         return
     key = (conn.dialect.name, table.name, tuple(rows[0]))
     cached = _insert_sql_cache.get(key)
@@ -124,7 +240,8 @@ class Tree:
 
 def replace_changed(conn: Connection, parent: sa.Table, children: Sequence[sa.Table], trees: Sequence[Tree],
                     update: Sequence[str], now: datetime, *, key: str = "call_id",
-                    touch: Mapping[str, Any] | None = None, workspace: str = DEFAULT_WORKSPACE) -> Replaced:
+                    touch: Mapping[str, Any] | None = None, workspace: str = DEFAULT_WORKSPACE,
+                    stored_rows: Mapping[str, tuple[str, str]] | None = None) -> Replaced:
     """Store ``trees`` whose ``content_hash`` changed, in the caller's transaction: upsert the parent,
     replace its children as a whole.  An unchanged one only gets ``last_synced_at = now``.
 
@@ -133,24 +250,25 @@ def replace_changed(conn: Connection, parent: sa.Table, children: Sequence[sa.Ta
     ``IN`` list is chunked (:data:`IN_CHUNK`).  ``key``: the parent's key column, which every child
     table shares; ``touch``: what an unchanged row gets instead of ``last_synced_at = now``.
     New rows are in ``workspace``; a key stored under another workspace is left as it is, children
-    and all (``foreign``); ``update`` never names ``workspace``.
+    and all (``foreign``); ``update`` never names ``workspace``.  ``stored_rows``: ``{key:
+    (content_hash, workspace)}`` of every stored one among ``trees``, when the caller has just read
+    them (one read of the parents per batch, not two).
     """
     by_id = {t.parent[key]: t for t in trees}
     ids = list(by_id)
-    key_column, content_hash, owner = parent.c[key], parent.c.content_hash, parent.c.workspace
-    stored: dict[str, str] = {}
-    foreign: set[str] = set()
-    for chunk in chunks(ids):
-        for found, hashed, in_workspace in conn.execute(
-                sa.select(key_column, content_hash, owner).where(key_column.in_(chunk))):
-            if in_workspace == workspace:
-                stored[found] = hashed
-            else:
-                foreign.add(found)
+    if stored_rows is None:
+        stored_rows = read_in(conn, parent, (key, "content_hash", "workspace"), key, ids)
+    stored = {i: hashed for i, (hashed, owner) in stored_rows.items() if owner == workspace}
+    foreign = {i for i, (_, owner) in stored_rows.items() if owner != workspace}
     unchanged = [i for i in ids if i in stored and stored[i] == by_id[i].parent["content_hash"]]
     changed = [i for i in ids if i not in foreign and (i not in stored or stored[i] != by_id[i].parent["content_hash"])]
-    for chunk in chunks(unchanged):
-        conn.execute(sa.update(parent).where(key_column.in_(chunk)).values(touch or {"last_synced_at": now}))
+    if unchanged:
+        values = dict(touch or {"last_synced_at": now})
+        stmt = _statement(("touch", parent.name, key, tuple(values)), lambda: sa.update(parent).where(
+            parent.c[key].in_(sa.bindparam("ids", expanding=True))).values(
+            {c: sa.bindparam(f"v_{c}") for c in values}))
+        for chunk in chunks(unchanged):
+            conn.execute(stmt, {"ids": chunk, **{f"v_{c}": v for c, v in values.items()}})
     if changed:
         parents = [by_id[i].parent for i in changed]
         stamp(parents, workspace)
@@ -158,9 +276,37 @@ def replace_changed(conn: Connection, parent: sa.Table, children: Sequence[sa.Ta
         rewritten = [i for i in changed if i in stored]
         for chunk in chunks(rewritten):
             for table in children:
-                conn.execute(sa.delete(table).where(table.c[key].in_(chunk)))
+                conn.execute(_delete_in(table, key), {"ids": chunk})
         for table in reversed(children):
             bulk_insert(conn, table, [row for i in changed for row in by_id[i].children.get(table, ())],
                         workspace=workspace)
     new = sum(1 for i in ids if i not in stored and i not in foreign)
     return Replaced(new=new, changed=len(changed) - new, unchanged=len(unchanged), foreign=len(foreign))
+
+
+_statements: dict[tuple[Any, ...], Any] = {}
+
+
+def _delete_in(table: sa.Table, key: str) -> Any:
+    return _statement(("delete_in", table.name, key),
+                      lambda: sa.delete(table).where(table.c[key].in_(sa.bindparam("ids", expanding=True))))
+
+
+def _statement(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    """A statement built once (SQLAlchemy then finds its compiled form in its cache, per dialect)."""
+    found = _statements.get(key)
+    if found is None:
+        found = _statements[key] = build()
+    return found
+
+
+def read_in(conn: Connection, table: sa.Table, columns: Sequence[str], key: str,
+            ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """``{key: (the other columns…)}`` of ``table``'s rows whose ``key`` is in ``ids`` (chunked)."""
+    stmt = _statement(("read_in", table.name, tuple(columns), key), lambda: sa.select(
+        *(table.c[c] for c in columns)).where(table.c[key].in_(sa.bindparam("ids", expanding=True))))
+    found: dict[str, tuple[Any, ...]] = {}
+    for chunk in chunks(ids):
+        for row in conn.execute(stmt, {"ids": chunk}):
+            found[row[0]] = tuple(row[1:])
+    return found

@@ -54,10 +54,13 @@ def save_calls(conn: Connection, calls: Sequence[CallContextRows], now: datetime
         Tree(parent=dict(r.parent, last_synced_at=now),
              children={participants_t: r.participants, voicemails_t: r.voicemails}) for r in calls
     ], _CALL_UPDATE_COLUMNS, now, workspace=workspace)
-    lk = call_lookups_t.c
     for chunk in chunks(list(dict.fromkeys(c.call_id for c in calls))):
-        conn.execute(sa.delete(call_lookups_t).where(lk.call_id.in_(chunk), lk.workspace == workspace))
+        conn.execute(_FOUND, {"ids": chunk, "ws": workspace})
     return saved
+
+
+_FOUND = sa.delete(call_lookups_t).where(call_lookups_t.c.call_id.in_(sa.bindparam("ids", expanding=True)),
+                                         call_lookups_t.c.workspace == sa.bindparam("ws"))
 
 
 def record_call_not_found(conn: Connection, call_id: str, state: str, now: datetime, error: str | None, *,

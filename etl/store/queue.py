@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from etl.config import DEFAULT_WORKSPACE
 from etl.policy import ClaimedItem, QueueName, QueueUpdate
-from etl.store._sql import chunks, is_server
+from etl.store._sql import chunks, execute_many, is_server, prepare, read_in
 from etl.tables import call_lookups_t, calls_t, queue_t, transcript_queue_t
 
 # A call made due "at the head of the line" goes this much before the oldest due item.
@@ -119,13 +119,9 @@ OTHER_WORKSPACE = "(another workspace)"
 def queue_states(conn: Connection, ids: Sequence[str], *, workspace: str | None = None) -> dict[str, str]:
     """``{call_id: state}`` of the ``summary_queue`` rows of ``ids``; with ``workspace``, a row of
     another workspace reads :data:`OTHER_WORKSPACE`."""
-    q = queue_t.c
-    states: dict[str, str] = {}
-    for chunk in chunks(ids):
-        for call_id, state, in_workspace in conn.execute(
-                sa.select(q.call_id, q.state, q.workspace).where(q.call_id.in_(chunk))):
-            states[call_id] = state if workspace is None or in_workspace == workspace else OTHER_WORKSPACE
-    return states
+    return {call_id: state if workspace is None or in_workspace == workspace else OTHER_WORKSPACE
+            for call_id, (state, in_workspace) in read_in(conn, queue_t, ("call_id", "state", "workspace"),
+                                                           "call_id", ids).items()}
 
 
 def ended(conn: Connection, ids: Sequence[str]) -> list[tuple[str, str, datetime | None]]:
@@ -228,11 +224,22 @@ def release(conn: Connection, run_id: str, items: Iterable[ClaimedItem]) -> int:
 
 def owned(conn: Connection, run_id: str, call_ids: Sequence[str], queue: QueueName = "summary") -> set[str]:
     """Which of ``call_ids`` this run still holds in ``queue``, locked until commit on servers."""
+    stmt = _OWNED[(queue, is_server(conn))]
+    found: set[str] = set()
+    for chunk in chunks(call_ids):
+        found.update(conn.execute(stmt, {"ids": chunk, "owner": run_id}).scalars())
+    return found
+
+
+def _owned_stmt(queue: QueueName, lock: bool) -> sa.Select[str]:
     q = queue_table(queue).c
-    stmt = sa.select(q.call_id).where(q.call_id.in_(call_ids), q.lease_owner == run_id)
-    if is_server(conn):
-        stmt = stmt.with_for_update()
-    return {row[0] for row in conn.execute(stmt)}
+    stmt = sa.select(q.call_id).where(q.call_id.in_(sa.bindparam("ids", expanding=True)),
+                                      q.lease_owner == sa.bindparam("owner"))
+    return stmt.with_for_update() if lock else stmt
+
+
+# Built once: the claim path runs them every batch.
+_OWNED = {(queue, lock): _owned_stmt(queue, lock) for queue in ("summary", "transcript") for lock in (False, True)}
 
 
 def lease_holder(conn: Connection, call_id: str, now: datetime) -> str | None:
@@ -269,6 +276,9 @@ def _queue_update_stmt(table: sa.Table) -> sa.Update:
     )
 
 
+_QUEUE_UPDATE = {queue: _queue_update_stmt(queue_table(queue)) for queue in ("summary", "transcript")}
+
+
 def update_queue(conn: Connection, run_id: str, updates: Sequence[QueueUpdate], now: datetime,
                  queue: QueueName = "summary") -> None:
     """Write the queue updates of items this run holds (the caller checked ``owned``) and end their leases."""
@@ -279,7 +289,8 @@ def update_queue(conn: Connection, run_id: str, updates: Sequence[QueueUpdate], 
     if conn.dialect.name == "postgresql":
         _queue_update_unnest(conn, run_id, params, table.name)
     else:
-        conn.execute(_queue_update_stmt(table), [dict(p, b_owner=run_id) for p in params])
+        execute_many(conn, prepare(conn, ("queue_update", queue), lambda: _QUEUE_UPDATE[queue]),
+                     [dict(p, b_owner=run_id) for p in params])
 
 
 # PostgreSQL: every queue update of a batch in one statement (psycopg's
@@ -306,12 +317,17 @@ def _queue_update_unnest(conn: Connection, run_id: str, params: list[dict[str, A
     conn.exec_driver_sql(_PG_QUEUE_UPDATE.replace("{table}", table), dict(columns, b_owner=run_id))
 
 
+_ENDED_COLUMNS = ("call_id", "state", "attempts", "consecutive_errors", "next_attempt_at", "last_api_status",
+                  "last_error", "incomplete_since", "finished_at", "enqueued_at", "updated_at", "workspace")
+
+
 def insert_ended(conn: Connection, updates: Sequence[QueueUpdate], now: datetime, *,
                  workspace: str = DEFAULT_WORKSPACE) -> None:
     """New ``summary_queue`` rows of ``workspace`` already in the end state of ``updates`` (nothing left
     to fetch)."""
     if updates:
-        conn.execute(sa.insert(queue_t), [{
+        execute_many(conn, prepare(conn, ("insert", "summary_queue", _ENDED_COLUMNS),
+                                   lambda: sa.insert(queue_t), _ENDED_COLUMNS), [{
             "call_id": u.call_id, "state": u.state, "attempts": u.attempts, "consecutive_errors": 0,
             "next_attempt_at": u.next_attempt_at, "last_api_status": u.last_api_status, "last_error": u.last_error,
             "incomplete_since": None, "finished_at": u.finished_at, "enqueued_at": now, "updated_at": now,
@@ -319,16 +335,19 @@ def insert_ended(conn: Connection, updates: Sequence[QueueUpdate], now: datetime
         } for u in updates])
 
 
+_END_WAITING = (
+    sa.update(queue_t).where(queue_t.c.call_id == sa.bindparam("b_call_id"))
+    .values(state=sa.bindparam("state"), next_attempt_at=sa.bindparam("next_attempt_at"),
+            last_api_status=sa.bindparam("last_api_status"), last_error=sa.bindparam("last_error"),
+            incomplete_since=None, finished_at=sa.bindparam("finished_at"),
+            updated_at=sa.bindparam("updated_at"), lease_owner=None, lease_expires_at=None))
+
+
 def end_waiting(conn: Connection, updates: Sequence[QueueUpdate], now: datetime) -> None:
     """Give waiting ``summary_queue`` rows the end state of ``updates``, taking away any lease."""
-    q = queue_t.c
     if updates:
         conn.execute(
-            sa.update(queue_t).where(q.call_id == sa.bindparam("b_call_id"))
-            .values(state=sa.bindparam("state"), next_attempt_at=sa.bindparam("next_attempt_at"),
-                    last_api_status=sa.bindparam("last_api_status"), last_error=sa.bindparam("last_error"),
-                    incomplete_since=None, finished_at=sa.bindparam("finished_at"),
-                    updated_at=sa.bindparam("updated_at"), lease_owner=None, lease_expires_at=None),
+            _END_WAITING,
             [{"b_call_id": u.call_id, "state": u.state, "next_attempt_at": u.next_attempt_at,
               "last_api_status": u.last_api_status, "last_error": u.last_error, "finished_at": u.finished_at,
               "updated_at": now} for u in updates],

@@ -6,14 +6,13 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl.config import DEFAULT_WORKSPACE
 from etl.policy import ClaimedItem, QueueUpdate
-from etl.store._sql import Tree, chunks, replace_changed
+from etl.store._sql import Tree, read_in, replace_changed
 from etl.store.calls import record_call_not_found, save_calls
 from etl.store.queue import end_waiting, insert_ended, owned, queue_states, update_queue
 from etl.store.rejected import Rejected, record_rejected
@@ -96,24 +95,22 @@ def save_summaries(conn: Connection, calls: Sequence[CallRows], now: datetime, *
     """
     for c in calls:
         c.parent.setdefault("as_of", now)
-    older = _older_than_stored(conn, calls)
+    # One read of the stored parents serves both checks: newer-wins here, content hash in replace_changed.
+    stored = read_in(conn, summaries_t, ("call_id", "content_hash", "workspace", "as_of"), "call_id",
+                     [c.parent["call_id"] for c in calls])
+    older = {c.parent["call_id"] for c in calls if _older(c.parent, stored.get(c.parent["call_id"]))}
     calls = [c for c in calls if c.parent["call_id"] not in older]
     if calls:
         replace_changed(conn, summaries_t, _CHILD_TABLES, [Tree(parent=c.parent, children={
             lines_t: c.lines, steps_t: c.next_steps, jobs_t: c.jobs, fields_t: c.job_fields}) for c in calls],
-            _PARENT_UPDATE_COLUMNS, now, workspace=workspace)
+            _PARENT_UPDATE_COLUMNS, now, workspace=workspace,
+            stored_rows={i: (row[0], row[1]) for i, row in stored.items()})
     return older
 
 
-def _older_than_stored(conn: Connection, calls: Sequence[CallRows]) -> set[str]:
-    s = summaries_t.c
-    as_of = {c.parent["call_id"]: c.parent["as_of"] for c in calls}
-    older: set[str] = set()
-    for chunk in chunks(list(as_of)):
-        for call_id, stored in conn.execute(sa.select(s.call_id, s.as_of).where(s.call_id.in_(chunk))):
-            if stored is not None and as_of[call_id] is not None and as_of[call_id] < stored:
-                older.add(call_id)
-    return older
+def _older(parent: dict[str, Any], stored: tuple[Any, ...] | None) -> bool:
+    """Whether the stored row (content hash, workspace, as_of) answered later than ``parent``."""
+    return stored is not None and stored[2] is not None and parent["as_of"] is not None and parent["as_of"] < stored[2]
 
 
 def save_listed_summaries(conn: Connection, summaries: Sequence[CallRows], updates: Sequence[QueueUpdate],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from etl.config import Settings
 from etl.errors import AuthError
 from etl.results import Summary
 from etl.testing import FakeOpenPhone, Faults, serve
+from tests.support.tcpproxy import TcpProxy
 
 KEY = "key-0123456789abcdef"
 SETTINGS = Settings(api_key=KEY, base_url="http://fake.test", rate=0, retry_initial=0.001, retry_max=0.01)
@@ -348,6 +350,36 @@ def test_retry_attempts_setting_is_honoured(fake):
 
 
 # -- over a real socket ------------------------------------------------------------------
+
+
+def test_each_thread_keeps_one_connection_of_its_own_and_close_ends_them_all(fake):
+    # httpcore checks every connection of a pool on every request; a transport per thread keeps that to one.
+    for i in range(12):
+        fake.set_summary(f"AC{i}", {**GOOD, "callId": f"AC{i}"})
+    with serve(fake) as url:
+        host, port = url.removeprefix("http://").split(":")
+        proxy = TcpProxy(host, int(port))
+        try:
+            client = OpenPhoneClient(clock=SYSTEM, settings=SETTINGS.replace(base_url=f"http://127.0.0.1:{proxy.port}"))
+            kinds: list[str] = []
+
+            def fetch_four(first: int) -> None:
+                kinds.extend(client.fetch_summary(f"AC{i}").kind for i in range(first, first + 4))
+
+            for first in (0, 4, 8):  # one thread after another: a shared pool would reuse one connection
+                thread = threading.Thread(target=fetch_four, args=(first,))
+                thread.start()
+                thread.join()
+            assert kinds == ["ok"] * 12
+            assert proxy.accepted == 3  # twelve requests, three threads: a kept-alive connection each
+            client.close()
+            # Closed: a new request opens a new connection (the three old ones are gone).
+            with OpenPhoneClient(clock=SYSTEM, settings=SETTINGS.replace(
+                    base_url=f"http://127.0.0.1:{proxy.port}")) as again:
+                assert again.fetch_summary("AC0").kind == "ok"
+            assert proxy.accepted == 4
+        finally:
+            proxy.close()
 
 
 def test_real_http_server_round_trip(fake):
