@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, WrapValidator
@@ -94,13 +94,21 @@ def json_text(raw: Any) -> str:
     return text
 
 
+_NO_OFFSET = timedelta(0)
+
+
 def utc_in_range(value: datetime | None, field: str) -> datetime | None:
     """``value`` as naive UTC (a time without an offset is taken as UTC), or :class:`Refused`
     when it lies outside :data:`EARLIEST` … :data:`LATEST` (or cannot be shifted to UTC at all)."""
     if value is None:
         return None
     try:
-        utc = value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+        if value.tzinfo is None:
+            utc = value
+        elif value.utcoffset() == _NO_OFFSET:  # the API's "Z": no shift to compute
+            utc = value.replace(tzinfo=None)
+        else:
+            utc = value.astimezone(UTC).replace(tzinfo=None)
     except (OverflowError, ValueError):
         raise Refused(f"{field}: {value.isoformat()} cannot be shifted to UTC") from None
     if not EARLIEST <= utc < LATEST:
