@@ -39,6 +39,10 @@ and etl and dlt runs alternate.
   ``postgres`` destination; ``sqlalchemy`` for SQLite and MariaDB).  Same
   figures, from the dlt process.  The ratio is etl's throughput over dlt's
   (and dlt's CPU per summary over etl's), best run of each.
+* **httpx alone** (once, with the v1 runs) — the same GETs one after another on
+  one ``httpx.HTTPTransport`` (as each of etl's fetch threads has), bodies read,
+  nothing parsed or stored: the client library's CPU per request, the floor
+  under etl's v1 figure.
 """
 
 from __future__ import annotations

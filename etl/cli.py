@@ -13,7 +13,6 @@ interrupted), 2 usage or configuration error, 3 the API refused the key.
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import os
 import sys
@@ -996,12 +995,6 @@ def webhooks_migrate(url: str, label: str, wait: float, api_key: str | None, bas
 
 
 def main() -> None:
-    # The process is ours, so is its garbage collector's policy: everything imported so far lives as long
-    # as the process, so collections need not walk it again and again (freeze), and a batch of rows
-    # allocates tens of thousands of objects, few of them cyclic (a rarer first generation).  Measured
-    # with bench/writepath.py: about 12 % of the CPU per stored summary.
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
     cli(prog_name="etl")
 
 
