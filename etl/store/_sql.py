@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -75,6 +76,9 @@ class Prepared:
     positional: bool
     processors: tuple[tuple[str, Callable[[Any], Any]], ...]
     fixed: Mapping[str, Any]  # parameters with a value of their own in the statement (``values(x=None)``)
+    # Positional: a row's values in parameter order (one C call per row), and the processors by position.
+    values: Callable[[Mapping[str, Any]], Any] | None = None
+    at: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
 
 
 _prepared: dict[tuple[Any, ...], Prepared] = {}
@@ -100,7 +104,12 @@ def prepare(conn: Connection, key: tuple[Any, ...], build: Callable[[], sa.Claus
                 processors.append((name, process))
         fixed = {name: bind.value for name, bind in compiled.binds.items()
                  if not bind.required and bind.callable is None and name not in (column_keys or ())}
-        found = _prepared[full] = Prepared(str(compiled), names, dialect.positional, tuple(processors), fixed)
+        values = None
+        if dialect.positional and names:
+            values = itemgetter(*names) if len(names) > 1 else (lambda row, name=names[0]: (row[name],))
+        at = tuple((i, process) for i, name in enumerate(names) for bound, process in processors if bound == name)
+        found = _prepared[full] = Prepared(str(compiled), names, dialect.positional, tuple(processors), fixed,
+                                           values, at if dialect.positional else ())
     return found
 
 
@@ -122,12 +131,25 @@ def _fast_sqlite_datetime(process: Callable[[Any], Any]) -> Callable[[Any], Any]
 
 def execute_many(conn: Connection, prepared: Prepared, rows: Sequence[Mapping[str, Any]]) -> Any:
     """``prepared`` straight to the driver, once per row (one executemany)."""
-    if prepared.fixed:
-        rows = [{**prepared.fixed, **r} for r in rows]
-    if prepared.processors:
-        rows = [_processed(r, prepared.processors) for r in rows]
-    params: Any = ([tuple(r[n] for n in prepared.names) for r in rows] if prepared.positional
-                   else [dict(r) for r in rows])
+    fixed = prepared.fixed
+    if fixed:
+        rows = [{**fixed, **r} for r in rows]
+    params: Any
+    if prepared.values is not None:
+        values, at = prepared.values, prepared.at
+        if at:
+            params = []
+            for r in rows:
+                row = list(values(r))
+                for i, process in at:
+                    row[i] = process(row[i])
+                params.append(tuple(row))
+        else:
+            params = [values(r) for r in rows]
+    elif prepared.processors:
+        params = [_processed(r, prepared.processors) for r in rows]
+    else:
+        params = [dict(r) for r in rows]
     return conn.exec_driver_sql(prepared.sql, params)
 
 
