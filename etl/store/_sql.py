@@ -86,10 +86,11 @@ _prepared: dict[tuple[Any, ...], Prepared] = {}
 
 def prepare(conn: Connection, key: tuple[Any, ...], build: Callable[[], sa.ClauseElement],
             column_keys: Sequence[str] | None = None) -> Prepared:
-    """``build()`` compiled once per dialect (and server version: MariaDB and MySQL spell an upsert
-    differently) and ``key``; ``key`` must name everything the statement depends on."""
+    """``build()`` compiled once per dialect, driver (its placeholders), server version (MariaDB and
+    MySQL spell an upsert differently) and ``key``; ``key`` must name everything else the statement
+    depends on."""
     dialect = conn.dialect
-    full = (dialect.name, dialect.server_version_info, *key)
+    full = (dialect.name, dialect.driver, dialect.paramstyle, dialect.server_version_info, *key)
     found = _prepared.get(full)
     if found is None:
         compiled = build().compile(dialect=dialect, column_keys=None if column_keys is None else list(column_keys))
