@@ -43,10 +43,10 @@ def upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], update
     """
     if not rows:
         return
-    columns = tuple(rows[0])
     if conn.dialect.name == "postgresql":
-        _upsert_unnest(conn, table, rows, update)
+        _pg_unnest(conn, table, rows, tuple(update))
         return
+    columns = tuple(rows[0])
 
     def build() -> Any:
         # Imported here: each dialect's module loads all of its drivers' modules (a tenth of start-up).
@@ -72,13 +72,12 @@ class Prepared:
     processors of the columns whose values the driver cannot take as they are (SQLite's datetimes)."""
 
     sql: str
-    names: tuple[str, ...]
-    positional: bool
-    processors: tuple[tuple[str, Callable[[Any], Any]], ...]
     fixed: Mapping[str, Any]  # parameters with a value of their own in the statement (``values(x=None)``)
-    # Positional: a row's values in parameter order (one C call per row), and the processors by position.
-    values: Callable[[Mapping[str, Any]], Any] | None = None
-    at: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
+    # A positional driver: a row's values in parameter order (one C call per row), the processors by position.
+    values: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None
+    at: tuple[tuple[int, Callable[[Any], Any]], ...]
+    # A driver of named parameters: the processors by name.
+    processors: tuple[tuple[str, Callable[[Any], Any]], ...]
 
 
 _prepared: dict[tuple[Any, ...], Prepared] = {}
@@ -95,7 +94,6 @@ def prepare(conn: Connection, key: tuple[Any, ...], build: Callable[[], sa.Claus
     if found is None:
         compiled = build().compile(dialect=dialect, column_keys=None if column_keys is None else list(column_keys))
         assert isinstance(compiled, SQLCompiler)
-        names = tuple(compiled.positiontup or ()) if dialect.positional else tuple(compiled.binds)
         processors = []
         for name, bind in compiled.binds.items():
             process: Callable[[Any], Any] | None = bind.type.dialect_impl(dialect).bind_processor(dialect)
@@ -105,13 +103,22 @@ def prepare(conn: Connection, key: tuple[Any, ...], build: Callable[[], sa.Claus
                 processors.append((name, process))
         fixed = {name: bind.value for name, bind in compiled.binds.items()
                  if not bind.required and bind.callable is None and name not in (column_keys or ())}
-        values = None
-        if dialect.positional and names:
-            values = itemgetter(*names) if len(names) > 1 else (lambda row, name=names[0]: (row[name],))
-        at = tuple((i, process) for i, name in enumerate(names) for bound, process in processors if bound == name)
-        found = _prepared[full] = Prepared(str(compiled), names, dialect.positional, tuple(processors), fixed,
-                                           values, at if dialect.positional else ())
+        if dialect.positional:
+            names = tuple(compiled.positiontup or ())
+            values = _getter(names)
+            at = tuple((i, process) for i, name in enumerate(names) for bound, process in processors if bound == name)
+            found = Prepared(str(compiled), fixed, values, at, ())
+        else:
+            found = Prepared(str(compiled), fixed, None, (), tuple(processors))
+        _prepared[full] = found
     return found
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A row's values in the order of ``names``, as a tuple (``itemgetter`` returns a bare value for one)."""
+    if len(names) > 1:
+        return itemgetter(*names)
+    return lambda row: tuple(row[name] for name in names)
 
 
 def _fast_sqlite_datetime(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -135,7 +142,7 @@ def execute_many(conn: Connection, prepared: Prepared, rows: Sequence[Mapping[st
     fixed = prepared.fixed
     if fixed:
         rows = [{**fixed, **r} for r in rows]
-    params: Any
+    params: list[Any]
     if prepared.values is not None:
         values, at = prepared.values, prepared.at
         if at:
@@ -164,14 +171,19 @@ def _processed(row: Mapping[str, Any], processors: Sequence[tuple[str, Callable[
 
 _PG_ARRAY_TYPES = {"VARCHAR": "varchar", "INTEGER": "int4", "BIGINT": "int8", "TEXT": "text", "DOUBLE": "float8",
                    "DOUBLE PRECISION": "float8", "BOOLEAN": "bool", "TIMESTAMP WITHOUT TIME ZONE": "timestamp"}
-_unnest_sql_cache: dict[tuple[str, tuple[str, ...], tuple[str, ...] | None], str] = {}
+_unnest_cache: dict[tuple[str, tuple[str, ...], tuple[str, ...] | None], tuple[str, tuple[str, ...]]] = {}
 
 
-def _unnest_sql(conn: Connection, table: sa.Table, columns: Sequence[str], update: Sequence[str] | None) -> str:
-    """``INSERT … SELECT FROM unnest(one array per column)``; with ``update``, an upsert on the key."""
-    key = (table.name, tuple(columns), None if update is None else tuple(update))
-    sql = _unnest_sql_cache.get(key)
-    if sql is None:
+def _pg_unnest(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]],
+               update: tuple[str, ...] | None = None) -> None:
+    """PostgreSQL: ``INSERT … SELECT FROM unnest(one array per column)`` (with ``update``, an upsert on
+    the key), one statement per table and batch whatever the row count (psycopg's executemany sends a
+    statement per row), its arrays sent in binary (``%(name)b``): psycopg quotes every element of a
+    text array with a regular expression, which for a page of raw JSON cost more than the insert."""
+    columns = tuple(rows[0])
+    key = (table.name, columns, update)
+    cached = _unnest_cache.get(key)
+    if cached is None:
         casts = []
         for name in columns:
             type_name = table.c[name].type.compile(dialect=conn.dialect).split("(")[0].upper()
@@ -183,30 +195,14 @@ def _unnest_sql(conn: Connection, table: sa.Table, columns: Sequence[str], updat
             keys = ", ".join(c.name for c in table.primary_key.columns)
             sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in update)
             sql += f" ON CONFLICT ({keys}) DO " + (f"UPDATE SET {sets}" if sets else "NOTHING")
-        sql = _unnest_sql_cache[key] = sql
-    return sql
-
-
-def _pg_unnest(conn: Connection, sql: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-               floats: Sequence[str]) -> None:
-    """PostgreSQL: one statement per table and batch, whatever the row count (psycopg's executemany
-    sends a statement per row), its arrays sent in binary: psycopg quotes every element of a text
-    array with a regular expression, which for a page of raw JSON cost more than the insert."""
+        floats = tuple(c for c in columns if isinstance(table.c[c].type, sa.Float))
+        cached = _unnest_cache[key] = (sql, floats)
+    sql, floats = cached
     params = {name: [r[name] for r in rows] for name in columns}
     for name in floats:
         # One binary type per array: an integer among floats would pick the integer one.
         params[name] = [None if v is None else float(v) for v in params[name]]
-    conn.exec_driver_sql(sql, params)  # the placeholders (``%(name)b``) ask psycopg for binary
-
-
-def _upsert_unnest(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]],
-                   update: Sequence[str]) -> None:
-    columns = list(rows[0])
-    _pg_unnest(conn, _unnest_sql(conn, table, columns, update), rows, columns, _floats(table, columns))
-
-
-def _floats(table: sa.Table, columns: Sequence[str]) -> list[str]:
-    return [c for c in columns if isinstance(table.c[c].type, sa.Float)]
+    conn.exec_driver_sql(sql, params)
 
 
 def stamp(rows: Sequence[dict[str, Any]], workspace: str) -> None:
@@ -226,10 +222,10 @@ def bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], *
     if not rows:
         return
     stamp(rows, workspace)
-    columns = tuple(rows[0])
     if conn.dialect.name == "postgresql":
-        _pg_unnest(conn, _unnest_sql(conn, table, columns, None), rows, columns, _floats(table, columns))
+        _pg_unnest(conn, table, rows)
         return
+    columns = tuple(rows[0])
     execute_many(conn, prepare(conn, ("insert", table.name, columns), lambda: sa.insert(table), columns), rows)
 
 

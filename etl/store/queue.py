@@ -105,11 +105,7 @@ def analyze_queue(conn: Connection) -> None:
 
 def queued(conn: Connection, ids: Sequence[str]) -> set[str]:
     """Which of ``ids`` have a ``summary_queue`` row."""
-    q = queue_t.c
-    found: set[str] = set()
-    for chunk in chunks(ids):
-        found.update(conn.execute(sa.select(q.call_id).where(q.call_id.in_(chunk))).scalars())
-    return found
+    return set(read_in(conn, queue_t, ("call_id",), "call_id", ids))
 
 
 # What queue_states says of a row another workspace holds: no state of this workspace's queue.
