@@ -1,8 +1,8 @@
 """Benchmark of the write path (issue 27, part 5): CPU per stored summary on the dated page path, and
 unthrottled v1 sync against dlt doing the same work.  One command, one printed table::
 
+    .venv/bin/python bench/writepath.py --setup-dlt --db sqlite --repeat 1 --quick   # first: makes .venv-dlt
     .venv/bin/python bench/writepath.py                       # all three databases, 3 runs each (~15 min)
-    .venv/bin/python bench/writepath.py --db sqlite --repeat 1 --quick
     .venv/bin/python bench/writepath.py --etl /tmp/old/.venv/bin/etl   # the same figures for another checkout
 
 Everything runs as separate processes, as in production and as in ``bench/run.py``
@@ -255,7 +255,9 @@ def setup_dlt(python: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None,
+    # The docstring's first paragraph, and its commands as the help's epilog (a new user starts there).
+    head, examples = (__doc__ or "").split("\n\n")[:2]
+    p = argparse.ArgumentParser(description=head.removesuffix("::") + ".", epilog="examples:\n" + examples,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--db", default="sqlite,postgresql,mysql", help="comma-separated: sqlite, postgresql, mysql")
     p.add_argument("--only", default="dated,v1", help="comma-separated: dated, v1 (default: both)")
