@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(harness.ETL).exists():
         print(f"no etl executable next to {sys.executable}: install the package first", file=sys.stderr)
         return 2
+    for etl in (harness.ETL, *([args.old_etl] if args.old_etl else [])):
+        harness.compile_bytecode(etl)
     Spawner.start()  # first, while this process is still small
     info = machine_info()
     print(f"machine: {info['nproc']} CPUs, {info['cpu_model']}, {info['ram_gib']} GiB RAM; "

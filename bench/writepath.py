@@ -289,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     if "v1" in only and not Path(args.dlt_python).exists():
         p.error(f"no dlt venv at {args.dlt_python}: run once with --setup-dlt (or --dlt-python PATH)")
     harness.ETL = args.etl
+    harness.compile_bytecode(args.etl)
     Spawner.start()
     info = machine_info()
     print(f"machine: {info['nproc']} CPUs, {info['cpu_model']}; load {info['loadavg_start'][0]:.2f}; {info['date']}; "

@@ -9,6 +9,7 @@ tests import (``run``, ``queue_rows``, ``make_due``, ``fresh_url``), live in
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from etl import db
 from etl.config import Settings
+from etl.logs import configure_logging
 from etl.testing import FakeOpenPhone
 from etl.testing.clock import FakeClock
 from tests.support.db import API_KEY, BACKENDS, fresh_url
@@ -64,9 +66,23 @@ def settings(db_url: str) -> Settings:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """A clock that moves only when the test advances it (or the code under test sleeps on it)."""
+def clock(request: pytest.FixtureRequest) -> FakeClock:
+    """A clock that moves only when the test advances it (or the code under test sleeps on it).
+
+    It starts at a fixed instant, or at the wall clock's now (to the second) for a test marked
+    ``clock_at_now``: one whose data is dated from today (a fake workspace generated "the last N days",
+    a discovery since a week ago)."""
+    if request.node.get_closest_marker("clock_at_now") is not None:
+        return FakeClock(start=datetime.now(UTC).replace(tzinfo=None, microsecond=0))
     return FakeClock()
+
+
+@pytest.fixture
+def quiet_logs() -> None:
+    """Logging configured as a command configures it, JSON at warning and above: for a module that runs
+    whole jobs in process (``pytestmark = pytest.mark.usefixtures("quiet_logs")``), whose info lines
+    would only fill the captured output."""
+    configure_logging("json", "warning")
 
 
 # Modules whose tests start real processes or wait on real time: they run first, so that the

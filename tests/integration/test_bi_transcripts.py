@@ -21,7 +21,6 @@ from sqlalchemy.engine import Engine
 
 from etl import demo, store
 from etl.config import Backoff
-from etl.logs import configure_logging
 from etl.testing import FakeOpenPhone
 from tests.support.db import raw_rows, run
 
@@ -29,9 +28,7 @@ SCHEMA_DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 _QUERY_RE = re.compile(r"^<!-- transcript-query: ([a-z0-9-]+) -->\n```sql\n(.*?)\n```$", re.M | re.S)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_logging() -> None:
-    configure_logging("json", "warning")
+pytestmark = pytest.mark.usefixtures("quiet_logs")
 
 
 def documented_queries() -> dict[str, str]:

@@ -25,7 +25,6 @@ from sqlalchemy.engine import Engine
 from etl import Etl, status
 from etl.dimensions import Contact, Listing, User
 from etl.health import Limits
-from etl.logs import configure_logging
 from etl.refresh import refresh
 from etl.testing import FakeOpenPhone
 from etl.testing.clock import FakeClock
@@ -40,14 +39,7 @@ LISTINGS = {"/v1/users": "GET /v1/users", "/users": "GET /users", "/v1/phone-num
 OVERFLOWS = "9999-12-31T23:59:59-12:00"  # a valid date that overflows when shifted to UTC
 
 
-@pytest.fixture(autouse=True)
-def _quiet_logs() -> None:
-    configure_logging("json", "warning")
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(start=datetime.now(UTC).replace(tzinfo=None, microsecond=0))
+pytestmark = [pytest.mark.usefixtures("quiet_logs"), pytest.mark.clock_at_now]
 
 
 def _north(db_url: str, engine: Engine, clock: FakeClock, api_version: str) -> Etl:

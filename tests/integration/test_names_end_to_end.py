@@ -28,9 +28,7 @@ KEY = "names-e2e-key"
 SURFACES = ["v1", "2026-03-30"]
 
 
-@pytest.fixture(autouse=True)
-def _quiet_logs() -> None:
-    configure_logging("json", "warning")
+pytestmark = pytest.mark.usefixtures("quiet_logs")
 
 
 def _workspace(**kw: object) -> FakeOpenPhone:

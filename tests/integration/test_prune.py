@@ -20,7 +20,6 @@ from sqlalchemy.engine import Engine
 from etl import Etl, store
 from etl.cli import cli
 from etl.config import Backoff
-from etl.logs import configure_logging
 from etl.tables import calls_t, summaries_t, transcripts_t
 from etl.testing import ApiClock, FakeClock, FakeOpenPhone
 from tests.support.db import API_KEY, run
@@ -29,9 +28,7 @@ NOW = datetime(2026, 1, 1)  # FakeClock's and the simulated API's now (naive UTC
 BOUND = NOW - timedelta(days=30)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_logging() -> None:
-    configure_logging("json", "warning")
+pytestmark = pytest.mark.usefixtures("quiet_logs")
 
 
 def count(engine: Engine, sql: str, **params: Any) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -27,7 +27,6 @@ from etl.api import webhook_summary
 from etl.backfill import selection
 from etl.dimensions import Listing, User
 from etl.errors import UsageError
-from etl.logs import configure_logging
 from etl.models import VIEWS, Base
 from etl.normalize import CallRows, normalize
 from etl.store import dimensions
@@ -50,14 +49,7 @@ CALL_TABLES = ("summary_queue", "call_summaries", "call_summary_lines", "call_ne
                "transcript_queue", "call_transcripts", "call_transcript_lines")
 
 
-@pytest.fixture(autouse=True)
-def _quiet_logs() -> None:
-    configure_logging("json", "warning")
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(start=datetime.now(UTC).replace(tzinfo=None, microsecond=0))
+pytestmark = [pytest.mark.usefixtures("quiet_logs"), pytest.mark.clock_at_now]
 
 
 def _fake(key: str, seed: int, clock: FakeClock, **generate: Any) -> FakeOpenPhone:
