@@ -4,6 +4,7 @@ unthrottled v1 sync against dlt doing the same work.  One command, one printed t
     .venv/bin/python bench/writepath.py --setup-dlt --db sqlite --repeat 1 --quick   # first: makes .venv-dlt
     .venv/bin/python bench/writepath.py                       # all three databases, 3 runs each (~15 min)
     .venv/bin/python bench/writepath.py --etl /tmp/old/.venv/bin/etl   # the same figures for another checkout
+    .venv/bin/python bench/writepath.py --only dated --against /tmp/old/.venv/bin/etl   # old and new alternating
 
 Everything runs as separate processes, as in production and as in ``bench/run.py``
 (``harness``): the simulator is ``python -m etl.testing`` on a loopback port,
@@ -39,6 +40,12 @@ and etl and dlt runs alternate.
   ``postgres`` destination; ``sqlalchemy`` for SQLite and MariaDB).  Same
   figures, from the dlt process.  The ratio is etl's throughput over dlt's
   (and dlt's CPU per summary over etl's), best run of each.
+* **against another checkout** (``--against PATH``, dated only) — the dated
+  measurement of another checkout's ``etl`` (its own migrations, its own
+  bytecode written first) and of this one, alternating within each repeat,
+  the other first: on a machine whose speed moves between runs, a change is
+  judged only against the code before it measured in the same minutes.
+  Figures: each one's median CPU per summary and the change.
 * **httpx alone** (once, with the v1 runs) — the same GETs one after another on
   one ``httpx.HTTPTransport`` (as each of etl's fetch threads has), bodies read,
   nothing parsed or stored: the client library's CPU per request, the floor
@@ -134,8 +141,17 @@ class WritePath:
         self._etl(url, ["db", "upgrade"])
         return url
 
-    def dated(self, backend: str) -> dict[str, Any]:
-        """``etl discover`` on the dated surface: CPU per summary stored from the pages."""
+    def dated(self, backend: str, etl: str | None = None) -> dict[str, Any]:
+        """``etl discover`` on the dated surface: CPU per summary stored from the pages (by ``etl``, another
+        checkout's executable, every step of it, when given)."""
+        saved = harness.ETL
+        harness.ETL = etl or saved
+        try:
+            return self._dated(backend)
+        finally:
+            harness.ETL = saved
+
+    def _dated(self, backend: str) -> dict[str, Any]:
         url = self._fresh(backend)
         try:
             sim = Simulator(self.workdir, rate=0, burst=10, latency_ms=0, name=f"sim-dated-{backend}-{self.n}")
@@ -267,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="2,000 calls and 2,000 ids: a sanity run")
     p.add_argument("--etl", default=harness.ETL, metavar="PATH",
                    help="the etl executable measured (default: the one of this venv), e.g. another checkout's")
+    p.add_argument("--against", default=None, metavar="PATH",
+                   help="another checkout's etl executable: its dated figure and this one's, alternating (dated only)")
     p.add_argument("--dlt-python", default=str(DLT_VENV / "bin" / "python"), metavar="PATH",
                    help="python of the venv dlt is installed in (default: %(default)s)")
     p.add_argument("--setup-dlt", action="store_true", help="create --dlt-python's venv and install dlt in it first")
@@ -283,13 +301,18 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--only takes dated, v1")
     if args.quick:
         args.calls, args.ids = 2_000, 2_000
+    if args.against is not None and "dated" not in only:
+        p.error("--against compares the dated path: leave dated in --only")
+    if args.against is not None and not Path(args.against).exists():
+        p.error(f"no etl executable at {args.against}")
     if args.setup_dlt and setup_dlt(args.dlt_python) != 0:
         print("could not install dlt", file=sys.stderr)
         return 2
     if "v1" in only and not Path(args.dlt_python).exists():
         p.error(f"no dlt venv at {args.dlt_python}: run once with --setup-dlt (or --dlt-python PATH)")
     harness.ETL = args.etl
-    harness.compile_bytecode(args.etl)
+    for etl in (args.etl, *([args.against] if args.against else [])):
+        harness.compile_bytecode(etl)
     Spawner.start()
     info = machine_info()
     print(f"machine: {info['nproc']} CPUs, {info['cpu_model']}; load {info['loadavg_start'][0]:.2f}; {info['date']}; "
@@ -310,9 +333,13 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{floor['ms_per_request']:.3f} ms: {floor['requests']:,} GETs on one transport, "
                                 "bodies read, nothing parsed or stored", "-", None, {"floor": floor}))
             for backend in backends:
-                got = results.setdefault(backend, {"dated": [], "etl": [], "dlt": []})
+                got = results.setdefault(backend, {"against": [], "dated": [], "etl": [], "dlt": []})
                 for rep in range(args.repeat):
-                    steps = [("dated", lambda b=backend: bench.dated(b))] if "dated" in only else []
+                    steps = []
+                    if "dated" in only and args.against:
+                        steps.append(("against", lambda b=backend: bench.dated(b, args.against)))
+                    if "dated" in only:
+                        steps.append(("dated", lambda b=backend: bench.dated(b)))
                     if "v1" in only:
                         steps += [("etl", lambda b=backend: bench.etl_v1(b, ids_file)),
                                   ("dlt", lambda b=backend: bench.dlt_v1(b, ids_file))]
@@ -328,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                         got[name].append(figures)
                         print(f"  {backend} {name} #{rep + 1}: {json.dumps(figures)} "
                               f"({time.monotonic() - started:.0f} s)", flush=True)
-                rows += table_rows(backend, got)
+                rows += table_rows(backend, got, args.against)
         finally:
             dbs.drop_all()
             Spawner.stop()
@@ -340,9 +367,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def table_rows(backend: str, got: dict[str, list[dict[str, Any]]]) -> list[Row]:
+def table_rows(backend: str, got: dict[str, list[dict[str, Any]]], against: str | None = None) -> list[Row]:
     rows: list[Row] = []
     dated = got["dated"]
+    if dated and got["against"]:
+        old = statistics.median(d["ms_per_summary"] for d in got["against"])
+        new = statistics.median(d["ms_per_summary"] for d in dated)
+        rows.append(Row("dated page path: the other checkout, then this one", backend,
+                        f"{spread([d['ms_per_summary'] for d in got['against']], '.3f')} ms, then "
+                        f"{spread([d['ms_per_summary'] for d in dated], '.3f')} ms: {(new / old - 1) * 100:+.0f} % "
+                        f"(medians, alternating; other: {against})", "-", None,
+                        {"against": got["against"], "runs": dated}))
     if dated:
         ms = [d["ms_per_summary"] for d in dated]
         last = dated[-1]
