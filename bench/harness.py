@@ -164,6 +164,19 @@ for line in sys.stdin:
 """
 
 
+@contextlib.contextmanager
+def measuring(etl: str | None) -> Iterator[None]:
+    """Every step run inside (migration, enqueue, the measured run) by ``etl``, another checkout's
+    executable; ``None``: this one's."""
+    global ETL
+    saved = ETL
+    ETL = etl or saved
+    try:
+        yield
+    finally:
+        ETL = saved
+
+
 def compile_bytecode(etl: str) -> None:
     """Write the measured checkout's bytecode before measuring it, as installing a wheel does.
 

@@ -14,15 +14,12 @@ def run(bench: Bench, backend: str, old_etl: str) -> None:
     figures: dict[str, tuple[float, float]] = {}
     new_etl = harness.ETL
     for label, exe in (("previous", old_etl), ("new", new_etl), ("previous again", old_etl), ("new again", new_etl)):
-        saved, harness.ETL = harness.ETL, exe  # every step, migration and enqueue included, by that etl
-        try:
+        with harness.measuring(exe):  # every step, migration and enqueue included, by that etl
             n = bench.sizes.w2_ids
             url, _ = bench.fresh_db(backend, n, seed=2, with_calls=True)
             with Simulator(bench.workdir, rate=0, burst=10, latency_ms=0, name=f"sim-w7-{backend}") as sim:
                 res = bench.etl(url, ["sync", "--rate", "0"], base_url=sim.url)
             done = bench.queue_counts(url).get("done", 0)  # by the same etl: its schema
-        finally:
-            harness.ETL = saved
         bench.dbs.drop(url)
         if res.failure():
             bench.failed("7", backend, target, f"{label}: {res.failure()}")

@@ -4,7 +4,8 @@ unthrottled v1 sync against dlt doing the same work.  One command, one printed t
     .venv/bin/python bench/writepath.py --setup-dlt --db sqlite --repeat 1 --quick   # first: makes .venv-dlt
     .venv/bin/python bench/writepath.py                       # all three databases, 3 runs each (~15 min)
     .venv/bin/python bench/writepath.py --etl /tmp/old/.venv/bin/etl   # the same figures for another checkout
-    .venv/bin/python bench/writepath.py --only dated --against /tmp/old/.venv/bin/etl   # old and new alternating
+    git worktree add /tmp/old REV && python3 -m venv /tmp/old/.venv && /tmp/old/.venv/bin/pip install -q -e '/tmp/old[postgres,mysql]'
+    .venv/bin/python bench/writepath.py --only dated --against /tmp/old/.venv/bin/etl   # REV and this, alternating
 
 Everything runs as separate processes, as in production and as in ``bench/run.py``
 (``harness``): the simulator is ``python -m etl.testing`` on a loopback port,
@@ -144,12 +145,8 @@ class WritePath:
     def dated(self, backend: str, etl: str | None = None) -> dict[str, Any]:
         """``etl discover`` on the dated surface: CPU per summary stored from the pages (by ``etl``, another
         checkout's executable, every step of it, when given)."""
-        saved = harness.ETL
-        harness.ETL = etl or saved
-        try:
+        with harness.measuring(etl):
             return self._dated(backend)
-        finally:
-            harness.ETL = saved
 
     def _dated(self, backend: str) -> dict[str, Any]:
         url = self._fresh(backend)
