@@ -4,7 +4,8 @@ unthrottled v1 sync against dlt doing the same work.  One command, one printed t
     .venv/bin/python bench/writepath.py --setup-dlt --db sqlite --repeat 1 --quick   # first: makes .venv-dlt
     .venv/bin/python bench/writepath.py                       # all three databases, 3 runs each (~15 min)
     .venv/bin/python bench/writepath.py --etl /tmp/old/.venv/bin/etl   # the same figures for another checkout
-    git worktree add /tmp/old REV && python3 -m venv /tmp/old/.venv && /tmp/old/.venv/bin/pip install -q -e '/tmp/old[postgres,mysql]'
+    git worktree add /tmp/old REV && python3 -m venv /tmp/old/.venv   # another checkout (REV: a commit)
+    /tmp/old/.venv/bin/pip install -q -e '/tmp/old[postgres,mysql]'
     .venv/bin/python bench/writepath.py --only dated --against /tmp/old/.venv/bin/etl   # REV and this, alternating
 
 Everything runs as separate processes, as in production and as in ``bench/run.py``
